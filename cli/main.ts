@@ -1,0 +1,246 @@
+// The `gatehouse` command. Every command takes --config (default ./gatehouse.yaml or
+// GATEHOUSE_CONFIG) and talks to the running server through its API; it reads the data directory
+// directly only where no server runs. Lists print oldest first; --json prints JSON Lines.
+
+import { connect } from 'node:net'
+import { Command, Option } from 'commander'
+import { type Config, parseConfig, parseDuration } from '../engine/config.js'
+import { AuditLog, readAuditEvents } from '../engine/audit.js'
+import { isGatehouseError } from '../engine/errors.js'
+import { Gateway, issuerFor } from '../engine/gateway.js'
+import { createLogger } from '../engine/log.js'
+import { Store } from '../engine/store.js'
+import { loadOrCreateSigningKey, TokenIssuer, validateGroup, validateSubject } from '../engine/tokens.js'
+import type { StoredAuditEvent } from '../engine/types.js'
+import { postgresPlugin } from '../proxies/postgres/index.js'
+import { ApiClient, ApiError, resolveConfig } from './client.js'
+import { join } from 'node:path'
+
+class UsageError extends Error {}
+
+function out(line: string): void {
+  process.stdout.write(`${line}\n`)
+}
+
+function probe(host: string, port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host, port })
+    const done = (ok: boolean): void => {
+      s.destroy()
+      resolve(ok)
+    }
+    s.setTimeout(timeoutMs, () => done(false))
+    s.once('connect', () => done(true))
+    s.once('error', () => done(false))
+  })
+}
+
+async function devConfig(): Promise<Config> {
+  const connections: unknown[] = []
+  if (await probe('127.0.0.1', 5432, 500)) {
+    connections.push({ name: 'demo', protocol: 'postgres', address: '127.0.0.1:5432', database: 'test', user: 'postgres', labels: { env: 'dev' } })
+  }
+  return parseConfig({ data_dir: './gatehouse-data', connections }, null)
+}
+
+async function serve(opts: { config?: string; dev?: boolean }): Promise<void> {
+  const config = opts.dev && !opts.config && !process.env.GATEHOUSE_CONFIG ? await devConfig() : resolveConfig(opts.config)
+  const log = createLogger(config.logLevel)
+  const gw = await Gateway.start(config, [postgresPlugin], log)
+  let stopping = false
+  const stop = (signal: string): void => {
+    if (stopping) return
+    stopping = true
+    log.info({ signal }, 'shutting down')
+    gw.stop('the gateway is shutting down').then(
+      () => {
+        log.flush()
+        process.exit(0)
+      },
+      () => process.exit(1),
+    )
+  }
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
+  const pg = gw.addresses.postgres
+  process.stdout.write(
+    `Gatehouse is running.\n  API:        http://${gw.addresses.api ?? '(off)'}\n  PostgreSQL: ${pg ?? '(off)'}\n  data:       ${config.dataDir}\n`,
+  )
+  if (opts.dev) {
+    const demo = config.connections.find((c) => c.protocol === 'postgres')
+    process.stdout.write(`\nAdmin token (also in ${join(config.dataDir, 'admin.token')}):\n${gw.adminToken}\n`)
+    if (demo && pg) {
+      const [host, port] = [pg.slice(0, pg.lastIndexOf(':')), pg.slice(pg.lastIndexOf(':') + 1)]
+      process.stdout.write(
+        `\nConnect with psql:\n  PGPASSWORD="$(cat ${join(config.dataDir, 'admin.token')})" psql "host=${host} port=${port} dbname=${demo.name} user=admin sslmode=require"\n`,
+      )
+    } else if (!demo) {
+      process.stdout.write('\nNo PostgreSQL answered on 127.0.0.1:5432, so no demo connection was added.\n')
+    }
+  }
+}
+
+function printEvents(events: readonly StoredAuditEvent[], json: boolean): void {
+  for (const e of events) {
+    if (json) {
+      out(JSON.stringify(e))
+      continue
+    }
+    const decision = typeof e.decision === 'string' ? e.decision : ''
+    const sql = typeof e.sql === 'string' ? e.sql.replace(/\s+/g, ' ').slice(0, 120) : ''
+    const extra = e.type === 'result' ? `${JSON.stringify(e.tag ?? '')} rows=${String(e.rows ?? '')}` : sql
+    out([e.time, e.type.padEnd(15), (e.session ?? '-').padEnd(15), e.chain.join('>') || '-', e.connection ?? '-', decision, extra].join('  '))
+  }
+}
+
+async function main(argv: string[]): Promise<void> {
+  const program = new Command()
+  program.name('gatehouse').description('Policy-as-code access gateway').showHelpAfterError()
+  const configOpt = (): Option => new Option('-c, --config <file>', 'configuration file (default ./gatehouse.yaml or $GATEHOUSE_CONFIG)')
+
+  program
+    .command('serve')
+    .description('run the gateway in this process')
+    .addOption(configOpt())
+    .option('--dev', 'no config needed: ./gatehouse-data, a demo connection to 127.0.0.1:5432/test, prints an admin token and a psql line')
+    .action(serve)
+
+  const token = program.command('token').description('issue and revoke Gatehouse tokens')
+  token
+    .command('create')
+    .description('issue a token; prints it alone on stdout')
+    .addOption(configOpt())
+    .requiredOption('--subject <id>', 'principal id, e.g. user:alice, service:etl, agent:summarizer')
+    .option('--group <group>', 'a group of the principal (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--scope <scope>', 'space-separated scope entries, e.g. "connection:app sql.read"')
+    .option('--ttl <duration>', 'lifetime, e.g. 15m, 1h (default tokens.default_ttl)')
+    .option('--json', 'print {token, id, expires_at} as JSON')
+    .action(async (o: { config?: string; subject: string; group: string[]; scope?: string; ttl?: string; json?: boolean }) => {
+      const config = resolveConfig(o.config)
+      const bad = validateSubject(o.subject) ?? o.group.map(validateGroup).find((x) => x !== null) ?? null
+      if (bad) throw new UsageError(bad)
+      const scope = o.scope ? o.scope.split(/\s+/).filter(Boolean) : []
+      const api = ApiClient.forServer(config)
+      let r: { token: string; id: string; expires_at: string }
+      if (api) {
+        r = await api.call('POST', '/v1/tokens', { subject: o.subject, groups: o.group, scope, ...(o.ttl ? { ttl: o.ttl } : {}) })
+      } else {
+        const ttl = o.ttl ? parseDuration(o.ttl) : config.tokens.defaultTtlSeconds
+        if (ttl === null || ttl <= 0) throw new UsageError('--ttl must be a duration like 15m or 1h')
+        if (ttl > config.tokens.maxTtlSeconds) throw new UsageError(`--ttl exceeds tokens.max_ttl (${config.tokens.maxTtlSeconds}s)`)
+        const issuer = new TokenIssuer(await loadOrCreateSigningKey(config.dataDir), issuerFor(config))
+        const t = await issuer.issue({ subject: o.subject, groups: o.group, scope, ttlSeconds: ttl })
+        const audit = new AuditLog(join(config.dataDir, 'audit'), 'always', 1000)
+        audit.open()
+        await audit.append({ type: 'token.issued', session: null, chain: ['local:cli'], connection: null, token: { id: t.id, subject: o.subject, groups: o.group, scope } })
+        audit.close()
+        r = { token: t.token, id: t.id, expires_at: new Date(t.expiresAt * 1000).toISOString() }
+      }
+      out(o.json ? JSON.stringify(r) : r.token)
+    })
+  token
+    .command('revoke')
+    .description('revoke a token by id (its jti); live sessions opened with it end at once')
+    .addOption(configOpt())
+    .argument('<id>', 'token id (jti)')
+    .option('--reason <text>', 'why, for the audit log')
+    .action(async (id: string, o: { config?: string; reason?: string }) => {
+      const config = resolveConfig(o.config)
+      const api = ApiClient.forServer(config)
+      if (api) {
+        const r = await api.call<{ sessions_ended: number }>('POST', `/v1/tokens/${encodeURIComponent(id)}/revoke`, o.reason ? { reason: o.reason } : {})
+        out(`revoked ${id} (${r.sessions_ended} live session(s) ended)`)
+        return
+      }
+      const store = new Store(config.dataDir)
+      store.revoke(id, o.reason ?? null)
+      store.close()
+      const audit = new AuditLog(join(config.dataDir, 'audit'), 'always', 1000)
+      audit.open()
+      await audit.append({ type: 'token.revoked', session: null, chain: ['local:cli'], connection: null, token: { id }, reason: o.reason ?? null })
+      audit.close()
+      out(`revoked ${id}`)
+    })
+
+  const audit = program.command('audit').description('read the audit log')
+  audit
+    .command('list')
+    .description('audit events, oldest first')
+    .addOption(configOpt())
+    .option('--session <id>', 'only this session')
+    .option('--type <type>', 'only this event type (statement, result, session.start, …)')
+    .option('--limit <n>', 'only the last n events', (v: string) => Number.parseInt(v, 10))
+    .option('--json', 'JSON Lines')
+    .action(async (o: { config?: string; session?: string; type?: string; limit?: number; json?: boolean }) => {
+      const config = resolveConfig(o.config)
+      const api = ApiClient.forServer(config)
+      const q = { ...(o.session ? { session: o.session } : {}), ...(o.type ? { type: o.type } : {}), ...(o.limit ? { limit: o.limit } : {}) }
+      const events = api
+        ? (await api.call<{ events: StoredAuditEvent[] }>('GET', `/v1/audit?${new URLSearchParams(Object.entries(q).map(([k, v]): [string, string] => [k, String(v)]))}`)).events
+        : readAuditEvents(join(config.dataDir, 'audit'), q)
+      printEvents(events, o.json === true)
+    })
+
+  const sessions = program.command('sessions').description('list and end sessions')
+  sessions
+    .command('list')
+    .description('sessions, oldest first, ended ones included')
+    .addOption(configOpt())
+    .option('--active', 'live sessions only')
+    .option('--limit <n>', 'only the last n', (v: string) => Number.parseInt(v, 10))
+    .option('--json', 'JSON Lines')
+    .action(async (o: { config?: string; active?: boolean; limit?: number; json?: boolean }) => {
+      const config = resolveConfig(o.config)
+      const api = ApiClient.forServer(config)
+      type Row = { id: string; connection: string; protocol: string; chain: string[]; client: string; started_at: string; ended_at: string | null; end_reason: string | null; active: boolean }
+      let rows: Row[]
+      if (api) {
+        const qs = new URLSearchParams({ ...(o.active ? { active: 'true' } : {}), ...(o.limit ? { limit: String(o.limit) } : {}) })
+        rows = (await api.call<{ sessions: Row[] }>('GET', `/v1/sessions?${qs}`)).sessions
+      } else {
+        const store = new Store(config.dataDir)
+        rows = store.listSessions({ activeOnly: o.active === true, ...(o.limit ? { limit: o.limit } : {}) }).map((s) => ({
+          id: s.id,
+          connection: s.connection,
+          protocol: s.protocol,
+          chain: [...s.chain],
+          client: s.client,
+          started_at: s.startedAt,
+          ended_at: s.endedAt,
+          end_reason: s.endReason,
+          active: false,
+        }))
+        store.close()
+      }
+      for (const r of rows) {
+        if (o.json) out(JSON.stringify(r))
+        else out([r.id, r.active ? 'active' : 'ended ', r.started_at, r.chain.join('>'), r.connection, r.protocol, r.client, r.end_reason ?? ''].join('  '))
+      }
+    })
+  sessions
+    .command('kill')
+    .description('end a live session (client and server sides)')
+    .addOption(configOpt())
+    .argument('<id>', 'session id')
+    .option('--reason <text>', 'told to the client and recorded')
+    .action(async (id: string, o: { config?: string; reason?: string }) => {
+      const config = resolveConfig(o.config)
+      const api = ApiClient.forServer(config)
+      if (!api) throw new UsageError('no Gatehouse server is running for this configuration, so there is no live session to end')
+      await api.call('POST', `/v1/sessions/${encodeURIComponent(id)}/kill`, o.reason ? { reason: o.reason } : {})
+      out(`killed ${id}`)
+    })
+
+  await program.parseAsync(argv)
+}
+
+main(process.argv).catch((err: unknown) => {
+  if (isGatehouseError(err) || err instanceof UsageError || err instanceof ApiError) {
+    process.stderr.write(`gatehouse: ${err.message}\n`)
+  } else if (err instanceof Error && 'code' in err && (err as NodeJS.ErrnoException).code === 'ECONNREFUSED') {
+    process.stderr.write('gatehouse: the server did not answer on its API address\n')
+  } else {
+    process.stderr.write(`gatehouse: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
+  }
+  process.exit(1)
+})

@@ -1,0 +1,268 @@
+// The gateway's JSON HTTP API (fastify). Every route has a JSON schema; the OpenAPI document is
+// generated from them at /v1/openapi.json. Every route except /v1/health needs an admin token:
+// a Gatehouse token whose principal is in the `gatehouse-admins` group. The CLI uses this API
+// while a server runs, so a revocation or a kill takes effect at once.
+
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import swagger from '@fastify/swagger'
+import type { Logger } from 'pino'
+import { readAuditEvents } from './audit.js'
+import { isGatehouseError } from './errors.js'
+import type { SessionManager } from './sessions.js'
+import type { Store } from './store.js'
+import { validateGroup, validateSubject, type TokenIssuer } from './tokens.js'
+import { parseDuration } from './config.js'
+import type { AuditLog } from './audit.js'
+import type { Identity } from './types.js'
+
+export const ADMIN_GROUP = 'gatehouse-admins'
+
+export interface ApiDeps {
+  readonly issuer: TokenIssuer
+  readonly store: Store
+  readonly sessions: SessionManager
+  readonly audit: AuditLog
+  readonly maxTtlSeconds: number
+  readonly defaultTtlSeconds: number
+  readonly log: Logger
+  readonly version: () => { policy: string }
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    admin?: Identity
+  }
+}
+
+const errorSchema = {
+  type: 'object',
+  properties: { error: { type: 'string' }, code: { type: 'string' } },
+  required: ['error'],
+} as const
+
+const sessionSchema = {
+  type: 'object',
+  properties: {
+    id: { type: 'string' },
+    connection: { type: 'string' },
+    protocol: { type: 'string' },
+    chain: { type: 'array', items: { type: 'string' } },
+    client: { type: 'string' },
+    started_at: { type: 'string' },
+    ended_at: { type: ['string', 'null'] },
+    end_reason: { type: ['string', 'null'] },
+    active: { type: 'boolean' },
+  },
+} as const
+
+const auditEventSchema = { type: 'object', additionalProperties: true } as const
+
+export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
+  const app = Fastify({ loggerInstance: deps.log.child({ component: 'api' }) as FastifyBaseLogger, disableRequestLogging: true, bodyLimit: 64 * 1024 })
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'Gatehouse API', version: '1' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  })
+
+  app.setErrorHandler((err: unknown, _req: FastifyRequest, reply: FastifyReply) => {
+    if (isGatehouseError(err)) {
+      const status = err.code === 'GH_ERR_AUTH' ? 400 : 500
+      return reply.status(status).send({ error: err.publicMessage, code: err.code })
+    }
+    const e = err as { statusCode?: number; message?: string; validation?: unknown }
+    if (e.validation) return reply.status(400).send({ error: e.message ?? 'invalid request', code: 'GH_ERR_REQUEST' })
+    deps.log.error({ err }, 'api error')
+    return reply.status(e.statusCode && e.statusCode < 500 ? e.statusCode : 500).send({ error: e.statusCode && e.statusCode < 500 ? (e.message ?? 'bad request') : 'internal error' })
+  })
+
+  app.addHook('onRequest', async (req, reply) => {
+    if (req.url === '/v1/health' || req.url.startsWith('/v1/openapi.json')) return
+    const h = req.headers.authorization
+    if (typeof h !== 'string' || !h.startsWith('Bearer ')) {
+      return reply.status(401).send({ error: 'an admin token is required (Authorization: Bearer …)', code: 'GH_ERR_AUTH' })
+    }
+    let id: Identity
+    try {
+      id = await deps.issuer.verify(h.slice(7).trim(), (jti) => deps.store.isRevoked(jti))
+    } catch {
+      return reply.status(401).send({ error: 'the token is invalid, expired or revoked', code: 'GH_ERR_AUTH' })
+    }
+    const root = id.chain[0]
+    if (id.chain.length !== 1 || !root || !root.groups.includes(ADMIN_GROUP)) {
+      return reply.status(403).send({ error: `the token's principal is not in the ${ADMIN_GROUP} group`, code: 'GH_ERR_DENIED' })
+    }
+    req.admin = id
+    return undefined
+  })
+
+  app.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger())
+
+  app.get(
+    '/v1/health',
+    {
+      schema: {
+        summary: 'Liveness and the policy version in force',
+        security: [],
+        response: { 200: { type: 'object', properties: { status: { type: 'string' }, policy_version: { type: 'string' } } } },
+      },
+    },
+    async () => ({ status: 'ok', policy_version: deps.version().policy }),
+  )
+
+  app.get<{ Querystring: { active?: boolean; limit?: number } }>(
+    '/v1/sessions',
+    {
+      schema: {
+        summary: 'Sessions, oldest first, ended ones included unless active=true',
+        querystring: {
+          type: 'object',
+          properties: { active: { type: 'boolean' }, limit: { type: 'integer', minimum: 1 } },
+          additionalProperties: false,
+        },
+        response: { 200: { type: 'object', properties: { sessions: { type: 'array', items: sessionSchema } } } },
+      },
+    },
+    async (req) => {
+      const list = deps.store.listSessions({
+        activeOnly: req.query.active === true,
+        ...(req.query.limit !== undefined ? { limit: req.query.limit } : {}),
+      })
+      return {
+        sessions: list.map((s) => ({
+          id: s.id,
+          connection: s.connection,
+          protocol: s.protocol,
+          chain: s.chain,
+          client: s.client,
+          started_at: s.startedAt,
+          ended_at: s.endedAt,
+          end_reason: s.endReason,
+          active: deps.sessions.live.has(s.id),
+        })),
+      }
+    },
+  )
+
+  app.post<{ Params: { id: string }; Body: { reason?: string } | undefined }>(
+    '/v1/sessions/:id/kill',
+    {
+      schema: {
+        summary: 'End a live session: the client and the server side are closed',
+        params: { type: 'object', properties: { id: { type: 'string', maxLength: 64 } }, required: ['id'] },
+        body: { type: ['object', 'null'], properties: { reason: { type: 'string', maxLength: 500 } }, additionalProperties: false },
+        response: { 200: { type: 'object', properties: { killed: { type: 'string' } } }, 404: errorSchema },
+      },
+    },
+    async (req, reply) => {
+      const reason = req.body?.reason ?? 'terminated by an administrator'
+      if (!deps.sessions.kill(req.params.id, reason)) {
+        return reply.status(404).send({ error: `no live session ${req.params.id}`, code: 'GH_ERR_NOT_FOUND' })
+      }
+      deps.audit.appendDeferred({
+        type: 'session.end',
+        session: req.params.id,
+        chain: req.admin?.chain.map((p) => p.id) ?? [],
+        connection: null,
+        action: 'kill',
+        reason,
+      })
+      return { killed: req.params.id }
+    },
+  )
+
+  app.get<{ Querystring: { session?: string; type?: string; limit?: number } }>(
+    '/v1/audit',
+    {
+      schema: {
+        summary: 'Audit events, oldest first',
+        querystring: {
+          type: 'object',
+          properties: {
+            session: { type: 'string', maxLength: 64 },
+            type: { type: 'string', maxLength: 64 },
+            limit: { type: 'integer', minimum: 1 },
+          },
+          additionalProperties: false,
+        },
+        response: { 200: { type: 'object', properties: { events: { type: 'array', items: auditEventSchema } } } },
+      },
+    },
+    async (req) => {
+      deps.audit.flush()
+      return { events: readAuditEvents(deps.audit.dir, req.query) }
+    },
+  )
+
+  app.post<{ Body: { subject: string; groups?: string[]; scope?: string[]; ttl?: string } }>(
+    '/v1/tokens',
+    {
+      schema: {
+        summary: 'Issue a token for a principal',
+        body: {
+          type: 'object',
+          properties: {
+            subject: { type: 'string', maxLength: 140 },
+            groups: { type: 'array', items: { type: 'string', maxLength: 64 }, maxItems: 32 },
+            scope: { type: 'array', items: { type: 'string', maxLength: 128 }, maxItems: 32 },
+            ttl: { type: 'string', maxLength: 16 },
+          },
+          required: ['subject'],
+          additionalProperties: false,
+        },
+        response: {
+          200: { type: 'object', properties: { token: { type: 'string' }, id: { type: 'string' }, expires_at: { type: 'string' } } },
+          400: errorSchema,
+        },
+      },
+    },
+    async (req, reply) => {
+      const b = req.body
+      const bad = validateSubject(b.subject) ?? (b.groups ?? []).map(validateGroup).find((x) => x !== null) ?? null
+      if (bad) return reply.status(400).send({ error: bad, code: 'GH_ERR_REQUEST' })
+      const ttl = b.ttl === undefined ? deps.defaultTtlSeconds : parseDuration(b.ttl)
+      if (ttl === null || ttl <= 0) return reply.status(400).send({ error: 'ttl must be a duration like 15m or 1h', code: 'GH_ERR_REQUEST' })
+      if (ttl > deps.maxTtlSeconds) {
+        return reply.status(400).send({ error: `ttl exceeds the maximum of ${deps.maxTtlSeconds}s (tokens.max_ttl)`, code: 'GH_ERR_REQUEST' })
+      }
+      const t = await deps.issuer.issue({ subject: b.subject, groups: b.groups ?? [], scope: b.scope ?? [], ttlSeconds: ttl })
+      await deps.audit.append({
+        type: 'token.issued',
+        session: null,
+        chain: req.admin?.chain.map((p) => p.id) ?? [],
+        connection: null,
+        token: { id: t.id, subject: b.subject, groups: b.groups ?? [], scope: b.scope ?? [], expires_at: new Date(t.expiresAt * 1000).toISOString() },
+      })
+      return { token: t.token, id: t.id, expires_at: new Date(t.expiresAt * 1000).toISOString() }
+    },
+  )
+
+  app.post<{ Params: { id: string }; Body: { reason?: string } | undefined }>(
+    '/v1/tokens/:id/revoke',
+    {
+      schema: {
+        summary: 'Revoke a token by id (jti); live sessions opened with it end at once',
+        params: { type: 'object', properties: { id: { type: 'string', maxLength: 64 } }, required: ['id'] },
+        body: { type: ['object', 'null'], properties: { reason: { type: 'string', maxLength: 500 } }, additionalProperties: false },
+        response: { 200: { type: 'object', properties: { revoked: { type: 'string' }, sessions_ended: { type: 'integer' } } } },
+      },
+    },
+    async (req) => {
+      deps.store.revoke(req.params.id, req.body?.reason ?? null)
+      await deps.audit.append({
+        type: 'token.revoked',
+        session: null,
+        chain: req.admin?.chain.map((p) => p.id) ?? [],
+        connection: null,
+        token: { id: req.params.id },
+        reason: req.body?.reason ?? null,
+      })
+      const n = deps.sessions.killByToken(req.params.id, 'the token of this session was revoked')
+      return { revoked: req.params.id, sessions_ended: n }
+    },
+  )
+
+  return app
+}

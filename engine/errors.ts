@@ -1,0 +1,46 @@
+// Errors with stable codes. What a *client* is told is built by each proxy in its own protocol's
+// format from `code` and `publicMessage`; `message` and `cause` are for the log only and may name
+// internals (never secrets).
+
+export type GatehouseErrorCode =
+  | 'GH_ERR_CONFIG'
+  | 'GH_ERR_AUTH'
+  | 'GH_ERR_UNKNOWN_CONNECTION'
+  | 'GH_ERR_DENIED'
+  | 'GH_ERR_SECRET'
+  | 'GH_ERR_UPSTREAM'
+  | 'GH_ERR_AUDIT'
+  | 'GH_ERR_PLUGIN'
+  | 'GH_ERR_PROTOCOL'
+  | 'GH_ERR_STATE'
+
+/** What every code means, for the README and the test that keeps the two in step. */
+export const ERROR_CODES: Readonly<Record<GatehouseErrorCode, string>> = {
+  GH_ERR_CONFIG: 'the configuration file is missing, unreadable or invalid',
+  GH_ERR_AUTH: 'a token is malformed, forged, expired, revoked or meant for another audience',
+  GH_ERR_UNKNOWN_CONNECTION: 'the caller named a connection that is not configured for this protocol',
+  GH_ERR_DENIED: 'policy refused the work',
+  GH_ERR_SECRET: 'a secret reference could not be resolved when the session started',
+  GH_ERR_UPSTREAM: 'the target could not be reached or refused the gateway',
+  GH_ERR_AUDIT: 'an audit event could not be made durable, so the work was refused',
+  GH_ERR_PLUGIN: 'a proxy plugin could not be loaded or started',
+  GH_ERR_PROTOCOL: 'a client sent bytes the protocol does not allow',
+  GH_ERR_STATE: 'the data directory could not be opened or written',
+}
+
+export class GatehouseError extends Error {
+  readonly code: GatehouseErrorCode
+  /** Safe to show a client: no internals, no secrets. */
+  readonly publicMessage: string
+
+  constructor(code: GatehouseErrorCode, message: string, options?: { cause?: unknown; publicMessage?: string }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause })
+    this.name = 'GatehouseError'
+    this.code = code
+    this.publicMessage = options?.publicMessage ?? message
+  }
+}
+
+export function isGatehouseError(err: unknown): err is GatehouseError {
+  return err instanceof GatehouseError
+}

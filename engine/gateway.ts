@@ -1,0 +1,254 @@
+// The composition root: opens the data directory (state, signing key, TLS, audit), loads and
+// starts the proxy plugins with their narrow contexts, starts the API, and stops it all in order.
+
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { isIP } from 'node:net'
+import { join } from 'node:path'
+import type { FastifyInstance } from 'fastify'
+import type { Logger } from 'pino'
+import { ADMIN_GROUP, buildApi } from './api.js'
+import { AuditLog } from './audit.js'
+import { type Config, configProblem } from './config.js'
+import { BuiltinEngine, type DecisionEngine } from './decide.js'
+import { GatehouseError, isGatehouseError } from './errors.js'
+import { parseSecretRef, resolveSecret } from './secrets.js'
+import { SessionManager } from './sessions.js'
+import { Store } from './store.js'
+import { ensureSelfSigned, loadSecureContext } from './tls.js'
+import { loadOrCreateSigningKey, TokenIssuer } from './tokens.js'
+import type { ConnectionRef } from './types.js'
+import { directDialer } from '../proxies/dialer.js'
+import { loadPlugins, type LoadedPlugin } from '../proxies/loader.js'
+import type { Address, OpenSessionRequest, OpenSessionResult, ProxyContext, ProxyHandle, ProxyPlugin, TlsMaterial } from '../proxies/types.js'
+
+export interface RunInfo {
+  readonly pid: number
+  readonly api: string | null
+  readonly listeners: Record<string, string>
+  readonly started: string
+}
+
+export function adminTokenPath(dataDir: string): string {
+  return join(dataDir, 'admin.token')
+}
+export function runInfoPath(dataDir: string): string {
+  return join(dataDir, 'run.json')
+}
+
+function fmt(a: Address): string {
+  return isIP(a.host) === 6 ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`
+}
+
+/** The token issuer (and default audience): `tokens.issuer`, else the API's URL. */
+export function issuerFor(config: Config): string {
+  const a = config.listen.api
+  return config.tokens.issuer || `http://${a ? fmt(a) : '127.0.0.1:8080'}`
+}
+
+/** Lifetime of the admin token minted at each start; it is re-minted by every restart. */
+const ADMIN_TOKEN_TTL_SECONDS = 30 * 86400
+
+export class Gateway {
+  private handles: { name: string; handle: ProxyHandle }[] = []
+  private api: FastifyInstance | null = null
+  private stopping: Promise<void> | null = null
+  readonly addresses: Record<string, string> = {}
+  adminToken = ''
+
+  private constructor(
+    readonly config: Config,
+    readonly log: Logger,
+    readonly store: Store,
+    readonly audit: AuditLog,
+    readonly issuer: TokenIssuer,
+    readonly engine: DecisionEngine,
+    readonly sessions: SessionManager,
+    private readonly tls: TlsMaterial,
+  ) {}
+
+  static async start(config: Config, builtin: readonly ProxyPlugin<object>[], log: Logger): Promise<Gateway> {
+    const plugins = await loadPlugins(builtin, config.plugins)
+    validateAgainstPlugins(config, plugins)
+
+    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 })
+    const store = new Store(config.dataDir)
+    const orphans = store.closeOrphanedSessions()
+    if (orphans > 0) log.warn({ sessions: orphans }, 'closed sessions left open by a previous run')
+    const audit = new AuditLog(join(config.dataDir, 'audit'), config.audit.fsync, config.audit.fsyncIntervalMs)
+    audit.open()
+    const key = await loadOrCreateSigningKey(config.dataDir)
+    const apiAddr = config.listen.api
+    const issuer = new TokenIssuer(key, issuerFor(config))
+    const tlsFiles = config.tls.cert && config.tls.key ? { cert: config.tls.cert, key: config.tls.key } : ensureSelfSigned(config.dataDir)
+    const tls: TlsMaterial = { secureContext: loadSecureContext(tlsFiles), allowPlaintext: config.tls.allowPlaintext }
+    const engine = new BuiltinEngine()
+    const sessions = new SessionManager(engine, audit, store, log)
+    const gw = new Gateway(config, log, store, audit, issuer, engine, sessions, tls)
+
+    try {
+      for (const l of plugins) {
+        const listen = config.listen[l.plugin.name] ?? null
+        const handle = await l.plugin.start(gw.contextFor(l.plugin), l.options)
+        gw.handles.push({ name: l.plugin.name, handle })
+        if (handle.address) gw.addresses[l.plugin.name] = fmt(handle.address)
+        else if (listen) gw.addresses[l.plugin.name] = fmt(listen)
+      }
+      if (apiAddr) {
+        gw.api = await buildApi({
+          issuer,
+          store,
+          sessions,
+          audit,
+          maxTtlSeconds: config.tokens.maxTtlSeconds,
+          defaultTtlSeconds: config.tokens.defaultTtlSeconds,
+          log,
+          version: () => ({ policy: engine.version }),
+        })
+        await gw.api.listen({ host: apiAddr.host, port: apiAddr.port }).catch((err: unknown) => {
+          throw new GatehouseError('GH_ERR_CONFIG', `listen.api ${fmt(apiAddr)}: cannot listen (${(err as NodeJS.ErrnoException).code ?? String(err)})`, {
+            cause: err,
+          })
+        })
+        const a = gw.api.server.address()
+        if (a && typeof a === 'object') gw.addresses.api = fmt({ host: a.address, port: a.port })
+      }
+    } catch (err) {
+      await gw.stop('gateway failed to start')
+      throw err
+    }
+
+    const admin = await issuer.issue({ subject: 'user:admin', groups: [ADMIN_GROUP], ttlSeconds: ADMIN_TOKEN_TTL_SECONDS })
+    gw.adminToken = admin.token
+    writeFileSync(adminTokenPath(config.dataDir), `${admin.token}\n`, { mode: 0o600 })
+    const run: RunInfo = {
+      pid: process.pid,
+      api: gw.addresses.api ? `http://${gw.addresses.api}` : null,
+      listeners: { ...gw.addresses },
+      started: new Date().toISOString(),
+    }
+    writeFileSync(runInfoPath(config.dataDir), `${JSON.stringify(run, null, 2)}\n`, { mode: 0o600 })
+    log.info({ listeners: gw.addresses, dataDir: config.dataDir }, 'gatehouse ready')
+    return gw
+  }
+
+  private contextFor(plugin: ProxyPlugin<object>): ProxyContext {
+    return {
+      listen: this.config.listen[plugin.name] ?? null,
+      limits: this.config.limits,
+      tls: this.tls,
+      log: this.log.child({ proxy: plugin.name }),
+      openSession: (req) => this.openSession(plugin, req),
+      decide: (req, signal) => this.engine.decide(req, signal),
+      audit: (event) => this.audit.append(event),
+      dial: directDialer,
+    }
+  }
+
+  /** Identify first; then the connection, the connect decision, the secrets, the audit record. */
+  private async openSession(plugin: ProxyPlugin<object>, req: OpenSessionRequest): Promise<OpenSessionResult> {
+    const refuse = (error: GatehouseError, chain: readonly string[]): OpenSessionResult => {
+      this.log.warn({ proxy: plugin.name, client: req.client.address, connection: req.connection, code: error.code, why: error.message }, 'session refused')
+      this.audit.appendDeferred({
+        type: 'session.refused',
+        session: null,
+        chain,
+        connection: req.connection.slice(0, 128),
+        protocol: plugin.name,
+        client: req.client,
+        code: error.code,
+        reason: error.publicMessage,
+      })
+      return { ok: false, error }
+    }
+    let identity
+    try {
+      identity = await this.issuer.verify(req.credential, (jti) => this.store.isRevoked(jti))
+    } catch (err) {
+      return refuse(isGatehouseError(err) ? err : new GatehouseError('GH_ERR_AUTH', String(err), { publicMessage: 'authentication failed' }), [])
+    }
+    const chainIds = identity.chain.map((p) => p.id)
+    const conf = this.config.connections.find((c) => c.name === req.connection && c.protocol === plugin.name)
+    if (!conf) {
+      return refuse(
+        new GatehouseError('GH_ERR_UNKNOWN_CONNECTION', `no ${plugin.name} connection named ${JSON.stringify(req.connection)}`),
+        chainIds,
+      )
+    }
+    const connection: ConnectionRef = { name: conf.name, protocol: conf.protocol, labels: conf.labels }
+    let decision
+    try {
+      decision = await this.engine.decide({ identity, connection, action: 'connect', command: {} })
+    } catch (err) {
+      return refuse(new GatehouseError('GH_ERR_DENIED', 'policy evaluation failed', { cause: err, publicMessage: 'access denied: the policy could not be evaluated' }), chainIds)
+    }
+    if (decision.effect !== 'allow') {
+      const reason = decision.effect === 'deny' ? decision.reason : 'connecting requires an approval'
+      return refuse(new GatehouseError('GH_ERR_DENIED', `connect denied: ${reason}`, { publicMessage: `access denied: ${reason}` }), chainIds)
+    }
+    const secrets = new Map<string, string>()
+    const base = this.config.file ? join(this.config.file, '..') : process.cwd()
+    try {
+      for (const key of plugin.secretKeys ?? []) {
+        const ref = parseSecretRef(conf.settings[key], base)
+        if (ref) secrets.set(key, await resolveSecret(ref))
+      }
+    } catch (err) {
+      return refuse(isGatehouseError(err) ? err : new GatehouseError('GH_ERR_SECRET', 'secret resolution failed'), chainIds)
+    }
+    try {
+      const session = await this.sessions.admit({
+        identity,
+        connection,
+        target: { host: conf.host, port: conf.port },
+        settings: conf.settings,
+        secrets,
+        client: req.client,
+        decision,
+      })
+      return { ok: true, session }
+    } catch (err) {
+      return refuse(isGatehouseError(err) ? err : new GatehouseError('GH_ERR_AUDIT', 'cannot record the session'), chainIds)
+    }
+  }
+
+  /** Ends every session with `reason`, stops listeners and the API, flushes the audit. */
+  stop(reason: string): Promise<void> {
+    if (!this.stopping) this.stopping = this.doStop(reason)
+    return this.stopping
+  }
+
+  private async doStop(reason: string): Promise<void> {
+    await Promise.allSettled(this.handles.map((h) => h.handle.stop(reason)))
+    this.sessions.terminateAll(reason)
+    if (this.api) await this.api.close().catch(() => undefined)
+    this.audit.close()
+    this.store.close()
+    const run = runInfoPath(this.config.dataDir)
+    if (existsSync(run)) rmSync(run, { force: true })
+    this.log.info({ reason }, 'gatehouse stopped')
+  }
+}
+
+function validateAgainstPlugins(config: Config, plugins: readonly LoadedPlugin[]): void {
+  const problems: string[] = []
+  const names = plugins.map((l) => l.plugin.name)
+  for (const key of Object.keys(config.listen)) {
+    if (key !== 'api' && !names.includes(key)) problems.push(`listen.${key}: no plugin named ${JSON.stringify(key)} (loaded: ${names.join(', ')})`)
+  }
+  config.connections.forEach((c, i) => {
+    const l = plugins.find((p) => p.plugin.name === c.protocol)
+    if (!l) {
+      problems.push(`connections[${i}].protocol: no plugin serves ${JSON.stringify(c.protocol)} (loaded: ${names.join(', ')})`)
+      return
+    }
+    const base = config.file ? join(config.file, '..') : process.cwd()
+    for (const key of l.plugin.secretKeys ?? []) {
+      const v = c.settings[key]
+      if (v !== undefined && parseSecretRef(v, base) === null) {
+        problems.push(`connections[${i}].${key}: must be a secret reference (env:NAME or file:PATH), never the secret itself`)
+      }
+    }
+    for (const p of l.plugin.validateConnection?.(c.settings) ?? []) problems.push(`connections[${i}].${p}`)
+  })
+  if (problems.length > 0) throw configProblem(config, problems)
+}

@@ -1,0 +1,172 @@
+// Live sessions: the engine's side of a ProxySession. Holds the session's identity, its resolved
+// secrets (memory only), its audit stamping, and the means to end it from outside — an operator's
+// `sessions kill`, a token revocation, the token's expiry, or the gateway shutting down.
+
+import { randomBytes } from 'node:crypto'
+import type { Logger } from 'pino'
+import type { AuditLog } from './audit.js'
+import type { DecisionEngine } from './decide.js'
+import { GatehouseError } from './errors.js'
+import type { Store } from './store.js'
+import type { AuditEvent, Command, ConnectionRef, Decision, Identity } from './types.js'
+import type { Address, ProxySession, SessionAuditEvent } from '../proxies/types.js'
+
+export function newSessionId(): string {
+  return `s-${randomBytes(6).toString('hex')}`
+}
+
+export class LiveSession implements ProxySession {
+  readonly chainIds: readonly string[]
+  private terminateHandler: ((reason: string) => void) | null = null
+  private pendingTerminate: string | null = null
+  private ended = false
+  private expiryTimer: NodeJS.Timeout | null = null
+
+  constructor(
+    readonly id: string,
+    readonly identity: Identity,
+    readonly connection: ConnectionRef,
+    readonly target: Address,
+    readonly settings: Readonly<Record<string, unknown>>,
+    readonly secrets: ReadonlyMap<string, string>,
+    private readonly manager: SessionManager,
+  ) {
+    this.chainIds = identity.chain.map((p) => p.id)
+    // A session never outlives the token that opened it.
+    const ms = identity.expiresAt * 1000 - Date.now()
+    this.expiryTimer = setTimeout(() => this.terminate('the token that opened this session expired'), Math.max(0, Math.min(ms, 2 ** 31 - 1)))
+    this.expiryTimer.unref()
+  }
+
+  decide(action: string, command: Command, signal?: AbortSignal): Promise<Decision> {
+    return this.manager.engine.decide({ identity: this.identity, connection: this.connection, action, command }, signal)
+  }
+
+  private stamp(event: SessionAuditEvent): AuditEvent {
+    return { ...event, type: event.type, session: this.id, chain: this.chainIds, connection: this.connection.name }
+  }
+
+  audit(event: SessionAuditEvent): Promise<void> {
+    return this.manager.audit.append(this.stamp(event))
+  }
+
+  auditLater(event: SessionAuditEvent): void {
+    this.manager.audit.appendDeferred(this.stamp(event))
+  }
+
+  onTerminate(handler: (reason: string) => void): void {
+    this.terminateHandler = handler
+    if (this.pendingTerminate !== null) {
+      const r = this.pendingTerminate
+      this.pendingTerminate = null
+      handler(r)
+    }
+  }
+
+  /** Asks the plugin to end the session; the plugin calls `end` when both sides are closed. */
+  terminate(reason: string): void {
+    if (this.ended) return
+    if (this.terminateHandler) {
+      const h = this.terminateHandler
+      this.terminateHandler = null
+      h(reason)
+    } else this.pendingTerminate = reason
+  }
+
+  end(reason: string): void {
+    if (this.ended) return
+    this.ended = true
+    if (this.expiryTimer) clearTimeout(this.expiryTimer)
+    this.manager.ended(this, reason)
+  }
+}
+
+export class SessionManager {
+  readonly live = new Map<string, LiveSession>()
+
+  constructor(
+    readonly engine: DecisionEngine,
+    readonly audit: AuditLog,
+    private readonly store: Store,
+    private readonly log: Logger,
+  ) {}
+
+  /** Registers an admitted session: recorded in the store and audited (durably) before use. */
+  async admit(s: {
+    identity: Identity
+    connection: ConnectionRef
+    target: Address
+    settings: Readonly<Record<string, unknown>>
+    secrets: ReadonlyMap<string, string>
+    client: { address: string; user?: string; application?: string }
+    decision: Decision
+  }): Promise<LiveSession> {
+    const session = new LiveSession(newSessionId(), s.identity, s.connection, s.target, s.settings, s.secrets, this)
+    try {
+      await session.audit({
+        type: 'session.start',
+        protocol: s.connection.protocol,
+        client: s.client,
+        decision: s.decision.effect,
+        rules: s.decision.rules,
+        policy_version: s.decision.policy,
+        tokens: s.identity.tokenIds,
+      })
+    } catch (err) {
+      session.end('audit failed')
+      throw err instanceof GatehouseError
+        ? new GatehouseError('GH_ERR_AUDIT', err.message, { cause: err, publicMessage: 'the gateway cannot record this session; refused' })
+        : err
+    }
+    this.live.set(session.id, session)
+    try {
+      this.store.recordSessionStart({
+        id: session.id,
+        connection: s.connection.name,
+        protocol: s.connection.protocol,
+        chain: session.chainIds,
+        tokenIds: s.identity.tokenIds,
+        client: s.client.address,
+        startedAt: new Date().toISOString(),
+      })
+    } catch (err) {
+      this.log.error({ err, session: session.id }, 'cannot record session in the state database')
+    }
+    this.log.info({ session: session.id, chain: session.chainIds, connection: s.connection.name, client: s.client.address }, 'session started')
+    return session
+  }
+
+  ended(session: LiveSession, reason: string): void {
+    if (!this.live.delete(session.id)) return
+    try {
+      this.store.recordSessionEnd(session.id, reason)
+    } catch (err) {
+      this.log.error({ err, session: session.id }, 'cannot record session end in the state database')
+    }
+    session.auditLater({ type: 'session.end', reason })
+    this.log.info({ session: session.id, chain: session.chainIds, reason }, 'session ended')
+  }
+
+  kill(id: string, reason: string): boolean {
+    const s = this.live.get(id)
+    if (!s) return false
+    s.terminate(reason)
+    return true
+  }
+
+  /** Ends every live session opened with `jti` anywhere in its chain. */
+  killByToken(jti: string, reason: string): number {
+    let n = 0
+    for (const s of [...this.live.values()]) {
+      if (s.identity.tokenIds.includes(jti)) {
+        s.terminate(reason)
+        n++
+      }
+    }
+    return n
+  }
+
+  terminateAll(reason: string): void {
+    for (const s of [...this.live.values()]) s.terminate(reason)
+  }
+}

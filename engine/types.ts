@@ -1,0 +1,123 @@
+// The shapes every part of Gatehouse shares: who is asking (principals and chains), what they
+// ask (the decision input of DESIGN.md's policy contract), what the engine answers, and what the
+// audit log records. Proxies see these types; they never see the engine's internals.
+
+export type PrincipalKind = 'user' | 'workload' | 'service' | 'agent'
+
+/** One identity in a chain. `id` is `<kind>:<name>` (`user:alice`, `agent:summarizer`). */
+export interface Principal {
+  readonly id: string
+  readonly kind: PrincipalKind
+  readonly groups: readonly string[]
+  /** Scope of the token this hop holds; empty means "whatever its parent could". */
+  readonly scope: readonly string[]
+}
+
+/** An authenticated caller: the chain (root first) plus the token that proved it. */
+export interface Identity {
+  /** Root first; the last entry is the principal presenting the token. */
+  readonly chain: readonly Principal[]
+  /** The token id (`jti`) of the presenting token, and of every ancestor, root first. */
+  readonly tokenIds: readonly string[]
+  /** Unix seconds at which the presenting token expires. */
+  readonly expiresAt: number
+}
+
+export interface ConnectionRef {
+  readonly name: string
+  readonly protocol: string
+  readonly labels: Readonly<Record<string, string>>
+}
+
+/** The `command` part of the decision input; proxies add their own fields. */
+export interface Command {
+  readonly [key: string]: unknown
+}
+
+export interface DecisionTime {
+  readonly rfc3339: string
+  readonly unix: number
+  readonly weekday: string
+  readonly hour: number
+  readonly minute: number
+}
+
+/** What a proxy asks about: the engine adds principal, chain and time itself. */
+export interface DecisionRequest {
+  readonly identity: Identity
+  readonly connection: ConnectionRef
+  readonly action: string
+  readonly command: Command
+  readonly approval?: { readonly granted: boolean }
+}
+
+/** The input document handed to policy, once per hop (DESIGN.md, "The policy contract"). */
+export interface DecisionInput {
+  readonly principal: Principal
+  readonly chain: readonly Pick<Principal, 'id' | 'kind' | 'groups'>[]
+  readonly connection: ConnectionRef
+  readonly action: string
+  readonly command: Command
+  readonly approval: { readonly granted: boolean }
+  readonly time: DecisionTime
+}
+
+export interface MaskObligation {
+  readonly rule: string
+  readonly column: string
+  readonly strategy: 'redact' | 'partial' | 'hash' | 'null'
+  readonly keep?: number
+}
+
+export interface DenyReason {
+  readonly rule: string
+  readonly reason: string
+  /** The principal id of the hop whose evaluation produced this reason. */
+  readonly hop: string
+}
+
+export type Decision =
+  | {
+      readonly effect: 'allow'
+      readonly rules: readonly string[]
+      readonly mask: readonly MaskObligation[]
+      readonly policy: string
+    }
+  | {
+      readonly effect: 'deny'
+      readonly rules: readonly string[]
+      readonly reason: string
+      readonly reasons: readonly DenyReason[]
+      readonly policy: string
+    }
+  | {
+      readonly effect: 'hold'
+      readonly rules: readonly string[]
+      readonly approvers: readonly string[]
+      readonly policy: string
+    }
+
+export type AuditEventType =
+  | 'session.start'
+  | 'session.end'
+  | 'session.refused'
+  | 'statement'
+  | 'result'
+  | 'approval.requested'
+  | 'approval.decided'
+  | 'token.issued'
+  | 'token.revoked'
+
+/** One audit record. Every event has id, time, type, session, chain and connection. */
+export interface AuditEvent {
+  readonly type: AuditEventType
+  readonly session: string | null
+  readonly chain: readonly string[]
+  readonly connection: string | null
+  readonly [key: string]: unknown
+}
+
+export interface StoredAuditEvent extends AuditEvent {
+  readonly id: string
+  readonly time: string
+}

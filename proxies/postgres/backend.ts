@@ -1,0 +1,145 @@
+// Frames the server→client byte stream without buffering results: messages the gateway must
+// read (CommandComplete, ErrorResponse, ReadyForQuery) are collected whole — and may be replaced,
+// which is how a refused statement's stand-in error becomes the gateway's own error — while every
+// other message, DataRows above all, streams through as the bytes arrive, untouched.
+
+import { BackendCode } from './messages.js'
+
+export interface BackendHandler {
+  /** A collected message is complete; return a replacement, or null to forward it as is. */
+  onMessage(type: number, body: Buffer): Buffer | null
+  /** A streamed message's header was seen (its bytes are forwarded as they arrive). */
+  onStreamed(type: number): void
+}
+
+export class BackendProtocolError extends Error {}
+
+const COLLECTED = new Uint8Array(256)
+COLLECTED[BackendCode.CommandComplete] = 1
+COLLECTED[BackendCode.ErrorResponse] = 1
+COLLECTED[BackendCode.ReadyForQuery] = 1
+
+const EMPTY = Buffer.alloc(0)
+
+export class BackendScanner {
+  private header = Buffer.alloc(5)
+  private headerFill = 0
+  /** Body bytes still to come for the current message. */
+  private remaining = 0
+  private type = 0
+  private collecting = false
+  private collectBuf: Buffer = EMPTY
+  private collectFill = 0
+
+  constructor(
+    private readonly handler: BackendHandler,
+    private readonly maxCollected: number,
+  ) {}
+
+  /** Scans one chunk; returns the buffers to send to the client, in order. */
+  scan(chunk: Buffer): Buffer[] {
+    const out: Buffer[] = []
+    let runStart = 0 // start of the pending pass-through run within `chunk`
+    let pos = 0
+    const n = chunk.length
+    while (pos < n) {
+      if (this.remaining > 0) {
+        const take = Math.min(this.remaining, n - pos)
+        if (this.collecting) {
+          chunk.copy(this.collectBuf, this.collectFill, pos, pos + take)
+          this.collectFill += take
+        }
+        pos += take
+        this.remaining -= take
+        if (this.remaining === 0 && this.collecting) {
+          if (runStart < pos - take) out.push(chunk.subarray(runStart, pos - take))
+          this.finishCollected(out)
+          runStart = pos
+        }
+        continue
+      }
+      // At a message boundary (or inside a split header).
+      if (this.headerFill === 0 && n - pos >= 5) {
+        const type = chunk[pos] as number
+        const len = chunk.readInt32BE(pos + 1)
+        if (len < 4) throw new BackendProtocolError(`invalid server message length ${len}`)
+        const bodyLen = len - 4
+        if (COLLECTED[type] === 1) {
+          if (bodyLen + 5 > this.maxCollected) throw new BackendProtocolError(`server message of ${len} bytes exceeds the limit`)
+          if (n - pos >= 5 + bodyLen) {
+            // Whole message in this chunk: no copy.
+            const body = chunk.subarray(pos + 5, pos + 5 + bodyLen)
+            const repl = this.handler.onMessage(type, body)
+            if (repl) {
+              if (runStart < pos) out.push(chunk.subarray(runStart, pos))
+              out.push(repl)
+              runStart = pos + 5 + bodyLen
+            }
+            pos += 5 + bodyLen
+            continue
+          }
+          if (runStart < pos) out.push(chunk.subarray(runStart, pos))
+          this.beginCollect(type, bodyLen)
+          chunk.copy(this.collectBuf, 0, pos, pos + 5)
+          this.collectFill = 5
+          pos += 5
+          runStart = pos // the collected bytes are emitted when complete
+          continue
+        }
+        this.handler.onStreamed(type)
+        this.type = type
+        pos += 5
+        this.remaining = bodyLen
+        continue
+      }
+      // Split header: gather up to five bytes.
+      const take = Math.min(5 - this.headerFill, n - pos)
+      chunk.copy(this.header, this.headerFill, pos, pos + take)
+      this.headerFill += take
+      pos += take
+      if (this.headerFill < 5) {
+        // Header bytes are held back; they are emitted with the rest of the message.
+        if (runStart < pos - take) out.push(chunk.subarray(runStart, pos - take))
+        runStart = pos
+        continue
+      }
+      this.headerFill = 0
+      const type = this.header[0] as number
+      const len = this.header.readInt32BE(1)
+      if (len < 4) throw new BackendProtocolError(`invalid server message length ${len}`)
+      const bodyLen = len - 4
+      const headerStart = pos - take
+      if (runStart < headerStart) out.push(chunk.subarray(runStart, headerStart))
+      runStart = pos
+      if (COLLECTED[type] === 1) {
+        if (bodyLen + 5 > this.maxCollected) throw new BackendProtocolError(`server message of ${len} bytes exceeds the limit`)
+        this.beginCollect(type, bodyLen)
+        this.header.copy(this.collectBuf, 0, 0, 5)
+        this.collectFill = 5
+        if (bodyLen === 0) this.finishCollected(out)
+      } else {
+        this.handler.onStreamed(type)
+        this.type = type
+        out.push(Buffer.from(this.header)) // the held-back header goes out now
+        this.remaining = bodyLen
+      }
+    }
+    if (runStart < n) out.push(runStart === 0 ? chunk : chunk.subarray(runStart))
+    return out
+  }
+
+  private beginCollect(type: number, bodyLen: number): void {
+    this.type = type
+    this.collecting = true
+    this.collectBuf = Buffer.allocUnsafe(bodyLen + 5)
+    this.remaining = bodyLen
+  }
+
+  private finishCollected(out: Buffer[]): void {
+    this.collecting = false
+    const msg = this.collectBuf
+    this.collectBuf = EMPTY
+    const repl = this.handler.onMessage(this.type, msg.subarray(5))
+    out.push(repl ?? msg)
+  }
+}

@@ -1,0 +1,844 @@
+// One client connection through the PostgreSQL proxy, from the first byte to the last:
+//
+//   startup  — SSLRequest/GSSENCRequest/CancelRequest/StartupMessage, startup parameters checked
+//              against an allow-list (anything that could carry work past the classifier is refused)
+//   auth     — the token is asked for with AuthenticationCleartextPassword (TLS required except on
+//              loopback), then the engine identifies, decides `connect`, resolves the secret
+//   relay    — client messages framed and, for Query and Execute, decided and audited durably
+//              before the bytes go on; server messages scanned to attribute results, and a refused
+//              statement's stand-in error replaced with the gateway's own
+//
+// Nothing reaches the server before the caller is identified and the connect decision is made.
+
+import { randomBytes, randomInt, timingSafeEqual } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import type { Socket } from 'node:net'
+import { TLSSocket } from 'node:tls'
+import { serialize } from 'pg-protocol'
+import type { Logger } from 'pino'
+import { GatehouseError, isGatehouseError } from '../../engine/errors.js'
+import type { Decision, ProxyContext, ProxySession } from '../types.js'
+import { BackendProtocolError, BackendScanner, type BackendHandler } from './backend.js'
+import {
+  expectEmpty,
+  FrontendCode,
+  type Frame,
+  MAX_PASSWORD_MESSAGE,
+  MessageReader,
+  parseBind,
+  parseExecute,
+  parseParse,
+  parsePassword,
+  parseQuery,
+  parseTarget,
+  ProtocolError,
+  StartupReader,
+  type StartupPacket,
+} from './frontend.js'
+import {
+  AUTH_CLEARTEXT,
+  AUTH_OK,
+  BackendCode,
+  backendKeyData,
+  errorResponse,
+  negotiateProtocolVersion,
+  readCommandTag,
+  readErrorFields,
+  rowsFromTag,
+  SSL_NO,
+  SSL_YES,
+} from './messages.js'
+import { connectUpstream, isLoopback, sendCancel, type Upstream, type UpstreamOptions, type UpstreamTls } from './upstream.js'
+import { mentionsPassword, redactSql } from './redact.js'
+
+/** Startup parameters a client may set (lower-cased GUC names). `options` would let a client set
+ * any GUC (e.g. `-c role=…`), `replication` opens a different protocol: both are refused. */
+const ALLOWED_STARTUP_PARAMS = new Set([
+  'application_name',
+  'client_encoding',
+  'datestyle',
+  'timezone',
+  'extra_float_digits',
+  'intervalstyle',
+  'search_path',
+  'statement_timeout',
+  'lock_timeout',
+  'idle_in_transaction_session_timeout',
+  'bytea_output',
+])
+
+/** A stand-in that the server rejects as a syntax error, so the server itself aborts whatever a
+ * real error would abort (DESIGN.md, "Refusing a statement the way PostgreSQL would"). */
+const STAND_IN_SQL = 'gatehouse refused this statement'
+
+const FUNCTION_CALL_DENIED: Decision = {
+  effect: 'deny',
+  rules: ['gatehouse:no-function-call'],
+  reason: 'the FunctionCall protocol message is not allowed; call functions with SELECT',
+  reasons: [],
+  policy: 'gatehouse',
+}
+
+/** A client that has not authenticated in this time is disconnected (PostgreSQL: authentication_timeout = 1 min). */
+const AUTH_TIMEOUT_MS = 60_000
+
+/** SQL that can create or drop prepared statements outside the protocol's Parse/Close. */
+const PREPARED_CHANGE_RE = /\b(prepare|deallocate|discard)\b/i
+
+export interface CancelTarget {
+  readonly secret: Buffer
+  cancel(): void
+}
+
+/** State the plugin shares across connections: the cancel-key registry and live connections. */
+export interface PgShared {
+  readonly ctx: ProxyContext
+  readonly cancelKeys: Map<number, CancelTarget>
+  readonly connections: Set<PgConnection>
+}
+
+/** A prepared statement or portal as the gateway believes the server has it. Entries sent in an
+ * earlier Sync batch and not yet answered are uncertain: Execute waits for them to settle. */
+interface NamedEntry {
+  /** SQL text, or null when unknown (created by SQL-level PREPARE, or possibly replaced by it). */
+  readonly sql: string | null
+  readonly params: readonly (string | null)[] | null
+  state: 'pending' | 'ok' | 'failed'
+  readonly batch: number
+  readonly prev: NamedEntry | null
+  /** For a portal: the statement entry it was bound from. */
+  readonly statement: NamedEntry | null
+  waiters: (() => void)[] | null
+}
+
+/** An executed statement waiting for its result, for the `result` audit event. */
+interface StatementRecord {
+  readonly seq: number
+  readonly started: bigint
+  rows: number
+  tags: string[]
+  error: { code: string; message: string } | null
+  /** The gateway's own error, sent in place of the stand-in's error when the statement was refused. */
+  readonly replacement: Buffer | null
+}
+
+const enum Expect {
+  Query,
+  Parse,
+  Bind,
+  Describe,
+  Execute,
+  Close,
+  Sync,
+}
+
+interface Expectation {
+  readonly kind: Expect
+  readonly entry: NamedEntry | null
+  readonly record: StatementRecord | null
+}
+
+function settle(e: NamedEntry, state: 'ok' | 'failed'): void {
+  if (e.state !== 'pending') return
+  e.state = state
+  const w = e.waiters
+  e.waiters = null
+  if (w) for (const f of w) f()
+}
+
+function describeParam(p: Buffer | null, format: number): string | null {
+  if (p === null) return null
+  if (format === 1) return `\\x${p.toString('hex')}`
+  return p.toString('utf8')
+}
+
+export class PgConnection implements BackendHandler {
+  private readonly log: Logger
+  private client: Socket | TLSSocket
+  private readonly clientAddress: string
+  private tlsActive = false
+  private phase: 'startup' | 'auth' | 'connecting' | 'ready' | 'closed' = 'startup'
+  private readonly startupReader = new StartupReader()
+  private readonly reader: MessageReader
+  private startupParams = new Map<string, string>()
+  private session: ProxySession | null = null
+  private upstream: Upstream | null = null
+  private scanner: BackendScanner | null = null
+  private pumping = false
+  private out: Buffer[] = []
+  private expectations: Expectation[] = []
+  private expectHead = 0
+  private readonly statements = new Map<string, NamedEntry>()
+  private readonly portals = new Map<string, NamedEntry>()
+  private batch = 0
+  private seq = 0
+  private ourPid = 0
+  private authTimer: NodeJS.Timeout | null = null
+  private readonly abort = new AbortController()
+
+  constructor(
+    socket: Socket,
+    private readonly shared: PgShared,
+  ) {
+    this.client = socket
+    this.clientAddress = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`
+    this.log = shared.ctx.log.child({ client: this.clientAddress })
+    this.reader = new MessageReader(MAX_PASSWORD_MESSAGE)
+    socket.setNoDelay(true)
+    socket.on('error', () => this.close('client connection error'))
+    socket.on('close', () => this.close('client disconnected'))
+    socket.once('data', this.onFirstData)
+    this.authTimer = setTimeout(() => this.fatal('08006', 'authentication timed out'), AUTH_TIMEOUT_MS)
+    this.authTimer.unref()
+    shared.connections.add(this)
+  }
+
+  // ---- startup ----------------------------------------------------------------------------
+
+  /** The first byte tells a direct TLS handshake (PostgreSQL 17 `sslnegotiation=direct`) from a packet. */
+  private readonly onFirstData = (chunk: Buffer): void => {
+    if (chunk[0] === 0x16 && !this.tlsActive) {
+      this.client.pause()
+      this.client.unshift(chunk)
+      this.upgradeTls(['postgresql'])
+      return
+    }
+    this.client.on('data', this.onStartupData)
+    this.onStartupData(chunk)
+  }
+
+  private readonly onStartupData = (chunk: Buffer): void => {
+    try {
+      if (this.phase === 'startup') {
+        this.startupReader.push(chunk)
+        let pkt: StartupPacket | null
+        while (this.phase === 'startup' && (pkt = this.startupReader.next()) !== null) this.onStartupPacket(pkt)
+      } else if (this.phase === 'auth') {
+        this.reader.push(chunk)
+        const f = this.reader.next()
+        if (f) this.onPassword(f)
+      } else if (this.phase === 'connecting') {
+        // A well-behaved client waits for AuthenticationOk; anything it sends early is kept.
+        this.reader.push(chunk)
+      } else if (this.phase === 'ready') {
+        this.reader.push(chunk)
+        if (!this.pumping) void this.pump()
+      }
+    } catch (err) {
+      this.protocolFailure(err)
+    }
+  }
+
+  private upgradeTls(alpn?: string[]): void {
+    const raw = this.client
+    raw.removeListener('data', this.onStartupData)
+    const tls = new TLSSocket(raw, {
+      isServer: true,
+      secureContext: this.shared.ctx.tls.secureContext,
+      ...(alpn ? { ALPNProtocols: alpn } : {}),
+    })
+    this.tlsActive = true
+    this.client = tls
+    tls.on('error', () => this.close('TLS error'))
+    tls.on('close', () => this.close('client disconnected'))
+    tls.on('data', this.onStartupData)
+  }
+
+  private onStartupPacket(pkt: StartupPacket): void {
+    switch (pkt.kind) {
+      case 'ssl':
+        if (this.tlsActive) throw new ProtocolError('SSLRequest on an encrypted connection')
+        // Bytes after the SSLRequest and before the handshake would be read as if encrypted
+        // (CVE-2021-23214): refuse them.
+        if (this.startupReader.pending > 0) throw new ProtocolError('data after SSLRequest')
+        this.client.write(SSL_YES)
+        this.upgradeTls()
+        return
+      case 'gssenc':
+        this.client.write(SSL_NO)
+        return
+      case 'cancel':
+        this.phase = 'closed'
+        this.handleCancel(pkt.pid, pkt.secret)
+        this.client.end()
+        return
+      case 'startup':
+        this.onStartup(pkt.minor, pkt.params)
+    }
+  }
+
+  private handleCancel(pid: number, secret: Buffer): void {
+    const target = this.shared.cancelKeys.get(pid)
+    if (!target || target.secret.length !== secret.length || !timingSafeEqual(target.secret, secret)) {
+      this.log.warn('cancel request with an unknown key ignored')
+      return
+    }
+    target.cancel()
+  }
+
+  private onStartup(minor: number, params: ReadonlyMap<string, string>): void {
+    const unsupportedOptions: string[] = []
+    const passed = new Map<string, string>()
+    for (const [k, v] of params) {
+      const key = k.toLowerCase()
+      if (key === 'user' || key === 'database') continue
+      if (key.startsWith('_pq_.')) {
+        unsupportedOptions.push(k)
+        continue
+      }
+      if (!ALLOWED_STARTUP_PARAMS.has(key)) {
+        this.fatal('08004', `startup parameter "${k}" is not allowed through Gatehouse`, 'Only ordinary session settings may be sent at startup; set others with SET, where policy decides them.')
+        return
+      }
+      passed.set(k, v)
+    }
+    const user = params.get('user')
+    if (!user) {
+      this.fatal('28000', 'no PostgreSQL user name specified in startup packet')
+      return
+    }
+    this.startupParams = new Map([...passed, ['user', user], ['database', params.get('database') || user]])
+    if (minor > 0 || unsupportedOptions.length > 0) this.client.write(negotiateProtocolVersion(unsupportedOptions))
+    const remote = this.client instanceof TLSSocket ? (this.client as TLSSocket).remoteAddress : this.client.remoteAddress
+    if (!this.tlsActive && !this.shared.ctx.tls.allowPlaintext && !isLoopback(remote ?? '')) {
+      this.fatal('28000', 'Gatehouse requires TLS for token authentication from this address', 'Connect with sslmode=require.')
+      return
+    }
+    this.phase = 'auth'
+    this.client.write(AUTH_CLEARTEXT)
+  }
+
+  private onPassword(f: Frame): void {
+    if (f.type !== FrontendCode.Password) throw new ProtocolError('expected a password message')
+    const token = parsePassword(f.body)
+    this.phase = 'connecting'
+    void this.admit(token)
+  }
+
+  private async admit(token: string): Promise<void> {
+    const ctx = this.shared.ctx
+    const database = this.startupParams.get('database') ?? ''
+    const result = await ctx.openSession({
+      credential: token,
+      connection: database,
+      client: {
+        address: this.clientAddress,
+        user: this.startupParams.get('user') ?? '',
+        application: this.startupParams.get('application_name') ?? '',
+      },
+    })
+    if (this.phase === 'closed') {
+      if (result.ok) result.session.end('client disconnected during authentication')
+      return
+    }
+    if (!result.ok) {
+      this.refuseStartup(result.error, database)
+      return
+    }
+    const session = result.session
+    this.session = session
+    let upstream: Upstream
+    try {
+      upstream = await connectUpstream(this.upstreamOptions(session), this.abort.signal)
+    } catch (err) {
+      this.log.warn({ session: session.id, err: isGatehouseError(err) ? err.message : String(err) }, 'cannot open the server connection')
+      session.end('server connection failed')
+      this.session = null
+      this.fatal('08006', 'Gatehouse could not connect to the target server')
+      return
+    }
+    if (this.isClosed()) {
+      upstream.socket.destroy()
+      session.end('client disconnected during authentication')
+      return
+    }
+    this.upstream = upstream
+    this.startRelay(session, upstream)
+  }
+
+  private upstreamOptions(session: ProxySession): UpstreamOptions {
+    const s = session.settings
+    const params = new Map<string, string>()
+    for (const [k, v] of this.startupParams) if (k !== 'user' && k !== 'database') params.set(k, v)
+    return {
+      target: session.target,
+      database: typeof s.database === 'string' ? s.database : session.connection.name,
+      user: typeof s.user === 'string' ? s.user : 'postgres',
+      password: session.secrets.get('password'),
+      tls: (typeof s.tls === 'string' ? s.tls : 'disable') as UpstreamTls,
+      ca: typeof s.ca === 'string' ? readFileSync(s.ca) : undefined,
+      params,
+      dial: this.shared.ctx.dial,
+    }
+  }
+
+  private refuseStartup(err: GatehouseError, database: string): void {
+    switch (err.code) {
+      case 'GH_ERR_AUTH':
+        this.fatal('28P01', err.publicMessage)
+        return
+      case 'GH_ERR_UNKNOWN_CONNECTION':
+        this.fatal('3D000', `connection "${database}" does not exist`, 'Use the name of a Gatehouse connection as the database name.')
+        return
+      case 'GH_ERR_DENIED':
+        this.fatal('42501', err.publicMessage)
+        return
+      case 'GH_ERR_SECRET':
+      case 'GH_ERR_UPSTREAM':
+        this.fatal('08006', `Gatehouse could not connect to the target server: ${err.publicMessage}`)
+        return
+      default:
+        this.fatal('08006', err.publicMessage)
+    }
+  }
+
+  private startRelay(session: ProxySession, upstream: Upstream): void {
+    if (this.authTimer) clearTimeout(this.authTimer)
+    this.reader.setLimit(this.shared.ctx.limits.maxMessageBytes)
+    this.scanner = new BackendScanner(this, this.shared.ctx.limits.maxMessageBytes)
+    // Our own backend key: the server's never leaves the gateway.
+    let pid = 0
+    do pid = randomInt(1, 2 ** 31 - 1)
+    while (this.shared.cancelKeys.has(pid))
+    this.ourPid = pid
+    const secret = randomBytes(4)
+    const opts = this.upstreamOptions(session)
+    this.shared.cancelKeys.set(pid, {
+      secret,
+      cancel: () => {
+        const up = this.upstream
+        if (!up || this.phase !== 'ready') return
+        sendCancel(opts, up.pid, up.secret).catch((err: unknown) => this.log.warn({ err: String(err) }, 'cancel forwarding failed'))
+      },
+    })
+    session.onTerminate((reason) => this.fatal('57P01', `terminating connection: ${reason}`))
+
+    const server = upstream.socket
+    server.on('data', this.onServerData)
+    server.on('error', () => this.close('server connection error'))
+    server.on('close', () => this.close('server closed the connection'))
+    server.on('drain', () => this.client.resume())
+    this.client.on('drain', () => server.resume())
+
+    this.client.cork()
+    this.client.write(AUTH_OK)
+    for (const m of upstream.startupMessages) this.client.write(m)
+    this.client.write(backendKeyData(pid, secret))
+    this.client.write(upstream.readyForQuery)
+    this.client.uncork()
+    this.phase = 'ready'
+    if (this.reader.pending > 0) void this.pump()
+  }
+
+  // ---- client → server --------------------------------------------------------------------
+
+  private async pump(): Promise<void> {
+    this.pumping = true
+    try {
+      let f: Frame | null
+      while (this.phase === 'ready' && (f = this.reader.next()) !== null) {
+        const p = this.onClientFrame(f)
+        if (p !== undefined) await p
+      }
+      this.flushToServer()
+    } catch (err) {
+      this.protocolFailure(err)
+    } finally {
+      this.pumping = false
+    }
+    // Data that arrived while a decision was awaited.
+    if (this.phase === 'ready' && this.reader.pending >= 5) void this.pump()
+  }
+
+  private flushToServer(): void {
+    const up = this.upstream
+    if (!up || this.out.length === 0) return
+    const out = this.out
+    this.out = []
+    let ok: boolean
+    if (out.length === 1) ok = up.socket.write(out[0] as Buffer)
+    else {
+      up.socket.cork()
+      for (const b of out) ok = up.socket.write(b)
+      ok = up.socket.write(Buffer.alloc(0))
+      up.socket.uncork()
+    }
+    if (!ok) this.client.pause()
+  }
+
+  private expect(kind: Expect, entry: NamedEntry | null, record: StatementRecord | null): void {
+    this.expectations.push({ kind, entry, record })
+  }
+
+  /** Returns a promise only for frames that need a decision; the rest are handled in line. */
+  private onClientFrame(f: Frame): Promise<void> | undefined {
+    switch (f.type) {
+      case FrontendCode.Query:
+        return this.onQuery(f)
+      case FrontendCode.Parse: {
+        const m = parseParse(f.body)
+        const prev = m.name === '' ? null : (this.statements.get(m.name) ?? null)
+        const entry: NamedEntry = { sql: m.sql, params: null, state: 'pending', batch: this.batch, prev, statement: null, waiters: null }
+        this.statements.set(m.name, entry)
+        this.expect(Expect.Parse, entry, null)
+        this.out.push(f.raw)
+        return undefined
+      }
+      case FrontendCode.Bind: {
+        const m = parseBind(f.body)
+        const stmt = this.statements.get(m.statement) ?? null
+        const prev = this.portals.get(m.portal) ?? null
+        const params = m.params.map((p, i) => describeParam(p, m.paramFormats[i] ?? 0))
+        const entry: NamedEntry = { sql: null, params, state: 'pending', batch: this.batch, prev, statement: stmt, waiters: null }
+        this.portals.set(m.portal, entry)
+        this.expect(Expect.Bind, entry, null)
+        this.out.push(f.raw)
+        return undefined
+      }
+      case FrontendCode.Execute:
+        return this.onExecute(f)
+      case FrontendCode.Describe:
+        parseTarget(f.body, 'Describe')
+        this.expect(Expect.Describe, null, null)
+        this.out.push(f.raw)
+        return undefined
+      case FrontendCode.Close: {
+        const m = parseTarget(f.body, 'Close')
+        ;(m.kind === 'S' ? this.statements : this.portals).delete(m.name)
+        this.expect(Expect.Close, null, null)
+        this.out.push(f.raw)
+        return undefined
+      }
+      case FrontendCode.Sync:
+        expectEmpty(f.body, 'Sync')
+        this.expect(Expect.Sync, null, null)
+        this.batch++
+        this.out.push(f.raw)
+        return undefined
+      case FrontendCode.Flush:
+        expectEmpty(f.body, 'Flush')
+        this.out.push(f.raw)
+        return undefined
+      case FrontendCode.CopyData:
+      case FrontendCode.CopyDone:
+      case FrontendCode.CopyFail:
+        this.out.push(f.raw)
+        return undefined
+      case FrontendCode.Terminate:
+        this.flushToServer()
+        this.upstream?.socket.end(f.raw)
+        this.close('client terminated')
+        return undefined
+      case FrontendCode.FunctionCall:
+        // The fast-path interface calls a function by OID: work no classifier can see.
+        return this.sendOrRefuse(f.raw, Expect.Query, FUNCTION_CALL_DENIED, null, null)
+      case FrontendCode.Password:
+        throw new ProtocolError('unexpected password message after authentication')
+      default:
+        throw new ProtocolError(`unexpected message type 0x${f.type.toString(16)}`)
+    }
+  }
+
+  private async onQuery(f: Frame): Promise<void> {
+    const sql = parseQuery(f.body)
+    // A simple Query destroys the unnamed statement and portal (PostgreSQL exec_simple_query).
+    this.statements.delete('')
+    this.portals.delete('')
+    if (PREPARED_CHANGE_RE.test(sql)) this.forgetPreparedSql()
+    const decision = await this.decideStatement(sql)
+    await this.sendOrRefuse(f.raw, Expect.Query, decision, sql, null)
+  }
+
+  private async onExecute(f: Frame): Promise<void> {
+    const m = parseExecute(f.body)
+    const portal = this.portals.get(m.portal) ?? null
+    const resolved = portal ? await this.resolvePortal(portal) : null
+    const sql = resolved?.sql ?? null
+    if (sql !== null && PREPARED_CHANGE_RE.test(sql)) this.forgetPreparedSql()
+    const params = resolved?.params ?? null
+    const decision = await this.decideStatement(sql, m.portal)
+    await this.sendOrRefuse(f.raw, Expect.Execute, decision, sql, params)
+  }
+
+  /** SQL-level PREPARE/DEALLOCATE/DISCARD may replace statements behind the protocol's back. */
+  private forgetPreparedSql(): void {
+    for (const [name, e] of this.statements) {
+      this.statements.set(name, { ...e, sql: null, prev: null, waiters: null })
+    }
+  }
+
+  /** What a portal will run: waits for entries from earlier Sync batches to be answered. */
+  private async resolvePortal(portal: NamedEntry): Promise<{ sql: string | null; params: readonly (string | null)[] | null }> {
+    const live = await this.firstLive(portal)
+    if (!live) return { sql: null, params: null }
+    const stmt = live.statement ? await this.firstLive(live.statement) : null
+    return { sql: stmt?.sql ?? null, params: live.params }
+  }
+
+  private async firstLive(e: NamedEntry | null): Promise<NamedEntry | null> {
+    let cur = e
+    while (cur) {
+      if (cur.state === 'pending' && cur.batch < this.batch) {
+        // Sent before the last Sync and unanswered: whether it took effect is not yet known.
+        this.flushToServer()
+        const c = cur
+        await new Promise<void>((r) => {
+          ;(c.waiters ??= []).push(r)
+        })
+      }
+      if (cur.state !== 'failed') return cur
+      cur = cur.prev
+    }
+    return null
+  }
+
+  /** Decides one statement for every hop; an engine failure is a denial (fail closed). */
+  private async decideStatement(sql: string | null, portal?: string): Promise<Decision> {
+    const session = this.session as ProxySession
+    const command = { sql, kind: 'unclassified', ...(portal !== undefined ? { portal } : {}) }
+    try {
+      return await session.decide('sql.other', command, this.abort.signal)
+    } catch (err) {
+      this.log.error({ err: String(err), session: session.id }, 'policy evaluation failed')
+      return { effect: 'deny', rules: [], reason: 'the policy could not be evaluated', reasons: [], policy: 'error' }
+    }
+  }
+
+  /** Audits the statement durably, then forwards it, or refuses it in place. */
+  private async sendOrRefuse(raw: Buffer, kind: Expect, decision: Decision, sql: string | null, params: readonly (string | null)[] | null): Promise<void> {
+    const session = this.session as ProxySession
+    const seq = ++this.seq
+    const redacted = sql === null ? null : redactSql(sql)
+    try {
+      // Durable before forwarded: if the append fails, nothing is sent.
+      await session.audit({
+        type: 'statement',
+        seq,
+        sql: redacted,
+        ...(params ? { params: sql !== null && mentionsPassword(sql) ? params.map(() => '[redacted]') : params } : {}),
+        decision: decision.effect,
+        rules: decision.rules,
+        ...(decision.effect === 'deny' ? { reason: decision.reason } : {}),
+        policy_version: decision.policy,
+      })
+    } catch (err) {
+      this.log.error({ err: String(err), session: session.id }, 'audit append failed; statement refused')
+      this.refuseInPlace(
+        kind,
+        errorResponse({ severity: 'ERROR', code: '58030', message: 'gatehouse: the audit log cannot record this statement, so it was not run' }),
+        seq,
+      )
+      return
+    }
+    if (this.phase !== 'ready') return
+    if (decision.effect === 'allow') {
+      const record: StatementRecord = { seq, started: process.hrtime.bigint(), rows: 0, tags: [], error: null, replacement: null }
+      this.expect(kind, null, record)
+      this.out.push(raw)
+      return
+    }
+    const reason = decision.effect === 'deny' ? decision.reason : `approval required from ${decision.approvers.join(', ')}`
+    this.refuseInPlace(kind, errorResponse({ severity: 'ERROR', code: '42501', message: `gatehouse: ${reason}` }), seq)
+  }
+
+  /**
+   * Sends a stand-in that fails on the server, so PostgreSQL aborts exactly what a real error
+   * would, and arranges for its error to be replaced with `error`. For Execute the stand-in is a
+   * Parse of invalid SQL into a throwaway named statement (the unnamed one stays as it was).
+   */
+  private refuseInPlace(kind: Expect, error: Buffer, seq: number): undefined {
+    const record: StatementRecord = { seq, started: process.hrtime.bigint(), rows: 0, tags: [], error: null, replacement: error }
+    if (kind === Expect.Execute) {
+      this.out.push(serialize.parse({ name: `gatehouse_refused_${randomBytes(6).toString('hex')}`, text: STAND_IN_SQL }))
+      this.expect(Expect.Execute, null, record)
+    } else {
+      this.out.push(serialize.query(STAND_IN_SQL))
+      this.expect(Expect.Query, null, record)
+    }
+    return undefined
+  }
+
+  // ---- server → client --------------------------------------------------------------------
+
+  private readonly onServerData = (chunk: Buffer): void => {
+    let out: Buffer[]
+    try {
+      out = (this.scanner as BackendScanner).scan(chunk)
+    } catch (err) {
+      this.log.error({ err: String(err) }, 'invalid data from the server')
+      this.fatal('08P01', 'Gatehouse received an invalid message from the server')
+      return
+    }
+    let ok = true
+    if (out.length === 1) ok = this.client.write(out[0] as Buffer)
+    else if (out.length > 1) {
+      this.client.cork()
+      for (const b of out) ok = this.client.write(b)
+      this.client.uncork()
+    }
+    if (!ok) this.upstream?.socket.pause()
+  }
+
+  private head(): Expectation | undefined {
+    return this.expectations[this.expectHead]
+  }
+
+  private shift(): void {
+    this.expectHead++
+    if (this.expectHead > 64 && this.expectHead * 2 > this.expectations.length) {
+      this.expectations = this.expectations.slice(this.expectHead)
+      this.expectHead = 0
+    }
+  }
+
+  onStreamed(type: number): void {
+    const h = this.head()
+    if (!h) return
+    switch (type) {
+      case BackendCode.DataRow:
+        if (h.record) h.record.rows++
+        return
+      case BackendCode.ParseComplete:
+        if (h.kind === Expect.Parse) {
+          if (h.entry) settle(h.entry, 'ok')
+          this.shift()
+        }
+        return
+      case BackendCode.BindComplete:
+        if (h.kind === Expect.Bind) {
+          if (h.entry) settle(h.entry, 'ok')
+          this.shift()
+        }
+        return
+      case BackendCode.CloseComplete:
+        if (h.kind === Expect.Close) this.shift()
+        return
+      case BackendCode.RowDescription:
+      case BackendCode.NoData:
+        if (h.kind === Expect.Describe) this.shift()
+        return
+      case BackendCode.EmptyQueryResponse:
+      case BackendCode.PortalSuspended:
+        if (h.kind === Expect.Execute) this.finishRecord(h, null)
+        return
+      default:
+    }
+  }
+
+  onMessage(type: number, body: Buffer): Buffer | null {
+    const h = this.head()
+    if (type === BackendCode.CommandComplete) {
+      if (h?.record) {
+        const tag = readCommandTag(body)
+        if (h.kind === Expect.Execute) this.finishRecord(h, tag)
+        else h.record.tags.push(tag)
+      }
+      return null
+    }
+    if (type === BackendCode.ReadyForQuery) {
+      if (h && (h.kind === Expect.Query || h.kind === Expect.Sync)) {
+        if (h.kind === Expect.Query) this.finishRecord(h, null)
+        else this.shift()
+      }
+      return null
+    }
+    // ErrorResponse
+    if (!h) return null
+    const f = readErrorFields(body)
+    const error = { code: f.get('C') ?? '', message: f.get('M') ?? '' }
+    const replacement = h.record?.replacement ?? null
+    if (h.kind === Expect.Query) {
+      if (h.record && !h.record.error) h.record.error = error
+      return replacement
+    }
+    if (h.kind === Expect.Sync) return null
+    // Extended protocol: the failing message, then everything up to the next Sync is skipped.
+    if (h.entry) settle(h.entry, 'failed')
+    if (h.record) h.record.error = error
+    this.completeRecord(h)
+    this.shift()
+    for (let e = this.head(); e && e.kind !== Expect.Sync; e = this.head()) {
+      if (e.entry) settle(e.entry, 'failed')
+      if (e.record) {
+        e.record.error = { code: 'skipped', message: 'not executed: an earlier message in the batch failed' }
+        this.completeRecord(e)
+      }
+      this.shift()
+    }
+    return replacement
+  }
+
+  private finishRecord(h: Expectation, tag: string | null): void {
+    if (h.record && tag !== null) h.record.tags.push(tag)
+    this.completeRecord(h)
+    this.shift()
+  }
+
+  private completeRecord(h: Expectation): void {
+    const r = h.record
+    if (!r || !this.session || r.replacement) return
+    const rows = r.tags.length === 1 ? (rowsFromTag(r.tags[0] as string) ?? r.rows) : r.rows
+    this.session.auditLater({
+      type: 'result',
+      seq: r.seq,
+      tag: r.tags.length === 1 ? r.tags[0] : r.tags,
+      rows,
+      duration_ms: Number(process.hrtime.bigint() - r.started) / 1e6,
+      ...(r.error ? { error: r.error } : {}),
+    })
+  }
+
+  // ---- endings ----------------------------------------------------------------------------
+
+  private protocolFailure(err: unknown): void {
+    if (err instanceof ProtocolError) {
+      this.log.warn({ err: err.message, session: this.session?.id }, 'protocol violation; closing the session')
+      this.fatal('08P01', err.publicMessage)
+      return
+    }
+    if (err instanceof BackendProtocolError) {
+      this.fatal('08P01', 'Gatehouse received an invalid message from the server')
+      return
+    }
+    this.log.error({ err: err instanceof Error ? err.stack : String(err) }, 'internal error in the PostgreSQL proxy')
+    this.fatal('XX000', 'internal error in the gateway')
+  }
+
+  /** Sends a FATAL error to the client and closes both sides. */
+  fatal(code: string, message: string, hint?: string): void {
+    if (this.phase === 'closed') return
+    const c = this.client
+    this.close(`fatal ${code}: ${message}`)
+    c.end(errorResponse({ severity: 'FATAL', code, message, ...(hint ? { hint } : {}) }))
+  }
+
+  close(reason: string): void {
+    if (this.phase === 'closed') {
+      return
+    }
+    this.phase = 'closed'
+    this.abort.abort()
+    if (this.authTimer) clearTimeout(this.authTimer)
+    if (this.ourPid) this.shared.cancelKeys.delete(this.ourPid)
+    const up = this.upstream
+    if (up) {
+      if (!up.socket.destroyed) up.socket.end(serialize.end())
+      setTimeout(() => up.socket.destroy(), 1000).unref()
+    }
+    // Let a pending FATAL flush, then make sure the socket goes away.
+    const c = this.client
+    setTimeout(() => c.destroy(), 1000).unref()
+    if (reason === 'client disconnected' || reason === 'client terminated') c.destroy()
+    this.session?.end(reason)
+    this.shared.connections.delete(this)
+  }
+
+  /** A method, not a field read, so TypeScript does not carry narrowing across an await. */
+  private isClosed(): boolean {
+    return this.phase === 'closed'
+  }
+
+  get sessionId(): string | null {
+    return this.session?.id ?? null
+  }
+}

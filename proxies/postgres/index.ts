@@ -1,0 +1,61 @@
+// The built-in PostgreSQL proxy plugin. It implements exactly the ProxyPlugin interface a third
+// party would: a listener, the wire protocol (connection.ts), and the narrow context's openSession,
+// decide and audit. See README.md in this folder for what it accepts and refuses.
+
+import { createServer, type Server } from 'node:net'
+import { GatehouseError } from '../../engine/errors.js'
+import type { Address, ProxyContext, ProxyHandle, ProxyPlugin } from '../types.js'
+import { type PgShared, PgConnection } from './connection.js'
+
+const TLS_MODES = ['disable', 'require', 'verify-full']
+const KNOWN_KEYS = ['database', 'user', 'password', 'tls', 'ca']
+
+export const postgresPlugin: ProxyPlugin = {
+  name: 'postgres',
+  secretKeys: ['password'],
+
+  validateConnection(settings) {
+    const problems: string[] = []
+    for (const k of Object.keys(settings)) {
+      if (!KNOWN_KEYS.includes(k)) problems.push(`${k}: unknown key for a postgres connection (allowed: ${KNOWN_KEYS.join(', ')})`)
+    }
+    for (const k of ['database', 'user']) {
+      const v = settings[k]
+      if (v !== undefined && (typeof v !== 'string' || v === '')) problems.push(`${k}: must be a non-empty string`)
+    }
+    const tls = settings.tls ?? 'disable'
+    if (typeof tls !== 'string' || !TLS_MODES.includes(tls)) {
+      problems.push(`tls: must be one of ${TLS_MODES.join(', ')} (got ${JSON.stringify(tls)})`)
+    }
+    if (tls === 'verify-full' && typeof settings.ca !== 'string') problems.push('ca: verify-full needs ca: the path of the CA certificate')
+    if (settings.ca !== undefined && typeof settings.ca !== 'string') problems.push('ca: must be a file path')
+    return problems
+  },
+
+  async start(ctx: ProxyContext): Promise<ProxyHandle> {
+    const shared: PgShared = { ctx, cancelKeys: new Map(), connections: new Set() }
+    const listen = ctx.listen
+    if (!listen) return { address: null, stop: async () => undefined }
+    const server: Server = createServer({ noDelay: true }, (socket) => {
+      new PgConnection(socket, shared)
+    })
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) =>
+        reject(new GatehouseError('GH_ERR_CONFIG', `listen.postgres ${listen.host}:${listen.port}: cannot listen (${err.code ?? err.message})`, { cause: err })),
+      )
+      server.listen(listen.port, listen.host, () => resolve())
+    })
+    const a = server.address()
+    const address: Address = a && typeof a === 'object' ? { host: a.address, port: a.port } : listen
+    return {
+      address,
+      async stop(reason: string): Promise<void> {
+        server.close()
+        for (const c of [...shared.connections]) c.fatal('57P01', `terminating connection: ${reason}`)
+        await new Promise<void>((r) => setTimeout(r, 50))
+      },
+    }
+  },
+}
+
+export default postgresPlugin

@@ -1,0 +1,108 @@
+// The contract every protocol plugin implements, built-in or third-party. A plugin owns a
+// listener and a wire protocol: it turns bytes into typed commands, asks `decide`, and applies the
+// answer in its protocol's own terms. It gets this narrow context, never the engine: identity,
+// policy, secrets and audit stay on the engine's side of the seam.
+//
+// A third-party plugin is an ES module whose default export (or named export `plugin`) is a
+// ProxyPlugin; it is loaded from `plugins:` in the config by path or package name.
+
+import type { Socket } from 'node:net'
+import type { SecureContext } from 'node:tls'
+import type { Logger } from 'pino'
+import type { GatehouseError } from '../engine/errors.js'
+import type { AuditEvent, AuditEventType, Command, ConnectionRef, Decision, DecisionRequest, Identity } from '../engine/types.js'
+
+export type { AuditEvent, Command, ConnectionRef, Decision, DecisionRequest, Identity } from '../engine/types.js'
+export type { GatehouseError, GatehouseErrorCode } from '../engine/errors.js'
+
+export interface Address {
+  readonly host: string
+  readonly port: number
+}
+
+export interface ProxyPlugin<O extends object = Record<string, unknown>> {
+  /** The protocol name: `connections[].protocol` and the `listen:` key refer to it. Unique. */
+  readonly name: string
+  /** Connection settings whose values are secret references (`env:…`, `file:…`), never literals. */
+  readonly secretKeys?: readonly string[]
+  /** Checks protocol-specific connection settings; returns problems as "key: what is wrong". */
+  validateConnection?(settings: Readonly<Record<string, unknown>>): string[]
+  start(ctx: ProxyContext, opts: O): Promise<ProxyHandle>
+}
+
+export interface ProxyHandle {
+  /** Where the listener is bound (the real port when the config asked for port 0). */
+  readonly address: Address | null
+  /** Stops accepting and ends every session of this plugin, telling clients `reason`. */
+  stop(reason: string): Promise<void>
+}
+
+export interface ClientInfo {
+  /** `ip:port` of the caller. */
+  readonly address: string
+  /** What the client claims (a PostgreSQL `user`, an SSH user name): recorded, never trusted. */
+  readonly user?: string
+  readonly application?: string
+}
+
+export interface OpenSessionRequest {
+  /** The bearer credential the client presented (a Gatehouse token). */
+  readonly credential: string
+  /** The connection name the client asked for. */
+  readonly connection: string
+  readonly client: ClientInfo
+}
+
+export type OpenSessionResult =
+  | { readonly ok: true; readonly session: ProxySession }
+  | { readonly ok: false; readonly error: GatehouseError }
+
+/** A session the engine has admitted: identified, allowed to connect, secrets resolved. */
+export interface ProxySession {
+  readonly id: string
+  readonly identity: Identity
+  readonly connection: ConnectionRef
+  /** The connection's target address and protocol-specific settings from the config. */
+  readonly target: Address
+  readonly settings: Readonly<Record<string, unknown>>
+  /** Resolved values of `secretKeys`, for this session only. Never log, audit or echo them. */
+  readonly secrets: ReadonlyMap<string, string>
+  /** Decides one command for every hop of this session's chain. Throws only on engine failure. */
+  decide(action: string, command: Command, signal?: AbortSignal): Promise<Decision>
+  /** Appends an event stamped with this session; resolves when durable, rejects when not. */
+  audit(event: SessionAuditEvent): Promise<void>
+  /** Appends an event describing finished work; written with the next durable append. */
+  auditLater(event: SessionAuditEvent): void
+  /** Called at most once when the engine ends the session (kill, revocation, shutdown). */
+  onTerminate(handler: (reason: string) => void): void
+  /** Records the session's end. Idempotent. */
+  end(reason: string): void
+}
+
+/** An audit event as a plugin writes it: the session fills in session, chain and connection. */
+export interface SessionAuditEvent {
+  readonly type: AuditEventType
+  readonly [key: string]: unknown
+}
+
+export interface TlsMaterial {
+  /** The gateway's server certificate for client-facing TLS. */
+  readonly secureContext: SecureContext
+  /** Whether tokens may travel in plaintext from non-loopback clients (config `tls.allow_plaintext`). */
+  readonly allowPlaintext: boolean
+}
+
+export interface ProxyContext {
+  /** From `listen.<plugin name>` in the config; null when the config gives none. */
+  readonly listen: Address | null
+  readonly limits: { readonly maxMessageBytes: number }
+  readonly tls: TlsMaterial
+  readonly log: Logger
+  /** Identify, look up the connection, decide `connect`, resolve secrets, audit session.start. */
+  openSession(req: OpenSessionRequest): Promise<OpenSessionResult>
+  /** Decides a command outside a session (most plugins use ProxySession.decide). */
+  decide(req: DecisionRequest, signal?: AbortSignal): Promise<Decision>
+  audit(event: AuditEvent): Promise<void>
+  /** Opens a byte stream to a target: direct TCP today, a connector's tunnel later. */
+  dial(target: Address, signal?: AbortSignal): Promise<Socket>
+}
