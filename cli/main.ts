@@ -38,7 +38,14 @@ function probe(host: string, port: number, timeoutMs: number): Promise<boolean> 
 async function devConfig(): Promise<Config> {
   const connections: unknown[] = []
   if (await probe('127.0.0.1', 5432, 500)) {
-    connections.push({ name: 'demo', protocol: 'postgres', address: '127.0.0.1:5432', database: 'test', user: 'postgres', labels: { env: 'dev' } })
+    connections.push({
+      name: 'demo',
+      protocol: 'postgres',
+      address: '127.0.0.1:5432',
+      database: 'test',
+      user: 'postgres',
+      labels: { env: 'dev' },
+    })
   }
   return parseConfig({ data_dir: './gatehouse-data', connections }, null)
 }
@@ -89,7 +96,9 @@ function printEvents(events: readonly StoredAuditEvent[], json: boolean): void {
     const decision = typeof e.decision === 'string' ? e.decision : ''
     const sql = typeof e.sql === 'string' ? e.sql.replace(/\s+/g, ' ').slice(0, 120) : ''
     const extra = e.type === 'result' ? `${JSON.stringify(e.tag ?? '')} rows=${String(e.rows ?? '')}` : sql
-    out([e.time, e.type.padEnd(15), (e.session ?? '-').padEnd(15), e.chain.join('>') || '-', e.connection ?? '-', decision, extra].join('  '))
+    out(
+      [e.time, e.type.padEnd(15), (e.session ?? '-').padEnd(15), e.chain.join('>') || '-', e.connection ?? '-', decision, extra].join('  '),
+    )
   }
 }
 
@@ -132,7 +141,13 @@ async function main(argv: string[]): Promise<void> {
         const t = await issuer.issue({ subject: o.subject, groups: o.group, scope, ttlSeconds: ttl })
         const audit = new AuditLog(join(config.dataDir, 'audit'), 'always', 1000)
         audit.open()
-        await audit.append({ type: 'token.issued', session: null, chain: ['local:cli'], connection: null, token: { id: t.id, subject: o.subject, groups: o.group, scope } })
+        await audit.append({
+          type: 'token.issued',
+          session: null,
+          chain: ['local:cli'],
+          connection: null,
+          token: { id: t.id, subject: o.subject, groups: o.group, scope },
+        })
         audit.close()
         r = { token: t.token, id: t.id, expires_at: new Date(t.expiresAt * 1000).toISOString() }
       }
@@ -148,7 +163,11 @@ async function main(argv: string[]): Promise<void> {
       const config = resolveConfig(o.config)
       const api = ApiClient.forServer(config)
       if (api) {
-        const r = await api.call<{ sessions_ended: number }>('POST', `/v1/tokens/${encodeURIComponent(id)}/revoke`, o.reason ? { reason: o.reason } : {})
+        const r = await api.call<{ sessions_ended: number }>(
+          'POST',
+          `/v1/tokens/${encodeURIComponent(id)}/revoke`,
+          o.reason ? { reason: o.reason } : {},
+        )
         out(`revoked ${id} (${r.sessions_ended} live session(s) ended)`)
         return
       }
@@ -157,7 +176,14 @@ async function main(argv: string[]): Promise<void> {
       store.close()
       const audit = new AuditLog(join(config.dataDir, 'audit'), 'always', 1000)
       audit.open()
-      await audit.append({ type: 'token.revoked', session: null, chain: ['local:cli'], connection: null, token: { id }, reason: o.reason ?? null })
+      await audit.append({
+        type: 'token.revoked',
+        session: null,
+        chain: ['local:cli'],
+        connection: null,
+        token: { id },
+        reason: o.reason ?? null,
+      })
       audit.close()
       out(`revoked ${id}`)
     })
@@ -174,9 +200,18 @@ async function main(argv: string[]): Promise<void> {
     .action(async (o: { config?: string; session?: string; type?: string; limit?: number; json?: boolean }) => {
       const config = resolveConfig(o.config)
       const api = ApiClient.forServer(config)
-      const q = { ...(o.session ? { session: o.session } : {}), ...(o.type ? { type: o.type } : {}), ...(o.limit ? { limit: o.limit } : {}) }
+      const q = {
+        ...(o.session ? { session: o.session } : {}),
+        ...(o.type ? { type: o.type } : {}),
+        ...(o.limit ? { limit: o.limit } : {}),
+      }
       const events = api
-        ? (await api.call<{ events: StoredAuditEvent[] }>('GET', `/v1/audit?${new URLSearchParams(Object.entries(q).map(([k, v]): [string, string] => [k, String(v)]))}`)).events
+        ? (
+            await api.call<{ events: StoredAuditEvent[] }>(
+              'GET',
+              `/v1/audit?${new URLSearchParams(Object.entries(q).map(([k, v]): [string, string] => [k, String(v)]))}`,
+            )
+          ).events
         : readAuditEvents(join(config.dataDir, 'audit'), q)
       printEvents(events, o.json === true)
     })
@@ -192,7 +227,17 @@ async function main(argv: string[]): Promise<void> {
     .action(async (o: { config?: string; active?: boolean; limit?: number; json?: boolean }) => {
       const config = resolveConfig(o.config)
       const api = ApiClient.forServer(config)
-      type Row = { id: string; connection: string; protocol: string; chain: string[]; client: string; started_at: string; ended_at: string | null; end_reason: string | null; active: boolean }
+      type Row = {
+        id: string
+        connection: string
+        protocol: string
+        chain: string[]
+        client: string
+        started_at: string
+        ended_at: string | null
+        end_reason: string | null
+        active: boolean
+      }
       let rows: Row[]
       if (api) {
         const qs = new URLSearchParams({ ...(o.active ? { active: 'true' } : {}), ...(o.limit ? { limit: String(o.limit) } : {}) })
@@ -214,7 +259,19 @@ async function main(argv: string[]): Promise<void> {
       }
       for (const r of rows) {
         if (o.json) out(JSON.stringify(r))
-        else out([r.id, r.active ? 'active' : 'ended ', r.started_at, r.chain.join('>'), r.connection, r.protocol, r.client, r.end_reason ?? ''].join('  '))
+        else
+          out(
+            [
+              r.id,
+              r.active ? 'active' : 'ended ',
+              r.started_at,
+              r.chain.join('>'),
+              r.connection,
+              r.protocol,
+              r.client,
+              r.end_reason ?? '',
+            ].join('  '),
+          )
       }
     })
   sessions

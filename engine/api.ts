@@ -58,7 +58,11 @@ const sessionSchema = {
 const auditEventSchema = { type: 'object', additionalProperties: true } as const
 
 export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
-  const app = Fastify({ loggerInstance: deps.log.child({ component: 'api' }) as FastifyBaseLogger, disableRequestLogging: true, bodyLimit: 64 * 1024 })
+  const app = Fastify({
+    loggerInstance: deps.log.child({ component: 'api' }) as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: 64 * 1024,
+  })
   await app.register(swagger, {
     openapi: {
       info: { title: 'Gatehouse API', version: '1' },
@@ -75,7 +79,9 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     const e = err as { statusCode?: number; message?: string; validation?: unknown }
     if (e.validation) return reply.status(400).send({ error: e.message ?? 'invalid request', code: 'GH_ERR_REQUEST' })
     deps.log.error({ err }, 'api error')
-    return reply.status(e.statusCode && e.statusCode < 500 ? e.statusCode : 500).send({ error: e.statusCode && e.statusCode < 500 ? (e.message ?? 'bad request') : 'internal error' })
+    return reply
+      .status(e.statusCode && e.statusCode < 500 ? e.statusCode : 500)
+      .send({ error: e.statusCode && e.statusCode < 500 ? (e.message ?? 'bad request') : 'internal error' })
   })
 
   app.addHook('onRequest', async (req, reply) => {
@@ -223,9 +229,12 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
       const bad = validateSubject(b.subject) ?? (b.groups ?? []).map(validateGroup).find((x) => x !== null) ?? null
       if (bad) return reply.status(400).send({ error: bad, code: 'GH_ERR_REQUEST' })
       const ttl = b.ttl === undefined ? deps.defaultTtlSeconds : parseDuration(b.ttl)
-      if (ttl === null || ttl <= 0) return reply.status(400).send({ error: 'ttl must be a duration like 15m or 1h', code: 'GH_ERR_REQUEST' })
+      if (ttl === null || ttl <= 0)
+        return reply.status(400).send({ error: 'ttl must be a duration like 15m or 1h', code: 'GH_ERR_REQUEST' })
       if (ttl > deps.maxTtlSeconds) {
-        return reply.status(400).send({ error: `ttl exceeds the maximum of ${deps.maxTtlSeconds}s (tokens.max_ttl)`, code: 'GH_ERR_REQUEST' })
+        return reply
+          .status(400)
+          .send({ error: `ttl exceeds the maximum of ${deps.maxTtlSeconds}s (tokens.max_ttl)`, code: 'GH_ERR_REQUEST' })
       }
       const t = await deps.issuer.issue({ subject: b.subject, groups: b.groups ?? [], scope: b.scope ?? [], ttlSeconds: ttl })
       await deps.audit.append({
@@ -233,7 +242,13 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
         session: null,
         chain: req.admin?.chain.map((p) => p.id) ?? [],
         connection: null,
-        token: { id: t.id, subject: b.subject, groups: b.groups ?? [], scope: b.scope ?? [], expires_at: new Date(t.expiresAt * 1000).toISOString() },
+        token: {
+          id: t.id,
+          subject: b.subject,
+          groups: b.groups ?? [],
+          scope: b.scope ?? [],
+          expires_at: new Date(t.expiresAt * 1000).toISOString(),
+        },
       })
       return { token: t.token, id: t.id, expires_at: new Date(t.expiresAt * 1000).toISOString() }
     },

@@ -10,7 +10,18 @@
 // are written with the next append or at the end of the current I/O turn, saving one write(2)
 // per statement on the hot path.
 
-import { closeSync, fdatasync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, writeSync } from 'node:fs'
+import {
+  closeSync,
+  fdatasync,
+  fdatasyncSync,
+  fstatSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  writeSync,
+} from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { GatehouseError } from './errors.js'
@@ -203,7 +214,9 @@ export class AuditLog {
 export function readAuditEvents(dir: string, query: AuditQuery = {}): StoredAuditEvent[] {
   let files: string[]
   try {
-    files = readdirSync(dir).filter((f) => f.endsWith('.jsonl')).sort()
+    files = readdirSync(dir)
+      .filter((f) => f.endsWith('.jsonl'))
+      .sort()
   } catch {
     return []
   }

@@ -16,10 +16,18 @@ import { SessionManager } from './sessions.js'
 import { Store } from './store.js'
 import { ensureSelfSigned, loadSecureContext } from './tls.js'
 import { loadOrCreateSigningKey, TokenIssuer } from './tokens.js'
-import type { ConnectionRef } from './types.js'
+import type { ConnectionRef, Decision, Identity } from './types.js'
 import { directDialer } from '../proxies/dialer.js'
 import { loadPlugins, type LoadedPlugin } from '../proxies/loader.js'
-import type { Address, OpenSessionRequest, OpenSessionResult, ProxyContext, ProxyHandle, ProxyPlugin, TlsMaterial } from '../proxies/types.js'
+import type {
+  Address,
+  OpenSessionRequest,
+  OpenSessionResult,
+  ProxyContext,
+  ProxyHandle,
+  ProxyPlugin,
+  TlsMaterial,
+} from '../proxies/types.js'
 
 export interface RunInfo {
   readonly pid: number
@@ -105,9 +113,13 @@ export class Gateway {
           version: () => ({ policy: engine.version }),
         })
         await gw.api.listen({ host: apiAddr.host, port: apiAddr.port }).catch((err: unknown) => {
-          throw new GatehouseError('GH_ERR_CONFIG', `listen.api ${fmt(apiAddr)}: cannot listen (${(err as NodeJS.ErrnoException).code ?? String(err)})`, {
-            cause: err,
-          })
+          throw new GatehouseError(
+            'GH_ERR_CONFIG',
+            `listen.api ${fmt(apiAddr)}: cannot listen (${(err as NodeJS.ErrnoException).code ?? String(err)})`,
+            {
+              cause: err,
+            },
+          )
         })
         const a = gw.api.server.address()
         if (a && typeof a === 'object') gw.addresses.api = fmt({ host: a.address, port: a.port })
@@ -147,7 +159,10 @@ export class Gateway {
   /** Identify first; then the connection, the connect decision, the secrets, the audit record. */
   private async openSession(plugin: ProxyPlugin<object>, req: OpenSessionRequest): Promise<OpenSessionResult> {
     const refuse = (error: GatehouseError, chain: readonly string[]): OpenSessionResult => {
-      this.log.warn({ proxy: plugin.name, client: req.client.address, connection: req.connection, code: error.code, why: error.message }, 'session refused')
+      this.log.warn(
+        { proxy: plugin.name, client: req.client.address, connection: req.connection, code: error.code, why: error.message },
+        'session refused',
+      )
       this.audit.appendDeferred({
         type: 'session.refused',
         session: null,
@@ -160,11 +175,14 @@ export class Gateway {
       })
       return { ok: false, error }
     }
-    let identity
+    let identity: Identity
     try {
       identity = await this.issuer.verify(req.credential, (jti) => this.store.isRevoked(jti))
     } catch (err) {
-      return refuse(isGatehouseError(err) ? err : new GatehouseError('GH_ERR_AUTH', String(err), { publicMessage: 'authentication failed' }), [])
+      return refuse(
+        isGatehouseError(err) ? err : new GatehouseError('GH_ERR_AUTH', String(err), { publicMessage: 'authentication failed' }),
+        [],
+      )
     }
     const chainIds = identity.chain.map((p) => p.id)
     const conf = this.config.connections.find((c) => c.name === req.connection && c.protocol === plugin.name)
@@ -175,15 +193,24 @@ export class Gateway {
       )
     }
     const connection: ConnectionRef = { name: conf.name, protocol: conf.protocol, labels: conf.labels }
-    let decision
+    let decision: Decision
     try {
       decision = await this.engine.decide({ identity, connection, action: 'connect', command: {} })
     } catch (err) {
-      return refuse(new GatehouseError('GH_ERR_DENIED', 'policy evaluation failed', { cause: err, publicMessage: 'access denied: the policy could not be evaluated' }), chainIds)
+      return refuse(
+        new GatehouseError('GH_ERR_DENIED', 'policy evaluation failed', {
+          cause: err,
+          publicMessage: 'access denied: the policy could not be evaluated',
+        }),
+        chainIds,
+      )
     }
     if (decision.effect !== 'allow') {
       const reason = decision.effect === 'deny' ? decision.reason : 'connecting requires an approval'
-      return refuse(new GatehouseError('GH_ERR_DENIED', `connect denied: ${reason}`, { publicMessage: `access denied: ${reason}` }), chainIds)
+      return refuse(
+        new GatehouseError('GH_ERR_DENIED', `connect denied: ${reason}`, { publicMessage: `access denied: ${reason}` }),
+        chainIds,
+      )
     }
     const secrets = new Map<string, string>()
     const base = this.config.file ? join(this.config.file, '..') : process.cwd()
@@ -233,7 +260,8 @@ function validateAgainstPlugins(config: Config, plugins: readonly LoadedPlugin[]
   const problems: string[] = []
   const names = plugins.map((l) => l.plugin.name)
   for (const key of Object.keys(config.listen)) {
-    if (key !== 'api' && !names.includes(key)) problems.push(`listen.${key}: no plugin named ${JSON.stringify(key)} (loaded: ${names.join(', ')})`)
+    if (key !== 'api' && !names.includes(key))
+      problems.push(`listen.${key}: no plugin named ${JSON.stringify(key)} (loaded: ${names.join(', ')})`)
   }
   config.connections.forEach((c, i) => {
     const l = plugins.find((p) => p.plugin.name === c.protocol)

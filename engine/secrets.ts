@@ -40,9 +40,13 @@ export async function resolveSecret(ref: SecretRef): Promise<string> {
   try {
     buf = await readFile(ref.path)
   } catch (err) {
-    throw new GatehouseError('GH_ERR_SECRET', `secret ${describeSecretRef(ref)} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`, {
-      publicMessage: 'the target credential is unavailable',
-    })
+    throw new GatehouseError(
+      'GH_ERR_SECRET',
+      `secret ${describeSecretRef(ref)} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+      {
+        publicMessage: 'the target credential is unavailable',
+      },
+    )
   }
   if (buf.length > MAX_SECRET_FILE_BYTES) {
     throw new GatehouseError('GH_ERR_SECRET', `secret ${describeSecretRef(ref)} is larger than ${MAX_SECRET_FILE_BYTES} bytes`, {

@@ -34,7 +34,10 @@ export class LiveSession implements ProxySession {
     this.chainIds = identity.chain.map((p) => p.id)
     // A session never outlives the token that opened it.
     const ms = identity.expiresAt * 1000 - Date.now()
-    this.expiryTimer = setTimeout(() => this.terminate('the token that opened this session expired'), Math.max(0, Math.min(ms, 2 ** 31 - 1)))
+    this.expiryTimer = setTimeout(
+      () => this.terminate('the token that opened this session expired'),
+      Math.max(0, Math.min(ms, 2 ** 31 - 1)),
+    )
     this.expiryTimer.unref()
   }
 
@@ -132,7 +135,10 @@ export class SessionManager {
     } catch (err) {
       this.log.error({ err, session: session.id }, 'cannot record session in the state database')
     }
-    this.log.info({ session: session.id, chain: session.chainIds, connection: s.connection.name, client: s.client.address }, 'session started')
+    this.log.info(
+      { session: session.id, chain: session.chainIds, connection: s.connection.name, client: s.client.address },
+      'session started',
+    )
     return session
   }
 

@@ -44,7 +44,10 @@ export async function loadPlugins(builtin: readonly ProxyPlugin<object>[], refs:
   const seen = new Map<string, string>()
   for (const l of out) {
     if (!PLUGIN_NAME_RE.test(l.plugin.name)) {
-      throw new GatehouseError('GH_ERR_PLUGIN', `plugin ${l.source}: name ${JSON.stringify(l.plugin.name)} must be lower-case letters, digits, _ or -`)
+      throw new GatehouseError(
+        'GH_ERR_PLUGIN',
+        `plugin ${l.source}: name ${JSON.stringify(l.plugin.name)} must be lower-case letters, digits, _ or -`,
+      )
     }
     if (l.plugin.name === 'api') throw new GatehouseError('GH_ERR_PLUGIN', `plugin ${l.source}: the name "api" is reserved`)
     const prev = seen.get(l.plugin.name)

@@ -16,7 +16,7 @@ import type { Socket } from 'node:net'
 import { TLSSocket } from 'node:tls'
 import { serialize } from 'pg-protocol'
 import type { Logger } from 'pino'
-import { GatehouseError, isGatehouseError } from '../../engine/errors.js'
+import { type GatehouseError, isGatehouseError } from '../../engine/errors.js'
 import type { Decision, ProxyContext, ProxySession } from '../types.js'
 import { BackendProtocolError, BackendScanner, type BackendHandler } from './backend.js'
 import {
@@ -122,7 +122,7 @@ interface StatementRecord {
   readonly replacement: Buffer | null
 }
 
-const enum Expect {
+enum Expect {
   Query,
   Parse,
   Bind,
@@ -211,8 +211,11 @@ export class PgConnection implements BackendHandler {
     try {
       if (this.phase === 'startup') {
         this.startupReader.push(chunk)
-        let pkt: StartupPacket | null
-        while (this.phase === 'startup' && (pkt = this.startupReader.next()) !== null) this.onStartupPacket(pkt)
+        while (this.phase === 'startup') {
+          const pkt: StartupPacket | null = this.startupReader.next()
+          if (pkt === null) break
+          this.onStartupPacket(pkt)
+        }
       } else if (this.phase === 'auth') {
         this.reader.push(chunk)
         const f = this.reader.next()
@@ -287,7 +290,11 @@ export class PgConnection implements BackendHandler {
         continue
       }
       if (!ALLOWED_STARTUP_PARAMS.has(key)) {
-        this.fatal('08004', `startup parameter "${k}" is not allowed through Gatehouse`, 'Only ordinary session settings may be sent at startup; set others with SET, where policy decides them.')
+        this.fatal(
+          '08004',
+          `startup parameter "${k}" is not allowed through Gatehouse`,
+          'Only ordinary session settings may be sent at startup; set others with SET, where policy decides them.',
+        )
         return
       }
       passed.set(k, v)
@@ -435,8 +442,9 @@ export class PgConnection implements BackendHandler {
   private async pump(): Promise<void> {
     this.pumping = true
     try {
-      let f: Frame | null
-      while (this.phase === 'ready' && (f = this.reader.next()) !== null) {
+      while (this.phase === 'ready') {
+        const f: Frame | null = this.reader.next()
+        if (f === null) break
         const p = this.onClientFrame(f)
         if (p !== undefined) await p
       }
@@ -583,7 +591,8 @@ export class PgConnection implements BackendHandler {
         this.flushToServer()
         const c = cur
         await new Promise<void>((r) => {
-          ;(c.waiters ??= []).push(r)
+          c.waiters ??= []
+          c.waiters.push(r)
         })
       }
       if (cur.state !== 'failed') return cur
@@ -605,7 +614,13 @@ export class PgConnection implements BackendHandler {
   }
 
   /** Audits the statement durably, then forwards it, or refuses it in place. */
-  private async sendOrRefuse(raw: Buffer, kind: Expect, decision: Decision, sql: string | null, params: readonly (string | null)[] | null): Promise<void> {
+  private async sendOrRefuse(
+    raw: Buffer,
+    kind: Expect,
+    decision: Decision,
+    sql: string | null,
+    params: readonly (string | null)[] | null,
+  ): Promise<void> {
     const session = this.session as ProxySession
     const seq = ++this.seq
     const redacted = sql === null ? null : redactSql(sql)
@@ -625,7 +640,11 @@ export class PgConnection implements BackendHandler {
       this.log.error({ err: String(err), session: session.id }, 'audit append failed; statement refused')
       this.refuseInPlace(
         kind,
-        errorResponse({ severity: 'ERROR', code: '58030', message: 'gatehouse: the audit log cannot record this statement, so it was not run' }),
+        errorResponse({
+          severity: 'ERROR',
+          code: '58030',
+          message: 'gatehouse: the audit log cannot record this statement, so it was not run',
+        }),
         seq,
       )
       return

@@ -15,7 +15,7 @@ export const GSSENC_REQUEST_CODE = 80877104
 export const CANCEL_REQUEST_CODE = 80877102
 export const PROTOCOL_3_0 = 196608
 
-export const enum FrontendCode {
+export enum FrontendCode {
   Bind = 0x42, // B
   Close = 0x43, // C
   Describe = 0x44, // D
@@ -33,9 +33,20 @@ export const enum FrontendCode {
 }
 
 const KNOWN_TYPES = new Set<number>([
-  FrontendCode.Bind, FrontendCode.Close, FrontendCode.Describe, FrontendCode.Execute, FrontendCode.FunctionCall,
-  FrontendCode.Flush, FrontendCode.Parse, FrontendCode.Query, FrontendCode.Sync, FrontendCode.Terminate,
-  FrontendCode.CopyDone, FrontendCode.CopyData, FrontendCode.CopyFail, FrontendCode.Password,
+  FrontendCode.Bind,
+  FrontendCode.Close,
+  FrontendCode.Describe,
+  FrontendCode.Execute,
+  FrontendCode.FunctionCall,
+  FrontendCode.Flush,
+  FrontendCode.Parse,
+  FrontendCode.Query,
+  FrontendCode.Sync,
+  FrontendCode.Terminate,
+  FrontendCode.CopyDone,
+  FrontendCode.CopyData,
+  FrontendCode.CopyFail,
+  FrontendCode.Password,
 ])
 
 export class ProtocolError extends GatehouseError {

@@ -41,7 +41,11 @@ export const postgresPlugin: ProxyPlugin = {
     })
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
-        reject(new GatehouseError('GH_ERR_CONFIG', `listen.postgres ${listen.host}:${listen.port}: cannot listen (${err.code ?? err.message})`, { cause: err })),
+        reject(
+          new GatehouseError('GH_ERR_CONFIG', `listen.postgres ${listen.host}:${listen.port}: cannot listen (${err.code ?? err.message})`, {
+            cause: err,
+          }),
+        ),
       )
       server.listen(listen.port, listen.host, () => resolve())
     })

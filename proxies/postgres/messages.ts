@@ -2,7 +2,7 @@
 // requests, its own BackendKeyData), and the few server messages it must read. Constant messages
 // are built once. Toward the *server*, messages are built with pg-protocol's serializer.
 
-export const enum BackendCode {
+export enum BackendCode {
   ParseComplete = 0x31, // 1
   BindComplete = 0x32, // 2
   CloseComplete = 0x33, // 3

@@ -72,6 +72,10 @@ function parseAttributes(text: string): Map<string, string> {
 
 /** PostgreSQL's md5 password response: "md5" + md5(md5(password + user) + salt). */
 export function md5Password(user: string, password: string, salt: Buffer): string {
-  const inner = createHash('md5').update(password + user).digest('hex')
-  return `md5${createHash('md5').update(Buffer.concat([Buffer.from(inner), salt])).digest('hex')}`
+  const inner = createHash('md5')
+    .update(password + user)
+    .digest('hex')
+  return `md5${createHash('md5')
+    .update(Buffer.concat([Buffer.from(inner), salt]))
+    .digest('hex')}`
 }

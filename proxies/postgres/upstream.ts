@@ -202,7 +202,9 @@ export async function connectUpstream(opts: UpstreamOptions, signal?: AbortSigna
             socket.write(serialize.sendSASLInitialResponseMessage('SCRAM-SHA-256', scram.clientFirstMessage()))
           } else if (code === 11) {
             if (!scram) throw upstreamError('unexpected SASLContinue')
-            socket.write(serialize.sendSCRAMClientFinalMessage(await scram.clientFinalMessage(needPassword(), m.body.subarray(4).toString('utf8'))))
+            socket.write(
+              serialize.sendSCRAMClientFinalMessage(await scram.clientFinalMessage(needPassword(), m.body.subarray(4).toString('utf8'))),
+            )
           } else if (code === 12) {
             if (!scram) throw upstreamError('unexpected SASLFinal')
             scram.verifyServerFinal(m.body.subarray(4).toString('utf8'))

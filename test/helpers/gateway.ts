@@ -1,0 +1,196 @@
+// Starts a real Gatehouse server process (`gatehouse serve --config …`) on free ports with its own
+// data directory, and drives it the way a user would: the CLI for tokens, psql for SQL.
+// Every test that starts one stops it (`await gw.stop()` in `after`).
+
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import yaml from 'js-yaml'
+
+export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..')
+export const BIN = join(REPO, 'cli/bin/gatehouse.js')
+
+/** The machine's PostgreSQL (trust auth), as a Gatehouse connection. */
+export const LOCAL_PG = {
+  name: 'app',
+  protocol: 'postgres',
+  address: '127.0.0.1:5432',
+  database: 'test',
+  user: 'postgres',
+  labels: { env: 'test' },
+}
+
+export interface CliResult {
+  readonly code: number | null
+  readonly stdout: string
+  readonly stderr: string
+}
+
+export interface GatewayOptions {
+  readonly connections?: readonly Record<string, unknown>[]
+  /** Extra top-level config keys (audit, limits, plugins, …). */
+  readonly config?: Record<string, unknown>
+  readonly env?: Record<string, string>
+  /** Use this data directory (e.g. one on a tmpfs) instead of a fresh one. */
+  readonly dataDir?: string
+}
+
+export class TestGateway {
+  proc: ChildProcess | null = null
+  stderr = ''
+  stdout = ''
+  pgPort = 0
+  apiUrl = ''
+  exitCode: number | null = null
+  exitSignal: NodeJS.Signals | null = null
+  private exited: Promise<void> = Promise.resolve()
+
+  constructor(
+    readonly dir: string,
+    readonly configFile: string,
+    readonly dataDir: string,
+    readonly env: Record<string, string>,
+  ) {}
+
+  static async start(opts: GatewayOptions = {}): Promise<TestGateway> {
+    const dir = mkdtempSync(join(tmpdir(), 'gh-test-'))
+    const dataDir = opts.dataDir ?? join(dir, 'data')
+    const configFile = join(dir, 'gatehouse.yaml')
+    const doc = {
+      data_dir: dataDir,
+      listen: { api: '127.0.0.1:0', postgres: '127.0.0.1:0' },
+      log_level: 'info',
+      connections: opts.connections ?? [LOCAL_PG],
+      ...opts.config,
+    }
+    writeFileSync(configFile, yaml.dump(doc))
+    const gw = new TestGateway(dir, configFile, dataDir, opts.env ?? {})
+    await gw.launch()
+    return gw
+  }
+
+  /** Starts (or restarts) the server process and waits until it is ready. */
+  async launch(): Promise<void> {
+    const runFile = join(this.dataDir, 'run.json')
+    rmSync(runFile, { force: true })
+    this.exitCode = null
+    this.exitSignal = null
+    const proc = spawn(process.execPath, [BIN, 'serve', '--config', this.configFile], {
+      env: { ...process.env, ...this.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    this.proc = proc
+    proc.stdout?.on('data', (d: Buffer) => {
+      this.stdout += d.toString()
+    })
+    proc.stderr?.on('data', (d: Buffer) => {
+      this.stderr += d.toString()
+    })
+    this.exited = new Promise((r) =>
+      proc.on('exit', (code, signal) => {
+        this.exitCode = code
+        this.exitSignal = signal
+        r()
+      }),
+    )
+    const deadline = Date.now() + 20_000
+    while (Date.now() < deadline) {
+      if (this.exitCode !== null || this.exitSignal !== null) {
+        throw new Error(`gatehouse exited during start (${this.exitCode ?? this.exitSignal}):\n${this.stderr}`)
+      }
+      if (existsSync(runFile)) {
+        const run = JSON.parse(readFileSync(runFile, 'utf8')) as { api: string; listeners: Record<string, string> }
+        const pg = run.listeners.postgres ?? ''
+        this.pgPort = Number(pg.slice(pg.lastIndexOf(':') + 1))
+        this.apiUrl = run.api
+        return
+      }
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    throw new Error(`gatehouse did not become ready:\n${this.stderr}`)
+  }
+
+  cli(args: readonly string[], extraEnv: Record<string, string> = {}): CliResult {
+    const r = spawnSync(process.execPath, [BIN, ...args, '--config', this.configFile], {
+      env: { ...process.env, ...this.env, ...extraEnv },
+      encoding: 'utf8',
+      timeout: 30_000,
+    })
+    return { code: r.status, stdout: r.stdout, stderr: r.stderr }
+  }
+
+  /** Issues a token through the CLI (which goes through the API) and returns it. */
+  token(subject = 'user:alice', args: readonly string[] = []): string {
+    const r = this.cli(['token', 'create', '--subject', subject, ...args])
+    if (r.code !== 0) throw new Error(`token create failed: ${r.stderr}`)
+    return r.stdout.trim()
+  }
+
+  tokenJson(subject = 'user:alice', args: readonly string[] = []): { token: string; id: string } {
+    const r = this.cli(['token', 'create', '--subject', subject, '--json', ...args])
+    if (r.code !== 0) throw new Error(`token create failed: ${r.stderr}`)
+    return JSON.parse(r.stdout) as { token: string; id: string }
+  }
+
+  /** A libpq connection string to connection `db` through the gateway. */
+  conninfo(token: string, db = 'app', extra = ''): string {
+    return `host=127.0.0.1 port=${this.pgPort} dbname=${db} user=alice password=${token} sslmode=disable ${extra}`.trim()
+  }
+
+  auditEvents(args: readonly string[] = []): Record<string, unknown>[] {
+    const r = this.cli(['audit', 'list', '--json', ...args])
+    if (r.code !== 0) throw new Error(`audit list failed: ${r.stderr}`)
+    return r.stdout
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+  }
+
+  signal(sig: NodeJS.Signals): void {
+    this.proc?.kill(sig)
+  }
+
+  waitExit(): Promise<void> {
+    return this.exited
+  }
+
+  async stop(): Promise<void> {
+    if (this.proc && this.exitCode === null && this.exitSignal === null) {
+      this.proc.kill('SIGTERM')
+      const t = setTimeout(() => this.proc?.kill('SIGKILL'), 5000)
+      await this.exited
+      clearTimeout(t)
+    }
+  }
+
+  async cleanup(): Promise<void> {
+    await this.stop()
+    rmSync(this.dir, { recursive: true, force: true })
+  }
+}
+
+/** Runs psql with a connection string and SQL; returns its output (no psqlrc, tuples only, unaligned). */
+export function psql(conninfo: string, sql: string, opts: { input?: string; extraArgs?: string[] } = {}): CliResult {
+  const r = spawnSync('psql', ['-X', '-At', '-v', 'ON_ERROR_STOP=1', ...(opts.extraArgs ?? []), '-d', conninfo, '-c', sql], {
+    encoding: 'utf8',
+    input: opts.input,
+    timeout: 60_000,
+  })
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr }
+}
+
+/** Runs SQL directly against the machine's PostgreSQL (trust auth), bypassing the gateway. */
+export function direct(sql: string): string {
+  const r = spawnSync(
+    'psql',
+    ['-X', '-At', '-h', '127.0.0.1', '-p', '5432', '-U', 'postgres', '-d', 'test', '-v', 'ON_ERROR_STOP=1', '-c', sql],
+    {
+      encoding: 'utf8',
+      timeout: 60_000,
+    },
+  )
+  if (r.status !== 0) throw new Error(`direct psql failed: ${r.stderr}`)
+  return r.stdout.trim()
+}
