@@ -46,7 +46,9 @@ export class LiveSession implements ProxySession {
   }
 
   private stamp(event: SessionAuditEvent): AuditEvent {
-    return { ...event, type: event.type, session: this.id, chain: this.chainIds, connection: this.connection.name }
+    // Key order puts the common fields first in every JSON line; the values after the spread win.
+    const common = { type: event.type, session: this.id, chain: this.chainIds, connection: this.connection.name }
+    return { ...common, ...event, ...common }
   }
 
   audit(event: SessionAuditEvent): Promise<void> {

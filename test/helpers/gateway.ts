@@ -117,7 +117,9 @@ export class TestGateway {
       env: { ...process.env, ...this.env, ...extraEnv },
       encoding: 'utf8',
       timeout: 30_000,
+      maxBuffer: 512 * 1024 * 1024,
     })
+    if (r.error) throw r.error
     return { code: r.status, stdout: r.stdout, stderr: r.stderr }
   }
 
