@@ -252,7 +252,8 @@ function assertSplitInvariant(name: string, stream: Buffer, opts: { pairs?: bool
   assert.deepEqual(runSession(bytewise(stream)), whole, `${name}: 1-byte pieces`)
   if (opts.pairs) {
     for (let i = 1; i < stream.length; i++) {
-      for (let j = i + 1; j < stream.length; j++) assert.deepEqual(runSession(splitAt(stream, [i, j])), whole, `${name}: split at ${i},${j}`)
+      for (let j = i + 1; j < stream.length; j++)
+        assert.deepEqual(runSession(splitAt(stream, [i, j])), whole, `${name}: split at ${i},${j}`)
     }
   }
   return whole
@@ -322,14 +323,8 @@ const EXTENDED = Buffer.concat([
   serialize.parse({ text: UNICODE_SQL }),
   serialize.bind({ portal: 'p1', statement: 's1', values: ['42', Buffer.from([0, 1, 2, 0xff, 0]), null], binary: true }),
   serialize.bind({ values: ['', null, Buffer.alloc(0)] }),
-  msg(
-    'B',
-    bindBody({ portal: '', statement: 's1', formats: [], params: [Buffer.from('1'), Buffer.from(''), null], results: [] }),
-  ),
-  msg(
-    'B',
-    bindBody({ portal: 'p2', statement: '', formats: [1], params: [Buffer.from([0, 0, 0, 7]), null], results: [0, 1, 1] }),
-  ),
+  msg('B', bindBody({ portal: '', statement: 's1', formats: [], params: [Buffer.from('1'), Buffer.from(''), null], results: [] })),
+  msg('B', bindBody({ portal: 'p2', statement: '', formats: [1], params: [Buffer.from([0, 0, 0, 7]), null], results: [0, 1, 1] })),
   serialize.describe({ type: 'P', name: 'p1' }),
   serialize.describe({ type: 'S' }),
   serialize.describe({ type: 'P' }),
@@ -439,12 +434,8 @@ describe('frontend parsers: a corpus of valid client streams split at every byte
   })
 
   it('CancelRequest (4-byte and 32-byte keys) and protocol 3.2 with _pq_ options', () => {
-    assert.deepEqual(assertSplitInvariant('cancel', CANCEL, { pairs: true }).packets, [
-      { kind: 'cancel', pid: 12345, secret: '7a5b3c1d' },
-    ])
-    assert.deepEqual(assertSplitInvariant('long cancel', LONG_CANCEL).packets, [
-      { kind: 'cancel', pid: 99, secret: 'ab'.repeat(32) },
-    ])
+    assert.deepEqual(assertSplitInvariant('cancel', CANCEL, { pairs: true }).packets, [{ kind: 'cancel', pid: 12345, secret: '7a5b3c1d' }])
+    assert.deepEqual(assertSplitInvariant('long cancel', LONG_CANCEL).packets, [{ kind: 'cancel', pid: 99, secret: 'ab'.repeat(32) }])
     const r = assertSplitInvariant('3.2', PROTOCOL_3_2, { pairs: true })
     assert.deepEqual(r.packets, [
       {
@@ -522,7 +513,10 @@ function bindCase(name: string, spec: Partial<BindSpec>, raw?: (b: Buffer) => Bu
 
 const BAD_BODIES: readonly BadCase[] = [
   ...VALID_BODIES.flatMap((v): BadCase[] => [
-    ...Array.from({ length: v.body.length }, (_, n) => ({ name: `${v.name}: truncated to ${n} bytes`, run: () => v.parse(v.body.subarray(0, n)) })),
+    ...Array.from({ length: v.body.length }, (_, n) => ({
+      name: `${v.name}: truncated to ${n} bytes`,
+      run: () => v.parse(v.body.subarray(0, n)),
+    })),
     { name: `${v.name}: a trailing byte`, run: () => v.parse(Buffer.concat([v.body, Buffer.from([0])])) },
     { name: `${v.name}: trailing garbage`, run: () => v.parse(Buffer.concat([v.body, Buffer.from('xyz\0')])) },
   ]),
@@ -540,9 +534,13 @@ const BAD_BODIES: readonly BadCase[] = [
   bindCase('negative result format count', {}, () => Buffer.concat([cstr(''), cstr(''), int16(0), int16(0), int16(-2)])),
   bindCase('parameter length -2', {}, () => Buffer.concat([cstr(''), cstr(''), int16(0), int16(1), int32(-2), int16(0)])),
   bindCase('parameter length -2^31', {}, () => Buffer.concat([cstr(''), cstr(''), int16(0), int16(1), int32(-(2 ** 31)), int16(0)])),
-  bindCase('parameter longer than the body', {}, () => Buffer.concat([cstr(''), cstr(''), int16(0), int16(1), int32(100), Buffer.from('ab'), int16(0)])),
+  bindCase('parameter longer than the body', {}, () =>
+    Buffer.concat([cstr(''), cstr(''), int16(0), int16(1), int32(100), Buffer.from('ab'), int16(0)]),
+  ),
   bindCase('parameter length 2^31-1', {}, () => Buffer.concat([cstr(''), cstr(''), int16(0), int16(1), int32(2 ** 31 - 1), int16(0)])),
-  bindCase('parameter count larger than the values', {}, () => Buffer.concat([cstr(''), cstr(''), int16(0), int16(5), int32(-1), int16(0)])),
+  bindCase('parameter count larger than the values', {}, () =>
+    Buffer.concat([cstr(''), cstr(''), int16(0), int16(5), int32(-1), int16(0)]),
+  ),
   bindCase('format count larger than the body', {}, () => Buffer.concat([cstr(''), cstr(''), int16(100), int16(0)])),
   bindCase('2 format codes for 3 parameters', { formats: [0, 1], params: [null, null, null] }),
   bindCase('2 format codes for 0 parameters', { formats: [0, 0], params: [] }),
@@ -571,7 +569,9 @@ const BAD_FRAMES: readonly BadCase[] = [
   { name: 'unknown type seen from the header alone', run: () => drainMessages([Buffer.from([0x41, 0, 0, 0, 4])]) },
   { name: 'unknown type after a valid message', run: () => drainMessages([Buffer.concat([serialize.sync(), msg('A', Buffer.alloc(0))])]) },
   { name: 'a StartupMessage after startup', run: () => drainMessages([serialize.startup({ user: 'x' })]) },
-  ...[3, 0, -1, -(2 ** 31)].map((len): BadCase => ({ name: `length word ${len}`, run: () => drainMessages([msg('Q', Buffer.alloc(0), len)]) })),
+  ...[3, 0, -1, -(2 ** 31)].map(
+    (len): BadCase => ({ name: `length word ${len}`, run: () => drainMessages([msg('Q', Buffer.alloc(0), len)]) }),
+  ),
   { name: 'length 3 with the body absent', run: () => drainMessages([Buffer.from([0x53, 0, 0, 0, 3])]) },
   {
     name: 'oversize: header only (cap 1024, length 2000)',
@@ -620,7 +620,10 @@ const BAD_STARTUP: readonly BadCase[] = [
   { name: 'protocol version 1.0', run: () => drainStartup([startupParams([['user', 'u']], 1 << 16)]) },
   { name: 'protocol version 4.0', run: () => drainStartup([startupParams([['user', 'u']], 4 << 16)]) },
   { name: 'protocol code 0', run: () => drainStartup([startupParams([['user', 'u']], 0)]) },
-  { name: 'protocol code 1234.5681 (next to the request codes)', run: () => drainStartup([startupParams([['user', 'u']], (1234 << 16) | 5681)]) },
+  {
+    name: 'protocol code 1234.5681 (next to the request codes)',
+    run: () => drainStartup([startupParams([['user', 'u']], (1234 << 16) | 5681)]),
+  },
   {
     name: 'duplicate startup key',
     run: () =>
@@ -632,11 +635,17 @@ const BAD_STARTUP: readonly BadCase[] = [
         ]),
       ]),
   },
-  { name: 'duplicate client_encoding (pg-protocol adds its own)', run: () => drainStartup([serialize.startup({ client_encoding: 'LATIN1' })]) },
+  {
+    name: 'duplicate client_encoding (pg-protocol adds its own)',
+    run: () => drainStartup([serialize.startup({ client_encoding: 'LATIN1' })]),
+  },
   { name: 'no parameters and no terminator', run: () => drainStartup([startupPacket(PROTOCOL_3_0)]) },
   { name: 'missing final terminator', run: () => drainStartup([startupPacket(PROTOCOL_3_0, Buffer.concat([cstr('user'), cstr('u')]))]) },
   { name: 'unterminated key', run: () => drainStartup([startupPacket(PROTOCOL_3_0, Buffer.from('user'))]) },
-  { name: 'key without a value', run: () => drainStartup([startupPacket(PROTOCOL_3_0, Buffer.concat([cstr('user'), Buffer.from('bob')]))]) },
+  {
+    name: 'key without a value',
+    run: () => drainStartup([startupPacket(PROTOCOL_3_0, Buffer.concat([cstr('user'), Buffer.from('bob')]))]),
+  },
   {
     name: 'trailing bytes after the terminator',
     run: () => drainStartup([startupPacket(PROTOCOL_3_0, Buffer.concat([cstr('user'), cstr('u'), Buffer.from([0]), Buffer.from('xx')]))]),
@@ -645,7 +654,10 @@ const BAD_STARTUP: readonly BadCase[] = [
   { name: 'GSSENCRequest of 12 bytes', run: () => drainStartup([startupPacket(GSSENC_REQUEST_CODE, int32(0))]) },
   { name: 'CancelRequest of 12 bytes', run: () => drainStartup([startupPacket(CANCEL_REQUEST_CODE, int32(1))]) },
   { name: 'CancelRequest of 8 bytes', run: () => drainStartup([startupPacket(CANCEL_REQUEST_CODE)]) },
-  { name: 'CancelRequest with a 257-byte key', run: () => drainStartup([startupPacket(CANCEL_REQUEST_CODE, Buffer.concat([int32(1), Buffer.alloc(257)]))]) },
+  {
+    name: 'CancelRequest with a 257-byte key',
+    run: () => drainStartup([startupPacket(CANCEL_REQUEST_CODE, Buffer.concat([int32(1), Buffer.alloc(257)]))]),
+  },
   {
     name: 'length word says more than the packet holds, then the next packet is misread',
     run: () => drainStartup([Buffer.concat([startupPacket(SSL_REQUEST_CODE, Buffer.alloc(0), 16), startupPacket(SSL_REQUEST_CODE)])]),
@@ -697,11 +709,13 @@ describe('frontend parsers: hostile input throws ProtocolError and nothing else'
 
 /** Text without NUL (a C string cannot hold one), any code point including astral ones. */
 const text = (maxLength = 24): fc.Arbitrary<string> =>
-  fc.oneof(
-    fc.string({ unit: 'binary', maxLength }),
-    fc.string({ unit: 'grapheme-ascii', maxLength }),
-    fc.constantFrom('', 'SELECT 1', UNICODE_SQL, 'a'.repeat(300)),
-  ).map((s) => s.replaceAll('\0', ''))
+  fc
+    .oneof(
+      fc.string({ unit: 'binary', maxLength }),
+      fc.string({ unit: 'grapheme-ascii', maxLength }),
+      fc.constantFrom('', 'SELECT 1', UNICODE_SQL, 'a'.repeat(300)),
+    )
+    .map((s) => s.replaceAll('\0', ''))
 
 const bytes = (maxLength = 40): fc.Arbitrary<Buffer> => fc.uint8Array({ maxLength }).map((u) => Buffer.from(u))
 
@@ -717,13 +731,11 @@ const paramValue: fc.Arbitrary<Buffer | string | null> = fc.oneof(fc.constant(nu
 
 const generatedMessage: fc.Arbitrary<Generated> = fc.oneof(
   text().map((sql) => ({ bytes: serialize.query(sql), type: 'Q', parsed: { sql } })),
-  fc
-    .record({ name: text(10), sql: text(), types: fc.array(int32Nonneg, { maxLength: 5 }) })
-    .map(({ name, sql, types }) => ({
-      bytes: serialize.parse({ name, text: sql, types }),
-      type: 'P',
-      parsed: { name, sql, paramTypes: types },
-    })),
+  fc.record({ name: text(10), sql: text(), types: fc.array(int32Nonneg, { maxLength: 5 }) }).map(({ name, sql, types }) => ({
+    bytes: serialize.parse({ name, text: sql, types }),
+    type: 'P',
+    parsed: { name, sql, paramTypes: types },
+  })),
   fc
     .record({ portal: text(8), statement: text(8), values: fc.array(paramValue, { maxLength: 6 }), binary: fc.boolean() })
     .map(({ portal, statement, values, binary }) => ({
@@ -831,12 +843,7 @@ describe('frontend parsers: fast-check properties', () => {
 
   /** A valid body with one mutation: truncated, extended, or some bytes overwritten. */
   const mutated = fc
-    .tuple(
-      generatedMessage,
-      fc.constantFrom('truncate', 'append', 'overwrite', 'insert'),
-      fc.nat(),
-      hostileBytes(8),
-    )
+    .tuple(generatedMessage, fc.constantFrom('truncate', 'append', 'overwrite', 'insert'), fc.nat(), hostileBytes(8))
     .map(([m, how, at, extra]) => {
       const b = Buffer.from(body(m.bytes))
       const i = b.length === 0 ? 0 : at % (b.length + 1)
@@ -871,9 +878,15 @@ describe('frontend parsers: fast-check properties', () => {
 
   it('(b) random and mutated bodies: the body parsers throw nothing but ProtocolError', () => {
     fc.assert(
-      fc.property(fc.oneof(hostileBytes(64), mutated.map((m) => m.body)), (b) => {
-        for (const p of PARSERS) onlyProtocolErrors(() => p(b))
-      }),
+      fc.property(
+        fc.oneof(
+          hostileBytes(64),
+          mutated.map((m) => m.body),
+        ),
+        (b) => {
+          for (const p of PARSERS) onlyProtocolErrors(() => p(b))
+        },
+      ),
       { numRuns: 1000 },
     )
   })
@@ -882,9 +895,9 @@ describe('frontend parsers: fast-check properties', () => {
     const frameArb = fc.oneof(
       mutated.map((m) => msg(m.type, m.body)),
       fc.tuple(hostileByte, hostileBytes(24)).map(([t, b]) => msg(t, b)),
-      fc.tuple(fc.constantFrom(0x42, 0x50, 0x51, 0x70), fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), hostileBytes(24)).map(([t, len, b]) =>
-        msg(t, b, len),
-      ),
+      fc
+        .tuple(fc.constantFrom(0x42, 0x50, 0x51, 0x70), fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), hostileBytes(24))
+        .map(([t, len, b]) => msg(t, b, len)),
       hostileBytes(32),
     )
     fc.assert(
@@ -894,7 +907,15 @@ describe('frontend parsers: fast-check properties', () => {
         fc.constantFrom(64, 8192, CAP),
         (frames, cuts, cap) => {
           const stream = Buffer.concat(frames)
-          onlyProtocolErrors(() => drainMessages(splitAt(stream, cuts.map((c) => c % (stream.length + 1))), cap))
+          onlyProtocolErrors(() =>
+            drainMessages(
+              splitAt(
+                stream,
+                cuts.map((c) => c % (stream.length + 1)),
+              ),
+              cap,
+            ),
+          )
         },
       ),
       { numRuns: 800 },
@@ -921,7 +942,14 @@ describe('frontend parsers: fast-check properties', () => {
     fc.assert(
       fc.property(fc.array(packetArb, { maxLength: 4 }), fc.array(fc.nat(), { maxLength: 5 }), (packets, cuts) => {
         const stream = Buffer.concat(packets)
-        onlyProtocolErrors(() => drainStartup(splitAt(stream, cuts.map((c) => c % (stream.length + 1)))))
+        onlyProtocolErrors(() =>
+          drainStartup(
+            splitAt(
+              stream,
+              cuts.map((c) => c % (stream.length + 1)),
+            ),
+          ),
+        )
         // parseStartupPacket is only ever handed a framed packet of at least 8 bytes.
         for (const p of packets) if (p.length >= 8) onlyProtocolErrors(() => parseStartupPacket(p))
       }),

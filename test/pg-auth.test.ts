@@ -127,7 +127,14 @@ describe('authentication and session admission', () => {
 
   test('revoking a token ends the live sessions opened with it', async () => {
     const t = gw.tokenJson('user:bob')
-    const c = new pg.Client({ host: '127.0.0.1', port: gw.pgPort, database: 'app', user: 'bob', password: t.token, application_name: 'gh-revoke-live' })
+    const c = new pg.Client({
+      host: '127.0.0.1',
+      port: gw.pgPort,
+      database: 'app',
+      user: 'bob',
+      password: t.token,
+      application_name: 'gh-revoke-live',
+    })
     const ended = new Promise<{ code?: string }>((resolve) => c.on('error', (e) => resolve(e as { code?: string })))
     await c.connect()
     assert.equal((await c.query('SELECT 1 AS x')).rows[0].x, 1)
