@@ -214,7 +214,13 @@ describe('PostgreSQL proxy: hostile clients', { timeout: 180_000 }, () => {
 
   test('a 20000-byte startup packet is refused (08P01)', async () => {
     const c = await RawClient.connect(gw.pgPort)
-    const params = Buffer.concat([cstr('user'), cstr('alice'), cstr('application_name'), cstr('x'.repeat(20000 - 8 - 11 - 17 - 2)), Buffer.from([0])])
+    const params = Buffer.concat([
+      cstr('user'),
+      cstr('alice'),
+      cstr('application_name'),
+      cstr('x'.repeat(20000 - 8 - 11 - 17 - 2)),
+      Buffer.from([0]),
+    ])
     const pkt = startupPacket(PROTOCOL_3_0, params)
     assert.equal(pkt.length, 20000)
     c.send(pkt)
@@ -228,7 +234,10 @@ describe('PostgreSQL proxy: hostile clients', { timeout: 180_000 }, () => {
       ['a length word of 3', Buffer.from([0, 0, 0, 3, 1, 2, 3, 4])],
       ['a negative length word', Buffer.from([0xff, 0xff, 0xff, 0xf0, 0, 0, 0, 0])],
       ['protocol 2.0', startupPacket(2 << 16, Buffer.concat([cstr('user'), cstr('x'), Buffer.from([0])]))],
-      ['a duplicate startup key', startupPacket(PROTOCOL_3_0, Buffer.concat([cstr('user'), cstr('a'), cstr('user'), cstr('b'), Buffer.from([0])]))],
+      [
+        'a duplicate startup key',
+        startupPacket(PROTOCOL_3_0, Buffer.concat([cstr('user'), cstr('a'), cstr('user'), cstr('b'), Buffer.from([0])])),
+      ],
       ['an unterminated startup packet', startupPacket(PROTOCOL_3_0, Buffer.from('user\0alice'))],
       ['bytes after an SSLRequest, before the handshake (CVE-2021-23214)', Buffer.concat([serialize.requestSsl(), Buffer.from('early')])],
     ] as const) {
@@ -292,7 +301,13 @@ describe('PostgreSQL proxy: hostile clients', { timeout: 180_000 }, () => {
 
   test('a Bind with a negative parameter count is refused (08P01)', async () => {
     const c = await authenticate(gw.pgPort, token)
-    c.send(Buffer.concat([serialize.parse({ text: 'SELECT $1::int' }), msg('B', Buffer.concat([cstr(''), cstr(''), int16(0), int16(-1), int16(0)])), serialize.sync()]))
+    c.send(
+      Buffer.concat([
+        serialize.parse({ text: 'SELECT $1::int' }),
+        msg('B', Buffer.concat([cstr(''), cstr(''), int16(0), int16(-1), int16(0)])),
+        serialize.sync(),
+      ]),
+    )
     await expectFatal(c, '08P01', 'negative Bind count')
     await assertHealthy('negative Bind count')
   })
@@ -355,7 +370,11 @@ describe('PostgreSQL proxy: hostile clients', { timeout: 180_000 }, () => {
     const TYPES = [0x42, 0x43, 0x44, 0x45, 0x46, 0x48, 0x50, 0x51, 0x53, 0x58, 0x63, 0x64, 0x66, 0x70, 0x00, 0x41, 0xff]
     const hostileByte = fc.oneof(fc.integer({ min: 0, max: 255 }), fc.constantFrom(0, 0, 0xff, 1, 0x53, 0x50))
     const frame = fc
-      .tuple(fc.constantFrom(...TYPES), fc.array(hostileByte, { maxLength: 40 }), fc.option(fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 })))
+      .tuple(
+        fc.constantFrom(...TYPES),
+        fc.array(hostileByte, { maxLength: 40 }),
+        fc.option(fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 })),
+      )
       .map(([t, body, len]) => msg(t, Buffer.from(body), len ?? body.length + 4))
     const garbage = fc.oneof(
       fc.uint8Array({ minLength: 1, maxLength: 300 }).map((u) => Buffer.from(u)),

@@ -55,7 +55,23 @@ class Cluster {
       'hostssl all md5user 127.0.0.1/32 md5\nhost all md5user 127.0.0.1/32 md5\nhost all all 127.0.0.1/32 scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n',
     )
     // A self-signed certificate so `tls: require` can be exercised against this server too.
-    const crt = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2', '-subj', '/CN=localhost', '-keyout', join(data, 'server.key'), '-out', join(data, 'server.crt')])
+    const crt = spawnSync('openssl', [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=localhost',
+      '-keyout',
+      join(data, 'server.key'),
+      '-out',
+      join(data, 'server.crt'),
+    ])
     assert.equal(crt.status, 0)
     chownSync(join(data, 'server.key'), uid, gid)
     chownSync(join(data, 'server.crt'), uid, gid)
