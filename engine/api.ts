@@ -62,6 +62,8 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     loggerInstance: deps.log.child({ component: 'api' }) as FastifyBaseLogger,
     disableRequestLogging: true,
     bodyLimit: 64 * 1024,
+    // Unknown properties are an error, not silently dropped.
+    ajv: { customOptions: { removeAdditional: false } },
   })
   await app.register(swagger, {
     openapi: {
