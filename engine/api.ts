@@ -59,8 +59,8 @@ const auditEventSchema = { type: 'object', additionalProperties: true } as const
 
 export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   const app = Fastify({
-    loggerInstance: deps.log.child({ component: 'api' }) as FastifyBaseLogger,
-    disableRequestLogging: true,
+    // Request lines are noise at info level; the API's warnings and errors still get through.
+    loggerInstance: deps.log.child({ component: 'api' }, { level: 'warn' }) as FastifyBaseLogger,
     bodyLimit: 64 * 1024,
     // Unknown properties are an error, not silently dropped.
     ajv: { customOptions: { removeAdditional: false } },

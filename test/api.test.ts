@@ -19,7 +19,10 @@ describe('admin API', () => {
   after(() => gw.cleanup())
 
   const call = (path: string, token: string | null, init: RequestInit = {}): Promise<Response> =>
-    fetch(gw.apiUrl + path, { ...init, headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(init.body ? { 'content-type': 'application/json' } : {}) } })
+    fetch(gw.apiUrl + path, {
+      ...init,
+      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(init.body ? { 'content-type': 'application/json' } : {}) },
+    })
 
   test('health is open; everything else needs an admin token', async () => {
     assert.equal((await call('/v1/health', null)).status, 200)
@@ -27,7 +30,10 @@ describe('admin API', () => {
     assert.equal((await call('/v1/sessions', 'garbage')).status, 401)
     const user = gw.token('user:alice', ['--group', 'analysts'])
     assert.equal((await call('/v1/sessions', user)).status, 403)
-    const issued = await call('/v1/tokens', user, { method: 'POST', body: JSON.stringify({ subject: 'user:root', groups: ['gatehouse-admins'] }) })
+    const issued = await call('/v1/tokens', user, {
+      method: 'POST',
+      body: JSON.stringify({ subject: 'user:root', groups: ['gatehouse-admins'] }),
+    })
     assert.equal(issued.status, 403, 'a non-admin cannot mint an admin token')
     assert.equal((await call('/v1/sessions', admin)).status, 200)
   })

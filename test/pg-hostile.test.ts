@@ -281,6 +281,22 @@ describe('PostgreSQL proxy: hostile clients', { timeout: 180_000 }, () => {
     await assertHealthy('during authentication')
   })
 
+  test('a StartupMessage and its PasswordMessage in one write: the password is not dropped', async () => {
+    // The gateway asks for the password before the client could have seen the request, but bytes
+    // already received after the StartupMessage must be read as the next message, as PostgreSQL does.
+    const c = await RawClient.connect(gw.pgPort)
+    try {
+      c.send(Buffer.concat([serialize.startup({ user: 'alice', database: 'app' }), serialize.password(token)]))
+      await c.until(() => c.count('Z') > 0 || c.closed, 'ReadyForQuery after a pipelined password', 3000)
+      assert.deepEqual(c.errors(), [])
+      c.send(serialize.end())
+      await c.until(() => c.closed, 'Terminate closing the socket')
+    } finally {
+      c.destroy()
+    }
+    await assertHealthy('pipelined password')
+  })
+
   // ---- after authentication -------------------------------------------------------------------
 
   test('an unknown message type is refused (08P01)', async () => {

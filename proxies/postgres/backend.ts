@@ -46,16 +46,18 @@ export class BackendScanner {
       if (this.remaining > 0) {
         const take = Math.min(this.remaining, n - pos)
         if (this.collecting) {
+          // Collected bytes never belong to a pass-through run: they go out when complete.
+          if (runStart < pos) out.push(chunk.subarray(runStart, pos))
           chunk.copy(this.collectBuf, this.collectFill, pos, pos + take)
           this.collectFill += take
+          pos += take
+          this.remaining -= take
+          runStart = pos
+          if (this.remaining === 0) this.finishCollected(out)
+          continue
         }
         pos += take
         this.remaining -= take
-        if (this.remaining === 0 && this.collecting) {
-          if (runStart < pos - take) out.push(chunk.subarray(runStart, pos - take))
-          this.finishCollected(out)
-          runStart = pos
-        }
         continue
       }
       // At a message boundary (or inside a split header).

@@ -165,6 +165,7 @@ export class PgConnection implements BackendHandler {
   private upstream: Upstream | null = null
   private scanner: BackendScanner | null = null
   private pumping = false
+  private pausedWhilePumping = false
   private out: Buffer[] = []
   private expectations: Expectation[] = []
   private expectHead = 0
@@ -221,11 +222,18 @@ export class PgConnection implements BackendHandler {
         const f = this.reader.next()
         if (f) this.onPassword(f)
       } else if (this.phase === 'connecting') {
-        // A well-behaved client waits for AuthenticationOk; anything it sends early is kept.
+        // A well-behaved client waits for AuthenticationOk; anything it sends early is kept, up to
+        // one message's worth, after which the socket stops being read.
         this.reader.push(chunk)
+        if (this.reader.pending > MAX_PASSWORD_MESSAGE) this.client.pause()
       } else if (this.phase === 'ready') {
         this.reader.push(chunk)
         if (!this.pumping) void this.pump()
+        // While a decision or an audit write is awaited, stop reading rather than buffer without bound.
+        else if (this.reader.pending > this.shared.ctx.limits.maxMessageBytes) {
+          this.client.pause()
+          this.pausedWhilePumping = true
+        }
       }
     } catch (err) {
       this.protocolFailure(err)
@@ -313,6 +321,13 @@ export class PgConnection implements BackendHandler {
     }
     this.phase = 'auth'
     this.client.write(AUTH_CLEARTEXT)
+    // A client may pipeline its password right behind the startup packet.
+    const rest = this.startupReader.takeRest()
+    if (rest.length > 0) {
+      this.reader.push(rest)
+      const f = this.reader.next()
+      if (f) this.onPassword(f)
+    }
   }
 
   private onPassword(f: Frame): void {
@@ -366,7 +381,13 @@ export class PgConnection implements BackendHandler {
   private upstreamOptions(session: ProxySession): UpstreamOptions {
     const s = session.settings
     const params = new Map<string, string>()
-    for (const [k, v] of this.startupParams) if (k !== 'user' && k !== 'database') params.set(k, v)
+    for (const [k, v] of this.startupParams) {
+      if (k !== 'user' && k !== 'database' && k.toLowerCase() !== 'client_encoding') params.set(k, v)
+    }
+    // The gateway reads SQL as UTF-8, so the server must too: a client encoding such as SJIS could
+    // make the server run a different statement than the one decided. The server reports UTF8 in
+    // ParameterStatus and clients adopt it.
+    params.set('client_encoding', 'UTF8')
     return {
       target: session.target,
       database: typeof s.database === 'string' ? s.database : session.connection.name,
@@ -434,6 +455,7 @@ export class PgConnection implements BackendHandler {
     this.client.write(upstream.readyForQuery)
     this.client.uncork()
     this.phase = 'ready'
+    this.client.resume()
     if (this.reader.pending > 0) void this.pump()
   }
 
@@ -453,6 +475,10 @@ export class PgConnection implements BackendHandler {
       this.protocolFailure(err)
     } finally {
       this.pumping = false
+      if (this.pausedWhilePumping) {
+        this.pausedWhilePumping = false
+        this.client.resume()
+      }
     }
     // Data that arrived while a decision was awaited.
     if (this.phase === 'ready' && this.reader.pending >= 5) void this.pump()
