@@ -50,6 +50,9 @@ import {
 } from './messages.js'
 import { connectUpstream, isLoopback, sendCancel, type Upstream, type UpstreamOptions, type UpstreamTls } from './upstream.js'
 import { mentionsPassword, redactSql } from './redact.js'
+import type { SqlAnalyzer, StatementFacts } from '../../engine/sql/index.js'
+import { type CatalogCache, readSessionStart } from './catalog.js'
+import { parseSearchPath, SessionSql, type StatementEffect, type Verdict } from './statements.js'
 
 /** Startup parameters a client may set (lower-cased GUC names). `options` would let a client set
  * any GUC (e.g. `-c role=…`), `replication` opens a different protocol: both are refused. */
@@ -82,8 +85,19 @@ const FUNCTION_CALL_DENIED: Decision = {
 /** A client that has not authenticated in this time is disconnected (PostgreSQL: authentication_timeout = 1 min). */
 const AUTH_TIMEOUT_MS = 60_000
 
-/** SQL that can create or drop prepared statements outside the protocol's Parse/Close. */
-const PREPARED_CHANGE_RE = /\b(prepare|deallocate|discard)\b/i
+function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`
+}
+
+/** What a client reads when policy refuses: `gatehouse: denied by <rule> (<hop>): <reason>`. */
+export function denialMessage(d: Decision): string {
+  if (d.effect === 'hold') return `gatehouse: approval required from ${d.approvers.join(', ') || 'a reviewer'} (${d.rules.join(', ')})`
+  if (d.effect !== 'deny') return 'gatehouse: refused'
+  const first = d.reasons[0]
+  if (!first) return `gatehouse: denied: ${d.reason}`
+  const rule = first.rule || 'policy'
+  return `gatehouse: denied by ${rule}${first.hop ? ` (${first.hop})` : ''}: ${first.reason}`
+}
 
 export interface CancelTarget {
   readonly secret: Buffer
@@ -95,6 +109,8 @@ export interface PgShared {
   readonly ctx: ProxyContext
   readonly cancelKeys: Map<number, CancelTarget>
   readonly connections: Set<PgConnection>
+  readonly analyzer: SqlAnalyzer
+  readonly catalogs: CatalogCache
 }
 
 /** A prepared statement or portal as the gateway believes the server has it. Entries sent in an
@@ -102,12 +118,16 @@ export interface PgShared {
 interface NamedEntry {
   /** SQL text, or null when unknown (created by SQL-level PREPARE, or possibly replaced by it). */
   readonly sql: string | null
+  /** For a statement created by SQL-level PREPARE: what it runs, as classified then. */
+  readonly facts: StatementFacts | null
   readonly params: readonly (string | null)[] | null
   state: 'pending' | 'ok' | 'failed'
   readonly batch: number
   readonly prev: NamedEntry | null
   /** For a portal: the statement entry it was bound from. */
   readonly statement: NamedEntry | null
+  /** A statement's own name; for a portal, the name of the statement it was bound from. */
+  readonly statementName: string
   waiters: (() => void)[] | null
 }
 
@@ -120,6 +140,8 @@ interface StatementRecord {
   error: { code: string; message: string } | null
   /** The gateway's own error, sent in place of the stand-in's error when the statement was refused. */
   readonly replacement: Buffer | null
+  /** Per statement of the query, what it changes in the session once it completes. */
+  readonly effects: readonly StatementEffect[]
 }
 
 enum Expect {
@@ -172,6 +194,10 @@ export class PgConnection implements BackendHandler {
   private readonly statements = new Map<string, NamedEntry>()
   private readonly portals = new Map<string, NamedEntry>()
   private batch = 0
+  private sql: SessionSql | null = null
+  /** Since the last ReadyForQuery: whether an error came, and the last command tag. */
+  private errorSinceReady = false
+  private lastTag: string | null = null
   private seq = 0
   private ourPid = 0
   private authTimer: NodeJS.Timeout | null = null
@@ -369,6 +395,27 @@ export class PgConnection implements BackendHandler {
       this.fatal('08006', 'Gatehouse could not connect to the target server')
       return
     }
+    try {
+      // What the classifier needs to name tables as the server resolves them.
+      const start = await readSessionStart(upstream.socket)
+      const catalog = await this.shared.catalogs.get(session.connection.name, upstream.socket)
+      this.sql = new SessionSql(
+        this.shared.analyzer,
+        session,
+        parseSearchPath(start.searchPath),
+        start.user,
+        catalog,
+        (name) => this.preparedFacts(name),
+        this.log,
+      )
+    } catch (err) {
+      this.log.warn({ session: session.id, err: String(err) }, 'cannot read the session catalog')
+      upstream.socket.destroy()
+      session.end('server connection failed')
+      this.session = null
+      this.fatal('08006', 'Gatehouse could not prepare the server connection')
+      return
+    }
     if (this.isClosed()) {
       upstream.socket.destroy()
       session.end('client disconnected during authentication')
@@ -512,7 +559,17 @@ export class PgConnection implements BackendHandler {
       case FrontendCode.Parse: {
         const m = parseParse(f.body)
         const prev = m.name === '' ? null : (this.statements.get(m.name) ?? null)
-        const entry: NamedEntry = { sql: m.sql, params: null, state: 'pending', batch: this.batch, prev, statement: null, waiters: null }
+        const entry: NamedEntry = {
+          sql: m.sql,
+          facts: null,
+          params: null,
+          state: 'pending',
+          batch: this.batch,
+          prev,
+          statement: null,
+          waiters: null,
+          statementName: m.name,
+        }
         this.statements.set(m.name, entry)
         this.expect(Expect.Parse, entry, null)
         this.out.push(f.raw)
@@ -523,7 +580,17 @@ export class PgConnection implements BackendHandler {
         const stmt = this.statements.get(m.statement) ?? null
         const prev = this.portals.get(m.portal) ?? null
         const params = m.params.map((p, i) => describeParam(p, m.paramFormats[i] ?? 0))
-        const entry: NamedEntry = { sql: null, params, state: 'pending', batch: this.batch, prev, statement: stmt, waiters: null }
+        const entry: NamedEntry = {
+          sql: null,
+          facts: null,
+          params,
+          state: 'pending',
+          batch: this.batch,
+          prev,
+          statement: stmt,
+          waiters: null,
+          statementName: m.statement,
+        }
         this.portals.set(m.portal, entry)
         this.expect(Expect.Bind, entry, null)
         this.out.push(f.raw)
@@ -565,7 +632,7 @@ export class PgConnection implements BackendHandler {
         return undefined
       case FrontendCode.FunctionCall:
         // The fast-path interface calls a function by OID: work no classifier can see.
-        return this.sendOrRefuse(f.raw, Expect.Query, FUNCTION_CALL_DENIED, null, null)
+        return this.sendOrRefuse(f.raw, Expect.Query, { decision: FUNCTION_CALL_DENIED, statements: [], effects: [] }, null, null)
       case FrontendCode.Password:
         throw new ProtocolError('unexpected password message after authentication')
       default:
@@ -578,35 +645,41 @@ export class PgConnection implements BackendHandler {
     // A simple Query destroys the unnamed statement and portal (PostgreSQL exec_simple_query).
     this.statements.delete('')
     this.portals.delete('')
-    if (PREPARED_CHANGE_RE.test(sql)) this.forgetPreparedSql()
-    const decision = await this.decideStatement(sql)
-    await this.sendOrRefuse(f.raw, Expect.Query, decision, sql, null)
+    const verdict = await (this.sql as SessionSql).judge(sql, this.abort.signal)
+    await this.sendOrRefuse(f.raw, Expect.Query, verdict, sql, null)
   }
 
   private async onExecute(f: Frame): Promise<void> {
     const m = parseExecute(f.body)
     const portal = this.portals.get(m.portal) ?? null
     const resolved = portal ? await this.resolvePortal(portal) : null
-    const sql = resolved?.sql ?? null
-    if (sql !== null && PREPARED_CHANGE_RE.test(sql)) this.forgetPreparedSql()
-    const params = resolved?.params ?? null
-    const decision = await this.decideStatement(sql, m.portal)
-    await this.sendOrRefuse(f.raw, Expect.Execute, decision, sql, params)
+    const judge = this.sql as SessionSql
+    let verdict: Verdict
+    if (resolved?.facts) {
+      // A statement created by SQL-level PREPARE, bound and executed through the protocol.
+      verdict = await judge.judge(`EXECUTE ${quoteIdent(resolved.name)}`, this.abort.signal)
+    } else verdict = await judge.judge(resolved?.sql ?? null, this.abort.signal)
+    await this.sendOrRefuse(f.raw, Expect.Execute, verdict, resolved?.sql ?? null, resolved?.params ?? null)
   }
 
-  /** SQL-level PREPARE/DEALLOCATE/DISCARD may replace statements behind the protocol's back. */
-  private forgetPreparedSql(): void {
-    for (const [name, e] of this.statements) {
-      this.statements.set(name, { ...e, sql: null, prev: null, waiters: null })
-    }
+  /** The facts of a prepared statement by name, for SQL-level EXECUTE (null: unknown). */
+  private async preparedFacts(name: string): Promise<StatementFacts | null> {
+    const live = await this.firstLive(this.statements.get(name) ?? null)
+    if (!live) return null
+    if (live.facts) return live.facts
+    if (live.sql === null) return null
+    const a = this.shared.analyzer.analyze(live.sql)
+    return a.statements.length === 1 ? (a.statements[0] as StatementFacts) : null
   }
 
   /** What a portal will run: waits for entries from earlier Sync batches to be answered. */
-  private async resolvePortal(portal: NamedEntry): Promise<{ sql: string | null; params: readonly (string | null)[] | null }> {
+  private async resolvePortal(
+    portal: NamedEntry,
+  ): Promise<{ sql: string | null; facts: StatementFacts | null; name: string; params: readonly (string | null)[] | null }> {
     const live = await this.firstLive(portal)
-    if (!live) return { sql: null, params: null }
+    if (!live) return { sql: null, facts: null, name: '', params: null }
     const stmt = live.statement ? await this.firstLive(live.statement) : null
-    return { sql: stmt?.sql ?? null, params: live.params }
+    return { sql: stmt?.sql ?? null, facts: stmt?.facts ?? null, name: live.statementName, params: live.params }
   }
 
   private async firstLive(e: NamedEntry | null): Promise<NamedEntry | null> {
@@ -627,29 +700,19 @@ export class PgConnection implements BackendHandler {
     return null
   }
 
-  /** Decides one statement for every hop; an engine failure is a denial (fail closed). */
-  private async decideStatement(sql: string | null, portal?: string): Promise<Decision> {
-    const session = this.session as ProxySession
-    const command = { sql, kind: 'unclassified', ...(portal !== undefined ? { portal } : {}) }
-    try {
-      return await session.decide('sql.other', command, this.abort.signal)
-    } catch (err) {
-      this.log.error({ err: String(err), session: session.id }, 'policy evaluation failed')
-      return { effect: 'deny', rules: [], reason: 'the policy could not be evaluated', reasons: [], policy: 'error' }
-    }
-  }
-
   /** Audits the statement durably, then forwards it, or refuses it in place. */
   private async sendOrRefuse(
     raw: Buffer,
     kind: Expect,
-    decision: Decision,
+    verdict: Verdict,
     sql: string | null,
     params: readonly (string | null)[] | null,
   ): Promise<void> {
     const session = this.session as ProxySession
+    const decision = verdict.decision
     const seq = ++this.seq
     const redacted = sql === null ? null : redactSql(sql)
+    const only = verdict.statements.length === 1 ? verdict.statements[0] : undefined
     try {
       // Durable before forwarded: if the append fails, nothing is sent.
       await session.audit({
@@ -657,9 +720,22 @@ export class PgConnection implements BackendHandler {
         seq,
         sql: redacted,
         ...(params ? { params: sql !== null && mentionsPassword(sql) ? params.map(() => '[redacted]') : params } : {}),
+        ...(only ? { action: only.action, kind: only.kind } : {}),
+        ...(verdict.statements.length > 1
+          ? {
+              statements: verdict.statements.map((st) => ({
+                sql: redactSql(st.sql),
+                action: st.action,
+                kind: st.kind,
+                decision: st.decision,
+                rules: st.rules,
+              })),
+            }
+          : {}),
         decision: decision.effect,
         rules: decision.rules,
-        ...(decision.effect === 'deny' ? { reason: decision.reason } : {}),
+        ...(decision.effect === 'deny' ? { reason: decision.reason, hops: decision.reasons.map((r) => r.hop) } : {}),
+        ...(decision.effect === 'hold' ? { approvers: decision.approvers } : {}),
         policy_version: decision.policy,
       })
     } catch (err) {
@@ -677,13 +753,20 @@ export class PgConnection implements BackendHandler {
     }
     if (this.phase !== 'ready') return
     if (decision.effect === 'allow') {
-      const record: StatementRecord = { seq, started: process.hrtime.bigint(), rows: 0, tags: [], error: null, replacement: null }
+      const record: StatementRecord = {
+        seq,
+        started: process.hrtime.bigint(),
+        rows: 0,
+        tags: [],
+        error: null,
+        replacement: null,
+        effects: verdict.effects,
+      }
       this.expect(kind, null, record)
       this.out.push(raw)
       return
     }
-    const reason = decision.effect === 'deny' ? decision.reason : `approval required from ${decision.approvers.join(', ')}`
-    this.refuseInPlace(kind, errorResponse({ severity: 'ERROR', code: '42501', message: `gatehouse: ${reason}` }), seq)
+    this.refuseInPlace(kind, errorResponse({ severity: 'ERROR', code: '42501', message: denialMessage(decision) }), seq)
   }
 
   /**
@@ -692,7 +775,15 @@ export class PgConnection implements BackendHandler {
    * Parse of invalid SQL into a throwaway named statement (the unnamed one stays as it was).
    */
   private refuseInPlace(kind: Expect, error: Buffer, seq: number): undefined {
-    const record: StatementRecord = { seq, started: process.hrtime.bigint(), rows: 0, tags: [], error: null, replacement: error }
+    const record: StatementRecord = {
+      seq,
+      started: process.hrtime.bigint(),
+      rows: 0,
+      tags: [],
+      error: null,
+      replacement: error,
+      effects: [],
+    }
     if (kind === Expect.Execute) {
       this.out.push(serialize.parse({ name: `gatehouse_refused_${randomBytes(6).toString('hex')}`, text: STAND_IN_SQL }))
       this.expect(Expect.Execute, null, record)
@@ -773,14 +864,20 @@ export class PgConnection implements BackendHandler {
   onMessage(type: number, body: Buffer): Buffer | null {
     const h = this.head()
     if (type === BackendCode.CommandComplete) {
+      const tag = readCommandTag(body)
+      this.lastTag = tag
       if (h?.record) {
-        const tag = readCommandTag(body)
+        const effect = h.record.effects[h.kind === Expect.Execute ? 0 : h.record.tags.length]
+        if (effect) this.applyEffect(effect)
         if (h.kind === Expect.Execute) this.finishRecord(h, tag)
         else h.record.tags.push(tag)
       }
       return null
     }
     if (type === BackendCode.ReadyForQuery) {
+      this.sql?.onReadyForQuery(body[0] ?? 0x49, this.errorSinceReady, this.lastTag)
+      this.errorSinceReady = false
+      this.lastTag = null
       if (h && (h.kind === Expect.Query || h.kind === Expect.Sync)) {
         if (h.kind === Expect.Query) this.finishRecord(h, null)
         else this.shift()
@@ -788,6 +885,7 @@ export class PgConnection implements BackendHandler {
       return null
     }
     // ErrorResponse
+    this.errorSinceReady = true
     if (!h) return null
     const f = readErrorFields(body)
     const error = { code: f.get('C') ?? '', message: f.get('M') ?? '' }
@@ -811,6 +909,33 @@ export class PgConnection implements BackendHandler {
       this.shift()
     }
     return replacement
+  }
+
+  /** A statement completed on the server: follow what it changed in the session. */
+  private applyEffect(e: StatementEffect): void {
+    if (e.prepare) {
+      const { name, inner } = e.prepare
+      this.statements.set(name, {
+        sql: null,
+        facts: inner,
+        params: null,
+        state: 'ok',
+        batch: this.batch,
+        prev: null,
+        statement: null,
+        waiters: null,
+        statementName: name,
+      })
+    }
+    if (e.deallocate) {
+      if (e.deallocate.name === null) this.statements.clear()
+      else this.statements.delete(e.deallocate.name)
+    }
+    if (e.searchPath) this.sql?.applySearchPath(e.searchPath)
+    if (e.ddl && this.session) {
+      // The relation snapshot may be stale now; the next session of this connection reads it anew.
+      this.shared.catalogs.invalidate(this.session.connection.name)
+    }
   }
 
   private finishRecord(h: Expectation, tag: string | null): void {

@@ -5,6 +5,8 @@
 import { createServer, type Server } from 'node:net'
 import { GatehouseError } from '../../engine/errors.js'
 import type { Address, ProxyContext, ProxyHandle, ProxyPlugin } from '../types.js'
+import { createSqlAnalyzer } from '../../engine/sql/index.js'
+import { CatalogCache } from './catalog.js'
 import { type PgShared, PgConnection } from './connection.js'
 
 const TLS_MODES = ['disable', 'require', 'verify-full']
@@ -33,7 +35,13 @@ export const postgresPlugin: ProxyPlugin = {
   },
 
   async start(ctx: ProxyContext): Promise<ProxyHandle> {
-    const shared: PgShared = { ctx, cancelKeys: new Map(), connections: new Set() }
+    const shared: PgShared = {
+      ctx,
+      cancelKeys: new Map(),
+      connections: new Set(),
+      analyzer: await createSqlAnalyzer(),
+      catalogs: new CatalogCache(),
+    }
     const listen = ctx.listen
     if (!listen) return { address: null, stop: async () => undefined }
     const server: Server = createServer({ noDelay: true }, (socket) => {

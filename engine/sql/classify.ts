@@ -1,0 +1,645 @@
+// SQL facts from the real PostgreSQL grammar (libpg-query 18, WebAssembly). For each statement:
+// its kind, the action of DESIGN.md's table (normative), the tables read and written, every
+// function called, whether an UPDATE/DELETE has a WHERE, and what it does to session state that
+// the gateway must follow (SET search_path, PREPARE/EXECUTE/DEALLOCATE, transaction control).
+//
+// What cannot be fully understood is `sql.other`, the most dangerous class, never something
+// harmless: a parse error, an unknown statement type, DO, CALL, COPY … PROGRAM, set_config with a
+// computed name or value, EXECUTE of a statement the session never prepared.
+
+import { loadModule, parseSync } from 'libpg-query'
+
+export type SqlAction = 'sql.session' | 'sql.read' | 'sql.write' | 'sql.ddl' | 'sql.admin' | 'sql.other'
+
+/** The actions ordered by danger, for combining the statements of a query or a wrapped statement. */
+const DANGER: Record<SqlAction, number> = {
+  'sql.session': 0,
+  'sql.read': 1,
+  'sql.write': 2,
+  'sql.ddl': 3,
+  'sql.admin': 4,
+  'sql.other': 5,
+}
+
+export function moreDangerous(a: SqlAction, b: SqlAction): SqlAction {
+  return DANGER[a] >= DANGER[b] ? a : b
+}
+
+/** A relation as written: schema null when unqualified (resolved later through search_path). */
+export interface RelName {
+  readonly schema: string | null
+  readonly name: string
+}
+
+export interface SettingChange {
+  /** Lower-case setting name; `all` for RESET ALL. */
+  readonly name: string
+  /** The new value as text, or null for RESET / SET … TO DEFAULT. */
+  readonly value: string | null
+  readonly local: boolean
+}
+
+export interface StatementFacts {
+  /** The statement's own text (the part of a multi-statement query). */
+  readonly sql: string
+  readonly kind: string
+  readonly action: SqlAction
+  readonly tables: readonly RelName[]
+  readonly writeTables: readonly RelName[]
+  readonly functions: readonly string[]
+  readonly hasWhere: boolean
+  /** Why the statement is `sql.other` or otherwise unusual, for people reading a denial. */
+  readonly note: string | null
+  readonly settings: readonly SettingChange[]
+  /** PREPARE name AS …: the inner statement, judged when executed. */
+  readonly prepare: { readonly name: string; readonly inner: StatementFacts } | null
+  /** EXECUTE name: resolved against the session's prepared statements. */
+  readonly execute: string | null
+  /** DEALLOCATE name (null name: ALL), DISCARD ALL. */
+  readonly deallocate: { readonly name: string | null } | null
+  /** COPY … PROGRAM. */
+  readonly program: boolean
+  /** True when a literal value changes the facts (SET, set_config): never cached by shape. */
+  readonly literalSensitive: boolean
+}
+
+export interface Analysis {
+  readonly statements: readonly StatementFacts[]
+  /** Set when the text could not be parsed: then `statements` holds one `sql.other` entry. */
+  readonly error: string | null
+}
+
+let loaded: Promise<void> | null = null
+/** The WebAssembly parser must be loaded once before the first parse. */
+export function loadSqlParser(): Promise<void> {
+  loaded ??= loadModule()
+  return loaded
+}
+
+/** Settings whose change alters who the session is, what it may do, or how SQL is read. */
+export const SECURITY_SETTINGS: ReadonlySet<string> = new Set([
+  'role',
+  'session_authorization',
+  'default_transaction_read_only',
+  'transaction_read_only',
+  'standard_conforming_strings',
+  'client_encoding',
+  'session_replication_role',
+  'row_security',
+  'allow_system_table_mods',
+  'ignore_system_indexes',
+  'zero_damaged_pages',
+  'lo_compat_privileges',
+  'local_preload_libraries',
+  'session_preload_libraries',
+  'backslash_quote',
+  'default_transaction_deferrable',
+])
+
+type Obj = Record<string, unknown>
+
+function obj(v: unknown): Obj | null {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Obj) : null
+}
+function arr(v: unknown): unknown[] {
+  return Array.isArray(v) ? v : []
+}
+function str(v: unknown): string | null {
+  return typeof v === 'string' ? v : null
+}
+/** The single key of a node wrapper like {"SelectStmt": {...}}. */
+function nodeType(n: unknown): [string, Obj] | null {
+  const o = obj(n)
+  if (!o) return null
+  const keys = Object.keys(o)
+  if (keys.length !== 1) return null
+  const k = keys[0] as string
+  const inner = obj(o[k])
+  return inner ? [k, inner] : null
+}
+
+function stringList(v: unknown): string[] {
+  return arr(v)
+    .map((x) => str(obj(obj(x)?.String)?.sval))
+    .filter((x): x is string => x !== null)
+}
+
+/** A constant's text value (A_Const with sval/ival/fval/boolval), else null. */
+function constText(v: unknown): string | null {
+  const t = nodeType(v)
+  if (!t || t[0] !== 'A_Const') return null
+  const c = t[1]
+  if (c.isnull) return null
+  const s = obj(c.sval)?.sval
+  if (typeof s === 'string') return s
+  const i = obj(c.ival)
+  if (i) return String(i.ival ?? 0)
+  const f = obj(c.fval)?.fval
+  if (typeof f === 'string') return f
+  const b = obj(c.boolval)
+  if (b) return b.boolval ? 'on' : 'off'
+  return null
+}
+
+function snake(type: string): string {
+  return type
+    .replace(/Stmt$/, '')
+    .replace(/([a-z0-9])([A-Z])/g, '$1_$2')
+    .toLowerCase()
+}
+
+/** Walks a statement's tree, collecting relations (respecting CTE scopes) and function calls. */
+class Collector {
+  readonly tables: RelName[] = []
+  readonly functions = new Set<string>()
+  readonly settings: SettingChange[] = []
+  dataModifyingCte = false
+  locking = false
+  unknownSetConfig = false
+  literalSensitive = false
+  readonly cteWrites: RelName[] = []
+
+  walk(node: unknown, scopes: readonly ReadonlySet<string>[]): void {
+    if (Array.isArray(node)) {
+      for (const x of node) this.walk(x, scopes)
+      return
+    }
+    const o = obj(node)
+    if (!o) return
+    // Fields typed RangeVar (InsertStmt.relation, IntoClause.rel, …) come without the wrapper.
+    if (typeof o.relname === 'string') {
+      this.rangeVar(o, scopes)
+      return
+    }
+    for (const [key, value] of Object.entries(o)) {
+      const inner = obj(value)
+      if (key === 'RangeVar' && inner) {
+        this.rangeVar(inner, scopes)
+        continue
+      }
+      if (key === 'FuncCall' && inner) this.funcCall(inner)
+      if (inner && (key === 'SelectStmt' || key === 'InsertStmt' || key === 'UpdateStmt' || key === 'DeleteStmt' || key === 'MergeStmt')) {
+        this.statementWithCtes(key, inner, scopes)
+        continue
+      }
+      if (typeof value === 'object' && value !== null) this.walk(value, scopes)
+    }
+  }
+
+  private statementWithCtes(key: string, s: Obj, scopes: readonly ReadonlySet<string>[]): void {
+    if (key === 'SelectStmt' && arr(s.lockingClause).length > 0) this.locking = true
+    const w = obj(s.withClause)
+    if (!w) {
+      this.walk(s, scopes)
+      return
+    }
+    const ctes = arr(w.ctes)
+      .map((c) => obj(obj(c)?.CommonTableExpr))
+      .filter((c): c is Obj => c !== null)
+    const names = ctes.map((c) => str(c.ctename) ?? '')
+    const recursive = w.recursive === true
+    ctes.forEach((c, i) => {
+      // A non-recursive CTE sees only the CTEs before it: `WITH t AS (SELECT * FROM t)` reads the table t.
+      const visible = new Set(recursive ? names : names.slice(0, i))
+      const q = nodeType(c.ctequery)
+      if (q && (q[0] === 'InsertStmt' || q[0] === 'UpdateStmt' || q[0] === 'DeleteStmt' || q[0] === 'MergeStmt')) {
+        this.dataModifyingCte = true
+        const rel = obj(obj(q[1].relation))
+        if (rel) this.cteWrites.push(relName(rel))
+      }
+      this.walk(c.ctequery, [...scopes, visible])
+    })
+    const rest: Obj = { ...s }
+    delete rest.withClause
+    this.walk(rest, [...scopes, new Set(names)])
+  }
+
+  private rangeVar(r: Obj, scopes: readonly ReadonlySet<string>[]): void {
+    const rel = relName(r)
+    if (rel.schema === null && scopes.some((s) => s.has(rel.name))) return // a CTE reference
+    this.tables.push(rel)
+  }
+
+  private funcCall(f: Obj): void {
+    const parts = stringList(f.funcname)
+    const name = (parts[parts.length - 1] ?? '').toLowerCase()
+    if (name === '') return
+    this.functions.add(name)
+    if (name === 'set_config') {
+      // set_config(name, value, is_local) is SET by another spelling.
+      this.literalSensitive = true
+      const args = arr(f.args)
+      const n = constText(args[0])
+      const v = constText(args[1])
+      const local = constText(args[2])
+      if (n === null || v === null || (args.length > 2 && local === null)) this.unknownSetConfig = true
+      else this.settings.push({ name: n.toLowerCase(), value: v, local: local === 'on' || local === 'true' || local === 't' })
+    }
+  }
+}
+
+function relName(r: Obj): RelName {
+  const schema = str(r.schemaname)
+  return { schema: schema === null || schema === '' ? null : schema, name: str(r.relname) ?? '' }
+}
+
+const ADMIN_STMTS = new Set([
+  'CreateRoleStmt',
+  'AlterRoleStmt',
+  'AlterRoleSetStmt',
+  'DropRoleStmt',
+  'GrantStmt',
+  'GrantRoleStmt',
+  'AlterDefaultPrivilegesStmt',
+  'AlterSystemStmt',
+  'CreateExtensionStmt',
+  'AlterExtensionStmt',
+  'AlterExtensionContentsStmt',
+  'VacuumStmt',
+  'CheckPointStmt',
+  'LoadStmt',
+  'CreatedbStmt',
+  'DropdbStmt',
+  'AlterDatabaseStmt',
+  'AlterDatabaseSetStmt',
+  'AlterDatabaseRefreshCollStmt',
+  'CreateTableSpaceStmt',
+  'DropTableSpaceStmt',
+  'AlterTableSpaceOptionsStmt',
+  'ReassignOwnedStmt',
+  'DropOwnedStmt',
+  'AlterOwnerStmt',
+  'CreateUserMappingStmt',
+  'AlterUserMappingStmt',
+  'DropUserMappingStmt',
+  'CreateForeignServerStmt',
+  'AlterForeignServerStmt',
+  'CreateFdwStmt',
+  'AlterFdwStmt',
+  'ImportForeignSchemaStmt',
+  'SecLabelStmt',
+  'CreateSubscriptionStmt',
+  'AlterSubscriptionStmt',
+  'DropSubscriptionStmt',
+  'CreatePublicationStmt',
+  'AlterPublicationStmt',
+  'CreateEventTrigStmt',
+  'AlterEventTrigStmt',
+  'CreatePLangStmt',
+  'CreateConversionStmt',
+  'CreateCastStmt',
+  'CreateTransformStmt',
+  'AlterCollationStmt',
+  'AlterSystemStmt',
+  'ReplicaIdentityStmt',
+])
+
+const DDL_STMTS = new Set([
+  'CommentStmt',
+  'TruncateStmt',
+  'ReindexStmt',
+  'ClusterStmt',
+  'RefreshMatViewStmt',
+  'RenameStmt',
+  'RuleStmt',
+  'ViewStmt',
+  'IndexStmt',
+  'DefineStmt',
+  'CompositeTypeStmt',
+  'AlterObjectSchemaStmt',
+  'AlterObjectDependsStmt',
+  'AlterEnumStmt',
+  'AlterTSDictionaryStmt',
+  'AlterTSConfigurationStmt',
+  'AlterOperatorStmt',
+  'AlterTypeStmt',
+  'AlterStatsStmt',
+  'AlterDomainStmt',
+  'AlterFunctionStmt',
+  'AlterPolicyStmt',
+  'AlterSeqStmt',
+  'AlterTableStmt',
+  'AlterTableMoveAllStmt',
+  'CreateTableAsStmt',
+])
+
+function isDdlType(t: string): boolean {
+  return DDL_STMTS.has(t) || /^(Create|Alter|Drop)[A-Za-z]*Stmt$/.test(t)
+}
+
+interface Draft {
+  kind: string
+  action: SqlAction
+  note: string | null
+  hasWhere: boolean
+  writeTables: RelName[]
+  prepare: StatementFacts['prepare']
+  execute: string | null
+  deallocate: StatementFacts['deallocate']
+  program: boolean
+  settings: SettingChange[]
+  literalSensitive: boolean
+}
+
+function defElems(list: unknown): Map<string, string | null> {
+  const out = new Map<string, string | null>()
+  for (const x of arr(list)) {
+    const d = obj(obj(x)?.DefElem)
+    if (!d) continue
+    out.set(str(d.defname) ?? '', constText(d.arg))
+  }
+  return out
+}
+
+function isFalse(v: string | null | undefined): boolean {
+  return v === 'off' || v === 'false' || v === '0' || v === 'f'
+}
+
+/** Classifies one parsed statement (the `stmt` node) whose own text is `text`. */
+function classifyNode(node: unknown, text: string): StatementFacts {
+  const t = nodeType(node)
+  const c = new Collector()
+  if (!t) return otherFacts(text, 'the statement could not be understood')
+  const [type, s] = t
+  const d: Draft = {
+    kind: snake(type),
+    action: 'sql.other',
+    note: null,
+    hasWhere: false,
+    writeTables: [],
+    prepare: null,
+    execute: null,
+    deallocate: null,
+    program: false,
+    settings: [],
+    literalSensitive: false,
+  }
+  switch (type) {
+    case 'SelectStmt': {
+      c.walk(node, [])
+      d.action = 'sql.read'
+      if (obj(s.intoClause)) {
+        d.action = 'sql.ddl'
+        d.kind = 'select_into'
+        const rel = obj(obj(s.intoClause)?.rel)
+        if (rel) d.writeTables.push(relName(rel))
+      }
+      if (c.locking) {
+        d.action = moreDangerous(d.action, 'sql.write')
+        d.writeTables.push(...c.tables)
+      }
+      break
+    }
+    case 'InsertStmt':
+    case 'UpdateStmt':
+    case 'DeleteStmt':
+    case 'MergeStmt': {
+      c.walk(node, [])
+      d.action = 'sql.write'
+      const rel = obj(s.relation)
+      if (rel) d.writeTables.push(relName(rel))
+      if (type === 'UpdateStmt' || type === 'DeleteStmt') d.hasWhere = s.whereClause !== undefined && s.whereClause !== null
+      break
+    }
+    case 'ExplainStmt': {
+      const inner = classifyNode(s.query, text)
+      const opts = defElems(s.options)
+      const analyze = opts.has('analyze') && !isFalse(opts.get('analyze'))
+      return {
+        ...inner,
+        sql: text,
+        kind: analyze ? 'explain_analyze' : 'explain',
+        // EXPLAIN ANALYZE runs its statement, so it takes that statement's action.
+        action: analyze ? inner.action : 'sql.read',
+        settings: analyze ? inner.settings : [],
+      }
+    }
+    case 'DeclareCursorStmt': {
+      const inner = classifyNode(s.query, text)
+      return {
+        ...inner,
+        sql: text,
+        kind: 'declare_cursor',
+        action: inner.action === 'sql.read' ? 'sql.read' : moreDangerous(inner.action, 'sql.write'),
+      }
+    }
+    case 'FetchStmt':
+      d.action = 'sql.read'
+      d.kind = s.ismove ? 'move' : 'fetch'
+      break
+    case 'VariableShowStmt':
+      d.action = 'sql.read'
+      d.kind = 'show'
+      break
+    case 'CopyStmt': {
+      c.walk(node, [])
+      const rel = obj(s.relation)
+      if (s.is_program) {
+        d.action = 'sql.other'
+        d.program = true
+        d.note = 'COPY … PROGRAM runs a shell command on the database server'
+      } else if (typeof s.filename === 'string') {
+        d.action = 'sql.admin'
+        d.note = 'COPY to or from a server file'
+        if (s.is_from && rel) d.writeTables.push(relName(rel))
+      } else if (s.is_from) {
+        d.action = 'sql.write'
+        if (rel) d.writeTables.push(relName(rel))
+      } else d.action = 'sql.read'
+      break
+    }
+    case 'TransactionStmt': {
+      const kind = str(s.kind) ?? ''
+      d.kind = kind.replace('TRANS_STMT_', '').toLowerCase()
+      d.action = 'sql.session'
+      if (kind === 'TRANS_STMT_PREPARE' || kind === 'TRANS_STMT_COMMIT_PREPARED' || kind === 'TRANS_STMT_ROLLBACK_PREPARED') {
+        d.action = 'sql.admin'
+        d.note = 'two-phase commit'
+      }
+      const opts = defElems(s.options)
+      if (isFalse(opts.get('transaction_read_only'))) {
+        d.action = 'sql.admin'
+        d.note = 'a read-write transaction overrides a read-only default'
+      }
+      break
+    }
+    case 'VariableSetStmt': {
+      d.literalSensitive = true
+      const kind = str(s.kind) ?? ''
+      const name = (str(s.name) ?? '').toLowerCase()
+      const local = s.is_local === true
+      d.kind = kind === 'VAR_RESET' || kind === 'VAR_RESET_ALL' ? 'reset' : 'set'
+      d.action = 'sql.session'
+      if (kind === 'VAR_RESET_ALL') d.settings.push({ name: 'all', value: null, local: false })
+      else if (kind === 'VAR_SET_MULTI') {
+        // SET TRANSACTION … / SET SESSION CHARACTERISTICS AS TRANSACTION …
+        const opts = defElems(s.args)
+        if (isFalse(opts.get('transaction_read_only'))) {
+          d.action = 'sql.admin'
+          d.note = 'makes a read-only transaction writable'
+        }
+      } else {
+        const args = arr(s.args)
+          .map(constText)
+          .map((v) => v ?? '')
+        const value = kind === 'VAR_SET_VALUE' ? args.join(', ') : null
+        d.settings.push({ name, value, local })
+        if (SECURITY_SETTINGS.has(name)) {
+          d.action = 'sql.admin'
+          d.note = `setting ${name} is security-relevant`
+        }
+      }
+      break
+    }
+    case 'PrepareStmt': {
+      const inner = classifyNode(s.query, text)
+      d.kind = 'prepare'
+      d.action = 'sql.session'
+      d.prepare = { name: str(s.name) ?? '', inner }
+      break
+    }
+    case 'ExecuteStmt': {
+      c.walk(s.params, [])
+      d.kind = 'execute'
+      d.execute = str(s.name) ?? ''
+      d.action = 'sql.other' // until resolved against the session's prepared statements
+      break
+    }
+    case 'DeallocateStmt':
+      d.kind = 'deallocate'
+      d.action = 'sql.session'
+      d.deallocate = { name: s.isall === true || typeof s.name !== 'string' ? null : (s.name as string) }
+      break
+    case 'DiscardStmt':
+      d.kind = 'discard'
+      d.action = 'sql.session'
+      if (str(s.target) === 'DISCARD_ALL' || str(s.target) === 'DISCARD_PLANS') d.deallocate = { name: null }
+      if (str(s.target) === 'DISCARD_ALL') d.settings.push({ name: 'all', value: null, local: false })
+      break
+    case 'ClosePortalStmt':
+    case 'ListenStmt':
+    case 'UnlistenStmt':
+      d.action = 'sql.session'
+      break
+    case 'NotifyStmt':
+    case 'LockStmt':
+      c.walk(node, [])
+      d.action = 'sql.write'
+      d.writeTables.push(...c.tables)
+      break
+    case 'DoStmt':
+      d.note = 'a DO block runs procedural code the classifier cannot see into'
+      break
+    case 'CallStmt':
+      c.walk(node, [])
+      d.note = 'CALL runs a procedure whose effects the classifier cannot see'
+      break
+    default:
+      c.walk(node, [])
+      if (ADMIN_STMTS.has(type) || (type === 'DropStmt' && /EXTENSION|DATABASE|TABLESPACE|ROLE/.test(str(s.removeType) ?? ''))) {
+        d.action = 'sql.admin'
+      } else if (isDdlType(type)) {
+        d.action = 'sql.ddl'
+        if (type === 'DropStmt') d.kind = `drop_${(str(s.removeType) ?? 'object').replace('OBJECT_', '').toLowerCase()}`
+        if (type === 'CreateStmt') d.kind = 'create_table'
+        d.writeTables.push(...c.tables)
+        if (type === 'DropStmt' && /TABLE|VIEW|SEQUENCE|INDEX/.test(str(s.removeType) ?? '')) {
+          for (const o of arr(s.objects)) {
+            const parts = stringList(obj(obj(o)?.List)?.items)
+            const name = parts[parts.length - 1]
+            if (name) d.writeTables.push({ schema: parts.length > 1 ? (parts[parts.length - 2] ?? null) : null, name })
+          }
+        }
+      } else d.note = `statement type ${type} is not classified`
+  }
+  if (type !== 'DoStmt') {
+    // Data-modifying CTEs, locking reads and set_config escalate whatever the statement is.
+    if (c.dataModifyingCte) {
+      d.action = moreDangerous(d.action, 'sql.write')
+      d.writeTables.push(...c.cteWrites)
+    }
+    for (const st of c.settings) {
+      d.settings.push(st)
+      if (SECURITY_SETTINGS.has(st.name)) {
+        d.action = moreDangerous(d.action, 'sql.admin')
+        d.note = `set_config of ${st.name} is security-relevant`
+      }
+    }
+    if (c.unknownSetConfig) {
+      d.action = 'sql.other'
+      d.note = 'set_config with a computed name or value'
+    }
+  }
+  return {
+    sql: text,
+    kind: d.kind,
+    action: d.action,
+    tables: dedupe(c.tables),
+    writeTables: dedupe(d.writeTables),
+    functions: [...c.functions].sort(),
+    hasWhere: d.hasWhere,
+    note: d.note,
+    settings: d.settings,
+    prepare: d.prepare,
+    execute: d.execute,
+    deallocate: d.deallocate,
+    program: d.program,
+    literalSensitive: d.literalSensitive || c.literalSensitive,
+  }
+}
+
+function dedupe(list: readonly RelName[]): RelName[] {
+  const seen = new Set<string>()
+  const out: RelName[] = []
+  for (const r of list) {
+    const k = `${r.schema ?? ''}\u0000${r.name}`
+    if (!seen.has(k)) {
+      seen.add(k)
+      out.push(r)
+    }
+  }
+  return out
+}
+
+export function otherFacts(sql: string, note: string): StatementFacts {
+  return {
+    sql,
+    kind: 'unknown',
+    action: 'sql.other',
+    tables: [],
+    writeTables: [],
+    functions: [],
+    hasWhere: false,
+    note,
+    settings: [],
+    prepare: null,
+    execute: null,
+    deallocate: null,
+    program: false,
+    literalSensitive: true,
+  }
+}
+
+/** Parses and classifies a text that may hold several statements. Call loadSqlParser() first. */
+export function analyzeSql(sql: string): Analysis {
+  let tree: unknown
+  try {
+    tree = parseSync(sql)
+  } catch (err) {
+    const msg = err instanceof Error ? err.message : String(err)
+    return { statements: [otherFacts(sql, `the statement could not be parsed: ${msg}`)], error: msg }
+  }
+  const stmts = arr(obj(tree)?.stmts)
+  if (stmts.length === 0) return { statements: [], error: null }
+  // stmt_location/stmt_len are byte offsets into the UTF-8 text.
+  const bytes = Buffer.from(sql, 'utf8')
+  const out: StatementFacts[] = []
+  for (const raw of stmts) {
+    const r = obj(raw)
+    const loc = typeof r?.stmt_location === 'number' ? r.stmt_location : 0
+    const len = typeof r?.stmt_len === 'number' && r.stmt_len > 0 ? r.stmt_len : bytes.length - loc
+    const text = bytes.toString('utf8', loc, loc + len).trim()
+    out.push(classifyNode(r?.stmt, text))
+  }
+  return { statements: out, error: null }
+}

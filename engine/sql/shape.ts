@@ -1,0 +1,254 @@
+// The shape of a SQL text: the text with every literal constant replaced by `?`, comments and
+// whitespace collapsed, unquoted words folded to lower case (ASCII only, as PostgreSQL folds them).
+// Two texts with the same shape differ only in literal values, so they parse to the same tree up to
+// those values: the classifier caches its facts by shape, and facts that depend on a literal value
+// (SET, set_config, …) are never cached (see classify.ts, `literalSensitive`).
+//
+// The lexer follows PostgreSQL's scan.l for everything that decides where a literal, a comment or a
+// quoted identifier begins and ends. Anything it does not handle exactly — Unicode-escape strings
+// (U&'…'), numbers running into identifiers (`1from`, `0x1f`), unterminated literals — returns null,
+// which means "do not use the cache": the text is then always parsed in full. A property test checks
+// the literal spans against libpg-query's own scanner.
+
+enum C {
+  TAB = 9,
+  LF = 10,
+  CR = 13,
+  SPACE = 32,
+  DQUOTE = 34,
+  DOLLAR = 36,
+  QUOTE = 39,
+  STAR = 42,
+  MINUS = 45,
+  DOT = 46,
+  SLASH = 47,
+  BACKSLASH = 92,
+}
+
+function isIdentStart(c: number): boolean {
+  return (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c === 95 || c >= 128
+}
+function isIdentCont(c: number): boolean {
+  return isIdentStart(c) || (c >= 48 && c <= 57) || c === C.DOLLAR
+}
+function isDigit(c: number): boolean {
+  return c >= 48 && c <= 57
+}
+function isSpace(c: number): boolean {
+  return c === C.SPACE || c === C.TAB || c === C.LF || c === C.CR || c === 12 || c === 11
+}
+
+/** Ends a standard string starting at the opening quote `i`; returns the index after it, or -1. */
+function endStandardString(s: string, i: number): number {
+  let j = i + 1
+  for (;;) {
+    const q = s.indexOf("'", j)
+    if (q < 0) return -1
+    if (s.charCodeAt(q + 1) === C.QUOTE) {
+      j = q + 2
+      continue
+    }
+    return q + 1
+  }
+}
+
+/** Ends an E'…' string (backslash escapes, and '' too). */
+function endEscapeString(s: string, i: number): number {
+  let j = i + 1
+  while (j < s.length) {
+    const c = s.charCodeAt(j)
+    if (c === C.BACKSLASH) {
+      j += 2
+      continue
+    }
+    if (c === C.QUOTE) {
+      if (s.charCodeAt(j + 1) === C.QUOTE) {
+        j += 2
+        continue
+      }
+      return j + 1
+    }
+    j++
+  }
+  return -1
+}
+
+/** A dollar-quote tag at `i` (`$$` or `$tag$`), or null. */
+function dollarTag(s: string, i: number): string | null {
+  let j = i + 1
+  if (s.charCodeAt(j) === C.DOLLAR) return '$$'
+  const c0 = s.charCodeAt(j)
+  if (!isIdentStart(c0)) return null
+  j++
+  while (j < s.length) {
+    const c = s.charCodeAt(j)
+    if (c === C.DOLLAR) return s.slice(i, j + 1)
+    if (!(isIdentStart(c) || isDigit(c))) return null
+    j++
+  }
+  return null
+}
+
+function lowerAscii(word: string): string {
+  let out = ''
+  for (let k = 0; k < word.length; k++) {
+    const c = word.charCodeAt(k)
+    out += c >= 65 && c <= 90 ? String.fromCharCode(c + 32) : word[k]
+  }
+  return out
+}
+
+/**
+ * The shape key of `sql`, or null when the text must not be cached (see the header).
+ * Literal counts are kept in the key implicitly (one `?` each).
+ */
+export function sqlShape(sql: string): string | null {
+  let out = ''
+  let i = 0
+  const n = sql.length
+  let pendingSpace = false
+  const emit = (t: string): void => {
+    if (pendingSpace && out.length > 0) out += ' '
+    pendingSpace = false
+    out += t
+  }
+  while (i < n) {
+    const c = sql.charCodeAt(i)
+    if (isSpace(c)) {
+      pendingSpace = true
+      i++
+      continue
+    }
+    if (c === C.MINUS && sql.charCodeAt(i + 1) === C.MINUS) {
+      const e = sql.indexOf('\n', i)
+      i = e < 0 ? n : e + 1
+      pendingSpace = true
+      continue
+    }
+    if (c === C.SLASH && sql.charCodeAt(i + 1) === C.STAR) {
+      // Nested block comments, as PostgreSQL allows.
+      let depth = 1
+      let j = i + 2
+      while (j < n && depth > 0) {
+        if (sql.charCodeAt(j) === C.SLASH && sql.charCodeAt(j + 1) === C.STAR) {
+          depth++
+          j += 2
+        } else if (sql.charCodeAt(j) === C.STAR && sql.charCodeAt(j + 1) === C.SLASH) {
+          depth--
+          j += 2
+        } else j++
+      }
+      if (depth > 0) return null
+      i = j
+      pendingSpace = true
+      continue
+    }
+    if (c === C.QUOTE) {
+      const e = endStandardString(sql, i)
+      if (e < 0) return null
+      emit('?')
+      i = e
+      continue
+    }
+    if (c === C.DQUOTE) {
+      let j = i + 1
+      for (;;) {
+        const q = sql.indexOf('"', j)
+        if (q < 0) return null
+        if (sql.charCodeAt(q + 1) === C.DQUOTE) {
+          j = q + 2
+          continue
+        }
+        j = q + 1
+        break
+      }
+      emit(sql.slice(i, j))
+      i = j
+      continue
+    }
+    if (c === C.DOLLAR) {
+      const d1 = sql.charCodeAt(i + 1)
+      if (isDigit(d1)) {
+        // A parameter: $1, $23. A parameter running into identifier characters is not PostgreSQL's.
+        let j = i + 1
+        while (j < n && isDigit(sql.charCodeAt(j))) j++
+        if (j < n && isIdentCont(sql.charCodeAt(j))) return null
+        emit(sql.slice(i, j))
+        i = j
+        continue
+      }
+      const tag = dollarTag(sql, i)
+      if (tag === null) return null
+      const e = sql.indexOf(tag, i + tag.length)
+      if (e < 0) return null
+      emit('?')
+      i = e + tag.length
+      continue
+    }
+    if (isDigit(c) || (c === C.DOT && isDigit(sql.charCodeAt(i + 1)))) {
+      let j = i
+      while (j < n && isDigit(sql.charCodeAt(j))) j++
+      if (sql.charCodeAt(j) === C.DOT && sql.charCodeAt(j + 1) !== C.DOT) {
+        j++
+        while (j < n && isDigit(sql.charCodeAt(j))) j++
+      }
+      const ec = sql.charCodeAt(j)
+      if (ec === 101 || ec === 69) {
+        let k = j + 1
+        const sc = sql.charCodeAt(k)
+        if (sc === 43 || sc === C.MINUS) k++
+        if (!isDigit(sql.charCodeAt(k))) return null
+        while (k < n && isDigit(sql.charCodeAt(k))) k++
+        j = k
+      }
+      // `1from`, `0x1f`, `1_000`: lexed differently across PostgreSQL versions. Not cached.
+      if (j < n && (isIdentCont(sql.charCodeAt(j)) || sql.charCodeAt(j) === C.DOT)) return null
+      emit('?')
+      i = j
+      continue
+    }
+    if (isIdentStart(c)) {
+      let j = i + 1
+      while (j < n && isIdentCont(sql.charCodeAt(j))) j++
+      const word = sql.slice(i, j)
+      const next = sql.charCodeAt(j)
+      if (next === C.QUOTE) {
+        const w = lowerAscii(word)
+        if (w === 'e') {
+          const e = endEscapeString(sql, j)
+          if (e < 0) return null
+          emit('?')
+          i = e
+          continue
+        }
+        if (w === 'n') {
+          const e = endStandardString(sql, j)
+          if (e < 0) return null
+          emit('?')
+          i = e
+          continue
+        }
+        if (w === 'b' || w === 'x') {
+          // Bit strings end at the first quote: '' is no escape inside them (scan.l, xb/xh).
+          const q = sql.indexOf("'", j + 1)
+          const e = q < 0 ? -1 : q + 1
+          if (e < 0) return null
+          emit('?')
+          i = e
+          continue
+        }
+        if (w === 'u' || w === 'uescape') return null
+      }
+      if (next === 38 /* & */ && (word === 'u' || word === 'U')) return null
+      emit(lowerAscii(word))
+      i = j
+      continue
+    }
+    if (c === C.BACKSLASH) return null // psql meta-commands never reach the server; anything else is odd
+    // Operators and punctuation, kept as they are; an operator never contains -- or /*.
+    emit(sql[i] as string)
+    pendingSpace = false
+    i++
+  }
+  return out
+}

@@ -1,0 +1,109 @@
+// What the classifier needs from the server to name tables as the server resolves them: the
+// session's starting search_path and user, and which relations exist in which schema. Read with the
+// gateway's own query on the session's server connection before the client gets it; the relation
+// list is shared by the sessions of a connection for a short while (and dropped when DDL passes).
+
+import type { Socket } from 'node:net'
+import type { TLSSocket } from 'node:tls'
+import { serialize } from 'pg-protocol'
+import type { Catalog } from '../../engine/sql/index.js'
+import { BackendCode, readErrorFields } from './messages.js'
+
+/** Relations in a busy database change rarely; sessions of one connection share a snapshot this long. */
+export const CATALOG_TTL_MS = 30_000
+/** A catalog larger than this is not worth holding; resolution then falls back to the path alone. */
+const MAX_RELATIONS = 200_000
+
+const RELATIONS_SQL =
+  "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r','v','m','f','p') AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' LIMIT " +
+  String(MAX_RELATIONS + 1)
+const SCHEMAS_SQL = 'SELECT nspname FROM pg_catalog.pg_namespace'
+const SESSION_SQL = "SELECT pg_catalog.current_setting('search_path'), current_user"
+
+export interface SessionStart {
+  readonly searchPath: string
+  readonly user: string
+}
+
+/** Runs one simple query on a server connection that is idle and not yet relayed; returns text rows. */
+function query(socket: Socket | TLSSocket, sql: string, timeoutMs = 10_000): Promise<(string | null)[][][]> {
+  return new Promise((resolve, reject) => {
+    let buf: Buffer = Buffer.alloc(0)
+    const results: (string | null)[][][] = [[]]
+    let error: string | null = null
+    const done = (err: Error | null): void => {
+      clearTimeout(timer)
+      socket.off('data', onData)
+      socket.off('close', onClose)
+      if (err) reject(err)
+      else resolve(results.slice(0, -1))
+    }
+    const onClose = (): void => done(new Error('the server closed the connection'))
+    const timer = setTimeout(() => done(new Error('catalog query timed out')), timeoutMs)
+    const onData = (d: Buffer): void => {
+      buf = buf.length === 0 ? d : Buffer.concat([buf, d])
+      while (buf.length >= 5) {
+        const len = buf.readInt32BE(1)
+        if (buf.length < len + 1) return
+        const type = buf[0]
+        const body = buf.subarray(5, len + 1)
+        buf = buf.subarray(len + 1)
+        if (type === BackendCode.DataRow) {
+          const n = body.readInt16BE(0)
+          const row: (string | null)[] = []
+          let p = 2
+          for (let i = 0; i < n; i++) {
+            const l = body.readInt32BE(p)
+            p += 4
+            if (l < 0) row.push(null)
+            else {
+              row.push(body.toString('utf8', p, p + l))
+              p += l
+            }
+          }
+          results[results.length - 1]?.push(row)
+        } else if (type === BackendCode.CommandComplete) results.push([])
+        else if (type === BackendCode.ErrorResponse) error = readErrorFields(body).get('M') ?? 'error'
+        else if (type === BackendCode.ReadyForQuery) {
+          done(error ? new Error(error) : null)
+          return
+        }
+      }
+    }
+    socket.on('data', onData)
+    socket.on('close', onClose)
+    socket.write(serialize.query(sql))
+  })
+}
+
+export async function readSessionStart(socket: Socket | TLSSocket): Promise<SessionStart> {
+  const [rows] = await query(socket, SESSION_SQL)
+  const row = rows?.[0]
+  return { searchPath: row?.[0] ?? '"$user", public', user: row?.[1] ?? '' }
+}
+
+export async function readCatalog(socket: Socket | TLSSocket): Promise<Catalog | null> {
+  const [rels, schemas] = await query(socket, `${RELATIONS_SQL}; ${SCHEMAS_SQL}`)
+  if (!rels || !schemas || rels.length > MAX_RELATIONS) return null
+  return {
+    relations: new Set(rels.map((r) => `${r[0] ?? ''}.${r[1] ?? ''}`)),
+    schemas: new Set(schemas.map((r) => r[0] ?? '')),
+  }
+}
+
+/** Per-connection catalog snapshots, shared by sessions, refreshed after the TTL or after DDL. */
+export class CatalogCache {
+  private readonly entries = new Map<string, { catalog: Catalog | null; at: number }>()
+
+  async get(connection: string, socket: Socket | TLSSocket): Promise<Catalog | null> {
+    const e = this.entries.get(connection)
+    if (e && Date.now() - e.at < CATALOG_TTL_MS) return e.catalog
+    const catalog = await readCatalog(socket)
+    this.entries.set(connection, { catalog, at: Date.now() })
+    return catalog
+  }
+
+  invalidate(connection: string): void {
+    this.entries.delete(connection)
+  }
+}

@@ -1,0 +1,211 @@
+// Judging SQL for one PostgreSQL session: every statement of a query is classified (engine/sql),
+// its tables named as the server resolves them through the session's real search_path, and decided
+// for every hop of the chain; the query runs only if every statement is allowed. The session state
+// the server keeps and the classifier depends on — search_path, SQL-level prepared statements — is
+// followed here from the server's own answers (a SET counts once it completed, and is undone when
+// its transaction rolls back).
+
+import type { Logger } from 'pino'
+import type { Catalog, SqlAnalyzer, SqlAction, StatementFacts } from '../../engine/sql/index.js'
+import { otherFacts, parseSearchPath, qualify } from '../../engine/sql/index.js'
+import type { Decision, MaskObligation } from '../../engine/types.js'
+import type { ProxySession } from '../types.js'
+
+/** What a completed statement changes in the session, applied when its CommandComplete arrives. */
+export interface StatementEffect {
+  readonly prepare: { readonly name: string; readonly inner: StatementFacts } | null
+  readonly deallocate: { readonly name: string | null } | null
+  readonly searchPath: { readonly path: string[] | 'initial'; readonly local: boolean } | null
+  readonly ddl: boolean
+}
+
+export interface JudgedStatement {
+  readonly sql: string
+  readonly action: SqlAction
+  readonly kind: string
+  readonly decision: Decision['effect']
+  readonly rules: readonly string[]
+}
+
+export interface Verdict {
+  readonly decision: Decision
+  readonly statements: readonly JudgedStatement[]
+  readonly effects: readonly StatementEffect[]
+}
+
+export class SessionSql {
+  /** The paths the session may have outside any transaction: one, unless a savepoint rollback
+   * left it unknowable which SETs stood. */
+  private base: string[][]
+  /** Paths the session may have right now: `base` plus SETs of the open transaction. */
+  private candidates: string[][]
+  /** Non-local SETs inside the current transaction, in order. */
+  private pending: string[][] = []
+  private savepointRolledBack = false
+  private inTransaction = false
+
+  constructor(
+    private readonly analyzer: SqlAnalyzer,
+    private readonly session: ProxySession,
+    private readonly initialPath: string[],
+    private readonly user: string,
+    private catalog: Catalog | null,
+    private readonly lookupPrepared: (name: string) => Promise<StatementFacts | null>,
+    private readonly log: Logger,
+  ) {
+    this.base = [initialPath]
+    this.candidates = [initialPath]
+  }
+
+  setCatalog(c: Catalog | null): void {
+    this.catalog = c
+  }
+
+  /** Classifies and decides a query text (null: the gateway does not know what will run). */
+  async judge(sql: string | null, signal: AbortSignal): Promise<Verdict> {
+    const analysis =
+      sql === null
+        ? { statements: [otherFacts('', 'the statement to execute is not known to the gateway')], error: null }
+        : this.analyzer.analyze(sql)
+    const stmts = analysis.statements
+    if (stmts.length === 0) {
+      // An empty query: nothing runs; it is still decided (as session housekeeping) and audited.
+      const d = await this.decide(
+        'sql.session',
+        { sql: sql ?? '', kind: 'empty', tables: [], write_tables: [], functions: [], has_where: false, statements: 0 },
+        signal,
+      )
+      return { decision: d, statements: [], effects: [] }
+    }
+    const judged: JudgedStatement[] = []
+    const effects: StatementEffect[] = []
+    const masks: MaskObligation[] = []
+    const rules: string[] = []
+    let denial: Decision | null = null
+    let hold: Decision | null = null
+    let policy = ''
+    for (const raw of stmts) {
+      const facts = raw.execute !== null ? await this.resolveExecute(raw) : raw
+      const command = this.command(facts, stmts.length)
+      const d = await this.decide(facts.action, command, signal)
+      policy = d.policy
+      judged.push({ sql: facts.sql, action: facts.action, kind: facts.kind, decision: d.effect, rules: d.rules })
+      effects.push(effectOf(raw))
+      rules.push(...d.rules)
+      if (d.effect === 'deny') denial ??= d
+      else if (d.effect === 'hold') hold ??= d
+      else masks.push(...d.mask)
+    }
+    const decision: Decision = denial ?? hold ?? { effect: 'allow', rules: [...new Set(rules)], mask: masks, policy }
+    return { decision, statements: judged, effects }
+  }
+
+  private async decide(action: string, command: Record<string, unknown>, signal: AbortSignal): Promise<Decision> {
+    try {
+      return await this.session.decide(action, command, signal)
+    } catch (err) {
+      this.log.error({ err: String(err), session: this.session.id }, 'policy evaluation failed')
+      return {
+        effect: 'deny',
+        rules: ['gatehouse:evaluation-failed'],
+        reason: 'the policy could not be evaluated',
+        reasons: [{ rule: 'gatehouse:evaluation-failed', reason: 'the policy could not be evaluated', hop: '' }],
+        policy: 'error',
+      }
+    }
+  }
+
+  /** EXECUTE name is judged as the statement it runs. */
+  private async resolveExecute(raw: StatementFacts): Promise<StatementFacts> {
+    const inner = await this.lookupPrepared(raw.execute ?? '')
+    if (!inner)
+      return { ...raw, action: 'sql.other', note: `EXECUTE of ${JSON.stringify(raw.execute)}, which the gateway has not seen prepared` }
+    // The parameters of EXECUTE p(…) may call functions too.
+    const functions = [...new Set([...inner.functions, ...raw.functions])].sort()
+    return { ...inner, sql: raw.sql, kind: `execute:${inner.kind}`, functions }
+  }
+
+  private command(f: StatementFacts, count: number): Record<string, unknown> {
+    const q = (list: StatementFacts['tables']): string[] => [
+      ...new Set(list.flatMap((r) => qualify(r, this.candidates, this.user, this.catalog))),
+    ]
+    return {
+      sql: f.sql,
+      kind: f.kind,
+      tables: q(f.tables),
+      write_tables: q(f.writeTables),
+      functions: f.functions,
+      has_where: f.hasWhere,
+      statements: count,
+      ...(f.program ? { program: true } : {}),
+      ...(f.note ? { note: f.note } : {}),
+    }
+  }
+
+  // ---- following the server's session state --------------------------------------------------
+
+  /** A statement completed: its SET of search_path (or a RESET) takes effect, pending its transaction. */
+  applySearchPath(e: NonNullable<StatementEffect['searchPath']>): void {
+    const path = e.path === 'initial' ? this.initialPath : e.path
+    if (!e.local) this.pending.push(path)
+    this.addCandidate(path)
+  }
+
+  private addCandidate(path: string[]): void {
+    this.candidates = unique([...this.candidates, path])
+  }
+
+  /**
+   * ReadyForQuery: `status` is I (idle), T (in a transaction) or E (failed transaction). At idle,
+   * the transaction's SETs stand if it committed without error, and are undone otherwise.
+   */
+  onReadyForQuery(status: number, hadError: boolean, lastTag: string | null): void {
+    if (status !== 0x49) {
+      if (this.inTransaction && lastTag === 'ROLLBACK') this.savepointRolledBack = true
+      this.inTransaction = true
+      return
+    }
+    const committed = !hadError && lastTag !== 'ROLLBACK'
+    if (committed && this.pending.length > 0) {
+      // After ROLLBACK TO SAVEPOINT any of the SETs may or may not stand: keep every possibility.
+      this.base = this.savepointRolledBack ? unique([...this.base, ...this.pending]) : [this.pending[this.pending.length - 1] as string[]]
+    }
+    this.candidates = this.base
+    this.pending = []
+    this.inTransaction = false
+    this.savepointRolledBack = false
+  }
+
+  /** The search paths the classifier currently resolves against (for `policy explain` and tests). */
+  get searchPaths(): readonly (readonly string[])[] {
+    return this.candidates
+  }
+}
+
+/** Distinct paths. Never truncated: dropping one would lose a table the statement may read. Only
+ * a session that SETs many different paths inside rolled-back savepoints grows it, at its own cost. */
+function unique(list: readonly string[][]): string[][] {
+  const out: string[][] = []
+  for (const p of list) if (!out.some((c) => sameArr(c, p))) out.push(p)
+  return out
+}
+
+function sameArr(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i])
+}
+
+export function effectOf(f: StatementFacts): StatementEffect {
+  let searchPath: StatementEffect['searchPath'] = null
+  for (const s of f.settings) {
+    if (s.name === 'search_path') searchPath = { path: s.value === null ? 'initial' : parseSearchPath(s.value), local: s.local }
+    if (s.name === 'all') searchPath = { path: 'initial', local: false }
+  }
+  return {
+    prepare: f.prepare,
+    deallocate: f.deallocate,
+    searchPath,
+    ddl: f.action === 'sql.ddl' || f.action === 'sql.admin',
+  }
+}
+
+export { parseSearchPath }
