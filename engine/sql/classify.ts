@@ -127,7 +127,7 @@ function stringList(v: unknown): string[] {
 /** A constant's text value (A_Const with sval/ival/fval/boolval), else null. */
 function constText(v: unknown): string | null {
   const t = nodeType(v)
-  if (!t || t[0] !== 'A_Const') return null
+  if (t?.[0] !== 'A_Const') return null
   const c = t[1]
   if (c.isnull) return null
   const s = obj(c.sval)?.sval

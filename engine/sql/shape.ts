@@ -1,4 +1,4 @@
-// The shape of a SQL text: the text with every literal constant replaced by `?`, comments and
+// The shape of a SQL text: the text with every literal constant replaced by a marker, comments and
 // whitespace collapsed, unquoted words folded to lower case (ASCII only, as PostgreSQL folds them).
 // Two texts with the same shape differ only in literal values, so they parse to the same tree up to
 // those values: the classifier caches its facts by shape, and facts that depend on a literal value
@@ -9,6 +9,11 @@
 // (U&'…'), numbers running into identifiers (`1from`, `0x1f`), unterminated literals — returns null,
 // which means "do not use the cache": the text is then always parsed in full. A property test checks
 // the literal spans against libpg-query's own scanner.
+
+/** Stands for a literal in a shape. NUL cannot occur in a query text (a C string), so no operator,
+ * word or quoted identifier can produce it: `a ?| b` (a jsonb operator) keeps its `?`. */
+export const LITERAL_MARK = '\u0000'
+const LIT = LITERAL_MARK
 
 enum C {
   TAB = 9,
@@ -146,7 +151,7 @@ export function sqlShape(sql: string): string | null {
     if (c === C.QUOTE) {
       const e = endStandardString(sql, i)
       if (e < 0) return null
-      emit('?')
+      emit(LIT)
       i = e
       continue
     }
@@ -181,7 +186,7 @@ export function sqlShape(sql: string): string | null {
       if (tag === null) return null
       const e = sql.indexOf(tag, i + tag.length)
       if (e < 0) return null
-      emit('?')
+      emit(LIT)
       i = e + tag.length
       continue
     }
@@ -203,7 +208,7 @@ export function sqlShape(sql: string): string | null {
       }
       // `1from`, `0x1f`, `1_000`: lexed differently across PostgreSQL versions. Not cached.
       if (j < n && (isIdentCont(sql.charCodeAt(j)) || sql.charCodeAt(j) === C.DOT)) return null
-      emit('?')
+      emit(LIT)
       i = j
       continue
     }
@@ -217,14 +222,14 @@ export function sqlShape(sql: string): string | null {
         if (w === 'e') {
           const e = endEscapeString(sql, j)
           if (e < 0) return null
-          emit('?')
+          emit(LIT)
           i = e
           continue
         }
         if (w === 'n') {
           const e = endStandardString(sql, j)
           if (e < 0) return null
-          emit('?')
+          emit(LIT)
           i = e
           continue
         }
@@ -233,7 +238,7 @@ export function sqlShape(sql: string): string | null {
           const q = sql.indexOf("'", j + 1)
           const e = q < 0 ? -1 : q + 1
           if (e < 0) return null
-          emit('?')
+          emit(LIT)
           i = e
           continue
         }

@@ -1,0 +1,309 @@
+// The SQL classifier: DESIGN.md's action table statement by statement, the facts policies read
+// (tables as written, write tables, functions, has_where), CTE scoping that cannot hide a real
+// table, the shape cache (only literal values may differ between two texts of one shape, checked
+// against libpg-query's own scanner), and the analytical corpus that must not be misclassified.
+
+import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { before, describe, test } from 'node:test'
+import fc from 'fast-check'
+import { scanSync } from 'libpg-query'
+import { analyzeSql, loadSqlParser } from '../engine/sql/classify.js'
+import { createSqlAnalyzer, qualify } from '../engine/sql/index.js'
+import { LITERAL_MARK, sqlShape } from '../engine/sql/shape.js'
+import { REPO } from './helpers/gateway.js'
+
+const rel = (r: { schema: string | null; name: string }): string => (r.schema ? `${r.schema}.${r.name}` : r.name)
+
+function facts(sql: string): { action: string; kind: string; tables: string[]; write: string[]; functions: string[]; hasWhere: boolean } {
+  const a = analyzeSql(sql)
+  assert.equal(a.statements.length, 1, `one statement in ${sql}`)
+  const s = a.statements[0]
+  assert.ok(s)
+  return {
+    action: s.action,
+    kind: s.kind,
+    tables: s.tables.map(rel),
+    write: s.writeTables.map(rel),
+    functions: [...s.functions],
+    hasWhere: s.hasWhere,
+  }
+}
+
+describe('SQL classification', () => {
+  before(() => loadSqlParser())
+
+  const actions: [string, string][] = [
+    // sql.session
+    ['BEGIN', 'sql.session'],
+    ['START TRANSACTION ISOLATION LEVEL SERIALIZABLE', 'sql.session'],
+    ['COMMIT', 'sql.session'],
+    ['ROLLBACK', 'sql.session'],
+    ['SAVEPOINT a', 'sql.session'],
+    ['RELEASE SAVEPOINT a', 'sql.session'],
+    ['PREPARE p AS SELECT 1', 'sql.session'],
+    ['DEALLOCATE ALL', 'sql.session'],
+    ['DISCARD ALL', 'sql.session'],
+    ['CLOSE c', 'sql.session'],
+    ['LISTEN ch', 'sql.session'],
+    ['UNLISTEN *', 'sql.session'],
+    ['SET statement_timeout = 5000', 'sql.session'],
+    ['SET search_path = hr, public', 'sql.session'],
+    ['RESET ALL', 'sql.session'],
+    // sql.read
+    ['SELECT * FROM t', 'sql.read'],
+    ['TABLE t', 'sql.read'],
+    ['VALUES (1), (2)', 'sql.read'],
+    ['SHOW search_path', 'sql.read'],
+    ['EXPLAIN SELECT * FROM t', 'sql.read'],
+    ['EXPLAIN DELETE FROM t', 'sql.read'],
+    ['DECLARE c CURSOR FOR SELECT * FROM t', 'sql.read'],
+    ['FETCH 10 FROM c', 'sql.read'],
+    ['COPY t TO STDOUT', 'sql.read'],
+    ['COPY (SELECT * FROM t) TO STDOUT WITH CSV', 'sql.read'],
+    // sql.write
+    ['INSERT INTO t VALUES (1)', 'sql.write'],
+    ['UPDATE t SET a = 1 WHERE id = 2', 'sql.write'],
+    ['DELETE FROM t WHERE id = 1', 'sql.write'],
+    ['MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE', 'sql.write'],
+    ['SELECT * FROM t FOR UPDATE', 'sql.write'],
+    ['SELECT * FROM t FOR SHARE', 'sql.write'],
+    ['WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d', 'sql.write'],
+    ['COPY t FROM STDIN', 'sql.write'],
+    ["NOTIFY ch, 'x'", 'sql.write'],
+    ['LOCK TABLE t IN ACCESS EXCLUSIVE MODE', 'sql.write'],
+    ['EXPLAIN ANALYZE DELETE FROM t', 'sql.write'],
+    ['EXPLAIN (ANALYZE, BUFFERS) UPDATE t SET a = 1', 'sql.write'],
+    ['DECLARE c CURSOR FOR SELECT * FROM t FOR UPDATE', 'sql.write'],
+    // sql.ddl
+    ['CREATE TABLE x (a int)', 'sql.ddl'],
+    ['ALTER TABLE t ADD COLUMN b int', 'sql.ddl'],
+    ['DROP TABLE t', 'sql.ddl'],
+    ['CREATE INDEX ON t (a)', 'sql.ddl'],
+    ['CREATE VIEW v AS SELECT 1', 'sql.ddl'],
+    ['SELECT * INTO newt FROM t', 'sql.ddl'],
+    ['CREATE TABLE x AS SELECT * FROM t', 'sql.ddl'],
+    ['TRUNCATE t', 'sql.ddl'],
+    ["COMMENT ON TABLE t IS 'x'", 'sql.ddl'],
+    ['REINDEX TABLE t', 'sql.ddl'],
+    ['CLUSTER t USING t_pkey', 'sql.ddl'],
+    ['REFRESH MATERIALIZED VIEW mv', 'sql.ddl'],
+    ['CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$', 'sql.ddl'],
+    // sql.admin
+    ["CREATE ROLE r LOGIN PASSWORD 'x'", 'sql.admin'],
+    ["ALTER ROLE r PASSWORD 'x'", 'sql.admin'],
+    ['DROP ROLE r', 'sql.admin'],
+    ['GRANT SELECT ON t TO r', 'sql.admin'],
+    ['REVOKE ALL ON t FROM r', 'sql.admin'],
+    ["ALTER SYSTEM SET work_mem = '1GB'", 'sql.admin'],
+    ['CREATE EXTENSION dblink', 'sql.admin'],
+    ['DROP EXTENSION dblink', 'sql.admin'],
+    ['VACUUM t', 'sql.admin'],
+    ['ANALYZE t', 'sql.admin'],
+    ['CHECKPOINT', 'sql.admin'],
+    ['SET ROLE postgres', 'sql.admin'],
+    ['SET SESSION AUTHORIZATION postgres', 'sql.admin'],
+    ['RESET ROLE', 'sql.admin'],
+    ['SET default_transaction_read_only = off', 'sql.admin'],
+    ['SET transaction_read_only = off', 'sql.admin'],
+    ['SET TRANSACTION READ WRITE', 'sql.admin'],
+    ['SET standard_conforming_strings = off', 'sql.admin'],
+    ["SET client_encoding = 'SJIS'", 'sql.admin'],
+    ["SELECT set_config('role', 'postgres', false)", 'sql.admin'],
+    ["COPY t FROM '/etc/passwd'", 'sql.admin'],
+    ["COPY t TO '/tmp/out'", 'sql.admin'],
+    ["LOAD 'auto_explain'", 'sql.admin'],
+    // sql.other
+    ['DO $$ BEGIN PERFORM 1; END $$', 'sql.other'],
+    ['CALL p()', 'sql.other'],
+    ["COPY t TO PROGRAM 'sh'", 'sql.other'],
+    ["COPY t FROM PROGRAM 'sh'", 'sql.other'],
+    ['EXECUTE p', 'sql.other'],
+    ['SELECT set_config(current_user, $1, false)', 'sql.other'],
+    ['SELEC 1', 'sql.other'],
+    ["SELECT 'unterminated", 'sql.other'],
+  ]
+  for (const [sql, want] of actions) {
+    test(`${want} ← ${sql}`, () => assert.equal(facts(sql).action, want))
+  }
+
+  test('tables, write tables, functions and has_where are the ones the statement touches', () => {
+    assert.deepEqual(facts('UPDATE public.orders SET total = 0'), {
+      action: 'sql.write',
+      kind: 'update',
+      tables: ['public.orders'],
+      write: ['public.orders'],
+      functions: [],
+      hasWhere: false,
+    })
+    const f = facts(
+      'SELECT upper(name), pg_catalog.pg_read_file($1) FROM a JOIN b.c ON true, LATERAL unnest(x) u WHERE id IN (SELECT id FROM d)',
+    )
+    assert.deepEqual(f.tables.sort(), ['a', 'b.c', 'd'])
+    assert.deepEqual(f.functions, ['pg_read_file', 'unnest', 'upper'])
+    assert.deepEqual(facts('INSERT INTO t SELECT * FROM u').write, ['t'])
+    assert.equal(facts('DELETE FROM t WHERE CURRENT OF c').hasWhere, true)
+    assert.equal(facts('DELETE FROM t').hasWhere, false)
+  })
+
+  test('a CTE cannot hide a real table of the same name', () => {
+    // A non-recursive CTE's own body reads the real table.
+    assert.deepEqual(facts('WITH salaries AS (SELECT * FROM salaries) SELECT * FROM salaries').tables, ['salaries'])
+    // A reference outside the CTE's scope is the real table.
+    assert.deepEqual(facts('SELECT * FROM salaries UNION ALL (WITH salaries AS (SELECT 1) SELECT * FROM salaries)').tables, ['salaries'])
+    // A CTE reference alone is not a table; a qualified name never is a CTE.
+    assert.deepEqual(facts('WITH x AS (SELECT 1) SELECT * FROM x').tables, [])
+    assert.deepEqual(facts('WITH x AS (SELECT 1) SELECT * FROM public.x').tables, ['public.x'])
+    assert.deepEqual(facts('WITH RECURSIVE r AS (SELECT 1 UNION ALL SELECT * FROM r) SELECT * FROM r').tables, [])
+  })
+
+  test('multi-statement texts are split with each statement’s own text', () => {
+    const a = analyzeSql("SELECT 1; DELETE FROM t WHERE a = 'x;y' ; -- done\n SELECT 'é'")
+    assert.deepEqual(
+      a.statements.map((s) => [s.sql, s.action]),
+      [
+        ['SELECT 1', 'sql.read'],
+        ["DELETE FROM t WHERE a = 'x;y'", 'sql.write'],
+        ["SELECT 'é'", 'sql.read'],
+      ],
+    )
+  })
+
+  test('unqualified names resolve through the search path and the catalog', () => {
+    const catalog = {
+      schemas: new Set(['public', 'hr', 'pg_catalog']),
+      relations: new Set(['hr.salaries', 'public.orders', 'pg_catalog.pg_class']),
+    }
+    const r = { schema: null, name: 'salaries' }
+    assert.deepEqual(qualify(r, [['$user', 'public']], 'alice', catalog), ['public.salaries'])
+    assert.deepEqual(qualify(r, [['hr', 'public']], 'alice', catalog), ['hr.salaries'])
+    assert.deepEqual(qualify(r, [['public', 'hr']], 'alice', catalog), ['hr.salaries'])
+    assert.deepEqual(qualify({ schema: null, name: 'pg_class' }, [['public']], 'alice', catalog), ['pg_catalog.pg_class'])
+    assert.deepEqual(qualify(r, [['public'], ['hr']], 'alice', catalog).sort(), ['hr.salaries', 'public.salaries'])
+    assert.deepEqual(qualify({ schema: 'x', name: 'y' }, [['hr']], 'alice', catalog), ['x.y'])
+  })
+})
+
+describe('the shape cache', () => {
+  test('texts that differ only in literals share a shape; anything else does not', () => {
+    assert.equal(sqlShape('SELECT * FROM t WHERE a = 1'), sqlShape('select *   from T -- c\n where a = 2'))
+    assert.equal(sqlShape("SELECT 'a'"), sqlShape('SELECT $$b$$'))
+    assert.notEqual(sqlShape('SELECT * FROM t'), sqlShape('SELECT * FROM "T"'))
+    assert.notEqual(sqlShape('SELECT a<-b'), sqlShape('SELECT a< -b'))
+    assert.notEqual(sqlShape('SELECT ä FROM t'), sqlShape('SELECT Ä FROM t'), 'only ASCII folds')
+    for (const odd of [
+      'SELECT 1from t',
+      'SELECT 0x1F',
+      "SELECT U&'d\\0061t'",
+      "SELECT 'open",
+      'SELECT /* open',
+      'SELECT $a$ open',
+      'SELECT 1_000',
+    ]) {
+      assert.equal(sqlShape(odd), null, odd)
+    }
+  })
+
+  test('literal spans match libpg-query’s own scanner (property)', async () => {
+    await loadSqlParser()
+    const LITERAL = new Set(['SCONST', 'FCONST', 'ICONST', 'BCONST', 'XCONST', 'USCONST'])
+    const piece = fc.oneof(
+      fc.constantFrom(
+        'SELECT',
+        'from',
+        't',
+        '"Q""x"',
+        ' ',
+        '\n',
+        ',',
+        '(',
+        ')',
+        '+',
+        '-',
+        '*',
+        '/',
+        '<',
+        '>',
+        '=',
+        '::',
+        ';',
+        '.',
+        '$1',
+        'e',
+        'E',
+        'b',
+        'x',
+        'n',
+        'ä',
+      ),
+      fc.constantFrom(
+        "'a''b'",
+        "E'a\\'b'",
+        "E'\\\\'",
+        "b'01'",
+        "x'1f'",
+        "n'x'",
+        '$$z$$',
+        '$t$ $ $t$',
+        '12',
+        '1.5',
+        '.5',
+        '3e10',
+        '-- c\n',
+        '/* a /* b */ c */',
+      ),
+      fc.string({ maxLength: 3 }),
+    )
+    fc.assert(
+      fc.property(fc.array(piece, { maxLength: 12 }), (parts) => {
+        const sql = parts.join('')
+        const shape = sqlShape(sql)
+        if (shape === null) return
+        let tokens: { text: string; tokenName: string }[]
+        try {
+          tokens = scanSync(sql).tokens
+        } catch {
+          return // the real scanner rejects it; such a text never parses, so it is never cached
+        }
+        const real = tokens
+          .filter((t) => t.tokenName !== 'SQL_COMMENT' && t.tokenName !== 'C_COMMENT')
+          .map((t) => (LITERAL.has(t.tokenName) || /^[bBxX]'/.test(t.text) ? LITERAL_MARK : t.text))
+        // Every real literal is a marker of ours and vice versa.
+        assert.equal(
+          shape.split(LITERAL_MARK).length - 1,
+          real.filter((t) => t === LITERAL_MARK).length,
+          `${JSON.stringify(sql)} → ${JSON.stringify(shape)}`,
+        )
+      }),
+      { numRuns: 3000 },
+    )
+  })
+
+  test('a cache hit gives the facts of a fresh parse, with the current text', async () => {
+    const a = await createSqlAnalyzer()
+    a.analyze('SELECT abalance FROM pgbench_accounts WHERE aid = 1')
+    const hit = a.analyze('SELECT abalance FROM pgbench_accounts WHERE aid = 99')
+    assert.equal(a.hits, 1)
+    assert.equal(hit.statements[0]?.sql, 'SELECT abalance FROM pgbench_accounts WHERE aid = 99')
+    assert.deepEqual(hit.statements[0]?.tables, [{ schema: null, name: 'pgbench_accounts' }])
+    // Literal-sensitive statements are never served from the cache.
+    a.analyze("SET search_path = 'a'")
+    const b = a.analyze("SET search_path = 'hr'")
+    assert.equal(b.statements[0]?.settings[0]?.value, 'hr')
+    assert.equal(a.hits, 1)
+  })
+})
+
+describe('legitimate analytical SQL is understood', () => {
+  test('the corpus in test/data/analytics.sql parses and is never sql.other', async () => {
+    await loadSqlParser()
+    const corpus = readFileSync(join(REPO, 'test/data/analytics.sql'), 'utf8')
+      .split(/^-- ---\n/m)
+      .map((s) => s.trim())
+      .filter(Boolean)
+    assert.ok(corpus.length >= 15)
+    const rejected = corpus.filter((sql) => analyzeSql(sql).statements.some((s) => s.action === 'sql.other'))
+    assert.deepEqual(rejected, [], `false rejections: ${rejected.length} of ${corpus.length}`)
+  })
+})
