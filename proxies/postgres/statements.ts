@@ -84,13 +84,24 @@ export class SessionSql {
     let denial: Decision | null = null
     let hold: Decision | null = null
     let policy = ''
+    // Later statements of one query run in the session as the earlier ones leave it: a SET
+    // search_path or a PREPARE earlier in the text counts for the statements after it.
+    let paths: readonly (readonly string[])[] = this.candidates
+    const prepared = new Map<string, StatementFacts | null>()
     for (const raw of stmts) {
-      const facts = raw.execute !== null ? await this.resolveExecute(raw) : raw
-      const command = this.command(facts, stmts.length)
+      const facts = raw.execute !== null ? await this.resolveExecute(raw, prepared) : raw
+      const command = this.command(facts, stmts.length, paths)
+      const eff = effectOf(raw)
+      if (eff.searchPath) paths = unique([...(eff.searchPath.local ? paths : []), eff.searchPath.path === 'initial' ? this.initialPath : eff.searchPath.path])
+      if (eff.prepare) prepared.set(eff.prepare.name, eff.prepare.inner)
+      if (eff.deallocate) {
+        if (eff.deallocate.name === null) prepared.clear()
+        else prepared.set(eff.deallocate.name, null)
+      }
       const d = await this.decide(facts.action, command, signal)
       policy = d.policy
       judged.push({ sql: facts.sql, action: facts.action, kind: facts.kind, decision: d.effect, rules: d.rules })
-      effects.push(effectOf(raw))
+      effects.push(eff)
       rules.push(...d.rules)
       if (d.effect === 'deny') denial ??= d
       else if (d.effect === 'hold') hold ??= d
@@ -116,8 +127,9 @@ export class SessionSql {
   }
 
   /** EXECUTE name is judged as the statement it runs. */
-  private async resolveExecute(raw: StatementFacts): Promise<StatementFacts> {
-    const inner = await this.lookupPrepared(raw.execute ?? '')
+  private async resolveExecute(raw: StatementFacts, earlier: ReadonlyMap<string, StatementFacts | null>): Promise<StatementFacts> {
+    const name = raw.execute ?? ''
+    const inner = earlier.has(name) ? (earlier.get(name) ?? null) : await this.lookupPrepared(name)
     if (!inner)
       return { ...raw, action: 'sql.other', note: `EXECUTE of ${JSON.stringify(raw.execute)}, which the gateway has not seen prepared` }
     // The parameters of EXECUTE p(…) may call functions too.
@@ -125,10 +137,8 @@ export class SessionSql {
     return { ...inner, sql: raw.sql, kind: `execute:${inner.kind}`, functions }
   }
 
-  private command(f: StatementFacts, count: number): Record<string, unknown> {
-    const q = (list: StatementFacts['tables']): string[] => [
-      ...new Set(list.flatMap((r) => qualify(r, this.candidates, this.user, this.catalog))),
-    ]
+  private command(f: StatementFacts, count: number, paths: readonly (readonly string[])[]): Record<string, unknown> {
+    const q = (list: StatementFacts['tables']): string[] => [...new Set(list.flatMap((r) => qualify(r, paths, this.user, this.catalog)))]
     return {
       sql: f.sql,
       kind: f.kind,
@@ -184,9 +194,9 @@ export class SessionSql {
 
 /** Distinct paths. Never truncated: dropping one would lose a table the statement may read. Only
  * a session that SETs many different paths inside rolled-back savepoints grows it, at its own cost. */
-function unique(list: readonly string[][]): string[][] {
+function unique(list: readonly (readonly string[])[]): string[][] {
   const out: string[][] = []
-  for (const p of list) if (!out.some((c) => sameArr(c, p))) out.push(p)
+  for (const p of list) if (!out.some((c) => sameArr(c, p))) out.push([...p])
   return out
 }
 
