@@ -2,6 +2,7 @@
 // GATEHOUSE_CONFIG) and talks to the running server through its API; it reads the data directory
 // directly only where no server runs. Lists print oldest first; --json prints JSON Lines.
 
+import { readFileSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { Command, Option } from 'commander'
 import { type Config, parseConfig, parseDuration } from '../engine/config.js'
@@ -9,10 +10,18 @@ import { AuditLog, readAuditEvents } from '../engine/audit.js'
 import { isGatehouseError } from '../engine/errors.js'
 import { Gateway, issuerFor } from '../engine/gateway.js'
 import { createLogger } from '../engine/log.js'
+import { buildInputs } from '../engine/decide.js'
+import { instantiate, loadPolicySource } from '../engine/policy/bundle.js'
+import { buildBundle } from '../engine/policy/build.js'
+import { parseRequest } from '../engine/policy/cases.js'
+import { checkPolicyDir } from '../engine/policy/check.js'
+import { FileProblems, parseYaml } from '../engine/policy/data.js'
+import { PolicyEngine, type PolicyStatus } from '../engine/policy/engine.js'
 import { Store } from '../engine/store.js'
 import { loadOrCreateSigningKey, TokenIssuer, validateGroup, validateSubject } from '../engine/tokens.js'
 import type { StoredAuditEvent } from '../engine/types.js'
 import { postgresPlugin } from '../proxies/postgres/index.js'
+import { explainSql } from '../engine/sql/explain.js'
 import { ApiClient, ApiError, resolveConfig } from './client.js'
 import { join } from 'node:path'
 
@@ -286,6 +295,75 @@ async function main(argv: string[]): Promise<void> {
       if (!api) throw new UsageError('no Gatehouse server is running for this configuration, so there is no live session to end')
       await api.call('POST', `/v1/sessions/${encodeURIComponent(id)}/kill`, o.reason ? { reason: o.reason } : {})
       out(`killed ${id}`)
+    })
+
+  const policy = program
+    .command('policy')
+    .description('build, test and evaluate policy bundles (build, test and eval need no config and no server)')
+  policy
+    .command('build')
+    .description('compile a policy directory into a bundle (policy.wasm + data.json); prints its version')
+    .argument('<dir>', 'policy directory: *.rego, masking.yaml, approvals.yaml')
+    .option('-o, --output <file>', 'where to write the bundle', 'bundle.tar.gz')
+    .action(async (dir: string, o: { output: string }) => {
+      const built = await buildBundle(dir)
+      // Load it as the gateway would, so a bundle that builds but cannot load fails here.
+      await instantiate(built.sources.dir, built.version, built.wasm, built.data)
+      writeFileSync(o.output, built.archive)
+      process.stderr.write(`wrote ${o.output} (${built.archive.length} bytes)\n`)
+      out(built.version)
+    })
+  policy
+    .command('test')
+    .description('run the opa unit tests (*_test.rego) and the decision tables (*.cases.yaml) through the gateway engine')
+    .argument('<dir>', 'policy directory')
+    .option('-v, --verbose', 'print passing cases too')
+    .action(async (dir: string, o: { verbose?: boolean }) => {
+      const ok = await checkPolicyDir(dir, out, { verbose: o.verbose === true })
+      if (!ok) process.exitCode = 1
+    })
+  policy
+    .command('eval')
+    .description('print the full decision for one input, with what every hop said')
+    .argument('<source>', 'policy directory or bundle.tar.gz')
+    .requiredOption('-i, --input <file>', 'the input (JSON or YAML, as a case input of *.cases.yaml; - for stdin)')
+    .action(async (source: string, o: { input: string }) => {
+      const text = readFileSync(o.input === '-' ? 0 : o.input, 'utf8')
+      const p = new FileProblems(o.input === '-' ? '(stdin)' : o.input)
+      const raw = parseYaml(text, p)
+      const parsed = p.list.length === 0 ? parseRequest(p, raw, 'input', new Date()) : null
+      if (!parsed) throw new UsageError(`invalid input:\n  ${p.list.join('\n  ')}`)
+      const engine = new PolicyEngine(await loadPolicySource(source))
+      const e = engine.explain(parsed.request, parsed.now)
+      out(JSON.stringify({ ...e, inputs: buildInputs(parsed.request, parsed.now) }, null, 2))
+    })
+  policy
+    .command('explain')
+    .description('print the facts the SQL classifier extracts, as a policy sees them in input.action and input.command')
+    .argument('<sql>', 'one or more SQL statements')
+    .option('--search-path <path>', 'the session search_path used to qualify bare table names', '"$user", public')
+    .option('--user <name>', 'the server user "$user" stands for', 'postgres')
+    .action(async (sql: string, o: { searchPath: string; user: string }) => {
+      out(JSON.stringify(await explainSql(sql, { searchPath: o.searchPath, user: o.user }), null, 2))
+    })
+  policy
+    .command('status')
+    .description("the running gateway's policy: version, when it was loaded, where from, and why the last reload failed")
+    .addOption(configOpt())
+    .option('--json', 'print JSON')
+    .action(async (o: { config?: string; json?: boolean }) => {
+      const config = resolveConfig(o.config)
+      const api = ApiClient.forServer(config)
+      if (!api)
+        throw new UsageError('no Gatehouse server is running for this configuration; policy status reports what a running gateway loaded')
+      const st = await api.call<PolicyStatus>('GET', '/v1/policy')
+      if (o.json) out(JSON.stringify(st))
+      else {
+        out(`version:    ${st.version}`)
+        out(`loaded at:  ${st.loaded_at ?? '-'}`)
+        out(`source:     ${st.source ?? '-'}`)
+        out(`last error: ${st.last_error ? st.last_error.replaceAll('\n', '\n            ') : 'none'}`)
+      }
     })
 
   await program.parseAsync(argv)

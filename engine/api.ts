@@ -14,6 +14,7 @@ import { validateGroup, validateSubject, type TokenIssuer } from './tokens.js'
 import { parseDuration } from './config.js'
 import type { AuditLog } from './audit.js'
 import type { Identity } from './types.js'
+import type { PolicyStatus } from './policy/engine.js'
 
 export const ADMIN_GROUP = 'gatehouse-admins'
 
@@ -26,6 +27,7 @@ export interface ApiDeps {
   readonly defaultTtlSeconds: number
   readonly log: Logger
   readonly version: () => { policy: string }
+  readonly policy: () => PolicyStatus
 }
 
 declare module 'fastify' {
@@ -118,6 +120,28 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
       },
     },
     async () => ({ status: 'ok', policy_version: deps.version().policy }),
+  )
+
+  app.get(
+    '/v1/policy',
+    {
+      schema: {
+        summary: 'The policy bundle deciding now, when it was loaded, and why the last reload failed (if it did)',
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              version: { type: 'string' },
+              loaded_at: { type: ['string', 'null'] },
+              last_error: { type: ['string', 'null'] },
+              source: { type: ['string', 'null'] },
+            },
+            required: ['version', 'loaded_at', 'last_error', 'source'],
+          },
+        },
+      },
+    },
+    async () => deps.policy(),
   )
 
   app.get<{ Querystring: { active?: boolean; limit?: number } }>(

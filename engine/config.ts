@@ -42,6 +42,8 @@ export interface Config {
   readonly tokens: { readonly defaultTtlSeconds: number; readonly maxTtlSeconds: number; readonly issuer: string }
   readonly connections: readonly ConnectionConfig[]
   readonly plugins: readonly PluginRef[]
+  /** Policy directory or bundle.tar.gz (absolute); null: the default bundle shipped in policies/. */
+  readonly policies: string | null
   readonly logLevel: string
 }
 
@@ -50,7 +52,7 @@ export interface Config {
 export const DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/
-const TOP_KEYS = ['data_dir', 'listen', 'tls', 'audit', 'limits', 'tokens', 'connections', 'plugins', 'log_level']
+const TOP_KEYS = ['data_dir', 'listen', 'tls', 'audit', 'limits', 'tokens', 'connections', 'plugins', 'policies', 'log_level']
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
 
 export function parseDuration(text: string): number | null {
@@ -271,13 +273,17 @@ export function parseConfig(raw: unknown, file: string | null, baseDir = process
     })
   }
 
+  // A policy directory (compiled at start and on every change) or a prebuilt bundle.tar.gz.
+  const policiesRaw = str(p, raw, 'policies', '')
+  const policies = policiesRaw === undefined ? null : rel(policiesRaw)
+
   const logLevel = str(p, raw, 'log_level', '') ?? 'info'
   if (!LOG_LEVELS.includes(logLevel)) p.add('log_level', `must be one of ${LOG_LEVELS.join(', ')}`)
 
   if (p.list.length > 0) {
     throw new GatehouseError('GH_ERR_CONFIG', `${where}: invalid configuration:\n  ${p.list.join('\n  ')}`)
   }
-  return { file, dataDir, listen, tls, audit, limits, tokens, connections, plugins, logLevel }
+  return { file, dataDir, listen, tls, audit, limits, tokens, connections, plugins, policies, logLevel }
 }
 
 /** Re-raises problems that only the loaded plugins can detect, in the same format. */

@@ -1,11 +1,9 @@
 // The decision seam. Every command of every protocol is decided here, once per hop of the chain,
-// with the input document of DESIGN.md ("The policy contract"). Until a policy bundle is loaded
-// (the Rego/WASM issue), the built-in policy allows any authenticated principal, and names itself
-// as the policy version so audit events show that no bundle decided.
+// with the input document of DESIGN.md ("The policy contract"). The engine behind the seam is the
+// Rego/WASM policy engine (policy/engine.ts); it assembles this same document as JSON text on its
+// hot path, and `buildInputs` is the readable definition of it (`policy eval`, the tests).
 
 import type { Decision, DecisionInput, DecisionRequest, DecisionTime } from './types.js'
-
-export const BUILTIN_POLICY_VERSION = 'builtin:allow-authenticated'
 
 const WEEKDAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'] as const
 
@@ -38,23 +36,4 @@ export function buildInputs(req: DecisionRequest, now: Date = new Date()): Decis
 export interface DecisionEngine {
   decide(req: DecisionRequest, signal?: AbortSignal): Promise<Decision>
   readonly version: string
-}
-
-const ALLOW: Decision = { effect: 'allow', rules: [], mask: [], policy: BUILTIN_POLICY_VERSION }
-
-/** Allows every authenticated principal; an empty chain (never produced by identify) is denied. */
-export class BuiltinEngine implements DecisionEngine {
-  readonly version = BUILTIN_POLICY_VERSION
-  decide(req: DecisionRequest): Promise<Decision> {
-    if (req.identity.chain.length === 0) {
-      return Promise.resolve({
-        effect: 'deny',
-        rules: ['authenticated'],
-        reason: 'no authenticated principal',
-        reasons: [{ rule: 'authenticated', reason: 'no authenticated principal', hop: '' }],
-        policy: BUILTIN_POLICY_VERSION,
-      })
-    }
-    return Promise.resolve(ALLOW)
-  }
 }

@@ -4,6 +4,7 @@
 
 export type GatehouseErrorCode =
   | 'GH_ERR_CONFIG'
+  | 'GH_ERR_POLICY'
   | 'GH_ERR_AUTH'
   | 'GH_ERR_UNKNOWN_CONNECTION'
   | 'GH_ERR_DENIED'
@@ -17,6 +18,7 @@ export type GatehouseErrorCode =
 /** What every code means, for the README and the test that keeps the two in step. */
 export const ERROR_CODES: Readonly<Record<GatehouseErrorCode, string>> = {
   GH_ERR_CONFIG: 'the configuration file is missing, unreadable or invalid',
+  GH_ERR_POLICY: 'a policy directory or bundle does not build or load; a running gateway keeps its last good bundle',
   GH_ERR_AUTH: 'a token is malformed, forged, expired, revoked or meant for another audience',
   GH_ERR_UNKNOWN_CONNECTION: 'the caller named a connection that is not configured for this protocol',
   GH_ERR_DENIED: 'policy refused the work',

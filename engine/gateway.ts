@@ -9,8 +9,11 @@ import type { Logger } from 'pino'
 import { ADMIN_GROUP, buildApi } from './api.js'
 import { AuditLog } from './audit.js'
 import { type Config, configProblem } from './config.js'
-import { BuiltinEngine, type DecisionEngine } from './decide.js'
 import { GatehouseError, isGatehouseError } from './errors.js'
+import { loadPolicySource } from './policy/bundle.js'
+import { PolicyEngine } from './policy/engine.js'
+import { PolicyReloader } from './policy/reload.js'
+import { defaultPolicyDir } from './policy/sources.js'
 import { parseSecretRef, resolveSecret } from './secrets.js'
 import { SessionManager } from './sessions.js'
 import { Store } from './store.js'
@@ -60,6 +63,7 @@ export class Gateway {
   private handles: { name: string; handle: ProxyHandle }[] = []
   private api: FastifyInstance | null = null
   private stopping: Promise<void> | null = null
+  private reloader: PolicyReloader | null = null
   readonly addresses: Record<string, string> = {}
   adminToken = ''
 
@@ -69,7 +73,7 @@ export class Gateway {
     readonly store: Store,
     readonly audit: AuditLog,
     readonly issuer: TokenIssuer,
-    readonly engine: DecisionEngine,
+    readonly engine: PolicyEngine,
     readonly sessions: SessionManager,
     private readonly tls: TlsMaterial,
   ) {}
@@ -77,6 +81,17 @@ export class Gateway {
   static async start(config: Config, builtin: readonly ProxyPlugin<object>[], log: Logger): Promise<Gateway> {
     const plugins = await loadPlugins(builtin, config.plugins)
     validateAgainstPlugins(config, plugins)
+    // The policy first: a gateway that cannot decide does not start (and touches nothing).
+    const policySource = config.policies ?? defaultPolicyDir()
+    let bundle: Awaited<ReturnType<typeof loadPolicySource>>
+    try {
+      bundle = await loadPolicySource(policySource)
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err)
+      throw configProblem(config, [`policies${config.policies ? '' : ' (the default bundle)'}: ${why.replaceAll('\n', '\n  ')}`])
+    }
+    const engine = new PolicyEngine(bundle, log.child({ component: 'policy' }))
+    log.info({ version: bundle.version, source: bundle.source }, 'policy loaded')
 
     mkdirSync(config.dataDir, { recursive: true, mode: 0o700 })
     const store = new Store(config.dataDir)
@@ -89,11 +104,12 @@ export class Gateway {
     const issuer = new TokenIssuer(key, issuerFor(config))
     const tlsFiles = config.tls.cert && config.tls.key ? { cert: config.tls.cert, key: config.tls.key } : ensureSelfSigned(config.dataDir)
     const tls: TlsMaterial = { secureContext: loadSecureContext(tlsFiles), allowPlaintext: config.tls.allowPlaintext }
-    const engine = new BuiltinEngine()
     const sessions = new SessionManager(engine, audit, store, log)
     const gw = new Gateway(config, log, store, audit, issuer, engine, sessions, tls)
 
     try {
+      gw.reloader = new PolicyReloader(policySource, engine, log.child({ component: 'policy' }))
+      await gw.reloader.start()
       for (const l of plugins) {
         const listen = config.listen[l.plugin.name] ?? null
         const handle = await l.plugin.start(gw.contextFor(l.plugin), l.options)
@@ -111,6 +127,7 @@ export class Gateway {
           defaultTtlSeconds: config.tokens.defaultTtlSeconds,
           log,
           version: () => ({ policy: engine.version }),
+          policy: () => engine.status(),
         })
         await gw.api.listen({ host: apiAddr.host, port: apiAddr.port }).catch((err: unknown) => {
           throw new GatehouseError(
@@ -245,6 +262,7 @@ export class Gateway {
   }
 
   private async doStop(reason: string): Promise<void> {
+    await this.reloader?.close().catch(() => undefined)
     await Promise.allSettled(this.handles.map((h) => h.handle.stop(reason)))
     this.sessions.terminateAll(reason)
     if (this.api) await this.api.close().catch(() => undefined)

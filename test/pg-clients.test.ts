@@ -22,8 +22,9 @@ describe('PostgreSQL clients through Gatehouse', () => {
     direct(`DROP DATABASE IF EXISTS ${BENCH_DB}`)
     direct(`CREATE DATABASE ${BENCH_DB}`)
     gw = await TestGateway.start({ connections: [LOCAL_PG, { ...LOCAL_PG, name: 'bench', database: BENCH_DB }] })
-    token = gw.token('user:alice', ['--group', 'analysts'])
+    token = gw.token('user:alice', ['--group', 'writers', '--group', 'dba'])
     direct('DROP TABLE IF EXISTS ghc_items; CREATE TABLE ghc_items (id int PRIMARY KEY, name text, price numeric(10,2), data bytea)')
+    direct("CREATE OR REPLACE FUNCTION ghc_notice() RETURNS void LANGUAGE plpgsql AS $$ BEGIN RAISE NOTICE 'hello from the server'; END $$")
   })
   after(async () => {
     direct('DROP TABLE IF EXISTS ghc_items; DROP TABLE IF EXISTS ghc_copy')
@@ -46,7 +47,7 @@ describe('PostgreSQL clients through Gatehouse', () => {
   })
 
   test('psql: notices and transactions behave as direct', () => {
-    const sql = `DO $$ BEGIN RAISE NOTICE 'hello from the server'; END $$; BEGIN; INSERT INTO ghc_items VALUES (10, 'tx', 1, NULL); ROLLBACK; SELECT count(*) FROM ghc_items WHERE id = 10`
+    const sql = `SELECT ghc_notice(); BEGIN; INSERT INTO ghc_items VALUES (10, 'tx', 1, NULL); ROLLBACK; SELECT count(*) FROM ghc_items WHERE id = 10`
     const via = psql(gw.conninfo(token), sql)
     assert.equal(via.code, 0, via.stderr)
     assert.match(via.stderr, /NOTICE: {2}hello from the server/)

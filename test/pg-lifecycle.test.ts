@@ -12,6 +12,9 @@ import { after, before, describe, test } from 'node:test'
 import pg from 'pg'
 import { direct, LOCAL_PG, TestGateway } from './helpers/gateway.js'
 
+/** Writers may INSERT under the default policy bundle. */
+const WRITER = ['--group', 'writers']
+
 function client(gw: TestGateway, token: string, app: string): pg.Client {
   const c = new pg.Client({ host: '127.0.0.1', port: gw.pgPort, database: 'app', user: 'alice', password: token, application_name: app })
   return c
@@ -43,7 +46,7 @@ describe('session lifecycle and audit durability', () => {
   test('sessions list shows live sessions; sessions kill ends the client and the server side', async () => {
     const gw = await TestGateway.start()
     try {
-      const c = client(gw, gw.token('user:alice'), 'ghl-kill')
+      const c = client(gw, gw.token('user:alice', WRITER), 'ghl-kill')
       await c.connect()
       await c.query('SELECT 1')
       const list = gw.cli(['sessions', 'list', '--active', '--json'])
@@ -73,7 +76,7 @@ describe('session lifecycle and audit durability', () => {
   test('SIGTERM ends sessions with 57P01, flushes the audit and exits cleanly', async () => {
     const gw = await TestGateway.start()
     try {
-      const c = client(gw, gw.token('user:alice'), 'ghl-term')
+      const c = client(gw, gw.token('user:alice', WRITER), 'ghl-term')
       await c.connect()
       await c.query("SELECT 'before-sigterm'")
       const err = nextError(c)
@@ -99,7 +102,7 @@ describe('session lifecycle and audit durability', () => {
     try {
       const script = join(dir, 'insert.sql')
       writeFileSync(script, '\\set v random(1, 1000000000000)\nINSERT INTO ghl_k9 VALUES (:v);\n')
-      const bench = spawn('pgbench', ['-n', '-c', '4', '-j', '2', '-T', '20', '-f', script, gw.conninfo(gw.token('user:alice'))], {
+      const bench = spawn('pgbench', ['-n', '-c', '4', '-j', '2', '-T', '20', '-f', script, gw.conninfo(gw.token('user:alice', WRITER))], {
         stdio: 'ignore',
       })
       const benchDone = new Promise<void>((r) => bench.on('exit', () => r()))
@@ -136,7 +139,7 @@ describe('session lifecycle and audit durability', () => {
     assert.equal(mount.status, 0, `mount failed: ${mount.stderr}`)
     const gw = await TestGateway.start({ dataDir, connections: [LOCAL_PG] })
     try {
-      const c = client(gw, gw.token('user:alice'), 'ghl-full')
+      const c = client(gw, gw.token('user:alice', WRITER), 'ghl-full')
       c.on('error', () => undefined)
       await c.connect()
       await c.query("INSERT INTO ghl_fail VALUES ('while-the-disk-has-room')")

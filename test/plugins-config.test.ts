@@ -60,11 +60,18 @@ describe('third-party proxy plugins', () => {
     await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r))
     const a = echo.address()
     echoPort = a && typeof a === 'object' ? a.port : 0
+    // A policy for the plugin's own action: the default bundle denies actions it does not know.
+    const policyDir = mkdtempSync(join(tmpdir(), 'gh-line-policy-'))
+    writeFileSync(
+      join(policyDir, 'line.rego'),
+      'package gatehouse\n\ndefault allow := false\n\nallow if input.action == "connect"\n\nallow if input.action == "line.send"\n\ndeny contains {"rule": "no-shouting-secrets", "reason": "no secrets on the line"} if contains(input.command.text, "secret")\n',
+    )
     gw = await TestGateway.start({
       connections: [LOCAL_PG, { name: 'shout', protocol: 'line', address: `127.0.0.1:${echoPort}`, labels: { env: 'test' } }],
       config: {
         plugins: [join(REPO, 'examples/plugins/line-proxy.js')],
         listen: { api: '127.0.0.1:0', postgres: '127.0.0.1:0', line: '127.0.0.1:0' },
+        policies: policyDir,
       },
     })
   })
@@ -83,6 +90,8 @@ describe('third-party proxy plugins', () => {
     const c = await lineClient(port, `${token} shout`)
     assert.match(c.greeting, /^OK s-[0-9a-f]{12}$/)
     assert.equal(await c.send('hello plugin'), 'HELLO PLUGIN')
+    // The engine's decision reaches the plugin, which refuses in its own protocol.
+    assert.equal(await c.send('my secret'), 'DENIED no secrets on the line')
     c.close()
     const events = gw.auditEvents()
     const st = events.find((e) => e.type === 'statement' && e.sql === 'hello plugin')

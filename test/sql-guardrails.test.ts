@@ -28,7 +28,9 @@ const DB = 'gh_guardrails'
 const PROOF = '/tmp/gh-evasion-proof'
 
 function dbSql(sql: string): string {
-  const r = spawnSync('psql', ['-X', '-At', '-h', '127.0.0.1', '-U', 'postgres', '-d', DB, '-v', 'ON_ERROR_STOP=1', '-c', sql], { encoding: 'utf8' })
+  const r = spawnSync('psql', ['-X', '-At', '-h', '127.0.0.1', '-U', 'postgres', '-d', DB, '-v', 'ON_ERROR_STOP=1', '-c', sql], {
+    encoding: 'utf8',
+  })
   if (r.status !== 0) throw new Error(r.stderr)
   return r.stdout.trim()
 }
@@ -47,7 +49,10 @@ describe('SQL guardrails through the gateway', () => {
     const key = groups.join(',')
     let t = tokens.get(key)
     if (!t) {
-      t = gw.token(`user:eve-${groups.join('-') || 'none'}`, groups.flatMap((g) => ['--group', g]))
+      t = gw.token(
+        `user:eve-${groups.join('-') || 'none'}`,
+        groups.flatMap((g) => ['--group', g]),
+      )
       tokens.set(key, t)
     }
     return t
@@ -59,7 +64,9 @@ describe('SQL guardrails through the gateway', () => {
   before(async () => {
     direct(`DROP DATABASE IF EXISTS ${DB}`)
     direct(`CREATE DATABASE ${DB}`)
-    dbSql('CREATE TABLE ghg_target (id int); CREATE SCHEMA hr; CREATE TABLE hr.salaries (emp text, amount int); INSERT INTO hr.salaries VALUES (\'ann\', 100)')
+    dbSql(
+      "CREATE TABLE ghg_target (id int); CREATE SCHEMA hr; CREATE TABLE hr.salaries (emp text, amount int); INSERT INTO hr.salaries VALUES ('ann', 100)",
+    )
     spawnSync('pgbench', ['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-U', 'postgres', DB], { encoding: 'utf8' })
     reset()
     rmSync(PROOF, { force: true })
@@ -82,9 +89,10 @@ describe('SQL guardrails through the gateway', () => {
       const r = runPsql(conn, c.then ? [c.sql, c.then] : [c.sql])
       assert.notEqual(r.code, 0, `must be refused: ${r.stdout}`)
       assert.match(r.stderr, /ERROR: {2}42501: gatehouse: denied by [\w:-]+/, r.stderr)
-      if (c.allowed_first) assert.doesNotMatch(r.stderr.split('\n')[0] ?? '', /ERROR/, 'the preparation itself is allowed')
+      // The preparation itself ran (psql printed its tag or result) and only the follow-up was refused.
+      if (c.allowed_first) assert.ok(r.stdout.trim().length > 0, `the preparation itself must be allowed: ${r.stderr}`)
       assert.equal(dbSql('SELECT count(*) FROM ghg_target'), '5', 'nothing changed')
-      assert.equal(dbSql('SELECT string_agg(id::text, \',\' ORDER BY id) FROM ghg_target'), '1,2,3,4,5')
+      assert.equal(dbSql("SELECT string_agg(id::text, ',' ORDER BY id) FROM ghg_target"), '1,2,3,4,5')
       assert.equal(existsSync(PROOF), false, 'no program ran')
     })
   }
@@ -202,8 +210,14 @@ describe('SQL guardrails through the gateway', () => {
     const c = new pg.Client({ host: '127.0.0.1', port: gw.pgPort, database: 'app', user: 'a', password: tokenFor(['analysts']) })
     await c.connect()
     try {
-      await assert.rejects(c.query({ text: 'DELETE FROM ghg_target WHERE id = $1', values: [1] }), (e: { code?: string }) => e.code === '42501')
-      await assert.rejects(c.query({ name: 'gh-named', text: 'SELECT pg_read_file($1)', values: ['/etc/hostname'] }), (e: { code?: string }) => e.code === '42501')
+      await assert.rejects(
+        c.query({ text: 'DELETE FROM ghg_target WHERE id = $1', values: [1] }),
+        (e: { code?: string }) => e.code === '42501',
+      )
+      await assert.rejects(
+        c.query({ name: 'gh-named', text: 'SELECT pg_read_file($1)', values: ['/etc/hostname'] }),
+        (e: { code?: string }) => e.code === '42501',
+      )
       assert.equal((await c.query({ text: 'SELECT count(*)::int AS n FROM ghg_target WHERE id > $1', values: [0] })).rows[0].n, 5)
     } finally {
       await c.end()

@@ -20,36 +20,52 @@ export interface Explanation {
   readonly search_path: readonly string[]
 }
 
-export async function explainSql(sql: string, opts: { searchPath?: string; user?: string; catalog?: Catalog | null } = {}): Promise<Explanation> {
+export async function explainSql(
+  sql: string,
+  opts: { searchPath?: string; user?: string; catalog?: Catalog | null } = {},
+): Promise<Explanation> {
   const analyzer = await createSqlAnalyzer()
   const a = analyzer.analyze(sql)
-  const path = parseSearchPath(opts.searchPath ?? '"$user", public')
+  const initial = parseSearchPath(opts.searchPath ?? '"$user", public')
+  let path = initial
   const user = opts.user ?? 'postgres'
   const q = (rels: readonly { schema: string | null; name: string }[]): string[] => [
     ...new Set(rels.flatMap((r) => qualify(r, [path], user, opts.catalog ?? null))),
   ]
-  const statements = a.statements.map((s) => ({
-    action: s.action,
-    command: {
-      sql: s.sql,
-      kind: s.kind,
-      tables: q(s.tables),
-      write_tables: q(s.writeTables),
-      functions: s.functions,
-      has_where: s.hasWhere,
-      statements: a.statements.length,
-      ...(s.program ? { program: true } : {}),
-      ...(s.note ? { note: s.note } : {}),
-    },
-    settings: s.settings,
-    prepares: s.prepare ? `${s.prepare.name}: ${s.prepare.inner.action} (${s.prepare.inner.kind})` : null,
-    executes: s.execute,
-  }))
+  // Like the proxy, a SET search_path earlier in the text counts for the statements after it.
+  const statements = a.statements.map((s) => {
+    const explained = explainOne(s)
+    for (const st of s.settings) {
+      if (st.name === 'search_path') path = st.value === null ? initial : parseSearchPath(st.value)
+      if (st.name === 'all') path = initial
+    }
+    return explained
+  })
+  function explainOne(s: (typeof a.statements)[number]): ExplainedStatement {
+    return {
+      action: s.action,
+      command: {
+        sql: s.sql,
+        kind: s.kind,
+        tables: q(s.tables),
+        write_tables: q(s.writeTables),
+        functions: s.functions,
+        has_where: s.hasWhere,
+        statements: a.statements.length,
+        ...(s.program ? { program: true } : {}),
+        ...(s.note ? { note: s.note } : {}),
+      },
+      settings: s.settings,
+      prepares: s.prepare ? `${s.prepare.name}: ${s.prepare.inner.action} (${s.prepare.inner.kind})` : null,
+      executes: s.execute,
+    }
+  }
   const only = a.statements[0]
   return {
     statements,
     parse_error: a.error,
-    cached_by_shape: sqlShape(sql) !== null && a.error === null && a.statements.length === 1 && only !== undefined && !only.literalSensitive,
-    search_path: path,
+    cached_by_shape:
+      sqlShape(sql) !== null && a.error === null && a.statements.length === 1 && only !== undefined && !only.literalSensitive,
+    search_path: initial,
   }
 }

@@ -47,8 +47,10 @@ export function qualify(rel: RelName, paths: readonly (readonly string[])[], use
     }
     if (!found) {
       // Not in the snapshot (created since, or missing): the first existing schema of the path is
-      // where the server would create it, and the best guess of where it is.
-      const first = eff.find((s) => s !== 'pg_catalog' && (!catalog || catalog.schemas.has(s))) ?? eff[eff.length - 1] ?? 'public'
+      // where the server would create it, and the best guess of where it is. Without a snapshot,
+      // "$user" (a schema that rarely exists) is passed over.
+      const exists = (s: string): boolean => (catalog ? catalog.schemas.has(s) : !(path.includes('$user') && s === user && eff.length > 2))
+      const first = eff.find((s) => s !== 'pg_catalog' && exists(s)) ?? eff[eff.length - 1] ?? 'public'
       found = `${first}.${rel.name}`
     }
     out.add(found)
