@@ -92,7 +92,8 @@ export class SessionSql {
       const facts = raw.execute !== null ? await this.resolveExecute(raw, prepared) : raw
       const command = this.command(facts, stmts.length, paths)
       const eff = effectOf(raw)
-      if (eff.searchPath) paths = unique([...(eff.searchPath.local ? paths : []), eff.searchPath.path === 'initial' ? this.initialPath : eff.searchPath.path])
+      if (eff.searchPath)
+        paths = unique([...(eff.searchPath.local ? paths : []), eff.searchPath.path === 'initial' ? this.initialPath : eff.searchPath.path])
       if (eff.prepare) prepared.set(eff.prepare.name, eff.prepare.inner)
       if (eff.deallocate) {
         if (eff.deallocate.name === null) prepared.clear()
