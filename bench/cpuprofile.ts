@@ -61,11 +61,14 @@ function main(): void {
   }
   const pct = (h: number): string => `${((100 * h) / busy).toFixed(1).padStart(5)}%`
   const seconds = (prof.endTime - prof.startTime) / 1e6
-  process.stdout.write(`${file}: ${seconds.toFixed(1)} s profiled, ${total} samples, ${busy} not idle; shares are of non-idle samples\n\n`)
-  process.stdout.write(`top ${top} functions by self time\n`)
-  for (const [k, h] of [...byFn].sort((a, b) => b[1] - a[1]).slice(0, top)) process.stdout.write(`${pct(h)}  ${k}\n`)
-  process.stdout.write(`\ntop ${top} files by self time\n`)
-  for (const [k, h] of [...byFile].sort((a, b) => b[1] - a[1]).slice(0, top)) process.stdout.write(`${pct(h)}  ${k}\n`)
+  const lines = [`${file}: ${seconds.toFixed(1)} s profiled, ${total} samples, ${busy} not idle; shares are of non-idle samples`, '']
+  lines.push(`top ${top} functions by self time`)
+  for (const [k, h] of [...byFn].sort((a, b) => b[1] - a[1]).slice(0, top)) lines.push(`${pct(h)}  ${k}`)
+  lines.push('', `top ${top} files by self time`)
+  for (const [k, h] of [...byFile].sort((a, b) => b[1] - a[1]).slice(0, top)) lines.push(`${pct(h)}  ${k}`)
+  // A closed pipe (`| head`) is not an error.
+  process.stdout.on('error', () => process.exit(0))
+  process.stdout.write(`${lines.join('\n')}\n`)
 }
 
 main()

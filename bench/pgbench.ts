@@ -3,6 +3,11 @@
 // PgBouncer in session mode (the reference C proxy), all in the same run on the same machine.
 //
 //   node dist/bench/pgbench.js [--duration S] [--runs N] [--clients 1,8] [--warmup S] [--skip-init] [--no-write]
+//                              [--cpu-prof DIR]
+//
+// `--cpu-prof DIR` runs the gateway under `node --cpu-prof` (profile written to DIR when it stops;
+// summarise it with `node dist/bench/cpuprofile.js DIR/*.cpuprofile`). Profiling slows the gateway,
+// so such a run's numbers are not written to BENCHMARKS.md.
 //
 // Method: `pgbench -i -s 10` once, directly, into database `test`; then `pgbench -n -S -M simple
 // -T S` (one SELECT per transaction, simple protocol) at each client count, runs alternated across
@@ -40,11 +45,12 @@ interface Options {
   readonly warmup: number
   readonly skipInit: boolean
   readonly write: boolean
+  readonly cpuProfDir: string | null
 }
 
 function usage(msg: string): never {
   process.stderr.write(
-    `pgbench bench: ${msg}\nusage: node dist/bench/pgbench.js [--duration S] [--runs N] [--clients 1,8] [--warmup S] [--skip-init] [--no-write]\n`,
+    `pgbench bench: ${msg}\nusage: node dist/bench/pgbench.js [--duration S] [--runs N] [--clients 1,8] [--warmup S] [--skip-init] [--no-write] [--cpu-prof DIR]\n`,
   )
   process.exit(2)
 }
@@ -56,6 +62,7 @@ function parseOptions(argv: readonly string[]): Options {
   let warmup = 2
   let skipInit = false
   let write = true
+  let cpuProfDir: string | null = null
   const int = (flag: string, v: string | undefined, min: number): number => {
     const n = Number(v)
     if (v === undefined || !Number.isInteger(n) || n < min) usage(`${flag} needs an integer >= ${min}`)
@@ -85,11 +92,18 @@ function parseOptions(argv: readonly string[]): Options {
       case '--no-write':
         write = false
         break
+      case '--cpu-prof': {
+        const v = argv[++i]
+        if (v === undefined) usage('--cpu-prof needs a directory')
+        cpuProfDir = resolve(v)
+        write = false
+        break
+      }
       default:
         usage(`unknown argument ${JSON.stringify(a)}`)
     }
   }
-  return { duration, runs, clients, warmup, skipInit, write }
+  return { duration, runs, clients, warmup, skipInit, write, cpuProfDir }
 }
 
 // ---- processes ----------------------------------------------------------------------------------
@@ -104,6 +118,9 @@ interface Started {
 
 const started: Started[] = []
 const tempDirs: string[] = []
+/** Short-lived commands in flight (pgbench, psql, the CLI), killed if the benchmark is interrupted. */
+const running = new Set<ChildProcess>()
+let interrupted = false
 
 function alive(pid: number): boolean {
   try {
@@ -151,7 +168,10 @@ process.on('exit', () => {
 
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.on(sig, () => {
+    if (interrupted) return
+    interrupted = true
     process.stderr.write(`\n${sig}: stopping everything started by the benchmark\n`)
+    for (const c of running) c.kill('SIGKILL')
     void stopAll().finally(() => process.exit(130))
   })
 }
@@ -165,7 +185,12 @@ interface Result {
 /** Runs a command to completion (killed after `timeoutMs`), without blocking the event loop. */
 function run(cmd: string, args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<Result> {
   return new Promise((resolvePromise, reject) => {
+    if (interrupted) {
+      reject(new Error('interrupted'))
+      return
+    }
     const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    running.add(child)
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (d: Buffer) => {
@@ -177,11 +202,14 @@ function run(cmd: string, args: readonly string[], env: NodeJS.ProcessEnv, timeo
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
     child.on('error', (err) => {
       clearTimeout(timer)
+      running.delete(child)
       reject(err)
     })
     child.on('close', (code) => {
       clearTimeout(timer)
-      resolvePromise({ code, stdout, stderr })
+      running.delete(child)
+      if (interrupted) reject(new Error('interrupted'))
+      else resolvePromise({ code, stdout, stderr })
     })
   })
 }
@@ -224,6 +252,7 @@ function tail(file: string, lines = 30): string {
 
 /** utime + stime of a whole process (all threads), in clock ticks, from /proc/<pid>/stat. */
 function cpuTicks(pid: number): number {
+  if (!existsSync(`/proc/${pid}/stat`)) throw new Error(`the proxy process ${pid} is no longer running`)
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
   // Fields after the command name (which is in parentheses and may contain spaces): state is
   // field 3, utime field 14, stime field 15.
@@ -341,7 +370,7 @@ async function startPgbouncer(): Promise<Target> {
   return { key: 'pgbouncer', label: 'PgBouncer (session)', port, user: PG_USER, dbname: PG_DB, password: null, pid }
 }
 
-async function startGatehouse(): Promise<Target> {
+async function startGatehouse(cpuProfDir: string | null): Promise<Target> {
   const dir = mkdtempSync(join(tmpdir(), 'gh-bench-gatehouse-'))
   tempDirs.push(dir)
   const dataDir = join(dir, 'data')
@@ -357,7 +386,8 @@ async function startGatehouse(): Promise<Target> {
   )
   const logFd = openSync(logFile, 'a')
   // Started with node directly (the bin runs the server in its own process), so the pid is the server's.
-  const child = spawn(process.execPath, [GATEHOUSE_BIN, 'serve', '--config', configFile], { stdio: ['ignore', logFd, logFd] })
+  const profArgs = cpuProfDir !== null ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []
+  const child = spawn(process.execPath, [...profArgs, GATEHOUSE_BIN, 'serve', '--config', configFile], { stdio: ['ignore', logFd, logFd] })
   closeSync(logFd)
   started.push({ name: 'gatehouse', pid: child.pid ?? 0, child })
   const runFile = join(dataDir, 'run.json')
@@ -529,6 +559,7 @@ interface Machine {
   readonly pgbench: string
   readonly pgbouncer: string
   readonly server: string
+  readonly load: string
 }
 
 async function machine(): Promise<Machine> {
@@ -549,6 +580,7 @@ async function machine(): Promise<Machine> {
     pgbench: first('pgbench', ['--version']),
     pgbouncer: first(bouncerBin, ['--version']),
     server: server.code === 0 ? `PostgreSQL ${server.stdout.trim()}` : '?',
+    load: existsSync('/proc/loadavg') ? readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ') : '?',
   }
 }
 
@@ -561,6 +593,7 @@ PgBouncer, measured in the same run. Generated by \`bench/pgbench.ts\`; rerun it
 
 - **Date**: ${date}
 - **Machine**: ${m.nproc} CPUs, ${m.cpu}; ${m.server}, ${m.pgbench}, ${m.pgbouncer}, Node ${m.node}
+  (load average ${m.load} when the run started)
 - **Command**: \`${command}\` (${Math.round(elapsedS)} s)
 - **Workload**: \`pgbench -n -S -M simple -T ${opts.duration}\` (one primary-key SELECT per transaction, simple
   query protocol) on \`pgbench -i -s ${SCALE}\` tables, ${opts.runs} runs per target and client count,
@@ -577,8 +610,9 @@ ${comparisons(summaries, opts.clients)}
   \`noDelay\`, nothing else — the floor cost of any proxy written in Node. *PgBouncer* in session mode
   (\`auth_type = trust\`), as \`postgres\`. *Gatehouse*: \`gatehouse serve\` with its own temporary data
   directory and one connection \`bench\` (→ 127.0.0.1:5432, database test, user postgres), the client
-  authenticating with a token from \`gatehouse token create --subject user:bench\`; every statement is
-  parsed, decided and audited (durable before it is forwarded, default \`audit.fsync: batched\`).
+  authenticating with a token from \`gatehouse token create --subject user:bench\`, default settings
+  otherwise (no \`policies:\` key, so the bundle shipped in \`policies/\`; default \`audit\`): every
+  statement is classified, decided by the policy engine and audited durably before it is forwarded.
 - **Order.** The tables are initialised once, directly. Each target gets a ${opts.warmup} s warm-up
   (not counted, so the JIT has compiled the hot paths). Then for each client count the runs go
   direct, pump, PgBouncer, Gatehouse, direct, pump, … so that drift on the machine hits all targets
@@ -593,6 +627,11 @@ ${comparisons(summaries, opts.clients)}
   statement). It includes each run's connection set-up (a few sessions per run, negligible next to
   tens of thousands of statements). It is the least machine-dependent number here: TPS ratios depend
   on how many CPUs pgbench, the server and the proxy share (${m.nproc} here), CPU per statement does not.
+- **Where the gateway's time goes**: \`node dist/bench/pgbench.js --clients 1 --runs 1 --cpu-prof DIR\`
+  runs the gateway under \`node --cpu-prof\` (those numbers are not written here), then
+  \`node dist/bench/cpuprofile.js DIR/*.cpuprofile\` lists the functions and files with the most self
+  time. The profile samples wall time while the main thread is busy, so on a machine with few CPUs a
+  socket \`write\` that wakes the peer is charged for the time spent waiting to be scheduled again.
 - Everything listens on loopback only; every process started is stopped at the end.
 `
 }
@@ -609,7 +648,7 @@ async function main(): Promise<void> {
   const targets: Target[] = [direct()]
   targets.push(await startPump())
   targets.push(await startPgbouncer())
-  targets.push(await startGatehouse())
+  targets.push(await startGatehouse(opts.cpuProfDir))
   for (const t of targets) {
     process.stderr.write(`${t.label}: 127.0.0.1:${t.port}${t.pid !== null ? ` (pid ${t.pid})` : ''}\n`)
   }
@@ -655,7 +694,11 @@ async function main(): Promise<void> {
 try {
   await main()
   await stopAll()
+  const profDir = parseOptions(process.argv.slice(2)).cpuProfDir
+  if (profDir !== null) process.stderr.write(`gateway CPU profile in ${profDir}: node dist/bench/cpuprofile.js ${profDir}/*.cpuprofile\n`)
 } catch (err) {
+  // An interrupt stops everything itself and exits.
+  if (interrupted) await new Promise(() => undefined)
   process.stderr.write(`benchmark failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
   await stopAll()
   process.exit(1)
