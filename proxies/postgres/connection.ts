@@ -17,7 +17,7 @@ import { TLSSocket } from 'node:tls'
 import { serialize } from 'pg-protocol'
 import type { Logger } from 'pino'
 import { type GatehouseError, isGatehouseError } from '../../engine/errors.js'
-import type { Decision, ProxyContext, ProxySession } from '../types.js'
+import type { Decision, ProxyContext, ProxySession, SessionAuditEvent } from '../types.js'
 import { BackendProtocolError, BackendScanner, type BackendHandler } from './backend.js'
 import {
   expectEmpty,
@@ -715,29 +715,28 @@ export class PgConnection implements BackendHandler {
     const only = verdict.statements.length === 1 ? verdict.statements[0] : undefined
     try {
       // Durable before forwarded: if the append fails, nothing is sent.
-      await session.audit({
-        type: 'statement',
-        seq,
-        sql: redacted,
-        ...(params ? { params: sql !== null && mentionsPassword(sql) ? params.map(() => '[redacted]') : params } : {}),
-        ...(only ? { action: only.action, kind: only.kind } : {}),
-        ...(verdict.statements.length > 1
-          ? {
-              statements: verdict.statements.map((st) => ({
-                sql: redactSql(st.sql),
-                action: st.action,
-                kind: st.kind,
-                decision: st.decision,
-                rules: st.rules,
-              })),
-            }
-          : {}),
-        decision: decision.effect,
-        rules: decision.rules,
-        ...(decision.effect === 'deny' ? { reason: decision.reason, hops: decision.reasons.map((r) => r.hop) } : {}),
-        ...(decision.effect === 'hold' ? { approvers: decision.approvers } : {}),
-        policy_version: decision.policy,
-      })
+      const ev: Record<string, unknown> = { type: 'statement', seq, sql: redacted }
+      if (params) ev.params = sql !== null && mentionsPassword(sql) ? params.map(() => '[redacted]') : params
+      if (only) {
+        ev.action = only.action
+        ev.kind = only.kind
+      } else if (verdict.statements.length > 1) {
+        ev.statements = verdict.statements.map((st) => ({
+          sql: redactSql(st.sql),
+          action: st.action,
+          kind: st.kind,
+          decision: st.decision,
+          rules: st.rules,
+        }))
+      }
+      ev.decision = decision.effect
+      ev.rules = decision.rules
+      if (decision.effect === 'deny') {
+        ev.reason = decision.reason
+        ev.hops = decision.reasons.map((r) => r.hop)
+      } else if (decision.effect === 'hold') ev.approvers = decision.approvers
+      ev.policy_version = decision.policy
+      await session.audit(ev as SessionAuditEvent)
     } catch (err) {
       this.log.error({ err: String(err), session: session.id }, 'audit append failed; statement refused')
       this.refuseInPlace(

@@ -42,6 +42,8 @@ export class SessionSql {
   /** Non-local SETs inside the current transaction, in order. */
   private pending: string[][] = []
   private savepointRolledBack = false
+  /** qualify() results for the current candidates; cleared whenever they change. */
+  private readonly qualified = new Map<string, string[]>()
   private inTransaction = false
 
   constructor(
@@ -59,6 +61,7 @@ export class SessionSql {
 
   setCatalog(c: Catalog | null): void {
     this.catalog = c
+    this.qualified.clear()
   }
 
   /** Classifies and decides a query text (null: the gateway does not know what will run). */
@@ -76,6 +79,16 @@ export class SessionSql {
         signal,
       )
       return { decision: d, statements: [], effects: [] }
+    }
+    if (stmts.length === 1 && stmts[0]?.execute === null) {
+      // The common case, without the bookkeeping a multi-statement query needs.
+      const only = stmts[0]
+      const d = await this.decide(only.action, this.command(only, 1, this.candidates), signal)
+      return {
+        decision: d,
+        statements: [{ sql: only.sql, action: only.action, kind: only.kind, decision: d.effect, rules: d.rules }],
+        effects: [effectOf(only)],
+      }
     }
     const judged: JudgedStatement[] = []
     const effects: StatementEffect[] = []
@@ -139,7 +152,11 @@ export class SessionSql {
   }
 
   private command(f: StatementFacts, count: number, paths: readonly (readonly string[])[]): Record<string, unknown> {
-    const q = (list: StatementFacts['tables']): string[] => [...new Set(list.flatMap((r) => qualify(r, paths, this.user, this.catalog)))]
+    const q = (list: StatementFacts['tables']): string[] => {
+      if (list.length === 0) return []
+      if (list.length === 1 && paths === this.candidates) return this.qualifiedCached(list[0] as StatementFacts['tables'][number])
+      return [...new Set(list.flatMap((r) => qualify(r, paths, this.user, this.catalog)))]
+    }
     return {
       sql: f.sql,
       kind: f.kind,
@@ -153,6 +170,18 @@ export class SessionSql {
     }
   }
 
+  /** Qualified names under the session's current paths, remembered until the paths change. */
+  private qualifiedCached(r: StatementFacts['tables'][number]): string[] {
+    const key = r.schema === null ? r.name : `${r.schema}\u0000${r.name}`
+    let v = this.qualified.get(key)
+    if (!v) {
+      v = qualify(r, this.candidates, this.user, this.catalog)
+      if (this.qualified.size > 1000) this.qualified.clear()
+      this.qualified.set(key, v)
+    }
+    return v
+  }
+
   // ---- following the server's session state --------------------------------------------------
 
   /** A statement completed: its SET of search_path (or a RESET) takes effect, pending its transaction. */
@@ -164,6 +193,7 @@ export class SessionSql {
 
   private addCandidate(path: string[]): void {
     this.candidates = unique([...this.candidates, path])
+    this.qualified.clear()
   }
 
   /**
@@ -181,6 +211,7 @@ export class SessionSql {
       // After ROLLBACK TO SAVEPOINT any of the SETs may or may not stand: keep every possibility.
       this.base = this.savepointRolledBack ? unique([...this.base, ...this.pending]) : [this.pending[this.pending.length - 1] as string[]]
     }
+    if (this.candidates !== this.base) this.qualified.clear()
     this.candidates = this.base
     this.pending = []
     this.inTransaction = false
