@@ -58,7 +58,11 @@ async function main(): Promise<void> {
     // Cold parse: every statement a new shape (a new alias), so the grammar runs every time.
     await measure(`${name}, cold parse`, 5_000, async (i) => {
       const d = await engine.decide(
-        request(analyzer, [...chain], `SELECT abalance AS c${name.length}_${i + 1000000} FROM pgbench_accounts a JOIN pgbench_branches b USING (bid) WHERE aid = 1`),
+        request(
+          analyzer,
+          [...chain],
+          `SELECT abalance AS c${name.length}_${i + 1000000} FROM pgbench_accounts a JOIN pgbench_branches b USING (bid) WHERE aid = 1`,
+        ),
       )
       if (d.effect !== 'allow') throw new Error(`unexpected ${d.effect}`)
     })

@@ -265,7 +265,7 @@ const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).s
 // ---- targets ------------------------------------------------------------------------------------
 
 interface Target {
-  readonly key: 'direct' | 'pump' | 'pgbouncer' | 'gatehouse'
+  readonly key: 'direct' | 'pump' | 'pgbouncer' | 'gatehouse' | 'gatehouse-off'
   readonly label: string
   readonly port: number
   readonly user: string
@@ -370,7 +370,7 @@ async function startPgbouncer(): Promise<Target> {
   return { key: 'pgbouncer', label: 'PgBouncer (session)', port, user: PG_USER, dbname: PG_DB, password: null, pid }
 }
 
-async function startGatehouse(cpuProfDir: string | null): Promise<Target> {
+async function startGatehouse(cpuProfDir: string | null, decisionsOff = false): Promise<Target> {
   const dir = mkdtempSync(join(tmpdir(), 'gh-bench-gatehouse-'))
   tempDirs.push(dir)
   const dataDir = join(dir, 'data')
@@ -387,7 +387,12 @@ async function startGatehouse(cpuProfDir: string | null): Promise<Target> {
   const logFd = openSync(logFile, 'a')
   // Started with node directly (the bin runs the server in its own process), so the pid is the server's.
   const profArgs = cpuProfDir !== null ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []
-  const child = spawn(process.execPath, [...profArgs, GATEHOUSE_BIN, 'serve', '--config', configFile], { stdio: ['ignore', logFd, logFd] })
+  // Decisions off: bench/gateway-nodecide.ts, the same gateway with classification and policy
+  // replaced by constants, so the difference prices them.
+  const serverArgs = decisionsOff
+    ? [join(REPO, 'dist/bench/gateway-nodecide.js'), configFile]
+    : [GATEHOUSE_BIN, 'serve', '--config', configFile]
+  const child = spawn(process.execPath, [...profArgs, ...serverArgs], { stdio: ['ignore', logFd, logFd] })
   closeSync(logFd)
   started.push({ name: 'gatehouse', pid: child.pid ?? 0, child })
   const runFile = join(dataDir, 'run.json')
@@ -403,7 +408,9 @@ async function startGatehouse(cpuProfDir: string | null): Promise<Target> {
   )
   if (tok.code !== 0) throw new Error(`gatehouse token create failed: ${tok.stderr}`)
   const password = tok.stdout.trim()
-  return { key: 'gatehouse', label: 'Gatehouse', port, user: 'bench', dbname: 'bench', password, pid: runInfo.pid }
+  return decisionsOff
+    ? { key: 'gatehouse-off', label: 'Gatehouse, decisions off', port, user: 'bench', dbname: 'bench', password, pid: runInfo.pid }
+    : { key: 'gatehouse', label: 'Gatehouse', port, user: 'bench', dbname: 'bench', password, pid: runInfo.pid }
 }
 
 // ---- pgbench ------------------------------------------------------------------------------------
@@ -538,6 +545,7 @@ function comparisons(summaries: readonly Summary[], clientCounts: readonly numbe
     const p = get('pump')
     const b = get('pgbouncer')
     const g = get('gatehouse')
+    const off = get('gatehouse-off')
     if (!d || !p || !b || !g) continue
     const cpuRatio = g.cpuUsPerStmt !== null && p.cpuUsPerStmt !== null ? g.cpuUsPerStmt / p.cpuUsPerStmt : Number.NaN
     const cpuExtra = g.cpuUsPerStmt !== null && p.cpuUsPerStmt !== null ? g.cpuUsPerStmt - p.cpuUsPerStmt : Number.NaN
@@ -548,6 +556,12 @@ function comparisons(summaries: readonly Summary[], clientCounts: readonly numbe
         `gateway CPU ${fmt(g.cpuUsPerStmt ?? Number.NaN, 1)} µs/statement = ${fmt(cpuRatio, 1)}× the pump's ` +
         `(+${fmt(cpuExtra, 1)} µs), PgBouncer ${fmt(b.cpuUsPerStmt ?? Number.NaN, 1)} µs.`,
     )
+    if (off && off.cpuUsPerStmt !== null && g.cpuUsPerStmt !== null) {
+      lines.push(
+        `  Decisions (classification + policy, default bundle, one hop) cost ${fmt(g.cpuUsPerStmt - off.cpuUsPerStmt, 1)} µs of CPU per statement ` +
+          `and ${fmt((1 - g.tps / off.tps) * 100, 1)}% of TPS (${fmtInt(g.tps)} vs ${fmtInt(off.tps)} with decisions off).`,
+      )
+    }
   }
   return lines.join('\n')
 }
@@ -649,6 +663,7 @@ async function main(): Promise<void> {
   targets.push(await startPump())
   targets.push(await startPgbouncer())
   targets.push(await startGatehouse(opts.cpuProfDir))
+  targets.push(await startGatehouse(null, true))
   for (const t of targets) {
     process.stderr.write(`${t.label}: 127.0.0.1:${t.port}${t.pid !== null ? ` (pid ${t.pid})` : ''}\n`)
   }
