@@ -486,7 +486,12 @@ export class PgConnection implements BackendHandler {
         sendCancel(opts, up.pid, up.secret).catch((err: unknown) => this.log.warn({ err: String(err) }, 'cancel forwarding failed'))
       },
     })
-    session.onTerminate((reason) => this.fatal('57P01', `terminating connection: ${reason}`))
+    session.onTerminate((reason) => {
+      // A backend busy in a query reads nothing until it finishes: cancel the query, then end both sides.
+      const up = this.upstream
+      if (up && this.phase === 'ready') sendCancel(opts, up.pid, up.secret).catch(() => undefined)
+      this.fatal('57P01', `terminating connection: ${reason}`)
+    })
 
     const server = upstream.socket
     server.on('data', this.onServerData)
