@@ -57,6 +57,23 @@ export class ApiClient {
     return new ApiClient(run.api, readFileSync(tokenFile, 'utf8').trim())
   }
 
+  /** A GET whose body is read as it arrives (exports, recordings); errors are thrown like `call`'s. */
+  async stream(path: string): Promise<Response> {
+    const res = await fetch(this.base + path, { headers: { authorization: `Bearer ${this.token}` } })
+    if (!res.ok) {
+      const text = await res.text()
+      let msg = res.statusText
+      try {
+        const j = JSON.parse(text) as { error?: unknown }
+        if (j.error !== undefined) msg = String(j.error)
+      } catch {
+        /* not JSON */
+      }
+      throw new ApiError(res.status, msg)
+    }
+    return res
+  }
+
   async call<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
     const res = await fetch(this.base + path, {
       method,

@@ -6,7 +6,8 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { Command, Option } from 'commander'
 import { type Config, parseConfig, parseDuration } from '../engine/config.js'
-import { AuditLog, readAuditEvents } from '../engine/audit.js'
+import { AuditLog } from '../engine/audit.js'
+import { registerAuditCommands } from '../engine/audit/cli.js'
 import { isGatehouseError } from '../engine/errors.js'
 import { Gateway, issuerFor } from '../engine/gateway.js'
 import { createLogger } from '../engine/log.js'
@@ -19,10 +20,10 @@ import { FileProblems, parseYaml } from '../engine/policy/data.js'
 import { PolicyEngine, type PolicyStatus } from '../engine/policy/engine.js'
 import { Store } from '../engine/store.js'
 import { loadOrCreateSigningKey, TokenIssuer, validateGroup, validateSubject } from '../engine/tokens.js'
-import type { StoredAuditEvent } from '../engine/types.js'
 import { postgresPlugin } from '../proxies/postgres/index.js'
 import { explainSql } from '../engine/sql/explain.js'
 import { ApiClient, ApiError, resolveConfig } from './client.js'
+import { registerIdentityCommands } from './identity.js'
 import { join } from 'node:path'
 
 class UsageError extends Error {}
@@ -96,21 +97,6 @@ async function serve(opts: { config?: string; dev?: boolean }): Promise<void> {
   }
 }
 
-function printEvents(events: readonly StoredAuditEvent[], json: boolean): void {
-  for (const e of events) {
-    if (json) {
-      out(JSON.stringify(e))
-      continue
-    }
-    const decision = typeof e.decision === 'string' ? e.decision : ''
-    const sql = typeof e.sql === 'string' ? e.sql.replace(/\s+/g, ' ').slice(0, 120) : ''
-    const extra = e.type === 'result' ? `${JSON.stringify(e.tag ?? '')} rows=${String(e.rows ?? '')}` : sql
-    out(
-      [e.time, e.type.padEnd(15), (e.session ?? '-').padEnd(15), e.chain.join('>') || '-', e.connection ?? '-', decision, extra].join('  '),
-    )
-  }
-}
-
 async function main(argv: string[]): Promise<void> {
   const program = new Command()
   program.name('gatehouse').description('Policy-as-code access gateway').showHelpAfterError()
@@ -123,7 +109,7 @@ async function main(argv: string[]): Promise<void> {
     .option('--dev', 'no config needed: ./gatehouse-data, a demo connection to 127.0.0.1:5432/test, prints an admin token and a psql line')
     .action(serve)
 
-  const token = program.command('token').description('issue and revoke Gatehouse tokens')
+  const token = program.command('token').description('issue, delegate, exchange and revoke Gatehouse tokens')
   token
     .command('create')
     .description('issue a token; prints it alone on stdout')
@@ -164,7 +150,7 @@ async function main(argv: string[]): Promise<void> {
     })
   token
     .command('revoke')
-    .description('revoke a token by id (its jti); live sessions opened with it end at once')
+    .description('revoke a token by id (its jti): it and every token delegated from it are refused; their live sessions end at once')
     .addOption(configOpt())
     .argument('<id>', 'token id (jti)')
     .option('--reason <text>', 'why, for the audit log')
@@ -197,33 +183,8 @@ async function main(argv: string[]): Promise<void> {
       out(`revoked ${id}`)
     })
 
-  const audit = program.command('audit').description('read the audit log')
-  audit
-    .command('list')
-    .description('audit events, oldest first')
-    .addOption(configOpt())
-    .option('--session <id>', 'only this session')
-    .option('--type <type>', 'only this event type (statement, result, session.start, …)')
-    .option('--limit <n>', 'only the last n events', (v: string) => Number.parseInt(v, 10))
-    .option('--json', 'JSON Lines')
-    .action(async (o: { config?: string; session?: string; type?: string; limit?: number; json?: boolean }) => {
-      const config = resolveConfig(o.config)
-      const api = ApiClient.forServer(config)
-      const q = {
-        ...(o.session ? { session: o.session } : {}),
-        ...(o.type ? { type: o.type } : {}),
-        ...(o.limit ? { limit: o.limit } : {}),
-      }
-      const events = api
-        ? (
-            await api.call<{ events: StoredAuditEvent[] }>(
-              'GET',
-              `/v1/audit?${new URLSearchParams(Object.entries(q).map(([k, v]): [string, string] => [k, String(v)]))}`,
-            )
-          ).events
-        : readAuditEvents(join(config.dataDir, 'audit'), q)
-      printEvents(events, o.json === true)
-    })
+  // login, logout, whoami, token delegate, token exchange, service-account key …
+  registerIdentityCommands(program, token)
 
   const sessions = program.command('sessions').description('list and end sessions')
   sessions
@@ -296,6 +257,9 @@ async function main(argv: string[]): Promise<void> {
       await api.call('POST', `/v1/sessions/${encodeURIComponent(id)}/kill`, o.reason ? { reason: o.reason } : {})
       out(`killed ${id}`)
     })
+
+  // audit list|verify|pubkey|export|sinks, sessions replay|export (engine/audit/cli.ts)
+  registerAuditCommands(program, sessions, { configOption: configOpt, resolveConfig, apiFor: (c) => ApiClient.forServer(c) })
 
   const policy = program
     .command('policy')

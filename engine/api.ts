@@ -1,12 +1,17 @@
 // The gateway's JSON HTTP API (fastify). Every route has a JSON schema; the OpenAPI document is
-// generated from them at /v1/openapi.json. Every route except /v1/health needs an admin token:
+// generated from them at /v1/openapi.json. Every route except /v1/health and the routes that say
+// `config: { auth: 'public' }` (the identity routes of identity/routes.ts: token exchange, login,
+// discovery, whoami, which authenticate their callers themselves) needs an admin token:
 // a Gatehouse token whose principal is in the `gatehouse-admins` group. The CLI uses this API
 // while a server runs, so a revocation or a kill takes effect at once.
 
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import swagger from '@fastify/swagger'
+import { join } from 'node:path'
 import type { Logger } from 'pino'
-import { readAuditEvents } from './audit.js'
+import { auditRoutes } from './audit/api.js'
+import type { AuditServices } from './audit/service.js'
+import { recordingsDir } from './recording.js'
 import { isGatehouseError } from './errors.js'
 import type { SessionManager } from './sessions.js'
 import type { Store } from './store.js'
@@ -15,6 +20,8 @@ import { parseDuration } from './config.js'
 import type { AuditLog } from './audit.js'
 import type { Identity } from './types.js'
 import type { PolicyStatus } from './policy/engine.js'
+import { identityRoutes } from './identity/routes.js'
+import type { IdentityService } from './identity/service.js'
 
 export const ADMIN_GROUP = 'gatehouse-admins'
 
@@ -28,6 +35,10 @@ export interface ApiDeps {
   readonly log: Logger
   readonly version: () => { policy: string }
   readonly policy: () => PolicyStatus
+  /** Token exchange (delegation, federation, API keys), OIDC login, discovery, whoami, service keys. */
+  readonly identity?: IdentityService
+  /** Sinks and recordings beside the audit log (engine/audit/service.ts). */
+  readonly auditServices?: AuditServices | null
 }
 
 declare module 'fastify' {
@@ -56,8 +67,6 @@ const sessionSchema = {
     active: { type: 'boolean' },
   },
 } as const
-
-const auditEventSchema = { type: 'object', additionalProperties: true } as const
 
 export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   const app = Fastify({
@@ -90,6 +99,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
 
   app.addHook('onRequest', async (req, reply) => {
     if (req.url === '/v1/health' || req.url.startsWith('/v1/openapi.json')) return
+    if (req.routeOptions.config?.auth === 'public') return
     const h = req.headers.authorization
     if (typeof h !== 'string' || !h.startsWith('Bearer ')) {
       return reply.status(401).send({ error: 'an admin token is required (Authorization: Bearer …)', code: 'GH_ERR_AUTH' })
@@ -205,29 +215,6 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     },
   )
 
-  app.get<{ Querystring: { session?: string; type?: string; limit?: number } }>(
-    '/v1/audit',
-    {
-      schema: {
-        summary: 'Audit events, oldest first',
-        querystring: {
-          type: 'object',
-          properties: {
-            session: { type: 'string', maxLength: 64 },
-            type: { type: 'string', maxLength: 64 },
-            limit: { type: 'integer', minimum: 1 },
-          },
-          additionalProperties: false,
-        },
-        response: { 200: { type: 'object', properties: { events: { type: 'array', items: auditEventSchema } } } },
-      },
-    },
-    async (req) => {
-      deps.audit.flush()
-      return { events: readAuditEvents(deps.audit.dir, req.query) }
-    },
-  )
-
   app.post<{ Body: { subject: string; groups?: string[]; scope?: string[]; ttl?: string } }>(
     '/v1/tokens',
     {
@@ -284,8 +271,10 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     '/v1/tokens/:id/revoke',
     {
       schema: {
-        summary: 'Revoke a token by id (jti); live sessions opened with it end at once',
-        params: { type: 'object', properties: { id: { type: 'string', maxLength: 64 } }, required: ['id'] },
+        summary:
+          'Revoke a token (its jti) or a service-account key (its id): it and every token delegated from it are refused, and their live sessions end at once',
+        // Delegated token ids grow 9 characters a hop (tokens.ts), up to the hard depth limit of 16.
+        params: { type: 'object', properties: { id: { type: 'string', maxLength: 200 } }, required: ['id'] },
         body: { type: ['object', 'null'], properties: { reason: { type: 'string', maxLength: 500 } }, additionalProperties: false },
         response: { 200: { type: 'object', properties: { revoked: { type: 'string' }, sessions_ended: { type: 'integer' } } } },
       },
@@ -300,10 +289,19 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
         token: { id: req.params.id },
         reason: req.body?.reason ?? null,
       })
-      const n = deps.sessions.killByToken(req.params.id, 'the token of this session was revoked')
+      // Sessions carry every ancestor's id (Identity.tokenIds), so this reaches every descendant too.
+      const n = deps.sessions.killByToken(req.params.id, 'the token of this session, or one it was delegated from, was revoked')
       return { revoked: req.params.id, sessions_ended: n }
     },
   )
+
+  if (deps.identity) await app.register(identityRoutes(deps.identity))
+  // Audit search, verify, export, sinks and session recordings (engine/audit/api.ts).
+  await app.register(auditRoutes, {
+    audit: deps.audit,
+    services: deps.auditServices ?? null,
+    recordingsDir: recordingsDir(join(deps.audit.dir, '..')),
+  })
 
   return app
 }

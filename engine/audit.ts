@@ -1,119 +1,235 @@
-// The audit log: append-only JSON Lines segment files under <data_dir>/audit/.
+// The audit log: a hash chain of JSON Lines in numbered segment files under <data_dir>/audit/
+// (the line format and the chain are defined in engine/audit/format.ts).
 //
 // Durability contract (DESIGN.md promise 6): `append` returns only once the event is in the OS
-// (a completed write(2) to the segment file), so it survives `kill -9` of the gateway; the proxy
-// forwards work only after that. Disk syncs are batched on a timer (`fsync: batched`) or done per
-// append (`fsync: always`). An event that cannot be written rejects the promise, and the caller
-// refuses the work: the gateway fails closed.
+// (one completed write(2) to the segment file), so it survives `kill -9` of the gateway; the proxy
+// forwards work only after that. With `fsync: batched` (the default) the disk is synced on a timer;
+// with `fsync: always`, `append` resolves only after an fdatasync that began after the event's
+// write: concurrent sessions share one sync (group commit). An event that cannot be written
+// rejects the promise and the caller refuses the work: the gateway fails closed.
 //
 // `appendDeferred` is for events that follow work already recorded (a statement's result): they
-// are written with the next append or at the end of the current I/O turn, saving one write(2)
-// per statement on the hot path.
+// are written with the next append, or at the end of the current I/O turn, so a statement costs
+// one write(2) on the hot path.
+//
+// The chain is signed: every segment starts with a signed header, and a signed checkpoint is
+// written at least every second while events flow, when a segment is sealed and at shutdown.
+// Opening the log after a crash seals the last segment with a signed `recovery` checkpoint, which
+// also seals a torn partial last line, before a new segment is started.
 
+import { randomBytes } from 'node:crypto'
 import {
   closeSync,
   fdatasync,
   fdatasyncSync,
-  fstatSync,
+  fsyncSync,
   ftruncateSync,
   mkdirSync,
   openSync,
-  readdirSync,
   readFileSync,
+  statSync,
+  unlinkSync,
   writeSync,
 } from 'node:fs'
-import { randomBytes } from 'node:crypto'
-import { join } from 'node:path'
-import { GatehouseError } from './errors.js'
-import type { AuditEvent, StoredAuditEvent } from './types.js'
+import { dirname, join } from 'node:path'
 import type { FsyncMode } from './config.js'
+import { GatehouseError } from './errors.js'
+import {
+  CHECKPOINT_TYPE,
+  type CheckpointReason,
+  encodeLine,
+  eventId,
+  GENESIS_HASH,
+  LineFormatError,
+  parseLine,
+  PRUNE_TYPE,
+  SEGMENT_TYPE,
+  sha256Hex,
+  signedMessage,
+  splitLines,
+} from './audit/format.js'
+import { type AuditSigner, loadOrCreateAuditKey } from './audit/keys.js'
+import { acquireWriterLock, listSegments, readTail, segmentName } from './audit/segments.js'
+import type { AuditEvent, AuditEventType } from './types.js'
+
+export { type AuditQuery, readAuditEvents } from './audit/query.js'
 
 /** Segments roll over past this size so no single file grows without bound. */
-const SEGMENT_MAX_BYTES = 64 * 1024 * 1024
+export const SEGMENT_MAX_BYTES = 64 * 1024 * 1024
+/** The issue's promise: a signed checkpoint at least every second while events flow. */
+export const CHECKPOINT_INTERVAL_MS = 1000
+/** Result events waiting for a write while the disk refuses writes; beyond this they are counted, not kept. */
+const MAX_DEFERRED = 100_000
 
-export interface AuditQuery {
-  readonly session?: string
-  readonly type?: string
-  readonly limit?: number
+export interface AuditLogOptions {
+  /** Where the audit key lives (default: `<dir>/../keys`, i.e. `<data_dir>/keys`). */
+  readonly keysDir?: string
+  readonly checkpointIntervalMs?: number
+  readonly segmentMaxBytes?: number
+  /** Told about problems that do not fail an append (a missed checkpoint, a recovery). */
+  readonly onProblem?: (message: string, err?: unknown) => void
 }
 
-export type AuditListener = (event: StoredAuditEvent) => void
+/** An event as written: its position, id, hash and the exact line (without the newline). */
+export interface WrittenEvent {
+  readonly n: number
+  readonly id: string
+  readonly h: string
+  readonly time: string
+  readonly event: AuditEvent
+  readonly line: string
+}
+
+export type AuditListener = (written: WrittenEvent) => void
+
+/** What recovery found when the log was opened. */
+export interface RecoveryReport {
+  readonly segment: string
+  readonly tornBytes: number
+  readonly damagedLines: number
+}
+
+/** One line to write. `json` is the event's JSON, or built at write time from its position. */
+interface Pending {
+  readonly time: string
+  readonly event: AuditEvent
+  json: string | null
+  readonly make: ((n: number, prev: string) => string) | null
+}
+
+interface Waiter {
+  readonly resolve: () => void
+  readonly reject: (err: Error) => void
+}
+
+const RESOLVED = Promise.resolve()
+const RESERVED_KEYS = ['h', 'prev', 'id', 'time']
+
+function errCode(err: unknown): string {
+  return (err as NodeJS.ErrnoException).code ?? 'error'
+}
+
+function internalEvent(type: AuditEventType, fields: Record<string, unknown>): AuditEvent {
+  return { type, session: null, chain: [], connection: null, ...fields }
+}
 
 export class AuditLog {
   private fd = -1
+  private segIndex = 0
+  private segPath = ''
   private size = 0
-  private seq = 0
-  private readonly idPrefix = randomBytes(4).toString('hex')
-  private dirty = false
-  private syncing = false
-  private timer: NodeJS.Timeout | null = null
-  private deferred: string[] = []
+  /** Position and hash of the last line written. */
+  private n = 0
+  private lastHash = GENESIS_HASH
+  private logId = ''
+  private lastCheckpointN = 0
+  private signer: AuditSigner | null = null
+  private releaseLock: (() => void) | null = null
+  private deferred: Pending[] = []
   private deferredScheduled = false
+  private lostDeferred = 0
   private listeners: AuditListener[] = []
+  private writeListeners: (() => void)[] = []
   private closed = false
+  /** Set once open() has the lock and a segment: only then may anything be written. */
+  private opened = false
+  private dirty = false
+  private syncTimer: NodeJS.Timeout | null = null
+  private checkpointTimer: NodeJS.Timeout | null = null
+  private syncRunning = false
+  private syncScheduled = false
+  private syncWaiters: Waiter[] = []
+  private retired: number[] = []
+  private readonly keysDir: string
+  private readonly checkpointIntervalMs: number
+  private readonly segmentMaxBytes: number
+  private readonly onProblem: (message: string, err?: unknown) => void
+  recovery: RecoveryReport | null = null
+  /** Counters for tests and benchmarks: write(2) and fdatasync calls, events written. */
+  readonly stats = { writes: 0, syncs: 0, events: 0 }
 
   constructor(
     readonly dir: string,
     private readonly fsyncMode: FsyncMode,
     private readonly fsyncIntervalMs: number,
-  ) {}
-
-  open(): void {
-    mkdirSync(this.dir, { recursive: true, mode: 0o700 })
-    this.openSegment()
-    if (this.fsyncMode === 'batched') {
-      this.timer = setInterval(() => this.syncSoon(), this.fsyncIntervalMs)
-      this.timer.unref()
-    }
+    opts: AuditLogOptions = {},
+  ) {
+    this.keysDir = opts.keysDir ?? join(dirname(dir), 'keys')
+    this.checkpointIntervalMs = opts.checkpointIntervalMs ?? CHECKPOINT_INTERVAL_MS
+    this.segmentMaxBytes = opts.segmentMaxBytes ?? SEGMENT_MAX_BYTES
+    this.onProblem = opts.onProblem ?? (() => undefined)
   }
 
+  /** Takes the writer lock, seals what a crash left, and starts a new segment. */
+  open(): void {
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 })
+    this.signer = loadOrCreateAuditKey(this.keysDir)
+    this.releaseLock = acquireWriterLock(this.dir)
+    try {
+      this.recover()
+      this.openSegment(this.segIndex + 1)
+    } catch (err) {
+      this.releaseLock()
+      throw err instanceof GatehouseError
+        ? err
+        : new GatehouseError('GH_ERR_AUDIT', `${this.dir}: cannot open the audit log`, { cause: err })
+    }
+    this.opened = true
+    this.syncTimer = setInterval(() => this.startSync(), this.fsyncIntervalMs)
+    this.syncTimer.unref()
+    this.checkpointTimer = setInterval(() => this.checkpointIfNeeded(), this.checkpointIntervalMs)
+    this.checkpointTimer.unref()
+  }
+
+  /** The log's id (fixed when the log was created) and the key that signs it. */
+  get identity(): { log: string; kid: string; publicKey: import('node:crypto').KeyObject } {
+    const s = this.signer as AuditSigner
+    return { log: this.logId, kid: s.kid, publicKey: s.publicKey }
+  }
+
+  /** Position and hash of the last line written, and the segment being written. */
+  get head(): { n: number; h: string; segment: number; file: string } {
+    return { n: this.n, h: this.lastHash, segment: this.segIndex, file: this.segPath }
+  }
+
+  /** Called synchronously after each write for every event in it; keep it cheap (queue, return). */
   onEvent(listener: AuditListener): void {
     this.listeners.push(listener)
   }
 
-  private openSegment(): void {
-    const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*$/, '')
-    const name = `${stamp}-${process.pid}-${randomBytes(3).toString('hex')}.jsonl`
-    const file = join(this.dir, name)
-    try {
-      this.fd = openSync(file, 'a', 0o600)
-      this.size = fstatSync(this.fd).size
-    } catch (err) {
-      throw new GatehouseError('GH_ERR_AUDIT', `${file}: cannot open the audit segment`, { cause: err })
+  /** Called once after each successful write(2): a wake-up for readers that follow the log. */
+  onWrite(listener: () => void): () => void {
+    this.writeListeners.push(listener)
+    return () => {
+      this.writeListeners = this.writeListeners.filter((l) => l !== listener)
     }
   }
 
-  private stamp(event: AuditEvent): string {
-    const stored = {
-      id: `${this.idPrefix}-${(++this.seq).toString(36)}`,
-      time: new Date().toISOString(),
-      ...event,
-    } as StoredAuditEvent
-    for (const l of this.listeners) l(stored)
-    return `${JSON.stringify(stored)}\n`
-  }
+  // ---- appending ------------------------------------------------------------------------------
 
-  /** Resolves when the event is in the OS (and on disk with `fsync: always`); rejects otherwise. */
+  /**
+   * Resolves when the event is in the OS (`batched`) or on disk (`always`, group commit);
+   * rejects with GH_ERR_AUDIT otherwise, and then the work must not go ahead.
+   */
   append(event: AuditEvent): Promise<void> {
     try {
-      this.appendSync(event)
-      return Promise.resolve()
+      this.writeNow(event)
     } catch (err) {
       return Promise.reject(err)
     }
+    if (this.fsyncMode !== 'always') return RESOLVED
+    return new Promise<void>((resolve, reject) => {
+      this.syncWaiters.push({ resolve, reject })
+      this.scheduleSync()
+    })
   }
 
-  /** Synchronous form of `append` for the hot path: throws GH_ERR_AUDIT when not durable. */
+  /** Synchronous `append`: with `always` it syncs alone (no group commit). Throws GH_ERR_AUDIT. */
   appendSync(event: AuditEvent): void {
-    if (this.closed) throw new GatehouseError('GH_ERR_AUDIT', 'the audit log is closed')
-    let text = this.stamp(event)
-    if (this.deferred.length > 0) {
-      text = this.deferred.join('') + text
-      this.deferred = []
-    }
-    this.writeText(text)
+    this.writeNow(event)
     if (this.fsyncMode === 'always') {
       try {
+        this.stats.syncs++
         fdatasyncSync(this.fd)
       } catch (err) {
         throw new GatehouseError('GH_ERR_AUDIT', 'the audit segment could not be synced to disk', { cause: err })
@@ -124,119 +240,447 @@ export class AuditLog {
   /** Queues an event that needs no durability before work proceeds (it describes finished work). */
   appendDeferred(event: AuditEvent): void {
     if (this.closed) return
-    this.deferred.push(this.stamp(event))
+    if (this.deferred.length >= MAX_DEFERRED) {
+      this.lostDeferred++
+      return
+    }
+    this.deferred.push({ time: new Date().toISOString(), event, json: null, make: null })
     if (!this.deferredScheduled) {
       this.deferredScheduled = true
       setImmediate(this.flushDeferred)
     }
   }
 
+  private writeNow(event: AuditEvent): void {
+    if (this.closed || !this.opened) throw new GatehouseError('GH_ERR_AUDIT', 'the audit log is closed')
+    this.writeBatch({ time: new Date().toISOString(), event, json: null, make: null })
+  }
+
   private readonly flushDeferred = (): void => {
     this.deferredScheduled = false
-    if (this.deferred.length === 0 || this.closed) return
-    const text = this.deferred.join('')
-    this.deferred = []
+    if (this.deferred.length === 0 || this.closed || !this.opened) return
     try {
-      this.writeText(text)
+      this.writeBatch(null)
     } catch {
       // The work these events describe already ran and was recorded by its `statement` event;
-      // the next durable append will fail the same way and refuse new work.
+      // they stay queued, and the next durable append fails the same way and refuses new work.
     }
+  }
+
+  /**
+   * Writes the queued deferred events and then `last` (if any) in one write(2). The chain
+   * advances only when the write succeeded; on failure nothing changes and the queue is kept.
+   */
+  private writeBatch(last: Pending | null): void {
+    if (this.fd < 0 || this.size >= this.segmentMaxBytes) this.rollOver()
+    let items = this.deferred
+    if (this.lostDeferred > 0) {
+      const lost = this.lostDeferred
+      items = [{ time: new Date().toISOString(), event: internalEvent('audit.lost', { events: lost }), json: null, make: null }, ...items]
+    }
+    if (last) items = items.length === 0 ? [last] : [...items, last]
+    if (items.length === 0) return
+    this.writeItems(items)
+    this.deferred = []
+    this.lostDeferred = 0
+  }
+
+  /** Serializes, chains and writes `items`; throws (and changes nothing) when the write fails. */
+  private writeItems(items: readonly Pending[]): void {
+    let n = this.n
+    let prev = this.lastHash
+    let checkpointN = 0
+    let text = ''
+    const written: WrittenEvent[] | null = this.listeners.length > 0 ? [] : null
+    for (const p of items) {
+      n++
+      const id = eventId(this.logId, n)
+      let json: string
+      if (p.make) json = p.make(n, prev)
+      else {
+        // Kept, so a batch retried after a failed write is not serialized twice.
+        if (p.json === null) p.json = eventJson(p.event)
+        json = p.json
+      }
+      const { line, h } = encodeLine(prev, id, p.time, json)
+      text += `${line}\n`
+      written?.push({ n, id, h, time: p.time, event: p.event, line })
+      if (p.make && p.event.type === CHECKPOINT_TYPE) checkpointN = n
+      prev = h
+    }
+    this.writeText(text)
+    this.stats.events += n - this.n
+    this.n = n
+    this.lastHash = prev
+    if (checkpointN > 0) this.lastCheckpointN = checkpointN
+    if (written) for (const w of written) for (const l of this.listeners) l(w)
+    for (const l of this.writeListeners) l()
   }
 
   private writeText(text: string): void {
     const buf = Buffer.from(text, 'utf8')
-    if (this.size + buf.length > SEGMENT_MAX_BYTES && this.size > 0) {
-      this.sealSegment()
-      this.openSegment()
-    }
     let written = 0
     try {
       written = writeSync(this.fd, buf, 0, buf.length)
     } catch (err) {
-      throw new GatehouseError('GH_ERR_AUDIT', `audit write failed (${(err as NodeJS.ErrnoException).code ?? 'error'})`, { cause: err })
+      throw new GatehouseError('GH_ERR_AUDIT', `audit write failed (${errCode(err)})`, { cause: err })
     } finally {
       if (written !== buf.length) {
         // A short write leaves a torn line; cut it off so the file stays whole lines.
         try {
           ftruncateSync(this.fd, this.size)
         } catch {
-          /* the write error below is what matters */
+          /* the write error is what matters */
         }
       }
     }
     if (written !== buf.length) throw new GatehouseError('GH_ERR_AUDIT', 'audit write was cut short (disk full?)')
     this.size += written
     this.dirty = true
+    this.stats.writes++
   }
 
-  private sealSegment(): void {
-    try {
-      fdatasyncSync(this.fd)
-      closeSync(this.fd)
-    } catch {
-      /* a failing disk shows up on the next write */
+  // ---- checkpoints and segments -----------------------------------------------------------------
+
+  private checkpointItem(reason: CheckpointReason, torn: { bytes: number; sha256: string } | null): Pending {
+    const time = new Date().toISOString()
+    const signer = this.signer as AuditSigner
+    const log = this.logId
+    const event = internalEvent(CHECKPOINT_TYPE, { log, reason })
+    return {
+      time,
+      event,
+      json: null,
+      make: (n, prev) => {
+        const sig = signer.sign(signedMessage('checkpoint', log, n - 1, prev, time, torn ? torn.sha256 : '-'))
+        return JSON.stringify({ ...event, ...(torn ? { torn } : {}), key: signer.kid, sig })
+      },
     }
   }
 
-  private syncSoon(): void {
-    if (!this.dirty || this.syncing || this.fd < 0) return
+  private segmentItem(index: number): Pending {
+    const time = new Date().toISOString()
+    const signer = this.signer as AuditSigner
+    const log = this.logId
+    const event = internalEvent(SEGMENT_TYPE, { log, segment: index })
+    return {
+      time,
+      event,
+      json: null,
+      make: (n, prev) => {
+        const sig = signer.sign(signedMessage('segment', log, n, prev, time, String(index)))
+        return JSON.stringify({ ...event, key: signer.kid, sig })
+      },
+    }
+  }
+
+  /** Writes a signed checkpoint now (after any queued events). Throws GH_ERR_AUDIT on failure. */
+  checkpoint(reason: CheckpointReason = 'interval'): void {
+    if (this.closed || !this.opened) throw new GatehouseError('GH_ERR_AUDIT', 'the audit log is closed')
+    this.writeBatch(this.checkpointItem(reason, null))
+  }
+
+  private checkpointIfNeeded(): void {
+    if (this.closed || (this.n <= this.lastCheckpointN && this.deferred.length === 0)) return
+    try {
+      this.checkpoint('interval')
+    } catch (err) {
+      this.onProblem('cannot write an audit checkpoint', err)
+    }
+  }
+
+  /** Seals the current segment (checkpoint, sync, close) and starts the next one. */
+  private rollOver(): void {
+    if (this.fd >= 0) {
+      this.writeItems([this.checkpointItem('seal', null)])
+      this.retireSegment()
+    }
+    this.openSegment(this.segIndex + 1)
+  }
+
+  private openSegment(index: number): void {
+    const file = join(this.dir, segmentName(index))
+    let fd: number
+    try {
+      fd = openSync(file, 'ax', 0o600)
+    } catch (err) {
+      throw new GatehouseError('GH_ERR_AUDIT', `${file}: cannot create the audit segment (${errCode(err)})`, { cause: err })
+    }
+    this.fd = fd
+    this.segIndex = index
+    this.segPath = file
+    this.size = 0
+    syncDir(this.dir)
+    try {
+      this.writeItems([this.segmentItem(index)])
+    } catch (err) {
+      // Leave no empty segment behind: the next attempt creates it again.
+      this.fd = -1
+      closeSync(fd)
+      try {
+        unlinkSync(file)
+      } catch {
+        /* nothing to remove */
+      }
+      throw err
+    }
+  }
+
+  /** Syncs and closes the current segment; waiters for the next sync are durable now. */
+  private retireSegment(): void {
+    const fd = this.fd
+    this.fd = -1
+    try {
+      fdatasyncSync(fd)
+      this.settleWaiters(this.syncWaiters.splice(0), null)
+    } catch (err) {
+      this.settleWaiters(this.syncWaiters.splice(0), err)
+    }
+    if (this.syncRunning) this.retired.push(fd)
+    else closeSync(fd)
+  }
+
+  // ---- disk syncs (group commit) ----------------------------------------------------------------
+
+  private scheduleSync(): void {
+    if (this.syncScheduled || this.syncRunning) return
+    this.syncScheduled = true
+    // Start at the end of this I/O turn, so every session whose statement arrived in the same
+    // turn rides on the same fdatasync.
+    setImmediate(this.startSync)
+  }
+
+  private readonly startSync = (): void => {
+    this.syncScheduled = false
+    if (this.syncRunning || this.fd < 0) return
+    if (this.syncWaiters.length === 0 && !this.dirty) return
+    const waiters = this.syncWaiters
+    this.syncWaiters = []
     this.dirty = false
-    this.syncing = true
-    fdatasync(this.fd, () => {
-      this.syncing = false
+    this.syncRunning = true
+    this.stats.syncs++
+    fdatasync(this.fd, (err) => {
+      this.syncRunning = false
+      for (const fd of this.retired.splice(0)) closeSync(fd)
+      if (err) this.dirty = true
+      this.settleWaiters(waiters, err)
+      // Those who arrived during this sync have waited one sync already: start theirs at once.
+      if (this.syncWaiters.length > 0) this.startSync()
     })
   }
 
-  /** Writes what is queued and syncs to disk. Used at shutdown. */
+  private settleWaiters(waiters: readonly Waiter[], err: unknown): void {
+    if (waiters.length === 0) return
+    if (err) {
+      const e = new GatehouseError('GH_ERR_AUDIT', `the audit segment could not be synced to disk (${errCode(err)})`, { cause: err })
+      for (const w of waiters) w.reject(e)
+    } else for (const w of waiters) w.resolve()
+  }
+
+  /** Writes what is queued and syncs to disk. */
   flush(): void {
     this.flushDeferred()
     if (this.fd >= 0) {
       try {
         fdatasyncSync(this.fd)
+        this.settleWaiters(this.syncWaiters.splice(0), null)
       } catch {
-        /* reported by the caller's last append */
+        /* reported by the next append */
       }
     }
   }
 
+  /** Writes queued events and a signed `shutdown` checkpoint, syncs, closes, releases the lock. */
   close(): void {
     if (this.closed) return
-    this.flush()
+    if (this.checkpointTimer) clearInterval(this.checkpointTimer)
+    if (this.syncTimer) clearInterval(this.syncTimer)
+    if (this.opened) {
+      try {
+        this.writeBatch(this.checkpointItem('shutdown', null))
+      } catch (err) {
+        this.onProblem('cannot write the shutdown checkpoint', err)
+      }
+    }
+    if (this.fd >= 0) {
+      try {
+        fdatasyncSync(this.fd)
+        this.settleWaiters(this.syncWaiters.splice(0), null)
+      } catch (err) {
+        this.settleWaiters(this.syncWaiters.splice(0), err)
+      }
+      if (this.syncRunning) this.retired.push(this.fd)
+      else closeSync(this.fd)
+      this.fd = -1
+    }
     this.closed = true
-    if (this.timer) clearInterval(this.timer)
-    if (this.fd >= 0) closeSync(this.fd)
-    this.fd = -1
+    this.releaseLock?.()
+  }
+
+  // ---- retention --------------------------------------------------------------------------------
+
+  /**
+   * Removes whole sealed segments whose last event is older than `before` (RFC 3339), oldest
+   * first and without gaps. A signed-into-the-chain `audit.prune` record naming them is made
+   * durable first, so verify can tell retention from deletion; the segment headers that remain
+   * are signed, so what is left verifies on its own. Returns the removed file names.
+   */
+  prune(before: string): string[] {
+    if (this.closed || !this.opened) throw new GatehouseError('GH_ERR_AUDIT', 'the audit log is closed')
+    const cutoff = Date.parse(before)
+    const removable: { index: number; name: string; path: string }[] = []
+    for (const seg of listSegments(this.dir).segments) {
+      if (seg.index >= this.segIndex) break
+      const last = lastEventTime(seg.path)
+      if (last === null || Date.parse(last) >= cutoff) break
+      removable.push(seg)
+    }
+    const lastRemoved = removable[removable.length - 1]
+    if (!lastRemoved) return []
+    this.appendSync(
+      internalEvent(PRUNE_TYPE, {
+        log: this.logId,
+        before,
+        segments: removable.map((s) => s.name),
+        first_kept: lastRemoved.index + 1,
+      }),
+    )
+    this.flush()
+    const removed: string[] = []
+    for (const seg of removable) {
+      try {
+        unlinkSync(seg.path)
+        removed.push(seg.name)
+      } catch (err) {
+        this.onProblem(`cannot remove pruned audit segment ${seg.name}`, err)
+      }
+    }
+    syncDir(this.dir)
+    return removed
+  }
+
+  // ---- recovery ---------------------------------------------------------------------------------
+
+  /** Finds the end of the chain; seals a crash's leftovers in the last segment with a signed record. */
+  private recover(): void {
+    const { segments } = listSegments(this.dir)
+    // A segment created just before a crash and left empty holds nothing: remove it.
+    for (let last = segments.at(-1); last && statSync(last.path).size === 0; last = segments.at(-1)) {
+      unlinkSync(last.path)
+      segments.pop()
+    }
+    const last = segments.at(-1)
+    if (!last) {
+      this.logId = randomBytes(6).toString('hex')
+      return
+    }
+    let tail: { n: number; h: string; prev: unknown; log: string; type: unknown } | null = null
+    let torn: Buffer | null = null
+    let damaged = 0
+    for (let i = segments.length - 1; i >= 0 && !tail; i--) {
+      const seg = segments[i] as (typeof segments)[number]
+      const { lines, rest } = splitLines(readFileSync(seg.path))
+      if (i === segments.length - 1 && rest.length > 0) torn = Buffer.from(rest)
+      for (let j = lines.length - 1; j >= 0; j--) {
+        const found = lastChained(lines[j] as Buffer)
+        if (found) {
+          tail = found
+          break
+        }
+        damaged++
+      }
+    }
+    if (!tail) {
+      throw new GatehouseError(
+        'GH_ERR_AUDIT',
+        `${this.dir}: no intact audit event found in ${segments.length} segment(s); move the damaged files aside (keep them as evidence) to start a new log`,
+      )
+    }
+    // A write cut just before its newline leaves a whole event: it only needs the newline.
+    const newline = torn !== null
+    if (torn && damaged === 0) {
+      const whole = lastChained(torn)
+      if (whole && whole.log === tail.log && whole.n === tail.n + 1 && whole.prev === tail.h) {
+        tail = whole
+        torn = null
+      }
+    }
+    this.logId = tail.log
+    this.n = tail.n
+    this.lastHash = tail.h
+    this.segIndex = last.index
+    if (damaged > 0)
+      this.onProblem(`${damaged} damaged line(s) at the end of the audit log before ${last.name}; audit verify will report them`)
+    if (!newline && damaged === 0 && tail.type === CHECKPOINT_TYPE) return
+    // A crash: seal the last segment with a signed record (and the torn partial line with it).
+    const fd = openSync(last.path, 'a', 0o600)
+    try {
+      this.fd = fd
+      this.size = statSync(last.path).size
+      if (newline) this.writeText('\n')
+      const tornInfo = torn ? { bytes: torn.length, sha256: sha256Hex(torn) } : null
+      this.writeItems([this.checkpointItem('recovery', tornInfo)])
+      fdatasyncSync(fd)
+    } finally {
+      this.fd = -1
+      closeSync(fd)
+    }
+    this.recovery = { segment: last.name, tornBytes: torn?.length ?? 0, damagedLines: damaged }
+    this.onProblem(
+      `the audit log was not closed cleanly; sealed ${last.name} with a signed recovery checkpoint` +
+        (torn ? ` (and a torn partial line of ${torn.length} bytes)` : ''),
+    )
   }
 }
 
-/** Reads events from the segment files, oldest first. Works with or without a running server. */
-export function readAuditEvents(dir: string, query: AuditQuery = {}): StoredAuditEvent[] {
-  let files: string[]
-  try {
-    files = readdirSync(dir)
-      .filter((f) => f.endsWith('.jsonl'))
-      .sort()
-  } catch {
-    return []
-  }
-  const out: StoredAuditEvent[] = []
-  for (const f of files) {
-    const text = readFileSync(join(dir, f), 'utf8')
-    for (const line of text.split('\n')) {
-      if (line === '') continue
-      let ev: StoredAuditEvent
-      try {
-        ev = JSON.parse(line) as StoredAuditEvent
-      } catch {
-        continue // a torn tail after a crash; `audit verify` (issue 7) reports it
-      }
-      if (query.session !== undefined && ev.session !== query.session) continue
-      if (query.type !== undefined && ev.type !== query.type) continue
-      out.push(ev)
+/** The event's JSON text; keys the chain owns are dropped so no event can shadow them. */
+function eventJson(event: AuditEvent): string {
+  for (const k of RESERVED_KEYS) {
+    if (k in event) {
+      const copy: Record<string, unknown> = { ...event }
+      for (const r of RESERVED_KEYS) delete copy[r]
+      return JSON.stringify(copy)
     }
   }
-  // Segments from different processes can interleave by name only to the second: sort by time.
-  out.sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : 0))
-  return query.limit !== undefined ? out.slice(-query.limit) : out
+  return JSON.stringify(event)
+}
+
+/** Position, hash and log id of a line whose own hash holds; null for a torn or damaged line. */
+function lastChained(line: Buffer): { n: number; h: string; prev: unknown; log: string; type: unknown } | null {
+  try {
+    const p = parseLine(line)
+    if (!p.hashOk) return null
+    const id = p.event.id
+    if (typeof id !== 'string') return null
+    const dash = id.lastIndexOf('-')
+    const n = Number(id.slice(dash + 1))
+    if (dash <= 0 || !Number.isSafeInteger(n) || n < 1) return null
+    return { n, h: p.h, prev: p.event.prev, log: id.slice(0, dash), type: p.event.type }
+  } catch (err) {
+    if (err instanceof LineFormatError) return null
+    throw err
+  }
+}
+
+/** The time of the last whole event of a segment file, or null if none can be read. */
+function lastEventTime(path: string): string | null {
+  const { lines } = splitLines(readTail(path, 64 * 1024))
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const m = /"time":"([^"]+)"/.exec((lines[i] as Buffer).toString('latin1', 0, 300))
+    if (m) return m[1] as string
+  }
+  return null
+}
+
+/** Makes a new file's directory entry durable. */
+function syncDir(dir: string): void {
+  let fd = -1
+  try {
+    fd = openSync(dir, 'r')
+    fsyncSync(fd)
+  } catch {
+    /* not supported everywhere; the data itself is what is synced */
+  } finally {
+    if (fd >= 0) closeSync(fd)
+  }
 }

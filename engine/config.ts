@@ -6,6 +6,8 @@ import { readFileSync } from 'node:fs'
 import { dirname, isAbsolute, resolve } from 'node:path'
 import yaml from 'js-yaml'
 import { GatehouseError } from './errors.js'
+import { type AuditConfig, parseAuditConfig } from './audit/config.js'
+import { type IdentityConfig, parseIdentityConfig } from './identity/config.js'
 
 export type TlsMode = 'disable' | 'require' | 'verify-full'
 export type FsyncMode = 'batched' | 'always'
@@ -37,13 +39,15 @@ export interface Config {
   readonly dataDir: string
   readonly listen: Readonly<Record<string, ListenAddress>>
   readonly tls: { readonly cert: string | null; readonly key: string | null; readonly allowPlaintext: boolean }
-  readonly audit: { readonly fsync: FsyncMode; readonly fsyncIntervalMs: number }
+  readonly audit: AuditConfig
   readonly limits: { readonly maxMessageBytes: number }
   readonly tokens: { readonly defaultTtlSeconds: number; readonly maxTtlSeconds: number; readonly issuer: string }
   readonly connections: readonly ConnectionConfig[]
   readonly plugins: readonly PluginRef[]
   /** Policy directory or bundle.tar.gz (absolute); null: the default bundle shipped in policies/. */
   readonly policies: string | null
+  /** OIDC providers, trusted workload issuers, delegation limits, service-account keys. */
+  readonly identity: IdentityConfig
   readonly logLevel: string
 }
 
@@ -52,7 +56,7 @@ export interface Config {
 export const DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/
-const TOP_KEYS = ['data_dir', 'listen', 'tls', 'audit', 'limits', 'tokens', 'connections', 'plugins', 'policies', 'log_level']
+const TOP_KEYS = ['data_dir', 'listen', 'tls', 'audit', 'limits', 'tokens', 'connections', 'plugins', 'policies', 'identity', 'log_level']
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
 
 export function parseDuration(text: string): number | null {
@@ -173,19 +177,10 @@ export function parseConfig(raw: unknown, file: string | null, baseDir = process
     tls = { cert: cert ? rel(cert) : null, key: key ? rel(key) : null, allowPlaintext: ap === true }
   }
 
-  const auditRaw = raw.audit ?? {}
-  let audit: Config['audit'] = { fsync: 'batched', fsyncIntervalMs: 200 }
-  if (!isRecord(auditRaw)) p.add('audit', 'must be a mapping')
-  else {
-    p.unknownKeys(auditRaw, 'audit', ['fsync', 'fsync_interval_ms'])
-    const f = auditRaw.fsync ?? 'batched'
-    if (f !== 'batched' && f !== 'always') p.add('audit.fsync', `must be batched or always (got ${JSON.stringify(f)})`)
-    const iv = auditRaw.fsync_interval_ms ?? 200
-    if (typeof iv !== 'number' || !Number.isInteger(iv) || iv < 1 || iv > 60000) {
-      p.add('audit.fsync_interval_ms', 'must be an integer between 1 and 60000')
-    }
-    audit = { fsync: f === 'always' ? 'always' : 'batched', fsyncIntervalMs: typeof iv === 'number' ? iv : 200 }
-  }
+  // The audit section (durability, checkpoints, retention, sinks, recordings) has its own parser.
+  const parsedAudit = parseAuditConfig(raw.audit, base)
+  for (const problem of parsedAudit.problems) p.list.push(problem)
+  const audit = parsedAudit.config
 
   const limitsRaw = raw.limits ?? {}
   let limits: Config['limits'] = { maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES }
@@ -277,13 +272,15 @@ export function parseConfig(raw: unknown, file: string | null, baseDir = process
   const policiesRaw = str(p, raw, 'policies', '')
   const policies = policiesRaw === undefined ? null : rel(policiesRaw)
 
+  const identity = parseIdentityConfig(raw.identity, (path, what) => p.add(path, what))
+
   const logLevel = str(p, raw, 'log_level', '') ?? 'info'
   if (!LOG_LEVELS.includes(logLevel)) p.add('log_level', `must be one of ${LOG_LEVELS.join(', ')}`)
 
   if (p.list.length > 0) {
     throw new GatehouseError('GH_ERR_CONFIG', `${where}: invalid configuration:\n  ${p.list.join('\n  ')}`)
   }
-  return { file, dataDir, listen, tls, audit, limits, tokens, connections, plugins, policies, logLevel }
+  return { file, dataDir, listen, tls, audit, limits, tokens, connections, plugins, policies, identity, logLevel }
 }
 
 /** Re-raises problems that only the loaded plugins can detect, in the same format. */

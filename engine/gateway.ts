@@ -8,8 +8,10 @@ import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { ADMIN_GROUP, buildApi } from './api.js'
 import { AuditLog } from './audit.js'
+import { AuditServices } from './audit/service.js'
 import { type Config, configProblem } from './config.js'
 import { GatehouseError, isGatehouseError } from './errors.js'
+import { IdentityService } from './identity/service.js'
 import { loadPolicySource } from './policy/bundle.js'
 import { PolicyEngine } from './policy/engine.js'
 import { PolicyReloader } from './policy/reload.js'
@@ -64,6 +66,7 @@ export class Gateway {
   private api: FastifyInstance | null = null
   private stopping: Promise<void> | null = null
   private reloader: PolicyReloader | null = null
+  auditServices: AuditServices | null = null
   readonly addresses: Record<string, string> = {}
   adminToken = ''
 
@@ -75,6 +78,7 @@ export class Gateway {
     readonly issuer: TokenIssuer,
     readonly engine: PolicyEngine,
     readonly sessions: SessionManager,
+    readonly identity: IdentityService,
     private readonly tls: TlsMaterial,
   ) {}
 
@@ -97,15 +101,48 @@ export class Gateway {
     const store = new Store(config.dataDir)
     const orphans = store.closeOrphanedSessions()
     if (orphans > 0) log.warn({ sessions: orphans }, 'closed sessions left open by a previous run')
-    const audit = new AuditLog(join(config.dataDir, 'audit'), config.audit.fsync, config.audit.fsyncIntervalMs)
+    const auditLog = log.child({ component: 'audit' })
+    const audit = new AuditLog(join(config.dataDir, 'audit'), config.audit.fsync, config.audit.fsyncIntervalMs, {
+      checkpointIntervalMs: config.audit.checkpointIntervalMs,
+      segmentMaxBytes: config.audit.segmentMaxBytes,
+      onProblem: (message, err) => auditLog.warn({ err: err === undefined ? undefined : String(err) }, message),
+    })
     audit.open()
+    // Sinks, session recordings and retention follow the log from its files, off the data path.
+    const auditServices = AuditServices.start({
+      audit,
+      config: config.audit,
+      dataDir: config.dataDir,
+      baseDir: config.file ? join(config.file, '..') : process.cwd(),
+      log: auditLog,
+    })
     const key = await loadOrCreateSigningKey(config.dataDir)
     const apiAddr = config.listen.api
-    const issuer = new TokenIssuer(key, issuerFor(config))
+    const issuer = new TokenIssuer(key, issuerFor(config), {
+      maxDepth: config.identity.delegation.maxDepth,
+      // A root may pass unmask:<rule> to an agent when the loaded masking rules clear its groups.
+      mayUnmask: (root, rule) => engine.maskingRules().some((r) => r.name === rule && r.clear_for.some((g) => root.groups.includes(g))),
+    })
+    const configDir = config.file ? join(config.file, '..') : process.cwd()
+    const identity = new IdentityService({
+      config: config.identity,
+      issuer,
+      store,
+      audit,
+      log: log.child({ component: 'identity' }),
+      resolveSecret: (reference) => {
+        const ref = parseSecretRef(reference, configDir)
+        if (!ref) return Promise.reject(new GatehouseError('GH_ERR_SECRET', `${reference} is not a secret reference`))
+        return resolveSecret(ref)
+      },
+      defaultTtlSeconds: config.tokens.defaultTtlSeconds,
+      maxTtlSeconds: config.tokens.maxTtlSeconds,
+    })
     const tlsFiles = config.tls.cert && config.tls.key ? { cert: config.tls.cert, key: config.tls.key } : ensureSelfSigned(config.dataDir)
     const tls: TlsMaterial = { secureContext: loadSecureContext(tlsFiles), allowPlaintext: config.tls.allowPlaintext }
     const sessions = new SessionManager(engine, audit, store, log)
-    const gw = new Gateway(config, log, store, audit, issuer, engine, sessions, tls)
+    const gw = new Gateway(config, log, store, audit, issuer, engine, sessions, identity, tls)
+    gw.auditServices = auditServices
 
     try {
       gw.reloader = new PolicyReloader(policySource, engine, log.child({ component: 'policy' }))
@@ -123,6 +160,8 @@ export class Gateway {
           store,
           sessions,
           audit,
+          auditServices,
+          identity,
           maxTtlSeconds: config.tokens.maxTtlSeconds,
           defaultTtlSeconds: config.tokens.defaultTtlSeconds,
           log,
@@ -194,7 +233,8 @@ export class Gateway {
     }
     let identity: Identity
     try {
-      identity = await this.issuer.verify(req.credential, (jti) => this.store.isRevoked(jti))
+      // A Gatehouse token (root or delegated: every rule of the chain rechecked) or an API key.
+      identity = await this.identity.identify(req.credential)
     } catch (err) {
       return refuse(
         isGatehouseError(err) ? err : new GatehouseError('GH_ERR_AUTH', String(err), { publicMessage: 'authentication failed' }),
@@ -266,7 +306,10 @@ export class Gateway {
     await Promise.allSettled(this.handles.map((h) => h.handle.stop(reason)))
     this.sessions.terminateAll(reason)
     if (this.api) await this.api.close().catch(() => undefined)
+    this.identity.close()
     this.audit.close()
+    // After the shutdown checkpoint is written, so the sinks get it too.
+    await this.auditServices?.stop()
     this.store.close()
     const run = runInfoPath(this.config.dataDir)
     if (existsSync(run)) rmSync(run, { force: true })

@@ -1,6 +1,7 @@
-// Embedded state in <data_dir>/state.db (SQLite through better-sqlite3): revoked token ids and the
-// session index (live and ended), so the CLI can answer when no server runs and a restart knows
-// what was revoked. The audit log is not here: it is append-only files (engine/audit.ts).
+// Embedded state in <data_dir>/state.db (SQLite through better-sqlite3): revoked token ids, the
+// session index (live and ended), and service-account API keys (hashes only), so the CLI can answer
+// when no server runs and a restart knows what was revoked. The audit log is not here: it is
+// append-only files (engine/audit.ts).
 
 import Database from 'better-sqlite3'
 import { join } from 'node:path'
@@ -17,6 +18,35 @@ export interface SessionRecord {
   readonly startedAt: string
   readonly endedAt: string | null
   readonly endReason: string | null
+}
+
+/** A service-account API key as stored: never the secret, only its SHA-256. */
+export interface ServiceKeyRecord {
+  readonly id: string
+  /** `service:<name>`. */
+  readonly principal: string
+  readonly groups: readonly string[]
+  readonly scope: readonly string[]
+  readonly description: string | null
+  /** Hex SHA-256 of the key's secret part. */
+  readonly hash: string
+  /** Unix seconds. */
+  readonly createdAt: number
+  readonly expiresAt: number
+  /** The key that replaced this one by rotation, if any. */
+  readonly rotatedTo: string | null
+}
+
+interface ServiceKeyRow {
+  id: string
+  principal: string
+  groups: string
+  scope: string
+  description: string | null
+  hash: string
+  created_at: number
+  expires_at: number
+  rotated_to: string | null
 }
 
 interface SessionRow {
@@ -36,6 +66,7 @@ export class Store {
   private readonly revokedStmt: Database.Statement<[string], { jti: string }>
   private readonly insertSession: Database.Statement<[string, string, string, string, string, string, string]>
   private readonly endSessionStmt: Database.Statement<[string, string, string]>
+  private serviceKeyStmt: Database.Statement<[string], ServiceKeyRow> | undefined
 
   constructor(dataDir: string, opts: { readonly?: boolean } = {}) {
     mkdirSync(dataDir, { recursive: true, mode: 0o700 })
@@ -54,6 +85,10 @@ export class Store {
           id TEXT PRIMARY KEY, connection TEXT NOT NULL, protocol TEXT NOT NULL, chain TEXT NOT NULL,
           token_ids TEXT NOT NULL, client TEXT NOT NULL, started_at TEXT NOT NULL,
           ended_at TEXT, end_reason TEXT);
+        CREATE TABLE IF NOT EXISTS service_keys (
+          id TEXT PRIMARY KEY, principal TEXT NOT NULL, groups TEXT NOT NULL, scope TEXT NOT NULL,
+          description TEXT, hash TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+          rotated_to TEXT);
       `)
     }
     this.revokedStmt = this.db.prepare('SELECT jti FROM revoked_tokens WHERE jti = ?')
@@ -101,8 +136,61 @@ export class Store {
     return row ? toRecord(row) : null
   }
 
+  addServiceKey(k: ServiceKeyRecord): void {
+    this.db
+      .prepare(
+        'INSERT INTO service_keys (id, principal, groups, scope, description, hash, created_at, expires_at, rotated_to) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      )
+      .run(
+        k.id,
+        k.principal,
+        JSON.stringify(k.groups),
+        JSON.stringify(k.scope),
+        k.description,
+        k.hash,
+        k.createdAt,
+        k.expiresAt,
+        k.rotatedTo,
+      )
+  }
+
+  getServiceKey(id: string): ServiceKeyRecord | null {
+    this.serviceKeyStmt ??= this.db.prepare('SELECT * FROM service_keys WHERE id = ?')
+    const row = this.serviceKeyStmt.get(id)
+    return row ? toServiceKey(row) : null
+  }
+
+  listServiceKeys(): ServiceKeyRecord[] {
+    const rows = this.db.prepare('SELECT * FROM service_keys ORDER BY created_at, id').all() as ServiceKeyRow[]
+    return rows.map(toServiceKey)
+  }
+
+  /** Rotation: the old key ends at `expiresAt` (no later than it would have) and names its successor. */
+  markServiceKeyRotated(id: string, rotatedTo: string, expiresAt: number): void {
+    this.db.prepare('UPDATE service_keys SET rotated_to = ?, expires_at = MIN(expires_at, ?) WHERE id = ?').run(rotatedTo, expiresAt, id)
+  }
+
+  /** Every revoked id, for listings (`service-account key list` shows revoked keys as such). */
+  revokedAmong(ids: readonly string[]): Set<string> {
+    return new Set(ids.filter((id) => this.isRevoked(id)))
+  }
+
   close(): void {
     this.db.close()
+  }
+}
+
+function toServiceKey(r: ServiceKeyRow): ServiceKeyRecord {
+  return {
+    id: r.id,
+    principal: r.principal,
+    groups: JSON.parse(r.groups) as string[],
+    scope: JSON.parse(r.scope) as string[],
+    description: r.description,
+    hash: r.hash,
+    createdAt: r.created_at,
+    expiresAt: r.expires_at,
+    rotatedTo: r.rotated_to,
   }
 }
 

@@ -107,6 +107,12 @@ export type AuditEventType =
   | 'approval.decided'
   | 'token.issued'
   | 'token.revoked'
+  // The audit log's own records (engine/audit/format.ts): segment headers, signed checkpoints,
+  // retention prunes, and a count of result events dropped while the disk refused writes.
+  | 'audit.segment'
+  | 'audit.checkpoint'
+  | 'audit.prune'
+  | 'audit.lost'
 
 /** One audit record. Every event has id, time, type, session, chain and connection. */
 export interface AuditEvent {

@@ -386,7 +386,9 @@ describe('PostgreSQL proxy: hostile clients', { timeout: 180_000 }, () => {
     // Collected messages (ErrorResponse, CommandComplete, ReadyForQuery) that span TCP reads go
     // through BackendScanner's collect path; see backend-scanner.test.ts for the split-level cases.
     // A function, not a DO block: the default policy refuses DO (the classifier cannot see into it).
-    direct("CREATE OR REPLACE FUNCTION gh_hostile_raise(n int) RETURNS void LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION '%', repeat('x', n); END $$")
+    direct(
+      "CREATE OR REPLACE FUNCTION gh_hostile_raise(n int) RETURNS void LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION '%', repeat('x', n); END $$",
+    )
     const c = new pg.Client({ host: '127.0.0.1', port: gw.pgPort, database: 'app', user: 'alice', password: token })
     const clientErrors: unknown[] = []
     c.on('error', (e) => clientErrors.push(e))

@@ -1,0 +1,118 @@
+// Reading and searching the audit log from its files, with or without a running server: by time,
+// principal anywhere in the chain, connection, decision, session, policy version, event type and
+// text in the statement. Results come in log order (oldest first).
+
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { StoredAuditEvent } from '../types.js'
+import { listSegments } from './segments.js'
+
+export interface AuditQuery {
+  readonly session?: string
+  readonly type?: string
+  /** Only the last `limit` matches. */
+  readonly limit?: number
+  /** RFC 3339 times: events at or after `since`, before `until`. */
+  readonly since?: string
+  readonly until?: string
+  /** A principal id anywhere in the chain (`user:alice`, `agent:summarizer`). */
+  readonly principal?: string
+  readonly connection?: string
+  readonly decision?: string
+  /** A policy version, or a prefix of one. */
+  readonly policy_version?: string
+  /** Case-insensitive text in the statement's SQL (or any of a multi-statement query's). */
+  readonly text?: string
+  /** Include the log's own records (segment headers, checkpoints, prunes); a type of `audit.*` implies it. */
+  readonly internal?: boolean
+}
+
+/** A time given as RFC 3339, or as a duration ago (`15m`, `2h`, `7d`). Null if neither. */
+export function parseTimeArg(text: string, now = Date.now()): string | null {
+  const m = /^(\d+)(s|m|h|d)$/.exec(text.trim())
+  if (m) {
+    const unit = m[2] === 's' ? 1 : m[2] === 'm' ? 60 : m[2] === 'h' ? 3600 : 86400
+    return new Date(now - Number(m[1]) * unit * 1000).toISOString()
+  }
+  const t = Date.parse(text)
+  return Number.isNaN(t) ? null : new Date(t).toISOString()
+}
+
+function sqlTexts(e: StoredAuditEvent): string[] {
+  const out: string[] = []
+  if (typeof e.sql === 'string') out.push(e.sql)
+  if (Array.isArray(e.statements)) {
+    for (const s of e.statements as unknown[]) {
+      if (typeof s === 'object' && s !== null && typeof (s as { sql?: unknown }).sql === 'string') out.push((s as { sql: string }).sql)
+    }
+  }
+  return out
+}
+
+/** A predicate for one query; cheap checks first. */
+export function matcher(q: AuditQuery): (e: StoredAuditEvent) => boolean {
+  const internal = q.internal === true || (q.type?.startsWith('audit.') ?? false)
+  const text = q.text?.toLowerCase()
+  return (e) => {
+    if (q.session !== undefined && e.session !== q.session) return false
+    if (q.type !== undefined && e.type !== q.type) return false
+    if (!internal && typeof e.type === 'string' && e.type.startsWith('audit.')) return false
+    if (q.connection !== undefined && e.connection !== q.connection) return false
+    if (q.decision !== undefined && e.decision !== q.decision) return false
+    if (q.since !== undefined && !(e.time >= q.since)) return false
+    if (q.until !== undefined && !(e.time < q.until)) return false
+    if (q.principal !== undefined && !(Array.isArray(e.chain) && e.chain.includes(q.principal))) return false
+    if (q.policy_version !== undefined && !(typeof e.policy_version === 'string' && e.policy_version.startsWith(q.policy_version)))
+      return false
+    if (text !== undefined && !sqlTexts(e).some((s) => s.toLowerCase().includes(text))) return false
+    return true
+  }
+}
+
+/** Segment stamps are to the second and events may be queued briefly before they are written. */
+const STAMP_SLACK_MS = 5000
+
+function stampTime(name: string): number {
+  const m = /-(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z\.jsonl$/.exec(name)
+  return m ? Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6])) : 0
+}
+
+/** Reads events from the segment files, oldest first. Works with or without a running server. */
+export function readAuditEvents(dir: string, query: AuditQuery = {}): StoredAuditEvent[] {
+  const { segments, legacy } = listSegments(dir)
+  const match = matcher(query)
+  const out: StoredAuditEvent[] = []
+  const since = query.since !== undefined ? Date.parse(query.since) : Number.NaN
+  const until = query.until !== undefined ? Date.parse(query.until) : Number.NaN
+  const files: string[] = legacy.map((f) => join(dir, f))
+  for (let i = 0; i < segments.length; i++) {
+    const seg = segments[i] as (typeof segments)[number]
+    // Skip segments that cannot hold a match: written wholly before `since` or begun after `until`.
+    const next = segments[i + 1]
+    if (!Number.isNaN(since) && next && stampTime(next.name) + STAMP_SLACK_MS < since) continue
+    if (!Number.isNaN(until) && stampTime(seg.name) - STAMP_SLACK_MS > until) break
+    files.push(seg.path)
+  }
+  // A raw-text pre-filter before JSON.parse, for values JSON writes unescaped.
+  const candidate = query.session ?? query.principal
+  const needle = candidate !== undefined && /^[\w:.@+/-]+$/.test(candidate) ? candidate : undefined
+  for (const f of files) {
+    let text: string
+    try {
+      text = readFileSync(f, 'utf8')
+    } catch {
+      continue // pruned while we listed
+    }
+    for (const line of text.split('\n')) {
+      if (line === '' || (needle !== undefined && !line.includes(needle))) continue
+      let ev: StoredAuditEvent
+      try {
+        ev = JSON.parse(line) as StoredAuditEvent
+      } catch {
+        continue // a torn line; `audit verify` reports it
+      }
+      if (match(ev)) out.push(ev)
+    }
+  }
+  return query.limit !== undefined ? out.slice(-query.limit) : out
+}

@@ -1,0 +1,134 @@
+// Segment files and the writer lock. A segment is `<number>-<UTC stamp>.jsonl`; numbers start at
+// 1 and grow by one, so a missing segment is visible from the names alone. Each process that
+// writes opens a new segment; one process writes at a time (the lock).
+
+import { closeSync, openSync, readdirSync, readFileSync, readSync, fstatSync, unlinkSync, writeSync } from 'node:fs'
+import { join } from 'node:path'
+import { GatehouseError } from '../errors.js'
+
+const SEGMENT_RE = /^(\d{8,})-(\d{8}T\d{6}Z)\.jsonl$/
+
+export interface SegmentFile {
+  readonly index: number
+  readonly name: string
+  readonly path: string
+}
+
+export function segmentName(index: number, date = new Date()): string {
+  const stamp = date
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z')
+  return `${String(index).padStart(8, '0')}-${stamp}.jsonl`
+}
+
+/** Chained segments in order, and `.jsonl` files of the older unchained format (by name). */
+export function listSegments(dir: string): { segments: SegmentFile[]; legacy: string[] } {
+  let names: string[]
+  try {
+    names = readdirSync(dir)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { segments: [], legacy: [] }
+    throw err
+  }
+  const segments: SegmentFile[] = []
+  const legacy: string[] = []
+  for (const name of names) {
+    if (!name.endsWith('.jsonl')) continue
+    const m = SEGMENT_RE.exec(name)
+    if (m) segments.push({ index: Number(m[1]), name, path: join(dir, name) })
+    else legacy.push(name)
+  }
+  segments.sort((a, b) => a.index - b.index)
+  legacy.sort()
+  return { segments, legacy }
+}
+
+/** The first `bytes` of a file (the whole file if smaller). */
+export function readHead(path: string, bytes: number): Buffer {
+  const fd = openSync(path, 'r')
+  try {
+    const buf = Buffer.alloc(bytes)
+    const n = readSync(fd, buf, 0, bytes, 0)
+    return buf.subarray(0, n)
+  } finally {
+    closeSync(fd)
+  }
+}
+
+/** The last `bytes` of a file (the whole file if smaller). */
+export function readTail(path: string, bytes: number): Buffer {
+  const fd = openSync(path, 'r')
+  try {
+    const size = fstatSync(fd).size
+    const n = Math.min(size, bytes)
+    const buf = Buffer.alloc(n)
+    let got = 0
+    while (got < n) {
+      const r = readSync(fd, buf, got, n - got, size - n + got)
+      if (r === 0) break
+      got += r
+    }
+    return buf.subarray(0, got)
+  } finally {
+    closeSync(fd)
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+export const LOCK_NAME = 'writer.lock'
+
+/**
+ * Takes the writer lock: `<dir>/writer.lock` holding the owner's pid, created exclusively. A lock
+ * left by a dead process (a crash, `kill -9`) is taken over. Returns the release function.
+ */
+export function acquireWriterLock(dir: string): () => void {
+  const file = join(dir, LOCK_NAME)
+  for (let attempt = 0; attempt < 3; attempt++) {
+    let fd: number
+    try {
+      fd = openSync(file, 'wx', 0o600)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+        throw new GatehouseError('GH_ERR_AUDIT', `${file}: cannot create the audit writer lock`, { cause: err })
+      }
+      let owner = Number.NaN
+      try {
+        owner = Number.parseInt(readFileSync(file, 'utf8'), 10)
+      } catch {
+        /* vanished or unreadable: retry */
+      }
+      if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && pidAlive(owner)) {
+        throw new GatehouseError('GH_ERR_AUDIT', `another process (pid ${owner}) is writing the audit log in ${dir}`)
+      }
+      if (owner === process.pid) throw new GatehouseError('GH_ERR_AUDIT', `this process already writes the audit log in ${dir}`)
+      try {
+        unlinkSync(file)
+      } catch {
+        /* someone else took it over; retry */
+      }
+      continue
+    }
+    writeSync(fd, `${process.pid}\n`)
+    closeSync(fd)
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      try {
+        if (Number.parseInt(readFileSync(file, 'utf8'), 10) === process.pid) unlinkSync(file)
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+  throw new GatehouseError('GH_ERR_AUDIT', `${file}: cannot take the audit writer lock`)
+}
