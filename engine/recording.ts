@@ -12,7 +12,7 @@
 // The audit log keeps its own retention, so a pruned recording can still be rebuilt, without
 // result rows, from the log (`timelineFromAudit`).
 
-import { appendFile, mkdir, readdir, rm, stat } from 'node:fs/promises'
+import { readdir, rm, stat } from 'node:fs/promises'
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
@@ -129,16 +129,23 @@ interface Open {
   readonly path: string
   readonly start: number
   pending: string[]
-  writing: boolean
+  /** The recording file, opened on the first flush and kept open until the session ends. */
+  fd: number | null
   ended: boolean
 }
+
+/** Recordings are derived from the audit log (which is durable before work is forwarded), so they
+ * are written in batches: every this often, one write(2) per session with new lines. */
+const RECORDING_FLUSH_MS = 100
 
 /** Writes SQL timelines from the audit log's events, and opens terminal recordings for proxies. */
 export class Recorder {
   private readonly open = new Map<string, Open>()
   private timer: NodeJS.Timeout | null = null
+  private flushTimer: NodeJS.Timeout | null = null
   private log: string | null = null
-  private writes: Promise<void>[] = []
+  /** Recordings with lines not yet written (ended ones included until their last flush). */
+  private readonly dirty = new Set<Open>()
 
   constructor(
     readonly dir: string,
@@ -163,7 +170,7 @@ export class Recorder {
     if (!r) {
       if (e.type !== 'session.start') return
       const conn = typeof e.connection === 'string' && SAFE_NAME.test(e.connection) ? e.connection : '_'
-      r = { path: join(this.dir, conn, `${session}.jsonl`), start: Date.parse(w.time), pending: [], writing: false, ended: false }
+      r = { path: join(this.dir, conn, `${session}.jsonl`), start: Date.parse(w.time), pending: [], fd: null, ended: false }
       this.open.set(session, r)
       r.pending.push(JSON.stringify(headerOf({ ...e, session, time: w.time }, this.log)))
     }
@@ -172,29 +179,41 @@ export class Recorder {
       r.ended = true
       this.open.delete(session)
     }
-    if (!r.writing) this.flush(r)
+    this.markDirty(r)
   }
 
-  private flush(r: Open): void {
-    r.writing = true
-    const p = (async () => {
+  private markDirty(r: Open): void {
+    this.dirty.add(r)
+    if (!this.flushTimer) {
+      this.flushTimer = setTimeout(() => this.flushAll(), RECORDING_FLUSH_MS)
+      this.flushTimer.unref()
+    }
+  }
+
+  /** Writes every recording's pending lines: one write(2) each, to a file kept open per session. */
+  private flushAll(): void {
+    this.flushTimer = null
+    for (const r of this.dirty) {
       try {
-        await mkdir(join(r.path, '..'), { recursive: true, mode: 0o700 })
-        while (r.pending.length > 0) {
+        if (r.pending.length > 0) {
+          if (r.fd === null) {
+            mkdirSync(join(r.path, '..'), { recursive: true, mode: 0o700 })
+            r.fd = openSync(r.path, 'a', 0o600)
+          }
           const text = `${r.pending.join('\n')}\n`
           r.pending = []
-          await appendFile(r.path, text, { mode: 0o600 })
+          writeSync(r.fd, text)
         }
       } catch (err) {
+        r.pending = []
         this.logger.warn({ err: String(err), recording: r.path }, 'cannot write a session recording (the audit log has the events)')
-      } finally {
-        r.writing = false
       }
-    })()
-    this.writes.push(p)
-    void p.then(() => {
-      this.writes = this.writes.filter((x) => x !== p)
-    })
+      if (r.ended && r.fd !== null) {
+        closeSync(r.fd)
+        r.fd = null
+      }
+    }
+    this.dirty.clear()
   }
 
   /**
@@ -207,7 +226,7 @@ export class Recorder {
     if (!r) return
     const time = new Date().toISOString()
     r.pending.push(JSON.stringify({ t: Math.max(0, (Date.parse(time) - r.start) / 1000), time, type: 'rows', seq, columns, rows }))
-    if (!r.writing) this.flush(r)
+    this.markDirty(r)
   }
 
   /** Opens an asciicast v2 recording for a terminal session (the SSH proxy's side of recording). */
@@ -256,7 +275,10 @@ export class Recorder {
 
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer)
-    await Promise.allSettled(this.writes)
+    if (this.flushTimer) clearTimeout(this.flushTimer)
+    for (const r of this.open.values()) r.ended = true
+    for (const r of this.open.values()) this.dirty.add(r)
+    this.flushAll()
   }
 }
 
