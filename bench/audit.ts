@@ -285,7 +285,7 @@ async function main(): Promise<void> {
   }
   say()
   say(
-    'Each statement also queues its `result` event (appendDeferred); it is written at the end of the I/O turn, or in the same write(2) as the next statement when one arrives in that turn.',
+    'Each statement also queues its `result` event (appendDeferred); it goes out in the same write(2) as the next statement, or within 20 ms when none comes.',
   )
 
   if (!o.pgbench) return

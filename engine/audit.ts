@@ -9,7 +9,7 @@
 // rejects the promise and the caller refuses the work: the gateway fails closed.
 //
 // `appendDeferred` is for events that follow work already recorded (a statement's result): they
-// are written with the next append, or at the end of the current I/O turn, so a statement costs
+// are written with the next append, or within 20 ms on an idle session, so a statement costs
 // one write(2) on the hot path.
 //
 // The chain is signed: every segment starts with a signed header, and a signed checkpoint is
