@@ -122,6 +122,9 @@ describe('SQL classification', () => {
     ['EXECUTE p', 'sql.other'],
     ['SELECT set_config(current_user, $1, false)', 'sql.other'],
     ['SELEC 1', 'sql.other'],
+    ["SELECT query_to_xml('SELECT * FROM hr.salaries', true, true, '')", 'sql.other'],
+    ["SELECT table_to_xml('hr.salaries', true, true, '')", 'sql.other'],
+    ["SELECT * FROM ts_stat('SELECT body FROM hr.salaries')", 'sql.other'],
     ["SELECT 'unterminated", 'sql.other'],
   ]
   for (const [sql, want] of actions) {
@@ -205,6 +208,14 @@ describe('the shape cache', () => {
     }
   })
 
+  test('string continuation across a newline is one literal, as PostgreSQL lexes it', () => {
+    assert.equal(sqlShape("SELECT 'a'\n'b'"), sqlShape("SELECT 'ab'"))
+    assert.equal(sqlShape("SELECT E'a'\n'\\' ; DELETE FROM t; --'"), sqlShape("SELECT 'x'"))
+    // PostgreSQL 15 joins these too (libpg-query 18 refuses the text, so it is never cached).
+    assert.equal(sqlShape("SELECT 'a' -- c\n  'b'"), sqlShape("SELECT 'x'"))
+    assert.notEqual(sqlShape("SELECT 'a' 'b'"), sqlShape("SELECT 'ab'"), 'no newline: two literals (a syntax error)')
+  })
+
   test('literal spans match libpg-query’s own scanner (property)', async () => {
     await loadSqlParser()
     const LITERAL = new Set(['SCONST', 'FCONST', 'ICONST', 'BCONST', 'XCONST', 'USCONST'])
@@ -269,14 +280,15 @@ describe('the shape cache', () => {
         const real = tokens
           .filter((t) => t.tokenName !== 'SQL_COMMENT' && t.tokenName !== 'C_COMMENT')
           .map((t) => (LITERAL.has(t.tokenName) || /^[bBxX]'/.test(t.text) ? LITERAL_MARK : t.text))
-        // Every real literal is a marker of ours and vice versa.
-        assert.equal(
-          shape.split(LITERAL_MARK).length - 1,
-          real.filter((t) => t === LITERAL_MARK).length,
-          `${JSON.stringify(sql)} → ${JSON.stringify(shape)}`,
-        )
+        // Every real literal is a marker of ours and vice versa — for every text that parses, since
+        // only those are ever cached. (Where PostgreSQL 15 itself and libpg-query 18 disagree, e.g.
+        // a string continued after a `--` comment, libpg-query fails to parse: refused, not cached.)
+        const ours = shape.split(LITERAL_MARK).length - 1
+        const theirs = real.filter((t) => t === LITERAL_MARK).length
+        if (ours !== theirs) assert.notEqual(analyzeSql(sql).error, null, `${JSON.stringify(sql)} → ${JSON.stringify(shape)}`)
       }),
-      { numRuns: 3000 },
+      // A fixed seed keeps CI deterministic; run with a random one locally to hunt (see the test header).
+      { numRuns: 3000, seed: 20261125 },
     )
   })
 

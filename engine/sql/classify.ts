@@ -96,6 +96,25 @@ export const SECURITY_SETTINGS: ReadonlySet<string> = new Set([
   'default_transaction_deferrable',
 ])
 
+/** Built-in functions that run SQL (or read a table) named in a string argument: what they read
+ * cannot be seen in the statement's tree, so a statement calling one is `sql.other`. */
+export const SQL_TEXT_FUNCTIONS: ReadonlySet<string> = new Set([
+  'query_to_xml',
+  'query_to_xmlschema',
+  'query_to_xml_and_xmlschema',
+  'table_to_xml',
+  'table_to_xmlschema',
+  'table_to_xml_and_xmlschema',
+  'schema_to_xml',
+  'schema_to_xmlschema',
+  'schema_to_xml_and_xmlschema',
+  'database_to_xml',
+  'database_to_xmlschema',
+  'database_to_xml_and_xmlschema',
+  'ts_stat',
+  'ts_rewrite',
+])
+
 type Obj = Record<string, unknown>
 
 function obj(v: unknown): Obj | null {
@@ -156,6 +175,7 @@ class Collector {
   dataModifyingCte = false
   locking = false
   unknownSetConfig = false
+  sqlTextFunction: string | null = null
   literalSensitive = false
   readonly cteWrites: RelName[] = []
 
@@ -225,6 +245,7 @@ class Collector {
     const name = (parts[parts.length - 1] ?? '').toLowerCase()
     if (name === '') return
     this.functions.add(name)
+    if (SQL_TEXT_FUNCTIONS.has(name)) this.sqlTextFunction ??= name
     if (name === 'set_config') {
       // set_config(name, value, is_local) is SET by another spelling.
       this.literalSensitive = true
@@ -568,6 +589,10 @@ function classifyNode(node: unknown, text: string): StatementFacts {
     if (c.unknownSetConfig) {
       d.action = 'sql.other'
       d.note = 'set_config with a computed name or value'
+    }
+    if (c.sqlTextFunction !== null) {
+      d.action = 'sql.other'
+      d.note = `${c.sqlTextFunction} runs SQL given as text, which the classifier cannot see`
     }
   }
   return {

@@ -43,6 +43,57 @@ function isSpace(c: number): boolean {
   return c === C.SPACE || c === C.TAB || c === C.LF || c === C.CR || c === 12 || c === 11
 }
 
+/**
+ * PostgreSQL joins string literals separated by whitespace that contains a newline (scan.l,
+ * `quotecontinue`): 'a'⏎'b' is one literal 'ab', lexed in the first part's mode. Returns the index
+ * of the continuing quote after the literal ending at `e`, or -1.
+ */
+function continuation(s: string, e: number): number {
+  let j = e
+  const n = s.length
+  const skipComment = (): void => {
+    while (j < n && s.charCodeAt(j) !== C.LF && s.charCodeAt(j) !== C.CR) j++
+  }
+  // {horiz_whitespace}* {newline}
+  for (;;) {
+    const c = s.charCodeAt(j)
+    if (c === C.SPACE || c === C.TAB || c === 12) j++
+    else if (c === C.MINUS && s.charCodeAt(j + 1) === C.MINUS) skipComment()
+    else break
+  }
+  const nl = s.charCodeAt(j)
+  if (nl !== C.LF && nl !== C.CR) return -1
+  j++
+  // {special_whitespace}*: spaces (newlines included) or a comment followed by a newline
+  for (;;) {
+    const c = s.charCodeAt(j)
+    if (isSpace(c)) j++
+    else if (c === C.MINUS && s.charCodeAt(j + 1) === C.MINUS) {
+      skipComment()
+      if (j >= n) return -1
+      j++
+    } else break
+  }
+  return s.charCodeAt(j) === C.QUOTE ? j : -1
+}
+
+/** Ends a literal at `i` with `end`, following continuations in the same mode; -1 if unterminated. */
+function endWithContinuation(s: string, i: number, end: (s: string, q: number) => number): number {
+  let e = end(s, i)
+  while (e >= 0) {
+    const q = continuation(s, e)
+    if (q < 0) return e
+    e = end(s, q)
+  }
+  return -1
+}
+
+/** Bit strings end at the first quote: '' is no escape inside them (scan.l, xb/xh). */
+function endBitString(s: string, i: number): number {
+  const q = s.indexOf("'", i + 1)
+  return q < 0 ? -1 : q + 1
+}
+
 /** Ends a standard string starting at the opening quote `i`; returns the index after it, or -1. */
 function endStandardString(s: string, i: number): number {
   let j = i + 1
@@ -149,7 +200,7 @@ export function sqlShape(sql: string): string | null {
       continue
     }
     if (c === C.QUOTE) {
-      const e = endStandardString(sql, i)
+      const e = endWithContinuation(sql, i, endStandardString)
       if (e < 0) return null
       emit(LIT)
       i = e
@@ -220,23 +271,21 @@ export function sqlShape(sql: string): string | null {
       if (next === C.QUOTE) {
         const w = lowerAscii(word)
         if (w === 'e') {
-          const e = endEscapeString(sql, j)
+          const e = endWithContinuation(sql, j, endEscapeString)
           if (e < 0) return null
           emit(LIT)
           i = e
           continue
         }
         if (w === 'n') {
-          const e = endStandardString(sql, j)
+          const e = endWithContinuation(sql, j, endStandardString)
           if (e < 0) return null
           emit(LIT)
           i = e
           continue
         }
         if (w === 'b' || w === 'x') {
-          // Bit strings end at the first quote: '' is no escape inside them (scan.l, xb/xh).
-          const q = sql.indexOf("'", j + 1)
-          const e = q < 0 ? -1 : q + 1
+          const e = endWithContinuation(sql, j, endBitString)
           if (e < 0) return null
           emit(LIT)
           i = e
