@@ -59,6 +59,17 @@ export interface TerminalRecording {
   close(): void
 }
 
+/** What a terminal recording's header says: size, title, and who (session, chain, connection). */
+export interface TerminalMetaFull {
+  readonly cols: number
+  readonly rows: number
+  readonly title?: string
+  readonly env?: Record<string, string>
+  readonly recordInput?: boolean
+  /** Extra header field (asciicast v2 players ignore unknown fields): the session and its chain. */
+  readonly gatehouse?: { readonly session: string; readonly connection: string; readonly chain: readonly string[] }
+}
+
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/
 const OMIT = new Set(['h', 'prev', 'id', 'time', 'session', 'chain', 'connection', 'type'])
 
@@ -108,6 +119,37 @@ function headerOf(e: Record<string, unknown> & { session: string; time: string }
     started: e.time,
     log,
   }
+}
+
+/**
+ * A timeline recording file's lines as timeline entries: the file holds its header, then the
+ * session's audit lines verbatim (and `rows` entries), converted here, off the hot path.
+ */
+export function timelineFromRecording(text: string): string[] {
+  const lines = text.split('\n').filter(Boolean)
+  const first = lines[0]
+  if (first === undefined) return []
+  let t0 = 0
+  try {
+    const header = JSON.parse(first) as { started?: unknown }
+    t0 = typeof header.started === 'string' ? Date.parse(header.started) : 0
+  } catch {
+    return lines
+  }
+  const out = [first]
+  for (const l of lines.slice(1)) {
+    if (!l.startsWith('{"h":"')) {
+      out.push(l)
+      continue
+    }
+    try {
+      const e = JSON.parse(l) as Record<string, unknown> & { type: string; time: string; id: string; h: string }
+      out.push(entryOf({ type: e.type, time: e.time, id: e.id, h: e.h }, t0, e))
+    } catch {
+      out.push(l)
+    }
+  }
+  return out
 }
 
 /** Builds a session's timeline from the audit log alone (no recording file, or it was pruned). */
@@ -174,7 +216,9 @@ export class Recorder {
       this.open.set(session, r)
       r.pending.push(JSON.stringify(headerOf({ ...e, session, time: w.time }, this.log)))
     }
-    r.pending.push(entryOf({ type: e.type, time: w.time, id: w.id, h: w.h }, r.start, e))
+    // The audit line as written: no second serialization on the hot path. Readers turn it into a
+    // timeline entry (timelineFromRecording).
+    r.pending.push(w.line)
     if (e.type === 'session.end') {
       r.ended = true
       this.open.delete(session)
@@ -230,11 +274,7 @@ export class Recorder {
   }
 
   /** Opens an asciicast v2 recording for a terminal session (the SSH proxy's side of recording). */
-  openTerminal(
-    session: string,
-    connection: string,
-    meta: { cols: number; rows: number; title?: string; env?: Record<string, string>; recordInput?: boolean },
-  ): TerminalRecording {
+  openTerminal(session: string, connection: string, meta: TerminalMetaFull): TerminalRecording {
     const conn = SAFE_NAME.test(connection) ? connection : '_'
     const dir = join(this.dir, conn)
     return new AsciicastWriter(join(dir, `${SAFE_NAME.test(session) ? session : 'session'}.cast`), meta)
@@ -289,7 +329,7 @@ export class AsciicastWriter implements TerminalRecording {
   private readonly recordInput: boolean
   private closed = false
 
-  constructor(path: string, meta: { cols: number; rows: number; title?: string; env?: Record<string, string>; recordInput?: boolean }) {
+  constructor(path: string, meta: TerminalMetaFull) {
     // Synchronous on purpose: a terminal recording is opened once per session, before it starts.
     mkdirSync(join(path, '..'), { recursive: true, mode: 0o700 })
     this.fd = openSync(path, 'a', 0o600)
@@ -301,6 +341,7 @@ export class AsciicastWriter implements TerminalRecording {
       timestamp: Math.floor(Date.now() / 1000),
       ...(meta.title ? { title: meta.title } : {}),
       ...(meta.env ? { env: meta.env } : {}),
+      ...(meta.gatehouse ? { gatehouse: meta.gatehouse } : {}),
     }
     writeSync(this.fd, `${JSON.stringify(header)}\n`)
   }

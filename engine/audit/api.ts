@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises'
 import { Readable } from 'node:stream'
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import type { AuditLog } from '../audit.js'
-import { findRecording, timelineFromAudit } from '../recording.js'
+import { findRecording, timelineFromAudit, timelineFromRecording } from '../recording.js'
 import { publicKeyPem } from './keys.js'
 import { type AuditQuery, parseTimeArg, readAuditEvents } from './query.js'
 import type { AuditServices } from './service.js'
@@ -201,10 +201,11 @@ export async function auditRoutes(app: FastifyInstance, opts: AuditApiOptions): 
       audit.flush()
       const found = findRecording(opts.recordingsDir, req.params.id)
       if (found) {
+        const data = await readFile(found.path)
         return reply
           .type(found.kind === 'terminal' ? 'application/x-asciicast' : 'application/x-ndjson')
           .header('x-gatehouse-recording', found.kind)
-          .send(await readFile(found.path))
+          .send(found.kind === 'terminal' ? data : `${timelineFromRecording(data.toString('utf8')).join('\n')}\n`)
       }
       const lines = timelineFromAudit(audit.dir, req.params.id)
       if (lines.length === 0) return reply.status(404).send({ error: `no recording of session ${req.params.id}`, code: 'GH_ERR_NOT_FOUND' })

@@ -17,7 +17,7 @@ import { join } from 'node:path'
 import type { Command, Option } from 'commander'
 import type { Config } from '../config.js'
 import { GatehouseError } from '../errors.js'
-import { findRecording, formatTimeline, recordingsDir, timelineFromAudit } from '../recording.js'
+import { findRecording, formatTimeline, recordingsDir, timelineFromAudit, timelineFromRecording } from '../recording.js'
 import type { StoredAuditEvent } from '../types.js'
 import { loadAuditKey, loadOrCreateAuditKey, parsePublicKey, publicKeyPem } from './keys.js'
 import { type AuditQuery, parseTimeArg, readAuditEvents } from './query.js'
@@ -309,7 +309,13 @@ export function registerAuditCommands(program: Command, sessions: Command, deps:
       return { kind: res.headers.get('x-gatehouse-recording') ?? 'timeline', data: Buffer.from(await res.arrayBuffer()) }
     }
     const found = findRecording(recordingsDir(config.dataDir), id)
-    if (found) return { kind: found.kind, data: readFileSync(found.path) }
+    if (found) {
+      const data = readFileSync(found.path)
+      return {
+        kind: found.kind,
+        data: found.kind === 'terminal' ? data : Buffer.from(`${timelineFromRecording(data.toString('utf8')).join('\n')}\n`),
+      }
+    }
     const lines = timelineFromAudit(join(config.dataDir, 'audit'), id)
     if (lines.length === 0) throw usage(`no recording of session ${id}`)
     return { kind: 'timeline', data: Buffer.from(`${lines.join('\n')}\n`) }
