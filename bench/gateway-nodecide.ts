@@ -13,6 +13,7 @@ import { SqlAnalyzer } from '../engine/sql/index.js'
 import type { Analysis } from '../engine/sql/index.js'
 import type { Decision } from '../engine/types.js'
 import { postgresPlugin } from '../proxies/postgres/index.js'
+import { sshPlugin } from '../proxies/ssh/index.js'
 
 const ALLOW: Decision = { effect: 'allow', rules: [], mask: [], policy: 'bench:decisions-off' }
 
@@ -40,7 +41,7 @@ SqlAnalyzer.prototype.analyze = (sql: string): Analysis => ({
 
 const file = process.argv[2]
 if (!file) throw new Error('usage: gateway-nodecide.js CONFIG.yaml')
-const gw = await Gateway.start(loadConfigFile(file), [postgresPlugin], createLogger('warn'))
+const gw = await Gateway.start(loadConfigFile(file), [postgresPlugin, sshPlugin], createLogger('warn'))
 ;(gw.engine as unknown as { decide: () => Promise<Decision> }).decide = () => Promise.resolve(ALLOW)
 const stop = (): void => {
   gw.stop('benchmark over').then(

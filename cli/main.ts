@@ -21,6 +21,7 @@ import { PolicyEngine, type PolicyStatus } from '../engine/policy/engine.js'
 import { Store } from '../engine/store.js'
 import { loadOrCreateSigningKey, TokenIssuer, validateGroup, validateSubject } from '../engine/tokens.js'
 import { postgresPlugin } from '../proxies/postgres/index.js'
+import { sshPlugin } from '../proxies/ssh/index.js'
 import { explainSql } from '../engine/sql/explain.js'
 import { ApiClient, ApiError, resolveConfig } from './client.js'
 import { registerIdentityCommands } from './identity.js'
@@ -63,7 +64,7 @@ async function devConfig(): Promise<Config> {
 async function serve(opts: { config?: string; dev?: boolean }): Promise<void> {
   const config = opts.dev && !opts.config && !process.env.GATEHOUSE_CONFIG ? await devConfig() : resolveConfig(opts.config)
   const log = createLogger(config.logLevel)
-  const gw = await Gateway.start(config, [postgresPlugin], log)
+  const gw = await Gateway.start(config, [postgresPlugin, sshPlugin], log)
   let stopping = false
   const stop = (signal: string): void => {
     if (stopping) return

@@ -200,6 +200,8 @@ export class Gateway {
   }
 
   private contextFor(plugin: ProxyPlugin<object>): ProxyContext {
+    const stateDir = join(this.config.dataDir, 'plugins', plugin.name.replace(/[^A-Za-z0-9_.-]/g, '_'))
+    mkdirSync(stateDir, { recursive: true, mode: 0o700 })
     return {
       listen: this.config.listen[plugin.name] ?? null,
       limits: this.config.limits,
@@ -209,6 +211,15 @@ export class Gateway {
       decide: (req, signal) => this.engine.decide(req, signal),
       audit: (event) => this.audit.append(event),
       dial: directDialer,
+      stateDir,
+      recordTerminal: (session, meta) => {
+        const recorder = this.auditServices?.recorder
+        if (!recorder) return null
+        return recorder.openTerminal(session.id, session.connection.name, {
+          ...meta,
+          gatehouse: { session: session.id, connection: session.connection.name, chain: session.identity.chain.map((p) => p.id) },
+        })
+      },
     }
   }
 

@@ -10,10 +10,12 @@ import type { Socket } from 'node:net'
 import type { SecureContext } from 'node:tls'
 import type { Logger } from 'pino'
 import type { GatehouseError } from '../engine/errors.js'
+import type { TerminalRecording } from '../engine/recording.js'
 import type { AuditEvent, AuditEventType, Command, ConnectionRef, Decision, DecisionRequest, Identity } from '../engine/types.js'
 
 export type { AuditEvent, Command, ConnectionRef, Decision, DecisionRequest, Identity } from '../engine/types.js'
 export type { GatehouseError, GatehouseErrorCode } from '../engine/errors.js'
+export type { TerminalRecording } from '../engine/recording.js'
 
 export interface Address {
   readonly host: string
@@ -105,4 +107,20 @@ export interface ProxyContext {
   audit(event: AuditEvent): Promise<void>
   /** Opens a byte stream to a target: direct TCP today, a connector's tunnel later. */
   dial(target: Address, signal?: AbortSignal): Promise<Socket>
+  /** This plugin's own directory under the data directory (created, mode 0700): keys it must keep. */
+  readonly stateDir: string
+  /**
+   * Opens an asciicast v2 recording of a terminal (shell or exec) of `session`, with the session,
+   * its chain and connection in the header; null when recordings are switched off.
+   */
+  recordTerminal(session: ProxySession, meta: TerminalMeta): TerminalRecording | null
+}
+
+export interface TerminalMeta {
+  readonly cols: number
+  readonly rows: number
+  readonly title?: string
+  readonly env?: Record<string, string>
+  /** Record what the caller types too (connection setting `record_input: true`). */
+  readonly recordInput?: boolean
 }

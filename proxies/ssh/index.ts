@@ -1,0 +1,124 @@
+// The built-in SSH proxy plugin, on exactly the ProxyPlugin interface a third party would use.
+// Callers log in as the connection name with a Gatehouse token as the password; the gateway logs
+// in to the target with the connection's key (which never leaves the gateway) after checking the
+// target's pinned host key. See README.md in this folder.
+
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { createServer, type Socket } from 'node:net'
+import { join } from 'node:path'
+import ssh2 from 'ssh2'
+import { GatehouseError } from '../../engine/errors.js'
+import type { ProxyContext, ProxyHandle, ProxyPlugin } from '../types.js'
+import { LOGIN_GRACE_MS, parseHostKeyPin, type SshShared, SshConnection } from './connection.js'
+
+const { Server, utils } = ssh2
+
+/** Connections waiting to authenticate across the listener; more are dropped at once. */
+export const MAX_PENDING_AUTH = 64
+/** SSH connections open at once on the listener. */
+export const MAX_CONNECTIONS = 1024
+const KNOWN_KEYS = ['user', 'private_key', 'password', 'host_key', 'record', 'record_input']
+
+export const HOST_KEY_FILE = 'ssh_host_ed25519_key'
+
+/** The gateway's SSH host key: generated once into the plugin's state directory, then reused. */
+export function loadOrCreateHostKey(dir: string): { private: string; public: string } {
+  const file = join(dir, HOST_KEY_FILE)
+  if (!existsSync(file)) {
+    const pair = utils.generateKeyPairSync('ed25519')
+    writeFileSync(file, pair.private, { mode: 0o600, flag: 'wx' })
+    writeFileSync(`${file}.pub`, `${pair.public}\n`, { mode: 0o644 })
+  }
+  const priv = readFileSync(file, 'utf8')
+  const parsed = utils.parseKey(priv)
+  if (parsed instanceof Error) throw new GatehouseError('GH_ERR_CONFIG', `${file}: not a usable SSH host key (${parsed.message})`)
+  const key = Array.isArray(parsed) ? parsed[0] : parsed
+  return { private: priv, public: `${key.type} ${key.getPublicSSH().toString('base64')}` }
+}
+
+export const sshPlugin: ProxyPlugin = {
+  name: 'ssh',
+  secretKeys: ['private_key', 'password'],
+
+  validateConnection(settings) {
+    const problems: string[] = []
+    for (const k of Object.keys(settings)) {
+      if (!KNOWN_KEYS.includes(k)) problems.push(`${k}: unknown key for an ssh connection (allowed: ${KNOWN_KEYS.join(', ')})`)
+    }
+    if (typeof settings.user !== 'string' || settings.user === '') problems.push('user: the user to log in as on the target is required')
+    if (settings.private_key === undefined && settings.password === undefined) {
+      problems.push('private_key: an ssh connection needs private_key (or password): a secret reference')
+    }
+    const hk = settings.host_key
+    if (hk === 'trust-on-first-use') {
+      // accepted: the first key the target shows is remembered (hostkeys.ts)
+    } else if (parseHostKeyPin(hk) === null) {
+      problems.push('host_key: must be the target\'s public host key, e.g. "ssh-ed25519 AAAAC3Nza…" (ssh-keyscan prints it)')
+    }
+    for (const k of ['record', 'record_input']) {
+      if (settings[k] !== undefined && typeof settings[k] !== 'boolean') problems.push(`${k}: must be true or false`)
+    }
+    return problems
+  },
+
+  async start(ctx: ProxyContext): Promise<ProxyHandle> {
+    const listen = ctx.listen
+    if (!listen) return { address: null, stop: async () => undefined }
+    const hostKey = loadOrCreateHostKey(ctx.stateDir)
+    ctx.log.info({ host_key: hostKey.public }, 'ssh host key (for known_hosts)')
+    // The TCP listener is ours, so connections are bounded before ssh2 sees a byte: at most
+    // MAX_CONNECTIONS open, at most MAX_PENDING_AUTH not yet authenticated (even ones that never
+    // send an SSH banner), each given LOGIN_GRACE_MS to authenticate.
+    const pending = new Map<string, Socket>()
+    const sockets = new Set<Socket>()
+    const shared: SshShared = { ctx, connections: new Set(), authenticated: (address) => pending.delete(address) }
+    const server = new Server({ hostKeys: [hostKey.private], ident: 'Gatehouse' }, (client, info) => {
+      new SshConnection(client, info, shared)
+    })
+    server.on('error', (err: Error) => ctx.log.warn({ err: err.message }, 'ssh listener error'))
+    const tcp = createServer({ noDelay: true }, (socket) => {
+      socket.on('error', () => undefined)
+      if (pending.size >= MAX_PENDING_AUTH || sockets.size >= MAX_CONNECTIONS) {
+        ctx.log.warn({ client: socket.remoteAddress, pending: pending.size, open: sockets.size }, 'ssh connection dropped: too many')
+        socket.destroy()
+        return
+      }
+      const key = `${socket.remoteAddress}:${socket.remotePort}`
+      pending.set(key, socket)
+      sockets.add(socket)
+      const timer = setTimeout(() => {
+        if (pending.get(key) === socket) socket.destroy()
+      }, LOGIN_GRACE_MS)
+      timer.unref()
+      socket.on('close', () => {
+        clearTimeout(timer)
+        if (pending.get(key) === socket) pending.delete(key)
+        sockets.delete(socket)
+      })
+      server.injectSocket(socket)
+    })
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException): void =>
+        reject(
+          new GatehouseError('GH_ERR_CONFIG', `listen.ssh ${listen.host}:${listen.port}: cannot listen (${err.code ?? err.message})`, {
+            cause: err,
+          }),
+        )
+      tcp.once('error', onError)
+      tcp.listen(listen.port, listen.host, () => {
+        tcp.off('error', onError)
+        tcp.on('error', (err: Error) => ctx.log.warn({ err: err.message }, 'ssh listener error'))
+        resolve()
+      })
+    })
+    const a = tcp.address()
+    return {
+      address: a && typeof a === 'object' ? { host: a.address, port: a.port } : null,
+      async stop(reason) {
+        tcp.close()
+        for (const c of [...shared.connections]) c.close(reason)
+        for (const s of sockets) s.destroy()
+      },
+    }
+  },
+}

@@ -1,0 +1,141 @@
+// Starts OpenSSH's sshd on a free 127.0.0.1 port with its own config, host key and authorized key
+// (for the user running the tests), and drives the real ssh/scp/sftp clients through Gatehouse
+// with the token given by an SSH_ASKPASS script. Every test that starts one stops it.
+
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { connect, createServer } from 'node:net'
+import { tmpdir, userInfo } from 'node:os'
+import { join } from 'node:path'
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer()
+    s.once('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address()
+      const port = a && typeof a === 'object' ? a.port : 0
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+function keygen(path: string): string {
+  const r = spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'gatehouse-test', '-f', path], { encoding: 'utf8' })
+  if (r.status !== 0) throw new Error(`ssh-keygen failed: ${r.stderr}`)
+  return readFileSync(`${path}.pub`, 'utf8').trim()
+}
+
+export class TestSshd {
+  stderr = ''
+  private proc: ChildProcess | null = null
+
+  private constructor(
+    readonly dir: string,
+    readonly port: number,
+    readonly user: string,
+    /** `ssh-ed25519 AAAA…` of the server's host key, as a connection pins it. */
+    readonly hostKey: string,
+    /** A different host key, for the mismatch test. */
+    readonly otherHostKey: string,
+    readonly clientKeyPath: string,
+  ) {}
+
+  static async start(): Promise<TestSshd> {
+    const dir = mkdtempSync(join(tmpdir(), 'gh-sshd-'))
+    const hostKey = keygen(join(dir, 'host_ed25519'))
+    const otherHostKey = keygen(join(dir, 'other_ed25519'))
+    const clientPub = keygen(join(dir, 'id_ed25519'))
+    writeFileSync(join(dir, 'authorized_keys'), `${clientPub}\n`, { mode: 0o600 })
+    const port = await freePort()
+    const user = userInfo().username
+    writeFileSync(
+      join(dir, 'sshd_config'),
+      [
+        `Port ${port}`,
+        'ListenAddress 127.0.0.1',
+        `HostKey ${join(dir, 'host_ed25519')}`,
+        `PidFile ${join(dir, 'sshd.pid')}`,
+        `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+        'PermitRootLogin prohibit-password',
+        'PasswordAuthentication no',
+        'KbdInteractiveAuthentication no',
+        'PubkeyAuthentication yes',
+        'StrictModes no',
+        'UsePAM no',
+        'Subsystem sftp internal-sftp',
+        'LogLevel VERBOSE',
+        '',
+      ].join('\n'),
+    )
+    mkdirSync('/run/sshd', { recursive: true, mode: 0o755 })
+    const d = new TestSshd(
+      dir,
+      port,
+      user,
+      hostKey.split(' ').slice(0, 2).join(' '),
+      otherHostKey.split(' ').slice(0, 2).join(' '),
+      join(dir, 'id_ed25519'),
+    )
+    const proc = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', join(dir, 'sshd_config')], { stdio: ['ignore', 'ignore', 'pipe'] })
+    d.proc = proc
+    proc.stderr?.on('data', (b: Buffer) => {
+      d.stderr += b.toString()
+    })
+    const deadline = Date.now() + 10_000
+    for (;;) {
+      const up = await new Promise<boolean>((resolve) => {
+        const s = connect(port, '127.0.0.1', () => {
+          s.destroy()
+          resolve(true)
+        })
+        s.on('error', () => resolve(false))
+      })
+      if (up) break
+      if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`sshd did not start:\n${d.stderr}`)
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    return d
+  }
+
+  /** How many connections sshd has accepted so far (from its VERBOSE log). */
+  connectionCount(): number {
+    return (this.stderr.match(/Connection from /g) ?? []).length
+  }
+
+  async stop(): Promise<void> {
+    const p = this.proc
+    if (p && p.exitCode === null && p.signalCode === null) {
+      const exited = new Promise((r) => p.once('exit', r))
+      p.kill('SIGTERM')
+      await exited
+    }
+    rmSync(this.dir, { recursive: true, force: true })
+  }
+}
+
+/** Options and environment that make ssh/scp/sftp log in to Gatehouse with `token` as the password. */
+export function sshClientSetup(dir: string, token: string): { opts: string[]; env: Record<string, string> } {
+  const askpass = join(dir, `askpass-${Math.random().toString(36).slice(2)}.sh`)
+  writeFileSync(askpass, '#!/bin/sh\nprintf "%s\\n" "$GH_TOKEN"\n')
+  chmodSync(askpass, 0o700)
+  return {
+    opts: [
+      '-F',
+      '/dev/null',
+      '-o',
+      'StrictHostKeyChecking=no',
+      '-o',
+      'UserKnownHostsFile=/dev/null',
+      '-o',
+      'PreferredAuthentications=password,keyboard-interactive',
+      '-o',
+      'PubkeyAuthentication=no',
+      '-o',
+      'NumberOfPasswordPrompts=1',
+      '-o',
+      'LogLevel=ERROR',
+    ],
+    env: { SSH_ASKPASS: askpass, SSH_ASKPASS_REQUIRE: 'force', DISPLAY: ':0', GH_TOKEN: token },
+  }
+}
