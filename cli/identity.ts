@@ -30,6 +30,7 @@ import { GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS, TOKEN_TYPE_API_KEY, TOKEN_TYPE
 import { Store } from '../engine/store.js'
 import { loadOrCreateSigningKey, TokenIssuer } from '../engine/tokens.js'
 import { ApiClient, ApiError, resolveConfig, runningServer } from './client.js'
+import { revokeById } from './revoke.js'
 
 /** A problem the user can fix; printed as `gatehouse: <message>`. */
 export class CliError extends ApiError {
@@ -530,21 +531,7 @@ export function registerIdentityCommands(program: Command, token: Command): void
     .argument('<id>', 'key id')
     .option('--reason <text>', 'why, for the audit log')
     .action(async (id: string, o: { config?: string; reason?: string }) => {
-      const config = resolveConfig(o.config)
-      const api = ApiClient.forServer(config)
-      if (api) {
-        const r = await api.call<{ sessions_ended: number }>(
-          'POST',
-          `/v1/tokens/${encodeURIComponent(id)}/revoke`,
-          o.reason ? { reason: o.reason } : {},
-        )
-        out(`revoked ${id} (${r.sessions_ended} live session(s) ended)`)
-        return
-      }
-      const store = new Store(config.dataDir)
-      store.revoke(id, o.reason ?? null)
-      store.close()
-      out(`revoked ${id}`)
+      out(await revokeById(resolveConfig(o.config), id, o.reason))
     })
 }
 

@@ -24,6 +24,7 @@ import { postgresPlugin } from '../proxies/postgres/index.js'
 import { sshPlugin } from '../proxies/ssh/index.js'
 import { explainSql } from '../engine/sql/explain.js'
 import { ApiClient, ApiError, resolveConfig } from './client.js'
+import { revokeById } from './revoke.js'
 import { registerIdentityCommands } from './identity.js'
 import { join } from 'node:path'
 
@@ -156,32 +157,7 @@ async function main(argv: string[]): Promise<void> {
     .argument('<id>', 'token id (jti)')
     .option('--reason <text>', 'why, for the audit log')
     .action(async (id: string, o: { config?: string; reason?: string }) => {
-      const config = resolveConfig(o.config)
-      const api = ApiClient.forServer(config)
-      if (api) {
-        const r = await api.call<{ sessions_ended: number }>(
-          'POST',
-          `/v1/tokens/${encodeURIComponent(id)}/revoke`,
-          o.reason ? { reason: o.reason } : {},
-        )
-        out(`revoked ${id} (${r.sessions_ended} live session(s) ended)`)
-        return
-      }
-      const store = new Store(config.dataDir)
-      store.revoke(id, o.reason ?? null)
-      store.close()
-      const audit = new AuditLog(join(config.dataDir, 'audit'), 'always', 1000)
-      audit.open()
-      await audit.append({
-        type: 'token.revoked',
-        session: null,
-        chain: ['local:cli'],
-        connection: null,
-        token: { id },
-        reason: o.reason ?? null,
-      })
-      audit.close()
-      out(`revoked ${id}`)
+      out(await revokeById(resolveConfig(o.config), id, o.reason))
     })
 
   // login, logout, whoami, token delegate, token exchange, service-account key …
