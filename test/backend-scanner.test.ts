@@ -18,6 +18,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import fc from 'fast-check'
 import { type BackendHandler, BackendProtocolError, BackendScanner } from '../proxies/postgres/backend.js'
+import { cstr, int16, int32 } from './helpers/wire.js'
 
 /** The cap connection.ts gives the scanner (engine/config.ts DEFAULT_MAX_MESSAGE_BYTES). */
 const CAP = 16 * 1024 * 1024
@@ -26,22 +27,6 @@ const CAP = 16 * 1024 * 1024
 const COLLECTED = new Set(['C', 'E', 'Z'])
 
 // ---- building server messages -------------------------------------------------------------------
-
-function int32(n: number): Buffer {
-  const b = Buffer.alloc(4)
-  b.writeInt32BE(n, 0)
-  return b
-}
-
-function int16(n: number): Buffer {
-  const b = Buffer.alloc(2)
-  b.writeInt16BE(n, 0)
-  return b
-}
-
-function cstr(s: string): Buffer {
-  return Buffer.from(`${s}\0`, 'utf8')
-}
 
 interface Msg {
   readonly type: string

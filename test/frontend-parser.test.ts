@@ -37,33 +37,12 @@ import {
   type StartupPacket,
   StartupReader,
 } from '../proxies/postgres/frontend.js'
+import { cstr, int16, int32, msg } from './helpers/wire.js'
 
 /** The gateway's default cap after authentication (engine/config.ts DEFAULT_MAX_MESSAGE_BYTES). */
 const CAP = 16 * 1024 * 1024
 
 // ---- building messages ------------------------------------------------------------------------
-
-function int32(n: number): Buffer {
-  const b = Buffer.alloc(4)
-  b.writeInt32BE(n, 0)
-  return b
-}
-
-function int16(n: number): Buffer {
-  const b = Buffer.alloc(2)
-  b.writeInt16BE(n, 0)
-  return b
-}
-
-function cstr(s: string): Buffer {
-  return Buffer.from(`${s}\0`, 'utf8')
-}
-
-/** A typed message: type byte, Int32 length (itself included), body. */
-function msg(type: number | string, body: Buffer, lengthWord = body.length + 4): Buffer {
-  const t = typeof type === 'string' ? type.charCodeAt(0) : type
-  return Buffer.concat([Buffer.from([t]), int32(lengthWord), body])
-}
 
 /** A startup-phase packet: Int32 length (itself included), Int32 code, rest. */
 function startupPacket(code: number, rest: Buffer = Buffer.alloc(0), lengthWord = rest.length + 8): Buffer {

@@ -14,7 +14,6 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { connect, createServer, type Server, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -24,6 +23,7 @@ import { loadConfigFile } from '../engine/config.js'
 import { issuerFor } from '../engine/gateway.js'
 import { loadOrCreateSigningKey, MAX_TOKEN_CHARS, TokenIssuer } from '../engine/tokens.js'
 import { BIN, direct, LOCAL_PG, TestGateway } from './helpers/gateway.js'
+import { countingRelay } from './helpers/relay.js'
 import { Browser, CLI_CLIENT_ID, type CiClient, TestOP } from './helpers/oidc.js'
 
 const CI_AUDIENCE = 'https://gatehouse.test'
@@ -64,33 +64,6 @@ function runAsync(cmd: string, args: readonly string[], env: NodeJS.ProcessEnv, 
       resolve({ code, stdout, stderr })
     })
   })
-}
-
-async function countingRelay(): Promise<{ port: number; accepted: () => number; close: () => void }> {
-  let accepted = 0
-  const sockets = new Set<Socket>()
-  const server: Server = createServer((client) => {
-    accepted++
-    const up = connect({ host: '127.0.0.1', port: 5432 })
-    sockets.add(client).add(up)
-    client.pipe(up).pipe(client)
-    const end = (): void => {
-      client.destroy()
-      up.destroy()
-    }
-    client.on('error', end).on('close', end)
-    up.on('error', end).on('close', end)
-  })
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  const a = server.address()
-  return {
-    port: a && typeof a === 'object' ? a.port : 0,
-    accepted: () => accepted,
-    close: () => {
-      for (const s of sockets) s.destroy()
-      server.close()
-    },
-  }
 }
 
 function claimsOf(token: string): Record<string, unknown> {

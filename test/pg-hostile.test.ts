@@ -15,29 +15,9 @@ import fc from 'fast-check'
 import pg from 'pg'
 import { serialize } from 'pg-protocol'
 import { direct, TestGateway } from './helpers/gateway.js'
+import { cstr, int16, int32, msg } from './helpers/wire.js'
 
 // ---- wire helpers -------------------------------------------------------------------------------
-
-function int32(n: number): Buffer {
-  const b = Buffer.alloc(4)
-  b.writeInt32BE(n, 0)
-  return b
-}
-
-function int16(n: number): Buffer {
-  const b = Buffer.alloc(2)
-  b.writeInt16BE(n, 0)
-  return b
-}
-
-function cstr(s: string): Buffer {
-  return Buffer.from(`${s}\0`, 'utf8')
-}
-
-function msg(type: string | number, body: Buffer, lengthWord = body.length + 4): Buffer {
-  const t = typeof type === 'string' ? type.charCodeAt(0) : type
-  return Buffer.concat([Buffer.from([t]), int32(lengthWord), body])
-}
 
 const PROTOCOL_3_0 = 196608
 
