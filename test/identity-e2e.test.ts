@@ -24,19 +24,7 @@ import { issuerFor } from '../engine/gateway.js'
 import { loadOrCreateSigningKey, MAX_TOKEN_CHARS, TokenIssuer } from '../engine/tokens.js'
 import { BIN, direct, LOCAL_PG, TestGateway } from './helpers/gateway.js'
 import { countingRelay } from './helpers/relay.js'
-import { Browser, CLI_CLIENT_ID, type CiClient, TestOP } from './helpers/oidc.js'
-
-const CI_AUDIENCE = 'https://gatehouse.test'
-const API_MAIN: CiClient = {
-  clientId: 'ci-acme-api',
-  clientSecret: 'ci-secret-1',
-  claims: { repository: 'acme/api', ref: 'refs/heads/main' },
-}
-const WEB_MAIN: CiClient = {
-  clientId: 'ci-acme-web',
-  clientSecret: 'ci-secret-2',
-  claims: { repository: 'acme/web', ref: 'refs/heads/main' },
-}
+import { API_MAIN, Browser, CI_AUDIENCE, CLI_CLIENT_ID, TestOP, WEB_MAIN } from './helpers/oidc.js'
 
 interface Run {
   code: number | null

@@ -13,24 +13,7 @@ import { parseIdentityConfig } from '../engine/identity/config.js'
 import { IdentityError } from '../engine/identity/errors.js'
 import { WorkloadFederation } from '../engine/identity/federation.js'
 import { OidcLogin } from '../engine/identity/oidc.js'
-import { Browser, CLI_CLIENT_ID, type CiClient, TestOP } from './helpers/oidc.js'
-
-const CI_AUDIENCE = 'https://gatehouse.test'
-const API_MAIN: CiClient = {
-  clientId: 'ci-acme-api',
-  clientSecret: 'ci-secret-1',
-  claims: { repository: 'acme/api', ref: 'refs/heads/main' },
-}
-const WEB_MAIN: CiClient = {
-  clientId: 'ci-acme-web',
-  clientSecret: 'ci-secret-2',
-  claims: { repository: 'acme/web', ref: 'refs/heads/main' },
-}
-const API_BRANCH: CiClient = {
-  clientId: 'ci-acme-api-pr',
-  clientSecret: 'ci-secret-3',
-  claims: { repository: 'acme/api', ref: 'refs/heads/feature' },
-}
+import { API_MAIN, API_BRANCH, Browser, CI_AUDIENCE, CLI_CLIENT_ID, TestOP, WEB_MAIN } from './helpers/oidc.js'
 
 async function refusedWith(p: Promise<unknown>, re: RegExp): Promise<IdentityError> {
   try {

@@ -9,6 +9,7 @@ import { after, before, describe, test } from 'node:test'
 import pg from 'pg'
 import { direct, LOCAL_PG, TestGateway } from './helpers/gateway.js'
 import { countingRelay } from './helpers/relay.js'
+import { isLoopback } from '../proxies/postgres/upstream.js'
 
 async function connectError(cfg: pg.ClientConfig): Promise<{ code?: string; message: string } | null> {
   const c = new pg.Client(cfg)
@@ -192,5 +193,15 @@ describe('authentication and session admission', () => {
     const ready = await readUntil((b) => b.includes(Buffer.from([0x5a, 0, 0, 0, 5, 0x49])))
     assert.equal(ready[0], 0x52)
     sock.destroy()
+  })
+})
+
+describe('plaintext tokens only from loopback', () => {
+  // A test cannot reach the gateway from a non-loopback address here (only loopback traffic is
+  // allowed on this machine), so the rule the proxy applies to the peer address is tested directly.
+  test('the loopback check accepts only loopback peers', () => {
+    for (const a of ['127.0.0.1', '127.1.2.3', '::1', '::ffff:127.0.0.1', 'localhost']) assert.equal(isLoopback(a), true, a)
+    for (const a of ['10.0.0.5', '192.168.1.2', '::ffff:10.0.0.5', 'fe80::1', '0.0.0.0', '', '1270.0.0.1'])
+      assert.equal(isLoopback(a), false, a)
   })
 })

@@ -50,9 +50,9 @@ import {
 } from './messages.js'
 import { connectUpstream, isLoopback, sendCancel, type Upstream, type UpstreamOptions, type UpstreamTls } from './upstream.js'
 import { mentionsPassword, redactSql } from './redact.js'
-import type { SqlAnalyzer, StatementFacts } from '../../engine/sql/index.js'
+import { parseSearchPath, type SqlAnalyzer, type StatementFacts } from '../../engine/sql/index.js'
 import { type CatalogCache, readSessionStart } from './catalog.js'
-import { parseSearchPath, SessionSql, type StatementEffect, type Verdict } from './statements.js'
+import { SessionSql, type StatementEffect, type Verdict } from './statements.js'
 
 /** Startup parameters a client may set (lower-cased GUC names). `options` would let a client set
  * any GUC (e.g. `-c role=…`), `replication` opens a different protocol: both are refused. */

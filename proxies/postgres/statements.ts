@@ -51,17 +51,12 @@ export class SessionSql {
     private readonly session: ProxySession,
     private readonly initialPath: string[],
     private readonly user: string,
-    private catalog: Catalog | null,
+    private readonly catalog: Catalog | null,
     private readonly lookupPrepared: (name: string) => Promise<StatementFacts | null>,
     private readonly log: Logger,
   ) {
     this.base = [initialPath]
     this.candidates = [initialPath]
-  }
-
-  setCatalog(c: Catalog | null): void {
-    this.catalog = c
-    this.qualified.clear()
   }
 
   /** Classifies and decides a query text (null: the gateway does not know what will run). */
@@ -217,11 +212,6 @@ export class SessionSql {
     this.inTransaction = false
     this.savepointRolledBack = false
   }
-
-  /** The search paths the classifier currently resolves against (for `policy explain` and tests). */
-  get searchPaths(): readonly (readonly string[])[] {
-    return this.candidates
-  }
 }
 
 /** Distinct paths. Never truncated: dropping one would lose a table the statement may read. Only
@@ -249,5 +239,3 @@ export function effectOf(f: StatementFacts): StatementEffect {
     ddl: f.action === 'sql.ddl' || f.action === 'sql.admin',
   }
 }
-
-export { parseSearchPath }

@@ -32,6 +32,24 @@ export interface TestOpOptions {
 
 export const CLI_CLIENT_ID = 'gatehouse-cli'
 
+/** CI clients with GitHub-like claims, for workload federation tests. */
+export const CI_AUDIENCE = 'https://gatehouse.test'
+export const API_MAIN: CiClient = {
+  clientId: 'ci-acme-api',
+  clientSecret: 'ci-secret-1',
+  claims: { repository: 'acme/api', ref: 'refs/heads/main' },
+}
+export const WEB_MAIN: CiClient = {
+  clientId: 'ci-acme-web',
+  clientSecret: 'ci-secret-2',
+  claims: { repository: 'acme/web', ref: 'refs/heads/main' },
+}
+export const API_BRANCH: CiClient = {
+  clientId: 'ci-acme-api-pr',
+  clientSecret: 'ci-secret-3',
+  claims: { repository: 'acme/api', ref: 'refs/heads/feature' },
+}
+
 export class TestOP {
   /** The account id that the next login interaction signs in. */
   nextLogin = 'alice'
