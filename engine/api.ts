@@ -39,6 +39,8 @@ export interface ApiDeps {
   readonly identity?: IdentityService
   /** Sinks and recordings beside the audit log (engine/audit/service.ts). */
   readonly auditServices?: AuditServices | null
+  /** HTTP handlers mounted by proxy plugins (ProxyContext.mountHttp); public, they authenticate. */
+  readonly mounts?: readonly HttpMount[]
 }
 
 declare module 'fastify' {
@@ -296,6 +298,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   )
 
   if (deps.identity) await app.register(identityRoutes(deps.identity))
+  for (const m of deps.mounts ?? []) mountPluginRoute(app, m, deps.log)
   // Audit search, verify, export, sinks and session recordings (engine/audit/api.ts).
   await app.register(auditRoutes, {
     audit: deps.audit,

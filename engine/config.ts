@@ -8,6 +8,7 @@ import yaml from 'js-yaml'
 import { GatehouseError } from './errors.js'
 import { type AuditConfig, parseAuditConfig } from './audit/config.js'
 import { type IdentityConfig, parseIdentityConfig } from './identity/config.js'
+import { type ApprovalsConfig, parseApprovalsConfig } from './approvals/config.js'
 
 export type TlsMode = 'disable' | 'require' | 'verify-full'
 export type FsyncMode = 'batched' | 'always'
@@ -48,6 +49,8 @@ export interface Config {
   readonly policies: string | null
   /** OIDC providers, trusted workload issuers, delegation limits, service-account keys. */
   readonly identity: IdentityConfig
+  /** Held commands: wait timeout, request lifetime, webhook (engine/approvals/config.ts). */
+  readonly approvals: ApprovalsConfig
   readonly logLevel: string
 }
 
@@ -56,7 +59,7 @@ export interface Config {
 export const DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/
-const TOP_KEYS = ['data_dir', 'listen', 'tls', 'audit', 'limits', 'tokens', 'connections', 'plugins', 'policies', 'identity', 'log_level']
+const TOP_KEYS = ['data_dir', 'listen', 'tls', 'audit', 'limits', 'tokens', 'connections', 'plugins', 'policies', 'identity', 'log_level', 'approvals']
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
 
 export function parseDuration(text: string): number | null {
@@ -280,7 +283,11 @@ export function parseConfig(raw: unknown, file: string | null, baseDir = process
   if (p.list.length > 0) {
     throw new GatehouseError('GH_ERR_CONFIG', `${where}: invalid configuration:\n  ${p.list.join('\n  ')}`)
   }
-  return { file, dataDir, listen, tls, audit, limits, tokens, connections, plugins, policies, identity, logLevel }
+  const approvals = parseApprovalsConfig(raw.approvals, base, (path, what) => p.add(path, what))
+  if (p.list.length > 0) {
+    throw new GatehouseError('GH_ERR_CONFIG', `${where}: invalid configuration:\n  ${p.list.join('\n  ')}`)
+  }
+  return { file, dataDir, listen, tls, audit, limits, tokens, connections, plugins, policies, identity, logLevel, approvals }
 }
 
 /** Re-raises problems that only the loaded plugins can detect, in the same format. */

@@ -32,6 +32,7 @@ import type {
   ProxyHandle,
   ProxyPlugin,
   TlsMaterial,
+  HttpMount,
 } from '../proxies/types.js'
 
 export interface RunInfo {
@@ -68,6 +69,10 @@ export class Gateway {
   private reloader: PolicyReloader | null = null
   auditServices: AuditServices | null = null
   readonly addresses: Record<string, string> = {}
+  /** Bound listeners by plugin name (and `api`), for ProxyContext.listener. */
+  private readonly bound = new Map<string, Address>()
+  /** HTTP handlers plugins mount on the API listener (ProxyContext.mountHttp). */
+  private readonly mounts: HttpMount[] = []
   adminToken = ''
 
   private constructor(
@@ -151,6 +156,7 @@ export class Gateway {
         const listen = config.listen[l.plugin.name] ?? null
         const handle = await l.plugin.start(gw.contextFor(l.plugin), l.options)
         gw.handles.push({ name: l.plugin.name, handle })
+        if (handle.address) gw.bound.set(l.plugin.name, handle.address)
         if (handle.address) gw.addresses[l.plugin.name] = fmt(handle.address)
         else if (listen) gw.addresses[l.plugin.name] = fmt(listen)
       }
@@ -167,6 +173,7 @@ export class Gateway {
           log,
           version: () => ({ policy: engine.version }),
           policy: () => engine.status(),
+          mounts: gw.mounts,
         })
         await gw.api.listen({ host: apiAddr.host, port: apiAddr.port }).catch((err: unknown) => {
           throw new GatehouseError(
@@ -179,6 +186,7 @@ export class Gateway {
         })
         const a = gw.api.server.address()
         if (a && typeof a === 'object') gw.addresses.api = fmt({ host: a.address, port: a.port })
+        if (a && typeof a === 'object') gw.bound.set('api', { host: a.address, port: a.port })
       }
     } catch (err) {
       await gw.stop('gateway failed to start')
@@ -219,6 +227,14 @@ export class Gateway {
           ...meta,
           gatehouse: { session: session.id, connection: session.connection.name, chain: session.identity.chain.map((p) => p.id) },
         })
+      },
+      issuer: this.issuer.issuer,
+      identify: (credential) => this.identity.identify(credential),
+      listener: (name) => this.bound.get(name) ?? null,
+      connections: () => this.config.connections.map((c) => ({ name: c.name, protocol: c.protocol, labels: c.labels })),
+      mountHttp: (path, handler) => {
+        if (this.api) throw new GatehouseError('GH_ERR_CONFIG', `plugin ${plugin.name}: mountHttp(${path}) after the API started`)
+        this.mounts.push({ path, handler })
       },
     }
   }

@@ -95,7 +95,22 @@ export type Decision =
       readonly rules: readonly string[]
       readonly approvers: readonly string[]
       readonly policy: string
+      /** Which requirements asked (approvals.yaml entries and Rego `approval` entries): who must
+       * approve, how many, and what the approval grants. Absent: one approval by any approver, once. */
+      readonly requirements?: readonly HoldRequirement[]
     }
+
+/** One approval requirement behind a hold (engine/approvals uses it to pick reviewers and the grant). */
+export interface HoldRequirement {
+  readonly rule: string
+  readonly group: string
+  /** Distinct members of `group` who must approve. */
+  readonly count: number
+  /** once: this exact command; window: the action on the connection for `window_seconds`. */
+  readonly grant: 'once' | 'window'
+  readonly window_seconds: number | null
+  readonly reason: string
+}
 
 export type AuditEventType =
   | 'session.start'
@@ -105,6 +120,8 @@ export type AuditEventType =
   | 'result'
   | 'approval.requested'
   | 'approval.decided'
+  | 'approval.granted'
+  | 'approval.used'
   | 'token.issued'
   | 'token.revoked'
   // The audit log's own records (engine/audit/format.ts): segment headers, signed checkpoints,

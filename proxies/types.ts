@@ -6,6 +6,7 @@
 // A third-party plugin is an ES module whose default export (or named export `plugin`) is a
 // ProxyPlugin; it is loaded from `plugins:` in the config by path or package name.
 
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { SecureContext } from 'node:tls'
 import type { Logger } from 'pino'
@@ -69,8 +70,14 @@ export interface ProxySession {
   readonly settings: Readonly<Record<string, unknown>>
   /** Resolved values of `secretKeys`, for this session only. Never log, audit or echo them. */
   readonly secrets: ReadonlyMap<string, string>
-  /** Decides one command for every hop of this session's chain. Throws only on engine failure. */
-  decide(action: string, command: Command, signal?: AbortSignal): Promise<Decision>
+  /** Decides one command for every hop of this session's chain. Throws only on engine failure.
+   * `approval` is passed to policy as input.approval; only after `requestApproval` answered
+   * `granted` for this very command may a plugin pass `{granted: true}`. */
+  decide(action: string, command: Command, signal?: AbortSignal, approval?: { readonly granted: boolean }): Promise<Decision>
+  /** A held command: uses a matching grant, or files an approval request and (unless `wait` is
+   * false) waits for the reviewers' decision. Never blocks other sessions. Rejects only when the
+   * request cannot be recorded (audit or state failure): the plugin then refuses the command. */
+  requestApproval?(req: ApprovalAsk): Promise<ApprovalOutcome>
   /** Appends an event stamped with this session; resolves when durable, rejects when not. */
   audit(event: SessionAuditEvent): Promise<void>
   /** Appends an event describing finished work; written with the next durable append. */
@@ -80,6 +87,36 @@ export interface ProxySession {
   /** Records the session's end. Idempotent. */
   end(reason: string): void
 }
+
+/** What a plugin asks for when a command is held (engine/approvals). */
+export interface ApprovalAsk {
+  /** The held command's action (a window grant covers this action). */
+  readonly action: string
+  /** The hold decision. */
+  readonly decision: Extract<Decision, { effect: 'hold' }>
+  /** What reviewers are shown: the statement (passwords redacted), argv, … */
+  readonly display: string
+  /** Hex SHA-256 of the exact command (SQL text and parameters): a once-grant is bound to it. */
+  readonly fingerprint: string
+  /** The requester's justification (`SET gatehouse.reason`), if any. */
+  readonly reason?: string | null
+  /** false: file the request and answer `pending` at once (clients that cannot wait). */
+  readonly wait: boolean
+  /** Aborts the wait (the session ended, the client cancelled). */
+  readonly signal?: AbortSignal
+  /** Called once a new request is recorded, before waiting (the plugin tells its client). */
+  readonly onRequested?: (request: string, approvers: readonly string[]) => void
+}
+
+export type ApprovalOutcome =
+  /** A usable grant covers the command (and a once-grant was consumed): decide it again with
+   * `{granted: true}`. */
+  | { readonly status: 'granted'; readonly request: string; readonly grant: 'once' | 'window' }
+  | { readonly status: 'denied'; readonly request: string; readonly reviewer: string; readonly comment: string | null }
+  | { readonly status: 'timeout'; readonly request: string; readonly after_seconds: number }
+  /** Not waiting: the request is filed; the identical command sent again after approval runs once. */
+  | { readonly status: 'pending'; readonly request: string; readonly approvers: readonly string[] }
+  | { readonly status: 'aborted'; readonly request: string }
 
 /** An audit event as a plugin writes it: the session fills in session, chain and connection. */
 export interface SessionAuditEvent {
@@ -114,6 +151,27 @@ export interface ProxyContext {
    * its chain and connection in the header; null when recordings are switched off.
    */
   recordTerminal(session: ProxySession, meta: TerminalMeta): TerminalRecording | null
+  /** The gateway's token issuer URL: the default audience of its tokens and the API's public URL. */
+  readonly issuer: string
+  /** Identifies a bearer credential exactly as openSession does (audience: the issuer), with no connection. */
+  identify(credential: string): Promise<Identity>
+  /** Where the listener of plugin `name` (or `api`) is bound, once started; null when it has none. */
+  listener(name: string): Address | null
+  /** The configured connections: names, protocols and labels only (no settings, no secrets). */
+  connections(): readonly ConnectionRef[]
+  /**
+   * Serves `path` and everything under it on the API listener. Call it during `start` (the API
+   * starts after the plugins). The routes are public: the handler authenticates its callers.
+   */
+  mountHttp(path: string, handler: HttpHandler): void
+}
+
+/** A plugin's HTTP handler on the API listener; `body` is the parsed JSON body (undefined if none). */
+export type HttpHandler = (req: IncomingMessage, res: ServerResponse, body: unknown) => void | Promise<void>
+
+export interface HttpMount {
+  readonly path: string
+  readonly handler: HttpHandler
 }
 
 export interface TerminalMeta {

@@ -25,7 +25,7 @@
 
 import type { Logger } from 'pino'
 import { decisionTime, type DecisionEngine } from '../decide.js'
-import type { Decision, DecisionRequest, DenyReason, Identity, MaskObligation, Principal } from '../types.js'
+import type { Decision, DecisionRequest, DenyReason, HoldRequirement, Identity, MaskObligation, Principal } from '../types.js'
 import { MASK_STRATEGIES, type MaskingRule, type MaskStrategy } from './data.js'
 import type { LoadedBundle } from './bundle.js'
 import { actionInScope, connectionInScope, scopeOf } from './scope.js'
@@ -449,8 +449,21 @@ function decideWith(a: Active, req: DecisionRequest, now: Date | null, report: H
   }
   if ((asks !== null || requirements.length > 0) && req.approval?.granted !== true) {
     const all = [...(asks ?? []), ...requirements]
+    // Who must approve and what an approval grants: Rego entries ask for one approval, once.
+    const held: HoldRequirement[] = (asks ?? []).map((x) => ({ ...x, count: 1, grant: 'once', window_seconds: null }))
+    for (const r of a.bundle.approvals.requirements) {
+      if (!requirements.some((q) => q.rule === r.name)) continue
+      const grant = r.grant === 'window' && r.window_seconds !== null ? r.grant : 'once'
+      held.push({ rule: r.name, group: r.approvers.group, count: r.approvers.count, grant, window_seconds: r.window_seconds, reason: r.reason })
+    }
     return {
-      decision: { effect: 'hold', rules: uniq(all.map((x) => x.rule)), approvers: uniq(all.map((x) => x.group)), policy: version },
+      decision: {
+        effect: 'hold',
+        rules: uniq(all.map((x) => x.rule)),
+        approvers: uniq(all.map((x) => x.group)),
+        policy: version,
+        requirements: held,
+      },
       hops: report ?? [],
       requirements,
     }

@@ -6,8 +6,9 @@
 import { BackendCode } from './messages.js'
 
 export interface BackendHandler {
-  /** A collected message is complete; return a replacement, or null to forward it as is. */
-  onMessage(type: number, body: Buffer): Buffer | null
+  /** A collected message is complete; return a replacement, or null to forward it as is.
+   * `message` is the whole message (type byte and length included), `body` a view of its body. */
+  onMessage(type: number, body: Buffer, message: Buffer): Buffer | null
   /** A streamed message's header was seen (its bytes are forwarded as they arrive). */
   onStreamed(type: number): void
 }
@@ -21,6 +22,10 @@ COLLECTED[BackendCode.ReadyForQuery] = 1
 
 const EMPTY = Buffer.alloc(0)
 
+/** Messages collected only while results are being masked (see setMasking). */
+const MASKING_TYPES = [BackendCode.RowDescription, BackendCode.NoticeResponse, BackendCode.CopyOutResponse] as const
+const ROW_TYPES = [BackendCode.DataRow, BackendCode.CopyData] as const
+
 export class BackendScanner {
   private header = Buffer.alloc(5)
   private headerFill = 0
@@ -30,11 +35,23 @@ export class BackendScanner {
   private collecting = false
   private collectBuf: Buffer = EMPTY
   private collectFill = 0
+  /** Which message types are collected whole (1) rather than streamed; changes with the masking state. */
+  private readonly collected = Uint8Array.from(COLLECTED)
 
   constructor(
     private readonly handler: BackendHandler,
     private readonly maxCollected: number,
   ) {}
+
+  /**
+   * Masking needs to read RowDescription, NoticeResponse and CopyOutResponse (`describe`) and to
+   * rewrite DataRow and CopyData (`rows`). Both are off until a session has mask obligations, so
+   * results nobody masks stream through untouched.
+   */
+  setMasking(describe: boolean, rows: boolean): void {
+    for (const t of MASKING_TYPES) this.collected[t] = describe ? 1 : 0
+    for (const t of ROW_TYPES) this.collected[t] = rows ? 1 : 0
+  }
 
   /** Scans one chunk; returns the buffers to send to the client, in order. */
   scan(chunk: Buffer): Buffer[] {
@@ -66,12 +83,12 @@ export class BackendScanner {
         const len = chunk.readInt32BE(pos + 1)
         if (len < 4) throw new BackendProtocolError(`invalid server message length ${len}`)
         const bodyLen = len - 4
-        if (COLLECTED[type] === 1) {
+        if (this.collected[type] === 1) {
           if (bodyLen + 5 > this.maxCollected) throw new BackendProtocolError(`server message of ${len} bytes exceeds the limit`)
           if (n - pos >= 5 + bodyLen) {
             // Whole message in this chunk: no copy.
             const body = chunk.subarray(pos + 5, pos + 5 + bodyLen)
-            const repl = this.handler.onMessage(type, body)
+            const repl = this.handler.onMessage(type, body, chunk.subarray(pos, pos + 5 + bodyLen))
             if (repl) {
               if (runStart < pos) out.push(chunk.subarray(runStart, pos))
               out.push(repl)
@@ -113,7 +130,7 @@ export class BackendScanner {
       const headerStart = pos - take
       if (runStart < headerStart) out.push(chunk.subarray(runStart, headerStart))
       runStart = pos
-      if (COLLECTED[type] === 1) {
+      if (this.collected[type] === 1) {
         if (bodyLen + 5 > this.maxCollected) throw new BackendProtocolError(`server message of ${len} bytes exceeds the limit`)
         this.beginCollect(type, bodyLen)
         this.header.copy(this.collectBuf, 0, 0, 5)
@@ -141,7 +158,7 @@ export class BackendScanner {
     this.collecting = false
     const msg = this.collectBuf
     this.collectBuf = EMPTY
-    const repl = this.handler.onMessage(this.type, msg.subarray(5))
+    const repl = this.handler.onMessage(this.type, msg.subarray(5), msg)
     out.push(repl ?? msg)
   }
 }

@@ -40,8 +40,11 @@ import {
   AUTH_OK,
   BackendCode,
   backendKeyData,
+  type ErrorFields,
   errorResponse,
+  frame,
   negotiateProtocolVersion,
+  noticeResponse,
   readCommandTag,
   readErrorFields,
   rowsFromTag,
@@ -53,6 +56,9 @@ import { mentionsPassword, redactSql } from './redact.js'
 import { parseSearchPath, type SqlAnalyzer, type StatementFacts } from '../../engine/sql/index.js'
 import { type CatalogCache, readSessionStart } from './catalog.js'
 import { SessionSql, type StatementEffect, type Verdict } from './statements.js'
+import { compileCopyMasker } from '../../engine/masking/copy.js'
+import { compileRowMasker, type RowMasker } from '../../engine/masking/rows.js'
+import { changesRows, columnPlans, type FieldInfo, parseRowDescription, SessionMasking, type StatementMaskPlan } from './masking.js'
 
 /** Startup parameters a client may set (lower-cased GUC names). `options` would let a client set
  * any GUC (e.g. `-c role=…`), `replication` opens a different protocol: both are refused. */
@@ -111,6 +117,7 @@ export interface PgShared {
   readonly connections: Set<PgConnection>
   readonly analyzer: SqlAnalyzer
   readonly catalogs: CatalogCache
+  readonly maskKey: Buffer
 }
 
 /** A prepared statement or portal as the gateway believes the server has it. Entries sent in an
@@ -129,6 +136,10 @@ interface NamedEntry {
   /** A statement's own name; for a portal, the name of the statement it was bound from. */
   readonly statementName: string
   waiters: (() => void)[] | null
+  /** The result shape the server described (Describe), read only while the session masks. */
+  fields?: FieldInfo[] | null
+  /** For a portal: the result format codes of its Bind. */
+  resultFormats?: readonly number[]
 }
 
 /** An executed statement waiting for its result, for the `result` audit event. */
@@ -142,6 +153,8 @@ interface StatementRecord {
   readonly replacement: Buffer | null
   /** Per statement of the query, what it changes in the session once it completes. */
   readonly effects: readonly StatementEffect[]
+  /** Per statement of the query, how its results are masked (null: not masked). */
+  readonly masks: readonly (StatementMaskPlan | null)[] | null
 }
 
 enum Expect {
@@ -158,6 +171,8 @@ interface Expectation {
   readonly kind: Expect
   readonly entry: NamedEntry | null
   readonly record: StatementRecord | null
+  /** For Execute: the portal it runs; for Describe: what is described (result shapes, for masking). */
+  readonly target?: NamedEntry | null
 }
 
 function settle(e: NamedEntry, state: 'ok' | 'failed'): void {
@@ -166,6 +181,18 @@ function settle(e: NamedEntry, state: 'ok' | 'failed'): void {
   const w = e.waiters
   e.waiters = null
   if (w) for (const f of w) f()
+}
+
+/** An ErrorResponse/NoticeResponse with its text withheld: only severity and SQLSTATE remain. */
+function scrubbed(body: Buffer, kind: 'E' | 'N'): Buffer {
+  const f = readErrorFields(body)
+  const code = f.get('C') ?? 'XX000'
+  const fields: ErrorFields = {
+    severity: kind === 'N' ? 'NOTICE' : f.get('V') === 'FATAL' ? 'FATAL' : 'ERROR',
+    code,
+    message: `gatehouse: the server's message is withheld because the statement reads masked columns (SQLSTATE ${code})`,
+  }
+  return kind === 'E' ? errorResponse(fields) : noticeResponse(fields)
 }
 
 function describeParam(p: Buffer | null, format: number): string | null {
@@ -202,6 +229,14 @@ export class PgConnection implements BackendHandler {
   private ourPid = 0
   private authTimer: NodeJS.Timeout | null = null
   private readonly abort = new AbortController()
+  /** Masking state; the scanner reads result shapes once this session has had a mask obligation. */
+  private masking: SessionMasking | null = null
+  private maskingOn = false
+  /** Rewrites the rows of the result being received (null: rows stream untouched). */
+  private rowMasker: RowMasker | null = null
+  private copyMasker: { rewrite(payload: Buffer): Buffer } | null = null
+  /** An Execute whose masker is compiled at its first row, from the portal's described shape. */
+  private lazyPlan: { plan: StatementMaskPlan; portal: NamedEntry | null } | null = null
 
   constructor(
     socket: Socket,
@@ -552,8 +587,9 @@ export class PgConnection implements BackendHandler {
     if (!ok) this.client.pause()
   }
 
-  private expect(kind: Expect, entry: NamedEntry | null, record: StatementRecord | null): void {
-    this.expectations.push({ kind, entry, record })
+  private expect(kind: Expect, entry: NamedEntry | null, record: StatementRecord | null, target: NamedEntry | null = null): void {
+    this.expectations.push({ kind, entry, record, target })
+    if (record?.masks && this.expectations.length - 1 === this.expectHead) this.headChanged()
   }
 
   /** Returns a promise only for frames that need a decision; the rest are handled in line. */
@@ -595,6 +631,7 @@ export class PgConnection implements BackendHandler {
           statement: stmt,
           waiters: null,
           statementName: m.statement,
+          resultFormats: m.resultFormats,
         }
         this.portals.set(m.portal, entry)
         this.expect(Expect.Bind, entry, null)
@@ -603,11 +640,13 @@ export class PgConnection implements BackendHandler {
       }
       case FrontendCode.Execute:
         return this.onExecute(f)
-      case FrontendCode.Describe:
-        parseTarget(f.body, 'Describe')
-        this.expect(Expect.Describe, null, null)
+      case FrontendCode.Describe: {
+        const d = parseTarget(f.body, 'Describe')
+        const described = (d.kind === 'S' ? this.statements : this.portals).get(d.name) ?? null
+        this.expect(Expect.Describe, null, null, described)
         this.out.push(f.raw)
         return undefined
+      }
       case FrontendCode.Close: {
         const m = parseTarget(f.body, 'Close')
         ;(m.kind === 'S' ? this.statements : this.portals).delete(m.name)
@@ -650,7 +689,7 @@ export class PgConnection implements BackendHandler {
     // A simple Query destroys the unnamed statement and portal (PostgreSQL exec_simple_query).
     this.statements.delete('')
     this.portals.delete('')
-    const verdict = await (this.sql as SessionSql).judge(sql, this.abort.signal)
+    const verdict = this.applyMasking(await (this.sql as SessionSql).judge(sql, this.abort.signal), sql)
     await this.sendOrRefuse(f.raw, Expect.Query, verdict, sql, null)
   }
 
@@ -662,9 +701,36 @@ export class PgConnection implements BackendHandler {
     let verdict: Verdict
     if (resolved?.facts) {
       // A statement created by SQL-level PREPARE, bound and executed through the protocol.
-      verdict = await judge.judge(`EXECUTE ${quoteIdent(resolved.name)}`, this.abort.signal)
-    } else verdict = await judge.judge(resolved?.sql ?? null, this.abort.signal)
-    await this.sendOrRefuse(f.raw, Expect.Execute, verdict, resolved?.sql ?? null, resolved?.params ?? null)
+      const text = `EXECUTE ${quoteIdent(resolved.name)}`
+      verdict = this.applyMasking(await judge.judge(text, this.abort.signal), text)
+    } else verdict = this.applyMasking(await judge.judge(resolved?.sql ?? null, this.abort.signal), resolved?.sql ?? null)
+    await this.sendOrRefuse(f.raw, Expect.Execute, verdict, resolved?.sql ?? null, resolved?.params ?? null, portal)
+  }
+
+  /**
+   * An allowed statement with mask obligations gets a masking plan per statement; one that would
+   * launder a masked column, or whose output the gateway cannot trace, becomes a denial.
+   */
+  private applyMasking(verdict: Verdict, sql: string | null): Verdict {
+    const d = verdict.decision
+    if (d.effect !== 'allow' || d.mask.length === 0 || sql === null) return verdict
+    this.masking ??= new SessionMasking(
+      () => this.lineageCatalog(),
+      Array.isArray(this.session?.settings.detectors) ? (this.session?.settings.detectors as string[]) : null,
+    )
+    if (!this.maskingOn) {
+      this.maskingOn = true
+      this.updateScan()
+    }
+    const mv = this.masking.plan(sql, d.mask, d.maskOptions)
+    if (!mv.ok) {
+      const reason = mv.reason
+      return {
+        ...verdict,
+        decision: { effect: 'deny', rules: [mv.rule], reason, reasons: [{ rule: mv.rule, reason, hop: '' }], policy: d.policy },
+      }
+    }
+    return { ...verdict, masks: mv.plans.some((p) => p !== null) ? mv.plans : null }
   }
 
   /** The facts of a prepared statement by name, for SQL-level EXECUTE (null: unknown). */
@@ -712,6 +778,7 @@ export class PgConnection implements BackendHandler {
     verdict: Verdict,
     sql: string | null,
     params: readonly (string | null)[] | null,
+    portal: NamedEntry | null = null,
   ): Promise<void> {
     const session = this.session as ProxySession
     const decision = verdict.decision
@@ -740,6 +807,13 @@ export class PgConnection implements BackendHandler {
         ev.reason = decision.reason
         ev.hops = decision.reasons.map((r) => r.hop)
       } else if (decision.effect === 'hold') ev.approvers = decision.approvers
+      if (verdict.masks) {
+        // Which output columns are masked, by which rule (known before the statement runs).
+        const masked = verdict.masks.flatMap((p, i) =>
+          (p?.masked ?? []).map((m) => (verdict.masks && verdict.masks.length > 1 ? { statement: i, ...m } : m)),
+        )
+        if (masked.length > 0) ev.masked = masked
+      }
       ev.policy_version = decision.policy
       await session.audit(ev as SessionAuditEvent)
     } catch (err) {
@@ -765,8 +839,9 @@ export class PgConnection implements BackendHandler {
         error: null,
         replacement: null,
         effects: verdict.effects,
+        masks: verdict.masks ?? null,
       }
-      this.expect(kind, null, record)
+      this.expect(kind, null, record, portal)
       this.out.push(raw)
       return
     }
@@ -787,6 +862,7 @@ export class PgConnection implements BackendHandler {
       error: null,
       replacement: error,
       effects: [],
+      masks: null,
     }
     if (kind === Expect.Execute) {
       this.out.push(serialize.parse({ name: `gatehouse_refused_${randomBytes(6).toString('hex')}`, text: STAND_IN_SQL }))
@@ -825,6 +901,7 @@ export class PgConnection implements BackendHandler {
 
   private shift(): void {
     this.expectHead++
+    if (this.maskingOn) this.headChanged()
     if (this.expectHead > 64 && this.expectHead * 2 > this.expectations.length) {
       this.expectations = this.expectations.slice(this.expectHead)
       this.expectHead = 0
@@ -865,11 +942,37 @@ export class PgConnection implements BackendHandler {
     }
   }
 
-  onMessage(type: number, body: Buffer): Buffer | null {
+  onMessage(type: number, body: Buffer, message: Buffer): Buffer | null {
     const h = this.head()
+    switch (type) {
+      // Collected only while this session masks (BackendScanner.setMasking).
+      case BackendCode.DataRow:
+        if (h?.record) h.record.rows++
+        if (this.lazyPlan) this.compileLazy(message)
+        return this.rowMasker ? this.rowMasker.rewrite(message) : null
+      case BackendCode.CopyData: {
+        if (!this.copyMasker) return null
+        const out = this.copyMasker.rewrite(body)
+        return out === body ? null : frame(BackendCode.CopyData, out)
+      }
+      case BackendCode.RowDescription:
+        this.onRowDescription(h, body)
+        return null
+      case BackendCode.CopyOutResponse:
+        this.onCopyOut(h, body)
+        return null
+      case BackendCode.NoticeResponse:
+        return this.currentPlan(h)?.scrubErrors ? scrubbed(body, 'N') : null
+      default:
+    }
     if (type === BackendCode.CommandComplete) {
       const tag = readCommandTag(body)
       this.lastTag = tag
+      if (this.rowMasker || this.copyMasker) {
+        this.rowMasker = null
+        this.copyMasker = null
+        this.updateScan()
+      }
       if (h?.record) {
         const effect = h.record.effects[h.kind === Expect.Execute ? 0 : h.record.tags.length]
         if (effect) this.applyEffect(effect)
@@ -893,7 +996,14 @@ export class PgConnection implements BackendHandler {
     if (!h) return null
     const f = readErrorFields(body)
     const error = { code: f.get('C') ?? '', message: f.get('M') ?? '' }
-    const replacement = h.record?.replacement ?? null
+    // A server error may quote a value of a masked column (invalid input syntax for type integer: "…").
+    const replacement = h.record?.replacement ?? (this.currentPlan(h)?.scrubErrors ? scrubbed(body, 'E') : null)
+    if (this.rowMasker || this.copyMasker || this.lazyPlan) {
+      this.rowMasker = null
+      this.copyMasker = null
+      this.lazyPlan = null
+      this.updateScan()
+    }
     if (h.kind === Expect.Query) {
       if (h.record && !h.record.error) h.record.error = error
       return replacement
@@ -913,6 +1023,88 @@ export class PgConnection implements BackendHandler {
       this.shift()
     }
     return replacement
+  }
+
+  // ---- masking results ---------------------------------------------------------------------
+
+  private updateScan(): void {
+    this.scanner?.setMasking(this.maskingOn, this.rowMasker !== null || this.copyMasker !== null || this.lazyPlan !== null)
+  }
+
+  /** The expectation at the head changed: an Execute's rows are masked per its plan. */
+  private headChanged(): void {
+    this.rowMasker = null
+    this.copyMasker = null
+    this.lazyPlan = null
+    const h = this.head()
+    if (h?.kind === Expect.Execute) {
+      const plan = h.record?.masks?.[0] ?? null
+      if (plan?.active) this.lazyPlan = { plan, portal: h.target ?? null }
+    }
+    this.updateScan()
+  }
+
+  /** The plan of the statement whose results are arriving now. */
+  private currentPlan(h: Expectation | undefined): StatementMaskPlan | null {
+    const r = h?.record
+    if (!r?.masks) return null
+    return r.masks[h?.kind === Expect.Execute ? 0 : r.tags.length] ?? null
+  }
+
+  private onRowDescription(h: Expectation | undefined, body: Buffer): void {
+    const fields = parseRowDescription(body)
+    if (h?.kind === Expect.Describe) {
+      if (h.target) h.target.fields = fields
+      this.shift()
+      return
+    }
+    const plan = this.currentPlan(h)
+    this.lazyPlan = null
+    this.rowMasker = null
+    if (plan?.active) {
+      const cols = columnPlans(plan, fields, fields.length, null)
+      if (changesRows(cols)) this.rowMasker = compileRowMasker(cols, this.shared.maskKey)
+    }
+    this.updateScan()
+  }
+
+  /** First row of an Execute: its shape comes from the portal's or statement's Describe. */
+  private compileLazy(message: Buffer): void {
+    const lp = this.lazyPlan
+    this.lazyPlan = null
+    if (!lp) return
+    const portal = lp.portal
+    let fields = portal?.fields ?? null
+    let formats: readonly number[] | null = null
+    if (!fields) {
+      // Described as a statement: the formats are the Bind's, not the zeros of RowDescription.
+      fields = portal?.statement?.fields ?? null
+      formats = portal?.resultFormats ?? null
+    }
+    const count = message.length >= 7 ? message.readInt16BE(5) : 0
+    // Without a described shape the types are unknown, and masked values become NULL.
+    const cols = columnPlans(lp.plan, fields && fields.length === count ? fields : null, count, formats ?? portal?.resultFormats ?? null)
+    this.rowMasker = changesRows(cols) ? compileRowMasker(cols, this.shared.maskKey) : null
+    this.updateScan()
+  }
+
+  private onCopyOut(h: Expectation | undefined, body: Buffer): void {
+    const plan = this.currentPlan(h)
+    this.lazyPlan = null
+    this.copyMasker = null
+    if (plan?.active) {
+      const count = body.readInt16BE(1)
+      const cols = columnPlans(plan, null, count, null)
+      if (changesRows(cols)) {
+        if (!plan.copy || body[0] !== 0) {
+          // Planned as masked but not in a format the gateway can rewrite: never let it through.
+          this.fatal('42501', 'gatehouse: this COPY would return masked columns in a format the gateway cannot mask')
+          return
+        }
+        this.copyMasker = compileCopyMasker(cols, plan.copy, this.shared.maskKey)
+      }
+    }
+    this.updateScan()
   }
 
   /** A statement completed on the server: follow what it changed in the session. */

@@ -6,11 +6,13 @@ import { createServer, type Server } from 'node:net'
 import { GatehouseError } from '../../engine/errors.js'
 import type { Address, ProxyContext, ProxyHandle, ProxyPlugin } from '../types.js'
 import { createSqlAnalyzer } from '../../engine/sql/index.js'
+import { loadMaskingKey } from '../../engine/masking/keys.js'
+import { DETECTOR_NAMES } from '../../engine/masking/detectors.js'
 import { CatalogCache } from './catalog.js'
 import { type PgShared, PgConnection } from './connection.js'
 
 const TLS_MODES = ['disable', 'require', 'verify-full']
-const KNOWN_KEYS = ['database', 'user', 'password', 'tls', 'ca']
+const KNOWN_KEYS = ['database', 'user', 'password', 'tls', 'ca', 'detectors']
 
 export const postgresPlugin: ProxyPlugin = {
   name: 'postgres',
@@ -31,6 +33,16 @@ export const postgresPlugin: ProxyPlugin = {
     }
     if (tls === 'verify-full' && typeof settings.ca !== 'string') problems.push('ca: verify-full needs ca: the path of the CA certificate')
     if (settings.ca !== undefined && typeof settings.ca !== 'string') problems.push('ca: must be a file path')
+    // Value detectors for this connection: a list replaces masking.yaml's `detectors` (empty: none).
+    const det = settings.detectors
+    if (det !== undefined) {
+      if (!Array.isArray(det)) problems.push('detectors: must be a list of detector names')
+      else
+        for (const d of det as unknown[])
+          if (typeof d !== 'string' || !DETECTOR_NAMES.includes(d)) {
+            problems.push(`detectors: unknown detector ${JSON.stringify(d)} (known: ${DETECTOR_NAMES.join(', ')})`)
+          }
+    }
     return problems
   },
 
@@ -41,6 +53,8 @@ export const postgresPlugin: ProxyPlugin = {
       connections: new Set(),
       analyzer: await createSqlAnalyzer(),
       catalogs: new CatalogCache(),
+      // The keyed-hash key of the `hash` strategy: stable across restarts, never leaves the data dir.
+      maskKey: loadMaskingKey(ctx.stateDir),
     }
     const listen = ctx.listen
     if (!listen) return { address: null, stop: async () => undefined }

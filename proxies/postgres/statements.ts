@@ -31,6 +31,8 @@ export interface Verdict {
   readonly decision: Decision
   readonly statements: readonly JudgedStatement[]
   readonly effects: readonly StatementEffect[]
+  /** Per statement, how its results are masked (set by the proxy once the decision allows). */
+  readonly masks?: readonly (import('./masking.js').StatementMaskPlan | null)[] | null
 }
 
 export class SessionSql {

@@ -1,0 +1,147 @@
+// What happens to one value: the column's plan compiled once into an operation, then applied to the
+// value's bytes. Shared by the DataRow masker (rows.ts) and the COPY masker (copy.ts).
+//
+// Rules (README.md in this folder has the table):
+//   - NULL stays NULL under every strategy (masking cannot hide that a value is absent, and
+//     inventing one would change COUNT(col) results the caller can compute anyway);
+//   - only text-like types (text, varchar, bpchar, name, unknown) get string masks; every other or
+//     unknown type becomes NULL, never a string the type cannot hold (a driver decoding an int4
+//     from `****` would throw or, worse, misread it);
+//   - a derived value (not the column itself) is redacted (null stays null): partial and hash
+//     applied through substr() or || would hand the value out piece by piece;
+//   - redact → `****`; partial → `****` + the last `keep` code points, a value not longer than
+//     `keep` fully redacted; hash → 32 hex digits of HMAC-SHA256(key, value), the same for the same
+//     value in any table, session or replica sharing the key; bpchar padding is ignored for hash and
+//     partial, as PostgreSQL ignores it in comparisons, so `char(n)` and `text` hashes still join.
+
+import { createHmac } from 'node:crypto'
+import { detect } from './detectors.js'
+import type { ColumnPlan } from './rows.js'
+
+/** Type OIDs whose text and binary forms are both the UTF-8 characters of the value. */
+export const TEXT_TYPE_OIDS: ReadonlySet<number> = new Set([25, 1043, 1042, 19, 705])
+const BPCHAR = 1042
+const INT8 = 20
+
+export const REDACTED = '****'
+const REDACTED_BUF = Buffer.from(REDACTED)
+
+export const enum Op {
+  Keep = 0,
+  Null = 1,
+  Redact = 2,
+  Partial = 3,
+  Hash = 4,
+  /** Detectors on a text-like value: each hit replaced. */
+  Detect = 5,
+  /** Detectors on any other type: a hit makes the whole value NULL (no string fits the type). */
+  DetectOther = 6,
+}
+
+export interface ValueOp {
+  readonly op: Op
+  readonly keep: number
+  readonly bpchar: boolean
+  readonly detectors: readonly string[]
+  /** Binary int8: decoded to decimal before the detectors look (a card number kept in a bigint). */
+  readonly binaryInt8: boolean
+}
+
+export function compileOp(c: ColumnPlan): ValueOp {
+  const m = c.mask
+  const textLike = c.typeOid !== null && TEXT_TYPE_OIDS.has(c.typeOid)
+  const base = { keep: 0, bpchar: c.typeOid === BPCHAR, detectors: [] as readonly string[], binaryInt8: false }
+  if (m.action === 'keep') return { ...base, op: Op.Keep }
+  if (m.action === 'detect') {
+    if (m.detectors.length === 0) return { ...base, op: Op.Keep }
+    return { ...base, op: textLike ? Op.Detect : Op.DetectOther, detectors: m.detectors, binaryInt8: c.format === 1 && c.typeOid === INT8 }
+  }
+  if (m.strategy === 'null' || !textLike) return { ...base, op: Op.Null }
+  if (m.derived || m.strategy === 'redact') return { ...base, op: Op.Redact }
+  if (m.strategy === 'partial') {
+    const keep = m.keep ?? 4
+    return keep > 0 ? { ...base, op: Op.Partial, keep } : { ...base, op: Op.Redact }
+  }
+  return { ...base, op: Op.Hash }
+}
+
+/** Without bpchar's trailing blanks (PostgreSQL ignores them when comparing char(n) values). */
+function unpadded(v: Buffer, bpchar: boolean): Buffer {
+  if (!bpchar) return v
+  let e = v.length
+  while (e > 0 && v[e - 1] === 0x20) e--
+  return e === v.length ? v : v.subarray(0, e)
+}
+
+function partial(v: Buffer, keep: number): Buffer {
+  // Walk back over `keep` code points (a UTF-8 lead byte is any byte not of the form 10xxxxxx).
+  let count = 0
+  let i = v.length - 1
+  for (; i >= 0; i--) {
+    if (((v[i] as number) & 0xc0) !== 0x80 && ++count === keep) break
+  }
+  // i is where the kept tail starts; a value of keep or fewer code points is fully redacted.
+  if (i <= 0) return REDACTED_BUF
+  const out = Buffer.allocUnsafe(REDACTED_BUF.length + v.length - i)
+  REDACTED_BUF.copy(out, 0)
+  v.copy(out, REDACTED_BUF.length, i)
+  return out
+}
+
+/** Applies value operations; holds the hash key and a small cache of recent hashes. */
+export class ValueMasker {
+  /** Repeated values (GROUP BY output, status columns) skip the HMAC; bounded, dropped whole when full. */
+  private cache = new Map<string, Buffer>()
+
+  constructor(private readonly key: Buffer) {}
+
+  hash(v: Buffer): Buffer {
+    const k = v.length <= 64 ? v.toString('latin1') : null
+    if (k !== null) {
+      const hit = this.cache.get(k)
+      if (hit !== undefined) return hit
+    }
+    const h = Buffer.from(createHmac('sha256', this.key).update(v).digest('hex').slice(0, 32), 'latin1')
+    if (k !== null) {
+      if (this.cache.size >= 4096) this.cache = new Map()
+      this.cache.set(k, h)
+    }
+    return h
+  }
+
+  /**
+   * The value's replacement: undefined when unchanged, null for SQL NULL, else the new bytes.
+   * `v` is null for a NULL value.
+   */
+  apply(o: ValueOp, v: Buffer | null): Buffer | null | undefined {
+    if (v === null) return undefined
+    switch (o.op) {
+      case Op.Keep:
+        return undefined
+      case Op.Null:
+        return null
+      case Op.Redact:
+        return REDACTED_BUF
+      case Op.Partial:
+        return partial(unpadded(v, o.bpchar), o.keep)
+      case Op.Hash:
+        return this.hash(unpadded(v, o.bpchar))
+      case Op.Detect: {
+        const text = v.toString('utf8')
+        const hits = detect(text, o.detectors)
+        if (hits.length === 0) return undefined
+        let out = ''
+        let p = 0
+        for (const h of hits) {
+          out += text.slice(p, h.start) + REDACTED
+          p = h.end
+        }
+        return Buffer.from(out + text.slice(p), 'utf8')
+      }
+      case Op.DetectOther: {
+        const text = o.binaryInt8 && v.length === 8 ? v.readBigInt64BE(0).toString() : v.toString('utf8')
+        return detect(text, o.detectors).length === 0 ? undefined : null
+      }
+    }
+  }
+}

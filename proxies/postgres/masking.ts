@@ -1,0 +1,350 @@
+// Masking results on their way to the client, for one PostgreSQL session.
+//
+// When a decision carries mask obligations, every statement is traced to the table columns its
+// output values come from (engine/sql/lineage.ts: through aliases, expressions, subqueries, CTEs,
+// views, cursors, prepared statements), and each output column gets an action: keep, mask with the
+// strictest matching rule (projected as is: the rule's strategy; derived: redacted), or run the value
+// detectors. The plan is fixed before the statement is forwarded; the result's RowDescription then
+// gives the types and formats the row rewriter needs. What lineage cannot establish is refused (or,
+// when masking.yaml says `unknown_lineage: mask`, every output column is redacted), and statements
+// that would copy a masked column somewhere else are refused: a write launders as well as a read.
+
+import type { CopyFormat } from '../../engine/masking/copy.js'
+import { columnMatches } from '../../engine/masking/patterns.js'
+import type { ColumnAction, ColumnPlan } from '../../engine/masking/rows.js'
+import { analyzeLineage, type LineageCatalog, type OutputLineage, type StatementLineage } from '../../engine/sql/lineage.js'
+import type { MaskObligation } from '../../engine/types.js'
+
+const KEEP: ColumnAction = { action: 'keep' }
+
+/** Strictest first: null and redact reveal nothing, hash reveals equality, partial reveals characters. */
+const STRICTNESS: Record<MaskObligation['strategy'], number> = { null: 0, redact: 1, hash: 2, partial: 3 }
+
+/** One output column of a planned statement. */
+export interface OutputPlan {
+  readonly name: string
+  readonly mask: ColumnAction
+  /** `*` over a relation the catalog does not know: one or more columns, named by RowDescription. */
+  readonly unknownStar?: string
+}
+
+/** How the results of one statement are masked. */
+export interface StatementMaskPlan {
+  /** Output columns in order; null when lineage says the statement returns no rows. */
+  readonly outputs: readonly OutputPlan[] | null
+  /** What a column gets when RowDescription does not match the plan (fail closed). */
+  readonly fallback: ColumnAction
+  readonly detectors: readonly string[]
+  /** Server errors and notices may quote values of masked columns: replace their text. */
+  readonly scrubErrors: boolean
+  readonly copy: CopyFormat | null
+  /** The obligations, for columns named only at RowDescription time. */
+  readonly obligations: readonly MaskObligation[]
+  /** Whether any row needs rewriting (false: rows stream untouched). */
+  readonly active: boolean
+  /** For the audit event: which output columns are masked, by which rule. */
+  readonly masked: readonly { readonly column: string; readonly index: number; readonly rule: string; readonly strategy: string }[]
+}
+
+export type MaskVerdict =
+  | { readonly ok: true; readonly plans: readonly (StatementMaskPlan | null)[] }
+  | { readonly ok: false; readonly rule: string; readonly reason: string }
+
+export interface MaskOptions {
+  readonly strictPredicates: boolean
+  readonly unknownLineage: 'refuse' | 'mask'
+}
+
+const DEFAULT_OPTIONS: MaskOptions = { strictPredicates: false, unknownLineage: 'refuse' }
+
+/** A field of a RowDescription. */
+export interface FieldInfo {
+  readonly name: string
+  readonly tableOid: number
+  readonly column: number
+  readonly typeOid: number
+  readonly format: 0 | 1
+}
+
+export function parseRowDescription(body: Buffer): FieldInfo[] {
+  const n = body.readInt16BE(0)
+  const out: FieldInfo[] = []
+  let pos = 2
+  for (let i = 0; i < n; i++) {
+    const end = body.indexOf(0, pos)
+    if (end < 0) throw new Error('malformed RowDescription')
+    const name = body.toString('utf8', pos, end)
+    pos = end + 1
+    out.push({
+      name,
+      tableOid: body.readInt32BE(pos),
+      column: body.readInt16BE(pos + 4),
+      typeOid: body.readInt32BE(pos + 6),
+      format: body.readInt16BE(pos + 16) === 1 ? 1 : 0,
+    })
+    pos += 18
+  }
+  return out
+}
+
+/** Per-session masking state: the lineage of cursors and prepared statements, by name. */
+export class SessionMasking {
+  private readonly cursors = new Map<string, StatementLineage>()
+  private readonly prepared = new Map<string, StatementLineage>()
+  private readonly lineageCache = new Map<string, StatementLineage[]>()
+
+  constructor(
+    private readonly catalog: () => LineageCatalog | null,
+    /** The connection's detector setting: null = masking.yaml's list, else this list. */
+    private readonly connectionDetectors: readonly string[] | null,
+  ) {}
+
+  /** Plans the masking of a query text (one plan per statement), or refuses it. */
+  plan(sql: string, mask: readonly MaskObligation[], opts: MaskOptions | undefined): MaskVerdict {
+    const options = opts ?? DEFAULT_OPTIONS
+    const catalog = this.catalog()
+    let lineages: StatementLineage[]
+    if (catalog === null) lineages = [unresolvedLineage('the gateway could not read the catalog of this connection')]
+    else {
+      try {
+        lineages = this.lineage(sql, catalog)
+      } catch (err) {
+        lineages = [unresolvedLineage(`lineage analysis failed: ${err instanceof Error ? err.message : String(err)}`)]
+      }
+    }
+    const columnRules = mask.filter((m) => m.detector === undefined)
+    let detectors = mask.filter((m) => m.detector !== undefined).map((m) => m.detector as string)
+    if (this.connectionDetectors !== null) detectors = detectors.filter((d) => this.connectionDetectors?.includes(d))
+    const plans: (StatementMaskPlan | null)[] = []
+    for (const raw of lineages) {
+      // DECLARE and PREPARE remember what the cursor / statement will return; FETCH and EXECUTE use it.
+      if (raw.declare !== undefined) this.cursors.set(raw.declare.toLowerCase(), raw)
+      if (raw.prepare !== undefined) this.prepared.set(raw.prepare.toLowerCase(), raw)
+      let l: StatementLineage = raw
+      if (raw.fetch !== undefined) {
+        const c = this.cursors.get(raw.fetch.toLowerCase())
+        l = c ? { ...c, declare: undefined, copy: undefined } : unresolvedLineage(`cursor "${raw.fetch}" was not declared through the gateway`)
+      } else if (raw.execute !== undefined) {
+        const p = this.prepared.get(raw.execute.toLowerCase())
+        l = p ? { ...p, prepare: undefined } : unresolvedLineage(`prepared statement "${raw.execute}" was not prepared through the gateway`)
+      }
+      const verdict = planOne(l, columnRules, detectors, options, catalog)
+      if (!verdict.ok) return verdict
+      // A DECLARE or PREPARE returns no rows itself.
+      plans.push(raw.declare !== undefined || raw.prepare !== undefined ? null : verdict.plan)
+    }
+    return { ok: true, plans }
+  }
+
+  /** Lineage of a statement prepared through the protocol (Parse), by its SQL text. */
+  private lineage(sql: string, catalog: LineageCatalog): StatementLineage[] {
+    const hit = this.lineageCache.get(sql)
+    if (hit) return hit
+    const l = analyzeLineage(sql, catalog)
+    if (this.lineageCache.size > 500) this.lineageCache.clear()
+    this.lineageCache.set(sql, l)
+    return l
+  }
+
+  /** The catalog changed (DDL in this session): forget cached lineage. */
+  invalidate(): void {
+    this.lineageCache.clear()
+  }
+}
+
+function unresolvedLineage(reason: string): StatementLineage {
+  return { outputs: null, relations: [], predicates: [], writes: [], unresolved: reason }
+}
+
+function matching(sources: readonly string[], rules: readonly MaskObligation[]): MaskObligation[] {
+  const out: MaskObligation[] = []
+  for (const r of rules) if (sources.some((s) => columnMatches(r.column, s))) out.push(r)
+  return out
+}
+
+function strictest(list: readonly MaskObligation[]): MaskObligation | null {
+  let best: MaskObligation | null = null
+  for (const m of list) {
+    if (
+      best === null ||
+      STRICTNESS[m.strategy] < STRICTNESS[best.strategy] ||
+      (m.strategy === best.strategy && (m.keep ?? 0) < (best.keep ?? 0))
+    )
+      best = m
+  }
+  return best
+}
+
+/** Whether a relation (schema.name) has a column that one of `rules` masks. */
+function relationClassified(rel: string, rules: readonly MaskObligation[], catalog: LineageCatalog | null): boolean {
+  const dot = rel.indexOf('.')
+  const info = catalog?.relation(dot < 0 ? null : rel.slice(0, dot), dot < 0 ? rel : rel.slice(dot + 1))
+  if (!info) return true // unknown: it may have any column
+  return info.columns.some((c) => rules.some((r) => columnMatches(r.column, `${info.schema}.${info.name}.${c}`)))
+}
+
+function planOne(
+  l: StatementLineage,
+  rules: readonly MaskObligation[],
+  detectors: readonly string[],
+  options: MaskOptions,
+  catalog: LineageCatalog | null,
+): { ok: true; plan: StatementMaskPlan | null } | { ok: false; rule: string; reason: string } {
+  const readsClassified = rules.length > 0 && (l.relations.some((r) => relationClassified(r, rules, catalog)) || l.outputs?.some((o) => o.opaque !== null) === true)
+  // Writes that copy a masked column elsewhere are refused, whatever the strategy.
+  for (const w of l.writes) {
+    const hit = matching(w.sources, rules)[0]
+    if (hit) {
+      const src = w.sources.find((s) => columnMatches(hit.column, s)) ?? hit.column
+      return { ok: false, rule: hit.rule, reason: `${src} is masked for this chain (rule ${hit.rule}); it may not be copied into ${w.target}` }
+    }
+  }
+  if (options.strictPredicates) {
+    const hit = matching(l.predicates, rules)[0]
+    if (hit) {
+      const src = l.predicates.find((s) => columnMatches(hit.column, s)) ?? hit.column
+      return { ok: false, rule: hit.rule, reason: `${src} is masked for this chain (rule ${hit.rule}) and strict_predicates forbids conditions on it` }
+    }
+  }
+  const redactAll: ColumnAction = { action: 'mask', rule: 'gatehouse:unknown-lineage', strategy: 'redact', derived: true }
+  if (l.unresolved !== null) {
+    if (!readsClassified && l.relations.length > 0 && rules.length > 0) return { ok: true, plan: keepPlan(l, detectors, rules) }
+    if (rules.length === 0) return { ok: true, plan: keepPlan(l, detectors, rules) }
+    if (options.unknownLineage === 'refuse') {
+      return { ok: false, rule: 'gatehouse:unknown-lineage', reason: `the gateway cannot tell which columns this statement returns (${l.unresolved}), and masked columns may be among them` }
+    }
+    return {
+      ok: true,
+      plan: { outputs: null, fallback: redactAll, detectors, scrubErrors: true, copy: copyFormat(l), obligations: rules, active: true, masked: [] },
+    }
+  }
+  const masked: { column: string; index: number; rule: string; strategy: string }[] = []
+  const outputs: OutputPlan[] | null =
+    l.outputs?.map((o, i) => {
+      const mask = actionFor(o, rules, detectors)
+      if (mask.action === 'mask') masked.push({ column: o.name, index: i, rule: mask.rule, strategy: mask.derived ? (mask.strategy === 'null' ? 'null' : 'redact') : mask.strategy })
+      return o.unknownStar !== undefined ? { name: o.name, mask, unknownStar: o.unknownStar } : { name: o.name, mask }
+    }) ?? null
+  const copy = copyFormat(l)
+  const active = outputs === null ? readsClassified : outputs.some((o) => o.mask.action !== 'keep' || o.unknownStar !== undefined)
+  if (l.copy?.format === 'binary' && active) {
+    return { ok: false, rule: 'gatehouse:masking', reason: 'COPY in binary format cannot be masked; use the text or csv format' }
+  }
+  return {
+    ok: true,
+    plan: {
+      outputs,
+      fallback: readsClassified ? redactAll : KEEP,
+      detectors,
+      scrubErrors: readsClassified,
+      copy,
+      obligations: rules,
+      active: active || readsClassified,
+      masked,
+    },
+  }
+}
+
+function keepPlan(l: StatementLineage, detectors: readonly string[], rules: readonly MaskObligation[]): StatementMaskPlan {
+  const det: ColumnAction = detectors.length > 0 ? { action: 'detect', detectors } : KEEP
+  return {
+    outputs: l.outputs?.map((o) => ({ name: o.name, mask: det })) ?? null,
+    fallback: det,
+    detectors,
+    scrubErrors: false,
+    copy: copyFormat(l),
+    obligations: rules,
+    active: detectors.length > 0,
+    masked: [],
+  }
+}
+
+function copyFormat(l: StatementLineage): CopyFormat | null {
+  const c = l.copy
+  if (!c) return null
+  if (c.format === 'binary') return null
+  return { format: c.format, delimiter: c.delimiter, null: c.null, quote: c.quote, escape: c.escape, header: c.header }
+}
+
+function actionFor(o: OutputLineage, rules: readonly MaskObligation[], detectors: readonly string[]): ColumnAction {
+  if (o.opaque !== null && rules.length > 0) {
+    // The value may come from anywhere (a user-defined function, a builtin that runs SQL): redact it.
+    return { action: 'mask', rule: 'gatehouse:opaque', strategy: 'redact', derived: true }
+  }
+  const hits = matching(o.sources, rules)
+  const m = strictest(hits)
+  if (m) {
+    const direct = o.direct !== null && o.sources.length === 1 && columnMatches(m.column, o.direct)
+    return { action: 'mask', rule: m.rule, strategy: m.strategy, ...(m.keep !== undefined ? { keep: m.keep } : {}), derived: !direct }
+  }
+  return detectors.length > 0 ? { action: 'detect', detectors } : KEEP
+}
+
+/**
+ * The column plans for a result, once its shape is known (RowDescription, or the fields of a
+ * described statement/portal). `fields` null: only the column count is known (from a DataRow).
+ */
+export function columnPlans(
+  plan: StatementMaskPlan,
+  fields: readonly FieldInfo[] | null,
+  count: number,
+  formats: readonly number[] | null,
+): ColumnPlan[] {
+  const n = fields?.length ?? count
+  const fmt = (i: number): 0 | 1 => {
+    if (formats && formats.length > 0) return (formats.length === 1 ? formats[0] : formats[i]) === 1 ? 1 : 0
+    return fields?.[i]?.format ?? 0
+  }
+  const typeOf = (i: number): number | null => fields?.[i]?.typeOid ?? null
+  const actions = alignOutputs(plan, fields, n)
+  return actions.map((mask, i) => ({ mask, typeOid: typeOf(i), format: fmt(i) }))
+}
+
+function alignOutputs(plan: StatementMaskPlan, fields: readonly FieldInfo[] | null, n: number): ColumnAction[] {
+  const outputs = plan.outputs
+  if (outputs === null) return new Array<ColumnAction>(n).fill(plan.fallback)
+  const stars = outputs.filter((o) => o.unknownStar !== undefined)
+  if (stars.length === 0) {
+    if (outputs.length === n) return outputs.map((o) => o.mask)
+    return new Array<ColumnAction>(n).fill(plan.fallback)
+  }
+  // `*` over relations the catalog does not know: the star takes whatever columns are left, which
+  // are judged by the names the server gives them.
+  const known = outputs.length - stars.length
+  const starCols = n - known
+  if (starCols < stars.length) return new Array<ColumnAction>(n).fill(plan.fallback)
+  const out: ColumnAction[] = []
+  const perStar = stars.length === 1 ? starCols : -1
+  let col = 0
+  for (const o of outputs) {
+    if (o.unknownStar === undefined) {
+      out.push(o.mask)
+      col++
+      continue
+    }
+    const take = perStar >= 0 ? perStar : 0
+    if (perStar < 0) return new Array<ColumnAction>(n).fill(plan.fallback)
+    for (let k = 0; k < take; k++, col++) {
+      const name = fields?.[col]?.name
+      if (name === undefined) {
+        out.push(plan.fallback)
+        continue
+      }
+      const rel = o.unknownStar.includes('.') ? o.unknownStar : `?.${o.unknownStar}`
+      const m = strictest(matching([`${rel}.${name}`], plan.obligations))
+      out.push(
+        m
+          ? { action: 'mask', rule: m.rule, strategy: m.strategy, ...(m.keep !== undefined ? { keep: m.keep } : {}), derived: false }
+          : plan.detectors.length > 0
+            ? { action: 'detect', detectors: plan.detectors }
+            : KEEP,
+      )
+    }
+  }
+  return out
+}
+
+/** Whether any column of a compiled plan changes values (otherwise rows are forwarded as they are). */
+export function changesRows(cols: readonly ColumnPlan[]): boolean {
+  return cols.some((c) => c.mask.action !== 'keep')
+}
