@@ -22,10 +22,15 @@ import { Store } from '../engine/store.js'
 import { loadOrCreateSigningKey, TokenIssuer, validateGroup, validateSubject } from '../engine/tokens.js'
 import { postgresPlugin } from '../proxies/postgres/index.js'
 import { sshPlugin } from '../proxies/ssh/index.js'
+import { mcpPlugin } from '../proxies/mcp/index.js'
+import { registerMcpCommand } from './mcp.js'
 import { explainSql } from '../engine/sql/explain.js'
 import { ApiClient, ApiError, resolveConfig } from './client.js'
 import { revokeById } from './revoke.js'
 import { registerIdentityCommands } from './identity.js'
+import { registerClassifyCommand } from './classify.js'
+import { registerSshCommands } from './ssh.js'
+import { registerApprovalCommands } from './approvals.js'
 import { join } from 'node:path'
 
 class UsageError extends Error {}
@@ -65,7 +70,7 @@ async function devConfig(): Promise<Config> {
 async function serve(opts: { config?: string; dev?: boolean }): Promise<void> {
   const config = opts.dev && !opts.config && !process.env.GATEHOUSE_CONFIG ? await devConfig() : resolveConfig(opts.config)
   const log = createLogger(config.logLevel)
-  const gw = await Gateway.start(config, [postgresPlugin, sshPlugin], log)
+  const gw = await Gateway.start(config, [postgresPlugin, sshPlugin, mcpPlugin], log)
   let stopping = false
   const stop = (signal: string): void => {
     if (stopping) return
@@ -162,6 +167,7 @@ async function main(argv: string[]): Promise<void> {
 
   // login, logout, whoami, token delegate, token exchange, service-account key …
   registerIdentityCommands(program, token)
+  registerMcpCommand(program)
 
   const sessions = program.command('sessions').description('list and end sessions')
   sessions
@@ -237,6 +243,10 @@ async function main(argv: string[]): Promise<void> {
 
   // audit list|verify|pubkey|export|sinks, sessions replay|export (engine/audit/cli.ts)
   registerAuditCommands(program, sessions, { configOption: configOpt, resolveConfig, apiFor: (c) => ApiClient.forServer(c) })
+  registerApprovalCommands(program)
+
+  // ssh add-key|list-keys|remove-key|host-key (cli/ssh.ts)
+  registerSshCommands(program, configOpt)
 
   const policy = program
     .command('policy')
@@ -307,6 +317,7 @@ async function main(argv: string[]): Promise<void> {
       }
     })
 
+  registerClassifyCommand(program) // classify CONNECTION (cli/classify.ts)
   await program.parseAsync(argv)
 }
 

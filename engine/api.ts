@@ -19,9 +19,12 @@ import { validateGroup, validateSubject, type TokenIssuer } from './tokens.js'
 import { parseDuration } from './config.js'
 import type { AuditLog } from './audit.js'
 import type { Identity } from './types.js'
+import type { HttpMount } from '../proxies/types.js'
 import type { PolicyStatus } from './policy/engine.js'
 import { identityRoutes } from './identity/routes.js'
+import { publicKeyRoutes } from './public-keys.js'
 import type { IdentityService } from './identity/service.js'
+import { type ApprovalService, approvalRoutes } from './approvals/index.js'
 
 export const ADMIN_GROUP = 'gatehouse-admins'
 
@@ -39,6 +42,8 @@ export interface ApiDeps {
   readonly identity?: IdentityService
   /** Sinks and recordings beside the audit log (engine/audit/service.ts). */
   readonly auditServices?: AuditServices | null
+  /** Approval requests, votes and access requests (engine/approvals/routes.ts). */
+  readonly approvals?: ApprovalService | null
   /** HTTP handlers mounted by proxy plugins (ProxyContext.mountHttp); public, they authenticate. */
   readonly mounts?: readonly HttpMount[]
 }
@@ -298,6 +303,12 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   )
 
   if (deps.identity) await app.register(identityRoutes(deps.identity))
+  // Public keys registered to principals (engine/public-keys.ts).
+  await app.register(publicKeyRoutes({ store: deps.store, sessions: deps.sessions, audit: deps.audit, maxTtlSeconds: deps.maxTtlSeconds }))
+  if (deps.approvals)
+    await app.register(
+      approvalRoutes(deps.approvals, (t) => deps.identity?.identify(t) ?? deps.issuer.verify(t, (j) => deps.store.isRevoked(j))),
+    )
   for (const m of deps.mounts ?? []) mountPluginRoute(app, m, deps.log)
   // Audit search, verify, export, sinks and session recordings (engine/audit/api.ts).
   await app.register(auditRoutes, {
@@ -307,4 +318,30 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   })
 
   return app
+}
+
+/**
+ * A plugin's handler at `path` and under it (ProxyContext.mountHttp). The raw request and response
+ * are handed over (fastify has parsed a JSON body and capped it at bodyLimit); the route is public
+ * because the plugin authenticates its own callers (an MCP client is not an admin).
+ */
+function mountPluginRoute(app: FastifyInstance, m: HttpMount, log: Logger): void {
+  for (const url of [m.path, `${m.path}/*`]) {
+    app.route({
+      method: ['GET', 'POST', 'DELETE', 'OPTIONS'],
+      url,
+      config: { auth: 'public' },
+      schema: { hide: true },
+      handler: (req, reply) => {
+        reply.hijack()
+        Promise.resolve()
+          .then(() => m.handler(req.raw, reply.raw, req.body))
+          .catch((err: unknown) => {
+            log.error({ err, path: m.path }, 'plugin http handler failed')
+            if (!reply.raw.headersSent) reply.raw.writeHead(500, { 'content-type': 'application/json' })
+            reply.raw.end(JSON.stringify({ error: 'internal error' }))
+          })
+      },
+    })
+  }
 }

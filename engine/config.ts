@@ -59,7 +59,20 @@ export interface Config {
 export const DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/
-const TOP_KEYS = ['data_dir', 'listen', 'tls', 'audit', 'limits', 'tokens', 'connections', 'plugins', 'policies', 'identity', 'log_level', 'approvals']
+const TOP_KEYS = [
+  'data_dir',
+  'listen',
+  'tls',
+  'audit',
+  'limits',
+  'tokens',
+  'connections',
+  'plugins',
+  'policies',
+  'identity',
+  'log_level',
+  'approvals',
+]
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
 
 export function parseDuration(text: string): number | null {

@@ -15,9 +15,11 @@ import { IdentityService } from './identity/service.js'
 import { loadPolicySource } from './policy/bundle.js'
 import { PolicyEngine } from './policy/engine.js'
 import { PolicyReloader } from './policy/reload.js'
+import { PublicKeys } from './public-keys.js'
 import { defaultPolicyDir } from './policy/sources.js'
 import { parseSecretRef, resolveSecret } from './secrets.js'
 import { SessionManager } from './sessions.js'
+import { startApprovals } from './approvals/index.js'
 import { Store } from './store.js'
 import { ensureSelfSigned, loadSecureContext } from './tls.js'
 import { loadOrCreateSigningKey, TokenIssuer } from './tokens.js'
@@ -126,7 +128,7 @@ export class Gateway {
     const issuer = new TokenIssuer(key, issuerFor(config), {
       maxDepth: config.identity.delegation.maxDepth,
       // A root may pass unmask:<rule> to an agent when the loaded masking rules clear its groups.
-      mayUnmask: (root, rule) => engine.maskingRules().some((r) => r.name === rule && r.clear_for.some((g) => root.groups.includes(g))),
+      mayUnmask: (root, rule) => engine.rootMayUnmask(root, rule),
     })
     const configDir = config.file ? join(config.file, '..') : process.cwd()
     const identity = new IdentityService({
@@ -150,6 +152,14 @@ export class Gateway {
     gw.auditServices = auditServices
 
     try {
+      // Held commands wait for reviewers (engine/approvals); the webhook secret must resolve.
+      sessions.approvals = await startApprovals({
+        config,
+        audit,
+        log,
+        requirements: () => engine.approvalRequirements(),
+        policyVersion: () => engine.version,
+      })
       gw.reloader = new PolicyReloader(policySource, engine, log.child({ component: 'policy' }))
       await gw.reloader.start()
       for (const l of plugins) {
@@ -173,6 +183,7 @@ export class Gateway {
           log,
           version: () => ({ policy: engine.version }),
           policy: () => engine.status(),
+          approvals: sessions.approvals,
           mounts: gw.mounts,
         })
         await gw.api.listen({ host: apiAddr.host, port: apiAddr.port }).catch((err: unknown) => {
@@ -230,6 +241,7 @@ export class Gateway {
       },
       issuer: this.issuer.issuer,
       identify: (credential) => this.identity.identify(credential),
+      revoked: (identity) => identity.tokenIds.some((jti) => this.store.isRevoked(jti)),
       listener: (name) => this.bound.get(name) ?? null,
       connections: () => this.config.connections.map((c) => ({ name: c.name, protocol: c.protocol, labels: c.labels })),
       mountHttp: (path, handler) => {
@@ -261,7 +273,9 @@ export class Gateway {
     let identity: Identity
     try {
       // A Gatehouse token (root or delegated: every rule of the chain rechecked) or an API key.
-      identity = await this.identity.identify(req.credential)
+      identity = req.publicKey
+        ? new PublicKeys(this.store, this.config.tokens.maxTtlSeconds).identify(req.publicKey.fingerprint)
+        : await this.identity.identify(req.credential)
     } catch (err) {
       return refuse(
         isGatehouseError(err) ? err : new GatehouseError('GH_ERR_AUTH', String(err), { publicMessage: 'authentication failed' }),
@@ -334,6 +348,7 @@ export class Gateway {
     this.sessions.terminateAll(reason)
     if (this.api) await this.api.close().catch(() => undefined)
     this.identity.close()
+    this.sessions.approvals?.close()
     this.audit.close()
     // After the shutdown checkpoint is written, so the sinks get it too.
     await this.auditServices?.stop()

@@ -9,7 +9,8 @@ import type { DecisionEngine } from './decide.js'
 import { GatehouseError } from './errors.js'
 import type { Store } from './store.js'
 import type { AuditEvent, Command, ConnectionRef, Decision, Identity } from './types.js'
-import type { Address, ProxySession, SessionAuditEvent } from '../proxies/types.js'
+import type { Address, ApprovalAsk, ApprovalOutcome, ProxySession, SessionAuditEvent } from '../proxies/types.js'
+import type { ApprovalService } from './approvals/service.js'
 
 export function newSessionId(): string {
   return `s-${randomBytes(6).toString('hex')}`
@@ -41,8 +42,16 @@ export class LiveSession implements ProxySession {
     this.expiryTimer.unref()
   }
 
-  decide(action: string, command: Command, signal?: AbortSignal): Promise<Decision> {
-    return this.manager.engine.decide({ identity: this.identity, connection: this.connection, action, command }, signal)
+  decide(action: string, command: Command, signal?: AbortSignal, approval?: { readonly granted: boolean }): Promise<Decision> {
+    const req = { identity: this.identity, connection: this.connection, action, command }
+    return this.manager.engine.decide(approval ? { ...req, approval } : req, signal)
+  }
+
+  /** engine/approvals: a grant for this held command, or a request that reviewers decide. */
+  requestApproval(req: ApprovalAsk): Promise<ApprovalOutcome> {
+    const a = this.manager.approvals
+    if (!a) return Promise.reject(new GatehouseError('GH_ERR_STATE', 'approvals are not available in this gateway'))
+    return a.request(this, req)
   }
 
   /** The event with this session's fields first (and never overridden by the caller's). One
@@ -92,6 +101,8 @@ export class LiveSession implements ProxySession {
 
 export class SessionManager {
   readonly live = new Map<string, LiveSession>()
+  /** Set by the gateway at start (engine/approvals); null: held commands are refused. */
+  approvals: ApprovalService | null = null
 
   constructor(
     readonly engine: DecisionEngine,

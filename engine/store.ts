@@ -175,8 +175,104 @@ export class Store {
     return new Set(ids.filter((id) => this.isRevoked(id)))
   }
 
+  // ---- Public keys registered to principals (engine/public-keys.ts; the SSH proxy logs callers in
+  // with them). Generic key storage: the engine stores and finds keys by fingerprint, nothing more.
+  private publicKeysReady = false
+
+  private ensurePublicKeys(): void {
+    if (this.publicKeysReady) return
+    if (!this.db.readonly) {
+      this.db.exec(`
+        CREATE TABLE IF NOT EXISTS public_keys (
+          id TEXT PRIMARY KEY, principal TEXT NOT NULL, fingerprint TEXT NOT NULL UNIQUE, key TEXT NOT NULL,
+          comment TEXT, groups TEXT NOT NULL, scope TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER);
+      `)
+    }
+    this.publicKeysReady = true
+  }
+
+  addPublicKey(k: PublicKeyRecord): void {
+    this.ensurePublicKeys()
+    this.db
+      .prepare(
+        'INSERT INTO public_keys (id, principal, fingerprint, key, comment, groups, scope, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      )
+      .run(k.id, k.principal, k.fingerprint, k.key, k.comment, JSON.stringify(k.groups), JSON.stringify(k.scope), k.createdAt, k.expiresAt)
+  }
+
+  findPublicKey(fingerprint: string): PublicKeyRecord | null {
+    this.ensurePublicKeys()
+    const row = this.db.prepare('SELECT * FROM public_keys WHERE fingerprint = ?').get(fingerprint) as PublicKeyRow | undefined
+    return row ? toPublicKey(row) : null
+  }
+
+  /** Oldest first; only `principal`'s keys when given. */
+  listPublicKeys(principal?: string): PublicKeyRecord[] {
+    this.ensurePublicKeys()
+    const rows = (
+      principal === undefined
+        ? this.db.prepare('SELECT * FROM public_keys ORDER BY created_at, id').all()
+        : this.db.prepare('SELECT * FROM public_keys WHERE principal = ? ORDER BY created_at, id').all(principal)
+    ) as PublicKeyRow[]
+    return rows.map(toPublicKey)
+  }
+
+  /** Removes the key with this id or fingerprint; returns what was removed. */
+  removePublicKey(idOrFingerprint: string): PublicKeyRecord | null {
+    this.ensurePublicKeys()
+    const row = this.db.prepare('SELECT * FROM public_keys WHERE id = ? OR fingerprint = ?').get(idOrFingerprint, idOrFingerprint) as
+      | PublicKeyRow
+      | undefined
+    if (!row) return null
+    this.db.prepare('DELETE FROM public_keys WHERE id = ?').run(row.id)
+    return toPublicKey(row)
+  }
+  // ---- end of public keys
+
   close(): void {
     this.db.close()
+  }
+}
+
+/** A public key registered to a principal: the key itself (public), never anything secret. */
+export interface PublicKeyRecord {
+  readonly id: string
+  readonly principal: string
+  /** `SHA256:<base64, unpadded>` of the key blob, as `ssh-keygen -l` prints it. */
+  readonly fingerprint: string
+  /** `<type> <base64>`. */
+  readonly key: string
+  readonly comment: string | null
+  readonly groups: readonly string[]
+  readonly scope: readonly string[]
+  /** Unix seconds. */
+  readonly createdAt: number
+  readonly expiresAt: number | null
+}
+
+interface PublicKeyRow {
+  id: string
+  principal: string
+  fingerprint: string
+  key: string
+  comment: string | null
+  groups: string
+  scope: string
+  created_at: number
+  expires_at: number | null
+}
+
+function toPublicKey(r: PublicKeyRow): PublicKeyRecord {
+  return {
+    id: r.id,
+    principal: r.principal,
+    fingerprint: r.fingerprint,
+    key: r.key,
+    comment: r.comment,
+    groups: JSON.parse(r.groups) as string[],
+    scope: JSON.parse(r.scope) as string[],
+    createdAt: r.created_at,
+    expiresAt: r.expires_at,
   }
 }
 

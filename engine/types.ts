@@ -67,6 +67,8 @@ export interface MaskObligation {
   readonly column: string
   readonly strategy: 'redact' | 'partial' | 'hash' | 'null'
   readonly keep?: number
+  /** A value detector to run on unclassified text columns (rule `detector:<name>`, column ''). */
+  readonly detector?: string
 }
 
 export interface DenyReason {
@@ -82,6 +84,8 @@ export type Decision =
       readonly rules: readonly string[]
       readonly mask: readonly MaskObligation[]
       readonly policy: string
+      /** From masking.yaml, present whenever `mask` is not empty. */
+      readonly maskOptions?: { readonly strictPredicates: boolean; readonly unknownLineage: 'refuse' | 'mask' }
     }
   | {
       readonly effect: 'deny'
@@ -124,6 +128,8 @@ export type AuditEventType =
   | 'approval.used'
   | 'token.issued'
   | 'token.revoked'
+  // An MCP tool call (proxies/mcp): chain, tool, arguments (SQL literals as `?`) and the decision.
+  | 'mcp.call'
   // The audit log's own records (engine/audit/format.ts): segment headers, signed checkpoints,
   // retention prunes, and a count of result events dropped while the disk refused writes.
   | 'audit.segment'

@@ -51,6 +51,11 @@ export interface ClientInfo {
 export interface OpenSessionRequest {
   /** The bearer credential the client presented (a Gatehouse token). */
   readonly credential: string
+  /**
+   * Instead of a credential: the caller proved possession of this public key (the plugin verified
+   * its signature in the protocol); the engine finds the principal it is registered to.
+   */
+  readonly publicKey?: { readonly fingerprint: string }
   /** The connection name the client asked for. */
   readonly connection: string
   readonly client: ClientInfo
@@ -155,6 +160,8 @@ export interface ProxyContext {
   readonly issuer: string
   /** Identifies a bearer credential exactly as openSession does (audience: the issuer), with no connection. */
   identify(credential: string): Promise<Identity>
+  /** True when any token of `identity`'s chain is revoked now (a point lookup, no signature check). */
+  revoked(identity: Identity): boolean
   /** Where the listener of plugin `name` (or `api`) is bound, once started; null when it has none. */
   listener(name: string): Address | null
   /** The configured connections: names, protocols and labels only (no settings, no secrets). */

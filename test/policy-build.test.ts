@@ -75,7 +75,7 @@ describe('policy build', () => {
     }
     assert.equal(data.gatehouse.approvals.requirements[0]?.name, 'prod-ddl')
     assert.equal(data.gatehouse.approvals.requirements[0]?.approvers.group, 'dba')
-    assert.deepEqual(data.gatehouse.masking, { rules: [], detectors: [] })
+    assert.deepEqual(data.gatehouse.masking, { rules: [], detectors: [], strict_predicates: false, unknown_lineage: 'refuse' })
     assert.equal(files.get('policy.wasm')?.subarray(0, 4).toString('hex'), '0061736d', 'a WebAssembly module')
   })
 
@@ -205,7 +205,7 @@ describe('policy build', () => {
       m('rules[0].strategy: must be one of redact, partial, hash, null (got "blur")'),
       m('rules[1].name: duplicate rule name "emails"'),
       m('rules[1].keep: only applies to strategy: partial'),
-      m('detectors[1]: unknown detector "dna" (known: email, card, iban)'),
+      m('detectors[1]: unknown detector "dna" (known: email, card, iban, ssn, phone, jwt, cloud_key, private_key)'),
       m('extra: unknown key'),
       a('requirements[0].action[0]: must be an action like sql.ddl'),
       a('requirements[0].approvers.group: is required'),

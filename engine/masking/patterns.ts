@@ -44,7 +44,7 @@ export function columnMatches(pattern: string, qualified: string): boolean {
   const names = qualified.split('.')
   if (segments.length > names.length) return false
   for (let i = 0; i < segments.length; i++) {
-    const want = segments[i]
+    const want = segments[i] as string | RegExp | null
     const have = names[names.length - 1 - i] as string
     if (want === null) continue
     if (typeof want === 'string') {

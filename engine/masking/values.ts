@@ -14,8 +14,8 @@
 //     value in any table, session or replica sharing the key; bpchar padding is ignored for hash and
 //     partial, as PostgreSQL ignores it in comparisons, so `char(n)` and `text` hashes still join.
 
-import { createHmac } from 'node:crypto'
-import { detect } from './detectors.js'
+import { DETECTOR_NAMES, detect } from './detectors.js'
+import { HmacSha256 } from './hmac.js'
 import type { ColumnPlan } from './rows.js'
 
 /** Type OIDs whose text and binary forms are both the UTF-8 characters of the value. */
@@ -26,7 +26,7 @@ const INT8 = 20
 export const REDACTED = '****'
 const REDACTED_BUF = Buffer.from(REDACTED)
 
-export const enum Op {
+export enum Op {
   Keep = 0,
   Null = 1,
   Redact = 2,
@@ -54,6 +54,10 @@ export function compileOp(c: ColumnPlan): ValueOp {
   if (m.action === 'keep') return { ...base, op: Op.Keep }
   if (m.action === 'detect') {
     if (m.detectors.length === 0) return { ...base, op: Op.Keep }
+    for (const d of m.detectors) {
+      // A typo must not switch a backstop off, nor fail halfway through a result.
+      if (!DETECTOR_NAMES.includes(d)) throw new Error(`unknown detector ${JSON.stringify(d)} (known: ${DETECTOR_NAMES.join(', ')})`)
+    }
     return { ...base, op: textLike ? Op.Detect : Op.DetectOther, detectors: m.detectors, binaryInt8: c.format === 1 && c.typeOid === INT8 }
   }
   if (m.strategy === 'null' || !textLike) return { ...base, op: Op.Null }
@@ -88,25 +92,17 @@ function partial(v: Buffer, keep: number): Buffer {
   return out
 }
 
-/** Applies value operations; holds the hash key and a small cache of recent hashes. */
+/** Applies value operations; holds the hash key (as HMAC midstates). */
 export class ValueMasker {
-  /** Repeated values (GROUP BY output, status columns) skip the HMAC; bounded, dropped whole when full. */
-  private cache = new Map<string, Buffer>()
+  private readonly hmac: HmacSha256
 
-  constructor(private readonly key: Buffer) {}
+  constructor(key: Buffer) {
+    this.hmac = new HmacSha256(key)
+  }
 
+  /** 32 hex digits (128 bits) of HMAC-SHA256: collisions are negligible for joins on any table size. */
   hash(v: Buffer): Buffer {
-    const k = v.length <= 64 ? v.toString('latin1') : null
-    if (k !== null) {
-      const hit = this.cache.get(k)
-      if (hit !== undefined) return hit
-    }
-    const h = Buffer.from(createHmac('sha256', this.key).update(v).digest('hex').slice(0, 32), 'latin1')
-    if (k !== null) {
-      if (this.cache.size >= 4096) this.cache = new Map()
-      this.cache.set(k, h)
-    }
-    return h
+    return this.hmac.hex(v, 32)
   }
 
   /**

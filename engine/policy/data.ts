@@ -7,11 +7,14 @@
 import yaml from 'js-yaml'
 import { parseDuration } from '../config.js'
 import type { MaskObligation } from '../types.js'
+import { DETECTOR_NAMES } from '../masking/detectors.js'
 
 export type MaskStrategy = MaskObligation['strategy']
 export const MASK_STRATEGIES: readonly MaskStrategy[] = ['redact', 'partial', 'hash', 'null']
 /** Value detectors the masking engine knows (applied to unclassified text columns). */
-export const DETECTORS = ['email', 'card', 'iban'] as const
+export const DETECTORS: readonly string[] = DETECTOR_NAMES
+/** What the proxy does with an output column whose lineage it cannot establish. */
+export const UNKNOWN_LINEAGE = ['refuse', 'mask'] as const
 /** Characters kept by `partial` when `keep` is not given. */
 export const DEFAULT_PARTIAL_KEEP = 4
 
@@ -26,9 +29,20 @@ export interface MaskingRule {
   readonly clear_for: readonly string[]
 }
 
+/** A value detector switched on, with the groups that see its matches clear. */
+export interface DetectorRule {
+  readonly name: string
+  readonly clear_for: readonly string[]
+}
+
 export interface MaskingData {
   readonly rules: readonly MaskingRule[]
-  readonly detectors: readonly string[]
+  /** Normalized to `{name, clear_for}`; masking.yaml may list a bare name. */
+  readonly detectors: readonly DetectorRule[]
+  /** Also refuse predicates (WHERE, JOIN … ON, HAVING) on classified columns. */
+  readonly strict_predicates: boolean
+  /** refuse: a statement whose lineage is unknown is refused; mask: such output columns are masked whole. */
+  readonly unknown_lineage: (typeof UNKNOWN_LINEAGE)[number]
 }
 
 export interface ApprovalRequirement {
@@ -50,13 +64,14 @@ export interface ApprovalsData {
   readonly requirements: readonly ApprovalRequirement[]
 }
 
-export const EMPTY_MASKING: MaskingData = { rules: [], detectors: [] }
+export const EMPTY_MASKING: MaskingData = { rules: [], detectors: [], strict_predicates: false, unknown_lineage: 'refuse' }
 export const EMPTY_APPROVALS: ApprovalsData = { requirements: [] }
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/
 const GROUP_RE = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$/
 const ACTION_RE = /^(\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*)?)$/
-const SEGMENT_RE = /^(\*|[^.\s*"]+)$/
+// A segment is a name, `*` (any one segment), or a name with `*` globs inside (`password*`).
+const SEGMENT_RE = /^[^.\s"]+$/
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
@@ -123,7 +138,7 @@ export function parseMasking(raw: unknown, p: FileProblems): MaskingData {
     p.add('', 'the top level must be a mapping with rules: and detectors:')
     return EMPTY_MASKING
   }
-  p.unknownKeys(raw, '', ['rules', 'detectors'])
+  p.unknownKeys(raw, '', ['rules', 'detectors', 'strict_predicates', 'unknown_lineage'])
   const rules: MaskingRule[] = []
   const rulesRaw = raw.rules ?? []
   const seen = new Set<string>()
@@ -169,10 +184,45 @@ export function parseMasking(raw: unknown, p: FileProblems): MaskingData {
       }
     })
   }
-  const detectors = stringList(p, raw.detectors, 'detectors', (s) =>
-    (DETECTORS as readonly string[]).includes(s) ? null : `unknown detector ${JSON.stringify(s)} (known: ${DETECTORS.join(', ')})`,
-  )
-  return { rules, detectors }
+  const detectors = parseDetectors(raw.detectors, p)
+  const strict = raw.strict_predicates ?? false
+  if (typeof strict !== 'boolean') p.add('strict_predicates', `must be true or false (got ${JSON.stringify(strict)})`)
+  const lineage = raw.unknown_lineage ?? 'refuse'
+  if (typeof lineage !== 'string' || !(UNKNOWN_LINEAGE as readonly string[]).includes(lineage)) {
+    p.add('unknown_lineage', `must be one of ${UNKNOWN_LINEAGE.join(', ')} (got ${JSON.stringify(lineage)})`)
+  }
+  return {
+    rules,
+    detectors,
+    strict_predicates: strict === true,
+    unknown_lineage: lineage === 'mask' ? 'mask' : 'refuse',
+  }
+}
+
+/** `detectors:` entries: a detector name, or `{name, clear_for: [groups]}`. */
+function parseDetectors(v: unknown, p: FileProblems): DetectorRule[] {
+  if (v === undefined || v === null) return []
+  if (!Array.isArray(v)) {
+    p.add('detectors', 'must be a list of detector names or {name, clear_for} mappings')
+    return []
+  }
+  const out: DetectorRule[] = []
+  const seen = new Set<string>()
+  v.forEach((d: unknown, i: number) => {
+    const key = `detectors[${i}]`
+    const name = isRecord(d) ? d.name : d
+    if (isRecord(d)) p.unknownKeys(d, key, ['name', 'clear_for'])
+    const before = p.list.length
+    if (typeof name !== 'string' || !DETECTORS.includes(name)) {
+      p.add(isRecord(d) ? `${key}.name` : key, `unknown detector ${JSON.stringify(name)} (known: ${DETECTORS.join(', ')})`)
+      return
+    }
+    if (seen.has(name)) p.add(key, `duplicate detector ${JSON.stringify(name)}`)
+    seen.add(name)
+    const clearFor = isRecord(d) ? stringList(p, d.clear_for, `${key}.clear_for`, checkGroup) : []
+    if (p.list.length === before) out.push({ name, clear_for: clearFor })
+  })
+  return out
 }
 
 export function parseApprovals(raw: unknown, p: FileProblems): ApprovalsData {

@@ -26,9 +26,10 @@
 import type { Logger } from 'pino'
 import { decisionTime, type DecisionEngine } from '../decide.js'
 import type { Decision, DecisionRequest, DenyReason, HoldRequirement, Identity, MaskObligation, Principal } from '../types.js'
-import { MASK_STRATEGIES, type MaskingRule, type MaskStrategy } from './data.js'
+import { type ApprovalRequirement, MASK_STRATEGIES, type MaskingRule, type MaskStrategy } from './data.js'
 import type { LoadedBundle } from './bundle.js'
 import { actionInScope, connectionInScope, scopeOf } from './scope.js'
+import { strictestPerColumn } from '../masking/plan.js'
 
 export const NO_BUNDLE_VERSION = 'none'
 
@@ -221,6 +222,11 @@ class Active {
         if (unmask.has(r.name) || clearFor(r, p)) continue
         for (const column of r.columns) out.push(obligation(r, column))
       }
+      // Value detectors: masked for this hop unless its groups are cleared or its scope unmasks them.
+      for (const d of this.bundle.masking.detectors) {
+        if (unmask.has(`detector:${d.name}`) || d.clear_for.some((g) => p.groups.includes(g))) continue
+        out.push({ rule: `detector:${d.name}`, column: '', strategy: 'redact', detector: d.name })
+      }
       m = out.length === 0 ? EMPTY : out
       this.fileMasks.set(p, m)
     }
@@ -336,6 +342,20 @@ export class PolicyEngine implements DecisionEngine {
   /** The masking rules of the loaded bundle (delegation asks whether a root may pass on unmask:<rule>). */
   maskingRules(): readonly MaskingRule[] {
     return this.active?.bundle.masking.rules ?? EMPTY
+  }
+
+  /** Whether a root may pass `unmask:<rule>` on: a masking rule or `detector:<name>` that clears its groups. */
+  rootMayUnmask(root: Principal, rule: string): boolean {
+    const m = this.active?.bundle.masking
+    if (!m) return false
+    const cleared = (groups: readonly string[]): boolean => groups.some((g) => root.groups.includes(g))
+    if (rule.startsWith('detector:')) return m.detectors.some((d) => `detector:${d.name}` === rule && cleared(d.clear_for))
+    return m.rules.some((r) => r.name === rule && cleared(r.clear_for))
+  }
+
+  /** The approvals.yaml requirements of the loaded bundle (access requests ask which apply). */
+  approvalRequirements(): readonly ApprovalRequirement[] {
+    return this.active?.bundle.approvals.requirements ?? EMPTY
   }
 
   status(): PolicyStatus {
@@ -454,7 +474,14 @@ function decideWith(a: Active, req: DecisionRequest, now: Date | null, report: H
     for (const r of a.bundle.approvals.requirements) {
       if (!requirements.some((q) => q.rule === r.name)) continue
       const grant = r.grant === 'window' && r.window_seconds !== null ? r.grant : 'once'
-      held.push({ rule: r.name, group: r.approvers.group, count: r.approvers.count, grant, window_seconds: r.window_seconds, reason: r.reason })
+      held.push({
+        rule: r.name,
+        group: r.approvers.group,
+        count: r.approvers.count,
+        grant,
+        window_seconds: r.window_seconds,
+        reason: r.reason,
+      })
     }
     return {
       decision: {
@@ -470,9 +497,17 @@ function decideWith(a: Active, req: DecisionRequest, now: Date | null, report: H
   }
 
   // 4. Allow, with the union of the mask obligations.
-  const mask = masks === null ? EMPTY : dedupeMasks(masks)
+  // Where hops mask the same column differently the strictest wins (engine/masking/plan.ts).
+  const mask = masks === null ? EMPTY : strictestPerColumn(dedupeMasks(masks))
+  const mo = a.bundle.masking
   return {
-    decision: { effect: 'allow', rules: mask.length === 0 ? EMPTY : uniq(mask.map((m) => m.rule)), mask, policy: version },
+    decision: {
+      effect: 'allow',
+      rules: masks === null ? EMPTY : uniq(masks.map((m) => m.rule)),
+      mask,
+      policy: version,
+      ...(mask.length > 0 ? { maskOptions: { strictPredicates: mo.strict_predicates, unknownLineage: mo.unknown_lineage } } : {}),
+    },
     hops: report ?? [],
     requirements,
   }

@@ -7,6 +7,7 @@ import type { Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
 import { serialize } from 'pg-protocol'
 import type { Catalog } from '../../engine/sql/index.js'
+import { LINEAGE_CATALOG_SQL, type LineageCatalogSnapshot, parseLineageCatalog } from '../../engine/sql/lineage-catalog.js'
 import { BackendCode, readErrorFields } from './messages.js'
 
 /** Relations in a busy database change rarely; sessions of one connection share a snapshot this long. */
@@ -26,7 +27,7 @@ export interface SessionStart {
 }
 
 /** Runs one simple query on a server connection that is idle and not yet relayed; returns text rows. */
-function query(socket: Socket | TLSSocket, sql: string, timeoutMs = 10_000): Promise<(string | null)[][][]> {
+export function query(socket: Socket | TLSSocket, sql: string, timeoutMs = 10_000): Promise<(string | null)[][][]> {
   return new Promise((resolve, reject) => {
     let buf: Buffer = Buffer.alloc(0)
     const results: (string | null)[][][] = [[]]
@@ -82,25 +83,40 @@ export async function readSessionStart(socket: Socket | TLSSocket): Promise<Sess
   return { searchPath: row?.[0] ?? '"$user", public', user: row?.[1] ?? '' }
 }
 
-export async function readCatalog(socket: Socket | TLSSocket): Promise<Catalog | null> {
-  const [rels, schemas] = await query(socket, `${RELATIONS_SQL}; ${SCHEMAS_SQL}`)
-  if (!rels || !schemas || rels.length > MAX_RELATIONS) return null
-  return {
-    relations: new Set(rels.map((r) => `${r[0] ?? ''}.${r[1] ?? ''}`)),
-    schemas: new Set(schemas.map((r) => r[0] ?? '')),
+export interface CatalogSnapshot {
+  /** Which relations exist where (null: too many to hold). */
+  readonly catalog: Catalog | null
+  /** Columns, view definitions and user functions, for masking lineage (null: could not be read,
+   * and statements of sessions with mask obligations are then refused or fully masked). */
+  readonly lineage: LineageCatalogSnapshot | null
+}
+
+export async function readCatalog(socket: Socket | TLSSocket): Promise<CatalogSnapshot> {
+  // One round trip; the lineage part comes last because its SET LOCAL lasts to the end of the message.
+  const [rels, schemas, , lineageRows] = await query(socket, `${RELATIONS_SQL}; ${SCHEMAS_SQL}; ${LINEAGE_CATALOG_SQL}`)
+  const catalog =
+    !rels || !schemas || rels.length > MAX_RELATIONS
+      ? null
+      : { relations: new Set(rels.map((r) => `${r[0] ?? ''}.${r[1] ?? ''}`)), schemas: new Set(schemas.map((r) => r[0] ?? '')) }
+  let lineage: LineageCatalogSnapshot | null = null
+  try {
+    lineage = lineageRows ? parseLineageCatalog(lineageRows) : null
+  } catch {
+    lineage = null
   }
+  return { catalog, lineage }
 }
 
 /** Per-connection catalog snapshots, shared by sessions, refreshed after the TTL or after DDL. */
 export class CatalogCache {
-  private readonly entries = new Map<string, { catalog: Catalog | null; at: number }>()
+  private readonly entries = new Map<string, { snapshot: CatalogSnapshot; at: number }>()
 
-  async get(connection: string, socket: Socket | TLSSocket): Promise<Catalog | null> {
+  async get(connection: string, socket: Socket | TLSSocket): Promise<CatalogSnapshot> {
     const e = this.entries.get(connection)
-    if (e && Date.now() - e.at < CATALOG_TTL_MS) return e.catalog
-    const catalog = await readCatalog(socket)
-    this.entries.set(connection, { catalog, at: Date.now() })
-    return catalog
+    if (e && Date.now() - e.at < CATALOG_TTL_MS) return e.snapshot
+    const snapshot = await readCatalog(socket)
+    this.entries.set(connection, { snapshot, at: Date.now() })
+    return snapshot
   }
 
   invalidate(connection: string): void {

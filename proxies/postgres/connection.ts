@@ -17,7 +17,7 @@ import { TLSSocket } from 'node:tls'
 import { serialize } from 'pg-protocol'
 import type { Logger } from 'pino'
 import { type GatehouseError, isGatehouseError } from '../../engine/errors.js'
-import type { Decision, ProxyContext, ProxySession, SessionAuditEvent } from '../types.js'
+import type { ApprovalOutcome, Decision, ProxyContext, ProxySession, SessionAuditEvent } from '../types.js'
 import { BackendProtocolError, BackendScanner, type BackendHandler } from './backend.js'
 import {
   expectEmpty,
@@ -56,8 +56,11 @@ import { mentionsPassword, redactSql } from './redact.js'
 import { parseSearchPath, type SqlAnalyzer, type StatementFacts } from '../../engine/sql/index.js'
 import { type CatalogCache, readSessionStart } from './catalog.js'
 import { SessionSql, type StatementEffect, type Verdict } from './statements.js'
+import * as hold from './hold.js'
 import { compileCopyMasker } from '../../engine/masking/copy.js'
 import { compileRowMasker, type RowMasker } from '../../engine/masking/rows.js'
+import { type LineageCatalogSnapshot, lineageCatalogFor } from '../../engine/sql/lineage-catalog.js'
+import type { LineageCatalog } from '../../engine/sql/lineage.js'
 import { changesRows, columnPlans, type FieldInfo, parseRowDescription, SessionMasking, type StatementMaskPlan } from './masking.js'
 
 /** Startup parameters a client may set (lower-cased GUC names). `options` would let a client set
@@ -229,6 +232,9 @@ export class PgConnection implements BackendHandler {
   private ourPid = 0
   private authTimer: NodeJS.Timeout | null = null
   private readonly abort = new AbortController()
+  /** `SET gatehouse.approval_wait|reason` (hold.ts); aborted by a CancelRequest while a statement is held. */
+  private readonly approvalPrefs = new hold.ApprovalPrefs()
+  private holdCancel: AbortController | null = null
   /** Masking state; the scanner reads result shapes once this session has had a mask obligation. */
   private masking: SessionMasking | null = null
   private maskingOn = false
@@ -237,6 +243,9 @@ export class PgConnection implements BackendHandler {
   private copyMasker: { rewrite(payload: Buffer): Buffer } | null = null
   /** An Execute whose masker is compiled at its first row, from the portal's described shape. */
   private lazyPlan: { plan: StatementMaskPlan; portal: NamedEntry | null } | null = null
+  private lineageSnapshot: LineageCatalogSnapshot | null = null
+  private sessionUser = ''
+  private boundCatalog: { key: string; catalog: LineageCatalog } | null = null
 
   constructor(
     socket: Socket,
@@ -433,13 +442,15 @@ export class PgConnection implements BackendHandler {
     try {
       // What the classifier needs to name tables as the server resolves them.
       const start = await readSessionStart(upstream.socket)
-      const catalog = await this.shared.catalogs.get(session.connection.name, upstream.socket)
+      const snapshot = await this.shared.catalogs.get(session.connection.name, upstream.socket)
+      this.lineageSnapshot = snapshot.lineage
+      this.sessionUser = start.user
       this.sql = new SessionSql(
         this.shared.analyzer,
         session,
         parseSearchPath(start.searchPath),
         start.user,
-        catalog,
+        snapshot.catalog,
         (name) => this.preparedFacts(name),
         this.log,
       )
@@ -516,6 +527,8 @@ export class PgConnection implements BackendHandler {
     this.shared.cancelKeys.set(pid, {
       secret,
       cancel: () => {
+        // A held statement is not on the server yet: cancelling it ends the wait (hold.ts).
+        this.holdCancel?.abort()
         const up = this.upstream
         if (!up || this.phase !== 'ready') return
         sendCancel(opts, up.pid, up.secret).catch((err: unknown) => this.log.warn({ err: String(err) }, 'cancel forwarding failed'))
@@ -733,6 +746,20 @@ export class PgConnection implements BackendHandler {
     return { ...verdict, masks: mv.plans.some((p) => p !== null) ? mv.plans : null }
   }
 
+  /**
+   * The lineage catalog bound to the session's search_path. When a rolled-back savepoint leaves
+   * several paths possible, none is chosen: lineage is then unknown (fail closed).
+   */
+  private lineageCatalog(): LineageCatalog | null {
+    const snap = this.lineageSnapshot
+    const paths = this.sql?.currentPaths() ?? []
+    if (!snap || paths.length !== 1) return null
+    const path = paths[0] as readonly string[]
+    const key = path.join('\u0000')
+    if (this.boundCatalog?.key !== key) this.boundCatalog = { key, catalog: lineageCatalogFor(snap, path, this.sessionUser) }
+    return this.boundCatalog.catalog
+  }
+
   /** The facts of a prepared statement by name, for SQL-level EXECUTE (null: unknown). */
   private async preparedFacts(name: string): Promise<StatementFacts | null> {
     const live = await this.firstLive(this.statements.get(name) ?? null)
@@ -779,6 +806,8 @@ export class PgConnection implements BackendHandler {
     sql: string | null,
     params: readonly (string | null)[] | null,
     portal: NamedEntry | null = null,
+    /** The approval request whose grant let this statement through (hold.ts), if any. */
+    approvedBy: string | null = null,
   ): Promise<void> {
     const session = this.session as ProxySession
     const decision = verdict.decision
@@ -807,6 +836,7 @@ export class PgConnection implements BackendHandler {
         ev.reason = decision.reason
         ev.hops = decision.reasons.map((r) => r.hop)
       } else if (decision.effect === 'hold') ev.approvers = decision.approvers
+      if (approvedBy !== null) ev.approval = approvedBy
       if (verdict.masks) {
         // Which output columns are masked, by which rule (known before the statement runs).
         const masked = verdict.masks.flatMap((p, i) =>
@@ -843,9 +873,92 @@ export class PgConnection implements BackendHandler {
       }
       this.expect(kind, null, record, portal)
       this.out.push(raw)
+      this.approvalPrefs.note(this.shared.analyzer, verdict, sql)
+      return
+    }
+    if (decision.effect === 'hold' && approvedBy === null && session.requestApproval) {
+      await this.holdStatement(raw, kind, verdict, sql, params, portal, seq)
       return
     }
     this.refuseInPlace(kind, errorResponse({ severity: 'ERROR', code: '42501', message: denialMessage(decision) }), seq)
+  }
+
+  /**
+   * A held statement (engine/approvals; hold.ts): the client gets a NoticeResponse at once, the
+   * statement waits — and nothing the client sent after it is read, so nothing overtakes it — until
+   * reviewers decide; then it is decided again with the grant and forwarded, or refused in place.
+   */
+  private async holdStatement(
+    raw: Buffer,
+    kind: Expect,
+    verdict: Verdict,
+    sql: string | null,
+    params: readonly (string | null)[] | null,
+    portal: NamedEntry | null,
+    seq: number,
+  ): Promise<void> {
+    const session = this.session as ProxySession
+    const decision = verdict.decision
+    if (decision.effect !== 'hold' || !session.requestApproval) return
+    const mixed = hold.mixedHolds(verdict)
+    if (mixed) {
+      this.refuseInPlace(kind, errorResponse({ severity: 'ERROR', code: '42501', message: mixed }), seq)
+      return
+    }
+    // What came before the held statement is answered first, so the notice goes out between whole
+    // server messages. The Flush makes the server send what it buffers mid-batch (ParseComplete,
+    // BindComplete) and keeps the waiting server session from timing out (hold.ts).
+    this.flushToServer()
+    this.upstream?.socket.write(hold.FLUSH)
+    while (this.head() !== undefined && !this.isClosed()) await new Promise((r) => setTimeout(r, 5))
+    if (this.isClosed()) return
+    // The text that was judged, as onExecute judged it.
+    let text = sql
+    let sqlLevel = false
+    if (kind === Expect.Execute && portal) {
+      const r = await this.resolvePortal(portal)
+      if (r.facts) {
+        sqlLevel = true
+        text = `EXECUTE ${quoteIdent(r.name)}`
+      }
+    }
+    const bound = hold.bindable(verdict, text, sqlLevel)
+    const cancel = new AbortController()
+    const onClose = (): void => cancel.abort()
+    this.abort.signal.addEventListener('abort', onClose, { once: true })
+    this.holdCancel = cancel
+    let outcome: ApprovalOutcome
+    try {
+      outcome = await session.requestApproval({
+        action: hold.heldAction(verdict, 'sql.other'),
+        decision,
+        display: text === null ? '(a statement the gateway cannot see)' : redactSql(text),
+        // A text that does not name what runs binds the approval to this one wait (hold.bindable).
+        fingerprint: hold.statementFingerprint(bound ? text : `${text}\0${session.id}\0${randomBytes(16).toString('hex')}`, params),
+        reason: this.approvalPrefs.reason,
+        wait: bound ? this.approvalPrefs.wait : true,
+        signal: cancel.signal,
+        onRequested: (id, groups) => {
+          if (!this.isClosed()) this.client.write(noticeResponse(hold.holdNotice(id, groups)))
+        },
+      })
+    } catch (err) {
+      this.log.error({ err: String(err), session: session.id }, 'approval request failed; statement refused')
+      const message = 'gatehouse: the approval request could not be recorded, so the statement was not run'
+      this.refuseInPlace(kind, errorResponse({ severity: 'ERROR', code: '58030', message }), seq)
+      return
+    } finally {
+      this.holdCancel = null
+      this.abort.signal.removeEventListener('abort', onClose)
+    }
+    if (this.isClosed()) return
+    if (outcome.status !== 'granted') {
+      this.refuseInPlace(kind, errorResponse(hold.holdError(outcome)), seq)
+      return
+    }
+    // Everything but the hold still applies: a deny still denies, masks still mask.
+    const again = this.applyMasking(await (this.sql as SessionSql).judge(text, this.abort.signal, { granted: true }), text)
+    await this.sendOrRefuse(raw, kind, again, sql, params, portal, outcome.request)
   }
 
   /**

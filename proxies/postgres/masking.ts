@@ -92,6 +92,7 @@ export class SessionMasking {
   private readonly cursors = new Map<string, StatementLineage>()
   private readonly prepared = new Map<string, StatementLineage>()
   private readonly lineageCache = new Map<string, StatementLineage[]>()
+  private cachedFor: LineageCatalog | null = null
 
   constructor(
     private readonly catalog: () => LineageCatalog | null,
@@ -138,6 +139,10 @@ export class SessionMasking {
 
   /** Lineage of a statement prepared through the protocol (Parse), by its SQL text. */
   private lineage(sql: string, catalog: LineageCatalog): StatementLineage[] {
+    if (catalog !== this.cachedFor) {
+      this.lineageCache.clear()
+      this.cachedFor = catalog
+    }
     const hit = this.lineageCache.get(sql)
     if (hit) return hit
     const l = analyzeLineage(sql, catalog)
@@ -153,7 +158,7 @@ export class SessionMasking {
 }
 
 function unresolvedLineage(reason: string): StatementLineage {
-  return { outputs: null, relations: [], predicates: [], writes: [], unresolved: reason }
+  return { sql: '', outputs: null, relations: [], predicates: [], writes: [], opaqueCalls: [], unresolved: reason }
 }
 
 function matching(sources: readonly string[], rules: readonly MaskObligation[]): MaskObligation[] {
@@ -191,8 +196,21 @@ function planOne(
   catalog: LineageCatalog | null,
 ): { ok: true; plan: StatementMaskPlan | null } | { ok: false; rule: string; reason: string } {
   const readsClassified = rules.length > 0 && (l.relations.some((r) => relationClassified(r, rules, catalog)) || l.outputs?.some((o) => o.opaque !== null) === true)
+  // Code the gateway cannot see into (a user-defined function, a builtin that runs SQL) may read a
+  // masked column and return or store it anywhere: with column rules in force it is refused, unless
+  // masking.yaml chose `unknown_lineage: mask` (its outputs are then redacted).
+  if (rules.length > 0 && l.opaqueCalls.length > 0 && options.unknownLineage === 'refuse') {
+    return {
+      ok: false,
+      rule: 'gatehouse:opaque-call',
+      reason: `${l.opaqueCalls.join(', ')} may read masked columns in ways the gateway cannot trace; it is not allowed for a chain that sees masked columns`,
+    }
+  }
   // Writes that copy a masked column elsewhere are refused, whatever the strategy.
   for (const w of l.writes) {
+    if (w.opaque !== null && rules.length > 0) {
+      return { ok: false, rule: 'gatehouse:opaque-call', reason: `the value written into ${w.target} may carry masked columns (${w.opaque})` }
+    }
     const hit = matching(w.sources, rules)[0]
     if (hit) {
       const src = w.sources.find((s) => columnMatches(hit.column, s)) ?? hit.column
@@ -274,7 +292,8 @@ function actionFor(o: OutputLineage, rules: readonly MaskObligation[], detectors
   const hits = matching(o.sources, rules)
   const m = strictest(hits)
   if (m) {
-    const direct = o.direct !== null && o.sources.length === 1 && columnMatches(m.column, o.direct)
+    // Projected as is (through views too): the rule's own strategy; derived in any way: redacted.
+    const direct = o.directVia.some((d) => columnMatches(m.column, d))
     return { action: 'mask', rule: m.rule, strategy: m.strategy, ...(m.keep !== undefined ? { keep: m.keep } : {}), derived: !direct }
   }
   return detectors.length > 0 ? { action: 'detect', detectors } : KEEP

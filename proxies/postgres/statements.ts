@@ -61,8 +61,9 @@ export class SessionSql {
     this.candidates = [initialPath]
   }
 
-  /** Classifies and decides a query text (null: the gateway does not know what will run). */
-  async judge(sql: string | null, signal: AbortSignal): Promise<Verdict> {
+  /** Classifies and decides a query text (null: the gateway does not know what will run).
+   * `approval` only after ProxySession.requestApproval granted this very text (engine/approvals). */
+  async judge(sql: string | null, signal: AbortSignal, approval?: { readonly granted: boolean }): Promise<Verdict> {
     const analysis =
       sql === null
         ? { statements: [otherFacts('', 'the statement to execute is not known to the gateway')], error: null }
@@ -80,7 +81,7 @@ export class SessionSql {
     if (stmts.length === 1 && stmts[0]?.execute === null) {
       // The common case, without the bookkeeping a multi-statement query needs.
       const only = stmts[0]
-      const d = await this.decide(only.action, this.command(only, 1, this.candidates), signal)
+      const d = await this.decide(only.action, this.command(only, 1, this.candidates), signal, approval)
       return {
         decision: d,
         statements: [{ sql: only.sql, action: only.action, kind: only.kind, decision: d.effect, rules: d.rules }],
@@ -109,7 +110,7 @@ export class SessionSql {
         if (eff.deallocate.name === null) prepared.clear()
         else prepared.set(eff.deallocate.name, null)
       }
-      const d = await this.decide(facts.action, command, signal)
+      const d = await this.decide(facts.action, command, signal, approval)
       policy = d.policy
       judged.push({ sql: facts.sql, action: facts.action, kind: facts.kind, decision: d.effect, rules: d.rules })
       effects.push(eff)
@@ -122,9 +123,14 @@ export class SessionSql {
     return { decision, statements: judged, effects }
   }
 
-  private async decide(action: string, command: Record<string, unknown>, signal: AbortSignal): Promise<Decision> {
+  private async decide(
+    action: string,
+    command: Record<string, unknown>,
+    signal: AbortSignal,
+    approval?: { readonly granted: boolean },
+  ): Promise<Decision> {
     try {
-      return await this.session.decide(action, command, signal)
+      return await this.session.decide(action, command, signal, approval)
     } catch (err) {
       this.log.error({ err: String(err), session: this.session.id }, 'policy evaluation failed')
       return {
@@ -177,6 +183,11 @@ export class SessionSql {
       this.qualified.set(key, v)
     }
     return v
+  }
+
+  /** The search paths the session may have right now (more than one only after a savepoint rollback). */
+  currentPaths(): readonly (readonly string[])[] {
+    return this.candidates
   }
 
   // ---- following the server's session state --------------------------------------------------

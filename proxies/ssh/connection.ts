@@ -1,22 +1,46 @@
 // One caller's SSH connection: authenticate with a Gatehouse token (password or
-// keyboard-interactive), open the Gatehouse session, connect upstream with the connection's key
-// and pinned host key, then decide, audit and bridge each channel request. Deny by default: a
-// request with no handler here (X11, agent forwarding, port forwarding, global requests) is
-// rejected by ssh2.
+// keyboard-interactive) or a registered public key, open the Gatehouse session, connect upstream
+// with the connection's key and pinned host key, then decide, audit and bridge each channel
+// request and port forward. Deny by default: a request with no handler here (streamlocal
+// forwarding, unknown global requests) is rejected; agent and X11 forwarding are refused and
+// recorded.
 
-import { timingSafeEqual } from 'node:crypto'
+import { createHash, timingSafeEqual } from 'node:crypto'
 import type { Socket } from 'node:net'
 import ssh2 from 'ssh2'
-import type { AuthContext, ClientChannel, Connection, PseudoTtyInfo, ServerChannel, Session, ClientInfo as SshClientInfo } from 'ssh2'
-import type { Decision, ProxyContext, ProxySession, TerminalRecording } from '../types.js'
+import type {
+  AcceptConnection,
+  AuthContext,
+  AuthenticationType,
+  PublicKeyAuthContext,
+  ClientChannel,
+  Connection,
+  PseudoTtyInfo,
+  RejectConnection,
+  ServerChannel,
+  Session,
+  ClientInfo as SshClientInfo,
+  TcpConnectionDetails,
+  TcpipBindInfo,
+  TcpipRequestInfo,
+} from 'ssh2'
+import type { Decision, OpenSessionRequest, ProxyContext, ProxySession, TerminalRecording } from '../types.js'
+import { awaitApproval } from '../approval.js'
 import { analyzeExec, type ExecCommand, scpTransfer } from './command.js'
+import { type ForwardCommand, forwardText, MAX_FORWARD_CHANNELS, MAX_REMOTE_FORWARDS, splice } from './forward.js'
 import { rememberedHostKey, rememberHostKey, TOFU_FILE } from './hostkeys.js'
-import { SftpObserver } from './sftp.js'
+import { ShellCommandDetector } from './shell-detect.js'
+import { type SftpOperation, SftpReplyInjector, SftpRequestFilter, type SftpVerdict } from './sftp.js'
 
-const { Client } = ssh2
+const { Client, utils } = ssh2
+
+/** Authentication methods offered to callers. */
+const METHODS: AuthenticationType[] = ['publickey', 'password', 'keyboard-interactive']
 
 /** Session channels open at once per SSH connection (OpenSSH's MaxSessions default is 10). */
 export const MAX_CHANNELS = 10
+/** SSH connections open at once per root principal (a person and every agent acting for them). */
+export const MAX_CONNECTIONS_PER_PRINCIPAL = 32
 /** Failed authentication attempts before the connection is closed (OpenSSH MaxAuthTries is 6). */
 export const MAX_AUTH_TRIES = 3
 /** Time a caller has to authenticate (OpenSSH LoginGraceTime is 120 s). */
@@ -32,6 +56,8 @@ export interface SshShared {
   readonly connections: Set<SshConnection>
   /** Tells the listener that the caller at `address` authenticated (it stops counting as pending). */
   authenticated(address: string): void
+  /** Open SSH connections per root principal (bounded by MAX_CONNECTIONS_PER_PRINCIPAL). */
+  readonly perPrincipal: Map<string, number>
 }
 
 interface HostKeyPin {
@@ -68,7 +94,13 @@ export class SshConnection {
   /** Session channels open (requested or running), bounded by MAX_CHANNELS. */
   private sessionChannels = 0
   private authenticating = false
+  /** Forwarded TCP channels open (both directions), bounded by MAX_FORWARD_CHANNELS. */
+  private forwardChannels = 0
+  /** Ports the target listens on for this caller (`ssh -R`). */
+  private readonly remoteForwards = new Set<number>()
   private closed = false
+  /** The root principal this connection counts against, once authenticated. */
+  private principal: string | null = null
   private readonly grace: NodeJS.Timeout
   private readonly address: string
 
@@ -100,7 +132,11 @@ export class SshConnection {
     if (this.closed) return
     // One authentication in flight per connection: the engine is asked once at a time.
     if (this.authenticating || this.session) {
-      actx.reject(['password', 'keyboard-interactive'])
+      actx.reject(METHODS)
+      return
+    }
+    if (actx.method === 'publickey') {
+      await this.authenticateKey(actx)
       return
     }
     let token: string | null = null
@@ -115,26 +151,71 @@ export class SshConnection {
       this.authenticating = false
     }
     if (token === null || token === '') {
-      actx.reject(['password', 'keyboard-interactive'])
+      actx.reject(METHODS)
+      return
+    }
+    await this.admit(actx, { credential: token, connection: actx.username, client: { address: this.address, user: actx.username } })
+  }
+
+  /**
+   * Public-key login: a query (no signature yet) is answered "acceptable" for any well-formed key,
+   * so which keys are registered cannot be probed; a signed attempt is verified with ssh2 against
+   * the key it names, and only then does the engine look the key up (`publicKey`).
+   */
+  private async authenticateKey(actx: PublicKeyAuthContext): Promise<void> {
+    const parsed = utils.parseKey(actx.key.data)
+    const key = Array.isArray(parsed) ? parsed[0] : parsed
+    if (!key || key instanceof Error || key.type !== actx.key.algo.replace(/^rsa-sha2-(256|512)$/, 'ssh-rsa')) {
+      actx.reject(METHODS)
+      return
+    }
+    if (!actx.signature || !actx.blob) {
+      actx.accept()
+      return
+    }
+    if (key.verify(actx.blob, actx.signature, actx.hashAlgo) !== true) {
+      this.failed(actx)
       return
     }
     this.authenticating = true
-    const r = await this.shared.ctx.openSession({
-      credential: token,
+    await this.admit(actx, {
+      credential: '',
+      publicKey: { fingerprint: fingerprintOf(actx.key.data) },
       connection: actx.username,
       client: { address: this.address, user: actx.username },
     })
+  }
+
+  private failed(actx: AuthContext): void {
+    this.failures++
+    actx.reject(METHODS)
+    if (this.failures >= MAX_AUTH_TRIES) this.close('too many failed authentications')
+  }
+
+  /** Opens the Gatehouse session for a caller who presented a token or a verified key. */
+  private async admit(actx: AuthContext, req: OpenSessionRequest): Promise<void> {
+    this.authenticating = true
+    const r = await this.shared.ctx.openSession(req)
     this.authenticating = false
     if (this.closed) {
       if (r.ok) r.session.end('client left during authentication')
       return
     }
     if (!r.ok) {
-      this.failures++
-      actx.reject(['password', 'keyboard-interactive'])
-      if (this.failures >= MAX_AUTH_TRIES) this.close('too many failed authentications')
+      this.failed(actx)
       return
     }
+    // Sessions are bounded per caller: the root of the chain, so agents share their root's quota.
+    const root = r.session.identity.chain[0]?.id ?? ''
+    const open = this.shared.perPrincipal.get(root) ?? 0
+    if (open >= MAX_CONNECTIONS_PER_PRINCIPAL) {
+      this.shared.ctx.log.warn({ principal: root, open }, 'ssh session refused: too many open for this principal')
+      r.session.end(`too many open SSH sessions for ${root} (at most ${MAX_CONNECTIONS_PER_PRINCIPAL})`)
+      this.failed(actx)
+      return
+    }
+    this.shared.perPrincipal.set(root, open + 1)
+    this.principal = root
     this.session = r.session
     this.session.onTerminate((reason) => this.close(reason))
     clearTimeout(this.grace)
@@ -160,6 +241,133 @@ export class SshConnection {
       s.once('close', () => this.sessionChannels--)
       this.handleSession(s, session)
     })
+    this.client.on('tcpip', (accept, reject, info) => {
+      this.forwardLocal(accept, reject, info, session).catch((err: unknown) => {
+        this.shared.ctx.log.warn({ session: session.id, err: String(err) }, 'ssh forward failed')
+      })
+    })
+    this.client.on('request', (accept, reject, name, info) => {
+      if (name === 'tcpip-forward' || name === 'cancel-tcpip-forward') {
+        this.forwardRemote(name, accept, reject, info as TcpipBindInfo, session).catch((err: unknown) => {
+          this.shared.ctx.log.warn({ session: session.id, err: String(err) }, 'ssh remote forward failed')
+          once(reject)
+        })
+      } else once(reject)
+    })
+  }
+
+  /** `ssh -L`: one forwarded connection to host:port from the target, if policy allows it. */
+  private async forwardLocal(
+    accept: AcceptConnection<ServerChannel>,
+    reject: RejectConnection,
+    info: TcpipRequestInfo,
+    session: ProxySession,
+  ): Promise<void> {
+    if (this.closed || this.forwardChannels >= MAX_FORWARD_CHANNELS) return once(reject)
+    this.forwardChannels++
+    const cmd: ForwardCommand = {
+      direction: 'local',
+      host: info.destIP,
+      port: info.destPort,
+      origin_host: info.srcIP,
+      origin_port: info.srcPort,
+    }
+    const text = forwardText(cmd)
+    const v = await this.judge(session, 'ssh.forward', cmd, text)
+    const u = v.ok ? await this.upstream : null
+    if (!v.ok || !u?.ok || this.closed) {
+      this.forwardChannels--
+      return once(reject)
+    }
+    u.client.forwardOut(info.srcIP, info.srcPort, info.destIP, info.destPort, (err, ch) => {
+      if (err || this.closed) {
+        this.forwardChannels--
+        session.auditLater({ type: 'result', action: 'ssh.forward', command: text, error: 'the target could not open the forward' })
+        return once(reject)
+      }
+      this.spliceForward(accept(), ch, session, text)
+    })
+  }
+
+  /** `ssh -R`: the target listens for the caller, if policy allows that address and port. */
+  private async forwardRemote(
+    name: string,
+    accept: ((port?: number) => void) | undefined,
+    reject: (() => void) | undefined,
+    info: TcpipBindInfo,
+    session: ProxySession,
+  ): Promise<void> {
+    const u = await this.upstream
+    if (!u?.ok || this.closed) return once(reject)
+    if (name === 'cancel-tcpip-forward') {
+      if (!this.remoteForwards.has(info.bindPort)) return once(reject)
+      u.client.unforwardIn(info.bindAddr, info.bindPort, (err) => {
+        this.remoteForwards.delete(info.bindPort)
+        if (err) once(reject)
+        else accept?.()
+      })
+      return
+    }
+    if (this.remoteForwards.size >= MAX_REMOTE_FORWARDS) return once(reject)
+    const cmd: ForwardCommand = { direction: 'remote', host: info.bindAddr, port: info.bindPort }
+    const v = await this.judge(session, 'ssh.forward', { ...cmd, listen: true }, `${forwardText(cmd)} (listen)`)
+    if (!v.ok || this.closed) return once(reject)
+    u.client.forwardIn(info.bindAddr, info.bindPort, (err, port) => {
+      if (err || this.closed) return once(reject)
+      this.remoteForwards.add(port || info.bindPort)
+      accept?.(port || info.bindPort)
+    })
+  }
+
+  /** A connection arriving on a remote forward: decided and audited, then handed to the caller. */
+  private incoming(
+    session: ProxySession,
+    d: TcpConnectionDetails,
+    accept: AcceptConnection<ClientChannel>,
+    reject: RejectConnection,
+  ): void {
+    if (this.closed || !this.remoteForwards.has(d.destPort) || this.forwardChannels >= MAX_FORWARD_CHANNELS) {
+      once(reject)
+      return
+    }
+    this.forwardChannels++
+    const cmd: ForwardCommand = { direction: 'remote', host: d.destIP, port: d.destPort, origin_host: d.srcIP, origin_port: d.srcPort }
+    const text = forwardText(cmd)
+    void this.judge(session, 'ssh.forward', cmd, text).then((v) => {
+      if (!v.ok || this.closed) {
+        this.forwardChannels--
+        once(reject)
+        return
+      }
+      this.client.forwardOut(d.destIP, d.destPort, d.srcIP, d.srcPort, (err, ch) => {
+        if (err || this.closed) {
+          this.forwardChannels--
+          once(reject)
+          return
+        }
+        this.spliceForward(ch, accept(), session, text)
+      })
+    })
+  }
+
+  private spliceForward(
+    caller: ServerChannel | ClientChannel,
+    target: ServerChannel | ClientChannel,
+    session: ProxySession,
+    text: string,
+  ): void {
+    const t0 = process.hrtime.bigint()
+    splice(caller, target, (bytesIn, bytesOut) => {
+      this.forwardChannels--
+      session.auditLater({
+        type: 'result',
+        action: 'ssh.forward',
+        command: text,
+        bytes_in: bytesIn,
+        bytes_out: bytesOut,
+        duration_ms: Number(process.hrtime.bigint() - t0) / 1e6,
+      })
+    })
   }
 
   private async connectUpstream(session: ProxySession): Promise<Upstream> {
@@ -177,6 +385,7 @@ export class SshConnection {
     }
     const upstream = new Client()
     this.upstreamClient = upstream
+    upstream.on('tcp connection', (d, accept, reject) => this.incoming(session, d, accept, reject))
     let mismatch = false
     return new Promise<Upstream>((resolve) => {
       let settled = false
@@ -237,6 +446,67 @@ export class SshConnection {
     })
   }
 
+  /**
+   * Decides one command and records the decision durably before anything is forwarded. Not
+   * allowed (denied, held, no decision, audit unavailable) comes back with the message to show.
+   */
+  private async judge(
+    session: ProxySession,
+    action: string,
+    command: Record<string, unknown>,
+    text: string,
+  ): Promise<{ ok: true } | { ok: false; message: string }> {
+    let decision: Decision
+    try {
+      decision = await session.decide(action, command)
+    } catch (err) {
+      this.shared.ctx.log.warn({ session: session.id, err: String(err) }, 'ssh command refused: no decision')
+      return { ok: false, message: 'refused: the gateway could not decide this command' }
+    }
+    const { command: _text, commands: _commands, redirects: _redirects, opaque, opaque_reason, ...fields } = command
+    try {
+      await session.audit({
+        type: 'statement',
+        action,
+        command: text,
+        ...fields,
+        ...(opaque === true ? { opaque: true, opaque_reason } : {}),
+        decision: decision.effect,
+        rules: decision.rules,
+        policy_version: decision.policy,
+        ...(decision.effect === 'deny' ? { reason: decision.reason } : {}),
+      })
+    } catch {
+      return { ok: false, message: 'refused: the gateway could not record this command' }
+    }
+    if (decision.effect === 'deny') return { ok: false, message: `denied: ${decision.reason}` }
+    if (decision.effect === 'hold') {
+      // A held command waits for reviewers (engine/approvals), then is decided again with the grant.
+      const held = await awaitApproval(session, action, command, decision, text)
+      return held.ok ? { ok: true } : held
+    }
+    return { ok: true }
+  }
+
+  private refusedFeature(session: ProxySession, direction: string, reason: string): void {
+    session.auditLater({
+      type: 'statement',
+      action: 'ssh.forward',
+      command: `forward ${direction}`,
+      direction,
+      decision: 'deny',
+      rules: [`no-${direction}-forwarding`],
+      reason,
+    })
+  }
+
+  /** One SFTP file operation: decided and recorded like a command, refused as permission denied. */
+  private async judgeSftp(session: ProxySession, op: SftpOperation): Promise<SftpVerdict> {
+    const text = `sftp ${op.operation} ${op.path}${op.target !== undefined ? ` ${op.target}` : ''}`
+    const v = await this.judge(session, 'ssh.sftp', { ...op }, text)
+    return v.ok ? { allow: true } : { allow: false, message: v.message }
+  }
+
   /** Ends a channel with a message on stderr and an exit status, the way a refused command would. */
   private refuse(stream: ServerChannel, message: string, status = 126): void {
     if (stream.destroyed) return
@@ -268,6 +538,16 @@ export class SshConnection {
       const rows = Math.min(info.rows, 1000)
       up?.setWindow(rows, cols, info.height, info.width)
       recording?.resize(cols, rows)
+    })
+    // Agent and X11 forwarding would hand the target a way back into the caller's machine:
+    // refused, and the refusal recorded.
+    s.on('auth-agent', (_accept, reject) => {
+      once(reject)
+      this.refusedFeature(session, 'agent', 'agent forwarding is not allowed through the gateway')
+    })
+    s.on('x11', (_accept, reject) => {
+      once(reject)
+      this.refusedFeature(session, 'x11', 'X11 forwarding is not allowed through the gateway')
     })
     s.on('signal', (accept, _reject, info) => {
       accept?.()
@@ -303,36 +583,9 @@ export class SshConnection {
       })
       stream.on('error', () => undefined)
       const text = typeof command.command === 'string' ? command.command : kind
-      let decision: Decision
-      try {
-        decision = await session.decide(action, command)
-      } catch (err) {
-        this.shared.ctx.log.warn({ session: session.id, err: String(err) }, 'ssh command refused: no decision')
-        this.refuse(stream, 'refused: the gateway could not decide this command')
-        return
-      }
-      try {
-        await session.audit({
-          type: 'statement',
-          action,
-          command: text,
-          ...(command.argv !== undefined ? { argv: command.argv } : {}),
-          ...(command.opaque === true ? { opaque: true, opaque_reason: command.opaque_reason } : {}),
-          decision: decision.effect,
-          rules: decision.rules,
-          policy_version: decision.policy,
-          ...(decision.effect === 'deny' ? { reason: decision.reason } : {}),
-        })
-      } catch {
-        this.refuse(stream, 'refused: the gateway could not record this command')
-        return
-      }
-      if (decision.effect === 'deny') {
-        this.refuse(stream, `denied: ${decision.reason}`)
-        return
-      }
-      if (decision.effect === 'hold') {
-        this.refuse(stream, `held: this command needs an approval (${decision.approvers.join(', ') || 'an approver'})`)
+      const verdict = await this.judge(session, action, command, text)
+      if (!verdict.ok) {
+        this.refuse(stream, verdict.message)
         return
       }
       const u: Upstream = (await this.upstream) ?? { ok: false, message: 'no target' }
@@ -363,27 +616,15 @@ export class SshConnection {
         })
         if (kind === 'exec') recording?.marker(text)
       }
-      if (kind === 'sftp') {
-        // File operations are recorded (not yet decided one by one: ssh.sftp is decided per session).
-        const observer = new SftpObserver(
-          (op) => session.auditLater({ type: 'result', action: 'ssh.sftp', ...op }),
-          (why) => session.auditLater({ type: 'result', action: 'ssh.sftp', operation: 'unobserved', reason: why }),
-        )
-        stream.on('data', (d: Buffer) => observer.push(d))
-      }
-      this.bridge(stream, up, session, action, text, t0, recording)
+      this.bridge(stream, up, session, action, text, t0, recording, kind === 'sftp')
     }
     s.on('exec', (accept, reject, info) => {
       if (used || !accept) return reject?.()
       const cmd: ExecCommand = analyzeExec(info.command)
       const scp = scpTransfer(cmd)
       const p = pty
-      void start(
-        accept,
-        'exec',
-        scp ? 'ssh.sftp' : 'ssh.exec',
-        scp ? { ...cmd, operation: `scp.${scp.operation}`, path: scp.path } : cmd,
-        (c) => channelOf((cb) => c.exec(info.command, { env, ...(p ? { pty: p } : {}) }, cb)),
+      void start(accept, 'exec', scp ? 'ssh.sftp' : 'ssh.exec', scp ? { ...cmd, operation: scp.operation, path: scp.path } : cmd, (c) =>
+        channelOf((cb) => c.exec(info.command, { env, ...(p ? { pty: p } : {}) }, cb)),
       )
     })
     s.on('shell', (accept, reject) => {
@@ -411,19 +652,38 @@ export class SshConnection {
     command: string,
     t0: bigint,
     recording: TerminalRecording | null,
+    sftp = false,
   ): void {
     let bytesIn = 0
     let bytesOut = 0
     let bytesErr = 0
     let status: number | null = null
     let signal: string | null = null
+    // Shells cannot be judged command by command; what is typed is recorded by best-effort
+    // detection (shell-detect.ts), flagged `detected: true`, and marked in the recording.
+    const detector =
+      action === 'ssh.shell'
+        ? new ShellCommandDetector((c) => {
+            recording?.marker(c.line)
+            session.auditLater({
+              type: 'result',
+              action: 'ssh.shell.command',
+              command: c.line,
+              detected: true,
+              ...(c.uncertain ? { uncertain: true } : {}),
+              ...(c.truncated ? { truncated: true } : {}),
+            })
+          })
+        : null
     stream.on('data', (d: Buffer) => {
       bytesIn += d.length
       recording?.input(d)
+      detector?.input(d)
     })
     up.on('data', (d: Buffer) => {
       bytesOut += d.length
       recording?.output(d)
+      detector?.output(d)
     })
     up.stderr.on('data', (d: Buffer) => {
       bytesErr += d.length
@@ -432,8 +692,11 @@ export class SshConnection {
     // pipe() carries backpressure both ways: neither side's window is buffered without bound.
     // The caller's EOF goes upstream; the target's end is sent after its exit status (below),
     // since ending a channel whose peer already sent EOF closes it.
-    stream.pipe(up)
-    up.pipe(stream, { end: false })
+    if (sftp) this.gateSftp(stream, up, session)
+    else {
+      stream.pipe(up)
+      up.pipe(stream, { end: false })
+    }
     up.stderr.pipe(stream.stderr, { end: false })
     up.on('exit', (code: number | null, sig?: string) => {
       if (typeof code === 'number') status = code
@@ -461,11 +724,50 @@ export class SshConnection {
     up.on('error', () => undefined)
   }
 
+  /** Bridges an sftp channel through the SFTP gate (sftp.ts), with backpressure both ways. */
+  private gateSftp(stream: ServerChannel, up: ClientChannel, session: ProxySession): void {
+    const filter: SftpRequestFilter = new SftpRequestFilter({
+      forward: (b) => up.write(b),
+      reply: (p) => injector.inject(p),
+      decide: (op) => this.judgeSftp(session, op),
+      unsupported: (what) => session.auditLater({ type: 'result', action: 'ssh.sftp', operation: 'unsupported', reason: what }),
+      resume: () => stream.resume(),
+      fail: (why) => {
+        this.shared.ctx.log.warn({ session: session.id, why }, 'sftp channel closed: protocol violation')
+        stream.close()
+        up.close()
+      },
+    })
+    const injector = new SftpReplyInjector(
+      (b) => stream.write(b),
+      (id, h) => filter.handleReply(id, h),
+      (id) => filter.statusReply(id),
+    )
+    stream.on('data', (d: Buffer) => {
+      if (!filter.push(d)) stream.pause()
+    })
+    up.on('drain', () => filter.drained())
+    // The client's EOF goes upstream once every request before it has been decided and sent.
+    stream.on('end', () => filter.finish(() => up.end()))
+    stream.on('close', () => filter.stop())
+    up.on('data', (d: Buffer) => {
+      if (!injector.write(d)) {
+        up.pause()
+        stream.once('drain', () => up.resume())
+      }
+    })
+  }
+
   /** Ends the connection, its channels and the upstream; records the session's end. Idempotent. */
   close(reason: string): void {
     if (this.closed) return
     this.closed = true
     clearTimeout(this.grace)
+    if (this.principal !== null) {
+      const n = (this.shared.perPrincipal.get(this.principal) ?? 1) - 1
+      if (n > 0) this.shared.perPrincipal.set(this.principal, n)
+      else this.shared.perPrincipal.delete(this.principal)
+    }
     this.shared.connections.delete(this)
     for (const c of this.channels) {
       try {
@@ -485,6 +787,20 @@ export class SshConnection {
     }
     this.session?.end(reason)
   }
+}
+
+/** Calls a one-shot ssh2 verdict that may be absent or already spent (the client went away). */
+function once(f: (() => void) | undefined): void {
+  try {
+    f?.()
+  } catch {
+    // the request or channel is already gone
+  }
+}
+
+/** `SHA256:…` of a key blob, as `ssh-keygen -l` prints it (and the engine stores keys by). */
+function fingerprintOf(blob: Buffer): string {
+  return `SHA256:${createHash('sha256').update(blob).digest('base64').replace(/=+$/, '')}`
 }
 
 function channelOf(open: (cb: (err: Error | undefined, ch: ClientChannel) => void) => void): Promise<ClientChannel> {

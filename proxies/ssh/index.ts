@@ -71,7 +71,12 @@ export const sshPlugin: ProxyPlugin = {
     // send an SSH banner), each given LOGIN_GRACE_MS to authenticate.
     const pending = new Map<string, Socket>()
     const sockets = new Set<Socket>()
-    const shared: SshShared = { ctx, connections: new Set(), authenticated: (address) => pending.delete(address) }
+    const shared: SshShared = {
+      ctx,
+      connections: new Set(),
+      authenticated: (address) => pending.delete(address),
+      perPrincipal: new Map(),
+    }
     const server = new Server({ hostKeys: [hostKey.private], ident: 'Gatehouse' }, (client, info) => {
       new SshConnection(client, info, shared)
     })

@@ -1,0 +1,134 @@
+// What the lineage analysis needs from PostgreSQL, read in one round trip: every relation with its
+// kind and columns (attnum order, dropped ones excluded), the definitions of views and materialized
+// views with every name schema-qualified, and the names of functions and operators that live outside
+// pg_catalog (any of them may shadow a builtin through search_path, or run SQL of its own).
+//
+// pg_get_viewdef qualifies a name only when it is not visible through the current search_path, so
+// the query runs with `SET LOCAL search_path = pg_catalog`. Sent as ONE simple-protocol Query message
+// the SET LOCAL lasts only for that message's implicit transaction; the session's own search_path
+// is untouched afterwards. Run it outside a transaction block (at session start): inside one, SET
+// LOCAL would last until the client's COMMIT.
+
+import type { LineageCatalog, RelationInfo } from './lineage.js'
+import { effectivePath, parseSearchPath } from './resolve.js'
+
+/** The query (two statements, one Query message). Its second result holds the rows
+ *  `tag, schema, name, relkind, columns (JSON array), definition`: tag 'r' a relation, 'f' the name
+ *  of a function outside pg_catalog, 'o' of an operator outside pg_catalog implemented in a language
+ *  that can run SQL (not C or internal: extension operators such as pg_trgm's % stay transparent),
+ *  'F' / 'O' the names of pg_catalog's functions / operators. A name in neither list was created
+ *  after the snapshot: it counts as user-defined. */
+export const LINEAGE_CATALOG_SQL = `SET LOCAL search_path = pg_catalog;
+SELECT 'r', n.nspname, c.relname, c.relkind::text,
+  (SELECT json_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text,
+  CASE WHEN c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') THEN pg_get_viewdef(c.oid) END
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p') AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+UNION ALL
+SELECT DISTINCT 'f', NULL, p.proname::text, NULL, NULL, NULL FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname <> 'pg_catalog'
+UNION ALL
+SELECT DISTINCT 'o', NULL, o.oprname::text, NULL, NULL, NULL FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace
+  JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_language l ON l.oid = p.prolang WHERE n.nspname <> 'pg_catalog' AND l.lanname NOT IN ('c', 'internal')
+UNION ALL
+SELECT DISTINCT 'F', NULL, p.proname::text, NULL, NULL, NULL FROM pg_proc p WHERE p.pronamespace = 'pg_catalog'::regnamespace
+UNION ALL
+SELECT DISTINCT 'O', NULL, o.oprname::text, NULL, NULL, NULL FROM pg_operator o WHERE o.oprnamespace = 'pg_catalog'::regnamespace`
+
+/** A bigger catalog than this is refused (the lead's relation cap, with room for functions). */
+export const MAX_LINEAGE_CATALOG_ROWS = 400_000
+
+export type CatalogRow = readonly (string | null)[]
+
+/** The parsed rows, independent of any search_path: bind it to a session with `lineageCatalogFor`. */
+export interface LineageCatalogSnapshot {
+  readonly relations: ReadonlyMap<string, RelationInfo>
+  readonly functions: ReadonlySet<string>
+  readonly operators: ReadonlySet<string>
+  /** Relations by unqualified name, in every schema. */
+  readonly byName: ReadonlyMap<string, readonly RelationInfo[]>
+  /** pg_catalog's function and operator names; empty when the rows did not include them. */
+  readonly builtinFunctions: ReadonlySet<string>
+  readonly builtinOperators: ReadonlySet<string>
+}
+
+export class LineageCatalogError extends Error {
+  readonly code = 'GH_ERR_LINEAGE_CATALOG'
+  override readonly name = 'LineageCatalogError'
+}
+
+function columnsOf(json: string | null, where: string): string[] {
+  if (json === null) return []
+  let v: unknown
+  try {
+    v = JSON.parse(json)
+  } catch (err) {
+    throw new LineageCatalogError(`columns of ${where} are not JSON`, { cause: err })
+  }
+  if (!Array.isArray(v) || !v.every((x): x is string => typeof x === 'string'))
+    throw new LineageCatalogError(`columns of ${where} are not a list of names`)
+  return v
+}
+
+/** Parses the rows of LINEAGE_CATALOG_SQL's SELECT. Throws on anything unexpected (fail closed). */
+export function parseLineageCatalog(rows: readonly CatalogRow[]): LineageCatalogSnapshot {
+  if (rows.length > MAX_LINEAGE_CATALOG_ROWS) throw new LineageCatalogError(`catalog larger than ${MAX_LINEAGE_CATALOG_ROWS} rows`)
+  const relations = new Map<string, RelationInfo>()
+  const functions = new Set<string>()
+  const operators = new Set<string>()
+  const builtinFunctions = new Set<string>()
+  const builtinOperators = new Set<string>()
+  for (const row of rows) {
+    const [tag, schema, name, relkind, columns, definition] = row
+    if (typeof name !== 'string') throw new LineageCatalogError('a catalog row without a name')
+    if (tag === 'f') functions.add(name)
+    else if (tag === 'o') operators.add(name)
+    else if (tag === 'F') builtinFunctions.add(name)
+    else if (tag === 'O') builtinOperators.add(name)
+    else if (tag === 'r') {
+      if (typeof schema !== 'string') throw new LineageCatalogError(`relation ${name} without a schema`)
+      const kind = relkind === 'v' || relkind === 'm' ? 'view' : relkind === 'r' || relkind === 'p' || relkind === 'f' ? 'table' : null
+      if (kind === null) throw new LineageCatalogError(`relation ${schema}.${name} of unknown kind ${String(relkind)}`)
+      relations.set(`${schema}.${name}`, {
+        schema,
+        name,
+        kind,
+        columns: columnsOf(columns ?? null, `${schema}.${name}`),
+        definition: kind === 'view' ? (definition ?? null) : null,
+      })
+    } else throw new LineageCatalogError(`unexpected catalog row tag ${String(tag)}`)
+  }
+  const byName = new Map<string, RelationInfo[]>()
+  for (const r of relations.values()) {
+    const list = byName.get(r.name)
+    if (list) list.push(r)
+    else byName.set(r.name, [r])
+  }
+  return { relations, byName, functions, operators, builtinFunctions, builtinOperators }
+}
+
+/** A LineageCatalog for a session: unqualified names resolve through its search_path as the server
+ *  does (pg_catalog first unless placed explicitly; temporary relations are not in the snapshot). */
+export function lineageCatalogFor(snap: LineageCatalogSnapshot, searchPath: string | readonly string[], user: string): LineageCatalog {
+  const path = effectivePath(typeof searchPath === 'string' ? parseSearchPath(searchPath) : searchPath, user).filter((s) => s !== 'pg_temp')
+  return {
+    relation(schema: string | null, name: string): RelationInfo | null {
+      if (schema !== null) return snap.relations.get(`${schema}.${name}`) ?? null
+      for (const s of path) {
+        const hit = snap.relations.get(`${s}.${name}`)
+        if (hit) return hit
+      }
+      return null
+    },
+    isUserFunction: (name: string): boolean =>
+      snap.functions.has(name) || (snap.builtinFunctions.size > 0 && !snap.builtinFunctions.has(name)),
+    isUserOperator: (name: string): boolean =>
+      snap.operators.has(name) || (snap.builtinOperators.size > 0 && !snap.builtinOperators.has(name)),
+    withSearchPath: (next: string): LineageCatalog => lineageCatalogFor(snap, next, user),
+    relationsNamed: (name: string): readonly RelationInfo[] => snap.byName.get(name) ?? [],
+  }
+}
+
+/** Rows plus the session's search path (the raw setting or parsed names) and user → a catalog. */
+export function buildLineageCatalog(rows: readonly CatalogRow[], searchPath: string | readonly string[], user: string): LineageCatalog {
+  return lineageCatalogFor(parseLineageCatalog(rows), searchPath, user)
+}

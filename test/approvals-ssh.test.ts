@@ -1,0 +1,110 @@
+// Held SSH execs wait for an approval too (issue 6): a real sshd behind the gateway, the real ssh
+// client; an exec on a connection labelled env: prod waits until a member of `ops` approves it,
+// and a denial ends it with the reviewer's comment on stderr and a non-zero exit status.
+
+import assert from 'node:assert/strict'
+import { type ChildProcess, spawn } from 'node:child_process'
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { REPO, TestGateway } from './helpers/gateway.js'
+import { sshClientSetup, TestSshd } from './helpers/sshd.js'
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+describe('approvals: held SSH execs', () => {
+  let sshd: TestSshd
+  let gw: TestGateway
+  let policyDir = ''
+  let sshPort = 0
+  let alice = ''
+  let olga = ''
+
+  before(async () => {
+    sshd = await TestSshd.start()
+    policyDir = mkdtempSync(join(tmpdir(), 'gh-appr-ssh-'))
+    copyFileSync(join(REPO, 'test/data/ssh/policy.rego'), join(policyDir, 'policy.rego'))
+    writeFileSync(
+      join(policyDir, 'approvals.yaml'),
+      'requirements:\n  - name: prod-exec\n    action: ssh.exec\n    labels: { env: prod }\n    approvers: { group: ops, count: 1 }\n    reason: commands on production need ops\n',
+    )
+    gw = await TestGateway.start({
+      connections: [
+        {
+          name: 'web-prod',
+          protocol: 'ssh',
+          address: `127.0.0.1:${sshd.port}`,
+          user: sshd.user,
+          private_key: `file:${sshd.clientKeyPath}`,
+          host_key: sshd.hostKey,
+          labels: { env: 'prod' },
+        },
+      ],
+      config: {
+        listen: { api: '127.0.0.1:0', postgres: '127.0.0.1:0', ssh: '127.0.0.1:0' },
+        policies: policyDir,
+        approvals: { timeout: '30s' },
+      },
+    })
+    const run = JSON.parse(readFileSync(join(gw.dataDir, 'run.json'), 'utf8')) as { listeners: Record<string, string> }
+    const a = run.listeners.ssh ?? ''
+    sshPort = Number(a.slice(a.lastIndexOf(':') + 1))
+    alice = gw.token('user:alice', ['--group', 'ops'])
+    olga = gw.token('user:olga', ['--group', 'ops'])
+  })
+  after(async () => {
+    await gw?.cleanup()
+    await sshd?.stop()
+    if (policyDir) rmSync(policyDir, { recursive: true, force: true })
+  })
+
+  function sshAsync(command: string): { proc: ChildProcess; out: { stdout: string; stderr: string }; done: Promise<number | null> } {
+    const c = sshClientSetup(gw.dir, alice)
+    const proc = spawn('ssh', [...c.opts, '-p', String(sshPort), 'web-prod@127.0.0.1', command], {
+      env: { ...process.env, ...c.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    const out = { stdout: '', stderr: '' }
+    proc.stdout?.on('data', (d: Buffer) => {
+      out.stdout += d.toString()
+    })
+    proc.stderr?.on('data', (d: Buffer) => {
+      out.stderr += d.toString()
+    })
+    return { proc, out, done: new Promise((r) => proc.on('exit', (code) => r(code))) }
+  }
+
+  async function pendingRequest(): Promise<string> {
+    const deadline = Date.now() + 20_000
+    while (Date.now() < deadline) {
+      const r = gw.cli(['approvals', 'list', '--json', '--status', 'pending', '--token', olga])
+      const first = r.stdout.split('\n').find(Boolean)
+      if (first) return (JSON.parse(first) as { id: string }).id
+      await sleep(200)
+    }
+    throw new Error('no pending request')
+  }
+
+  test('a held exec waits and runs once approved', async () => {
+    const run = sshAsync('echo approved-run')
+    const id = await pendingRequest()
+    assert.equal(run.proc.exitCode, null)
+    assert.equal(run.out.stdout, '')
+    const self = gw.cli(['approvals', 'approve', id, '--token', alice])
+    assert.notEqual(self.code, 0, 'the requester cannot approve it')
+    const ok = gw.cli(['approvals', 'approve', id, '--token', olga])
+    assert.equal(ok.code, 0, ok.stderr)
+    assert.equal(await run.done, 0, run.out.stderr)
+    assert.equal(run.out.stdout, 'approved-run\n')
+  })
+
+  test('a denied exec ends with the comment', async () => {
+    const run = sshAsync('echo never')
+    const id = await pendingRequest()
+    assert.equal(gw.cli(['approvals', 'deny', id, '--token', olga, '--comment', 'use the runbook']).code, 0)
+    assert.notEqual(await run.done, 0)
+    assert.equal(run.out.stdout, '')
+    assert.match(run.out.stderr, new RegExp(`request ${id} was denied by user:olga: use the runbook`))
+  })
+})
