@@ -23,6 +23,8 @@ interface Case {
   readonly expect: 'masked' | 'withheld' | 'refused' | 'clear'
   readonly columns?: readonly (number | string)[]
   readonly predicate?: boolean
+  /** The statement fails on the server, and the error message would quote the value. */
+  readonly server_error?: boolean
 }
 interface Corpus {
   readonly secrets: readonly string[]
@@ -105,7 +107,10 @@ const MASKING_YAML = {
     { name: 'ssn', columns: ['gh_mask.users.ssn', 'gh_mask.ssn_registry.ssn'], strategy: 'hash', clear_for: ['pii-readers'] },
     { name: 'cards', columns: ['*.card'], strategy: 'redact', clear_for: ['pii-readers'] },
   ],
-  detectors: ['card', 'iban'],
+  detectors: [
+    { name: 'card', clear_for: ['pii-readers'] },
+    { name: 'iban', clear_for: ['pii-readers'] },
+  ],
 }
 
 describe('masking through the PostgreSQL proxy', () => {
@@ -184,7 +189,8 @@ describe('masking through the PostgreSQL proxy', () => {
       switch (c.expect) {
         case 'masked':
           // Binary COPY cannot be rewritten: the gateway refuses it rather than let it through.
-          if (!/format binary/i.test(c.sql)) assert.equal(r.code, 0, `must run, masked: ${r.stderr}`)
+          if (c.server_error) assert.match(r.stderr, /withheld because the statement reads masked columns/)
+          else if (!/format binary/i.test(c.sql)) assert.equal(r.code, 0, `must run, masked: ${r.stderr}`)
           assert.deepEqual(found, [], `clear values reached the client: ${r.stdout}`)
           break
         case 'withheld':
@@ -192,7 +198,7 @@ describe('masking through the PostgreSQL proxy', () => {
           break
         case 'refused':
           assert.notEqual(r.code, 0, `must be refused: ${r.stdout}`)
-          assert.match(r.stderr, /42501/, r.stderr)
+          assert.match(r.stderr, /ERROR: {2}gatehouse: denied by /, r.stderr)
           assert.deepEqual(found, [])
           break
         case 'clear':

@@ -203,7 +203,7 @@ function planOne(
     return {
       ok: false,
       rule: 'gatehouse:opaque-call',
-      reason: `${l.opaqueCalls.join(', ')} may read masked columns in ways the gateway cannot trace; it is not allowed for a chain that sees masked columns`,
+      reason: `this statement runs code the gateway cannot see into (${l.opaqueCalls.join('; ')}), which could read masked columns; a chain that sees masked columns may not run it`,
     }
   }
   // Writes that copy a masked column elsewhere are refused, whatever the strategy.
