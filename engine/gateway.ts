@@ -1,7 +1,7 @@
 // The composition root: opens the data directory (state, signing key, TLS, audit), loads and
 // starts the proxy plugins with their narrow contexts, starts the API, and stops it all in order.
 
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
@@ -206,14 +206,15 @@ export class Gateway {
 
     const admin = await issuer.issue({ subject: 'user:admin', groups: [ADMIN_GROUP], ttlSeconds: ADMIN_TOKEN_TTL_SECONDS })
     gw.adminToken = admin.token
-    writeFileSync(adminTokenPath(config.dataDir), `${admin.token}\n`, { mode: 0o600 })
+    writeAtomically(adminTokenPath(config.dataDir), `${admin.token}\n`)
     const run: RunInfo = {
       pid: process.pid,
       api: gw.addresses.api ? `http://${gw.addresses.api}` : null,
       listeners: { ...gw.addresses },
       started: new Date().toISOString(),
     }
-    writeFileSync(runInfoPath(config.dataDir), `${JSON.stringify(run, null, 2)}\n`, { mode: 0o600 })
+    // Written whole and renamed into place: the CLI and scripts read it as soon as it exists.
+    writeAtomically(runInfoPath(config.dataDir), `${JSON.stringify(run, null, 2)}\n`)
     log.info({ listeners: gw.addresses, dataDir: config.dataDir }, 'gatehouse ready')
     return gw
   }
@@ -382,4 +383,11 @@ function validateAgainstPlugins(config: Config, plugins: readonly LoadedPlugin[]
     for (const p of l.plugin.validateConnection?.(c.settings) ?? []) problems.push(`connections[${i}].${p}`)
   })
   if (problems.length > 0) throw configProblem(config, problems)
+}
+
+/** Writes a file so that a reader sees either nothing or the whole content, never a torn file. */
+function writeAtomically(path: string, content: string): void {
+  const tmp = `${path}.${process.pid}.tmp`
+  writeFileSync(tmp, content, { mode: 0o600 })
+  renameSync(tmp, path)
 }

@@ -55,7 +55,9 @@ function psqlAsync(conninfo: string, sql: string): Promise<{ code: number | null
 }
 
 function admin(sql: string, db = DB): string {
-  const r = spawnSync('psql', ['-X', '-At', '-h', '127.0.0.1', '-U', 'postgres', '-d', db, '-v', 'ON_ERROR_STOP=1', '-c', sql], { encoding: 'utf8' })
+  const r = spawnSync('psql', ['-X', '-At', '-h', '127.0.0.1', '-U', 'postgres', '-d', db, '-v', 'ON_ERROR_STOP=1', '-c', sql], {
+    encoding: 'utf8',
+  })
   if (r.status !== 0) throw new Error(`admin psql failed: ${r.stderr}`)
   return r.stdout.trim()
 }
@@ -83,7 +85,9 @@ async function captureRelay(target: () => number): Promise<{ port: number; take:
       up.destroy()
     }
     client.on('error', end).on('close', end)
-    up.on('error', end).on('close', end).on('end', () => client.end())
+    up.on('error', end)
+      .on('close', end)
+      .on('end', () => client.end())
   })
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
   const a = server.address()
@@ -162,7 +166,10 @@ describe('masking through the PostgreSQL proxy', () => {
   test('plain SELECT email returns masked values, not an error; the audit names the masked columns', async () => {
     const r = await run(masked, 'SELECT id, email, ssn, card FROM gh_mask.users ORDER BY id')
     assert.equal(r.code, 0, r.stderr)
-    const rows = r.stdout.trim().split('\n').map((l) => l.split('|'))
+    const rows = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.split('|'))
     assert.equal(rows.length, 2)
     assert.deepEqual(
       rows.map((x) => x[1]),
@@ -172,7 +179,10 @@ describe('masking through the PostgreSQL proxy', () => {
       rows.map((x) => x[3]),
       ['****', '****'],
     )
-    assert.ok(rows.every((x) => x[2] !== undefined && /^[A-Za-z0-9_:+/=-]{8,}$/.test(x[2]) && !x[2].includes('-45-')), `hashed: ${r.stdout}`)
+    assert.ok(
+      rows.every((x) => x[2] !== undefined && /^[A-Za-z0-9_:+/=-]{8,}$/.test(x[2]) && !x[2].includes('-45-')),
+      `hashed: ${r.stdout}`,
+    )
     assert.deepEqual(leaks(r.bytes), [])
     const ev = gw.auditEvents(['--type', 'statement']).filter((e) => e.sql === 'SELECT id, email, ssn, card FROM gh_mask.users ORDER BY id')
     const last = ev[ev.length - 1] as { masked?: { column: string; rule: string }[] }
@@ -218,13 +228,22 @@ describe('masking through the PostgreSQL proxy', () => {
     assert.equal(r.stdout.trim(), 'ann@example.com|123-45-6789|4111111111111111')
   })
 
-  test("a sub-agent sees clear values only with unmask:<rule> in its scope, and only if its parent could", async () => {
+  test('a sub-agent sees clear values only with unmask:<rule> in its scope, and only if its parent could', async () => {
     const agent = gw.cli(['token', 'delegate', '--token', reader, '--agent', 'summarizer', '--scope', 'connection:app sql.read'])
     assert.equal(agent.code, 0, agent.stderr)
     const plain = await run(agent.stdout.trim(), 'SELECT email FROM gh_mask.users WHERE id = 1')
     assert.equal(plain.code, 0, plain.stderr)
     assert.equal(plain.stdout.trim(), '****.com')
-    const unmasking = gw.cli(['token', 'delegate', '--token', reader, '--agent', 'auditor', '--scope', 'connection:app sql.read unmask:emails'])
+    const unmasking = gw.cli([
+      'token',
+      'delegate',
+      '--token',
+      reader,
+      '--agent',
+      'auditor',
+      '--scope',
+      'connection:app sql.read unmask:emails',
+    ])
     assert.equal(unmasking.code, 0, unmasking.stderr)
     const r = await run(unmasking.stdout.trim(), 'SELECT email, ssn FROM gh_mask.users WHERE id = 1')
     assert.equal(r.code, 0, r.stderr)
@@ -232,7 +251,16 @@ describe('masking through the PostgreSQL proxy', () => {
     assert.equal(email, 'ann@example.com')
     assert.notEqual(ssn, '123-45-6789', 'unmask:emails does not unmask the ssn rule')
     // A parent that sees the column masked cannot pass unmask on.
-    const refused = gw.cli(['token', 'delegate', '--token', masked, '--agent', 'sneaky', '--scope', 'connection:app sql.read unmask:emails'])
+    const refused = gw.cli([
+      'token',
+      'delegate',
+      '--token',
+      masked,
+      '--agent',
+      'sneaky',
+      '--scope',
+      'connection:app sql.read unmask:emails',
+    ])
     assert.notEqual(refused.code, 0, 'a masked parent must not be able to delegate unmask:emails')
   })
 
@@ -250,7 +278,14 @@ describe('masking through the PostgreSQL proxy', () => {
   })
 
   test('binary results through node-postgres are masked; values of other types pass; non-text masks become NULL', async () => {
-    const c = new pg.Client({ host: '127.0.0.1', port: relay.port, database: 'app', user: 'x', password: masked, binary: true } as pg.ClientConfig)
+    const c = new pg.Client({
+      host: '127.0.0.1',
+      port: relay.port,
+      database: 'app',
+      user: 'x',
+      password: masked,
+      binary: true,
+    } as pg.ClientConfig)
     await c.connect()
     relay.take()
     try {
@@ -295,7 +330,7 @@ describe('masking through the PostgreSQL proxy', () => {
     assert.match(clear.stdout, /4111 1111 1111 1111/)
   })
 
-  test("a server error that would quote a masked value is withheld; the session goes on", async () => {
+  test('a server error that would quote a masked value is withheld; the session goes on', async () => {
     const r = await run(masked, 'SELECT ssn::int FROM gh_mask.users')
     assert.notEqual(r.code, 0)
     assert.match(r.stderr, /withheld because the statement reads masked columns \(SQLSTATE 22P02\)/)

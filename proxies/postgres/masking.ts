@@ -124,7 +124,9 @@ export class SessionMasking {
       let l: StatementLineage = raw
       if (raw.fetch !== undefined) {
         const c = this.cursors.get(raw.fetch.toLowerCase())
-        l = c ? { ...c, declare: undefined, copy: undefined } : unresolvedLineage(`cursor "${raw.fetch}" was not declared through the gateway`)
+        l = c
+          ? { ...c, declare: undefined, copy: undefined }
+          : unresolvedLineage(`cursor "${raw.fetch}" was not declared through the gateway`)
       } else if (raw.execute !== undefined) {
         const p = this.prepared.get(raw.execute.toLowerCase())
         l = p ? { ...p, prepare: undefined } : unresolvedLineage(`prepared statement "${raw.execute}" was not prepared through the gateway`)
@@ -195,7 +197,9 @@ function planOne(
   options: MaskOptions,
   catalog: LineageCatalog | null,
 ): { ok: true; plan: StatementMaskPlan | null } | { ok: false; rule: string; reason: string } {
-  const readsClassified = rules.length > 0 && (l.relations.some((r) => relationClassified(r, rules, catalog)) || l.outputs?.some((o) => o.opaque !== null) === true)
+  const readsClassified =
+    rules.length > 0 &&
+    (l.relations.some((r) => relationClassified(r, rules, catalog)) || l.outputs?.some((o) => o.opaque !== null) === true)
   // Code the gateway cannot see into (a user-defined function, a builtin that runs SQL) may read a
   // masked column and return or store it anywhere: with column rules in force it is refused, unless
   // masking.yaml chose `unknown_lineage: mask` (its outputs are then redacted).
@@ -209,19 +213,31 @@ function planOne(
   // Writes that copy a masked column elsewhere are refused, whatever the strategy.
   for (const w of l.writes) {
     if (w.opaque !== null && rules.length > 0) {
-      return { ok: false, rule: 'gatehouse:opaque-call', reason: `the value written into ${w.target} may carry masked columns (${w.opaque})` }
+      return {
+        ok: false,
+        rule: 'gatehouse:opaque-call',
+        reason: `the value written into ${w.target} may carry masked columns (${w.opaque})`,
+      }
     }
     const hit = matching(w.sources, rules)[0]
     if (hit) {
       const src = w.sources.find((s) => columnMatches(hit.column, s)) ?? hit.column
-      return { ok: false, rule: hit.rule, reason: `${src} is masked for this chain (rule ${hit.rule}); it may not be copied into ${w.target}` }
+      return {
+        ok: false,
+        rule: hit.rule,
+        reason: `${src} is masked for this chain (rule ${hit.rule}); it may not be copied into ${w.target}`,
+      }
     }
   }
   if (options.strictPredicates) {
     const hit = matching(l.predicates, rules)[0]
     if (hit) {
       const src = l.predicates.find((s) => columnMatches(hit.column, s)) ?? hit.column
-      return { ok: false, rule: hit.rule, reason: `${src} is masked for this chain (rule ${hit.rule}) and strict_predicates forbids conditions on it` }
+      return {
+        ok: false,
+        rule: hit.rule,
+        reason: `${src} is masked for this chain (rule ${hit.rule}) and strict_predicates forbids conditions on it`,
+      }
     }
   }
   const redactAll: ColumnAction = { action: 'mask', rule: 'gatehouse:unknown-lineage', strategy: 'redact', derived: true }
@@ -229,18 +245,37 @@ function planOne(
     if (!readsClassified && l.relations.length > 0 && rules.length > 0) return { ok: true, plan: keepPlan(l, detectors, rules) }
     if (rules.length === 0) return { ok: true, plan: keepPlan(l, detectors, rules) }
     if (options.unknownLineage === 'refuse') {
-      return { ok: false, rule: 'gatehouse:unknown-lineage', reason: `the gateway cannot tell which columns this statement returns (${l.unresolved}), and masked columns may be among them` }
+      return {
+        ok: false,
+        rule: 'gatehouse:unknown-lineage',
+        reason: `the gateway cannot tell which columns this statement returns (${l.unresolved}), and masked columns may be among them`,
+      }
     }
     return {
       ok: true,
-      plan: { outputs: null, fallback: redactAll, detectors, scrubErrors: true, copy: copyFormat(l), obligations: rules, active: true, masked: [] },
+      plan: {
+        outputs: null,
+        fallback: redactAll,
+        detectors,
+        scrubErrors: true,
+        copy: copyFormat(l),
+        obligations: rules,
+        active: true,
+        masked: [],
+      },
     }
   }
   const masked: { column: string; index: number; rule: string; strategy: string }[] = []
   const outputs: OutputPlan[] | null =
     l.outputs?.map((o, i) => {
       const mask = actionFor(o, rules, detectors)
-      if (mask.action === 'mask') masked.push({ column: o.name, index: i, rule: mask.rule, strategy: mask.derived ? (mask.strategy === 'null' ? 'null' : 'redact') : mask.strategy })
+      if (mask.action === 'mask')
+        masked.push({
+          column: o.name,
+          index: i,
+          rule: mask.rule,
+          strategy: mask.derived ? (mask.strategy === 'null' ? 'null' : 'redact') : mask.strategy,
+        })
       return o.unknownStar !== undefined ? { name: o.name, mask, unknownStar: o.unknownStar } : { name: o.name, mask }
     }) ?? null
   const copy = copyFormat(l)
@@ -329,11 +364,10 @@ function alignOutputs(plan: StatementMaskPlan, fields: readonly FieldInfo[] | nu
   }
   // `*` over relations the catalog does not know: the star takes whatever columns are left, which
   // are judged by the names the server gives them.
-  const known = outputs.length - stars.length
-  const starCols = n - known
-  if (starCols < stars.length) return new Array<ColumnAction>(n).fill(plan.fallback)
+  // Two such stars cannot be told apart by column count: every column gets the fallback.
+  const starCols = n - (outputs.length - stars.length)
+  if (stars.length > 1 || starCols < 1) return new Array<ColumnAction>(n).fill(plan.fallback)
   const out: ColumnAction[] = []
-  const perStar = stars.length === 1 ? starCols : -1
   let col = 0
   for (const o of outputs) {
     if (o.unknownStar === undefined) {
@@ -341,9 +375,7 @@ function alignOutputs(plan: StatementMaskPlan, fields: readonly FieldInfo[] | nu
       col++
       continue
     }
-    const take = perStar >= 0 ? perStar : 0
-    if (perStar < 0) return new Array<ColumnAction>(n).fill(plan.fallback)
-    for (let k = 0; k < take; k++, col++) {
+    for (let k = 0; k < starCols; k++, col++) {
       const name = fields?.[col]?.name
       if (name === undefined) {
         out.push(plan.fallback)

@@ -1,0 +1,160 @@
+// A large SELECT streamed through Gatehouse with masking on, side by side with a direct connection
+// in the same run (issue 5's second benchmark: target at least 60% of direct bytes per second).
+//
+//   node dist/bench/masking-stream.js [--rows N] [--runs N]
+//
+// Method: a table of 10 columns (2 of them classified: an e-mail with `partial`, an SSN with
+// `hash`) and N rows (default 300,000) in a scratch database; `psql -At -c 'SELECT * FROM t'`
+// writing to /dev/null, timed from spawn to exit, runs alternated across three targets: direct,
+// Gatehouse with a caller who sees clear values (rows forwarded untouched), and Gatehouse with a
+// caller who sees them masked (every row rewritten). Medians reported; the result bytes are the
+// size of the direct run's output. Everything listens on loopback and is stopped at the end.
+
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import yaml from 'js-yaml'
+
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
+const BIN = join(REPO, 'cli/bin/gatehouse.js')
+const DB = 'gh_bench_masking'
+
+function arg(name: string, def: number): number {
+  const i = process.argv.indexOf(name)
+  const v = i >= 0 ? Number(process.argv[i + 1]) : def
+  if (!Number.isInteger(v) || v < 1) throw new Error(`${name} needs a positive integer`)
+  return v
+}
+
+function admin(sql: string, db = DB): string {
+  const r = spawnSync('psql', ['-X', '-At', '-h', '127.0.0.1', '-U', 'postgres', '-d', db, '-v', 'ON_ERROR_STOP=1', '-c', sql], {
+    encoding: 'utf8',
+  })
+  if (r.status !== 0) throw new Error(`psql failed: ${r.stderr}`)
+  return r.stdout.trim()
+}
+
+function timed(conninfo: string, sql: string): Promise<{ ms: number; ok: boolean; err: string }> {
+  return new Promise((done) => {
+    const t0 = process.hrtime.bigint()
+    const p = spawn('psql', ['-X', '-At', '-o', '/dev/null', '-d', conninfo, '-c', sql], { stdio: ['ignore', 'ignore', 'pipe'] })
+    let err = ''
+    p.stderr.on('data', (d: Buffer) => {
+      err += d.toString()
+    })
+    p.on('close', (code) => done({ ms: Number(process.hrtime.bigint() - t0) / 1e6, ok: code === 0, err }))
+  })
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.floor(s.length / 2)] ?? 0
+}
+
+async function main(): Promise<void> {
+  const rows = arg('--rows', 300_000)
+  const runs = arg('--runs', 3)
+  admin(`DROP DATABASE IF EXISTS ${DB}`, 'test')
+  admin(`CREATE DATABASE ${DB}`, 'test')
+  admin(
+    `CREATE TABLE t (id int, a text, b text, c text, d int, e text, email text, ssn text, f timestamptz, g text);
+     INSERT INTO t SELECT i, md5(i::text), 'alpha beta', 'gamma', i * 7, 'x' || i, 'user' || i || '@example.com',
+       lpad((i % 1000)::text, 3, '0') || '-45-' || lpad((i % 10000)::text, 4, '0'), now(), 'note ' || i FROM generate_series(1, ${rows}) i`,
+  )
+  const dir = mkdtempSync(join(tmpdir(), 'gh-bench-mask-'))
+  let server: ChildProcess | null = null
+  try {
+    mkdirPolicies(dir)
+    const configFile = join(dir, 'gatehouse.yaml')
+    writeFileSync(
+      configFile,
+      yaml.dump({
+        data_dir: join(dir, 'data'),
+        listen: { api: '127.0.0.1:0', postgres: '127.0.0.1:0' },
+        policies: join(dir, 'policies'),
+        connections: [{ name: 'app', protocol: 'postgres', address: '127.0.0.1:5432', database: DB, user: 'postgres' }],
+      }),
+    )
+    server = spawn(process.execPath, [BIN, 'serve', '--config', configFile], { stdio: 'ignore' })
+    const runFile = join(dir, 'data', 'run.json')
+    for (let i = 0; i < 400 && !existsSync(runFile); i++) await new Promise((r) => setTimeout(r, 50))
+    const info = JSON.parse(readFileSync(runFile, 'utf8')) as { listeners: Record<string, string> }
+    const pg = info.listeners.postgres ?? ''
+    const port = Number(pg.slice(pg.lastIndexOf(':') + 1))
+    const token = (...groups: string[]): string => {
+      const r = spawnSync(
+        process.execPath,
+        [BIN, 'token', 'create', '--config', configFile, '--subject', 'user:bench', ...groups.flatMap((g) => ['--group', g])],
+        {
+          encoding: 'utf8',
+        },
+      )
+      if (r.status !== 0) throw new Error(r.stderr)
+      return r.stdout.trim()
+    }
+    const targets = {
+      direct: `host=127.0.0.1 port=5432 dbname=${DB} user=postgres sslmode=disable`,
+      clear: `host=127.0.0.1 port=${port} dbname=app user=b sslmode=disable password=${token('pii-readers')}`,
+      masked: `host=127.0.0.1 port=${port} dbname=app user=b sslmode=disable password=${token()}`,
+    }
+    const sql = 'SELECT * FROM t'
+    const bytes = spawnSync('psql', ['-X', '-At', '-d', targets.direct, '-c', sql], { maxBuffer: 2 ** 31 }).stdout.length
+    const samples: Record<keyof typeof targets, number[]> = { direct: [], clear: [], masked: [] }
+    for (const conninfo of Object.values(targets)) await timed(conninfo, sql) // warm up
+    for (let r = 0; r < runs; r++) {
+      for (const [name, conninfo] of Object.entries(targets) as [keyof typeof targets, string][]) {
+        const t = await timed(conninfo, sql)
+        if (!t.ok) throw new Error(`${name}: ${t.err}`)
+        samples[name].push(t.ms)
+      }
+    }
+    const mbps = (ms: number): number => bytes / 1e6 / (ms / 1000)
+    const d = median(samples.direct)
+    const lines = [
+      `Streaming ${rows.toLocaleString('en')} rows × 10 columns (2 masked), ${(bytes / 1e6).toFixed(1)} MB of psql output, median of ${runs}:`,
+      '',
+      '| target | time (ms) | MB/s | vs direct |',
+      '|---|---:|---:|---:|',
+      ...(['direct', 'clear', 'masked'] as const).map((k) => {
+        const m = median(samples[k])
+        const label =
+          k === 'direct'
+            ? 'direct'
+            : k === 'clear'
+              ? 'Gatehouse, caller sees clear values (rows untouched)'
+              : 'Gatehouse, masking 2 of 10 columns'
+        return `| ${label} | ${m.toFixed(0)} | ${mbps(m).toFixed(1)} | ${(d / m).toFixed(2)}× |`
+      }),
+    ]
+    process.stdout.write(`${lines.join('\n')}\n`)
+  } finally {
+    server?.kill('SIGTERM')
+    await new Promise((r) => setTimeout(r, 500))
+    rmSync(dir, { recursive: true, force: true })
+    admin(`DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`, 'test')
+  }
+}
+
+function mkdirPolicies(dir: string): void {
+  const p = join(dir, 'policies')
+  spawnSync('mkdir', ['-p', p])
+  for (const f of ['gatehouse.rego', 'guardrails.rego', 'approvals.yaml', 'mcp.rego']) {
+    if (existsSync(join(REPO, 'policies', f))) writeFileSync(join(p, f), readFileSync(join(REPO, 'policies', f)))
+  }
+  writeFileSync(
+    join(p, 'masking.yaml'),
+    yaml.dump({
+      rules: [
+        { name: 'emails', columns: ['*.email'], strategy: 'partial', keep: 4, clear_for: ['pii-readers'] },
+        { name: 'ssn', columns: ['*.ssn'], strategy: 'hash', clear_for: ['pii-readers'] },
+      ],
+    }),
+  )
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`)
+  process.exit(1)
+})
