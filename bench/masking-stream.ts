@@ -1,7 +1,7 @@
 // A large SELECT streamed through Gatehouse with masking on, side by side with a direct connection
 // in the same run (issue 5's second benchmark: target at least 60% of direct bytes per second).
 //
-//   node dist/bench/masking-stream.js [--rows N] [--runs N]
+//   node dist/bench/masking-stream.js [--rows N] [--runs N] [--ssn-strategy hash|redact|partial|null]
 //
 // Method: a table of 10 columns (2 of them classified: an e-mail with `partial`, an SSN with
 // `hash`) and N rows (default 300,000) in a scratch database; `psql -At -c 'SELECT * FROM t'`
@@ -48,6 +48,13 @@ function timed(conninfo: string, sql: string): Promise<{ ms: number; ok: boolean
   })
 }
 
+/** utime + stime of a process in milliseconds (clock ticks of 10 ms), from /proc. */
+function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(rest[11]) + Number(rest[12])) * 10
+}
+
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b)
   return s[Math.floor(s.length / 2)] ?? 0
@@ -56,6 +63,9 @@ const median = (xs: number[]): number => {
 async function main(): Promise<void> {
   const rows = arg('--rows', 300_000)
   const runs = arg('--runs', 3)
+  // The SSN column's strategy: hash (a keyed HMAC per value, the costliest) or redact/partial/null.
+  const si = process.argv.indexOf('--ssn-strategy')
+  const strategy = si >= 0 ? (process.argv[si + 1] ?? 'hash') : 'hash'
   admin(`DROP DATABASE IF EXISTS ${DB}`, 'test')
   admin(`CREATE DATABASE ${DB}`, 'test')
   admin(
@@ -66,7 +76,7 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'gh-bench-mask-'))
   let server: ChildProcess | null = null
   try {
-    mkdirPolicies(dir)
+    mkdirPolicies(dir, strategy)
     const configFile = join(dir, 'gatehouse.yaml')
     writeFileSync(
       configFile,
@@ -77,7 +87,9 @@ async function main(): Promise<void> {
         connections: [{ name: 'app', protocol: 'postgres', address: '127.0.0.1:5432', database: DB, user: 'postgres' }],
       }),
     )
-    server = spawn(process.execPath, [BIN, 'serve', '--config', configFile], { stdio: 'ignore' })
+    // GH_BENCH_CPU_PROF=DIR profiles the gateway (summarise with dist/bench/cpuprofile.js).
+    const prof = process.env.GH_BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.GH_BENCH_CPU_PROF}`] : []
+    server = spawn(process.execPath, [...prof, BIN, 'serve', '--config', configFile], { stdio: 'ignore' })
     const runFile = join(dir, 'data', 'run.json')
     for (let i = 0; i < 400 && !existsSync(runFile); i++) await new Promise((r) => setTimeout(r, 50))
     const info = JSON.parse(readFileSync(runFile, 'utf8')) as { listeners: Record<string, string> }
@@ -102,21 +114,25 @@ async function main(): Promise<void> {
     const sql = 'SELECT * FROM t'
     const bytes = spawnSync('psql', ['-X', '-At', '-d', targets.direct, '-c', sql], { maxBuffer: 2 ** 31 }).stdout.length
     const samples: Record<keyof typeof targets, number[]> = { direct: [], clear: [], masked: [] }
+    const cpu: Record<keyof typeof targets, number[]> = { direct: [], clear: [], masked: [] }
+    const pid = server.pid ?? 0
     for (const conninfo of Object.values(targets)) await timed(conninfo, sql) // warm up
     for (let r = 0; r < runs; r++) {
       for (const [name, conninfo] of Object.entries(targets) as [keyof typeof targets, string][]) {
+        const c0 = cpuMs(pid)
         const t = await timed(conninfo, sql)
         if (!t.ok) throw new Error(`${name}: ${t.err}`)
         samples[name].push(t.ms)
+        cpu[name].push(cpuMs(pid) - c0)
       }
     }
     const mbps = (ms: number): number => bytes / 1e6 / (ms / 1000)
     const d = median(samples.direct)
     const lines = [
-      `Streaming ${rows.toLocaleString('en')} rows × 10 columns (2 masked), ${(bytes / 1e6).toFixed(1)} MB of psql output, median of ${runs}:`,
+      `Streaming ${rows.toLocaleString('en')} rows × 10 columns (2 masked: e-mail partial, SSN ${strategy}), ${(bytes / 1e6).toFixed(1)} MB of psql output, median of ${runs}:`,
       '',
-      '| target | time (ms) | MB/s | vs direct |',
-      '|---|---:|---:|---:|',
+      '| target | time (ms) | MB/s | vs direct | gateway CPU (ms) |',
+      '|---|---:|---:|---:|---:|',
       ...(['direct', 'clear', 'masked'] as const).map((k) => {
         const m = median(samples[k])
         const label =
@@ -125,19 +141,19 @@ async function main(): Promise<void> {
             : k === 'clear'
               ? 'Gatehouse, caller sees clear values (rows untouched)'
               : 'Gatehouse, masking 2 of 10 columns'
-        return `| ${label} | ${m.toFixed(0)} | ${mbps(m).toFixed(1)} | ${(d / m).toFixed(2)}× |`
+        return `| ${label} | ${m.toFixed(0)} | ${mbps(m).toFixed(1)} | ${(d / m).toFixed(2)}× | ${k === 'direct' ? '–' : median(cpu[k]).toFixed(0)} |`
       }),
     ]
     process.stdout.write(`${lines.join('\n')}\n`)
   } finally {
     server?.kill('SIGTERM')
-    await new Promise((r) => setTimeout(r, 500))
+    await new Promise((r) => setTimeout(r, 1500))
     rmSync(dir, { recursive: true, force: true })
     admin(`DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`, 'test')
   }
 }
 
-function mkdirPolicies(dir: string): void {
+function mkdirPolicies(dir: string, ssnStrategy: string): void {
   const p = join(dir, 'policies')
   spawnSync('mkdir', ['-p', p])
   for (const f of ['gatehouse.rego', 'guardrails.rego', 'approvals.yaml', 'mcp.rego']) {
@@ -148,7 +164,7 @@ function mkdirPolicies(dir: string): void {
     yaml.dump({
       rules: [
         { name: 'emails', columns: ['*.email'], strategy: 'partial', keep: 4, clear_for: ['pii-readers'] },
-        { name: 'ssn', columns: ['*.ssn'], strategy: 'hash', clear_for: ['pii-readers'] },
+        { name: 'ssn', columns: ['*.ssn'], strategy: ssnStrategy, clear_for: ['pii-readers'] },
       ],
     }),
   )
