@@ -2,6 +2,8 @@
 // format from `code` and `publicMessage`; `message` and `cause` are for the log only and may name
 // internals (never secrets).
 
+import type { ApprovalErrorCode } from './approvals/errors.js'
+
 export type GatehouseErrorCode =
   | 'GH_ERR_CONFIG'
   | 'GH_ERR_POLICY'
@@ -28,6 +30,18 @@ export const ERROR_CODES: Readonly<Record<GatehouseErrorCode, string>> = {
   GH_ERR_PLUGIN: 'a proxy plugin could not be loaded or started',
   GH_ERR_PROTOCOL: 'a client sent bytes the protocol does not allow',
   GH_ERR_STATE: 'the data directory could not be opened or written',
+}
+
+/** Codes the HTTP API answers with in `{error, code}` bodies beyond the ones above. */
+export const API_ERROR_CODES: Readonly<Record<ApprovalErrorCode | 'GH_ERR_REQUEST' | 'GH_ERR_NOT_FOUND', string>> = {
+  GH_ERR_REQUEST: 'a malformed request body or parameter (HTTP 400)',
+  GH_ERR_NOT_FOUND: 'no such session or resource (HTTP 404)',
+  GH_ERR_APPROVAL_NOT_FOUND: 'no such approval request, or one the caller may not see (HTTP 404)',
+  GH_ERR_APPROVAL_CLOSED: 'the approval request is already decided, used or expired (HTTP 409)',
+  GH_ERR_APPROVAL_FORBIDDEN: "the caller may not vote: in the request's chain, a delegated token, or in no required group (HTTP 403)",
+  GH_ERR_APPROVAL_DUPLICATE: 'the reviewer already voted on this request (HTTP 409)',
+  GH_ERR_APPROVAL_REQUEST:
+    'a malformed access request: unknown connection, malformed action or duration, or a window over approvals.max_window (HTTP 400)',
 }
 
 export class GatehouseError extends Error {
