@@ -330,6 +330,30 @@ describe('masking through the PostgreSQL proxy', () => {
     assert.match(clear.stdout, /4111 1111 1111 1111/)
   })
 
+  test('a view created after the session read its catalog is resolved anew, not passed as unknown', async () => {
+    const c = new pg.Client({ host: '127.0.0.1', port: relay.port, database: 'app', user: 'x', password: masked })
+    await c.connect()
+    try {
+      await c.query('SELECT 1') // the session's catalog snapshot is read by now
+      admin('CREATE VIEW gh_mask.late_view AS SELECT id, email AS contact, ssn AS ident FROM gh_mask.users')
+      relay.take()
+      const r = await c.query('SELECT contact, ident FROM gh_mask.late_view WHERE id = 1')
+      assert.equal(r.rows[0]?.contact, '****.com')
+      assert.notEqual(r.rows[0]?.ident, '123-45-6789')
+      const star = await c.query('SELECT * FROM gh_mask.late_view WHERE id = 1')
+      assert.equal(star.rows[0]?.contact, '****.com')
+      assert.deepEqual(leaks(relay.take()), [])
+      // A temporary table of the session's own, filled with its own values, works as usual.
+      await c.query('CREATE TEMP TABLE scratch (id int, email text)')
+      await c.query("INSERT INTO scratch VALUES (1, 'me@example.net')")
+      const t = await c.query('SELECT id FROM scratch')
+      assert.equal(t.rows.length, 1)
+    } finally {
+      await c.end()
+      admin('DROP VIEW IF EXISTS gh_mask.late_view')
+    }
+  })
+
   test('a server error that would quote a masked value is withheld; the session goes on', async () => {
     const r = await run(masked, 'SELECT ssn::int FROM gh_mask.users')
     assert.notEqual(r.code, 0)

@@ -110,6 +110,7 @@ export async function readCatalog(socket: Socket | TLSSocket): Promise<CatalogSn
 /** Per-connection catalog snapshots, shared by sessions, refreshed after the TTL or after DDL. */
 export class CatalogCache {
   private readonly entries = new Map<string, { snapshot: CatalogSnapshot; at: number }>()
+  private readonly refreshing = new Map<string, Promise<CatalogSnapshot>>()
 
   async get(connection: string, socket: Socket | TLSSocket): Promise<CatalogSnapshot> {
     const e = this.entries.get(connection)
@@ -117,6 +118,32 @@ export class CatalogCache {
     const snapshot = await readCatalog(socket)
     this.entries.set(connection, { snapshot, at: Date.now() })
     return snapshot
+  }
+
+  /**
+   * Reads a fresh snapshot over a connection of its own (`open`), for a session that met a relation
+   * its snapshot does not know (created after it was read). Concurrent callers share one read.
+   */
+  async refresh(connection: string, open: () => Promise<Socket | TLSSocket>): Promise<CatalogSnapshot> {
+    const inFlight = this.refreshing.get(connection)
+    if (inFlight) return inFlight
+    const p = (async () => {
+      const socket = await open()
+      try {
+        const snapshot = await readCatalog(socket)
+        this.entries.set(connection, { snapshot, at: Date.now() })
+        return snapshot
+      } finally {
+        socket.end(serialize.end())
+        setTimeout(() => socket.destroy(), 1000).unref()
+      }
+    })()
+    this.refreshing.set(connection, p)
+    try {
+      return await p
+    } finally {
+      this.refreshing.delete(connection)
+    }
   }
 
   invalidate(connection: string): void {

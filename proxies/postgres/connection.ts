@@ -246,6 +246,8 @@ export class PgConnection implements BackendHandler {
   private lineageSnapshot: LineageCatalogSnapshot | null = null
   private sessionUser = ''
   private boundCatalog: { key: string; catalog: LineageCatalog } | null = null
+  /** Unknown relations a catalog refresh was already tried for (cleared by this session's DDL). */
+  private readonly refreshedFor = new Set<string>()
 
   constructor(
     socket: Socket,
@@ -702,7 +704,7 @@ export class PgConnection implements BackendHandler {
     // A simple Query destroys the unnamed statement and portal (PostgreSQL exec_simple_query).
     this.statements.delete('')
     this.portals.delete('')
-    const verdict = this.applyMasking(await (this.sql as SessionSql).judge(sql, this.abort.signal), sql)
+    const verdict = await this.applyMasking(await (this.sql as SessionSql).judge(sql, this.abort.signal), sql)
     await this.sendOrRefuse(f.raw, Expect.Query, verdict, sql, null)
   }
 
@@ -715,8 +717,8 @@ export class PgConnection implements BackendHandler {
     if (resolved?.facts) {
       // A statement created by SQL-level PREPARE, bound and executed through the protocol.
       const text = `EXECUTE ${quoteIdent(resolved.name)}`
-      verdict = this.applyMasking(await judge.judge(text, this.abort.signal), text)
-    } else verdict = this.applyMasking(await judge.judge(resolved?.sql ?? null, this.abort.signal), resolved?.sql ?? null)
+      verdict = await this.applyMasking(await judge.judge(text, this.abort.signal), text)
+    } else verdict = await this.applyMasking(await judge.judge(resolved?.sql ?? null, this.abort.signal), resolved?.sql ?? null)
     await this.sendOrRefuse(f.raw, Expect.Execute, verdict, resolved?.sql ?? null, resolved?.params ?? null, portal)
   }
 
@@ -724,7 +726,7 @@ export class PgConnection implements BackendHandler {
    * An allowed statement with mask obligations gets a masking plan per statement; one that would
    * launder a masked column, or whose output the gateway cannot trace, becomes a denial.
    */
-  private applyMasking(verdict: Verdict, sql: string | null): Verdict {
+  private async applyMasking(verdict: Verdict, sql: string | null): Promise<Verdict> {
     const d = verdict.decision
     if (d.effect !== 'allow' || d.mask.length === 0 || sql === null) return verdict
     this.masking ??= new SessionMasking(
@@ -735,7 +737,14 @@ export class PgConnection implements BackendHandler {
       this.maskingOn = true
       this.updateScan()
     }
-    const mv = this.masking.plan(sql, d.mask, d.maskOptions)
+    let mv = this.masking.plan(sql, d.mask, d.maskOptions)
+    const fresh = mv.unknownRelations.filter((r) => !this.refreshedFor.has(r))
+    if (fresh.length > 0) {
+      // A relation created after this session's catalog snapshot (a view over a masked column,
+      // say) must not pass as unknown: read the catalog again, once per name, and plan again.
+      for (const r of fresh) this.refreshedFor.add(r)
+      if (await this.refreshCatalog()) mv = this.masking.plan(sql, d.mask, d.maskOptions)
+    }
     if (!mv.ok) {
       const reason = mv.reason
       return {
@@ -758,6 +767,24 @@ export class PgConnection implements BackendHandler {
     const key = path.join('\u0000')
     if (this.boundCatalog?.key !== key) this.boundCatalog = { key, catalog: lineageCatalogFor(snap, path, this.sessionUser) }
     return this.boundCatalog.catalog
+  }
+
+  /** Re-reads the lineage catalog over a separate server connection; false when it could not. */
+  private async refreshCatalog(): Promise<boolean> {
+    const session = this.session
+    if (!session) return false
+    try {
+      const snap = await this.shared.catalogs.refresh(session.connection.name, async () => {
+        const up = await connectUpstream(this.upstreamOptions(session), this.abort.signal)
+        return up.socket
+      })
+      this.lineageSnapshot = snap.lineage
+      this.boundCatalog = null
+      return true
+    } catch (err) {
+      this.log.warn({ session: session.id, err: String(err) }, 'cannot refresh the catalog for masking')
+      return false
+    }
   }
 
   /** The facts of a prepared statement by name, for SQL-level EXECUTE (null: unknown). */
@@ -957,7 +984,7 @@ export class PgConnection implements BackendHandler {
       return
     }
     // Everything but the hold still applies: a deny still denies, masks still mask.
-    const again = this.applyMasking(await (this.sql as SessionSql).judge(text, this.abort.signal, { granted: true }), text)
+    const again = await this.applyMasking(await (this.sql as SessionSql).judge(text, this.abort.signal, { granted: true }), text)
     await this.sendOrRefuse(raw, kind, again, sql, params, portal, outcome.request)
   }
 
@@ -1244,6 +1271,7 @@ export class PgConnection implements BackendHandler {
       else this.statements.delete(e.deallocate.name)
     }
     if (e.searchPath) this.sql?.applySearchPath(e.searchPath)
+    if (e.ddl) this.refreshedFor.clear()
     if (e.ddl && this.session) {
       // The relation snapshot may be stale now; the next session of this connection reads it anew.
       this.shared.catalogs.invalidate(this.session.connection.name)

@@ -46,9 +46,13 @@ export interface StatementMaskPlan {
   readonly masked: readonly { readonly column: string; readonly index: number; readonly rule: string; readonly strategy: string }[]
 }
 
-export type MaskVerdict =
+export type MaskVerdict = (
   | { readonly ok: true; readonly plans: readonly (StatementMaskPlan | null)[] }
   | { readonly ok: false; readonly rule: string; readonly reason: string }
+) & {
+  /** Relations the statement reads that the catalog snapshot does not know (created after it). */
+  readonly unknownRelations: readonly string[]
+}
 
 export interface MaskOptions {
   readonly strictPredicates: boolean
@@ -117,6 +121,7 @@ export class SessionMasking {
     let detectors = mask.filter((m) => m.detector !== undefined).map((m) => m.detector as string)
     if (this.connectionDetectors !== null) detectors = detectors.filter((d) => this.connectionDetectors?.includes(d))
     const plans: (StatementMaskPlan | null)[] = []
+    const unknownRelations = lineages.flatMap((l) => l.relations.filter((r) => !known(r, catalog)))
     for (const raw of lineages) {
       // DECLARE and PREPARE remember what the cursor / statement will return; FETCH and EXECUTE use it.
       if (raw.declare !== undefined) this.cursors.set(raw.declare.toLowerCase(), raw)
@@ -132,11 +137,11 @@ export class SessionMasking {
         l = p ? { ...p, prepare: undefined } : unresolvedLineage(`prepared statement "${raw.execute}" was not prepared through the gateway`)
       }
       const verdict = planOne(l, columnRules, detectors, options, catalog)
-      if (!verdict.ok) return verdict
+      if (!verdict.ok) return { ...verdict, unknownRelations }
       // A DECLARE or PREPARE returns no rows itself.
       plans.push(raw.declare !== undefined || raw.prepare !== undefined ? null : verdict.plan)
     }
-    return { ok: true, plans }
+    return { ok: true, plans, unknownRelations }
   }
 
   /** Lineage of a statement prepared through the protocol (Parse), by its SQL text. */
@@ -157,6 +162,12 @@ export class SessionMasking {
   invalidate(): void {
     this.lineageCache.clear()
   }
+}
+
+function known(rel: string, catalog: LineageCatalog | null): boolean {
+  const dot = rel.indexOf('.')
+  if (dot < 0 || rel.startsWith('?.')) return false
+  return catalog?.relation(rel.slice(0, dot), rel.slice(dot + 1)) != null
 }
 
 function unresolvedLineage(reason: string): StatementLineage {
