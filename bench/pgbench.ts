@@ -701,7 +701,15 @@ async function main(): Promise<void> {
   const md = report(opts, m, summaries, command, (Date.now() - t0) / 1000)
   process.stdout.write(`${table(summaries)}\n\n${comparisons(summaries, opts.clients)}\n`)
   if (opts.write) {
-    writeFileSync(OUT_FILE, md)
+    // The sections after "## Method" come from the other benchmarks: keep them.
+    let rest = ''
+    if (existsSync(OUT_FILE)) {
+      const old = readFileSync(OUT_FILE, 'utf8')
+      const method = old.indexOf('\n## Method')
+      const next = method >= 0 ? old.indexOf('\n## ', method + 1) : -1
+      if (next >= 0) rest = old.slice(next)
+    }
+    writeFileSync(OUT_FILE, md.replace(/\n+$/, '\n') + rest)
     process.stderr.write(`wrote ${OUT_FILE}\n`)
   }
 }

@@ -2,16 +2,16 @@
 // same SELECT over the PostgreSQL wire protocol through the gateway (and directly), one client,
 // calls in sequence; the added latency per call is MCP's mean minus the wire's.
 //
-//   node dist/test/mcp-bench.js [--seconds 5]
+//   node dist/bench/mcp.js [--seconds 5]
 //
-// Not a test (the suite runs *.test.js only): numbers go to stdout as markdown. It starts a real
+// Numbers go to stdout as markdown. It starts a real
 // `gatehouse serve` (TestGateway) and stops it at the end.
 
 import http from 'node:http'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import pg from 'pg'
-import { TestGateway } from './helpers/gateway.js'
+import { TestGateway } from '../test/helpers/gateway.js'
 
 const SQL = 'SELECT 1 AS one'
 
