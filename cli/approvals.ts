@@ -13,7 +13,7 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { type Command, Option } from 'commander'
 import type { ApprovalView } from '../engine/approvals/service.js'
-import { ApiError, resolveConfig, runningServer } from './client.js'
+import { ApiClient, ApiError, resolveConfig, runningServer } from './client.js'
 import { credentialsPath } from './identity.js'
 
 function out(line: string): void {
@@ -54,28 +54,7 @@ function target(o: Common): { server: string; token: string } {
 
 async function call<T>(o: Common, method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
   const { server, token } = target(o)
-  let res: Response
-  try {
-    res = await fetch(server + path, {
-      method,
-      headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    })
-  } catch (err) {
-    throw new ApiError(0, `the server did not answer at ${server} (${(err as Error).message})`)
-  }
-  const text = await res.text()
-  let json: unknown
-  try {
-    json = JSON.parse(text)
-  } catch {
-    json = { error: text }
-  }
-  if (!res.ok) {
-    const msg = typeof json === 'object' && json !== null && 'error' in json ? String((json as { error: unknown }).error) : res.statusText
-    throw new ApiError(res.status, msg)
-  }
-  return json as T
+  return new ApiClient(server, token).call<T>(method, path, body)
 }
 
 function checkId(id: string): string {

@@ -7,6 +7,7 @@
 // harmless: a parse error, an unknown statement type, DO, CALL, COPY … PROGRAM, set_config with a
 // computed name or value, EXECUTE of a statement the session never prepared.
 
+import { arr, nodeType, type Obj, obj, str, stringList } from './lineage-ast.js'
 import { loadModule, parseSync } from 'libpg-query'
 
 export type SqlAction = 'sql.session' | 'sql.read' | 'sql.write' | 'sql.ddl' | 'sql.admin' | 'sql.other'
@@ -114,34 +115,6 @@ export const SQL_TEXT_FUNCTIONS: ReadonlySet<string> = new Set([
   'ts_stat',
   'ts_rewrite',
 ])
-
-type Obj = Record<string, unknown>
-
-function obj(v: unknown): Obj | null {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Obj) : null
-}
-function arr(v: unknown): unknown[] {
-  return Array.isArray(v) ? v : []
-}
-function str(v: unknown): string | null {
-  return typeof v === 'string' ? v : null
-}
-/** The single key of a node wrapper like {"SelectStmt": {...}}. */
-function nodeType(n: unknown): [string, Obj] | null {
-  const o = obj(n)
-  if (!o) return null
-  const keys = Object.keys(o)
-  if (keys.length !== 1) return null
-  const k = keys[0] as string
-  const inner = obj(o[k])
-  return inner ? [k, inner] : null
-}
-
-function stringList(v: unknown): string[] {
-  return arr(v)
-    .map((x) => str(obj(obj(x)?.String)?.sval))
-    .filter((x): x is string => x !== null)
-}
 
 /** A constant's text value (A_Const with sval/ival/fval/boolval), else null. */
 function constText(v: unknown): string | null {

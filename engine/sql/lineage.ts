@@ -27,6 +27,7 @@ import {
 } from './lineage-ast.js'
 
 export { loadSqlParser } from './classify.js'
+import { SQL_TEXT_FUNCTIONS } from './classify.js'
 
 export interface RelationInfo {
   readonly schema: string
@@ -111,20 +112,9 @@ const MAX_FIXPOINT_ROUNDS = 32
 /** Builtins that run SQL given as text, read a table or a cursor by name, read files, large objects,
  *  WAL or another database: what they return is not visible in the statement's tree. */
 export const OPAQUE_BUILTINS: ReadonlySet<string> = new Set([
-  'query_to_xml',
-  'query_to_xmlschema',
-  'query_to_xml_and_xmlschema',
-  'table_to_xml',
-  'table_to_xmlschema',
-  'table_to_xml_and_xmlschema',
-  'schema_to_xml',
-  'schema_to_xml_and_xmlschema',
-  'database_to_xml',
-  'database_to_xml_and_xmlschema',
+  ...SQL_TEXT_FUNCTIONS,
   'cursor_to_xml',
   'cursor_to_xmlschema',
-  'ts_stat',
-  'ts_rewrite',
   'pg_read_file',
   'pg_read_binary_file',
   'lo_get',
