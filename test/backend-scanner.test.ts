@@ -106,6 +106,11 @@ class Recorder implements BackendHandler {
   onStreamed(type: number): void {
     this.calls.push(`streamed ${String.fromCharCode(type)}`)
   }
+
+  onRow(type: number, message: Buffer): Buffer | null {
+    this.calls.push(`row ${String.fromCharCode(type)} ${message.toString('hex')}`)
+    return this.replace(String.fromCharCode(type), message)
+  }
 }
 
 /** The callbacks a correct scanner makes for these messages, split or not. */
@@ -489,5 +494,54 @@ describe('BackendScanner: regression cases (shrunk fast-check counterexamples)',
     const msgs: readonly Msg[] = [M.ready('I')]
     const input = stream(msgs)
     for (let k = 1; k <= 5; k++) checkSplit(input, expectedCalls(msgs), splitAt(input, [k]), `Z split at ${k}`)
+  })
+})
+
+describe('BackendScanner: masking mode hands every DataRow over whole and emits its replacement, whatever the split', () => {
+  const MSGS: readonly Msg[] = [
+    M.rowDescription([{ name: 'secret', typeOid: 25, typlen: -1 }]),
+    M.dataRow(['ann@example.com']),
+    M.dataRow([null]),
+    M.dataRow(['a much longer value that spans several chunks when the stream is cut finely: bob@example.org']),
+    M.commandComplete('SELECT 3'),
+    M.ready('I'),
+  ]
+  const masked = (type: string, message: Buffer): Buffer | null =>
+    type === 'D' && message.includes('@') ? bytesOf(M.dataRow(['****'])) : null
+
+  function scanMasking(chunks: Iterable<Buffer>): ScanResult {
+    const rec = new Recorder(masked)
+    const s = new BackendScanner(rec, CAP)
+    s.setMasking(true, true)
+    const out: Buffer[] = []
+    for (const c of chunks) for (const b of s.scan(c)) out.push(b)
+    return { out, calls: rec.calls }
+  }
+
+  const want = Buffer.concat(MSGS.map((m) => (m.type === 'D' && bytesOf(m).includes('@') ? bytesOf(M.dataRow(['****'])) : bytesOf(m))))
+  const input = stream(MSGS)
+
+  it('at every split offset and in 1-byte pieces', () => {
+    const whole = scanMasking([input])
+    for (let k = 0; k <= input.length; k++) {
+      const r = scanMasking(splitAt(input, [k]))
+      assert.deepEqual(Buffer.concat(r.out), want, `split at ${k}`)
+      assert.deepEqual(r.calls, whole.calls, `split at ${k}: callbacks`)
+      assert.equal(Buffer.concat(r.out).indexOf('@example'), -1, `split at ${k}: a clear value leaked`)
+    }
+    assert.deepEqual(Buffer.concat(scanMasking(bytewise(input)).out), want)
+    // RowDescription is read (onMessage), rows go through onRow, whole.
+    assert.equal(whole.calls.filter((c) => c.startsWith('row D')).length, 3)
+    assert.ok(whole.calls.some((c) => c.startsWith('message T')))
+  })
+
+  it('switched off, rows stream untouched again', () => {
+    const rec = new Recorder(masked)
+    const s = new BackendScanner(rec, CAP)
+    s.setMasking(true, true)
+    s.setMasking(false, false)
+    const out = s.scan(input)
+    assert.deepEqual(Buffer.concat(out), input)
+    assert.equal(rec.calls.filter((c) => c.startsWith('row')).length, 0)
   })
 })

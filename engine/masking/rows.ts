@@ -112,18 +112,27 @@ class CompiledRowMasker implements RowMasker {
       if (r === undefined) continue
       const s = starts[i] as number
       const l = lengths[i] as number
-      q += message.copy(out, q, runStart, s - 4)
+      q = put(out, q, message, runStart, s - 4)
       if (r === null) q = out.writeInt32BE(-1, q)
       else {
         q = out.writeInt32BE(r.length, q)
-        q += r.copy(out, q)
+        q = put(out, q, r, 0, r.length)
       }
       runStart = s + Math.max(l, 0)
       repl[i] = undefined
     }
-    message.copy(out, q, runStart, total)
+    put(out, q, message, runStart, total)
     return out
   }
+}
+
+/** Copies src[from, to) to dst at `at`; returns the end. Short runs (most values of a row) by hand:
+ * Buffer#copy's own checks cost more than copying a few dozen bytes. */
+function put(dst: Buffer, at: number, src: Buffer, from: number, to: number): number {
+  const n = to - from
+  if (n > 48) return at + src.copy(dst, at, from, to)
+  for (let i = 0; i < n; i++) dst[at + i] = src[from + i] as number
+  return at + n
 }
 
 export function compileRowMasker(columns: readonly ColumnPlan[], hashKey: Buffer): RowMasker {

@@ -9,6 +9,9 @@ export interface BackendHandler {
   /** A collected message is complete; return a replacement, or null to forward it as is.
    * `message` is the whole message (type byte and length included), `body` a view of its body. */
   onMessage(type: number, body: Buffer, message: Buffer): Buffer | null
+  /** A collected DataRow or CopyData (only while masking rows): the whole message; return its
+   * replacement, or null to forward it as is. Kept apart from onMessage: it runs once per row. */
+  onRow(type: number, message: Buffer): Buffer | null
   /** A streamed message's header was seen (its bytes are forwarded as they arrive). */
   onStreamed(type: number): void
 }
@@ -87,8 +90,11 @@ export class BackendScanner {
           if (bodyLen + 5 > this.maxCollected) throw new BackendProtocolError(`server message of ${len} bytes exceeds the limit`)
           if (n - pos >= 5 + bodyLen) {
             // Whole message in this chunk: no copy.
-            const body = chunk.subarray(pos + 5, pos + 5 + bodyLen)
-            const repl = this.handler.onMessage(type, body, chunk.subarray(pos, pos + 5 + bodyLen))
+            const end = pos + 5 + bodyLen
+            const repl =
+              type === BackendCode.DataRow || type === BackendCode.CopyData
+                ? this.handler.onRow(type, chunk.subarray(pos, end))
+                : this.handler.onMessage(type, chunk.subarray(pos + 5, end), chunk.subarray(pos, end))
             if (repl) {
               if (runStart < pos) out.push(chunk.subarray(runStart, pos))
               out.push(repl)
@@ -158,7 +164,9 @@ export class BackendScanner {
     this.collecting = false
     const msg = this.collectBuf
     this.collectBuf = EMPTY
-    const repl = this.handler.onMessage(this.type, msg.subarray(5), msg)
+    const t = this.type
+    const repl =
+      t === BackendCode.DataRow || t === BackendCode.CopyData ? this.handler.onRow(t, msg) : this.handler.onMessage(t, msg.subarray(5), msg)
     out.push(repl ?? msg)
   }
 }

@@ -1085,19 +1085,27 @@ export class PgConnection implements BackendHandler {
     }
   }
 
-  onMessage(type: number, body: Buffer, message: Buffer): Buffer | null {
+  /** A DataRow or CopyData while rows are masked: rewritten, or null to forward it as is. */
+  onRow(type: number, message: Buffer): Buffer | null {
+    if (type === BackendCode.CopyData) {
+      if (!this.copyMasker) return null
+      const body = message.subarray(5)
+      const out = this.copyMasker.rewrite(body)
+      return out === body ? null : frame(BackendCode.CopyData, out)
+    }
+    const r = this.expectations[this.expectHead]?.record
+    if (r) r.rows++
+    if (this.lazyPlan) this.compileLazy(message)
+    const m = this.rowMasker
+    if (!m) return null
+    const out = m.rewrite(message)
+    return out === message ? null : out
+  }
+
+  onMessage(type: number, body: Buffer): Buffer | null {
     const h = this.head()
     switch (type) {
       // Collected only while this session masks (BackendScanner.setMasking).
-      case BackendCode.DataRow:
-        if (h?.record) h.record.rows++
-        if (this.lazyPlan) this.compileLazy(message)
-        return this.rowMasker ? this.rowMasker.rewrite(message) : null
-      case BackendCode.CopyData: {
-        if (!this.copyMasker) return null
-        const out = this.copyMasker.rewrite(body)
-        return out === body ? null : frame(BackendCode.CopyData, out)
-      }
       case BackendCode.RowDescription:
         this.onRowDescription(h, body)
         return null
