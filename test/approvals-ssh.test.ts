@@ -72,7 +72,8 @@ describe('approvals: held SSH execs', () => {
     proc.stderr?.on('data', (d: Buffer) => {
       out.stderr += d.toString()
     })
-    return { proc, out, done: new Promise((r) => proc.on('exit', (code) => r(code))) }
+    // 'close', not 'exit': only then has all of the child's output been read.
+    return { proc, out, done: new Promise((r) => proc.on('close', (code) => r(code))) }
   }
 
   async function pendingRequest(): Promise<string> {

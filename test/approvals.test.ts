@@ -38,7 +38,7 @@ function psqlAsync(conninfo: string, statements: readonly string[], stopOnError 
     proc,
     stdout: '',
     stderr: '',
-    done: new Promise((r) => proc.on('exit', (code) => r(code))),
+    done: new Promise((r) => proc.on('close', (code) => r(code))), // 'close': all output read
   }
   proc.stdout?.on('data', (d: Buffer) => {
     run.stdout += d.toString()

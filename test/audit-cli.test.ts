@@ -171,7 +171,7 @@ describe('audit CLI and API', () => {
     child.stdout.on('data', (d: Buffer) => {
       got += d.toString()
     })
-    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)))
+    const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)))
     await new Promise((r) => setTimeout(r, 700))
     const t0 = Date.now()
     gw.signal('SIGTERM')

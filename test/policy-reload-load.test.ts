@@ -58,7 +58,7 @@ describe('policy reload under load', () => {
     bench.stderr.on('data', (d: Buffer) => {
       out += d.toString()
     })
-    const done = new Promise<number | null>((r) => bench.on('exit', (code) => r(code)))
+    const done = new Promise<number | null>((r) => bench.on('close', (code) => r(code)))
     await new Promise((r) => setTimeout(r, 1500))
     // A good edit.
     appendFileSync(join(dir, 'gatehouse.rego'), '\n# added under load\nallow if input.action == "ssh.exec"\n')
