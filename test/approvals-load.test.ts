@@ -7,29 +7,15 @@
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import pg from 'pg'
 import { TestGateway } from './helpers/gateway.js'
+import { asPostgres, freePort, PG_BIN } from './helpers/pgserver.js'
 
-const PG_BIN = '/usr/lib/postgresql/15/bin'
 const HELD = 100
 const QUERIES = 300
-
-function asPostgres(args: string[]): { status: number | null; stderr: string } {
-  const r = spawnSync('runuser', ['-u', 'postgres', '--', ...args], { encoding: 'utf8', timeout: 60_000 })
-  return { status: r.status, stderr: r.stderr }
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
-  const a = s.address()
-  await new Promise((r) => s.close(r))
-  return a && typeof a === 'object' ? a.port : 0
-}
 
 async function startCluster(): Promise<{ dir: string; port: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'gh-appr-load-'))

@@ -13,23 +13,10 @@ import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import pg from 'pg'
 import { TestGateway } from './helpers/gateway.js'
+import { asPostgres, freePort, PG_BIN } from './helpers/pgserver.js'
 
-const PG_BIN = '/usr/lib/postgresql/15/bin'
 const PASSWORD = 'Sc4am-Pw-7f3a9c-never-leak'
 const MD5_PASSWORD = 'Md5-Pw-19c0e2-never-leak'
-
-function asPostgres(args: string[]): { status: number | null; stderr: string } {
-  const r = spawnSync('runuser', ['-u', 'postgres', '--', ...args], { encoding: 'utf8', timeout: 60_000 })
-  return { status: r.status, stderr: r.stderr }
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
-  const a = s.address()
-  await new Promise((r) => s.close(r))
-  return a && typeof a === 'object' ? a.port : 0
-}
 
 class Cluster {
   port = 0
