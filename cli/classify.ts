@@ -7,6 +7,7 @@
 // cut to 4 KiB on the server before they are sent, and sampled values are only counted: they are
 // never printed, logged or written anywhere.
 
+import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { type Command, Option } from 'commander'
 import { GatehouseError } from '../engine/errors.js'
@@ -48,7 +49,15 @@ export interface ClassifyResult {
 export async function classify(configFile: string | undefined, connectionName: string, sample: number): Promise<ClassifyResult> {
   const config = resolveConfig(configFile)
   const conn = config.connections.find((c) => c.name === connectionName)
-  if (!conn) throw new GatehouseError('GH_ERR_CONFIG', `no connection named ${JSON.stringify(connectionName)} in the configuration`)
+  if (!conn) {
+    const where = configFile ?? process.env.GATEHOUSE_CONFIG ?? (existsSync('gatehouse.yaml') ? 'gatehouse.yaml' : null)
+    throw new GatehouseError(
+      'GH_ERR_CONFIG',
+      where
+        ? `no connection named ${JSON.stringify(connectionName)} in ${where}`
+        : `no connection named ${JSON.stringify(connectionName)}: no configuration file (give --config FILE or run where gatehouse.yaml is); the demo connection of \`serve --dev\` lives only in that process, so put it in a gatehouse.yaml to classify it`,
+    )
+  }
   if (conn.protocol !== 'postgres') {
     throw new GatehouseError('GH_ERR_CONFIG', `connection ${connectionName} is ${conn.protocol}; classify reads PostgreSQL connections`)
   }
