@@ -92,6 +92,14 @@ describe('approvals: held SSH execs', () => {
     const id = await pendingRequest()
     assert.equal(run.proc.exitCode, null)
     assert.equal(run.out.stdout, '')
+    // The caller is told at once, on stderr, what it waits for and how to approve it.
+    for (let i = 0; i < 100 && !run.out.stderr.includes(id); i++) await sleep(50)
+    assert.match(
+      run.out.stderr,
+      new RegExp(
+        `gatehouse: approval required \\(request ${id}\\), waiting for group ops; approve with: gatehouse approvals approve ${id}`,
+      ),
+    )
     const self = gw.cli(['approvals', 'approve', id, '--token', alice])
     assert.notEqual(self.code, 0, 'the requester cannot approve it')
     const ok = gw.cli(['approvals', 'approve', id, '--token', olga])

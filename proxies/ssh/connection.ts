@@ -455,6 +455,8 @@ export class SshConnection {
     action: string,
     command: Record<string, unknown>,
     text: string,
+    /** Where the caller can be told at once that the command waits for an approval (exec, shell). */
+    tell?: (line: string) => void,
   ): Promise<{ ok: true } | { ok: false; message: string }> {
     let decision: Decision
     try {
@@ -482,7 +484,19 @@ export class SshConnection {
     if (decision.effect === 'deny') return { ok: false, message: `denied: ${decision.reason}` }
     if (decision.effect === 'hold') {
       // A held command waits for reviewers (engine/approvals), then is decided again with the grant.
-      const held = await awaitApproval(session, action, command, decision, text)
+      const held = await awaitApproval(
+        session,
+        action,
+        command,
+        decision,
+        text,
+        tell
+          ? (request, approvers) =>
+              tell(
+                `gatehouse: approval required (request ${request}), waiting for group ${approvers.join(', ')}; approve with: gatehouse approvals approve ${request}`,
+              )
+          : undefined,
+      )
       return held.ok ? { ok: true } : held
     }
     return { ok: true }
@@ -583,7 +597,14 @@ export class SshConnection {
       })
       stream.on('error', () => undefined)
       const text = typeof command.command === 'string' ? command.command : kind
-      const verdict = await this.judge(session, action, command, text)
+      // While a held exec or shell waits, the caller reads why on stderr (sftp has no such channel).
+      const tell =
+        kind === 'sftp'
+          ? undefined
+          : (line: string): void => {
+              if (!stream.destroyed) stream.stderr.write(`${line}\r\n`)
+            }
+      const verdict = await this.judge(session, action, command, text, tell)
       if (!verdict.ok) {
         this.refuse(stream, verdict.message)
         return
