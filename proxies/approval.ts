@@ -4,6 +4,7 @@
 // The PostgreSQL proxy has its own richer version (proxies/postgres/hold.ts).
 
 import { createHash } from 'node:crypto'
+import { isGatehouseError } from '../engine/errors.js'
 import type { Command, Decision, ProxySession } from './types.js'
 
 export type HeldVerdict = { readonly ok: true; readonly request: string } | { readonly ok: false; readonly message: string }
@@ -30,7 +31,8 @@ export async function awaitApproval(
       wait: true,
       ...(onRequested ? { onRequested } : {}),
     })
-  } catch {
+  } catch (err) {
+    if (isGatehouseError(err) && err.code === 'GH_ERR_DENIED') return { ok: false, message: err.publicMessage.replace(/^gatehouse: /, '') }
     return { ok: false, message: 'refused: the approval request could not be recorded' }
   }
   switch (outcome.status) {

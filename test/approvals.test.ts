@@ -325,6 +325,10 @@ describe('approvals: held statements in PostgreSQL', () => {
     assert.notEqual(await first.done, 0)
     const id = await requestIdOf(first)
     assert.match(first.stderr, /send the identical statement again/)
+    // Sent again before anyone decided: the same request, not a new one for the reviewers.
+    const resent = psqlAsync(gw.conninfo(alice), [noWait, stmt])
+    assert.notEqual(await resent.done, 0)
+    assert.equal(await requestIdOf(resent), id)
     assert.equal(approve(id, bob).code, 0)
     assert.equal(show(id, alice).status, 'approved')
 
@@ -625,6 +629,51 @@ describe('approvals configuration', () => {
       /approvals\.webhook\.url: must be an http or https URL/,
     )
     assert.match(problems({ timeout: '10m', request_ttl: '1m' }), /approvals\.request_ttl: must be at least approvals\.timeout/)
+    assert.match(problems({ max_pending: 0 }), /approvals\.max_pending: must be an integer from 1 to 100000/)
     assert.equal(problems({ timeout: '1m', webhook: { url: 'https://example.test/h', secret: 'env:X' } }), '')
+  })
+})
+
+describe('approvals: a chain cannot flood reviewers with requests', () => {
+  let gw: TestGateway
+  before(async () => {
+    gw = await TestGateway.start({
+      connections: [{ ...LOCAL_PG, labels: { env: 'prod' } }],
+      config: { approvals: { timeout: '20s', max_pending: 2 } },
+    })
+  })
+  after(async () => {
+    await gw?.cleanup()
+  })
+
+  test('past approvals.max_pending waiting requests of one root, a new held statement is refused with why', async () => {
+    const mallory = gw.token('user:mallory', ['--group', 'dba'])
+    const agent = gw.cli(['token', 'delegate', '--agent', 'spammer', '--token', mallory]).stdout.trim()
+    const noWait = "SET gatehouse.approval_wait = 'off'"
+    const ids: string[] = []
+    for (const token of [mallory, agent]) {
+      const r = psqlAsync(gw.conninfo(token), [noWait, `CREATE TABLE ${table()} (id int)`])
+      assert.notEqual(await r.done, 0)
+      ids.push(await requestIdOf(r))
+    }
+    assert.equal(new Set(ids).size, 2)
+    // A third, by the root or by its agent: refused, naming the limit; no request filed.
+    const third = psqlAsync(gw.conninfo(agent), [noWait, `CREATE TABLE ${table()} (id int)`])
+    assert.notEqual(await third.done, 0)
+    assert.match(
+      third.stderr,
+      /ERROR: {2}gatehouse: user:mallory already has 2 approval requests waiting for reviewers \(approvals\.max_pending\)/,
+    )
+    const admin = gw.cli(['approvals', 'list', '--json', '--token', mallory])
+    const pending = admin.stdout
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { status: string })
+    assert.equal(pending.filter((p) => p.status === 'pending').length, 2)
+    // Another person is not held back by mallory's requests.
+    const other = gw.token('user:nina', ['--group', 'dba'])
+    const r = psqlAsync(gw.conninfo(other), [noWait, `CREATE TABLE ${table()} (id int)`])
+    assert.notEqual(await r.done, 0)
+    assert.match(r.stderr, /approval required \(request R-/)
   })
 })

@@ -5,6 +5,7 @@
 //     request_ttl: 1h        how long a request stays open, and an approved once-grant usable,
 //                            for clients that do not wait (default 1h; at least `timeout`)
 //     max_window: 8h         the longest window an access request (`gatehouse request --for`) may ask
+//     max_pending: 200       requests waiting at once for chains with the same root principal
 //     webhook:
 //       url: https://hooks.slack.com/services/…
 //       secret: env:GATEHOUSE_WEBHOOK_SECRET    HMAC-SHA256 key (a secret reference, never a literal)
@@ -23,6 +24,8 @@ export interface ApprovalsConfig {
   readonly timeoutSeconds: number
   readonly requestTtlSeconds: number
   readonly maxWindowSeconds: number
+  /** Requests pending at once for chains with the same root (reviewers and the webhook are not flooded). */
+  readonly maxPending: number
   readonly webhook: WebhookConfig | null
 }
 
@@ -30,6 +33,7 @@ export const DEFAULT_APPROVALS: ApprovalsConfig = {
   timeoutSeconds: 300,
   requestTtlSeconds: 3600,
   maxWindowSeconds: 8 * 3600,
+  maxPending: 200,
   webhook: null,
 }
 
@@ -40,12 +44,12 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 export function parseApprovalsConfig(raw: unknown, baseDir: string, problem: (path: string, what: string) => void): ApprovalsConfig {
   if (raw === undefined || raw === null) return DEFAULT_APPROVALS
   if (!isRecord(raw)) {
-    problem('approvals', 'must be a mapping (timeout, request_ttl, max_window, webhook)')
+    problem('approvals', 'must be a mapping (timeout, request_ttl, max_window, max_pending, webhook)')
     return DEFAULT_APPROVALS
   }
   for (const k of Object.keys(raw)) {
-    if (!['timeout', 'request_ttl', 'max_window', 'webhook'].includes(k))
-      problem(`approvals.${k}`, 'unknown key (allowed: timeout, request_ttl, max_window, webhook)')
+    if (!['timeout', 'request_ttl', 'max_window', 'max_pending', 'webhook'].includes(k))
+      problem(`approvals.${k}`, 'unknown key (allowed: timeout, request_ttl, max_window, max_pending, webhook)')
   }
   const dur = (key: string, dflt: number): number => {
     const v = raw[key]
@@ -61,6 +65,13 @@ export function parseApprovalsConfig(raw: unknown, baseDir: string, problem: (pa
   const requestTtlSeconds = dur('request_ttl', Math.max(DEFAULT_APPROVALS.requestTtlSeconds, timeoutSeconds))
   if (requestTtlSeconds < timeoutSeconds) problem('approvals.request_ttl', 'must be at least approvals.timeout')
   const maxWindowSeconds = dur('max_window', DEFAULT_APPROVALS.maxWindowSeconds)
+  let maxPending = DEFAULT_APPROVALS.maxPending
+  if (raw.max_pending !== undefined) {
+    const n = raw.max_pending
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 100_000) {
+      problem('approvals.max_pending', `must be an integer from 1 to 100000 (got ${JSON.stringify(n)})`)
+    } else maxPending = n
+  }
   let webhook: WebhookConfig | null = null
   const w = raw.webhook
   if (w !== undefined && w !== null) {
@@ -86,5 +97,5 @@ export function parseApprovalsConfig(raw: unknown, baseDir: string, problem: (pa
       if (url && secret) webhook = { url, secret }
     }
   }
-  return { timeoutSeconds, requestTtlSeconds, maxWindowSeconds, webhook }
+  return { timeoutSeconds, requestTtlSeconds, maxWindowSeconds, maxPending, webhook }
 }

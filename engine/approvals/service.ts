@@ -16,6 +16,7 @@
 // Every request, vote, grant, use and expiry is an audit event with the request's chain; requests
 // and decisions also go to the webhook.
 
+import { GatehouseError } from '../errors.js'
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { AuditLog } from '../audit.js'
@@ -143,7 +144,25 @@ export class ApprovalService {
       return { status: 'granted', request: once.id, grant: 'once' }
     }
 
-    // 2. A new request.
+    // 2. The identical command of this chain already waits for reviewers (the client sent it again
+    // in non-waiting mode): the same request, not a new one for reviewers to wade through.
+    if (!ask.wait) {
+      const same = store.findPending(conn, key, ask.fingerprint, now)
+      if (same) {
+        const groups = [...new Set(same.requirements.map((r) => r.group))]
+        ask.onRequested?.(same.id, groups)
+        return { status: 'pending', request: same.id, approvers: groups }
+      }
+    }
+    // A chain cannot flood reviewers (and the webhook) with requests.
+    const root = chain[0] ?? ''
+    const max = this.deps.config.maxPending
+    if (store.countPendingForRoot(root, now) >= max) {
+      const message = `gatehouse: ${root} already has ${max} approval requests waiting for reviewers (approvals.max_pending); wait for them to be decided before asking again`
+      throw new GatehouseError('GH_ERR_DENIED', message, { publicMessage: message })
+    }
+
+    // 3. A new request.
     const reqs = requirementsOf(ask.decision)
     const { grant, windowSeconds } = grantOf(reqs)
     const ttl = ask.wait ? this.deps.config.timeoutSeconds : this.deps.config.requestTtlSeconds
@@ -181,7 +200,7 @@ export class ApprovalService {
     ask.onRequested?.(record.id, approvers)
     if (!ask.wait) return { status: 'pending', request: record.id, approvers }
 
-    // 3. Wait for the decision, the timeout or the end of the session.
+    // 4. Wait for the decision, the timeout or the end of the session.
     const outcome = await this.waitFor(record.id, ask.signal)
     if (outcome === 'timeout' || outcome === 'aborted') {
       if (store.expire(record.id)) {

@@ -134,6 +134,26 @@ export class ApprovalStore {
     )
   }
 
+  /** A pending request of this chain for this very command (a resend in non-waiting mode). */
+  findPending(connection: string, key: string, fingerprint: string, now: number): ApprovalRecord | null {
+    const row = this.db
+      .prepare(
+        "SELECT * FROM approval_requests WHERE status = 'pending' AND connection = ? AND chain_key = ? AND fingerprint = ? AND expires_at > ? ORDER BY created_at LIMIT 1",
+      )
+      .get(connection, key, fingerprint, now) as Row | undefined
+    return row ? toRecord(row) : null
+  }
+
+  /** How many requests of chains rooted at `root` are pending (a bound against request floods). */
+  countPendingForRoot(root: string, now: number): number {
+    const r = this.db
+      .prepare(
+        "SELECT count(*) AS n FROM approval_requests WHERE status = 'pending' AND expires_at > ? AND json_extract(chain, '$[0]') = ?",
+      )
+      .get(now, root) as { n: number }
+    return r.n
+  }
+
   /** Inserts a request; false when the id is taken (the caller draws another). */
   insert(r: ApprovalRecord): boolean {
     const res = this.db

@@ -970,6 +970,11 @@ export class PgConnection implements BackendHandler {
         },
       })
     } catch (err) {
+      if (isGatehouseError(err) && err.code === 'GH_ERR_DENIED') {
+        // Refused by the approvals service itself (too many requests waiting): say why.
+        this.refuseInPlace(kind, errorResponse({ severity: 'ERROR', code: '42501', message: err.publicMessage }), seq)
+        return
+      }
       this.log.error({ err: String(err), session: session.id }, 'approval request failed; statement refused')
       const message = 'gatehouse: the approval request could not be recorded, so the statement was not run'
       this.refuseInPlace(kind, errorResponse({ severity: 'ERROR', code: '58030', message }), seq)
