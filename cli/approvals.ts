@@ -10,11 +10,10 @@
 //
 // The server is --server, GATEHOUSE_SERVER, the server running for --config, or tokens.issuer.
 
-import { existsSync, readFileSync } from 'node:fs'
 import { type Command, Option } from 'commander'
 import type { ApprovalView } from '../engine/approvals/service.js'
-import { ApiClient, ApiError, resolveConfig, runningServer } from './client.js'
-import { credentialsPath } from './identity.js'
+import { ApiClient, ApiError, resolveConfig } from './client.js'
+import { actingToken, serverUrl } from './identity.js'
 
 function out(line: string): void {
   process.stdout.write(`${line}\n`)
@@ -33,23 +32,8 @@ interface Common {
 }
 
 function target(o: Common): { server: string; token: string } {
-  const config = resolveConfig(o.config)
-  const s = o.server ?? process.env.GATEHOUSE_SERVER ?? runningServer(config)?.api ?? (config.tokens.issuer || null)
-  if (!s)
-    throw new ApiError(0, 'no Gatehouse server: give --server URL, set GATEHOUSE_SERVER, or run this where the server for --config runs')
-  const server = s.replace(/\/$/, '')
-  let token = o.token ?? process.env.GATEHOUSE_TOKEN
-  if (!token && existsSync(credentialsPath())) {
-    try {
-      const all = JSON.parse(readFileSync(credentialsPath(), 'utf8')) as Record<string, { token?: unknown } | undefined>
-      const t = all[server]?.token
-      if (typeof t === 'string') token = t
-    } catch {
-      /* an unreadable login file is the same as none */
-    }
-  }
-  if (!token) throw new ApiError(0, `no token: give --token, set GATEHOUSE_TOKEN, or run gatehouse login (server ${server})`)
-  return { server, token }
+  const server = serverUrl(resolveConfig(o.config), o.server)
+  return { server, token: actingToken(server, o.token) }
 }
 
 async function call<T>(o: Common, method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {

@@ -83,14 +83,22 @@ function writeCredentials(all: Record<string, StoredLogin>): void {
   chmodSync(f, 0o600)
 }
 
-function serverUrl(config: Config, server: string | undefined): string {
+/** The `gatehouse login` token kept for `server`, if any (an unreadable file counts as none). */
+export function storedLoginToken(server: string): string | undefined {
+  const t: unknown = readCredentials()[server]?.token
+  return typeof t === 'string' ? t : undefined
+}
+
+/** The API a command acting as someone talks to: --server, GATEHOUSE_SERVER, the running server, tokens.issuer. */
+export function serverUrl(config: Config, server: string | undefined): string {
   const s = server ?? process.env.GATEHOUSE_SERVER ?? runningServer(config)?.api ?? (config.tokens.issuer || null)
   if (!s) throw new CliError('no Gatehouse server: give --server URL, set GATEHOUSE_SERVER, or run this where the server for --config runs')
   return s.replace(/\/$/, '')
 }
 
-function actingToken(server: string, token: string | undefined): string {
-  const t = token ?? process.env.GATEHOUSE_TOKEN ?? readCredentials()[server]?.token
+/** Who a command acts as: --token, GATEHOUSE_TOKEN, then the stored login for `server`. */
+export function actingToken(server: string, token: string | undefined): string {
+  const t = token ?? process.env.GATEHOUSE_TOKEN ?? storedLoginToken(server)
   if (!t) throw new CliError(`no token: give --token, set GATEHOUSE_TOKEN, or run gatehouse login (server ${server})`)
   return t
 }

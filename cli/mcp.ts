@@ -3,32 +3,15 @@
 // endpoint, adding the caller's bearer token; every decision stays on the gateway. stdout carries
 // the protocol only: anything this command has to say goes to stderr.
 
-import { existsSync, readFileSync } from 'node:fs'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js'
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js'
 import { type Command, Option } from 'commander'
 import { resolveConfig, runningServer } from './client.js'
-import { credentialsPath } from './identity.js'
+import { storedLoginToken } from './identity.js'
 
 function say(line: string): void {
   process.stderr.write(`gatehouse mcp: ${line}\n`)
-}
-
-/** The token of `gatehouse login` for `server`, if one is stored. */
-function storedLogin(server: string): string | undefined {
-  const f = credentialsPath()
-  if (!existsSync(f)) return undefined
-  try {
-    const v: unknown = JSON.parse(readFileSync(f, 'utf8'))
-    if (typeof v !== 'object' || v === null) return undefined
-    const entry: unknown = (v as Record<string, unknown>)[server]
-    if (typeof entry !== 'object' || entry === null) return undefined
-    const t: unknown = (entry as Record<string, unknown>).token
-    return typeof t === 'string' ? t : undefined
-  } catch {
-    return undefined
-  }
 }
 
 function isRequest(m: JSONRPCMessage): m is JSONRPCMessage & { id: string | number; method: string } {
@@ -98,7 +81,7 @@ export function registerMcpCommand(program: Command): void {
         return
       }
       server = server.replace(/\/+$/, '')
-      const token = o.token ?? process.env.GATEHOUSE_TOKEN ?? storedLogin(server)
+      const token = o.token ?? process.env.GATEHOUSE_TOKEN ?? storedLoginToken(server)
       if (!token) {
         say(`no token: give --token, set GATEHOUSE_TOKEN, or run gatehouse login (server ${server})`)
         process.exitCode = 2

@@ -354,6 +354,41 @@ describe('masking through the PostgreSQL proxy', () => {
     }
   })
 
+  test('masking.yaml options: strict_predicates refuses conditions on masked columns; unknown_lineage: mask redacts opaque outputs instead of refusing', async () => {
+    const version = (): string => (JSON.parse(gw.cli(['policy', 'status', '--json']).stdout) as { version: string }).version
+    const before = version()
+    const sql = {
+      predicate: "SELECT id FROM gh_mask.users WHERE email LIKE 'a%'",
+      opaque: 'SELECT gh_mask.email_of(1) AS e',
+    }
+    // Defaults first: a predicate is allowed, an opaque call refused.
+    assert.equal((await run(masked, sql.predicate)).code, 0)
+    const refused = await run(masked, sql.opaque)
+    assert.match(refused.stderr, /denied by gatehouse:opaque-call/)
+    writeFileSync(join(policyDir, 'masking.yaml'), yaml.dump({ ...MASKING_YAML, strict_predicates: true, unknown_lineage: 'mask' }))
+    try {
+      for (let i = 0; i < 200 && version() === before; i++) await new Promise((r) => setTimeout(r, 50))
+      assert.notEqual(version(), before, 'the edited masking.yaml was loaded')
+      const p = await run(masked, sql.predicate)
+      assert.notEqual(p.code, 0)
+      assert.match(
+        p.stderr,
+        /gh_mask\.users\.email is masked for this chain \(rule emails\) and strict_predicates forbids conditions on it/,
+      )
+      const o = await run(masked, sql.opaque)
+      assert.equal(o.code, 0, o.stderr)
+      assert.equal(o.stdout.trim(), '****')
+      assert.deepEqual(leaks(o.bytes), [])
+      // Nothing else changes: unclassified columns and plain masked reads work as before.
+      const plain = await run(masked, 'SELECT name, email FROM gh_mask.users WHERE id = 1')
+      assert.equal(plain.stdout.trim(), 'Ann|****.com')
+    } finally {
+      writeFileSync(join(policyDir, 'masking.yaml'), yaml.dump(MASKING_YAML))
+      for (let i = 0; i < 200 && !(await run(masked, sql.opaque)).stderr.includes('opaque-call'); i++)
+        await new Promise((r) => setTimeout(r, 50))
+    }
+  })
+
   test('a server error that would quote a masked value is withheld; the session goes on', async () => {
     const r = await run(masked, 'SELECT ssn::int FROM gh_mask.users')
     assert.notEqual(r.code, 0)

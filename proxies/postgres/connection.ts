@@ -198,6 +198,11 @@ function scrubbed(body: Buffer, kind: 'E' | 'N'): Buffer {
   return kind === 'E' ? errorResponse(fields) : noticeResponse(fields)
 }
 
+/** Whether an allowed statement carries mask obligations (checked without an await: the hot path). */
+function needsMasking(v: Verdict, sql: string | null): sql is string {
+  return v.decision.effect === 'allow' && v.decision.mask.length > 0 && sql !== null
+}
+
 function describeParam(p: Buffer | null, format: number): string | null {
   if (p === null) return null
   if (format === 1) return `\\x${p.toString('hex')}`
@@ -704,7 +709,8 @@ export class PgConnection implements BackendHandler {
     // A simple Query destroys the unnamed statement and portal (PostgreSQL exec_simple_query).
     this.statements.delete('')
     this.portals.delete('')
-    const verdict = await this.applyMasking(await (this.sql as SessionSql).judge(sql, this.abort.signal), sql)
+    let verdict = await (this.sql as SessionSql).judge(sql, this.abort.signal)
+    if (needsMasking(verdict, sql)) verdict = await this.applyMasking(verdict, sql)
     await this.sendOrRefuse(f.raw, Expect.Query, verdict, sql, null)
   }
 
@@ -717,8 +723,13 @@ export class PgConnection implements BackendHandler {
     if (resolved?.facts) {
       // A statement created by SQL-level PREPARE, bound and executed through the protocol.
       const text = `EXECUTE ${quoteIdent(resolved.name)}`
-      verdict = await this.applyMasking(await judge.judge(text, this.abort.signal), text)
-    } else verdict = await this.applyMasking(await judge.judge(resolved?.sql ?? null, this.abort.signal), resolved?.sql ?? null)
+      verdict = await judge.judge(text, this.abort.signal)
+      if (needsMasking(verdict, text)) verdict = await this.applyMasking(verdict, text)
+    } else {
+      const text = resolved?.sql ?? null
+      verdict = await judge.judge(text, this.abort.signal)
+      if (needsMasking(verdict, text)) verdict = await this.applyMasking(verdict, text)
+    }
     await this.sendOrRefuse(f.raw, Expect.Execute, verdict, resolved?.sql ?? null, resolved?.params ?? null, portal)
   }
 
@@ -726,9 +737,9 @@ export class PgConnection implements BackendHandler {
    * An allowed statement with mask obligations gets a masking plan per statement; one that would
    * launder a masked column, or whose output the gateway cannot trace, becomes a denial.
    */
-  private async applyMasking(verdict: Verdict, sql: string | null): Promise<Verdict> {
+  private async applyMasking(verdict: Verdict, sql: string): Promise<Verdict> {
     const d = verdict.decision
-    if (d.effect !== 'allow' || d.mask.length === 0 || sql === null) return verdict
+    if (d.effect !== 'allow') return verdict
     this.masking ??= new SessionMasking(
       () => this.lineageCatalog(),
       Array.isArray(this.session?.settings.detectors) ? (this.session?.settings.detectors as string[]) : null,
@@ -989,7 +1000,8 @@ export class PgConnection implements BackendHandler {
       return
     }
     // Everything but the hold still applies: a deny still denies, masks still mask.
-    const again = await this.applyMasking(await (this.sql as SessionSql).judge(text, this.abort.signal, { granted: true }), text)
+    let again = await (this.sql as SessionSql).judge(text, this.abort.signal, { granted: true })
+    if (needsMasking(again, text)) again = await this.applyMasking(again, text)
     await this.sendOrRefuse(raw, kind, again, sql, params, portal, outcome.request)
   }
 

@@ -12,7 +12,13 @@
 import type { CopyFormat } from '../../engine/masking/copy.js'
 import { columnMatches } from '../../engine/masking/patterns.js'
 import type { ColumnAction, ColumnPlan } from '../../engine/masking/rows.js'
-import { analyzeLineage, type LineageCatalog, type OutputLineage, type StatementLineage } from '../../engine/sql/lineage.js'
+import {
+  analyzeLineage,
+  type LineageCatalog,
+  type OutputLineage,
+  type RelationInfo,
+  type StatementLineage,
+} from '../../engine/sql/lineage.js'
 import type { MaskObligation } from '../../engine/types.js'
 
 const KEEP: ColumnAction = { action: 'keep' }
@@ -157,17 +163,17 @@ export class SessionMasking {
     this.lineageCache.set(sql, l)
     return l
   }
+}
 
-  /** The catalog changed (DDL in this session): forget cached lineage. */
-  invalidate(): void {
-    this.lineageCache.clear()
-  }
+/** A relation the lineage names (`schema.name`, `?.name` when the schema is unknown) in the catalog. */
+function lookup(rel: string, catalog: LineageCatalog | null): RelationInfo | null {
+  const dot = rel.indexOf('.')
+  if (dot < 0 || rel.startsWith('?.')) return null
+  return catalog?.relation(rel.slice(0, dot), rel.slice(dot + 1)) ?? null
 }
 
 function known(rel: string, catalog: LineageCatalog | null): boolean {
-  const dot = rel.indexOf('.')
-  if (dot < 0 || rel.startsWith('?.')) return false
-  return catalog?.relation(rel.slice(0, dot), rel.slice(dot + 1)) != null
+  return lookup(rel, catalog) !== null
 }
 
 function unresolvedLineage(reason: string): StatementLineage {
@@ -195,8 +201,7 @@ function strictest(list: readonly MaskObligation[]): MaskObligation | null {
 
 /** Whether a relation (schema.name) has a column that one of `rules` masks. */
 function relationClassified(rel: string, rules: readonly MaskObligation[], catalog: LineageCatalog | null): boolean {
-  const dot = rel.indexOf('.')
-  const info = catalog?.relation(dot < 0 ? null : rel.slice(0, dot), dot < 0 ? rel : rel.slice(dot + 1))
+  const info = lookup(rel, catalog)
   if (!info) return true // unknown: it may have any column
   return info.columns.some((c) => rules.some((r) => columnMatches(r.column, `${info.schema}.${info.name}.${c}`)))
 }
