@@ -35,5 +35,8 @@ export function buildInputs(req: DecisionRequest, now: Date = new Date()): Decis
 
 export interface DecisionEngine {
   decide(req: DecisionRequest, signal?: AbortSignal): Promise<Decision>
+  /** The same decision, returned directly: the engine evaluates synchronously, and the proxies'
+   * per-statement path saves the promise round trips. */
+  decideNow(req: DecisionRequest, signal?: AbortSignal): Decision
   readonly version: string
 }

@@ -47,6 +47,10 @@ export class LiveSession implements ProxySession {
     return this.manager.engine.decide(approval ? { ...req, approval } : req, signal)
   }
 
+  decideNow(action: string, command: Command, signal?: AbortSignal): Decision {
+    return this.manager.engine.decideNow({ identity: this.identity, connection: this.connection, action, command }, signal)
+  }
+
   /** engine/approvals: a grant for this held command, or a request that reviewers decide. */
   requestApproval(req: ApprovalAsk): Promise<ApprovalOutcome> {
     const a = this.manager.approvals
@@ -66,6 +70,13 @@ export class LiveSession implements ProxySession {
 
   audit(event: SessionAuditEvent): Promise<void> {
     return this.manager.audit.append(this.stamp(event))
+  }
+
+  auditNow(event: SessionAuditEvent): boolean {
+    const log = this.manager.audit
+    if (log.fsyncMode === 'always') return false
+    log.appendSync(this.stamp(event))
+    return true
   }
 
   auditLater(event: SessionAuditEvent): void {

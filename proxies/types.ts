@@ -79,12 +79,18 @@ export interface ProxySession {
    * `approval` is passed to policy as input.approval; only after `requestApproval` answered
    * `granted` for this very command may a plugin pass `{granted: true}`. */
   decide(action: string, command: Command, signal?: AbortSignal, approval?: { readonly granted: boolean }): Promise<Decision>
+  /** `decide`, answered directly (the same decision; for a plugin's per-command hot path). */
+  decideNow(action: string, command: Command, signal?: AbortSignal): Decision
   /** A held command: uses a matching grant, or files an approval request and (unless `wait` is
    * false) waits for the reviewers' decision. Never blocks other sessions. Rejects only when the
    * request cannot be recorded (audit or state failure): the plugin then refuses the command. */
   requestApproval?(req: ApprovalAsk): Promise<ApprovalOutcome>
   /** Appends an event stamped with this session; resolves when durable, rejects when not. */
   audit(event: SessionAuditEvent): Promise<void>
+  /** `audit` without a promise where the log allows it: true once the event is durable (in the OS,
+   * with `fsync: batched`); false, having written nothing, when durability needs an await (`fsync:
+   * always`: use `audit`). Throws GH_ERR_AUDIT when the append fails. */
+  auditNow(event: SessionAuditEvent): boolean
   /** Appends an event describing finished work; written with the next durable append. */
   auditLater(event: SessionAuditEvent): void
   /** Called at most once when the engine ends the session (kill, revocation, shutdown). */

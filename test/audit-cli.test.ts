@@ -172,7 +172,14 @@ describe('audit CLI and API', () => {
       got += d.toString()
     })
     const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)))
-    await new Promise((r) => setTimeout(r, 700))
+    // Stop the gateway only once the follower follows (a fixed wait raced the CLI's start-up on a
+    // loaded machine: stopped before it connected, the follower rightly exits 1).
+    const end = Date.now() + 30_000
+    while (!got.includes('follower-is-following') && Date.now() < end) {
+      assert.equal(psql(gw.conninfo(alice), "SELECT 'follower-is-following'").code, 0)
+      await new Promise((r) => setTimeout(r, 300))
+    }
+    assert.ok(got.includes('follower-is-following'), 'the follower printed a new event')
     const t0 = Date.now()
     gw.signal('SIGTERM')
     await gw.waitExit()

@@ -341,14 +341,33 @@ describe('row masker: random rows round-trip (fast-check)', () => {
             got !== null
           ) {
             assert.ok(got.toString('latin1').startsWith('****'), 'partial starts with the mask')
-            assert.ok(original.toString('latin1').endsWith(got.subarray(4).toString('latin1')), 'and keeps a tail of the value')
+            // bpchar's padding is not part of the value: the tail is kept of the value without it.
+            const value = c.plan.typeOid === 1042 ? original.toString('latin1').replace(/ +$/, '') : original.toString('latin1')
+            assert.ok(value.endsWith(got.subarray(4).toString('latin1')), 'and keeps a tail of the value')
             assert.ok(got.length === 4 || got.length - 4 < original.length, 'never the whole value')
           } else assert.equal(got === null ? null : got.toString('utf8'), want)
           if (original === null ? got !== null : got === null || !got.equals(original)) changed = true
         })
         if (!changed) assert.ok(out === row || out.equals(row))
       }),
-      { numRuns: 1000 },
+      {
+        numRuns: 1000,
+        // A padded bpchar once failed a wrong check of this test (the tail is of the unpadded value).
+        examples: [
+          [
+            [
+              {
+                plan: { mask: { action: 'mask', rule: 'r', strategy: 'partial', keep: 1, derived: false }, typeOid: 1042, format: 0 },
+                value: Buffer.from([0, 0, 32]),
+              },
+              {
+                plan: { mask: { action: 'mask', rule: 'r', strategy: 'redact', keep: 0, derived: false }, typeOid: 25, format: 0 },
+                value: null,
+              },
+            ],
+          ],
+        ],
+      },
     )
   })
 })

@@ -593,6 +593,7 @@ describe('ssh proxy', () => {
       client.on('error', reject)
       client.connect({ host: '127.0.0.1', port: sshPort, username: 'web-1', password: token })
     })
+    const closed: Promise<void>[] = []
     const opened = await Promise.all(
       Array.from(
         { length: MAX_CHANNELS + 2 },
@@ -600,7 +601,7 @@ describe('ssh proxy', () => {
           new Promise<boolean>((resolve) =>
             client.exec('sleep 1', (err, ch) => {
               if (err) return resolve(false)
-              ch.on('close', () => undefined)
+              closed.push(new Promise<void>((r) => ch.on('close', () => r())))
               ch.resume()
               ch.stderr.resume()
               resolve(true)
@@ -609,8 +610,9 @@ describe('ssh proxy', () => {
       ),
     )
     assert.equal(opened.filter(Boolean).length, MAX_CHANNELS)
-    // Closed channels free their slots.
-    await new Promise((r) => setTimeout(r, 1500))
+    // Closed channels free their slots (waited for, not timed: a loaded machine runs `sleep 1` late).
+    await Promise.all(closed)
+    await new Promise((r) => setTimeout(r, 200))
     const again = await new Promise<boolean>((resolve) => client.exec('true', (err) => resolve(!err)))
     assert.ok(again, 'a channel opens once others have closed')
     // Forwarded connections per SSH connection are bounded too.

@@ -54,6 +54,8 @@ export interface BuiltBundle {
   /** bundle.tar.gz bytes. */
   readonly archive: Buffer
   readonly wasm: Buffer
+  /** The text of each Rego module in the bundle (tests excluded), also stored in the archive. */
+  readonly rego: readonly string[]
   readonly data: BundleData
 }
 
@@ -168,12 +170,23 @@ export async function buildBundle(dirArg: string): Promise<BuiltBundle> {
     if (!wasm || !manifest) throw policyError(src, ['opa produced a bundle without policy.wasm'])
     const data: BundleData = { gatehouse: { masking: src.masking, approvals: src.approvals } }
     const dataBytes = Buffer.from(JSON.stringify(data))
+    // The texts hashed into the version are the ones opa compiled: a file saved during the build
+    // fails it (the reloader builds again on that change).
+    const modules = src.rego.map((f, i) => {
+      const data = readFileSync(join(src.dir, f))
+      if (data.toString('utf8') !== src.regoText[i])
+        throw policyError(src, [`${src.display}/${f}: changed while the bundle was built; build again`])
+      return { name: f, data }
+    })
     const archive = writeTarGz([
       { name: '.manifest', data: manifest },
       { name: 'data.json', data: dataBytes },
       { name: 'policy.wasm', data: wasm },
+      // Tar names are capped at 100 bytes here: with a longer path, none are stored, and the
+      // archive's loader assumes the policy reads the statement text (slower, never wrong).
+      ...(modules.every((m) => Buffer.byteLength(m.name) <= 100) ? modules : []),
     ])
-    return { version: src.version, sources: src, archive, wasm, data }
+    return { version: src.version, sources: src, archive, wasm, data, rego: src.regoText }
   } finally {
     st.cleanup()
   }

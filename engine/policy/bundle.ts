@@ -11,6 +11,7 @@ import { buildBundle, HOP_ENTRYPOINT } from './build.js'
 import { type ApprovalsData, FileProblems, type MaskingData, parseApprovals, parseMasking } from './data.js'
 import { shortVersion } from './sources.js'
 import { MAX_BUNDLE_BYTES, readTarGz } from './tar.js'
+import { regoMayReadSqlText } from './reads.js'
 import { PolicyModule } from './wasm.js'
 
 export interface LoadedBundle {
@@ -28,6 +29,8 @@ export interface LoadedBundle {
   }
   readonly masking: MaskingData
   readonly approvals: ApprovalsData
+  /** Whether the policy may read `input.command.sql` (reads.ts); true when its source is unknown. */
+  readonly readsSqlText: boolean
 }
 
 export function isArchivePath(p: string): boolean {
@@ -39,7 +42,14 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 }
 
 /** Instantiates a compiled module with its data; checks the data's gatehouse part. */
-export async function instantiate(source: string, version: string, wasm: Uint8Array, data: unknown): Promise<LoadedBundle> {
+export async function instantiate(
+  source: string,
+  version: string,
+  wasm: Uint8Array,
+  data: unknown,
+  /** The bundle's Rego modules (not its tests), or null when they are not known. */
+  rego: readonly string[] | null,
+): Promise<LoadedBundle> {
   const doc = isRecord(data) ? data : {}
   const gh = isRecord(doc.gatehouse) ? doc.gatehouse : {}
   const mp = new FileProblems(`${source}: data.json gatehouse.masking`)
@@ -76,6 +86,7 @@ export async function instantiate(source: string, version: string, wasm: Uint8Ar
     },
     masking,
     approvals,
+    readsSqlText: rego === null || rego.length === 0 || regoMayReadSqlText(rego),
   }
 }
 
@@ -117,7 +128,10 @@ export async function loadArchive(file: string): Promise<LoadedBundle> {
         .update(dataBytes ?? Buffer.alloc(0))
         .digest('hex'),
     )
-  return instantiate(abs, version, wasm, data)
+  // `gatehouse policy build` puts the Rego modules in the archive (as opa's own bundles do); without
+  // them the engine cannot tell whether the policy reads the statement text, and assumes it does.
+  const rego = [...files].filter(([name]) => name.endsWith('.rego') && !name.endsWith('_test.rego')).map(([, b]) => b.toString('utf8'))
+  return instantiate(abs, version, wasm, data, rego.length > 0 ? rego : null)
 }
 
 /** A policy directory (compiled now) or a bundle archive. */
@@ -126,7 +140,7 @@ export async function loadPolicySource(path: string): Promise<LoadedBundle> {
   if (!existsSync(abs)) throw new GatehouseError('GH_ERR_POLICY', `${path}: no such policy directory or bundle`)
   if (statSync(abs).isDirectory()) {
     const built = await buildBundle(path)
-    return instantiate(abs, built.version, built.wasm, built.data)
+    return instantiate(abs, built.version, built.wasm, built.data, built.rego)
   }
   if (!isArchivePath(abs)) throw new GatehouseError('GH_ERR_POLICY', `${path}: a policy source is a directory or a .tar.gz bundle`)
   return loadArchive(path)

@@ -24,6 +24,8 @@ export interface PolicySources {
   readonly display: string
   /** Policy modules, relative to dir with / separators, sorted. */
   readonly rego: readonly string[]
+  /** Their texts as read for the version hash, in the same order. */
+  readonly regoText: readonly string[]
   /** opa unit tests (*_test.rego). */
   readonly tests: readonly string[]
   /** Decision tables (*.cases.yaml). */
@@ -100,7 +102,8 @@ export function readPolicyDir(dirArg: string): PolicySources {
   if (problems.length > 0) {
     throw new GatehouseError('GH_ERR_POLICY', `invalid policy data:\n  ${problems.join('\n  ')}`)
   }
-  return { dir, display, rego, tests, cases, masking, approvals, version: shortVersion(digest), digest }
+  const regoText = rego.map((f) => contents.get(f) ?? '')
+  return { dir, display, rego, regoText, tests, cases, masking, approvals, version: shortVersion(digest), digest }
 }
 
 /** The default bundle shipped in the package's `policies/` directory. */

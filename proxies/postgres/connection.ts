@@ -209,6 +209,48 @@ function describeParam(p: Buffer | null, format: number): string | null {
   return p.toString('utf8')
 }
 
+/** The `statement` audit event: what runs, how it was decided, and under which policy. */
+function statementEvent(
+  seq: number,
+  verdict: Verdict,
+  sql: string | null,
+  params: readonly (string | null)[] | null,
+  approvedBy: string | null,
+): SessionAuditEvent {
+  const decision = verdict.decision
+  const only = verdict.statements.length === 1 ? verdict.statements[0] : undefined
+  const ev: Record<string, unknown> = { type: 'statement', seq, sql: sql === null ? null : redactSql(sql) }
+  if (params) ev.params = sql !== null && mentionsPassword(sql) ? params.map(() => '[redacted]') : params
+  if (only) {
+    ev.action = only.action
+    ev.kind = only.kind
+  } else if (verdict.statements.length > 1) {
+    ev.statements = verdict.statements.map((st) => ({
+      sql: redactSql(st.sql),
+      action: st.action,
+      kind: st.kind,
+      decision: st.decision,
+      rules: st.rules,
+    }))
+  }
+  ev.decision = decision.effect
+  ev.rules = decision.rules
+  if (decision.effect === 'deny') {
+    ev.reason = decision.reason
+    ev.hops = decision.reasons.map((r) => r.hop)
+  } else if (decision.effect === 'hold') ev.approvers = decision.approvers
+  if (approvedBy !== null) ev.approval = approvedBy
+  if (verdict.masks) {
+    // Which output columns are masked, by which rule (known before the statement runs).
+    const masked = verdict.masks.flatMap((p, i) =>
+      (p?.masked ?? []).map((m) => (verdict.masks && verdict.masks.length > 1 ? { statement: i, ...m } : m)),
+    )
+    if (masked.length > 0) ev.masked = masked
+  }
+  ev.policy_version = decision.policy
+  return ev as SessionAuditEvent
+}
+
 export class PgConnection implements BackendHandler {
   private readonly log: Logger
   private client: Socket | TLSSocket
@@ -704,19 +746,40 @@ export class PgConnection implements BackendHandler {
     }
   }
 
-  private async onQuery(f: Frame): Promise<void> {
+  /** A simple Query. The common case — one statement, no masking, `fsync: batched` — is judged,
+   * audited and queued for the server without an await; the rest goes through onQueryAsync. */
+  private onQuery(f: Frame): Promise<void> | undefined {
     const sql = parseQuery(f.body)
     // A simple Query destroys the unnamed statement and portal (PostgreSQL exec_simple_query).
     this.statements.delete('')
     this.portals.delete('')
-    let verdict = await (this.sql as SessionSql).judge(sql, this.abort.signal)
-    if (needsMasking(verdict, sql)) verdict = await this.applyMasking(verdict, sql)
-    await this.sendOrRefuse(f.raw, Expect.Query, verdict, sql, null)
+    const now = (this.sql as SessionSql).judgeNow(sql, this.abort.signal)
+    if (now !== null && !needsMasking(now, sql)) return this.sendOrRefuseNow(f.raw, Expect.Query, now, sql, null, null)
+    return this.onQueryAsync(f.raw, sql, now)
   }
 
-  private async onExecute(f: Frame): Promise<void> {
+  private async onQueryAsync(raw: Buffer, sql: string, judged: Verdict | null): Promise<void> {
+    let verdict = judged ?? (await (this.sql as SessionSql).judge(sql, this.abort.signal))
+    if (needsMasking(verdict, sql)) verdict = await this.applyMasking(verdict, sql)
+    await this.sendOrRefuse(raw, Expect.Query, verdict, sql, null)
+  }
+
+  /** An Execute; like onQuery, without an await when its portal needs no waiting and no masking. */
+  private onExecute(f: Frame): Promise<void> | undefined {
     const m = parseExecute(f.body)
     const portal = this.portals.get(m.portal) ?? null
+    const resolved = portal ? this.resolvePortalNow(portal) : null
+    if (resolved !== undefined && !resolved?.facts) {
+      const text = resolved?.sql ?? null
+      const now = text === null ? null : (this.sql as SessionSql).judgeNow(text, this.abort.signal)
+      if (now !== null && !needsMasking(now, text)) {
+        return this.sendOrRefuseNow(f.raw, Expect.Execute, now, text, resolved?.params ?? null, portal)
+      }
+    }
+    return this.onExecuteAsync(f.raw, portal)
+  }
+
+  private async onExecuteAsync(raw: Buffer, portal: NamedEntry | null): Promise<void> {
     const resolved = portal ? await this.resolvePortal(portal) : null
     const judge = this.sql as SessionSql
     let verdict: Verdict
@@ -730,7 +793,7 @@ export class PgConnection implements BackendHandler {
       verdict = await judge.judge(text, this.abort.signal)
       if (needsMasking(verdict, text)) verdict = await this.applyMasking(verdict, text)
     }
-    await this.sendOrRefuse(f.raw, Expect.Execute, verdict, resolved?.sql ?? null, resolved?.params ?? null, portal)
+    await this.sendOrRefuse(raw, Expect.Execute, verdict, resolved?.sql ?? null, resolved?.params ?? null, portal)
   }
 
   /**
@@ -818,6 +881,29 @@ export class PgConnection implements BackendHandler {
     return { sql: stmt?.sql ?? null, facts: stmt?.facts ?? null, name: live.statementName, params: live.params }
   }
 
+  /** resolvePortal when nothing needs waiting for; undefined when something does. */
+  private resolvePortalNow(
+    portal: NamedEntry,
+  ): { sql: string | null; facts: StatementFacts | null; name: string; params: readonly (string | null)[] | null } | undefined {
+    const live = this.firstLiveNow(portal)
+    if (live === undefined) return undefined
+    if (!live) return { sql: null, facts: null, name: '', params: null }
+    const stmt = live.statement ? this.firstLiveNow(live.statement) : null
+    if (stmt === undefined) return undefined
+    return { sql: stmt?.sql ?? null, facts: stmt?.facts ?? null, name: live.statementName, params: live.params }
+  }
+
+  /** firstLive without waiting: undefined when an entry of an earlier batch is still unanswered. */
+  private firstLiveNow(e: NamedEntry | null): NamedEntry | null | undefined {
+    let cur = e
+    while (cur) {
+      if (cur.state === 'pending' && cur.batch < this.batch) return undefined
+      if (cur.state !== 'failed') return cur
+      cur = cur.prev
+    }
+    return null
+  }
+
   private async firstLive(e: NamedEntry | null): Promise<NamedEntry | null> {
     let cur = e
     while (cur) {
@@ -836,8 +922,30 @@ export class PgConnection implements BackendHandler {
     return null
   }
 
+  /** sendOrRefuse without an await where the audit log allows it (`fsync: batched`). */
+  private sendOrRefuseNow(
+    raw: Buffer,
+    kind: Expect,
+    verdict: Verdict,
+    sql: string | null,
+    params: readonly (string | null)[] | null,
+    portal: NamedEntry | null,
+  ): Promise<void> | undefined {
+    const session = this.session as ProxySession
+    const seq = ++this.seq
+    const ev = statementEvent(seq, verdict, sql, params, null)
+    try {
+      // Durable before forwarded: if the append fails, nothing is sent.
+      if (!session.auditNow(ev)) return this.auditThenForward(raw, kind, verdict, sql, params, portal, null, seq, ev)
+    } catch (err) {
+      this.auditFailed(err, kind, seq)
+      return undefined
+    }
+    return this.forwardOrRefuse(raw, kind, verdict, sql, params, portal, null, seq)
+  }
+
   /** Audits the statement durably, then forwards it, or refuses it in place. */
-  private async sendOrRefuse(
+  private sendOrRefuse(
     raw: Buffer,
     kind: Expect,
     verdict: Verdict,
@@ -847,57 +955,67 @@ export class PgConnection implements BackendHandler {
     /** The approval request whose grant let this statement through (hold.ts), if any. */
     approvedBy: string | null = null,
   ): Promise<void> {
-    const session = this.session as ProxySession
-    const decision = verdict.decision
     const seq = ++this.seq
-    const redacted = sql === null ? null : redactSql(sql)
-    const only = verdict.statements.length === 1 ? verdict.statements[0] : undefined
+    return this.auditThenForward(
+      raw,
+      kind,
+      verdict,
+      sql,
+      params,
+      portal,
+      approvedBy,
+      seq,
+      statementEvent(seq, verdict, sql, params, approvedBy),
+    )
+  }
+
+  private async auditThenForward(
+    raw: Buffer,
+    kind: Expect,
+    verdict: Verdict,
+    sql: string | null,
+    params: readonly (string | null)[] | null,
+    portal: NamedEntry | null,
+    approvedBy: string | null,
+    seq: number,
+    ev: SessionAuditEvent,
+  ): Promise<void> {
     try {
       // Durable before forwarded: if the append fails, nothing is sent.
-      const ev: Record<string, unknown> = { type: 'statement', seq, sql: redacted }
-      if (params) ev.params = sql !== null && mentionsPassword(sql) ? params.map(() => '[redacted]') : params
-      if (only) {
-        ev.action = only.action
-        ev.kind = only.kind
-      } else if (verdict.statements.length > 1) {
-        ev.statements = verdict.statements.map((st) => ({
-          sql: redactSql(st.sql),
-          action: st.action,
-          kind: st.kind,
-          decision: st.decision,
-          rules: st.rules,
-        }))
-      }
-      ev.decision = decision.effect
-      ev.rules = decision.rules
-      if (decision.effect === 'deny') {
-        ev.reason = decision.reason
-        ev.hops = decision.reasons.map((r) => r.hop)
-      } else if (decision.effect === 'hold') ev.approvers = decision.approvers
-      if (approvedBy !== null) ev.approval = approvedBy
-      if (verdict.masks) {
-        // Which output columns are masked, by which rule (known before the statement runs).
-        const masked = verdict.masks.flatMap((p, i) =>
-          (p?.masked ?? []).map((m) => (verdict.masks && verdict.masks.length > 1 ? { statement: i, ...m } : m)),
-        )
-        if (masked.length > 0) ev.masked = masked
-      }
-      ev.policy_version = decision.policy
-      await session.audit(ev as SessionAuditEvent)
+      await (this.session as ProxySession).audit(ev)
     } catch (err) {
-      this.log.error({ err: String(err), session: session.id }, 'audit append failed; statement refused')
-      this.refuseInPlace(
-        kind,
-        errorResponse({
-          severity: 'ERROR',
-          code: '58030',
-          message: 'gatehouse: the audit log cannot record this statement, so it was not run',
-        }),
-        seq,
-      )
+      this.auditFailed(err, kind, seq)
       return
     }
-    if (this.phase !== 'ready') return
+    await this.forwardOrRefuse(raw, kind, verdict, sql, params, portal, approvedBy, seq)
+  }
+
+  private auditFailed(err: unknown, kind: Expect, seq: number): void {
+    this.log.error({ err: String(err), session: this.session?.id }, 'audit append failed; statement refused')
+    this.refuseInPlace(
+      kind,
+      errorResponse({
+        severity: 'ERROR',
+        code: '58030',
+        message: 'gatehouse: the audit log cannot record this statement, so it was not run',
+      }),
+      seq,
+    )
+  }
+
+  /** After the statement's audit event is durable: queue it for the server, hold it, or refuse it. */
+  private forwardOrRefuse(
+    raw: Buffer,
+    kind: Expect,
+    verdict: Verdict,
+    sql: string | null,
+    params: readonly (string | null)[] | null,
+    portal: NamedEntry | null,
+    approvedBy: string | null,
+    seq: number,
+  ): Promise<void> | undefined {
+    if (this.phase !== 'ready') return undefined
+    const decision = verdict.decision
     if (decision.effect === 'allow') {
       const record: StatementRecord = {
         seq,
@@ -912,13 +1030,13 @@ export class PgConnection implements BackendHandler {
       this.expect(kind, null, record, portal)
       this.out.push(raw)
       this.approvalPrefs.note(this.shared.analyzer, verdict, sql)
-      return
+      return undefined
     }
-    if (decision.effect === 'hold' && approvedBy === null && session.requestApproval) {
-      await this.holdStatement(raw, kind, verdict, sql, params, portal, seq)
-      return
+    if (decision.effect === 'hold' && approvedBy === null && this.session?.requestApproval) {
+      return this.holdStatement(raw, kind, verdict, sql, params, portal, seq)
     }
     this.refuseInPlace(kind, errorResponse({ severity: 'ERROR', code: '42501', message: denialMessage(decision) }), seq)
+    return undefined
   }
 
   /**

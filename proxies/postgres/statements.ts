@@ -6,7 +6,7 @@
 // its transaction rolls back).
 
 import type { Logger } from 'pino'
-import type { Catalog, SqlAnalyzer, SqlAction, StatementFacts } from '../../engine/sql/index.js'
+import type { Analysis, Catalog, SqlAnalyzer, SqlAction, StatementFacts } from '../../engine/sql/index.js'
 import { otherFacts, parseSearchPath, qualify } from '../../engine/sql/index.js'
 import type { Decision, MaskObligation } from '../../engine/types.js'
 import type { ProxySession } from '../types.js'
@@ -47,6 +47,8 @@ export class SessionSql {
   /** qualify() results for the current candidates; cleared whenever they change. */
   private readonly qualified = new Map<string, string[]>()
   private inTransaction = false
+  /** What judgeNow analysed and left to judge (a text of several statements). */
+  private analyzed: { readonly sql: string; readonly analysis: Analysis } | null = null
 
   constructor(
     private readonly analyzer: SqlAnalyzer,
@@ -61,13 +63,39 @@ export class SessionSql {
     this.candidates = [initialPath]
   }
 
+  /**
+   * `judge` without a promise for the common case — one statement that is not an EXECUTE, or an
+   * empty query — so the proxy's hot path needs no await; null when the text needs `judge`.
+   */
+  judgeNow(sql: string, signal: AbortSignal): Verdict | null {
+    const analysis = this.analyzer.analyze(sql)
+    const stmts = analysis.statements
+    if (stmts.length !== 1) {
+      // `judge` follows with the same text: it need not parse it again.
+      this.analyzed = { sql, analysis }
+      return null
+    }
+    const only = stmts[0] as StatementFacts
+    if (only.execute !== null) return null
+    const d = this.decideNow(only.action, this.command(only, 1, this.candidates), signal)
+    return {
+      decision: d,
+      statements: [{ sql: only.sql, action: only.action, kind: only.kind, decision: d.effect, rules: d.rules }],
+      effects: [effectOf(only)],
+    }
+  }
+
   /** Classifies and decides a query text (null: the gateway does not know what will run).
    * `approval` only after ProxySession.requestApproval granted this very text (engine/approvals). */
   async judge(sql: string | null, signal: AbortSignal, approval?: { readonly granted: boolean }): Promise<Verdict> {
+    const memo = this.analyzed
+    this.analyzed = null
     const analysis =
       sql === null
         ? { statements: [otherFacts('', 'the statement to execute is not known to the gateway')], error: null }
-        : this.analyzer.analyze(sql)
+        : memo !== null && memo.sql === sql
+          ? memo.analysis
+          : this.analyzer.analyze(sql)
     const stmts = analysis.statements
     if (stmts.length === 0) {
       // An empty query: nothing runs; it is still decided (as session housekeeping) and audited.
@@ -123,6 +151,14 @@ export class SessionSql {
     return { decision, statements: judged, effects }
   }
 
+  private decideNow(action: string, command: Record<string, unknown>, signal: AbortSignal): Decision {
+    try {
+      return this.session.decideNow(action, command, signal)
+    } catch (err) {
+      return this.evaluationFailed(err)
+    }
+  }
+
   private async decide(
     action: string,
     command: Record<string, unknown>,
@@ -132,14 +168,18 @@ export class SessionSql {
     try {
       return await this.session.decide(action, command, signal, approval)
     } catch (err) {
-      this.log.error({ err: String(err), session: this.session.id }, 'policy evaluation failed')
-      return {
-        effect: 'deny',
-        rules: ['gatehouse:evaluation-failed'],
-        reason: 'the policy could not be evaluated',
-        reasons: [{ rule: 'gatehouse:evaluation-failed', reason: 'the policy could not be evaluated', hop: '' }],
-        policy: 'error',
-      }
+      return this.evaluationFailed(err)
+    }
+  }
+
+  private evaluationFailed(err: unknown): Decision {
+    this.log.error({ err: String(err), session: this.session.id }, 'policy evaluation failed')
+    return {
+      effect: 'deny',
+      rules: ['gatehouse:evaluation-failed'],
+      reason: 'the policy could not be evaluated',
+      reasons: [{ rule: 'gatehouse:evaluation-failed', reason: 'the policy could not be evaluated', hop: '' }],
+      policy: 'error',
     }
   }
 
