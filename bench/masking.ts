@@ -7,26 +7,11 @@
 
 import os from 'node:os'
 import { type ColumnAction, type ColumnPlan, compileRowMasker, type RowMasker } from '../engine/masking/rows.js'
+import { dataRow } from '../test/helpers/pgwire.js'
 
 const KEY = Buffer.alloc(32, 1)
 const ROWS = 20_000
 const RUN_MS = 400
-
-function dataRow(values: readonly string[]): Buffer {
-  const parts: Buffer[] = []
-  for (const v of values) {
-    const b = Buffer.from(v)
-    const len = Buffer.alloc(4)
-    len.writeInt32BE(b.length)
-    parts.push(len, b)
-  }
-  const body = Buffer.concat(parts)
-  const head = Buffer.alloc(7)
-  head[0] = 0x44
-  head.writeInt32BE(body.length + 6, 1)
-  head.writeInt16BE(values.length, 5)
-  return Buffer.concat([head, body])
-}
 
 // id, email, name, city, amount, created, status, note, score, flag — oids as RowDescription says.
 const TYPES = [23, 25, 1043, 1043, 1700, 1114, 1043, 25, 701, 16]

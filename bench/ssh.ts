@@ -124,17 +124,7 @@ async function main(): Promise<void> {
   let gw: TestGateway | null = null
   try {
     gw = await TestGateway.start({
-      connections: [
-        {
-          name: 'web-1',
-          protocol: 'ssh',
-          address: `127.0.0.1:${sshd.port}`,
-          user: sshd.user,
-          private_key: `file:${sshd.clientKeyPath}`,
-          host_key: sshd.hostKey,
-          record: true,
-        },
-      ],
+      connections: [sshd.connection('web-1', { record: true })],
       config: { listen: { api: '127.0.0.1:0', ssh: '127.0.0.1:0' }, policies: join(REPO, 'test/data/ssh') },
     })
     const run = JSON.parse(readFileSync(join(gw.dataDir, 'run.json'), 'utf8')) as { listeners: Record<string, string> }

@@ -259,7 +259,7 @@ async function main(argv: string[]): Promise<void> {
     .action(async (dir: string, o: { output: string }) => {
       const built = await buildBundle(dir)
       // Load it as the gateway would, so a bundle that builds but cannot load fails here.
-      await instantiate(built.sources.dir, built.version, built.wasm, built.data, built.rego)
+      await instantiate(built.sources.dir, built.version, built.wasm, built.data, built.sources.regoText)
       writeFileSync(o.output, built.archive)
       process.stderr.write(`wrote ${o.output} (${built.archive.length} bytes)\n`)
       out(built.version)

@@ -30,17 +30,7 @@ describe('approvals: held SSH execs', () => {
       'requirements:\n  - name: prod-exec\n    action: ssh.exec\n    labels: { env: prod }\n    approvers: { group: ops, count: 1 }\n    reason: commands on production need ops\n',
     )
     gw = await TestGateway.start({
-      connections: [
-        {
-          name: 'web-prod',
-          protocol: 'ssh',
-          address: `127.0.0.1:${sshd.port}`,
-          user: sshd.user,
-          private_key: `file:${sshd.clientKeyPath}`,
-          host_key: sshd.hostKey,
-          labels: { env: 'prod' },
-        },
-      ],
+      connections: [sshd.connection('web-prod', { labels: { env: 'prod' } })],
       config: {
         listen: { api: '127.0.0.1:0', postgres: '127.0.0.1:0', ssh: '127.0.0.1:0' },
         policies: policyDir,

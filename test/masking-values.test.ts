@@ -16,31 +16,10 @@ import { HmacSha256 } from '../engine/masking/hmac.js'
 import { loadMaskingKey, maskingKeyPath } from '../engine/masking/keys.js'
 import { columnMatches } from '../engine/masking/patterns.js'
 import { type ColumnAction, type ColumnPlan, compileRowMasker } from '../engine/masking/rows.js'
+import { dataRow } from './helpers/pgwire.js'
 
 const KEY = Buffer.alloc(32, 7)
 const TEXT_TYPES = [25, 1043, 1042, 19, 705]
-
-/** A DataRow message from values (null = SQL NULL). */
-function dataRow(values: readonly (Buffer | string | null)[]): Buffer {
-  const parts: Buffer[] = []
-  for (const v of values) {
-    const len = Buffer.alloc(4)
-    if (v === null) {
-      len.writeInt32BE(-1)
-      parts.push(len)
-    } else {
-      const b = typeof v === 'string' ? Buffer.from(v, 'utf8') : v
-      len.writeInt32BE(b.length)
-      parts.push(len, b)
-    }
-  }
-  const body = Buffer.concat(parts)
-  const head = Buffer.alloc(7)
-  head[0] = 0x44
-  head.writeInt32BE(body.length + 6, 1)
-  head.writeInt16BE(values.length, 5)
-  return Buffer.concat([head, body])
-}
 
 /** The values of a DataRow, checking its framing. */
 function parseRow(m: Buffer): (Buffer | null)[] {

@@ -24,17 +24,7 @@ describe('MCP exec over SSH', () => {
     copyFileSync(join(REPO, 'test/data/ssh/policy.rego'), join(policyDir, 'policy.rego'))
     writeFileSync(join(policyDir, 'mcp.rego'), 'package gatehouse\n\nallow if input.action == "mcp.call"\n')
     gw = await TestGateway.start({
-      connections: [
-        {
-          name: 'web-1',
-          protocol: 'ssh',
-          address: `127.0.0.1:${sshd.port}`,
-          user: sshd.user,
-          private_key: `file:${sshd.clientKeyPath}`,
-          host_key: sshd.hostKey,
-          labels: { env: 'test' },
-        },
-      ],
+      connections: [sshd.connection('web-1', { labels: { env: 'test' } })],
       config: { listen: { api: '127.0.0.1:0', ssh: '127.0.0.1:0' }, policies: policyDir },
     })
     const token = gw.token('user:alice')

@@ -59,9 +59,8 @@ function keyOpts(key: string): string[] {
 
 before(async () => {
   sshd = await TestSshd.start()
-  const base = { protocol: 'ssh', address: `127.0.0.1:${sshd.port}`, user: sshd.user, private_key: `file:${sshd.clientKeyPath}` }
   gw = await TestGateway.start({
-    connections: [{ name: 'web-1', ...base, host_key: sshd.hostKey }],
+    connections: [sshd.connection('web-1')],
     config: {
       listen: { api: '127.0.0.1:0', postgres: '127.0.0.1:0', ssh: '127.0.0.1:0' },
       policies: join(REPO, 'test/data/ssh'),

@@ -12,7 +12,7 @@ import { MAX_CHANNELS, MAX_CONNECTIONS_PER_PRINCIPAL } from '../proxies/ssh/conn
 import { MAX_FORWARD_CHANNELS } from '../proxies/ssh/forward.js'
 import { MAX_PENDING_AUTH } from '../proxies/ssh/index.js'
 import { REPO, TestGateway } from './helpers/gateway.js'
-import { freePort, sshClientSetup, TestSshd } from './helpers/sshd.js'
+import { freePort, sshClientSetup, TestSshd, waitPort } from './helpers/sshd.js'
 
 let sshd: TestSshd
 let gw: TestGateway
@@ -21,12 +21,11 @@ let token = ''
 
 before(async () => {
   sshd = await TestSshd.start()
-  const base = { protocol: 'ssh', address: `127.0.0.1:${sshd.port}`, user: sshd.user, private_key: `file:${sshd.clientKeyPath}` }
   gw = await TestGateway.start({
     connections: [
-      { name: 'web-1', ...base, host_key: sshd.hostKey, labels: { env: 'test' } },
-      { name: 'web-bad', ...base, host_key: sshd.otherHostKey },
-      { name: 'web-tofu', ...base, host_key: 'trust-on-first-use' },
+      sshd.connection('web-1', { labels: { env: 'test' } }),
+      sshd.connection('web-bad', { host_key: sshd.otherHostKey }),
+      sshd.connection('web-tofu', { host_key: 'trust-on-first-use' }),
     ],
     config: {
       listen: { api: '127.0.0.1:0', postgres: '127.0.0.1:0', ssh: '127.0.0.1:0' },
@@ -52,23 +51,6 @@ function ssh(args: readonly string[], opts: { token?: string; input?: string; po
     input: opts.input ?? '',
     timeout: 30_000,
   })
-}
-
-/** Waits until something listens on 127.0.0.1:port. */
-async function waitPort(port: number, why: () => string): Promise<void> {
-  const deadline = Date.now() + 15_000
-  for (;;) {
-    const up = await new Promise<boolean>((resolve) => {
-      const s = connect(port, '127.0.0.1', () => {
-        s.destroy()
-        resolve(true)
-      })
-      s.on('error', () => resolve(false))
-    })
-    if (up) return
-    if (Date.now() > deadline) throw new Error(`nothing listens on ${port}: ${why()}`)
-    await new Promise((r) => setTimeout(r, 100))
-  }
 }
 
 /** Connects to 127.0.0.1:port, sends `text`, and returns what comes back before the peer closes or `ms` pass. */
@@ -375,8 +357,8 @@ describe('ssh proxy', () => {
       stderr += d.toString()
     })
     try {
-      await waitPort(lOk, () => stderr)
-      await waitPort(rOk, () => stderr)
+      await waitPort(lOk, () => `nothing listens on ${lOk}: ${stderr}`)
+      await waitPort(rOk, () => `nothing listens on ${rOk}: ${stderr}`)
       // Through -L: the caller's port → the gateway → the target → the echo server.
       assert.equal(await echoThrough(lOk, 'via-local'), 'via-local', stderr)
       // Through -R: the target's port → the target's sshd → the gateway → the caller → the echo server.

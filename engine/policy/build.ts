@@ -54,8 +54,6 @@ export interface BuiltBundle {
   /** bundle.tar.gz bytes. */
   readonly archive: Buffer
   readonly wasm: Buffer
-  /** The text of each Rego module in the bundle (tests excluded), also stored in the archive. */
-  readonly rego: readonly string[]
   readonly data: BundleData
 }
 
@@ -186,7 +184,7 @@ export async function buildBundle(dirArg: string): Promise<BuiltBundle> {
       // archive's loader assumes the policy reads the statement text (slower, never wrong).
       ...(modules.every((m) => Buffer.byteLength(m.name) <= 100) ? modules : []),
     ])
-    return { version: src.version, sources: src, archive, wasm, data, rego: src.regoText }
+    return { version: src.version, sources: src, archive, wasm, data }
   } finally {
     st.cleanup()
   }

@@ -47,8 +47,8 @@ export async function instantiate(
   version: string,
   wasm: Uint8Array,
   data: unknown,
-  /** The bundle's Rego modules (not its tests), or null when they are not known. */
-  rego: readonly string[] | null,
+  /** The bundle's Rego modules (not its tests); none when they are not known. */
+  rego: readonly string[],
 ): Promise<LoadedBundle> {
   const doc = isRecord(data) ? data : {}
   const gh = isRecord(doc.gatehouse) ? doc.gatehouse : {}
@@ -86,7 +86,7 @@ export async function instantiate(
     },
     masking,
     approvals,
-    readsSqlText: rego === null || rego.length === 0 || regoMayReadSqlText(rego),
+    readsSqlText: rego.length === 0 || regoMayReadSqlText(rego),
   }
 }
 
@@ -131,7 +131,7 @@ export async function loadArchive(file: string): Promise<LoadedBundle> {
   // `gatehouse policy build` puts the Rego modules in the archive (as opa's own bundles do); without
   // them the engine cannot tell whether the policy reads the statement text, and assumes it does.
   const rego = [...files].filter(([name]) => name.endsWith('.rego') && !name.endsWith('_test.rego')).map(([, b]) => b.toString('utf8'))
-  return instantiate(abs, version, wasm, data, rego.length > 0 ? rego : null)
+  return instantiate(abs, version, wasm, data, rego)
 }
 
 /** A policy directory (compiled now) or a bundle archive. */
@@ -140,7 +140,7 @@ export async function loadPolicySource(path: string): Promise<LoadedBundle> {
   if (!existsSync(abs)) throw new GatehouseError('GH_ERR_POLICY', `${path}: no such policy directory or bundle`)
   if (statSync(abs).isDirectory()) {
     const built = await buildBundle(path)
-    return instantiate(abs, built.version, built.wasm, built.data, built.rego)
+    return instantiate(abs, built.version, built.wasm, built.data, built.sources.regoText)
   }
   if (!isArchivePath(abs)) throw new GatehouseError('GH_ERR_POLICY', `${path}: a policy source is a directory or a .tar.gz bundle`)
   return loadArchive(path)

@@ -50,7 +50,7 @@ export async function checkPolicyDir(dir: string, out: (line: string) => void, o
       `bundle ${built.version}: ${plural(s.rego.length, 'module')}, ${plural(s.masking.rules.length, 'masking rule')}, ` +
         `${plural(s.approvals.requirements.length, 'approval requirement')}`,
     )
-    engine = new PolicyEngine(await instantiate(s.dir, built.version, built.wasm, built.data, built.rego))
+    engine = new PolicyEngine(await instantiate(s.dir, built.version, built.wasm, built.data, built.sources.regoText))
   } catch (err) {
     out(`FAIL build: ${isGatehouseError(err) ? err.message : String(err)}`)
     return false

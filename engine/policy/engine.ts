@@ -170,8 +170,10 @@ class Active {
 
   constructor(readonly bundle: LoadedBundle) {}
 
-  /** `key` is the input text, or the input text without the statement text when the bundle cannot read it. */
-  evaluate(key: string, input: () => string): HopOutcome {
+  /** One hop. `key` is its input text, or that text without the statement text when the bundle
+   * cannot read it; the input itself is built only when the policy must run. */
+  evaluate(p: Principal, rest: RestOfInput): HopOutcome {
+    const key = hopInput(p, rest.key)
     let cacheable = key.length <= CACHE_MAX_KEY
     if (this.bypass > 0) {
       this.bypass--
@@ -192,7 +194,7 @@ class Active {
       }
     }
     const b = this.bundle
-    const inputJson = input()
+    const inputJson = rest.sql === null ? key : hopInput(p, withSql(rest, rest.sql))
     let o: HopOutcome
     if (b.hop !== null) {
       const v = resultValue(b.module.evaluate(b.hop, inputJson))
@@ -285,11 +287,25 @@ function cachedJson<K extends object>(map: WeakMap<K, string>, key: K, make: () 
 const APPROVAL_FALSE = '{"granted":false}'
 
 /**
- * Everything after the principal, `,"chain":…,"time":…}`, as the cache key (`key`) and, built only
- * when the policy must run, as the input itself (`input()`). For a bundle that cannot read
- * `command.sql` (`withoutSql`) the key leaves the statement text out.
+ * Everything after the principal, `,"chain":…,"time":…}`. For a bundle that cannot read
+ * `command.sql` (`withoutSql`), `key` leaves the statement text out and `sql` holds it (withSql
+ * puts it back); otherwise `key` is the text itself and `sql` is null.
  */
-function restOfInput(req: DecisionRequest, now: Date | null, withoutSql: boolean): { key: string; input: (() => string) | null } {
+interface RestOfInput {
+  readonly key: string
+  readonly sql: string | null
+  /** The pieces around the command's other members, for withSql. */
+  readonly head: string
+  readonly others: string
+  readonly tail: string
+}
+
+function withSql(r: RestOfInput, sql: string): string {
+  const member = `{"sql":${JSON.stringify(sql)}`
+  return `${r.head}${r.others === '{}' ? `${member}}` : `${member},${r.others.slice(1)}`}${r.tail}`
+}
+
+function restOfInput(req: DecisionRequest, now: Date | null, withoutSql: boolean): RestOfInput {
   let t: string
   if (now === null) {
     const ms = Date.now()
@@ -306,17 +322,14 @@ function restOfInput(req: DecisionRequest, now: Date | null, withoutSql: boolean
   const head = `,"chain":${chain},"connection":${conn},"action":${JSON.stringify(req.action)},"command":`
   const tail = `,"approval":${approval},"time":${t}}`
   const cmd = req.command
-  if (!withoutSql || typeof cmd.sql !== 'string') return { key: `${head}${JSON.stringify(cmd)}${tail}`, input: null }
-  const { sql, ...others } = cmd
-  const othersJson = JSON.stringify(others)
-  return {
-    // The key marks the missing member, so it can never equal the text of an input that has it.
-    key: `${head}${othersJson}${tail}\u0000nosql`,
-    input: () => {
-      const sqlMember = `{"sql":${JSON.stringify(sql)}`
-      return `${head}${othersJson === '{}' ? `${sqlMember}}` : `${sqlMember},${othersJson.slice(1)}`}${tail}`
-    },
+  if (!withoutSql || typeof cmd.sql !== 'string') {
+    const command = JSON.stringify(cmd)
+    return { key: `${head}${command}${tail}`, sql: null, head, others: command, tail }
   }
+  const { sql, ...rest } = cmd
+  const others = JSON.stringify(rest)
+  // The key marks the missing member, so it can never equal the text of an input that has it.
+  return { key: `${head}${others}${tail}\u0000nosql`, sql, head, others, tail }
 }
 
 function hopInput(p: Principal, rest: string): string {
@@ -471,9 +484,7 @@ function decideWith(a: Active, req: DecisionRequest, now: Date | null, report: H
   let masks: MaskObligation[] | null = null
   for (let i = 0; i < chain.length; i++) {
     const p = chain[i] as Principal
-    const key = hopInput(p, rest.key)
-    const make = rest.input
-    const o = a.evaluate(key, make === null ? () => key : () => hopInput(p, make()))
+    const o = a.evaluate(p, rest)
     if (!o.allow) notAllowed = add(notAllowed, { rule: 'default-deny', reason: `no rule allows ${req.action} for ${p.id}`, hop: p.id })
     for (const d of o.deny) reasons = add(reasons, { rule: d.rule, reason: d.reason, hop: p.id })
     for (const ask of o.approval) asks = add(asks, ask)

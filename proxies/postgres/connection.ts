@@ -53,7 +53,7 @@ import {
 } from './messages.js'
 import { connectUpstream, isLoopback, sendCancel, type Upstream, type UpstreamOptions, type UpstreamTls } from './upstream.js'
 import { mentionsPassword, redactSql } from './redact.js'
-import { parseSearchPath, type SqlAnalyzer, type StatementFacts } from '../../engine/sql/index.js'
+import { type Analysis, parseSearchPath, type SqlAnalyzer, type StatementFacts } from '../../engine/sql/index.js'
 import { type CatalogCache, readSessionStart } from './catalog.js'
 import { SessionSql, type StatementEffect, type Verdict } from './statements.js'
 import * as hold from './hold.js'
@@ -209,14 +209,31 @@ function describeParam(p: Buffer | null, format: number): string | null {
   return p.toString('utf8')
 }
 
+/** One statement on its way to the server: the message as received and what it runs. */
+interface Outgoing {
+  readonly raw: Buffer
+  readonly kind: Expect
+  /** The SQL that runs (null when the gateway does not know it). */
+  readonly sql: string | null
+  /** The text the classifier judges: `sql`, or `EXECUTE name` for a portal of an SQL-level PREPARE. */
+  readonly text: string | null
+  readonly params: readonly (string | null)[] | null
+  /** The portal an Execute runs. */
+  readonly portal: NamedEntry | null
+  /** The approval request whose grant let this statement through (hold.ts), if any. */
+  readonly approvedBy: string | null
+}
+
+/** What a portal will run. */
+interface ResolvedPortal {
+  readonly sql: string | null
+  readonly facts: StatementFacts | null
+  readonly name: string
+  readonly params: readonly (string | null)[] | null
+}
+
 /** The `statement` audit event: what runs, how it was decided, and under which policy. */
-function statementEvent(
-  seq: number,
-  verdict: Verdict,
-  sql: string | null,
-  params: readonly (string | null)[] | null,
-  approvedBy: string | null,
-): SessionAuditEvent {
+function statementEvent(seq: number, { sql, params, approvedBy }: Outgoing, verdict: Verdict): SessionAuditEvent {
   const decision = verdict.decision
   const only = verdict.statements.length === 1 ? verdict.statements[0] : undefined
   const ev: Record<string, unknown> = { type: 'statement', seq, sql: sql === null ? null : redactSql(sql) }
@@ -738,7 +755,10 @@ export class PgConnection implements BackendHandler {
         return undefined
       case FrontendCode.FunctionCall:
         // The fast-path interface calls a function by OID: work no classifier can see.
-        return this.sendOrRefuse(f.raw, Expect.Query, { decision: FUNCTION_CALL_DENIED, statements: [], effects: [] }, null, null)
+        return this.sendOrRefuse(
+          { raw: f.raw, kind: Expect.Query, sql: null, text: null, params: null, portal: null, approvedBy: null },
+          { decision: FUNCTION_CALL_DENIED, statements: [], effects: [] },
+        )
       case FrontendCode.Password:
         throw new ProtocolError('unexpected password message after authentication')
       default:
@@ -746,54 +766,59 @@ export class PgConnection implements BackendHandler {
     }
   }
 
-  /** A simple Query. The common case — one statement, no masking, `fsync: batched` — is judged,
-   * audited and queued for the server without an await; the rest goes through onQueryAsync. */
+  /** A simple Query. */
   private onQuery(f: Frame): Promise<void> | undefined {
     const sql = parseQuery(f.body)
     // A simple Query destroys the unnamed statement and portal (PostgreSQL exec_simple_query).
     this.statements.delete('')
     this.portals.delete('')
-    const now = (this.sql as SessionSql).judgeNow(sql, this.abort.signal)
-    if (now !== null && !needsMasking(now, sql)) return this.sendOrRefuseNow(f.raw, Expect.Query, now, sql, null, null)
-    return this.onQueryAsync(f.raw, sql, now)
+    return this.judgeAndSend({ raw: f.raw, kind: Expect.Query, sql, text: sql, params: null, portal: null, approvedBy: null })
   }
 
-  private async onQueryAsync(raw: Buffer, sql: string, judged: Verdict | null): Promise<void> {
-    let verdict = judged ?? (await (this.sql as SessionSql).judge(sql, this.abort.signal))
-    if (needsMasking(verdict, sql)) verdict = await this.applyMasking(verdict, sql)
-    await this.sendOrRefuse(raw, Expect.Query, verdict, sql, null)
-  }
-
-  /** An Execute; like onQuery, without an await when its portal needs no waiting and no masking. */
+  /** An Execute, judged as the statement its portal runs (waiting first when that is not yet known). */
   private onExecute(f: Frame): Promise<void> | undefined {
     const m = parseExecute(f.body)
     const portal = this.portals.get(m.portal) ?? null
     const resolved = portal ? this.resolvePortalNow(portal) : null
-    if (resolved !== undefined && !resolved?.facts) {
-      const text = resolved?.sql ?? null
-      const now = text === null ? null : (this.sql as SessionSql).judgeNow(text, this.abort.signal)
-      if (now !== null && !needsMasking(now, text)) {
-        return this.sendOrRefuseNow(f.raw, Expect.Execute, now, text, resolved?.params ?? null, portal)
-      }
-    }
-    return this.onExecuteAsync(f.raw, portal)
+    if (resolved === undefined) return this.onExecuteAfterWait(f.raw, portal as NamedEntry)
+    return this.executeResolved(f.raw, portal, resolved)
   }
 
-  private async onExecuteAsync(raw: Buffer, portal: NamedEntry | null): Promise<void> {
-    const resolved = portal ? await this.resolvePortal(portal) : null
-    const judge = this.sql as SessionSql
-    let verdict: Verdict
-    if (resolved?.facts) {
-      // A statement created by SQL-level PREPARE, bound and executed through the protocol.
-      const text = `EXECUTE ${quoteIdent(resolved.name)}`
-      verdict = await judge.judge(text, this.abort.signal)
-      if (needsMasking(verdict, text)) verdict = await this.applyMasking(verdict, text)
-    } else {
-      const text = resolved?.sql ?? null
-      verdict = await judge.judge(text, this.abort.signal)
-      if (needsMasking(verdict, text)) verdict = await this.applyMasking(verdict, text)
-    }
-    await this.sendOrRefuse(raw, Expect.Execute, verdict, resolved?.sql ?? null, resolved?.params ?? null, portal)
+  private async onExecuteAfterWait(raw: Buffer, portal: NamedEntry): Promise<void> {
+    await this.executeResolved(raw, portal, await this.resolvePortal(portal))
+  }
+
+  private executeResolved(raw: Buffer, portal: NamedEntry | null, resolved: ResolvedPortal | null): Promise<void> | undefined {
+    const sql = resolved?.sql ?? null
+    return this.judgeAndSend({
+      raw,
+      kind: Expect.Execute,
+      sql,
+      // A statement created by SQL-level PREPARE, bound and executed through the protocol, is
+      // judged as the EXECUTE of it.
+      text: resolved?.facts ? `EXECUTE ${quoteIdent(resolved.name)}` : sql,
+      params: resolved?.params ?? null,
+      portal,
+      approvedBy: null,
+    })
+  }
+
+  /**
+   * Judges `o.text` and sends or refuses `o`. The common case — one statement, no masking, `fsync:
+   * batched` — is judged, audited and queued for the server without an await; the rest goes
+   * through judgeThenSend.
+   */
+  private judgeAndSend(o: Outgoing): Promise<void> | undefined {
+    const analysis = o.text === null ? null : this.shared.analyzer.analyze(o.text)
+    const now = analysis === null ? null : (this.sql as SessionSql).judgeNow(analysis, this.abort.signal)
+    if (now !== null && !needsMasking(now, o.text)) return this.sendOrRefuseNow(o, now)
+    return this.judgeThenSend(o, now, analysis)
+  }
+
+  private async judgeThenSend(o: Outgoing, judged: Verdict | null, analysis: Analysis | null): Promise<void> {
+    let verdict = judged ?? (await (this.sql as SessionSql).judge(o.text, this.abort.signal, undefined, analysis))
+    if (needsMasking(verdict, o.text)) verdict = await this.applyMasking(verdict, o.text)
+    await this.sendOrRefuse(o, verdict)
   }
 
   /**
@@ -872,9 +897,7 @@ export class PgConnection implements BackendHandler {
   }
 
   /** What a portal will run: waits for entries from earlier Sync batches to be answered. */
-  private async resolvePortal(
-    portal: NamedEntry,
-  ): Promise<{ sql: string | null; facts: StatementFacts | null; name: string; params: readonly (string | null)[] | null }> {
+  private async resolvePortal(portal: NamedEntry): Promise<ResolvedPortal> {
     const live = await this.firstLive(portal)
     if (!live) return { sql: null, facts: null, name: '', params: null }
     const stmt = live.statement ? await this.firstLive(live.statement) : null
@@ -882,9 +905,7 @@ export class PgConnection implements BackendHandler {
   }
 
   /** resolvePortal when nothing needs waiting for; undefined when something does. */
-  private resolvePortalNow(
-    portal: NamedEntry,
-  ): { sql: string | null; facts: StatementFacts | null; name: string; params: readonly (string | null)[] | null } | undefined {
+  private resolvePortalNow(portal: NamedEntry): ResolvedPortal | undefined {
     const live = this.firstLiveNow(portal)
     if (live === undefined) return undefined
     if (!live) return { sql: null, facts: null, name: '', params: null }
@@ -923,71 +944,34 @@ export class PgConnection implements BackendHandler {
   }
 
   /** sendOrRefuse without an await where the audit log allows it (`fsync: batched`). */
-  private sendOrRefuseNow(
-    raw: Buffer,
-    kind: Expect,
-    verdict: Verdict,
-    sql: string | null,
-    params: readonly (string | null)[] | null,
-    portal: NamedEntry | null,
-  ): Promise<void> | undefined {
-    const session = this.session as ProxySession
+  private sendOrRefuseNow(o: Outgoing, verdict: Verdict): Promise<void> | undefined {
     const seq = ++this.seq
-    const ev = statementEvent(seq, verdict, sql, params, null)
+    const ev = statementEvent(seq, o, verdict)
     try {
       // Durable before forwarded: if the append fails, nothing is sent.
-      if (!session.auditNow(ev)) return this.auditThenForward(raw, kind, verdict, sql, params, portal, null, seq, ev)
+      if (!(this.session as ProxySession).auditNow(ev)) return this.auditThenForward(o, verdict, seq, ev)
     } catch (err) {
-      this.auditFailed(err, kind, seq)
+      this.auditFailed(err, o.kind, seq)
       return undefined
     }
-    return this.forwardOrRefuse(raw, kind, verdict, sql, params, portal, null, seq)
+    return this.forwardOrRefuse(o, verdict, seq)
   }
 
   /** Audits the statement durably, then forwards it, or refuses it in place. */
-  private sendOrRefuse(
-    raw: Buffer,
-    kind: Expect,
-    verdict: Verdict,
-    sql: string | null,
-    params: readonly (string | null)[] | null,
-    portal: NamedEntry | null = null,
-    /** The approval request whose grant let this statement through (hold.ts), if any. */
-    approvedBy: string | null = null,
-  ): Promise<void> {
+  private sendOrRefuse(o: Outgoing, verdict: Verdict): Promise<void> {
     const seq = ++this.seq
-    return this.auditThenForward(
-      raw,
-      kind,
-      verdict,
-      sql,
-      params,
-      portal,
-      approvedBy,
-      seq,
-      statementEvent(seq, verdict, sql, params, approvedBy),
-    )
+    return this.auditThenForward(o, verdict, seq, statementEvent(seq, o, verdict))
   }
 
-  private async auditThenForward(
-    raw: Buffer,
-    kind: Expect,
-    verdict: Verdict,
-    sql: string | null,
-    params: readonly (string | null)[] | null,
-    portal: NamedEntry | null,
-    approvedBy: string | null,
-    seq: number,
-    ev: SessionAuditEvent,
-  ): Promise<void> {
+  private async auditThenForward(o: Outgoing, verdict: Verdict, seq: number, ev: SessionAuditEvent): Promise<void> {
     try {
       // Durable before forwarded: if the append fails, nothing is sent.
       await (this.session as ProxySession).audit(ev)
     } catch (err) {
-      this.auditFailed(err, kind, seq)
+      this.auditFailed(err, o.kind, seq)
       return
     }
-    await this.forwardOrRefuse(raw, kind, verdict, sql, params, portal, approvedBy, seq)
+    await this.forwardOrRefuse(o, verdict, seq)
   }
 
   private auditFailed(err: unknown, kind: Expect, seq: number): void {
@@ -1004,17 +988,9 @@ export class PgConnection implements BackendHandler {
   }
 
   /** After the statement's audit event is durable: queue it for the server, hold it, or refuse it. */
-  private forwardOrRefuse(
-    raw: Buffer,
-    kind: Expect,
-    verdict: Verdict,
-    sql: string | null,
-    params: readonly (string | null)[] | null,
-    portal: NamedEntry | null,
-    approvedBy: string | null,
-    seq: number,
-  ): Promise<void> | undefined {
+  private forwardOrRefuse(o: Outgoing, verdict: Verdict, seq: number): Promise<void> | undefined {
     if (this.phase !== 'ready') return undefined
+    const kind = o.kind
     const decision = verdict.decision
     if (decision.effect === 'allow') {
       const record: StatementRecord = {
@@ -1027,14 +1003,12 @@ export class PgConnection implements BackendHandler {
         effects: verdict.effects,
         masks: verdict.masks ?? null,
       }
-      this.expect(kind, null, record, portal)
-      this.out.push(raw)
-      this.approvalPrefs.note(this.shared.analyzer, verdict, sql)
+      this.expect(kind, null, record, o.portal)
+      this.out.push(o.raw)
+      this.approvalPrefs.note(this.shared.analyzer, verdict, o.sql)
       return undefined
     }
-    if (decision.effect === 'hold' && approvedBy === null && this.session?.requestApproval) {
-      return this.holdStatement(raw, kind, verdict, sql, params, portal, seq)
-    }
+    if (decision.effect === 'hold' && o.approvedBy === null && this.session?.requestApproval) return this.holdStatement(o, verdict, seq)
     this.refuseInPlace(kind, errorResponse({ severity: 'ERROR', code: '42501', message: denialMessage(decision) }), seq)
     return undefined
   }
@@ -1044,15 +1018,8 @@ export class PgConnection implements BackendHandler {
    * statement waits — and nothing the client sent after it is read, so nothing overtakes it — until
    * reviewers decide; then it is decided again with the grant and forwarded, or refused in place.
    */
-  private async holdStatement(
-    raw: Buffer,
-    kind: Expect,
-    verdict: Verdict,
-    sql: string | null,
-    params: readonly (string | null)[] | null,
-    portal: NamedEntry | null,
-    seq: number,
-  ): Promise<void> {
+  private async holdStatement(o: Outgoing, verdict: Verdict, seq: number): Promise<void> {
+    const { kind, sql, text, params } = o
     const session = this.session as ProxySession
     const decision = verdict.decision
     if (decision.effect !== 'hold' || !session.requestApproval) return
@@ -1068,17 +1035,7 @@ export class PgConnection implements BackendHandler {
     this.upstream?.socket.write(hold.FLUSH)
     while (this.head() !== undefined && !this.isClosed()) await new Promise((r) => setTimeout(r, 5))
     if (this.isClosed()) return
-    // The text that was judged, as onExecute judged it.
-    let text = sql
-    let sqlLevel = false
-    if (kind === Expect.Execute && portal) {
-      const r = await this.resolvePortal(portal)
-      if (r.facts) {
-        sqlLevel = true
-        text = `EXECUTE ${quoteIdent(r.name)}`
-      }
-    }
-    const bound = hold.bindable(verdict, text, sqlLevel)
+    const bound = hold.bindable(verdict, text, text !== sql)
     const cancel = new AbortController()
     const onClose = (): void => cancel.abort()
     this.abort.signal.addEventListener('abort', onClose, { once: true })
@@ -1120,7 +1077,7 @@ export class PgConnection implements BackendHandler {
     // Everything but the hold still applies: a deny still denies, masks still mask.
     let again = await (this.sql as SessionSql).judge(text, this.abort.signal, { granted: true })
     if (needsMasking(again, text)) again = await this.applyMasking(again, text)
-    await this.sendOrRefuse(raw, kind, again, sql, params, portal, outcome.request)
+    await this.sendOrRefuse({ ...o, approvedBy: outcome.request }, again)
   }
 
   /**

@@ -47,8 +47,6 @@ export class SessionSql {
   /** qualify() results for the current candidates; cleared whenever they change. */
   private readonly qualified = new Map<string, string[]>()
   private inTransaction = false
-  /** What judgeNow analysed and left to judge (a text of several statements). */
-  private analyzed: { readonly sql: string; readonly analysis: Analysis } | null = null
 
   constructor(
     private readonly analyzer: SqlAnalyzer,
@@ -64,17 +62,12 @@ export class SessionSql {
   }
 
   /**
-   * `judge` without a promise for the common case — one statement that is not an EXECUTE, or an
-   * empty query — so the proxy's hot path needs no await; null when the text needs `judge`.
+   * `judge` of an analysed text without a promise, for the common case — one statement that is not
+   * an EXECUTE — so the proxy's hot path needs no await; null when the text needs `judge`.
    */
-  judgeNow(sql: string, signal: AbortSignal): Verdict | null {
-    const analysis = this.analyzer.analyze(sql)
+  judgeNow(analysis: Analysis, signal: AbortSignal): Verdict | null {
     const stmts = analysis.statements
-    if (stmts.length !== 1) {
-      // `judge` follows with the same text: it need not parse it again.
-      this.analyzed = { sql, analysis }
-      return null
-    }
+    if (stmts.length !== 1) return null
     const only = stmts[0] as StatementFacts
     if (only.execute !== null) return null
     const d = this.decideNow(only.action, this.command(only, 1, this.candidates), signal)
@@ -87,15 +80,17 @@ export class SessionSql {
 
   /** Classifies and decides a query text (null: the gateway does not know what will run).
    * `approval` only after ProxySession.requestApproval granted this very text (engine/approvals). */
-  async judge(sql: string | null, signal: AbortSignal, approval?: { readonly granted: boolean }): Promise<Verdict> {
-    const memo = this.analyzed
-    this.analyzed = null
+  async judge(
+    sql: string | null,
+    signal: AbortSignal,
+    approval?: { readonly granted: boolean },
+    /** `sql` as the analyzer already read it (judgeNow's caller), so it is not parsed twice. */
+    analyzed: Analysis | null = null,
+  ): Promise<Verdict> {
     const analysis =
       sql === null
         ? { statements: [otherFacts('', 'the statement to execute is not known to the gateway')], error: null }
-        : memo !== null && memo.sql === sql
-          ? memo.analysis
-          : this.analyzer.analyze(sql)
+        : (analyzed ?? this.analyzer.analyze(sql))
     const stmts = analysis.statements
     if (stmts.length === 0) {
       // An empty query: nothing runs; it is still decided (as session housekeeping) and audited.

@@ -20,6 +20,23 @@ export function freePort(): Promise<number> {
   })
 }
 
+/** Waits until something listens on 127.0.0.1:port; throws `failure()` after `timeoutMs` or once `gaveUp()`. */
+export async function waitPort(port: number, failure: () => string, timeoutMs = 15_000, gaveUp = (): boolean => false): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const up = await new Promise<boolean>((resolve) => {
+      const s = connect(port, '127.0.0.1', () => {
+        s.destroy()
+        resolve(true)
+      })
+      s.on('error', () => resolve(false))
+    })
+    if (up) return
+    if (Date.now() > deadline || gaveUp()) throw new Error(failure())
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
 function keygen(path: string): string {
   const r = spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'gatehouse-test', '-f', path], { encoding: 'utf8' })
   if (r.status !== 0) throw new Error(`ssh-keygen failed: ${r.stderr}`)
@@ -40,6 +57,19 @@ export class TestSshd {
     readonly otherHostKey: string,
     readonly clientKeyPath: string,
   ) {}
+
+  /** A gateway connection to this server, pinned to its host key; `extra` adds or overrides keys. */
+  connection(name: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+    return {
+      name,
+      protocol: 'ssh',
+      address: `127.0.0.1:${this.port}`,
+      user: this.user,
+      private_key: `file:${this.clientKeyPath}`,
+      host_key: this.hostKey,
+      ...extra,
+    }
+  }
 
   static async start(): Promise<TestSshd> {
     const dir = mkdtempSync(join(tmpdir(), 'gh-sshd-'))
@@ -82,19 +112,12 @@ export class TestSshd {
     proc.stderr?.on('data', (b: Buffer) => {
       d.stderr += b.toString()
     })
-    const deadline = Date.now() + 10_000
-    for (;;) {
-      const up = await new Promise<boolean>((resolve) => {
-        const s = connect(port, '127.0.0.1', () => {
-          s.destroy()
-          resolve(true)
-        })
-        s.on('error', () => resolve(false))
-      })
-      if (up) break
-      if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`sshd did not start:\n${d.stderr}`)
-      await new Promise((r) => setTimeout(r, 50))
-    }
+    await waitPort(
+      port,
+      () => `sshd did not start:\n${d.stderr}`,
+      10_000,
+      () => proc.exitCode !== null,
+    )
     return d
   }
 
