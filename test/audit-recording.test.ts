@@ -15,6 +15,7 @@ import { DEFAULT_AUDIT_CONFIG, parseAuditConfig } from '../engine/audit/config.j
 import { loadAuditKey } from '../engine/audit/keys.js'
 import { AuditServices } from '../engine/audit/service.js'
 import { verifyAuditLog } from '../engine/audit/verify.js'
+import { PendingLines } from '../engine/recording.js'
 import { LOCAL_PG, TestGateway } from './helpers/gateway.js'
 
 type Entry = Record<string, unknown>
@@ -181,5 +182,31 @@ describe('session recordings and retention', () => {
     const prune = readAuditEvents(dir, { type: 'audit.prune' })
     assert.equal(prune.length, 1)
     assert.equal(prune[0]?.first_kept, before + 1)
+  })
+})
+
+describe("a recording's pending lines", () => {
+  test('hold exactly the lines pushed, as UTF-8, across growth, takes and reuse', () => {
+    const p = new PendingLines()
+    assert.equal(p.empty, true)
+    // Multi-byte text (2-, 3- and 4-byte UTF-8, and a lone surrogate, which encodes as U+FFFD),
+    // long enough to make the buffer grow several times within one interval.
+    const samples = ['plain ascii', 'café — ünïcode', '東京の表', '🔑 key 🔒', 'x'.repeat(20_000), 'lone \ud800 half', '']
+    let expected = ''
+    for (let i = 0; i < 300; i++) {
+      const line = `${i}:${samples[i % samples.length]}`
+      p.push(line)
+      expected += `${line}\n`
+    }
+    assert.equal(p.empty, false)
+    assert.ok(p.take().equals(Buffer.from(expected, 'utf8')), 'the bytes are the UTF-8 of the lines, each ended by a newline')
+    assert.equal(p.empty, true)
+    // Reused after a take: only what came since.
+    p.push('after')
+    assert.equal(p.take().toString('utf8'), 'after\n')
+    p.push('dropped')
+    p.clear()
+    assert.equal(p.empty, true)
+    assert.equal(p.take().length, 0)
   })
 })
