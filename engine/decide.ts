@@ -38,5 +38,12 @@ export interface DecisionEngine {
   /** The same decision, returned directly: the engine evaluates synchronously, and the proxies'
    * per-statement path saves the promise round trips. */
   decideNow(req: DecisionRequest, signal?: AbortSignal): Decision
+  /**
+   * An object that stays the same exactly while a decision depends on nothing but the request
+   * *without* its statement text (`command.sql`): the same bundle, within the same second (the
+   * input's `time`). Null when that is not known (the bundle reads the text). A caller may reuse a
+   * decision for a request equal in everything but the text while this returns the same object.
+   */
+  decisionEpoch?(): object | null
   readonly version: string
 }

@@ -51,6 +51,10 @@ export class LiveSession implements ProxySession {
     return this.manager.engine.decideNow({ identity: this.identity, connection: this.connection, action, command }, signal)
   }
 
+  decisionEpoch(): object | null {
+    return this.manager.engine.decisionEpoch?.() ?? null
+  }
+
   /** engine/approvals: a grant for this held command, or a request that reviewers decide. */
   requestApproval(req: ApprovalAsk): Promise<ApprovalOutcome> {
     const a = this.manager.approvals

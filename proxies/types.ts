@@ -81,6 +81,9 @@ export interface ProxySession {
   decide(action: string, command: Command, signal?: AbortSignal, approval?: { readonly granted: boolean }): Promise<Decision>
   /** `decide`, answered directly (the same decision; for a plugin's per-command hot path). */
   decideNow(action: string, command: Command, signal?: AbortSignal): Decision
+  /** While this returns the same object, `decideNow` answers commands that differ only in
+   * `command.sql` alike (DecisionEngine.decisionEpoch); null: no such promise. */
+  decisionEpoch?(): object | null
   /** A held command: uses a matching grant, or files an approval request and (unless `wait` is
    * false) waits for the reviewers' decision. Never blocks other sessions. Rejects only when the
    * request cannot be recorded (audit or state failure): the plugin then refuses the command. */

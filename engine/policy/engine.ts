@@ -346,6 +346,7 @@ export interface PolicyStatus {
 export class PolicyEngine implements DecisionEngine {
   private active: Active | null = null
   private lastError: string | null = null
+  private epoch: { readonly active: Active; readonly second: number } | null = null
 
   constructor(
     bundle: LoadedBundle | null,
@@ -409,6 +410,20 @@ export class PolicyEngine implements DecisionEngine {
 
   decideNow(req: DecisionRequest, signal?: AbortSignal): Decision {
     return this.run(req, signal, null, null).decision
+  }
+
+  /** The loaded bundle and the current second, as one object (see DecisionEngine.decisionEpoch):
+   * the input's `time` has a resolution of one second, and a swap makes a new Active. */
+  decisionEpoch(): object | null {
+    const a = this.active
+    if (!a || a.bundle.readsSqlText) return null
+    const second = Math.floor(Date.now() / 1000)
+    let e = this.epoch
+    if (e === null || e.active !== a || e.second !== second) {
+      e = { active: a, second }
+      this.epoch = e
+    }
+    return e
   }
 
   /** The decision with every hop's answer, for `policy eval` and decision tables. */

@@ -68,6 +68,9 @@ export interface Analysis {
   readonly statements: readonly StatementFacts[]
   /** Set when the text could not be parsed: then `statements` holds one `sql.other` entry. */
   readonly error: string | null
+  /** The analyzer's cache entry for the text's shape (engine/sql/index.ts): the same object for
+   * every text that differs only in literal values; absent when the text was not cached. */
+  readonly shape?: object
 }
 
 let loaded: Promise<void> | null = null

@@ -28,7 +28,7 @@ export class SqlAnalyzer {
       if (hit) {
         this.hits++
         const f = hit.statements[0]
-        return f ? { statements: [{ ...f, sql: sql.trim() }], error: null } : hit
+        return f ? { statements: [{ ...f, sql: sql.trim() }], error: null, shape: hit } : hit
       }
     }
     this.misses++
@@ -40,6 +40,7 @@ export class SqlAnalyzer {
         if (oldest !== undefined) this.cache.delete(oldest)
       }
       this.cache.set(shape, a)
+      return { ...a, shape: a }
     }
     return a
   }

@@ -47,6 +47,11 @@ export class SessionSql {
   /** qualify() results for the current candidates; cleared whenever they change. */
   private readonly qualified = new Map<string, string[]>()
   private inTransaction = false
+  /** Decisions by statement shape (decideShape); weak, so shapes the analyzer drops go too. */
+  private readonly reuse = new WeakMap<
+    object,
+    { readonly epoch: object; readonly paths: readonly string[][]; readonly decision: Decision }
+  >()
 
   constructor(
     private readonly analyzer: SqlAnalyzer,
@@ -70,7 +75,7 @@ export class SessionSql {
     if (stmts.length !== 1) return null
     const only = stmts[0] as StatementFacts
     if (only.execute !== null) return null
-    const d = this.decideNow(only.action, this.command(only, 1, this.candidates), signal)
+    const d = this.decideShape(analysis.shape ?? null, only, signal)
     return {
       decision: d,
       statements: [{ sql: only.sql, action: only.action, kind: only.kind, decision: d.effect, rules: d.rules }],
@@ -144,6 +149,28 @@ export class SessionSql {
     }
     const decision: Decision = denial ?? hold ?? { effect: 'allow', rules: [...new Set(rules)], mask: masks, policy }
     return { decision, statements: judged, effects }
+  }
+
+  /**
+   * decideNow for one statement, reusing the decision of an earlier statement of the same shape
+   * while the engine's epoch (bundle and second) and the session's search paths are unchanged: the
+   * two inputs then differ only in `command.sql`, which the epoch says the policy does not read.
+   * Everything else in the command (action, kind, tables as qualified here, functions, has_where)
+   * comes from the shape's facts. This skips building the command and the engine's input keys.
+   */
+  private decideShape(shape: object | null, only: StatementFacts, signal: AbortSignal): Decision {
+    const epoch = shape !== null && !signal.aborted ? (this.session.decisionEpoch?.() ?? null) : null
+    if (epoch !== null) {
+      const hit = this.reuse.get(shape as object)
+      if (hit !== undefined && hit.epoch === epoch && hit.paths === this.candidates) return hit.decision
+    }
+    const d = this.decideNow(only.action, this.command(only, 1, this.candidates), signal)
+    // Kept only when the second did not turn during the decision (the input's time is that second)
+    // and the engine answered: a failure is not an answer to reuse.
+    if (epoch !== null && this.session.decisionEpoch?.() === epoch && !isFailure(d)) {
+      this.reuse.set(shape as object, { epoch, paths: this.candidates, decision: d })
+    }
+    return d
   }
 
   private decideNow(action: string, command: Record<string, unknown>, signal: AbortSignal): Decision {
@@ -286,4 +313,9 @@ export function effectOf(f: StatementFacts): StatementEffect {
     searchPath,
     ddl: f.action === 'sql.ddl' || f.action === 'sql.admin',
   }
+}
+
+/** A decision that reports an evaluation failure rather than the policy's answer. */
+function isFailure(d: Decision): boolean {
+  return d.policy === 'error' || d.rules.includes('policy-error')
 }
