@@ -556,6 +556,15 @@ function comparisons(summaries: readonly Summary[], clientCounts: readonly numbe
         `gateway CPU ${fmt(g.cpuUsPerStmt ?? Number.NaN, 1)} µs/statement = ${fmt(cpuRatio, 1)}× the pump's ` +
         `(+${fmt(cpuExtra, 1)} µs), PgBouncer ${fmt(b.cpuUsPerStmt ?? Number.NaN, 1)} µs.`,
     )
+    // Runs are alternated, so run r of the pump and of Gatehouse are neighbours in time: their ratio
+    // cancels most of the drift of a shared host that the medians of each target keep.
+    const paired = g.samples.map((x, i) => x.tps / (p.samples[i]?.tps ?? Number.NaN)).filter(Number.isFinite)
+    if (paired.length > 0) {
+      lines.push(
+        `  Run by run (each Gatehouse run next to a pump run): ${paired.map((r) => fmt(r, 3)).join(', ')} of the pump's TPS, ` +
+          `median ${fmt(median(paired), 3)}.`,
+      )
+    }
     if (off && off.cpuUsPerStmt !== null && g.cpuUsPerStmt !== null) {
       lines.push(
         `  Decisions (classification + policy, default bundle, one hop) cost ${fmt(g.cpuUsPerStmt - off.cpuUsPerStmt, 1)} µs of CPU per statement ` +
