@@ -315,7 +315,7 @@ export class AuditLog {
     let n = this.n
     let prev = this.lastHash
     let checkpointN = 0
-    let text = ''
+    const lines: string[] = []
     const written: WrittenEvent[] | null = this.listeners.length > 0 ? [] : null
     for (const p of items) {
       n++
@@ -328,12 +328,12 @@ export class AuditLog {
         json = p.json
       }
       const { line, h } = encodeLine(prev, id, p.time, json)
-      text += `${line}\n`
+      lines.push(line)
       written?.push({ n, id, h, time: p.time, event: p.event, line })
       if (p.make && p.event.type === CHECKPOINT_TYPE) checkpointN = n
       prev = h
     }
-    this.writeText(text)
+    this.writeLines(lines)
     this.stats.events += n - this.n
     this.n = n
     this.lastHash = prev
@@ -343,10 +343,29 @@ export class AuditLog {
   }
 
   private writeText(text: string): void {
-    // Encoded into one reused buffer (the write is synchronous): no allocation per statement.
-    const fits = text.length * 3 <= WRITE_SCRATCH.length
-    const buf = fits ? WRITE_SCRATCH : Buffer.from(text, 'utf8')
-    const length = fits ? WRITE_SCRATCH.write(text, 0, 'utf8') : buf.length
+    this.writeLines([text.endsWith('\n') ? text.slice(0, -1) : text])
+  }
+
+  /**
+   * Writes `lines`, each followed by a newline, in one write(2). Each line is encoded on its own
+   * into one reused buffer: a line is then flattened once, and the recorder that copies it next
+   * finds it flat (one joined text would be a second copy of every line).
+   */
+  private writeLines(lines: readonly string[]): void {
+    let total = 0
+    for (const l of lines) total += l.length + 1
+    let buf: Buffer
+    let length = 0
+    if (total * 3 <= WRITE_SCRATCH.length) {
+      buf = WRITE_SCRATCH
+      for (const l of lines) {
+        length += buf.write(l, length, 'utf8')
+        buf[length++] = 0x0a
+      }
+    } else {
+      buf = Buffer.from(`${lines.join('\n')}\n`, 'utf8')
+      length = buf.length
+    }
     let written = 0
     try {
       written = writeSync(this.fd, buf, 0, length)

@@ -145,7 +145,18 @@ function dollarTag(s: string, i: number): string | null {
   return null
 }
 
+/** PostgreSQL folds A–Z of unquoted words and leaves other characters as they are. */
 function lowerAscii(word: string): string {
+  // The common all-ASCII word: toLowerCase folds exactly A–Z there, in one allocation at most
+  // (a word built a character at a time cost more allocation than anything else per statement).
+  let ascii = true
+  for (let k = 0; k < word.length; k++) {
+    if (word.charCodeAt(k) >= 128) {
+      ascii = false
+      break
+    }
+  }
+  if (ascii) return word.toLowerCase()
   let out = ''
   for (let k = 0; k < word.length; k++) {
     const c = word.charCodeAt(k)

@@ -148,7 +148,8 @@ interface NamedEntry {
 /** An executed statement waiting for its result, for the `result` audit event. */
 interface StatementRecord {
   readonly seq: number
-  readonly started: bigint
+  /** performance.now() when it was sent (a number: no BigInt per statement). */
+  readonly started: number
   rows: number
   tags: string[]
   error: { code: string; message: string } | null
@@ -995,7 +996,7 @@ export class PgConnection implements BackendHandler {
     if (decision.effect === 'allow') {
       const record: StatementRecord = {
         seq,
-        started: process.hrtime.bigint(),
+        started: performance.now(),
         rows: 0,
         tags: [],
         error: null,
@@ -1088,7 +1089,7 @@ export class PgConnection implements BackendHandler {
   private refuseInPlace(kind: Expect, error: Buffer, seq: number): undefined {
     const record: StatementRecord = {
       seq,
-      started: process.hrtime.bigint(),
+      started: performance.now(),
       rows: 0,
       tags: [],
       error: null,
@@ -1388,14 +1389,15 @@ export class PgConnection implements BackendHandler {
     const r = h.record
     if (!r || !this.session || r.replacement) return
     const rows = r.tags.length === 1 ? (rowsFromTag(r.tags[0] as string) ?? r.rows) : r.rows
-    this.session.auditLater({
+    const ev: { type: 'result'; [key: string]: unknown } = {
       type: 'result',
       seq: r.seq,
       tag: r.tags.length === 1 ? r.tags[0] : r.tags,
       rows,
-      duration_ms: Number(process.hrtime.bigint() - r.started) / 1e6,
-      ...(r.error ? { error: r.error } : {}),
-    })
+      duration_ms: performance.now() - r.started,
+    }
+    if (r.error) ev.error = r.error
+    this.session.auditLater(ev)
   }
 
   // ---- endings ----------------------------------------------------------------------------
