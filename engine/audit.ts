@@ -342,10 +342,6 @@ export class AuditLog {
     for (const l of this.writeListeners) l()
   }
 
-  private writeText(text: string): void {
-    this.writeLines([text.endsWith('\n') ? text.slice(0, -1) : text])
-  }
-
   /**
    * Writes `lines`, each followed by a newline, in one write(2). Each line is encoded on its own
    * into one reused buffer: a line is then flattened once, and the recorder that copies it next
@@ -664,7 +660,7 @@ export class AuditLog {
     try {
       this.fd = fd
       this.size = statSync(last.path).size
-      if (newline) this.writeText('\n')
+      if (newline) this.writeLines([''])
       const tornInfo = torn ? { bytes: torn.length, sha256: sha256Hex(torn) } : null
       this.writeItems([this.checkpointItem('recovery', tornInfo)])
       fdatasyncSync(fd)
