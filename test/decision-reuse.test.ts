@@ -107,12 +107,25 @@ describe('decisions reused by statement shape', () => {
     assert.equal(await outcome('SELECT body FROM notes WHERE id = 3'), 'ok')
   })
 
-  test('a statement of a known shape is decided by a policy reloaded mid-session', async () => {
+  test('a statement of a known shape is decided by a policy reloaded mid-session, and audited so', async () => {
+    const base = readPolicyDir(dir).version
     assert.equal(await outcome('SELECT body FROM notes WHERE id = 7'), 'ok')
-    await waitForVersion(writePolicy(BASE + NO_NOTES))
+    const closed = writePolicy(BASE + NO_NOTES)
+    await waitForVersion(closed)
     assert.equal(await outcome('SELECT body FROM notes WHERE id = 8'), 'no-notes')
     await waitForVersion(writePolicy(BASE))
     assert.equal(await outcome('SELECT body FROM notes WHERE id = 9'), 'ok')
+    // A reused decision is still each statement's own audit record: its text, verdict, rules and
+    // the version that decided it.
+    const events = gw.auditEvents(['--type', 'statement'])
+    const of = (id: number): Record<string, unknown> => {
+      const e = events.filter((x) => x.sql === `SELECT body FROM notes WHERE id = ${id}`).at(-1)
+      assert.ok(e, `a statement event for id = ${id}`)
+      return e
+    }
+    assert.deepEqual([of(7).decision, of(7).policy_version], ['allow', base])
+    assert.deepEqual([of(8).decision, of(8).rules, of(8).policy_version], ['deny', ['no-notes'], closed])
+    assert.deepEqual([of(9).decision, of(9).policy_version], ['allow', base])
   })
 
   test('a decision that depends on the second is not carried into the next one', async () => {
