@@ -3,6 +3,7 @@
 // in between the target's packets, never inside one; a packet over the cap ends the channel.
 
 import assert from 'node:assert/strict'
+import { posix } from 'node:path'
 import { describe, test } from 'node:test'
 import fc from 'fast-check'
 import {
@@ -14,6 +15,13 @@ import {
   SftpRequestFilter,
   type SftpVerdict,
 } from '../proxies/ssh/sftp.js'
+import type { TargetFs } from '../proxies/ssh/sftp-paths.js'
+
+/** A target whose paths are all plain (no links): realpath is the lexical resolution against /home/u. */
+const identityFs: TargetFs = {
+  realpath: async (p) => posix.resolve('/home/u', p),
+  lstat: async () => 'file',
+}
 
 function s(v: string | Buffer): Buffer {
   const b = typeof v === 'string' ? Buffer.from(v) : v
@@ -91,7 +99,8 @@ async function runFilter(pieces: Buffer[]): Promise<{ forwarded: Buffer; replies
       await new Promise((r) => setImmediate(r))
       return verdict(op)
     },
-    unsupported: () => undefined,
+    refused: () => undefined,
+    fs: async () => identityFs,
     resume: () => {
       paused = false
     },
@@ -125,8 +134,9 @@ describe('sftp gate', () => {
         const f = new SftpRequestFilter({
           forward: (b) => {
             out.push(Buffer.from(b))
-            // The target answers the open of /srv/h2-file with handle h2.
-            if (b.length > 4 && b.equals(opened)) queueMicrotask(() => f.handleReply(21, Buffer.from('h2')))
+            // The target answers the open of /srv/h2-file with handle h2, that of /srv/up.bin with h1.
+            if (b.length > 4 && b.equals(opened)) f.handleReply(21, Buffer.from('h2'))
+            if (b.length > 4 && b.equals(openWrite)) f.handleReply(1, Buffer.from('h1'))
             return true
           },
           reply: (p) => replies.push(p),
@@ -135,7 +145,8 @@ describe('sftp gate', () => {
             await new Promise((r) => setImmediate(r))
             return verdict(op)
           },
-          unsupported: () => undefined,
+          refused: () => undefined,
+          fs: async () => identityFs,
           resume: () => {
             paused = false
           },
@@ -149,7 +160,11 @@ describe('sftp gate', () => {
         }
         for (let k = 0; k < 40; k++) await new Promise((r) => setImmediate(r))
         assert.deepEqual(Buffer.concat(out), Buffer.concat([opened, forwardedWant]), `forwarded, split at ${i}/${j}`)
-        assert.deepEqual(decided.slice(1), decidedWant, `decided, split at ${i}/${j}`)
+        assert.deepEqual(
+          decided.slice(1).map(({ requested_path: _p, requested_target: _t, ...op }) => op),
+          decidedWant,
+          `decided, split at ${i}/${j}`,
+        )
         const st = replies.map(statusOf)
         assert.deepEqual(
           st.map((r) => [r.id, r.code]),
@@ -178,7 +193,8 @@ describe('sftp gate', () => {
       },
       reply: (p) => replies.push(p),
       decide: () => Promise.reject(new Error('engine down')),
-      unsupported: () => undefined,
+      refused: () => undefined,
+      fs: async () => identityFs,
       resume: () => undefined,
       fail: (why) => assert.fail(why),
     })
@@ -202,7 +218,8 @@ describe('sftp gate', () => {
         await new Promise((r) => setTimeout(r, 20))
         return { allow: true }
       },
-      unsupported: () => undefined,
+      refused: () => undefined,
+      fs: async () => identityFs,
       resume: () => undefined,
       fail: (why) => assert.fail(why),
     })
@@ -213,7 +230,7 @@ describe('sftp gate', () => {
     assert.deepEqual(events.slice(-2), [`forwarded ${init.length + openWrite.length}`, 'end'])
   })
 
-  test('property: any packets, split anywhere, any verdicts: exactly the allowed bytes go through, each refusal is answered', async () => {
+  test('property: any packets, split anywhere, any verdicts: exactly the allowed bytes go through, each refusal (and each unknown handle) is answered', async () => {
     const GATED = [3, 7, 9, 11, 13, 14, 15, 17, 18, 19]
     // A packet kind and its verdict; the path is made unique per packet (/p<index>) so the decider
     // knows which one it is asked about.
@@ -242,8 +259,9 @@ describe('sftp gate', () => {
           const isGatedPkt = (p: Buffer): boolean => GATED.includes(p[4] as number)
           const pathOf = (p: Buffer): string => `/p${p.readUInt32BE(5)}`
           const whole = Buffer.concat(pkts)
-          const wantOut = Buffer.concat(pkts.filter((p) => !isGatedPkt(p) || allowed.has(pathOf(p))))
-          const wantReplies = pkts.filter((p) => isGatedPkt(p) && !allowed.has(pathOf(p))).map((p) => p.readUInt32BE(5))
+          // READ and WRITE name handle "h", which no open returned: refused like a refused path.
+          const wantOut = Buffer.concat(pkts.filter((p) => isGatedPkt(p) && allowed.has(pathOf(p))))
+          const wantReplies = pkts.filter((p) => !isGatedPkt(p) || !allowed.has(pathOf(p))).map((p) => p.readUInt32BE(5))
           const out: Buffer[] = []
           const replies: number[] = []
           let paused = false
@@ -257,7 +275,8 @@ describe('sftp gate', () => {
               await Promise.resolve()
               return allowed.has(op.path) ? { allow: true } : { allow: false, message: 'no' }
             },
-            unsupported: () => assert.fail('unsupported'),
+            refused: () => undefined,
+            fs: async () => identityFs,
             resume: () => {
               paused = false
             },
@@ -289,7 +308,8 @@ describe('sftp gate', () => {
       },
       reply: (p) => replies.push(p),
       decide: () => assert.fail('no decision expected'),
-      unsupported: () => undefined,
+      refused: () => undefined,
+      fs: async () => identityFs,
       resume: () => undefined,
       fail: (why) => assert.fail(why),
     })
@@ -312,7 +332,8 @@ describe('sftp gate', () => {
       forward: () => true,
       reply: () => assert.fail('no reply expected'),
       decide: () => assert.fail('no decision expected'),
-      unsupported: () => undefined,
+      refused: () => undefined,
+      fs: async () => identityFs,
       resume: () => undefined,
       fail: (w) => {
         why = w

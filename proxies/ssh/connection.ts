@@ -17,6 +17,7 @@ import type {
   Connection,
   PseudoTtyInfo,
   RejectConnection,
+  SFTPWrapper,
   ServerChannel,
   Session,
   ClientInfo as SshClientInfo,
@@ -31,6 +32,7 @@ import { type ForwardCommand, forwardText, MAX_FORWARD_CHANNELS, MAX_REMOTE_FORW
 import { rememberedHostKey, rememberHostKey, TOFU_FILE } from './hostkeys.js'
 import { ShellCommandDetector } from './shell-detect.js'
 import { type SftpOperation, SftpReplyInjector, SftpRequestFilter, type SftpVerdict } from './sftp.js'
+import { sftpTargetFs, type TargetFs } from './sftp-paths.js'
 
 const { Client, utils } = ssh2
 
@@ -514,6 +516,49 @@ export class SshConnection {
     })
   }
 
+  private fsChannel: Promise<TargetFs> | null = null
+
+  /**
+   * The gateway's own SFTP channel to the target, opened on first use: where paths are resolved
+   * (REALPATH) and legacy scp transfers are carried out. A failure is not cached.
+   */
+  private targetFs(): Promise<TargetFs> {
+    if (this.fsChannel) return this.fsChannel
+    const p = this.targetSftp().then(sftpTargetFs)
+    this.fsChannel = p
+    p.catch(() => {
+      if (this.fsChannel === p) this.fsChannel = null
+    })
+    return p
+  }
+
+  private sftpChannel: Promise<SFTPWrapper> | null = null
+
+  private targetSftp(): Promise<SFTPWrapper> {
+    if (this.sftpChannel) return this.sftpChannel
+    const p = (async () => {
+      const u = await this.upstream
+      if (!u?.ok) throw new Error(u?.message ?? 'no target')
+      return new Promise<SFTPWrapper>((resolve, reject) => {
+        u.client.sftp((err, sftp) => {
+          if (err) return reject(err)
+          sftp.on('close', () => {
+            if (this.sftpChannel === p) {
+              this.sftpChannel = null
+              this.fsChannel = null
+            }
+          })
+          resolve(sftp)
+        })
+      })
+    })()
+    this.sftpChannel = p
+    p.catch(() => {
+      if (this.sftpChannel === p) this.sftpChannel = null
+    })
+    return p
+  }
+
   /** One SFTP file operation: decided and recorded like a command, refused as permission denied. */
   private async judgeSftp(session: ProxySession, op: SftpOperation): Promise<SftpVerdict> {
     const text = `sftp ${op.operation} ${op.path}${op.target !== undefined ? ` ${op.target}` : ''}`
@@ -750,8 +795,9 @@ export class SshConnection {
     const filter: SftpRequestFilter = new SftpRequestFilter({
       forward: (b) => up.write(b),
       reply: (p) => injector.inject(p),
+      fs: () => this.targetFs(),
       decide: (op) => this.judgeSftp(session, op),
-      unsupported: (what) => session.auditLater({ type: 'result', action: 'ssh.sftp', operation: 'unsupported', reason: what }),
+      refused: (what) => session.auditLater({ type: 'result', action: 'ssh.sftp', operation: 'refused', reason: what }),
       resume: () => stream.resume(),
       fail: (why) => {
         this.shared.ctx.log.warn({ session: session.id, why }, 'sftp channel closed: protocol violation')
