@@ -8,7 +8,7 @@ import type { TLSSocket } from 'node:tls'
 import { serialize } from 'pg-protocol'
 import type { Catalog } from '../../engine/sql/index.js'
 import { LINEAGE_CATALOG_SQL, type LineageCatalogSnapshot, parseLineageCatalog } from '../../engine/sql/lineage-catalog.js'
-import { BackendCode, readErrorFields } from './messages.js'
+import { BackendCode, INTERNAL_SQL_MARK, readErrorFields } from './messages.js'
 
 /** Relations in a busy database change rarely; sessions of one connection share a snapshot this long. */
 export const CATALOG_TTL_MS = 30_000
@@ -73,7 +73,7 @@ export function query(socket: Socket | TLSSocket, sql: string, timeoutMs = 10_00
     }
     socket.on('data', onData)
     socket.on('close', onClose)
-    socket.write(serialize.query(sql))
+    socket.write(serialize.query(INTERNAL_SQL_MARK + sql))
   })
 }
 

@@ -2,6 +2,10 @@
 // requests, its own BackendKeyData), and the few server messages it must read. Constant messages
 // are built once. Toward the *server*, messages are built with pg-protocol's serializer.
 
+/** Starts every statement the gateway itself runs on a server connection, so the server's log
+ * (and pg_stat_activity) tells them from the client's. */
+export const INTERNAL_SQL_MARK = '/* gatehouse: internal */ '
+
 export enum BackendCode {
   ParseComplete = 0x31, // 1
   BindComplete = 0x32, // 2
