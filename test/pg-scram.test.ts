@@ -134,7 +134,7 @@ describe('SCRAM-SHA-256 server, credentials that never leak', () => {
       connections: [
         { ...base, name: 'scram', user: 'postgres', password: 'env:GH_SCRAM_PASSWORD' },
         { ...base, name: 'scram_tls', user: 'postgres', password: 'env:GH_SCRAM_PASSWORD', tls: 'require' },
-        { ...base, name: 'md5', user: 'md5user', password: `file:${secretFile}` },
+        { ...base, name: 'md5', user: 'md5user', password: `file:${secretFile}`, auth: 'md5' },
         { ...base, name: 'wrongpw', user: 'postgres', password: 'env:GH_WRONG_PASSWORD' },
         { ...base, name: 'nopw', user: 'postgres' },
       ],

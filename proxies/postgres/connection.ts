@@ -51,7 +51,15 @@ import {
   SSL_NO,
   SSL_YES,
 } from './messages.js'
-import { connectUpstream, isLoopback, sendCancel, type Upstream, type UpstreamOptions, type UpstreamTls } from './upstream.js'
+import {
+  connectUpstream,
+  isLoopback,
+  sendCancel,
+  type Upstream,
+  type UpstreamAuth,
+  type UpstreamOptions,
+  type UpstreamTls,
+} from './upstream.js'
 import { mentionsPassword, redactSql } from './redact.js'
 import { type Analysis, parseSearchPath, type SqlAnalyzer, type StatementFacts } from '../../engine/sql/index.js'
 import { type CatalogCache, readSessionStart } from './catalog.js'
@@ -503,7 +511,9 @@ export class PgConnection implements BackendHandler {
       this.log.warn({ session: session.id, err: isGatehouseError(err) ? err.message : String(err) }, 'cannot open the server connection')
       session.end('server connection failed')
       this.session = null
-      this.fatal('08006', 'Gatehouse could not connect to the target server')
+      // The public message says why without internals (e.g. a refused password-exchange downgrade).
+      const why = isGatehouseError(err) && err.code === 'GH_ERR_UPSTREAM' ? `: ${err.publicMessage}` : ''
+      this.fatal('08006', `Gatehouse could not connect to the target server${why}`)
       return
     }
     try {
@@ -555,6 +565,7 @@ export class PgConnection implements BackendHandler {
       password: session.secrets.get('password'),
       tls: (typeof s.tls === 'string' ? s.tls : 'disable') as UpstreamTls,
       ca: typeof s.ca === 'string' ? readFileSync(s.ca) : undefined,
+      auth: typeof s.auth === 'string' ? (s.auth as UpstreamAuth) : 'scram-sha-256',
       params,
       dial: this.shared.ctx.dial,
     }

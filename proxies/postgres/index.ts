@@ -10,9 +10,10 @@ import { loadMaskingKey } from '../../engine/masking/keys.js'
 import { DETECTOR_NAMES } from '../../engine/masking/detectors.js'
 import { CatalogCache } from './catalog.js'
 import { type PgShared, PgConnection } from './connection.js'
+import { UPSTREAM_AUTH_MODES } from './upstream.js'
 
 const TLS_MODES = ['disable', 'require', 'verify-full']
-const KNOWN_KEYS = ['database', 'user', 'password', 'tls', 'ca', 'detectors']
+const KNOWN_KEYS = ['database', 'user', 'password', 'tls', 'ca', 'auth', 'detectors']
 
 export const postgresPlugin: ProxyPlugin = {
   name: 'postgres',
@@ -33,6 +34,10 @@ export const postgresPlugin: ProxyPlugin = {
     }
     if (tls === 'verify-full' && typeof settings.ca !== 'string') problems.push('ca: verify-full needs ca: the path of the CA certificate')
     if (settings.ca !== undefined && typeof settings.ca !== 'string') problems.push('ca: must be a file path')
+    const auth = settings.auth
+    if (auth !== undefined && (typeof auth !== 'string' || !(UPSTREAM_AUTH_MODES as readonly string[]).includes(auth))) {
+      problems.push(`auth: the weakest password exchange to accept, one of ${UPSTREAM_AUTH_MODES.join(', ')} (got ${JSON.stringify(auth)})`)
+    }
     // Value detectors for this connection: a list replaces masking.yaml's `detectors` (empty: none).
     const det = settings.detectors
     if (det !== undefined) {

@@ -18,6 +18,17 @@ const AUTH_TIMEOUT_MS = 15_000
 
 export type UpstreamTls = 'disable' | 'require' | 'verify-full'
 
+/**
+ * The weakest password exchange a connection accepts (`auth:` in its settings). SCRAM-SHA-256 proves
+ * knowledge of the password without sending it (and checks the server's proof); md5 hands the
+ * server a replayable hash; `password` hands it the password itself. A server that asks for less
+ * than the minimum gets nothing: a downgrade (a spoofed or misconfigured target) never receives
+ * the secret. `trust` (the server asks for nothing) sends nothing, so it is not a downgrade.
+ */
+export type UpstreamAuth = 'scram-sha-256' | 'md5' | 'password'
+export const UPSTREAM_AUTH_MODES: readonly UpstreamAuth[] = ['scram-sha-256', 'md5', 'password']
+const AUTH_STRENGTH: Record<UpstreamAuth, number> = { password: 0, md5: 1, 'scram-sha-256': 2 }
+
 export interface UpstreamOptions {
   readonly target: Address
   readonly database: string
@@ -25,6 +36,8 @@ export interface UpstreamOptions {
   readonly password: string | undefined
   readonly tls: UpstreamTls
   readonly ca: Buffer | undefined
+  /** The weakest password exchange accepted (default SCRAM-SHA-256). */
+  readonly auth?: UpstreamAuth
   /** Startup parameters passed through from the client (already allow-listed). */
   readonly params: ReadonlyMap<string, string>
   readonly dial: (target: Address, signal?: AbortSignal) => Promise<Socket>
@@ -176,6 +189,16 @@ export async function connectUpstream(opts: UpstreamOptions, signal?: AbortSigna
     const startupMessages: Buffer[] = []
     let pid = 0
     let secret = Buffer.alloc(0)
+    const minimum = opts.auth ?? 'scram-sha-256'
+    const allowExchange = (method: UpstreamAuth): void => {
+      if (AUTH_STRENGTH[method] < AUTH_STRENGTH[minimum]) {
+        throw upstreamError(
+          `the server asks for ${method === 'password' ? 'a cleartext password' : 'an md5 password'}, weaker than the connection's minimum (${minimum}); the password was not sent`,
+          undefined,
+          `the target server asks for a weaker password exchange (${method}) than this connection allows (auth: ${minimum})`,
+        )
+      }
+    }
     const needPassword = (): string => {
       if (opts.password === undefined) throw upstreamError('the server asks for a password but the connection has no password configured')
       return opts.password
@@ -188,11 +211,13 @@ export async function connectUpstream(opts: UpstreamOptions, signal?: AbortSigna
           const code = m.body.readInt32BE(0)
           if (code === 0) break // AuthenticationOk
           if (code === 3) {
+            allowExchange('password')
             if (opts.tls === 'disable' && !isLoopback(opts.target.host)) {
               throw upstreamError('the server asks for a cleartext password over an unencrypted non-local connection; set tls: require')
             }
             socket.write(serialize.password(needPassword()))
           } else if (code === 5) {
+            allowExchange('md5')
             socket.write(serialize.password(md5Password(opts.user, needPassword(), m.body.subarray(4, 8))))
           } else if (code === 10) {
             const mechs = m.body.subarray(4).toString('utf8').split('\0').filter(Boolean)
