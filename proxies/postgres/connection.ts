@@ -32,6 +32,7 @@ import {
   parseQuery,
   parseTarget,
   ProtocolError,
+  StartupLengthError,
   StartupReader,
   type StartupPacket,
 } from './frontend.js'
@@ -639,6 +640,12 @@ export class PgConnection implements BackendHandler {
 
   // ---- client → server --------------------------------------------------------------------
 
+  /**
+   * Frames and handles what the client sent until only a partial message is left. One loop, never
+   * re-entered: bytes that arrive while a decision or an audit write is awaited are pushed to the
+   * reader by onStartupData and taken by this same loop when it resumes, so no amount of buffered
+   * or split input can deepen the stack.
+   */
   private async pump(): Promise<void> {
     this.pumping = true
     try {
@@ -658,8 +665,6 @@ export class PgConnection implements BackendHandler {
         this.client.resume()
       }
     }
-    // Data that arrived while a decision was awaited.
-    if (this.phase === 'ready' && this.reader.pending >= 5) void this.pump()
   }
 
   private flushToServer(): void {
@@ -1414,6 +1419,12 @@ export class PgConnection implements BackendHandler {
   // ---- endings ----------------------------------------------------------------------------
 
   private protocolFailure(err: unknown): void {
+    if (err instanceof StartupLengthError) {
+      // PostgreSQL closes without a word (ProcessStartupPacket: COMMERROR, then return).
+      this.log.info({ err: err.message }, 'invalid startup packet; connection closed')
+      this.close('invalid startup packet')
+      return
+    }
     if (err instanceof ProtocolError) {
       this.log.warn({ err: err.message, session: this.session?.id }, 'protocol violation; closing the session')
       this.fatal('08P01', err.publicMessage)
@@ -1430,12 +1441,11 @@ export class PgConnection implements BackendHandler {
   /** Sends a FATAL error to the client and closes both sides. */
   fatal(code: string, message: string, hint?: string): void {
     if (this.phase === 'closed') return
-    const c = this.client
-    this.close(`fatal ${code}: ${message}`)
-    c.end(errorResponse({ severity: 'FATAL', code, message, ...(hint ? { hint } : {}) }))
+    this.close(`fatal ${code}: ${message}`, errorResponse({ severity: 'FATAL', code, message, ...(hint ? { hint } : {}) }))
   }
 
-  close(reason: string): void {
+  /** Closes both sides; `last` is the client's final message (a FATAL), written before the end. */
+  close(reason: string, last?: Buffer): void {
     if (this.phase === 'closed') {
       return
     }
@@ -1448,10 +1458,17 @@ export class PgConnection implements BackendHandler {
       if (!up.socket.destroyed) up.socket.end(serialize.end())
       setTimeout(() => up.socket.destroy(), 1000).unref()
     }
-    // Let a pending FATAL flush, then make sure the socket goes away.
     const c = this.client
-    setTimeout(() => c.destroy(), 1000).unref()
     if (reason === 'client disconnected' || reason === 'client terminated') c.destroy()
+    else {
+      // Whatever is queued for the client (the server's own FATAL, say) is flushed and the end
+      // follows at once, as from PostgreSQL; a client that does not read loses its socket anyway.
+      if (!c.destroyed) {
+        if (last) c.end(last)
+        else c.end()
+      }
+      setTimeout(() => c.destroy(), 1000).unref()
+    }
     this.session?.end(reason)
     this.shared.connections.delete(this)
   }

@@ -55,6 +55,17 @@ export class ProtocolError extends GatehouseError {
   }
 }
 
+/**
+ * A startup packet whose length word is out of range — also what a client's Terminate sent before
+ * any StartupMessage reads as. PostgreSQL answers this with nothing (ProcessStartupPacket logs it
+ * as COMMERROR and closes), and so does the gateway.
+ */
+export class StartupLengthError extends ProtocolError {
+  constructor(readonly length: number) {
+    super(`invalid startup packet length ${length}`)
+  }
+}
+
 export type StartupPacket =
   | { readonly kind: 'ssl' }
   | { readonly kind: 'gssenc' }
@@ -71,45 +82,85 @@ export interface Frame {
 
 const EMPTY = Buffer.alloc(0)
 
+/** The smallest buffer the accumulator allocates for a partial message (most messages fit). */
+const MIN_CAPACITY = 16 * 1024
+
 /**
- * Accumulates bytes and hands out complete frames. Only the partial tail is kept between
- * pushes; frames are views into buffers that are never written again, so a frame stays valid
- * after later pushes.
+ * Accumulates bytes and hands out complete frames, in the manner of pg-protocol's parser: one
+ * growing buffer with a read and a write cursor; only complete messages are framed, the partial
+ * tail is kept. Frames are views, not copies, so bytes a frame covers are never written again: a
+ * partial tail moves to a fresh buffer instead of to the front of this one (a frame handed out
+ * earlier may still be queued on a socket). The fresh buffer is sized for the whole frame once its
+ * length word is known, or doubles, so a message split across many reads is copied once, not once
+ * per read.
  */
 class Accumulator {
   protected buf: Buffer = EMPTY
   protected off = 0
+  /** End of the received bytes in `buf`. */
+  protected end = 0
+  /** Whether `buf` was allocated here (the space after `end` is ours to fill). */
+  private owned = false
 
   push(chunk: Buffer): void {
-    if (this.off >= this.buf.length) {
+    if (chunk.length === 0) return
+    if (this.owned && this.end + chunk.length <= this.buf.length) {
+      chunk.copy(this.buf, this.end)
+      this.end += chunk.length
+      return
+    }
+    const pending = this.end - this.off
+    if (pending === 0) {
+      // Nothing kept: the chunk itself becomes the buffer, without a copy.
       this.buf = chunk
       this.off = 0
-    } else {
-      this.buf = Buffer.concat([this.buf.subarray(this.off), chunk])
-      this.off = 0
+      this.end = chunk.length
+      this.owned = false
+      return
     }
+    const needed = pending + chunk.length
+    const next = Buffer.allocUnsafe(Math.max(MIN_CAPACITY, needed * 2, this.frameSize()))
+    this.buf.copy(next, 0, this.off, this.end)
+    chunk.copy(next, pending)
+    this.buf = next
+    this.off = 0
+    this.end = needed
+    this.owned = true
+  }
+
+  /** The size of the frame at the read cursor once its length word is in and within the cap; else 0. */
+  protected frameSize(): number {
+    return 0
   }
 
   get pending(): number {
-    return this.buf.length - this.off
+    return this.end - this.off
   }
 
   /** Bytes received but not yet framed (used when TLS takes over the socket). */
   takeRest(): Buffer {
-    const rest = this.buf.subarray(this.off)
+    const rest = this.buf.subarray(this.off, this.end)
     this.buf = EMPTY
     this.off = 0
+    this.end = 0
+    this.owned = false
     return rest
   }
 }
 
 /** Frames the startup phase: packets with no type byte, just an Int32 length and a code. */
 export class StartupReader extends Accumulator {
+  protected override frameSize(): number {
+    if (this.end - this.off < 4) return 0
+    const len = this.buf.readInt32BE(this.off)
+    return len >= 8 && len <= MAX_STARTUP_PACKET ? len : 0
+  }
+
   next(): StartupPacket | null {
-    const avail = this.buf.length - this.off
+    const avail = this.end - this.off
     if (avail < 4) return null
     const len = this.buf.readInt32BE(this.off)
-    if (len < 8 || len > MAX_STARTUP_PACKET) throw new ProtocolError(`invalid startup packet length ${len}`)
+    if (len < 8 || len > MAX_STARTUP_PACKET) throw new StartupLengthError(len)
     if (avail < len) return null
     const pkt = this.buf.subarray(this.off, this.off + len)
     this.off += len
@@ -162,8 +213,14 @@ export class MessageReader extends Accumulator {
     this.maxBytes = maxBytes
   }
 
+  protected override frameSize(): number {
+    if (this.end - this.off < 5) return 0
+    const len = this.buf.readInt32BE(this.off + 1)
+    return len >= 4 && len + 1 <= this.maxBytes ? len + 1 : 0
+  }
+
   next(): Frame | null {
-    const avail = this.buf.length - this.off
+    const avail = this.end - this.off
     if (avail < 5) return null
     const type = this.buf[this.off] as number
     if (!KNOWN_TYPES.has(type)) throw new ProtocolError(`unknown message type 0x${type.toString(16).padStart(2, '0')}`)

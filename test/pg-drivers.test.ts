@@ -1,0 +1,196 @@
+// What drivers see through the gateway matches what PostgreSQL itself does, for the cases
+// node-postgres's own integration suite exposed (bench/node-postgres-suite.sh runs that suite):
+// a Terminate before any StartupMessage is answered with a silent close, as PostgreSQL does (raw
+// bytes, compared with the server); a 2 MB query and a COPY FROM STDIN written one byte at a time
+// (every message split across many reads) go through and arrive whole; and when the server ends a
+// session (pg_terminate_backend, 57P01) the client's socket closes at once.
+
+import assert from 'node:assert/strict'
+import { connect, type Socket } from 'node:net'
+import { after, before, describe, test } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
+import pg from 'pg'
+import { serialize } from 'pg-protocol'
+import { direct, TestGateway } from './helpers/gateway.js'
+
+/** Writers may INSERT (and COPY FROM STDIN) under the default policy bundle. */
+const WRITER = ['--group', 'writers']
+const TABLE = 'ghd_copy_bytes'
+
+interface Received {
+  readonly bytes: Buffer[]
+  readonly closed: Promise<void>
+}
+
+function rawConnect(port: number): Promise<{ socket: Socket; received: Received }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: '127.0.0.1', port, noDelay: true })
+    const bytes: Buffer[] = []
+    const closed = new Promise<void>((r) => socket.on('close', () => r()))
+    socket.on('data', (d: Buffer) => bytes.push(d))
+    socket.once('error', reject)
+    socket.once('connect', () => resolve({ socket, received: { bytes, closed } }))
+  })
+}
+
+/** Frames backend messages from a byte stream (type byte, Int32 length). */
+class Frames {
+  private buf = Buffer.alloc(0)
+  readonly types: string[] = []
+  readonly errors: string[] = []
+
+  push(d: Buffer): void {
+    this.buf = Buffer.concat([this.buf, d])
+    while (this.buf.length >= 5) {
+      const len = this.buf.readInt32BE(1)
+      if (this.buf.length < len + 1) return
+      const type = String.fromCharCode(this.buf[0] as number)
+      this.types.push(type)
+      if (type === 'E')
+        this.errors.push(
+          this.buf
+            .subarray(5, len + 1)
+            .toString('utf8')
+            .replace(/\0/g, ' '),
+        )
+      this.buf = this.buf.subarray(len + 1)
+    }
+  }
+
+  async until(pred: () => boolean, what: string, ms = 15_000): Promise<void> {
+    const end = Date.now() + ms
+    while (!pred()) {
+      if (Date.now() > end) assert.fail(`timed out waiting for ${what}; got ${this.types.join('')} ${this.errors.join('; ')}`)
+      await sleep(5)
+    }
+  }
+
+  count(t: string): number {
+    return this.types.filter((x) => x === t).length
+  }
+}
+
+/** Writes `b` one byte per write(2), each write waited for: every message arrives split across many reads. */
+async function writeBytewise(s: Socket, b: Buffer): Promise<void> {
+  for (let i = 0; i < b.length; i++) {
+    await new Promise<void>((r, j) => s.write(b.subarray(i, i + 1), (err) => (err ? j(err) : r())))
+    // Let the gateway read between writes now and then, so reads really are this small.
+    if (i % 64 === 0) await new Promise((r) => setImmediate(r))
+  }
+}
+
+describe('PostgreSQL drivers: protocol edges', { timeout: 120_000 }, () => {
+  let gw: TestGateway
+  let writer: string
+
+  before(async () => {
+    direct(`DROP TABLE IF EXISTS ${TABLE}; CREATE TABLE ${TABLE} (id int, v text)`)
+    gw = await TestGateway.start()
+    writer = gw.token('user:alice', WRITER)
+  })
+  after(async () => {
+    await gw?.cleanup()
+    direct(`DROP TABLE IF EXISTS ${TABLE}`)
+  })
+
+  test('a Terminate before the StartupMessage: closed without a reply, exactly as PostgreSQL does', async () => {
+    const terminate = Buffer.from([0x58, 0, 0, 0, 4])
+    for (const [name, port] of [
+      ['PostgreSQL', 5432],
+      ['the gateway', gw.pgPort],
+    ] as const) {
+      const { socket, received } = await rawConnect(port)
+      socket.on('error', () => undefined)
+      socket.write(terminate)
+      await Promise.race([received.closed, sleep(5000).then(() => assert.fail(`${name} did not close the socket`))])
+      assert.equal(Buffer.concat(received.bytes).length, 0, `${name} sends nothing back`)
+    }
+    // A driver's connect(); end() before the connection is up: end() resolves as it does against
+    // PostgreSQL (node-postgres leaves that connect() promise unsettled either way).
+    const c = new pg.Client({ host: '127.0.0.1', port: gw.pgPort, database: 'app', user: 'alice', password: writer })
+    c.connect().catch(() => undefined)
+    await Promise.race([c.end(), sleep(5000).then(() => assert.fail('end() did not resolve'))])
+    assert.doesNotMatch(gw.stderr, /internal error in the PostgreSQL proxy/)
+  })
+
+  test('a 2 MB query goes through whole, and the session stays usable', async () => {
+    const c = new pg.Client({ host: '127.0.0.1', port: gw.pgPort, database: 'app', user: 'alice', password: writer })
+    await c.connect()
+    try {
+      const big = 'x'.repeat(2 * 1024 * 1024)
+      const r = await c.query(`SELECT length('${big}') AS n`)
+      assert.equal(r.rows[0]?.n, big.length)
+      const r2 = await c.query('SELECT $1::text AS v', [big])
+      assert.equal(String(r2.rows[0]?.v ?? '').length, big.length)
+      const r3 = await c.query('SELECT 1 AS one')
+      assert.equal(r3.rows[0]?.one, 1)
+    } finally {
+      await c.end()
+    }
+  })
+
+  test('COPY FROM STDIN and queries written one byte at a time arrive whole', async () => {
+    const { socket, received } = await rawConnect(gw.pgPort)
+    const frames = new Frames()
+    socket.on('data', (d: Buffer) => frames.push(d))
+    void received
+    await writeBytewise(socket, serialize.startup({ user: 'alice', database: 'app' }))
+    await frames.until(() => frames.count('R') > 0, 'the password request')
+    await writeBytewise(socket, serialize.password(writer))
+    await frames.until(() => frames.count('Z') > 0, 'ReadyForQuery after authentication')
+    assert.deepEqual(frames.errors, [])
+
+    const rows = Array.from({ length: 40 }, (_, i) => `${i}\tvalue number ${i} ${'y'.repeat(i)}\n`)
+    const copy = Buffer.concat([
+      serialize.query(`COPY ${TABLE} (id, v) FROM STDIN`),
+      ...rows.map((r) => serialize.copyData(Buffer.from(r))),
+      serialize.copyDone(),
+    ])
+    // The CopyInResponse comes before the data is sent, as a driver waits for it.
+    const head = serialize.query(`COPY ${TABLE} (id, v) FROM STDIN`)
+    await writeBytewise(socket, head)
+    await frames.until(() => frames.count('G') > 0, 'CopyInResponse')
+    await writeBytewise(socket, copy.subarray(head.length))
+    await frames.until(() => frames.count('Z') > 1, 'ReadyForQuery after COPY')
+    assert.deepEqual(frames.errors, [])
+    assert.equal(
+      direct(`SELECT count(*) || ':' || sum(length(v)) FROM ${TABLE}`),
+      `40:${rows.reduce((n, r) => n + r.length - r.indexOf('\t') - 2, 0)}`,
+    )
+
+    // The extended protocol, every message split across reads, in one pipelined batch.
+    const batch = Buffer.concat([
+      serialize.parse({ text: `SELECT count(*)::int FROM ${TABLE} WHERE id >= $1` }),
+      serialize.bind({ values: ['10'] }),
+      serialize.describe({ type: 'P' }),
+      serialize.execute(),
+      serialize.sync(),
+    ])
+    await writeBytewise(socket, batch)
+    await frames.until(() => frames.count('Z') > 2, 'ReadyForQuery after the extended batch')
+    assert.deepEqual(frames.errors, [])
+    assert.ok(frames.count('D') >= 1, 'a DataRow came back')
+    socket.end(serialize.end())
+    await received.closed
+  })
+
+  test('when the server ends the session (pg_terminate_backend), the client socket closes at once', async () => {
+    const app = `ghd-term-${process.pid}`
+    const c = new pg.Client({ host: '127.0.0.1', port: gw.pgPort, database: 'app', user: 'alice', password: writer, application_name: app })
+    await c.connect()
+    await c.query('SELECT 1')
+    let errorAt = 0
+    let code = ''
+    c.on('error', (e: Error & { code?: string }) => {
+      errorAt ||= performance.now()
+      code ||= e.code ?? ''
+    })
+    const ended = new Promise<number>((r) => c.on('end', () => r(performance.now())))
+    assert.equal(direct(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '${app}'`), '1')
+    const endAt = await Promise.race([ended, sleep(5000).then(() => assert.fail('the client socket did not close'))])
+    assert.equal(code, '57P01')
+    assert.ok(errorAt > 0)
+    const gap = endAt - errorAt
+    assert.ok(gap < 200, `the socket closed ${gap.toFixed(0)} ms after the server's FATAL (want < 200 ms)`)
+  })
+})
