@@ -8,6 +8,8 @@ import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { ADMIN_GROUP, buildApi } from './api.js'
 import { AuditLog } from './audit.js'
+import { isExternalAnchor } from './audit/config.js'
+import { type AuditSigner, resolveAuditSigner } from './audit/keys.js'
 import { AuditServices } from './audit/service.js'
 import { type Config, configProblem } from './config.js'
 import { GatehouseError, isGatehouseError } from './errors.js'
@@ -61,6 +63,9 @@ export function issuerFor(config: Config): string {
   return config.tokens.issuer || `http://${a ? fmt(a) : '127.0.0.1:8080'}`
 }
 
+/** The end reason of sessions a killed gateway left open. */
+const ORPHAN_REASON = 'gateway stopped unexpectedly'
+
 /** Lifetime of the admin token minted at each start; it is re-minted by every restart. */
 const ADMIN_TOKEN_TTL_SECONDS = 30 * 86400
 
@@ -89,7 +94,12 @@ export class Gateway {
     private readonly tls: TlsMaterial,
   ) {}
 
-  static async start(config: Config, builtin: readonly ProxyPlugin<object>[], log: Logger): Promise<Gateway> {
+  static async start(
+    config: Config,
+    builtin: readonly ProxyPlugin<object>[],
+    log: Logger,
+    opts: { readonly dev?: boolean } = {},
+  ): Promise<Gateway> {
     const plugins = await loadPlugins(builtin, config.plugins)
     validateAgainstPlugins(config, plugins)
     // The policy first: a gateway that cannot decide does not start (and touches nothing).
@@ -105,16 +115,44 @@ export class Gateway {
     log.info({ version: bundle.version, source: bundle.source }, 'policy loaded')
 
     mkdirSync(config.dataDir, { recursive: true, mode: 0o700 })
-    const store = new Store(config.dataDir)
-    const orphans = store.closeOrphanedSessions()
-    if (orphans > 0) log.warn({ sessions: orphans }, 'closed sessions left open by a previous run')
     const auditLog = log.child({ component: 'audit' })
+    const configDir = config.file ? join(config.file, '..') : process.cwd()
+    let signer: AuditSigner
+    try {
+      signer = await resolveAuditSigner(config.audit.signingKey, config.dataDir, configDir)
+    } catch (err) {
+      // The audit key comes before anything is written: a gateway that cannot sign does not start.
+      if (config.audit.signingKey === null || !isGatehouseError(err)) throw err
+      throw configProblem(config, [err.message.startsWith('audit.signing_key') ? err.message : `audit.signing_key: ${err.message}`])
+    }
     const audit = new AuditLog(join(config.dataDir, 'audit'), config.audit.fsync, config.audit.fsyncIntervalMs, {
+      signer,
       checkpointIntervalMs: config.audit.checkpointIntervalMs,
       segmentMaxBytes: config.audit.segmentMaxBytes,
       onProblem: (message, err) => auditLog.warn({ err: err === undefined ? undefined : String(err) }, message),
     })
+    // The writer lock first: a second gateway on this data directory stops here, before it
+    // touches anything the running one owns (its live sessions in the state database above all).
     audit.open()
+    let store: Store
+    try {
+      store = new Store(config.dataDir)
+      // Sessions still open in the index belong to a process that was killed: end them, in the
+      // audit log too, so every session.start has its session.end.
+      const orphans = store.closeOrphanedSessions(ORPHAN_REASON, (s) =>
+        audit.appendSync({ type: 'session.end', session: s.id, chain: [...s.chain], connection: s.connection, reason: ORPHAN_REASON }),
+      )
+      if (orphans > 0) log.warn({ sessions: orphans }, 'ended sessions left open by a gateway that stopped unexpectedly')
+    } catch (err) {
+      audit.close()
+      throw err
+    }
+    if (!opts.dev && !config.audit.sinks.some(isExternalAnchor)) {
+      auditLog.warn(
+        'no external anchor for the audit log: whoever can write the data directory can cut its newest segments undetected; ' +
+          'configure an http or syslog sink, or one with checkpoints_only: true, on a host this one cannot write (docs/audit.md)',
+      )
+    }
     // Sinks, session recordings and retention follow the log from its files, off the data path.
     const auditServices = AuditServices.start({
       audit,
@@ -130,7 +168,6 @@ export class Gateway {
       // A root may pass unmask:<rule> to an agent when the loaded masking rules clear its groups.
       mayUnmask: (root, rule) => engine.rootMayUnmask(root, rule),
     })
-    const configDir = config.file ? join(config.file, '..') : process.cwd()
     const identity = new IdentityService({
       config: config.identity,
       issuer,

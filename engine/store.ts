@@ -117,11 +117,23 @@ export class Store {
     this.endSessionStmt.run(new Date().toISOString(), reason, id)
   }
 
-  /** Sessions that a previous process left open (it crashed) are closed as such at start. */
-  closeOrphanedSessions(): number {
-    return this.db
-      .prepare("UPDATE sessions SET ended_at = ?, end_reason = 'gateway stopped unexpectedly' WHERE ended_at IS NULL")
-      .run(new Date().toISOString()).changes
+  /**
+   * Sessions a previous process left open (it was killed) are closed with `reason`. `record` is
+   * called for each first (the audit's `session.end`); if it throws, none is closed. Call this
+   * only while holding the audit writer lock: otherwise the open sessions may be those of another
+   * gateway that is running.
+   */
+  closeOrphanedSessions(reason: string, record: (s: SessionRecord) => void): number {
+    const close = this.db.transaction((): number => {
+      const rows = this.db.prepare('SELECT * FROM sessions WHERE ended_at IS NULL ORDER BY started_at, id').all() as SessionRow[]
+      const now = new Date().toISOString()
+      for (const r of rows) {
+        record(toRecord(r))
+        this.endSessionStmt.run(now, reason, r.id)
+      }
+      return rows.length
+    })
+    return close()
   }
 
   listSessions(opts: { activeOnly?: boolean; limit?: number } = {}): SessionRecord[] {
