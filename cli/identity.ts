@@ -20,7 +20,7 @@ import { createServer } from 'node:http'
 import { homedir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { type Command, Option } from 'commander'
-import { AuditLog } from '../engine/audit.js'
+import { openLocalAuditLog } from '../engine/audit.js'
 import type { Config } from '../engine/config.js'
 import { issuerFor } from '../engine/gateway.js'
 import { parseDurationText } from '../engine/identity/config.js'
@@ -267,8 +267,7 @@ function readSecretArg(value: string | undefined, file: string | undefined, what
 }
 
 async function auditLocal(config: Config, event: Record<string, unknown>): Promise<void> {
-  const audit = new AuditLog(join(config.dataDir, 'audit'), 'always', 1000)
-  audit.open()
+  const audit = await openLocalAuditLog(config)
   await audit.append({ type: 'token.issued', session: null, chain: ['local:cli'], connection: null, ...event })
   audit.close()
 }

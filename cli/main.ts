@@ -6,7 +6,7 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { Command, Option } from 'commander'
 import { type Config, parseConfig, parseDuration } from '../engine/config.js'
-import { AuditLog } from '../engine/audit.js'
+import { openLocalAuditLog } from '../engine/audit.js'
 import { registerAuditCommands } from '../engine/audit/cli.js'
 import { isGatehouseError } from '../engine/errors.js'
 import { Gateway, issuerFor } from '../engine/gateway.js'
@@ -70,7 +70,7 @@ async function devConfig(): Promise<Config> {
 async function serve(opts: { config?: string; dev?: boolean }): Promise<void> {
   const config = opts.dev && !opts.config && !process.env.GATEHOUSE_CONFIG ? await devConfig() : resolveConfig(opts.config)
   const log = createLogger(config.logLevel)
-  const gw = await Gateway.start(config, [postgresPlugin, sshPlugin, mcpPlugin], log)
+  const gw = await Gateway.start(config, [postgresPlugin, sshPlugin, mcpPlugin], log, { dev: opts.dev === true })
   let stopping = false
   const stop = (signal: string): void => {
     if (stopping) return
@@ -141,8 +141,7 @@ async function main(argv: string[]): Promise<void> {
         if (ttl > config.tokens.maxTtlSeconds) throw new UsageError(`--ttl exceeds tokens.max_ttl (${config.tokens.maxTtlSeconds}s)`)
         const issuer = new TokenIssuer(await loadOrCreateSigningKey(config.dataDir), issuerFor(config))
         const t = await issuer.issue({ subject: o.subject, groups: o.group, scope, ttlSeconds: ttl })
-        const audit = new AuditLog(join(config.dataDir, 'audit'), 'always', 1000)
-        audit.open()
+        const audit = await openLocalAuditLog(config)
         await audit.append({
           type: 'token.issued',
           session: null,

@@ -2,8 +2,7 @@
 // revoke`: through the running server's API (so live sessions end at once), or straight into the
 // data directory, with its audit record, when no server runs.
 
-import { join } from 'node:path'
-import { AuditLog } from '../engine/audit.js'
+import { openLocalAuditLog } from '../engine/audit.js'
 import type { Config } from '../engine/config.js'
 import { Store } from '../engine/store.js'
 import { ApiClient } from './client.js'
@@ -18,8 +17,7 @@ export async function revokeById(config: Config, id: string, reason: string | un
   const store = new Store(config.dataDir)
   store.revoke(id, reason ?? null)
   store.close()
-  const audit = new AuditLog(join(config.dataDir, 'audit'), 'always', 1000)
-  audit.open()
+  const audit = await openLocalAuditLog(config)
   await audit.append({
     type: 'token.revoked',
     session: null,

@@ -12,7 +12,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Command, Option } from 'commander'
 import ssh2 from 'ssh2'
-import { AuditLog } from '../engine/audit.js'
+import { openLocalAuditLog } from '../engine/audit.js'
 import { type Config, parseDuration } from '../engine/config.js'
 import { PublicKeys, publicKeyJson } from '../engine/public-keys.js'
 import { Store } from '../engine/store.js'
@@ -57,8 +57,7 @@ function readPublicKey(file: string): string {
 }
 
 async function auditLocal(config: Config, type: 'token.issued' | 'token.revoked', token: Record<string, unknown>): Promise<void> {
-  const audit = new AuditLog(join(config.dataDir, 'audit'), 'always', 1000)
-  audit.open()
+  const audit = await openLocalAuditLog(config)
   await audit.append({ type, session: null, chain: ['local:cli'], connection: null, token })
   audit.close()
 }

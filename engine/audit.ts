@@ -15,7 +15,10 @@
 // The chain is signed: every segment starts with a signed header, and a signed checkpoint is
 // written at least every second while events flow, when a segment is sealed and at shutdown.
 // Opening the log after a crash seals the last segment with a signed `recovery` checkpoint, which
-// also seals a torn partial last line, before a new segment is started.
+// also seals a torn partial last line, before a new segment is started. That checkpoint names the
+// events written after the last signed record as `unattested`: anyone who could write the files
+// while the gateway was down could have rewritten them (rehashing needs no key), so the seal says
+// where they are instead of vouching for them, and `audit verify` reports them.
 
 import { randomBytes } from 'node:crypto'
 import {
@@ -32,11 +35,12 @@ import {
   writeSync,
 } from 'node:fs'
 import { dirname, join } from 'node:path'
-import type { FsyncMode } from './config.js'
+import type { Config, FsyncMode } from './config.js'
 import { GatehouseError } from './errors.js'
 import {
   CHECKPOINT_TYPE,
   type CheckpointReason,
+  checkpointExtra,
   encodeLine,
   eventId,
   GENESIS_HASH,
@@ -47,16 +51,18 @@ import {
   sha256Hex,
   signedMessage,
   splitLines,
+  type UnattestedRange,
 } from './audit/format.js'
-import { type AuditSigner, loadOrCreateAuditKey } from './audit/keys.js'
+import { type AuditSigner, loadOrCreateAuditKey, resolveAuditSigner } from './audit/keys.js'
 import { acquireWriterLock, listSegments, readTail, segmentName } from './audit/segments.js'
+import { SegmentTrust } from './audit/trusted.js'
 import type { AuditEvent, AuditEventType } from './types.js'
 
 export { type AuditQuery, readAuditEvents } from './audit/query.js'
 
 /** Segments roll over past this size so no single file grows without bound. */
 export const SEGMENT_MAX_BYTES = 64 * 1024 * 1024
-/** The issue's promise: a signed checkpoint at least every second while events flow. */
+/** No event stays unsigned longer than this while the gateway runs (a timer signs a checkpoint). */
 export const CHECKPOINT_INTERVAL_MS = 1000
 /** Result events waiting for a write while the disk refuses writes; beyond this they are counted, not kept. */
 const MAX_DEFERRED = 100_000
@@ -66,6 +72,8 @@ const DEFERRED_FLUSH_MS = 20
 export interface AuditLogOptions {
   /** Where the audit key lives (default: `<dir>/../keys`, i.e. `<data_dir>/keys`). */
   readonly keysDir?: string
+  /** The audit key, already resolved (`audit.signing_key`); overrides `keysDir`. */
+  readonly signer?: AuditSigner
   readonly checkpointIntervalMs?: number
   readonly segmentMaxBytes?: number
   /** Told about problems that do not fail an append (a missed checkpoint, a recovery). */
@@ -89,6 +97,8 @@ export interface RecoveryReport {
   readonly segment: string
   readonly tornBytes: number
   readonly damagedLines: number
+  /** Positions of the events after the last signed record: sealed, not vouched for. */
+  readonly unattested: UnattestedRange | null
 }
 
 /** One line to write. `json` is the event's JSON, or built at write time from its position. */
@@ -108,6 +118,8 @@ const RESOLVED = Promise.resolve()
 /** Lines are encoded here before their write(2); larger batches get a buffer of their own. */
 const WRITE_SCRATCH = Buffer.allocUnsafeSlow(64 * 1024)
 const RESERVED_KEYS = ['h', 'prev', 'id', 'time']
+/** Every segment header and checkpoint line holds this; other lines mostly do not. */
+const SIGNED_TYPE_MARK = '"type":"audit.'
 
 function errCode(err: unknown): string {
   return (err as NodeJS.ErrnoException).code ?? 'error'
@@ -146,6 +158,7 @@ export class AuditLog {
   private logId = ''
   private lastCheckpointN = 0
   private signer: AuditSigner | null = null
+  private segmentTrust: SegmentTrust | null = null
   private releaseLock: (() => void) | null = null
   private deferred: Pending[] = []
   private deferredScheduled = false
@@ -177,6 +190,7 @@ export class AuditLog {
     opts: AuditLogOptions = {},
   ) {
     this.keysDir = opts.keysDir ?? join(dirname(dir), 'keys')
+    this.signer = opts.signer ?? null
     this.checkpointIntervalMs = opts.checkpointIntervalMs ?? CHECKPOINT_INTERVAL_MS
     this.segmentMaxBytes = opts.segmentMaxBytes ?? SEGMENT_MAX_BYTES
     this.onProblem = opts.onProblem ?? (() => undefined)
@@ -185,7 +199,7 @@ export class AuditLog {
   /** Takes the writer lock, seals what a crash left, and starts a new segment. */
   open(): void {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 })
-    this.signer = loadOrCreateAuditKey(this.keysDir)
+    this.signer ??= loadOrCreateAuditKey(this.keysDir)
     this.releaseLock = acquireWriterLock(this.dir)
     try {
       this.recover()
@@ -207,6 +221,12 @@ export class AuditLog {
   get identity(): { log: string; kid: string; publicKey: import('node:crypto').KeyObject } {
     const s = this.signer as AuditSigner
     return { log: this.logId, kid: s.kid, publicKey: s.publicKey }
+  }
+
+  /** Which segment files readers may open: those with a header signed by this log's key. */
+  get trust(): SegmentTrust {
+    this.segmentTrust ??= new SegmentTrust([(this.signer as AuditSigner).publicKey])
+    return this.segmentTrust
   }
 
   /** Position and hash of the last line written, and the segment being written. */
@@ -385,18 +405,30 @@ export class AuditLog {
 
   // ---- checkpoints and segments -----------------------------------------------------------------
 
-  private checkpointItem(reason: CheckpointReason, torn: { bytes: number; sha256: string } | null): Pending {
+  private checkpointItem(
+    reason: CheckpointReason,
+    torn: { bytes: number; sha256: string } | null,
+    unattested?: UnattestedRange | null,
+  ): Pending {
     const time = new Date().toISOString()
     const signer = this.signer as AuditSigner
     const log = this.logId
     const event = internalEvent(CHECKPOINT_TYPE, { log, reason })
+    const marked =
+      unattested === undefined
+        ? {}
+        : {
+            unattested: unattested
+              ? { from: eventId(log, unattested.from), to: eventId(log, unattested.to), events: unattested.to - unattested.from + 1 }
+              : null,
+          }
     return {
       time,
       event,
       json: null,
       make: (n, prev) => {
-        const sig = signer.sign(signedMessage('checkpoint', log, n - 1, prev, time, torn ? torn.sha256 : '-'))
-        return JSON.stringify({ ...event, ...(torn ? { torn } : {}), key: signer.kid, sig })
+        const sig = signer.sign(signedMessage('checkpoint', log, n - 1, prev, time, checkpointExtra(torn ? torn.sha256 : null, unattested)))
+        return JSON.stringify({ ...event, ...(torn ? { torn } : {}), ...marked, key: signer.kid, sig })
       },
     }
   }
@@ -620,17 +652,28 @@ export class AuditLog {
     let tail: { n: number; h: string; prev: unknown; log: string; type: unknown } | null = null
     let torn: Buffer | null = null
     let damaged = 0
-    for (let i = segments.length - 1; i >= 0 && !tail; i--) {
+    /** Position of the last segment header or checkpoint: what the key vouched for before the crash. */
+    let lastSigned = 0
+    let foundSigned = false
+    for (let i = segments.length - 1; i >= 0 && !foundSigned; i--) {
       const seg = segments[i] as (typeof segments)[number]
       const { lines, rest } = splitLines(readFileSync(seg.path))
       if (i === segments.length - 1 && rest.length > 0) torn = Buffer.from(rest)
       for (let j = lines.length - 1; j >= 0; j--) {
-        const found = lastChained(lines[j] as Buffer)
-        if (found) {
-          tail = found
+        const line = lines[j] as Buffer
+        // Past the tail, only signed records matter: skip the parse for every other line.
+        if (tail && !line.includes(SIGNED_TYPE_MARK)) continue
+        const found = lastChained(line)
+        if (!found) {
+          if (!tail) damaged++
+          continue
+        }
+        tail ??= found
+        if (found.type === CHECKPOINT_TYPE || found.type === SEGMENT_TYPE) {
+          lastSigned = found.n
+          foundSigned = true
           break
         }
-        damaged++
       }
     }
     if (!tail) {
@@ -648,6 +691,7 @@ export class AuditLog {
         torn = null
       }
     }
+    const unattested: UnattestedRange | null = lastSigned < tail.n ? { from: lastSigned + 1, to: tail.n } : null
     this.logId = tail.log
     this.n = tail.n
     this.lastHash = tail.h
@@ -662,18 +706,32 @@ export class AuditLog {
       this.size = statSync(last.path).size
       if (newline) this.writeLines([''])
       const tornInfo = torn ? { bytes: torn.length, sha256: sha256Hex(torn) } : null
-      this.writeItems([this.checkpointItem('recovery', tornInfo)])
+      this.writeItems([this.checkpointItem('recovery', tornInfo, unattested)])
       fdatasyncSync(fd)
     } finally {
       this.fd = -1
       closeSync(fd)
     }
-    this.recovery = { segment: last.name, tornBytes: torn?.length ?? 0, damagedLines: damaged }
+    this.recovery = { segment: last.name, tornBytes: torn?.length ?? 0, damagedLines: damaged, unattested }
     this.onProblem(
       `the audit log was not closed cleanly; sealed ${last.name} with a signed recovery checkpoint` +
-        (torn ? ` (and a torn partial line of ${torn.length} bytes)` : ''),
+        (torn ? ` (and a torn partial line of ${torn.length} bytes)` : '') +
+        (unattested
+          ? `; ${unattested.to - unattested.from + 1} event(s) written after the last signed checkpoint (${eventId(tail.log, unattested.from)} … ${eventId(tail.log, unattested.to)}) are marked unattested`
+          : ''),
     )
   }
+}
+
+/**
+ * Opens the log with the configured audit key for a short write where no server runs (the CLI
+ * issuing or revoking a token); the caller closes it.
+ */
+export async function openLocalAuditLog(config: Config): Promise<AuditLog> {
+  const signer = await resolveAuditSigner(config.audit.signingKey, config.dataDir, process.cwd())
+  const log = new AuditLog(join(config.dataDir, 'audit'), 'always', 1000, { signer })
+  log.open()
+  return log
 }
 
 /** The event's JSON text; keys the chain owns are dropped so no event can shadow them. */

@@ -19,6 +19,7 @@ import type { Logger } from 'pino'
 import type { AuditLog, WrittenEvent } from './audit.js'
 import type { RecordingsConfig } from './audit/config.js'
 import { readAuditEvents } from './audit/query.js'
+import type { SegmentTrust } from './audit/trusted.js'
 import type { StoredAuditEvent } from './types.js'
 
 export const RECORDING_VERSION = 1
@@ -153,8 +154,8 @@ export function timelineFromRecording(text: string): string[] {
 }
 
 /** Builds a session's timeline from the audit log alone (no recording file, or it was pruned). */
-export function timelineFromAudit(auditDir: string, session: string): string[] {
-  const events = readAuditEvents(auditDir, { session })
+export function timelineFromAudit(auditDir: string, session: string, trust: SegmentTrust): string[] {
+  const events = readAuditEvents(auditDir, { session }, trust)
   const first = events[0]
   if (!first) return []
   const start = events.find((e) => e.type === 'session.start') ?? first

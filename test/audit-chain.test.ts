@@ -16,6 +16,7 @@ import { AuditLog, readAuditEvents } from '../engine/audit.js'
 import { encodeLine, sha256Hex } from '../engine/audit/format.js'
 import { loadAuditKey } from '../engine/audit/keys.js'
 import { listSegments } from '../engine/audit/segments.js'
+import { SegmentTrust } from '../engine/audit/trusted.js'
 import { type VerifyResult, verifyAuditLog } from '../engine/audit/verify.js'
 import type { AuditEvent } from '../engine/types.js'
 
@@ -48,6 +49,10 @@ async function buildLog(root: string, statements = 60): Promise<void> {
 function verify(root: string, checkpoints?: Buffer): VerifyResult {
   const key = loadAuditKey(join(root, 'keys')).publicKey
   return verifyAuditLog(join(root, 'audit'), { publicKeys: [key], ...(checkpoints ? { checkpoints } : {}) })
+}
+
+function trustOf(root: string): SegmentTrust {
+  return new SegmentTrust([loadAuditKey(join(root, 'keys')).publicKey])
 }
 
 function segmentLines(root: string, k: number): { path: string; name: string; lines: string[] } {
@@ -96,7 +101,7 @@ describe('audit hash chain and verify', () => {
     assert.ok(r.checkpoints >= r.segments, 'every segment is sealed with a checkpoint')
     assert.equal(r.unsigned, 0, 'the shutdown checkpoint signs everything')
     assert.equal(r.recoveries.length, 0)
-    const events = readAuditEvents(join(template, 'audit'))
+    const events = readAuditEvents(join(template, 'audit'), {}, trustOf(template))
     assert.equal(events.filter((e) => e.type === 'statement').length, 60)
     assert.equal(events.filter((e) => e.type === 'result').length, 60)
     assert.ok(events.every((e) => typeof e.h === 'string' && typeof e.prev === 'string'))
@@ -305,7 +310,7 @@ describe('audit durability across kill -9', () => {
       assert.equal(r.problem, null)
       assert.equal(r.recoveries.length, 1)
       const seen = new Set(
-        readAuditEvents(join(d, 'audit'), { type: 'statement' }).map((e) => Number(String(e.sql).replace('INSERT ', ''))),
+        readAuditEvents(join(d, 'audit'), { type: 'statement' }, trustOf(d)).map((e) => Number(String(e.sql).replace('INSERT ', ''))),
       )
       const lost = acked.filter((i) => !seen.has(i))
       assert.deepEqual(lost, [], `${lost.length} acknowledged events are missing`)
@@ -355,7 +360,7 @@ describe('audit durability across kill -9', () => {
     const r = verify(d)
     assert.equal(r.problem, null)
     assert.ok(
-      readAuditEvents(join(d, 'audit'), { internal: true }).some((e) => e.id === lastId),
+      readAuditEvents(join(d, 'audit'), { internal: true }, trustOf(d)).some((e) => e.id === lastId),
       'the event was kept',
     )
   })

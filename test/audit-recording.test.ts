@@ -14,6 +14,7 @@ import { AuditLog, readAuditEvents } from '../engine/audit.js'
 import { DEFAULT_AUDIT_CONFIG, parseAuditConfig } from '../engine/audit/config.js'
 import { loadAuditKey } from '../engine/audit/keys.js'
 import { AuditServices } from '../engine/audit/service.js'
+import { SegmentTrust } from '../engine/audit/trusted.js'
 import { verifyAuditLog } from '../engine/audit/verify.js'
 import { PendingLines } from '../engine/recording.js'
 import { LOCAL_PG, TestGateway } from './helpers/gateway.js'
@@ -179,7 +180,7 @@ describe('session recordings and retention', () => {
     const r = verifyAuditLog(dir, { publicKeys: [key] })
     assert.equal(r.problem, null)
     assert.equal(r.pruned, before)
-    const prune = readAuditEvents(dir, { type: 'audit.prune' })
+    const prune = readAuditEvents(dir, { type: 'audit.prune' }, new SegmentTrust([key]))
     assert.equal(prune.length, 1)
     assert.equal(prune[0]?.first_kept, before + 1)
   })

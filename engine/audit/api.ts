@@ -11,6 +11,7 @@ import { publicKeyPem } from './keys.js'
 import { type AuditQuery, parseTimeArg, readAuditEvents } from './query.js'
 import type { AuditServices } from './service.js'
 import { AuditTail, logEdge, positionAt } from './tail.js'
+import { describeRejected } from './trusted.js'
 import { verifyAuditLog } from './verify.js'
 
 export interface AuditApiOptions {
@@ -90,7 +91,7 @@ export async function auditRoutes(app: FastifyInstance, opts: AuditApiOptions): 
       if (until === null) return badRequest(reply, 'until must be an RFC 3339 time or a duration like 15m')
       const query: AuditQuery = { ...q, ...(since ? { since } : {}), ...(until ? { until } : {}) }
       audit.flush()
-      return { events: readAuditEvents(audit.dir, query) }
+      return { events: readAuditEvents(audit.dir, query, audit.trust) }
     },
   )
 
@@ -144,19 +145,22 @@ export async function auditRoutes(app: FastifyInstance, opts: AuditApiOptions): 
           properties: { since: str64, follow: { type: 'boolean' }, format: { type: 'string', enum: ['jsonl'] } },
           additionalProperties: false,
         },
-        response: { 200: jsonLines, 400: errorSchema },
+        response: { 200: jsonLines, 400: errorSchema, 409: errorSchema },
       },
     },
     async (req, reply) => {
       const since = req.query.since === undefined ? undefined : parseTimeArg(req.query.since)
       if (since === null) return badRequest(reply, 'since must be an RFC 3339 time or a duration like 15m')
       audit.flush()
-      const from = since ? await positionAt(audit.dir, since) : await logEdge(audit.dir, 'start')
+      // Refused before the stream starts: once it has, an error could only cut it short.
+      const refused = describeRejected(audit.trust.segments(audit.dir).rejected)
+      if (refused !== null) return reply.status(409).send({ error: refused, code: 'GH_ERR_AUDIT' })
+      const from = since ? await positionAt(audit.dir, since, audit.trust) : await logEdge(audit.dir, 'start')
       const ac = new AbortController()
       following.add(ac)
       ac.signal.addEventListener('abort', () => following.delete(ac), { once: true })
       req.raw.on('close', () => ac.abort())
-      const tail = new AuditTail(audit.dir, from, { follow: req.query.follow === true, signal: ac.signal })
+      const tail = new AuditTail(audit.dir, from, { follow: req.query.follow === true, signal: ac.signal, trust: audit.trust })
       const unsubscribe = audit.onWrite(() => tail.wake())
       async function* lines(): AsyncGenerator<Buffer> {
         try {
@@ -207,7 +211,7 @@ export async function auditRoutes(app: FastifyInstance, opts: AuditApiOptions): 
           .header('x-gatehouse-recording', found.kind)
           .send(found.kind === 'terminal' ? data : `${timelineFromRecording(data.toString('utf8')).join('\n')}\n`)
       }
-      const lines = timelineFromAudit(audit.dir, req.params.id)
+      const lines = timelineFromAudit(audit.dir, req.params.id, audit.trust)
       if (lines.length === 0) return reply.status(404).send({ error: `no recording of session ${req.params.id}`, code: 'GH_ERR_NOT_FOUND' })
       return reply
         .type('application/x-ndjson')

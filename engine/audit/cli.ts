@@ -1,7 +1,7 @@
 // The CLI's audit and recording commands, registered on cli/main.ts's program:
 //
 //   gatehouse audit list     [filters] [--json]
-//   gatehouse audit verify   [--config F | --dir D --pubkey K] [--checkpoints FILE] [--json]
+//   gatehouse audit verify   [--config F | --dir D --pubkey K…] [--checkpoints FILE] [--strict] [--json]
 //   gatehouse audit pubkey   [--json]
 //   gatehouse audit export   [--since T] [--format jsonl] [--follow]
 //   gatehouse audit sinks    [--json]
@@ -19,9 +19,11 @@ import type { Config } from '../config.js'
 import { GatehouseError } from '../errors.js'
 import { findRecording, formatTimeline, recordingsDir, timelineFromAudit, timelineFromRecording } from '../recording.js'
 import type { StoredAuditEvent } from '../types.js'
-import { loadAuditKey, loadOrCreateAuditKey, parsePublicKey, publicKeyPem } from './keys.js'
+import { type AuditSigner, parsePublicKey, publicKeyPem, resolveAuditSigner } from './keys.js'
 import { type AuditQuery, parseTimeArg, readAuditEvents } from './query.js'
+import { listSegments, liveWriter } from './segments.js'
 import { AuditTail, logEdge, positionAt } from './tail.js'
+import { describeRejected, SegmentTrust } from './trusted.js'
 import { type VerifyResult, verifyAuditLog } from './verify.js'
 
 /** What the CLI needs from the running server: JSON calls and a streamed GET. */
@@ -88,7 +90,15 @@ export function printEvents(events: readonly StoredAuditEvent[], json: boolean):
   }
 }
 
-function describeVerify(r: VerifyResult, dir: string): string[] {
+/** Why `verify --strict` refuses a log that verified: events nothing vouches for. Null when none. */
+export function strictProblem(r: VerifyResult, live: boolean): string | null {
+  if (!r.ok) return null
+  if (r.unattestedEvents > 0) return `--strict: ${r.unattestedEvents} unattested event(s) (see the warnings above)`
+  if (r.unsigned > 0 && !live) return `--strict: ${r.unsigned} unsigned event(s) at the end of a log no gateway is writing`
+  return null
+}
+
+function describeVerify(r: VerifyResult, dir: string, live: boolean): string[] {
   const lines: string[] = []
   if (r.problem) {
     const p = r.problem
@@ -105,17 +115,32 @@ function describeVerify(r: VerifyResult, dir: string): string[] {
       (r.lastCheckpoint ? `, the last at ${r.lastCheckpoint.time}` : ''),
   )
   if (r.pruned > 0) lines.push(`  ${r.pruned} older segment(s) were pruned by retention (a signed prune record accounts for them)`)
-  if (r.unsigned > 0) lines.push(`  ${r.unsigned} event(s) after the last checkpoint are not signed yet`)
+  if (r.unsigned > 0) {
+    lines.push(
+      live
+        ? `  ${r.unsigned} event(s) after the last checkpoint are not signed yet (the running gateway signs them within its checkpoint interval)`
+        : `  warning: ${r.unsigned} event(s) after the last checkpoint are unsigned and no gateway is writing this log: nothing vouches for them (a restart marks them unattested)`,
+    )
+  }
   for (const rec of r.recoveries) {
     lines.push(
       `  a crash was sealed at ${rec.id} in ${rec.segment}` +
-        (rec.unsignedFrom ? `: events from ${rec.unsignedFrom} were first signed by that recovery checkpoint` : '') +
         (rec.tornBytes > 0 ? `; a torn partial line of ${rec.tornBytes} bytes is kept and sealed` : ''),
     )
   }
+  for (const u of r.unattested) {
+    const open = u.events - u.attestedBySink
+    if (open === 0) {
+      lines.push(`  ${u.events} event(s) ${u.from} … ${u.to} left unsigned by a crash are attested by the sink copy (byte for byte)`)
+      continue
+    }
+    lines.push(
+      `  warning: ${open} event(s) ${u.from} … ${u.to} are UNATTESTED: written after the last signed checkpoint before a crash, ` +
+        `sealed by recovery checkpoint ${u.recovery} without being vouched for; they may have been altered while the gateway was down` +
+        (u.attestedBySink > 0 ? ` (${u.attestedBySink} more in the range are attested by the sink copy)` : ''),
+    )
+  }
   if (r.sinkCheckpoints > 0) lines.push(`  agrees with ${r.sinkCheckpoints} signed checkpoint(s) a sink received`)
-  if (r.legacy.length > 0)
-    lines.push(`  ${r.legacy.length} file(s) of the older unchained format were not verified: ${r.legacy.join(', ')}`)
   return lines
 }
 
@@ -182,7 +207,7 @@ export function registerAuditCommands(program: Command, sessions: Command, deps:
                 `/v1/audit?${new URLSearchParams(Object.entries(q).map(([k, v]): [string, string] => [k, String(v)]))}`,
               )
             ).events
-          : readAuditEvents(join(config.dataDir, 'audit'), q as AuditQuery)
+          : await readLocal(config, (dir, trust) => readAuditEvents(dir, q as AuditQuery, trust))
         printEvents(events, o.json === true)
       },
     )
@@ -192,28 +217,40 @@ export function registerAuditCommands(program: Command, sessions: Command, deps:
     .description('check the whole log from its files: names the first edited, deleted, inserted, reordered or cut event')
     .addOption(deps.configOption())
     .option('--dir <dir>', 'an audit directory copied from a gateway (with --pubkey)')
-    .option('--pubkey <key>', 'the audit public key: a file, or the key itself (PEM, JWK or base64), as `audit pubkey` prints it')
-    .option('--checkpoints <file>', 'lines a sink received (a file sink, an HTTP receiver): also finds a clean cut of the log')
+    .option(
+      '--pubkey <key>',
+      'an audit public key: a file, or the key itself (PEM, JWK or base64), as `audit pubkey` prints it (repeatable, for a log signed by a key and its successor)',
+      (v: string, acc: string[]) => [...acc, v],
+      [] as string[],
+    )
+    .option(
+      '--checkpoints <file>',
+      'lines a sink received (a witness, a file sink, an HTTP receiver): finds a clean cut, attests unsigned events',
+    )
+    .option(
+      '--strict',
+      'also fail (exit 2) on events nothing vouches for: unattested after a crash, or unsigned in a log no gateway writes',
+    )
     .option('--json', 'print the report as JSON')
-    .action(async (o: { config?: string; dir?: string; pubkey?: string; checkpoints?: string; json?: boolean }) => {
+    .action(async (o: { config?: string; dir?: string; pubkey: string[]; checkpoints?: string; strict?: boolean; json?: boolean }) => {
       let dir: string
-      let keyText: string
-      if (o.dir !== undefined) {
-        if (o.pubkey === undefined) throw usage('--dir needs --pubkey: the key must come from somewhere you trust, not from the same copy')
-        dir = o.dir
-      } else dir = join(deps.resolveConfig(o.config).dataDir, 'audit')
-      if (o.pubkey !== undefined) {
-        let text = o.pubkey
+      const keys = o.pubkey.map((k) => {
+        let text = k
         try {
-          text = readFileSync(o.pubkey, 'utf8')
+          text = readFileSync(k, 'utf8')
         } catch {
           /* the key itself */
         }
-        keyText = text
+        return parsePublicKey(text)
+      })
+      if (o.dir !== undefined) {
+        if (keys.length === 0) throw usage('--dir needs --pubkey: the key must come from somewhere you trust, not from the same copy')
+        dir = o.dir
       } else {
-        keyText = publicKeyPem(loadAuditKey(join(deps.resolveConfig(o.config).dataDir, 'keys')).publicKey)
+        const config = deps.resolveConfig(o.config)
+        dir = join(config.dataDir, 'audit')
+        if (keys.length === 0) keys.push((await configuredSigner(config)).publicKey)
       }
-      const key = parsePublicKey(keyText)
       let checkpoints: Buffer | undefined
       if (o.checkpoints !== undefined) {
         try {
@@ -222,10 +259,17 @@ export function registerAuditCommands(program: Command, sessions: Command, deps:
           throw usage(`--checkpoints ${o.checkpoints}: cannot read (${(err as NodeJS.ErrnoException).code ?? String(err)})`)
         }
       }
-      const r = verifyAuditLog(dir, { publicKeys: [key], ...(checkpoints ? { checkpoints } : {}) })
-      if (o.json) out(JSON.stringify(r))
-      else for (const l of describeVerify(r, dir)) out(l)
+      const r = verifyAuditLog(dir, { publicKeys: keys, ...(checkpoints ? { checkpoints } : {}) })
+      // A copy (--dir) has no writer; the live log's unsigned tail is signed within a second.
+      const live = o.dir === undefined && liveWriter(dir) !== null
+      const strict = o.strict ? strictProblem(r, live) : null
+      if (o.json) out(JSON.stringify({ ...r, ...(o.strict ? { strict: strict === null } : {}) }))
+      else {
+        for (const l of describeVerify(r, dir, live)) out(l)
+        if (strict) out(strict)
+      }
       if (!r.ok) process.exitCode = 1
+      else if (strict) process.exitCode = 2
     })
 
   audit
@@ -239,7 +283,7 @@ export function registerAuditCommands(program: Command, sessions: Command, deps:
       let r: { pem: string; kid: string; log?: string }
       if (api) r = await api.call<{ pem: string; kid: string; log: string }>('GET', '/v1/audit/pubkey')
       else {
-        const k = loadOrCreateAuditKey(join(config.dataDir, 'keys'))
+        const k = await configuredSigner(config, true)
         r = { pem: publicKeyPem(k.publicKey), kid: k.kid }
       }
       if (o.json) out(JSON.stringify(r))
@@ -267,8 +311,11 @@ export function registerAuditCommands(program: Command, sessions: Command, deps:
         return
       }
       const dir = join(config.dataDir, 'audit')
-      const from = since ? await positionAt(dir, since) : await logEdge(dir, 'start')
-      const tail = new AuditTail(dir, from, { follow: o.follow === true })
+      const trust = await readerTrust(config)
+      const rejected = describeRejected(trust.segments(dir).rejected)
+      if (rejected !== null) process.stderr.write(`warning: ${rejected}\n`)
+      const from = since ? await positionAt(dir, since, trust) : await logEdge(dir, 'start')
+      const tail = new AuditTail(dir, from, { follow: o.follow === true, trust })
       for (;;) {
         const b = await tail.next(1000, 1024 * 1024)
         if (!b) break
@@ -316,7 +363,7 @@ export function registerAuditCommands(program: Command, sessions: Command, deps:
         data: found.kind === 'terminal' ? data : Buffer.from(`${timelineFromRecording(data.toString('utf8')).join('\n')}\n`),
       }
     }
-    const lines = timelineFromAudit(join(config.dataDir, 'audit'), id)
+    const lines = await readLocal(config, (dir, trust) => timelineFromAudit(dir, id, trust))
     if (lines.length === 0) throw usage(`no recording of session ${id}`)
     return { kind: 'timeline', data: Buffer.from(`${lines.join('\n')}\n`) }
   }
@@ -355,6 +402,28 @@ export function registerAuditCommands(program: Command, sessions: Command, deps:
 }
 
 const NL = Buffer.from('\n')
+
+/** The configured audit key (`audit.signing_key`, or `<data_dir>/keys/audit.jwk`). */
+function configuredSigner(config: Config, create = false): Promise<AuditSigner> {
+  return resolveAuditSigner(config.audit.signingKey, config.dataDir, process.cwd(), create)
+}
+
+/** Which segments the CLI may read without a server: those signed by the configured key. */
+async function readerTrust(config: Config): Promise<SegmentTrust> {
+  const dir = join(config.dataDir, 'audit')
+  // No log yet, no key needed (and none is created by reading).
+  if (listSegments(dir).segments.length === 0) return new SegmentTrust([])
+  return new SegmentTrust([(await configuredSigner(config)).publicKey])
+}
+
+/** Reads the log without a server; files that are not segments of it are named on stderr. */
+async function readLocal<T>(config: Config, read: (dir: string, trust: SegmentTrust) => T): Promise<T> {
+  const dir = join(config.dataDir, 'audit')
+  const trust = await readerTrust(config)
+  const warning = describeRejected(trust.segments(dir).rejected)
+  if (warning !== null) process.stderr.write(`warning: ${warning}\n`)
+  return read(dir, trust)
+}
 
 /** Plays asciicast v2 output events on stdout with their timing. */
 async function playAsciicast(lines: readonly string[], speed: number, maxIdle: number): Promise<void> {

@@ -6,13 +6,15 @@
 //     fsync: batched            # batched (default): in the OS before forwarding, disk sync every
 //                               #   fsync_interval_ms | always: on disk before forwarding (group commit)
 //     fsync_interval_ms: 200
-//     checkpoint_interval_ms: 1000   # signed checkpoints while events flow (at most 1000)
+//     checkpoint_interval_ms: 1000   # no event stays unsigned longer than this (at most 1000)
+//     signing_key: file:/run/secrets/gatehouse-audit.jwk   # default: <data_dir>/keys/audit.jwk
 //     segment_max_bytes: 67108864
 //     retention: 400d           # prune whole segments older than this (default: keep all)
 //     sinks:
 //       - { name: archive, type: file, path: /var/log/gatehouse/audit.jsonl, max_bytes: 104857600, keep: 10 }
 //       - { name: siem, type: http, url: https://siem.example/ingest, secret: env:SIEM_HMAC_KEY }
 //       - { name: syslog, type: syslog, address: "logs.example:6514", tls: true, ca: ./ca.pem }
+//       - { name: witness, type: http, url: https://witness.example/gh, checkpoints_only: true }
 //     recordings:
 //       enabled: true
 //       retention: 90d
@@ -22,6 +24,8 @@ import { isAbsolute, resolve } from 'node:path'
 import type { FsyncMode } from '../config.js'
 
 export interface FileSinkConfig {
+  /** A witness: only the signed records (segment headers, checkpoints) are sent. */
+  readonly checkpointsOnly: boolean
   readonly type: 'file'
   readonly name: string
   readonly path: string
@@ -30,6 +34,8 @@ export interface FileSinkConfig {
 }
 
 export interface HttpSinkConfig {
+  /** A witness: only the signed records (segment headers, checkpoints) are sent. */
+  readonly checkpointsOnly: boolean
   readonly type: 'http'
   readonly name: string
   readonly url: string
@@ -40,6 +46,8 @@ export interface HttpSinkConfig {
 }
 
 export interface SyslogSinkConfig {
+  /** A witness: only the signed records (segment headers, checkpoints) are sent. */
+  readonly checkpointsOnly: boolean
   readonly type: 'syslog'
   readonly name: string
   readonly host: string
@@ -50,6 +58,14 @@ export interface SyslogSinkConfig {
 }
 
 export type SinkConfig = FileSinkConfig | HttpSinkConfig | SyslogSinkConfig
+
+/**
+ * Whether a sink anchors the log outside this host: HTTP and syslog send it elsewhere; a file
+ * sink counts only as a witness (`checkpoints_only`), which is meant for another mount.
+ */
+export function isExternalAnchor(sink: SinkConfig): boolean {
+  return sink.type !== 'file' || sink.checkpointsOnly
+}
 
 export interface RecordingsConfig {
   readonly enabled: boolean
@@ -63,6 +79,8 @@ export interface AuditConfig {
   readonly fsync: FsyncMode
   readonly fsyncIntervalMs: number
   readonly checkpointIntervalMs: number
+  /** A secret reference (`env:NAME`, `file:PATH`) to the audit key; null: `<data_dir>/keys/audit.jwk`. */
+  readonly signingKey: string | null
   readonly segmentMaxBytes: number
   /** Whole segments older than this (seconds) are pruned; null keeps everything. */
   readonly retentionSeconds: number | null
@@ -74,18 +92,29 @@ export const DEFAULT_AUDIT_CONFIG: AuditConfig = {
   fsync: 'batched',
   fsyncIntervalMs: 200,
   checkpointIntervalMs: 1000,
+  signingKey: null,
   segmentMaxBytes: 64 * 1024 * 1024,
   retentionSeconds: null,
   sinks: [],
   recordings: { enabled: true, retentionSeconds: null, connections: {} },
 }
 
-const AUDIT_KEYS = ['fsync', 'fsync_interval_ms', 'checkpoint_interval_ms', 'segment_max_bytes', 'retention', 'sinks', 'recordings']
+const AUDIT_KEYS = [
+  'fsync',
+  'fsync_interval_ms',
+  'checkpoint_interval_ms',
+  'signing_key',
+  'segment_max_bytes',
+  'retention',
+  'sinks',
+  'recordings',
+]
 const SINK_KEYS: Record<SinkConfig['type'], readonly string[]> = {
-  file: ['name', 'type', 'path', 'max_bytes', 'keep'],
-  http: ['name', 'type', 'url', 'secret', 'batch_max', 'timeout_ms'],
-  syslog: ['name', 'type', 'address', 'tls', 'ca', 'facility'],
+  file: ['name', 'type', 'path', 'max_bytes', 'keep', 'checkpoints_only'],
+  http: ['name', 'type', 'url', 'secret', 'batch_max', 'timeout_ms', 'checkpoints_only'],
+  syslog: ['name', 'type', 'address', 'tls', 'ca', 'facility', 'checkpoints_only'],
 }
+const SECRET_REF_RE = /^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$/
 const SINK_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -152,6 +181,13 @@ export function parseAuditConfig(raw: unknown, baseDir: string): { config: Audit
   const checkpointIntervalMs = c.int(raw, 'checkpoint_interval_ms', 'audit', 10, 1000, 1000)
   const segmentMaxBytes = c.int(raw, 'segment_max_bytes', 'audit', 64 * 1024, 1024 * 1024 * 1024, 64 * 1024 * 1024)
   const retentionSeconds = c.retention(raw, 'retention', 'audit', null)
+  const signingKeyText = c.text(raw, 'signing_key', 'audit')
+  let signingKey: string | null = null
+  if (signingKeyText !== null) {
+    if (!SECRET_REF_RE.test(signingKeyText)) {
+      c.add('audit.signing_key', 'must be a secret reference (env:NAME or file:PATH), never the key itself')
+    } else signingKey = signingKeyText.startsWith('file:') ? `file:${rel(signingKeyText.slice(5))}` : signingKeyText
+  }
 
   const sinks: SinkConfig[] = []
   const sinksRaw = raw.sinks ?? []
@@ -176,12 +212,15 @@ export function parseAuditConfig(raw: unknown, baseDir: string): { config: Audit
       }
       c.unknown(s, path, SINK_KEYS[type])
       const n = name ?? `sink${i}`
+      const checkpointsOnly = s.checkpoints_only ?? false
+      if (typeof checkpointsOnly !== 'boolean') c.add(`${path}.checkpoints_only`, 'must be true or false')
       if (type === 'file') {
         const p = c.text(s, 'path', path)
         if (p === null) c.add(`${path}.path`, 'is required')
         sinks.push({
           type,
           name: n,
+          checkpointsOnly: checkpointsOnly === true,
           path: rel(p ?? 'audit-sink.jsonl'),
           maxBytes: c.int(s, 'max_bytes', path, 4096, 2 ** 40, 100 * 1024 * 1024),
           keep: c.int(s, 'keep', path, 0, 10_000, 10),
@@ -191,12 +230,13 @@ export function parseAuditConfig(raw: unknown, baseDir: string): { config: Audit
         if (url === null) c.add(`${path}.url`, 'is required')
         else if (!/^https?:\/\/[^\s]+$/.test(url)) c.add(`${path}.url`, 'must be an http:// or https:// URL')
         const secret = c.text(s, 'secret', path)
-        if (secret !== null && !/^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$/.test(secret)) {
+        if (secret !== null && !SECRET_REF_RE.test(secret)) {
           c.add(`${path}.secret`, 'must be a secret reference (env:NAME or file:PATH), never the secret itself')
         }
         sinks.push({
           type,
           name: n,
+          checkpointsOnly: checkpointsOnly === true,
           url: url ?? '',
           secret: secret === null ? null : secret.startsWith('file:') ? `file:${rel(secret.slice(5))}` : secret,
           batchMax: c.int(s, 'batch_max', path, 1, 100_000, 500),
@@ -213,6 +253,7 @@ export function parseAuditConfig(raw: unknown, baseDir: string): { config: Audit
         sinks.push({
           type,
           name: n,
+          checkpointsOnly: checkpointsOnly === true,
           host: host.startsWith('[') ? host.slice(1, -1) : host,
           port: Number(m?.[2] ?? 514),
           tls: tls === true,
@@ -250,7 +291,7 @@ export function parseAuditConfig(raw: unknown, baseDir: string): { config: Audit
     }
   }
   return {
-    config: { fsync, fsyncIntervalMs, checkpointIntervalMs, segmentMaxBytes, retentionSeconds, sinks, recordings },
+    config: { fsync, fsyncIntervalMs, checkpointIntervalMs, signingKey, segmentMaxBytes, retentionSeconds, sinks, recordings },
     problems: c.problems,
   }
 }

@@ -25,7 +25,9 @@
 //   gatehouse-audit/1 <kind> <log> <n> <hash> <time> <extra>
 //
 // kind `checkpoint`: n and hash are those of the event the checkpoint covers (the line before it,
-//   so hash = the checkpoint's own `prev`); extra is the SHA-256 of a torn tail it seals, or `-`.
+//   so hash = the checkpoint's own `prev`); extra is the SHA-256 of a torn tail it seals, or `-`;
+//   a `recovery` checkpoint adds ` unattested:<from>-<to>` (the positions of the events a crash
+//   left unsigned, which it seals without vouching for them) or ` unattested:-`.
 // kind `segment`: n is the header's own position, hash its `prev`, extra the segment number.
 
 import * as crypto from 'node:crypto'
@@ -110,6 +112,19 @@ export function parseLine(line: Buffer): ParsedLine {
 /** The message a segment header or checkpoint signs (see the top of this file). */
 export function signedMessage(kind: 'checkpoint' | 'segment', log: string, n: number, hash: string, time: string, extra: string): Buffer {
   return Buffer.from(`gatehouse-audit/1 ${kind} ${log} ${n} ${hash} ${time} ${extra}`, 'utf8')
+}
+
+/** Events a crash left after the last signed record, sealed (not vouched for) by a recovery checkpoint. */
+export interface UnattestedRange {
+  readonly from: number
+  readonly to: number
+}
+
+/** The `extra` a checkpoint signs: the torn tail's SHA-256 and, for a recovery, the unattested range. */
+export function checkpointExtra(tornSha256: string | null, unattested: UnattestedRange | null | undefined): string {
+  const torn = tornSha256 ?? '-'
+  if (unattested === undefined) return torn
+  return `${torn} unattested:${unattested ? `${unattested.from}-${unattested.to}` : '-'}`
 }
 
 /** Splits a buffer into lines: every complete line, and the bytes after the last newline. */

@@ -1,12 +1,18 @@
-// The gateway's audit key: an Ed25519 key of its own in <data_dir>/keys/audit.jwk, apart from the
-// token signing key (a leaked token key must not let anyone re-sign the record, and the audit key
-// can be pinned on another machine without trusting the token issuer). It signs segment headers
-// and checkpoints; `gatehouse audit pubkey` prints its public half for `audit verify --pubkey`.
+// The gateway's audit key: an Ed25519 key of its own, apart from the token signing key (a leaked
+// token key must not let anyone re-sign the record, and the audit key can be pinned on another
+// machine without trusting the token issuer). It signs segment headers and checkpoints; `gatehouse
+// audit pubkey` prints its public half for `audit verify --pubkey`.
+//
+// By default it lives in <data_dir>/keys/audit.jwk (created on first use). `audit.signing_key`
+// names a secret reference instead (`env:NAME`, `file:PATH` on another mount): then the key is
+// never created, a missing or unreadable one stops the gateway, and whoever can write the data
+// directory cannot re-sign a rewritten log with it (docs/audit.md).
 
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign, verify } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { GatehouseError } from '../errors.js'
+import { describeSecretRef, parseSecretRef, resolveSecret } from '../secrets.js'
 import { sha256Hex } from './format.js'
 
 export interface AuditSigner {
@@ -50,6 +56,41 @@ export function loadOrCreateAuditKey(keysDir: string): AuditSigner {
     }
   }
   return loadAuditKey(keysDir)
+}
+
+/**
+ * The configured audit key: from the secret reference `signingKey` (the key as a JWK, or as a
+ * PKCS#8 PEM), or `<dataDir>/keys/audit.jwk` when there is none (created if `create`). Errors name
+ * the reference, never the key.
+ */
+export async function resolveAuditSigner(signingKey: string | null, dataDir: string, baseDir: string, create = true): Promise<AuditSigner> {
+  if (signingKey === null) return create ? loadOrCreateAuditKey(join(dataDir, 'keys')) : loadAuditKey(join(dataDir, 'keys'))
+  const ref = parseSecretRef(signingKey, baseDir)
+  if (!ref) throw new GatehouseError('GH_ERR_CONFIG', 'audit.signing_key must be a secret reference (env:NAME or file:PATH)')
+  const text = await resolveSecret(ref)
+  try {
+    return signerFor(parsePrivateKey(text))
+  } catch (err) {
+    throw new GatehouseError(
+      'GH_ERR_CONFIG',
+      `audit.signing_key ${describeSecretRef(ref)}: not an Ed25519 private key (a JWK, or PKCS#8 PEM) (${err instanceof Error ? err.message : 'unreadable'})`,
+    )
+  }
+}
+
+/** An Ed25519 private key given as a JWK (JSON) or PKCS#8 PEM. The message never quotes the text. */
+function parsePrivateKey(text: string): KeyObject {
+  const t = text.trim()
+  let key: KeyObject
+  try {
+    key = t.startsWith('{')
+      ? createPrivateKey({ key: JSON.parse(t) as import('node:crypto').JsonWebKey, format: 'jwk' })
+      : createPrivateKey({ key: t, format: 'pem' })
+  } catch {
+    throw new Error('cannot be parsed')
+  }
+  if (key.asymmetricKeyType !== 'ed25519') throw new Error(`a ${key.asymmetricKeyType ?? 'unknown'} key`)
+  return key
 }
 
 export function loadAuditKey(keysDir: string): AuditSigner {

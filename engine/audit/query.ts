@@ -1,11 +1,11 @@
 // Reading and searching the audit log from its files, with or without a running server: by time,
 // principal anywhere in the chain, connection, decision, session, policy version, event type and
-// text in the statement. Results come in log order (oldest first).
+// text in the statement. Results come in log order (oldest first). Only segments with a header
+// signed by the audit key are read (trusted.ts): a file planted in the directory is never shown.
 
 import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
 import type { StoredAuditEvent } from '../types.js'
-import { listSegments } from './segments.js'
+import type { SegmentTrust } from './trusted.js'
 
 export interface AuditQuery {
   readonly session?: string
@@ -78,13 +78,13 @@ function stampTime(name: string): number {
 }
 
 /** Reads events from the segment files, oldest first. Works with or without a running server. */
-export function readAuditEvents(dir: string, query: AuditQuery = {}): StoredAuditEvent[] {
-  const { segments, legacy } = listSegments(dir)
+export function readAuditEvents(dir: string, query: AuditQuery, trust: SegmentTrust): StoredAuditEvent[] {
+  const { segments } = trust.segments(dir)
   const match = matcher(query)
   const out: StoredAuditEvent[] = []
   const since = query.since !== undefined ? Date.parse(query.since) : Number.NaN
   const until = query.until !== undefined ? Date.parse(query.until) : Number.NaN
-  const files: string[] = legacy.map((f) => join(dir, f))
+  const files: string[] = []
   for (let i = 0; i < segments.length; i++) {
     const seg = segments[i] as (typeof segments)[number]
     // Skip segments that cannot hold a match: written wholly before `since` or begun after `until`.

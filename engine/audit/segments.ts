@@ -22,26 +22,42 @@ export function segmentName(index: number, date = new Date()): string {
   return `${String(index).padStart(8, '0')}-${stamp}.jsonl`
 }
 
-/** Chained segments in order, and `.jsonl` files of the older unchained format (by name). */
-export function listSegments(dir: string): { segments: SegmentFile[]; legacy: string[] } {
+/**
+ * Segment files in order, and every other entry of the directory that is not a known companion
+ * (the writer lock): foreign files, which `audit verify` fails on and no reader opens. Files that
+ * claim the same segment number are all foreign: nothing in a name says which one is genuine.
+ */
+export function listSegments(dir: string): { segments: SegmentFile[]; foreign: string[] } {
   let names: string[]
   try {
     names = readdirSync(dir)
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { segments: [], legacy: [] }
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { segments: [], foreign: [] }
     throw err
   }
-  const segments: SegmentFile[] = []
-  const legacy: string[] = []
+  const byIndex = new Map<number, SegmentFile[]>()
+  const foreign: string[] = []
   for (const name of names) {
-    if (!name.endsWith('.jsonl')) continue
+    if (name === LOCK_NAME) continue
     const m = SEGMENT_RE.exec(name)
-    if (m) segments.push({ index: Number(m[1]), name, path: join(dir, name) })
-    else legacy.push(name)
+    if (!m) {
+      foreign.push(name)
+      continue
+    }
+    const index = Number(m[1])
+    const same = byIndex.get(index)
+    const seg = { index, name, path: join(dir, name) }
+    if (same) same.push(seg)
+    else byIndex.set(index, [seg])
+  }
+  const segments: SegmentFile[] = []
+  for (const same of byIndex.values()) {
+    if (same.length === 1) segments.push(same[0] as SegmentFile)
+    else foreign.push(...same.map((s) => s.name))
   }
   segments.sort((a, b) => a.index - b.index)
-  legacy.sort()
-  return { segments, legacy }
+  foreign.sort()
+  return { segments, foreign }
 }
 
 /** The first `bytes` of a file (the whole file if smaller). */
@@ -85,6 +101,17 @@ function pidAlive(pid: number): boolean {
 }
 
 export const LOCK_NAME = 'writer.lock'
+
+/** The pid of a live process holding the writer lock of `dir`, or null: nobody is writing the log. */
+export function liveWriter(dir: string): number | null {
+  let owner = Number.NaN
+  try {
+    owner = Number.parseInt(readFileSync(join(dir, LOCK_NAME), 'utf8'), 10)
+  } catch {
+    return null
+  }
+  return Number.isInteger(owner) && owner > 0 && pidAlive(owner) ? owner : null
+}
 
 /**
  * Takes the writer lock: `<dir>/writer.lock` holding the owner's pid, created exclusively. A lock

@@ -6,6 +6,13 @@
 // `id` for the receiver to de-duplicate on. Checkpoints are lines of the log, so sinks get them
 // too, verbatim: a receiver can check the chain itself, and `audit verify --checkpoints` can use
 // what it kept to find a clean cut.
+//
+// A sink with `checkpoints_only: true` is a witness: it sends only the signed records (segment
+// headers and checkpoints), a few hundred bytes per second under load, so it can run on a host the
+// gateway host cannot write. What it holds proves how far the log reached and what it said there:
+// `audit verify --checkpoints` finds a clean cut or a rewrite against it. A checkpoint is written
+// within `checkpoint_interval_ms` of an event and the sink is woken by that write, so a witness
+// receives it within about a second (more only while the receiver is down: it catches up).
 
 import { createHmac } from 'node:crypto'
 import { mkdirSync, readFileSync } from 'node:fs'
@@ -19,6 +26,7 @@ import { parseSecretRef, resolveSecret } from '../secrets.js'
 import type { FileSinkConfig, HttpSinkConfig, SinkConfig, SyslogSinkConfig } from './config.js'
 import { listSegments, readHead } from './segments.js'
 import { AuditTail, type LogPosition, logEdge } from './tail.js'
+import type { SegmentTrust } from './trusted.js'
 
 /** Where a sink sends batches. `send` resolves once the receiver has the batch; throws to retry. */
 export interface SinkTransport {
@@ -42,6 +50,12 @@ const MAX_BATCH_BYTES = 1024 * 1024
 const BACKOFF_MIN_MS = 250
 const BACKOFF_MAX_MS = 30_000
 
+/** Whether a line is a signed record (segment header or checkpoint): what a witness keeps. */
+export function isSignedRecord(line: Buffer): boolean {
+  const head = line.toString('latin1', 0, Math.min(line.length, 400))
+  return head.includes('"type":"audit.checkpoint"') || head.includes('"type":"audit.segment"')
+}
+
 function idOf(line: Buffer): string | null {
   const m = /"id":"([^"]+)"/.exec(line.toString('latin1', 0, Math.min(line.length, 200)))
   return m ? (m[1] as string) : null
@@ -61,6 +75,7 @@ export class SinkRunner {
     private readonly auditDir: string,
     private readonly cursorFile: string,
     private readonly log: Logger,
+    private readonly trust: SegmentTrust,
   ) {
     this.status = {
       name: config.name,
@@ -143,7 +158,7 @@ export class SinkRunner {
     }
     this.position = saved && (log === null || savedLog === null || savedLog === log) ? saved : await logEdge(this.auditDir, 'start')
     const signal = this.abort.signal
-    const tail = new AuditTail(this.auditDir, this.position, { follow: true, signal })
+    const tail = new AuditTail(this.auditDir, this.position, { follow: true, signal, trust: this.trust })
     this.tail = tail
     const batchMax = this.config.type === 'http' ? this.config.batchMax : 1000
     while (!signal.aborted) {
@@ -155,10 +170,16 @@ export class SinkRunner {
           'audit sink fell behind retention: pruned segments were never sent',
         )
       }
+      const lines = this.config.checkpointsOnly ? batch.lines.filter(isSignedRecord) : batch.lines
+      if (lines.length === 0) {
+        this.position = batch.position
+        await this.saveCursor(batch.position, this.status.lastId)
+        continue
+      }
       let delay = BACKOFF_MIN_MS
       for (;;) {
         try {
-          await this.transport.send(batch.lines, signal)
+          await this.transport.send(lines, signal)
           break
         } catch (err) {
           if (signal.aborted) return
@@ -181,12 +202,12 @@ export class SinkRunner {
           delay = Math.min(delay * 2, BACKOFF_MAX_MS)
         }
       }
-      const lastId = idOf(batch.lines[batch.lines.length - 1] as Buffer)
+      const lastId = idOf(lines[lines.length - 1] as Buffer)
       this.position = batch.position
       this.status = {
         ...this.status,
         lastId,
-        sent: this.status.sent + batch.lines.length,
+        sent: this.status.sent + lines.length,
         batches: this.status.batches + 1,
         lastError: null,
         lastSuccess: new Date().toISOString(),
@@ -399,12 +420,19 @@ export function sinkCursorDir(dataDir: string): string {
 }
 
 /** Starts a runner per configured sink; cursors live in <data_dir>/audit-sinks/<name>.json. */
-export function startSinks(configs: readonly SinkConfig[], auditDir: string, dataDir: string, baseDir: string, log: Logger): SinkRunner[] {
+export function startSinks(
+  configs: readonly SinkConfig[],
+  auditDir: string,
+  dataDir: string,
+  baseDir: string,
+  log: Logger,
+  trust: SegmentTrust,
+): SinkRunner[] {
   if (configs.length === 0) return []
   const dir = sinkCursorDir(dataDir)
   mkdirSync(dir, { recursive: true, mode: 0o700 })
   return configs.map((c) => {
-    const r = new SinkRunner(c, transportFor(c, baseDir), auditDir, join(dir, `${c.name}.json`), log.child({ sink: c.name }))
+    const r = new SinkRunner(c, transportFor(c, baseDir), auditDir, join(dir, `${c.name}.json`), log.child({ sink: c.name }), trust)
     r.start()
     return r
   })

@@ -1,10 +1,13 @@
 // Reading the log's lines from a position onward, optionally following it as it grows: what
 // `audit export --follow`, the sinks and the API's export stream are built on. Lines are handed
 // over verbatim (the bytes the hash covers), whole lines only: a partial line at the end of the
-// live segment is left until its newline arrives. Reading never touches the writer.
+// live segment is left until its newline arrives. Reading never touches the writer. A segment
+// without a header signed by the audit key (trusted.ts) is never read: the reader stops with an
+// error instead.
 
 import { type FileHandle, open } from 'node:fs/promises'
 import { listSegments } from './segments.js'
+import type { SegmentTrust } from './trusted.js'
 
 /** A place in the log: a segment number and a byte offset in it (always at a line boundary). */
 export interface LogPosition {
@@ -26,6 +29,8 @@ export interface TailOptions {
   readonly follow: boolean
   readonly pollMs?: number
   readonly signal?: AbortSignal
+  /** Which segment files may be read. */
+  readonly trust: SegmentTrust
 }
 
 const CHUNK = 256 * 1024
@@ -104,6 +109,7 @@ export class AuditTail {
     this.fh = null
     const seg = listSegments(this.dir).segments.find((s) => s.index === this.segment)
     if (!seg) return null
+    this.opts.trust.require(seg)
     try {
       this.fh = await open(seg.path, 'r')
       this.fhSegment = this.segment
@@ -190,7 +196,7 @@ export async function logEdge(dir: string, edge: 'start' | 'end'): Promise<LogPo
 }
 
 /** The position of the first event at or after `since` (RFC 3339), scanning from the segment that may hold it. */
-export async function positionAt(dir: string, since: string): Promise<LogPosition> {
+export async function positionAt(dir: string, since: string, trust: SegmentTrust): Promise<LogPosition> {
   const { segments } = listSegments(dir)
   const t = Date.parse(since)
   let start = segments[0]
@@ -201,7 +207,7 @@ export async function positionAt(dir: string, since: string): Promise<LogPositio
     else break
   }
   if (!start) return { segment: 1, offset: 0 }
-  const tail = new AuditTail(dir, { segment: start.index, offset: 0 }, { follow: false })
+  const tail = new AuditTail(dir, { segment: start.index, offset: 0 }, { follow: false, trust })
   try {
     for (;;) {
       const b = await tail.next(1000, 4 * 1024 * 1024)

@@ -11,11 +11,18 @@
 //   signatures                        forged headers and checkpoints
 //   partial last line                 a truncation in the middle of an event, or an unsealed crash
 //   sink checkpoints                  a clean cut, or a rewrite of what a sink already holds
+//   directory listing                 a file that is not a segment of the log (planted, misplaced)
+//
+// Events a crash left after the last signed record were sealed by the restart's `recovery`
+// checkpoint without being vouched for (anyone who could write the files while the gateway was
+// down could have rewritten and rehashed them): verify names them as unattested, with their count
+// and range, unless the lines a sink received (`--checkpoints`) hold the same events.
 
 import type { KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import {
   CHECKPOINT_TYPE,
+  checkpointExtra,
   eventId,
   GENESIS_HASH,
   LineFormatError,
@@ -27,6 +34,7 @@ import {
   sha256Hex,
   signedMessage,
   splitLines,
+  type UnattestedRange,
 } from './format.js'
 import { keyId, verifySignature } from './keys.js'
 import { listSegments } from './segments.js'
@@ -56,6 +64,18 @@ export interface Recovery {
   readonly tornBytes: number
 }
 
+/** Events sealed by a recovery checkpoint that no signature covered before the crash. */
+export interface Unattested {
+  readonly segment: string
+  /** The recovery checkpoint that sealed them. */
+  readonly recovery: string
+  readonly from: string
+  readonly to: string
+  readonly events: number
+  /** How many of them a sink's copy (`--checkpoints`) holds byte for byte: those are attested by it. */
+  readonly attestedBySink: number
+}
+
 export interface VerifyResult {
   readonly ok: boolean
   readonly log: string | null
@@ -72,8 +92,12 @@ export interface VerifyResult {
   readonly pruned: number
   /** Signed checkpoints from `--checkpoints` that were checked against the log. */
   readonly sinkCheckpoints: number
-  /** `.jsonl` files of the older, unchained format: not verifiable. */
-  readonly legacy: readonly string[]
+  /** Ranges of events a crash left unsigned, sealed by a recovery checkpoint without being vouched for. */
+  readonly unattested: readonly Unattested[]
+  /** Events in those ranges that no sink copy attests: what `--strict` refuses. */
+  readonly unattestedEvents: number
+  /** Files in the audit directory that are not segments of the log (each one fails verification). */
+  readonly foreign: readonly string[]
   readonly problem: VerifyProblem | null
 }
 
@@ -88,7 +112,7 @@ const REORDER_LOOKAHEAD = 256
 
 export function verifyAuditLog(dir: string, opts: VerifyOptions): VerifyResult {
   const keys = new Map(opts.publicKeys.map((k) => [keyId(k), k]))
-  const { segments, legacy } = listSegments(dir)
+  const { segments, foreign } = listSegments(dir)
   let log: string | null = null
   let expectN = 0
   let lastHash = GENESIS_HASH
@@ -98,12 +122,34 @@ export function verifyAuditLog(dir: string, opts: VerifyOptions): VerifyResult {
   let checkpoints = 0
   let lastCheckpoint: { id: string; time: string } | null = null
   let lastCheckpointN = 0
+  /** Position of the last segment header or checkpoint: everything up to it is signed. */
+  let lastSignedN = 0
+  /** Hashes of the events since the last signed record, by position. */
+  let pendingHashes: [number, string][] = []
+  /** Hashes of unattested events and of the unsigned tail: what a sink's copy can attest. */
+  const unsignedAt = new Map<number, string>()
+  const unattestedRanges: (UnattestedRange & { segment: string; recovery: string })[] = []
+  let attestedBySink = new Set<number>()
   let maxFirstKept = 0
   const recoveries: Recovery[] = []
   /** Hashes of the signed lines, by position: what sink checkpoints are compared with. */
   const signedAt = new Map<number, string>()
   let sinkCheckpoints = 0
   const pruned = segments.length > 0 ? (segments[0]?.index ?? 1) - 1 : 0
+
+  const unattested = (): Unattested[] =>
+    unattestedRanges.map((r) => {
+      let attested = 0
+      for (let n = r.from; n <= r.to; n++) if (attestedBySink.has(n)) attested++
+      return {
+        segment: r.segment,
+        recovery: r.recovery,
+        from: eventId(log as string, r.from),
+        to: eventId(log as string, r.to),
+        events: r.to - r.from + 1,
+        attestedBySink: attested,
+      }
+    })
 
   const summary = (problem: VerifyProblem | null): VerifyResult => ({
     ok: problem === null,
@@ -118,7 +164,9 @@ export function verifyAuditLog(dir: string, opts: VerifyOptions): VerifyResult {
     recoveries,
     pruned,
     sinkCheckpoints,
-    legacy,
+    unattested: unattested(),
+    unattestedEvents: unattested().reduce((sum, u) => sum + u.events - u.attestedBySink, 0),
+    foreign,
     problem,
   })
 
@@ -258,22 +306,53 @@ export function verifyAuditLog(dir: string, opts: VerifyOptions): VerifyResult {
             }
             checkSig(where, ev, signedMessage('segment', log, n, lastHash, String(ev.time), String(ev.segment)), 'the segment header')
             signedAt.set(n, p.h)
+            lastSignedN = n
+            pendingHashes = []
           }
         } else if (ev.type === SEGMENT_TYPE) {
           throw new Broken({ ...where, id, expected: exp, message: 'a segment header in the middle of a segment: inserted' })
         }
         if (ev.type === CHECKPOINT_TYPE) {
           const t = ev.torn as { sha256?: unknown } | undefined
-          const extra = t && typeof t.sha256 === 'string' ? t.sha256 : '-'
-          checkSig(where, ev, signedMessage('checkpoint', log, n - 1, lastHash, String(ev.time), extra), 'the checkpoint')
+          const tornSha = t && typeof t.sha256 === 'string' ? t.sha256 : null
+          // What the crash left unsigned: the events after the last signed record.
+          const range: UnattestedRange | null = lastSignedN + 1 <= n - 1 ? { from: lastSignedN + 1, to: n - 1 } : null
+          let declared: UnattestedRange | null | undefined
+          if ('unattested' in ev) {
+            if (ev.reason !== 'recovery') {
+              throw new Broken({ ...where, id, expected: exp, message: 'a checkpoint that is not a recovery names unattested events' })
+            }
+            declared = parseDeclaredRange(ev.unattested, log)
+            const same = declared === null ? range === null : range !== null && declared.from === range.from && declared.to === range.to
+            if (!same) {
+              throw new Broken({
+                ...where,
+                id,
+                expected: exp,
+                message: `the recovery checkpoint names ${describeRange(log, declared)} as unattested, but the events after the last signed record are ${describeRange(log, range)}`,
+              })
+            }
+          }
+          checkSig(
+            where,
+            ev,
+            signedMessage('checkpoint', log, n - 1, lastHash, String(ev.time), checkpointExtra(tornSha, declared)),
+            'the checkpoint',
+          )
           if (ev.reason === 'recovery') {
             recoveries.push({
               segment: seg.name,
               id: id as string,
-              unsignedFrom: lastCheckpointN + 1 < n ? eventId(log, lastCheckpointN + 1) : null,
+              unsignedFrom: range ? eventId(log, range.from) : null,
               tornBytes: torn?.bytes ?? 0,
             })
+            if (range) {
+              unattestedRanges.push({ ...range, segment: seg.name, recovery: id as string })
+              for (const [pn, ph] of pendingHashes) unsignedAt.set(pn, ph)
+            }
           }
+          lastSignedN = n
+          pendingHashes = []
           checkpoints++
           lastCheckpointN = n
           lastCheckpoint = { id: id as string, time: String(ev.time) }
@@ -281,6 +360,7 @@ export function verifyAuditLog(dir: string, opts: VerifyOptions): VerifyResult {
         } else if (ev.type === PRUNE_TYPE && typeof ev.first_kept === 'number') {
           maxFirstKept = Math.max(maxFirstKept, ev.first_kept)
         }
+        if (lastSignedN !== n) pendingHashes.push([n, p.h])
         torn = null
         lastHash = p.h
         lastId = id
@@ -322,9 +402,21 @@ export function verifyAuditLog(dir: string, opts: VerifyOptions): VerifyResult {
         message: `the log starts at segment ${first.index}: segments before it are gone and no signed prune record accounts for them`,
       })
     }
+    for (const [pn, ph] of pendingHashes) unsignedAt.set(pn, ph)
     if (opts.checkpoints) {
       const lastSegment = segments[segments.length - 1] as (typeof segments)[number]
-      sinkCheckpoints = checkSinkCheckpoints(opts.checkpoints, keys, log as string, signedAt, expectN - 1, lastId, lastSegment.name)
+      const sink = checkSinkCheckpoints(opts.checkpoints, keys, log as string, signedAt, unsignedAt, expectN - 1, lastId, lastSegment.name)
+      sinkCheckpoints = sink.checked
+      attestedBySink = sink.attested
+    }
+    if (foreign.length > 0) {
+      throw new Broken({
+        segment: foreign[0] as string,
+        line: null,
+        id: null,
+        expected: null,
+        message: `${foreign.length === 1 ? 'a file that is' : `${foreign.length} files that are`} not a segment of this log: ${foreign.join(', ')} (planted, or a segment number claimed twice); no reader opens such files — move them out of the audit directory and keep them as evidence`,
+      })
     }
   } catch (err) {
     if (err instanceof Broken) return summary(err.problem)
@@ -333,25 +425,57 @@ export function verifyAuditLog(dir: string, opts: VerifyOptions): VerifyResult {
   return summary(null)
 }
 
-/** Checks every signed checkpoint a sink received against the log; returns how many were checked. */
+/**
+ * Checks every signed checkpoint a sink received against the log, and every event line it holds
+ * for a position the log has only unsigned (`unsignedAt`): the same bytes attest it, other bytes
+ * mean the log was rewritten there. Lines may carry a prefix (a syslog receiver's header).
+ */
 function checkSinkCheckpoints(
   data: Buffer,
   keys: ReadonlyMap<string, KeyObject>,
   log: string,
   signedAt: ReadonlyMap<number, string>,
+  unsignedAt: ReadonlyMap<number, string>,
   lastN: number,
   lastId: string | null,
   lastSegment: string,
-): number {
-  const { lines, rest } = splitLines(data)
-  if (rest.length > 0) lines.push(rest)
+): { checked: number; attested: Set<number> } {
+  const split = splitLines(data)
+  const lines = split.lines.map(fromLineStart)
+  if (split.rest.length > 0) lines.push(fromLineStart(split.rest))
+  const attested = new Set<number>()
   let checked = 0
   let firstN = Number.POSITIVE_INFINITY
   for (const n of signedAt.keys()) firstN = Math.min(firstN, n)
   let latest: { n: number; id: string; time: string } | null = null
+  const attestEvent = (raw: Buffer, i: number): void => {
+    let p: ParsedLine
+    try {
+      p = parseLine(raw)
+    } catch {
+      return
+    }
+    const n = positionOf(p.event.id, log)
+    const h = n === null ? undefined : unsignedAt.get(n)
+    if (h === undefined || !p.hashOk) return
+    if (h !== p.h) {
+      throw new Broken({
+        segment: null,
+        line: null,
+        id: String(p.event.id),
+        expected: null,
+        message: `checkpoints file line ${i + 1}: the log's unsigned event ${String(p.event.id)} differs from the copy a sink received: the log was rewritten there`,
+      })
+    }
+    attested.add(n as number)
+  }
   for (let i = 0; i < lines.length; i++) {
     const raw = lines[i] as Buffer
-    if (raw.length === 0 || !raw.includes('"type":"audit.')) continue
+    if (raw.length === 0) continue
+    if (!raw.includes('"type":"audit.')) {
+      if (unsignedAt.size > 0) attestEvent(raw, i)
+      continue
+    }
     let p: ParsedLine
     try {
       p = parseLine(raw)
@@ -397,5 +521,30 @@ function checkSinkCheckpoints(
       message: `the log ends at ${lastId ?? 'nothing'}, but a sink received a signed checkpoint for ${latest.id} (${latest.time}): events after ${lastId ?? 'the start'} were cut from the log`,
     })
   }
-  return checked
+  return { checked, attested }
+}
+
+/** A received line from where the audit line starts (after a syslog header, say). */
+function fromLineStart(line: Buffer): Buffer {
+  const at = line.indexOf('{"h":"')
+  return at > 0 ? line.subarray(at) : line
+}
+
+/** The range a recovery checkpoint names (`{from, to}` as ids, or null); throws Broken-worthy text otherwise. */
+function parseDeclaredRange(v: unknown, log: string): UnattestedRange | null {
+  if (v === null) return null
+  if (typeof v === 'object' && !Array.isArray(v)) {
+    const r = v as { from?: unknown; to?: unknown }
+    const from = positionOf(r.from, log)
+    const to = positionOf(r.to, log)
+    if (from !== null && to !== null && from <= to) return { from, to }
+  }
+  // An unreadable range cannot match the one the log shows: reported as a mismatch.
+  return { from: 0, to: -1 }
+}
+
+function describeRange(log: string, r: UnattestedRange | null): string {
+  if (r === null) return 'none'
+  if (r.to < r.from) return 'an unreadable range'
+  return `${r.to - r.from + 1} event(s) ${eventId(log, r.from)} … ${eventId(log, r.to)}`
 }
