@@ -29,6 +29,8 @@ import { connect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { serialize } from 'pg-protocol'
 import { readAuditEvents } from '../../engine/audit.js'
+import { loadAuditKey } from '../../engine/audit/keys.js'
+import { SegmentTrust } from '../../engine/audit/trusted.js'
 import { INTERNAL_SQL_MARK } from '../../proxies/postgres/messages.js'
 import { TestGateway } from './gateway.js'
 import { type ClusterOptions, PgCluster, type ServerLogRecord } from './pgserver.js'
@@ -386,9 +388,10 @@ export class Corpus {
   /** The statement and result events of the session whose application_name is `app`. */
   async auditOf(app: string): Promise<Record<string, unknown>[]> {
     const dir = join(this.gw.dataDir, 'audit')
+    const trust = new SegmentTrust([loadAuditKey(join(this.gw.dataDir, 'keys')).publicKey])
     const deadline = Date.now() + 10_000
     for (;;) {
-      const all = readAuditEvents(dir) as unknown as Record<string, unknown>[]
+      const all = readAuditEvents(dir, {}, trust) as unknown as Record<string, unknown>[]
       const start = all.find((e) => e.type === 'session.start' && (e.client as { application?: string } | undefined)?.application === app)
       const session = start?.session
       if (session !== undefined && all.some((e) => e.session === session && e.type === 'session.end')) {
