@@ -83,7 +83,10 @@ describe('audit CLI and API', () => {
     assert.equal(future.stdout, '')
     assert.notEqual(gw.cli(['audit', 'export', '--format', 'csv']).code, 0)
 
-    const child = spawn(process.execPath, [BIN, 'audit', 'export', '--follow', '--since', '1s', '--config', gw.configFile], {
+    // An absolute --since, taken before the spawn: a relative one is computed when the CLI has
+    // started, which on a loaded machine can be after the statement below was written.
+    const since = new Date(Date.now() - 1000).toISOString()
+    const child = spawn(process.execPath, [BIN, 'audit', 'export', '--follow', '--since', since, '--config', gw.configFile], {
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     let got = ''
