@@ -27,12 +27,13 @@ import type {
 } from 'ssh2'
 import type { Decision, OpenSessionRequest, ProxyContext, ProxySession, TerminalRecording } from '../types.js'
 import { awaitApproval } from '../approval.js'
-import { analyzeExec, type ExecCommand, scpTransfer } from './command.js'
+import { analyzeExec, type ExecCommand } from './command.js'
+import { classifyTransferExec, resolveScpPaths, runScp, type TransferExec } from './scp.js'
 import { type ForwardCommand, forwardText, MAX_FORWARD_CHANNELS, MAX_REMOTE_FORWARDS, splice } from './forward.js'
 import { rememberedHostKey, rememberHostKey, TOFU_FILE } from './hostkeys.js'
 import { ShellCommandDetector } from './shell-detect.js'
 import { type SftpOperation, SftpReplyInjector, SftpRequestFilter, type SftpVerdict } from './sftp.js'
-import { sftpTargetFs, type TargetFs } from './sftp-paths.js'
+import { PathRefused, sftpTargetFs, type TargetFs } from './sftp-paths.js'
 
 const { Client, utils } = ssh2
 
@@ -566,6 +567,75 @@ export class SshConnection {
     return v.ok ? { allow: true } : { allow: false, message: v.message }
   }
 
+  /**
+   * A legacy scp exec, carried out by the gateway over its own SFTP channel (scp.ts), or a transfer
+   * program refused. The exec is decided as `ssh.sftp` with every named path canonical, then each
+   * file and directory the transfer touches is decided on its own.
+   */
+  private async transferExec(
+    stream: ServerChannel,
+    session: ProxySession,
+    cmd: ExecCommand,
+    transfer: Exclude<TransferExec, { kind: 'sftp-server' }>,
+  ): Promise<void> {
+    this.channels.add(stream)
+    stream.on('close', () => this.channels.delete(stream))
+    stream.on('error', () => undefined)
+    if (transfer.kind === 'refused') {
+      await session
+        .audit({
+          type: 'statement',
+          action: 'ssh.exec',
+          command: cmd.command,
+          argv: cmd.argv,
+          decision: 'deny',
+          rules: ['gateway-file-transfer'],
+          reason: transfer.reason,
+        })
+        .catch(() => undefined)
+      this.refuse(stream, `refused: ${transfer.reason}`)
+      return
+    }
+    const t = transfer.transfer
+    let canonical: string[]
+    let sftp: SFTPWrapper
+    let fs: TargetFs
+    try {
+      ;[fs, sftp] = await Promise.all([this.targetFs(), this.targetSftp()])
+      canonical = await resolveScpPaths(t, fs)
+    } catch (err) {
+      this.refuse(stream, `refused: ${err instanceof PathRefused ? err.message : 'the target could not resolve the path'}`, 1)
+      return
+    }
+    const command = {
+      command: cmd.command,
+      argv: cmd.argv,
+      operation: t.direction,
+      path: canonical[0],
+      paths: canonical,
+      requested_paths: t.paths,
+      recursive: t.recursive,
+    }
+    const verdict = await this.judge(session, 'ssh.sftp', command, cmd.command)
+    if (!verdict.ok) {
+      this.refuse(stream, verdict.message)
+      return
+    }
+    const t0 = process.hrtime.bigint()
+    const status = await runScp(t, canonical, stream, { fs, sftp, decide: (op) => this.judgeSftp(session, op) })
+    session.auditLater({
+      type: 'result',
+      action: 'ssh.sftp',
+      command: cmd.command,
+      exit_status: status,
+      duration_ms: Number(process.hrtime.bigint() - t0) / 1e6,
+    })
+    if (!stream.destroyed) {
+      stream.exit(status)
+      stream.end()
+    }
+  }
+
   /** Ends a channel with a message on stderr and an exit status, the way a refused command would. */
   private refuse(stream: ServerChannel, message: string, status = 126): void {
     if (stream.destroyed) return
@@ -687,11 +757,25 @@ export class SshConnection {
     s.on('exec', (accept, reject, info) => {
       if (used || !accept) return reject?.()
       const cmd: ExecCommand = analyzeExec(info.command)
-      const scp = scpTransfer(cmd)
+      // File-transfer programs never run as execs (scp.ts): the SFTP server becomes the SFTP gate,
+      // legacy scp is carried out by the gateway, anything else is refused.
+      const transfer = classifyTransferExec(cmd)
+      if (transfer?.kind === 'sftp-server') {
+        void start(accept, 'sftp', 'ssh.sftp', { command: info.command, operation: 'session', subsystem: 'sftp' }, (c) =>
+          channelOf((cb) => c.subsys('sftp', cb)),
+        )
+        return
+      }
+      if (transfer) {
+        used = true
+        void this.transferExec(accept(), session, cmd, transfer).catch((err: unknown) => {
+          this.shared.ctx.log.warn({ session: session.id, err: String(err) }, 'scp failed')
+          this.close('internal error')
+        })
+        return
+      }
       const p = pty
-      void start(accept, 'exec', scp ? 'ssh.sftp' : 'ssh.exec', scp ? { ...cmd, operation: scp.operation, path: scp.path } : cmd, (c) =>
-        channelOf((cb) => c.exec(info.command, { env, ...(p ? { pty: p } : {}) }, cb)),
-      )
+      void start(accept, 'exec', 'ssh.exec', cmd, (c) => channelOf((cb) => c.exec(info.command, { env, ...(p ? { pty: p } : {}) }, cb)))
     })
     s.on('shell', (accept, reject) => {
       if (used || !accept) return reject?.()

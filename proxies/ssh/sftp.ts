@@ -212,6 +212,9 @@ export function parseSftpRequest(body: Buffer): SftpRequest {
   }
   const p = str(body, 5)
   if (!p) return bad
+  // Every client asks where it starts (REALPATH "."): the answer names the start directory and
+  // nothing in it, so it is not a file operation to decide.
+  if (type === Fx.Realpath && (p.value === '.' || p.value === '') && p.end === body.length) return { kind: 'pass' }
   if (type === Fx.Open) {
     if (p.end + 4 > body.length) return bad
     const f = body.readUInt32BE(p.end)
