@@ -163,6 +163,18 @@ describe('audit against an intruder on the gateway host', () => {
       .filter(Boolean)
       .map((l) => parse(l))
     assert.ok(listed.length >= 2 && listed.every((s) => s.active === false && s.end_reason === ORPHAN_REASON), JSON.stringify(listed))
+
+    // Through the running server too, a planted file is never read: list names it, export refuses.
+    const fake = encodeLine(GENESIS_HASH, 'feedfacecafe-1', new Date().toISOString(), JSON.stringify({ type: 'statement', sql: 'FAKE' }))
+    writeLines(join(auditDir, 'planted.jsonl'), [fake.line])
+    const viaApi = gw.cli(['audit', 'list', '--json'])
+    assert.equal(viaApi.code, 0, viaApi.stderr)
+    assert.doesNotMatch(viaApi.stdout, /FAKE/)
+    assert.match(viaApi.stderr, /planted\.jsonl/)
+    const exported = gw.cli(['audit', 'export'])
+    assert.notEqual(exported.code, 0)
+    assert.match(exported.stderr, /not segments of the log/)
+    unlinkSync(join(auditDir, 'planted.jsonl'))
     await gw.stop()
 
     // verify: OK (the chain holds), but the forged events are named as unattested.

@@ -119,7 +119,9 @@ describe('upstream password exchange minimum', () => {
       assert.equal(sent.indexOf(needle), -1, `the gateway sent ${needle.slice(0, 6)}… toward the server`)
     }
     // The server saw the attempts and no password: none of them authenticated.
-    const authorized = cluster.serverLog().filter((r) => r.message.startsWith('connection authorized') && /md5user|clearuser/.test(r.message))
+    const authorized = cluster
+      .serverLog()
+      .filter((r) => r.message.startsWith('connection authorized') && /md5user|clearuser/.test(r.message))
     assert.deepEqual(authorized, [])
     assert.match(gw.stderr, /weaker than the connection's minimum/)
   })

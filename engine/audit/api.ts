@@ -80,7 +80,20 @@ export async function auditRoutes(app: FastifyInstance, opts: AuditApiOptions): 
           },
           additionalProperties: false,
         },
-        response: { 200: { type: 'object', properties: { events: { type: 'array', items: eventSchema } } }, 400: errorSchema },
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              events: { type: 'array', items: eventSchema },
+              skipped: {
+                type: 'array',
+                description: 'files in the audit directory that are not segments of the log: never read (audit verify fails on them)',
+                items: { type: 'object', properties: { name: { type: 'string' }, why: { type: 'string' } } },
+              },
+            },
+          },
+          400: errorSchema,
+        },
       },
     },
     async (req, reply) => {
@@ -91,7 +104,7 @@ export async function auditRoutes(app: FastifyInstance, opts: AuditApiOptions): 
       if (until === null) return badRequest(reply, 'until must be an RFC 3339 time or a duration like 15m')
       const query: AuditQuery = { ...q, ...(since ? { since } : {}), ...(until ? { until } : {}) }
       audit.flush()
-      return { events: readAuditEvents(audit.dir, query, audit.trust) }
+      return { events: readAuditEvents(audit.dir, query, audit.trust), skipped: audit.trust.segments(audit.dir).rejected }
     },
   )
 

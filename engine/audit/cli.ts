@@ -200,14 +200,16 @@ export function registerAuditCommands(program: Command, sessions: Command, deps:
           ...(o.limit ? { limit: o.limit } : {}),
         }
         const api = deps.apiFor(config)
-        const events = api
-          ? (
-              await api.call<{ events: StoredAuditEvent[] }>(
-                'GET',
-                `/v1/audit?${new URLSearchParams(Object.entries(q).map(([k, v]): [string, string] => [k, String(v)]))}`,
-              )
-            ).events
-          : await readLocal(config, (dir, trust) => readAuditEvents(dir, q as AuditQuery, trust))
+        let events: StoredAuditEvent[]
+        if (api) {
+          const r = await api.call<{ events: StoredAuditEvent[]; skipped?: { name: string; why: string }[] }>(
+            'GET',
+            `/v1/audit?${new URLSearchParams(Object.entries(q).map(([k, v]): [string, string] => [k, String(v)]))}`,
+          )
+          const warning = describeRejected(r.skipped ?? [])
+          if (warning !== null) process.stderr.write(`warning: ${warning}\n`)
+          events = r.events
+        } else events = await readLocal(config, (dir, trust) => readAuditEvents(dir, q as AuditQuery, trust))
         printEvents(events, o.json === true)
       },
     )
