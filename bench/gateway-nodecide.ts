@@ -35,6 +35,8 @@ SqlAnalyzer.prototype.analyze = (sql: string): Analysis => ({
       deallocate: null,
       program: false,
       literalSensitive: false,
+      cursor: null,
+      lexical: null,
     },
   ],
 })

@@ -23,8 +23,8 @@ import { cstr, int16, int32 } from './helpers/wire.js'
 /** The cap connection.ts gives the scanner (engine/config.ts DEFAULT_MAX_MESSAGE_BYTES). */
 const CAP = 16 * 1024 * 1024
 
-/** Types the scanner collects whole (CommandComplete, ErrorResponse, ReadyForQuery). */
-const COLLECTED = new Set(['C', 'E', 'Z'])
+/** Types the scanner collects whole (CommandComplete, ErrorResponse, ReadyForQuery, ParameterStatus). */
+const COLLECTED = new Set(['C', 'E', 'Z', 'S'])
 
 // ---- building server messages -------------------------------------------------------------------
 

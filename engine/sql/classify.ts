@@ -9,6 +9,8 @@
 
 import { arr, nodeType, type Obj, obj, str, stringList } from './lineage-ast.js'
 import { loadModule, parseSync } from 'libpg-query'
+import { lexicalChange } from './lexical.js'
+import { readsSessionText } from './session-text.js'
 
 export type SqlAction = 'sql.session' | 'sql.read' | 'sql.write' | 'sql.ddl' | 'sql.admin' | 'sql.other'
 
@@ -62,6 +64,10 @@ export interface StatementFacts {
   readonly program: boolean
   /** True when a literal value changes the facts (SET, set_config): never cached by shape. */
   readonly literalSensitive: boolean
+  /** DECLARE name, FETCH/MOVE name, CLOSE name (null name: CLOSE ALL), names as the server folds them. */
+  readonly cursor: { readonly op: 'declare' | 'fetch' | 'close'; readonly name: string | null } | null
+  /** Why the statement could change how the server reads SQL text (lexical.ts); refused when set. */
+  readonly lexical: string | null
 }
 
 export interface Analysis {
@@ -336,6 +342,7 @@ interface Draft {
   program: boolean
   settings: SettingChange[]
   literalSensitive: boolean
+  cursor: StatementFacts['cursor']
 }
 
 function defElems(list: unknown): Map<string, string | null> {
@@ -370,6 +377,7 @@ function classifyNode(node: unknown, text: string): StatementFacts {
     program: false,
     settings: [],
     literalSensitive: false,
+    cursor: null,
   }
   switch (type) {
     case 'SelectStmt': {
@@ -418,11 +426,13 @@ function classifyNode(node: unknown, text: string): StatementFacts {
         sql: text,
         kind: 'declare_cursor',
         action: inner.action === 'sql.read' ? 'sql.read' : moreDangerous(inner.action, 'sql.write'),
+        cursor: { op: 'declare', name: str(s.portalname) ?? '' },
       }
     }
     case 'FetchStmt':
       d.action = 'sql.read'
       d.kind = s.ismove ? 'move' : 'fetch'
+      d.cursor = { op: 'fetch', name: str(s.portalname) ?? '' }
       break
     case 'VariableShowStmt':
       d.action = 'sql.read'
@@ -430,6 +440,8 @@ function classifyNode(node: unknown, text: string): StatementFacts {
       break
     case 'CopyStmt': {
       c.walk(node, [])
+      // ENCODING 'x' decides whether the COPY is allowed (lexical.ts): a literal the shape drops.
+      if (defElems(s.options).has('encoding')) d.literalSensitive = true
       const rel = obj(s.relation)
       if (s.is_program) {
         d.action = 'sql.other'
@@ -514,6 +526,9 @@ function classifyNode(node: unknown, text: string): StatementFacts {
       if (str(s.target) === 'DISCARD_ALL') d.settings.push({ name: 'all', value: null, local: false })
       break
     case 'ClosePortalStmt':
+      d.action = 'sql.session'
+      d.cursor = { op: 'close', name: str(s.portalname) }
+      break
     case 'ListenStmt':
     case 'UnlistenStmt':
       d.action = 'sql.session'
@@ -571,6 +586,11 @@ function classifyNode(node: unknown, text: string): StatementFacts {
       d.note = `${c.sqlTextFunction} runs SQL given as text, which the classifier cannot see`
     }
   }
+  const peek = readsSessionText(c.tables, [...c.functions])
+  if (peek !== null) {
+    d.action = moreDangerous(d.action, 'sql.admin')
+    d.note = peek
+  }
   return {
     sql: text,
     kind: d.kind,
@@ -586,6 +606,8 @@ function classifyNode(node: unknown, text: string): StatementFacts {
     deallocate: d.deallocate,
     program: d.program,
     literalSensitive: d.literalSensitive || c.literalSensitive,
+    cursor: d.cursor,
+    lexical: lexicalChange(node),
   }
 }
 
@@ -618,6 +640,8 @@ export function otherFacts(sql: string, note: string): StatementFacts {
     deallocate: null,
     program: false,
     literalSensitive: true,
+    cursor: null,
+    lexical: null,
   }
 }
 

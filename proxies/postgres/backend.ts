@@ -1,5 +1,5 @@
 // Frames the server→client byte stream without buffering results: messages the gateway must
-// read (CommandComplete, ErrorResponse, ReadyForQuery) are collected whole — and may be replaced,
+// read (CommandComplete, ErrorResponse, ReadyForQuery, ParameterStatus) are collected whole — and may be replaced,
 // which is how a refused statement's stand-in error becomes the gateway's own error — while every
 // other message, DataRows above all, streams through as the bytes arrive, untouched.
 
@@ -22,6 +22,8 @@ const COLLECTED = new Uint8Array(256)
 COLLECTED[BackendCode.CommandComplete] = 1
 COLLECTED[BackendCode.ErrorResponse] = 1
 COLLECTED[BackendCode.ReadyForQuery] = 1
+// How the server reads SQL (standard_conforming_strings, client_encoding) is watched in every session.
+COLLECTED[BackendCode.ParameterStatus] = 1
 
 const EMPTY = Buffer.alloc(0)
 

@@ -65,6 +65,7 @@ import { mentionsPassword, redactSql } from './redact.js'
 import { type Analysis, parseSearchPath, type SqlAnalyzer, type StatementFacts } from '../../engine/sql/index.js'
 import { type CatalogCache, readSessionStart } from './catalog.js'
 import { SessionSql, type StatementEffect, type Verdict } from './statements.js'
+import { lexicallySensitive } from '../../engine/sql/lexical.js'
 import * as hold from './hold.js'
 import { compileCopyMasker } from '../../engine/masking/copy.js'
 import { compileRowMasker, type RowMasker } from '../../engine/masking/rows.js'
@@ -91,6 +92,21 @@ const ALLOWED_STARTUP_PARAMS = new Set([
 /** A stand-in that the server rejects as a syntax error, so the server itself aborts whatever a
  * real error would abort (DESIGN.md, "Refusing a statement the way PostgreSQL would"). */
 const STAND_IN_SQL = 'gatehouse refused this statement'
+
+/** Settings the gateway pins (upper case): the server must keep reading SQL as the gateway does. */
+const PINNED_LEXING: ReadonlyMap<string, string> = new Map([
+  ['standard_conforming_strings', 'ON'],
+  ['client_encoding', 'UTF8'],
+])
+
+const LEXICAL_WAIT_DENIED: Decision = {
+  effect: 'deny',
+  rules: ['gatehouse:lexical-unsettled'],
+  reason:
+    'this text depends on standard_conforming_strings and client_encoding, and an earlier statement of the same batch may have changed them; send Sync first',
+  reasons: [],
+  policy: 'gatehouse',
+}
 
 const FUNCTION_CALL_DENIED: Decision = {
   effect: 'deny',
@@ -322,6 +338,13 @@ export class PgConnection implements BackendHandler {
   private boundCatalog: { key: string; catalog: LineageCatalog } | null = null
   /** Unknown relations a catalog refresh was already tried for (cleared by this session's DDL). */
   private readonly refreshedFor = new Set<string>()
+  /** Query and Sync messages sent whose ReadyForQuery has not come back. */
+  private readiesPending = 0
+  private readyWaiters: (() => void)[] = []
+  /** A statement that may have changed a setting was sent and its ReadyForQuery has not come. */
+  private lexicalUnsettled = false
+  /** Such a statement is in the extended-protocol batch not yet ended by Sync. */
+  private openBatchOpaque = false
 
   constructor(
     socket: Socket,
@@ -559,6 +582,10 @@ export class PgConnection implements BackendHandler {
     // make the server run a different statement than the one decided. The server reports UTF8 in
     // ParameterStatus and clients adopt it.
     params.set('client_encoding', 'UTF8')
+    // Pinned the same way: startup parameters win over role, database and server defaults, and
+    // every later change is refused (engine/sql/lexical.ts) or ends the session (onParameterStatus).
+    params.set('standard_conforming_strings', 'on')
+    params.set('backslash_quote', 'safe_encoding')
     return {
       target: session.target,
       database: typeof s.database === 'string' ? s.database : session.connection.name,
@@ -627,6 +654,9 @@ export class PgConnection implements BackendHandler {
     server.on('drain', () => this.client.resume())
     this.client.on('drain', () => server.resume())
 
+    for (const m of upstream.startupMessages) {
+      if (m[0] === BackendCode.ParameterStatus && !this.lexingHolds(m.subarray(5))) return
+    }
     this.client.cork()
     this.client.write(AUTH_OK)
     for (const m of upstream.startupMessages) this.client.write(m)
@@ -684,6 +714,7 @@ export class PgConnection implements BackendHandler {
   }
 
   private expect(kind: Expect, entry: NamedEntry | null, record: StatementRecord | null, target: NamedEntry | null = null): void {
+    if (kind === Expect.Query || kind === Expect.Sync) this.readiesPending++
     this.expectations.push({ kind, entry, record, target })
     if (record?.masks && this.expectations.length - 1 === this.expectHead) this.headChanged()
   }
@@ -695,21 +726,9 @@ export class PgConnection implements BackendHandler {
         return this.onQuery(f)
       case FrontendCode.Parse: {
         const m = parseParse(f.body)
-        const prev = m.name === '' ? null : (this.statements.get(m.name) ?? null)
-        const entry: NamedEntry = {
-          sql: m.sql,
-          facts: null,
-          params: null,
-          state: 'pending',
-          batch: this.batch,
-          prev,
-          statement: null,
-          waiters: null,
-          statementName: m.name,
-        }
-        this.statements.set(m.name, entry)
-        this.expect(Expect.Parse, entry, null)
-        this.out.push(f.raw)
+        const gate = this.lexicalGate(m.sql)
+        if (gate !== null) return this.parseAfterGate(f, gate)
+        this.onParse(f, m)
         return undefined
       }
       case FrontendCode.Bind: {
@@ -752,6 +771,7 @@ export class PgConnection implements BackendHandler {
       }
       case FrontendCode.Sync:
         expectEmpty(f.body, 'Sync')
+        this.openBatchOpaque = false
         this.expect(Expect.Sync, null, null)
         this.batch++
         this.out.push(f.raw)
@@ -783,13 +803,60 @@ export class PgConnection implements BackendHandler {
     }
   }
 
+  private onParse(f: Frame, m: ReturnType<typeof parseParse>): void {
+    const prev = m.name === '' ? null : (this.statements.get(m.name) ?? null)
+    const entry: NamedEntry = {
+      sql: m.sql,
+      facts: null,
+      params: null,
+      state: 'pending',
+      batch: this.batch,
+      prev,
+      statement: null,
+      waiters: null,
+      statementName: m.name,
+    }
+    this.statements.set(m.name, entry)
+    this.expect(Expect.Parse, entry, null)
+    this.out.push(f.raw)
+  }
+
+  /** A Parse whose text must wait for the server's settings (lexicalGate); refused in place if it cannot. */
+  private async parseAfterGate(f: Frame, gate: Promise<void> | 'refuse'): Promise<void> {
+    const m = parseParse(f.body)
+    if (gate === 'refuse') {
+      // The server never sees it: a later Bind of the name is skipped after the stand-in's error.
+      const o: Outgoing = { raw: f.raw, kind: Expect.Execute, sql: m.sql, text: m.sql, params: null, portal: null, approvedBy: null }
+      await this.sendOrRefuse(o, { decision: LEXICAL_WAIT_DENIED, statements: [], effects: [] })
+      return
+    }
+    await gate
+    if (!this.isClosed()) this.onParse(f, m)
+  }
+
   /** A simple Query. */
   private onQuery(f: Frame): Promise<void> | undefined {
     const sql = parseQuery(f.body)
+    const gate = this.lexicalGate(sql)
+    if (gate !== null) return this.queryAfterGate(f, sql, gate)
+    return this.queryNow(f, sql)
+  }
+
+  private queryNow(f: Frame, sql: string): Promise<void> | undefined {
     // A simple Query destroys the unnamed statement and portal (PostgreSQL exec_simple_query).
     this.statements.delete('')
     this.portals.delete('')
     return this.judgeAndSend({ raw: f.raw, kind: Expect.Query, sql, text: sql, params: null, portal: null, approvedBy: null })
+  }
+
+  private async queryAfterGate(f: Frame, sql: string, gate: Promise<void> | 'refuse'): Promise<void> {
+    if (gate === 'refuse') {
+      const o: Outgoing = { raw: f.raw, kind: Expect.Query, sql, text: sql, params: null, portal: null, approvedBy: null }
+      await this.sendOrRefuse(o, { decision: LEXICAL_WAIT_DENIED, statements: [], effects: [] })
+      return
+    }
+    await gate
+    if (!this.isClosed()) await this.queryNow(f, sql)
   }
 
   /** An Execute, judged as the statement its portal runs (waiting first when that is not yet known). */
@@ -1022,6 +1089,7 @@ export class PgConnection implements BackendHandler {
       }
       this.expect(kind, null, record, o.portal)
       this.out.push(o.raw)
+      this.noteForwarded(kind, verdict.inert === true)
       this.approvalPrefs.note(this.shared.analyzer, verdict, o.sql)
       return undefined
     }
@@ -1214,6 +1282,9 @@ export class PgConnection implements BackendHandler {
   onMessage(type: number, body: Buffer): Buffer | null {
     const h = this.head()
     switch (type) {
+      case BackendCode.ParameterStatus:
+        this.lexingHolds(body)
+        return null
       // Collected only while this session masks (BackendScanner.setMasking).
       case BackendCode.RowDescription:
         this.onRowDescription(h, body)
@@ -1246,8 +1317,16 @@ export class PgConnection implements BackendHandler {
       this.errorSinceReady = false
       this.lastTag = null
       if (h && (h.kind === Expect.Query || h.kind === Expect.Sync)) {
+        this.readiesPending--
         if (h.kind === Expect.Query) this.finishRecord(h, null)
         else this.shift()
+      }
+      if (this.readiesPending === 0) {
+        // Every ParameterStatus of what was sent has arrived (the server sends them before this).
+        if (!this.openBatchOpaque) this.lexicalUnsettled = false
+        const w = this.readyWaiters
+        this.readyWaiters = []
+        for (const f of w) f()
       }
       return null
     }
@@ -1283,6 +1362,48 @@ export class PgConnection implements BackendHandler {
       this.shift()
     }
     return replacement
+  }
+
+  // ---- how the server reads SQL -------------------------------------------------------------
+
+  /**
+   * A ParameterStatus from the server: the ground truth of how it reads SQL. If it no longer reads
+   * text the way the gateway's parser does, nothing more may be judged, so the session ends.
+   * Returns false (and has ended the session) in that case.
+   */
+  private lexingHolds(body: Buffer): boolean {
+    const end = body.indexOf(0)
+    const name = body.toString('utf8', 0, end).toLowerCase()
+    const value = body.toString('utf8', end + 1, body.indexOf(0, end + 1))
+    const pinned = PINNED_LEXING.get(name)
+    if (pinned === undefined || value.toUpperCase() === pinned) return true
+    this.log.warn({ session: this.session?.id, setting: name, value }, 'the server reads SQL differently now; session ended')
+    this.fatal(
+      '08P01',
+      `gatehouse: the server reports ${name} = ${value}; Gatehouse reads SQL with ${name} = ${pinned.toLowerCase() === 'on' ? 'on' : pinned} only, so the session was ended`,
+    )
+    return false
+  }
+
+  /**
+   * Whether a text may be sent now. After a statement that could have changed a setting (a write's
+   * trigger, a user function's set_config), the server tells the new value only in ParameterStatus
+   * before ReadyForQuery; a text whose lexing depends on those settings waits for that answer. In an
+   * unfinished extended-protocol batch the answer cannot come before Sync: such a text is refused.
+   * Returns null when it may go now, a promise when it may go after the wait, 'refuse' otherwise.
+   */
+  private lexicalGate(text: string): Promise<void> | null | 'refuse' {
+    if (!this.lexicalUnsettled || !lexicallySensitive(text)) return null
+    if (this.openBatchOpaque) return 'refuse'
+    this.flushToServer()
+    if (this.readiesPending === 0) return null
+    return new Promise<void>((r) => this.readyWaiters.push(r))
+  }
+
+  private noteForwarded(kind: Expect, inert: boolean): void {
+    if (inert) return
+    this.lexicalUnsettled = true
+    if (kind === Expect.Execute) this.openBatchOpaque = true
   }
 
   // ---- masking results ---------------------------------------------------------------------

@@ -8,6 +8,7 @@
 import type { Logger } from 'pino'
 import type { Analysis, Catalog, SqlAnalyzer, SqlAction, StatementFacts } from '../../engine/sql/index.js'
 import { otherFacts, parseSearchPath, qualify } from '../../engine/sql/index.js'
+import { builtinFunctionClass, isHarmless } from '../../engine/sql/functions.js'
 import type { Decision, MaskObligation } from '../../engine/types.js'
 import type { ProxySession } from '../types.js'
 
@@ -29,6 +30,8 @@ export interface JudgedStatement {
 
 export interface Verdict {
   readonly decision: Decision
+  /** True when running it cannot change session settings behind the gateway's back (lexicallyInert). */
+  readonly inert?: boolean
   readonly statements: readonly JudgedStatement[]
   readonly effects: readonly StatementEffect[]
   /** Per statement, how its results are masked (set by the proxy once the decision allows). */
@@ -75,11 +78,12 @@ export class SessionSql {
     if (stmts.length !== 1) return null
     const only = stmts[0] as StatementFacts
     if (only.execute !== null) return null
-    const d = this.decideShape(analysis.shape ?? null, only, signal)
+    const d = only.lexical !== null ? lexicalDenial(only.lexical) : this.decideShape(analysis.shape ?? null, only, signal)
     return {
       decision: d,
       statements: [{ sql: only.sql, action: only.action, kind: only.kind, decision: d.effect, rules: d.rules }],
       effects: [effectOf(only)],
+      inert: lexicallyInert(only),
     }
   }
 
@@ -109,11 +113,15 @@ export class SessionSql {
     if (stmts.length === 1 && stmts[0]?.execute === null) {
       // The common case, without the bookkeeping a multi-statement query needs.
       const only = stmts[0]
-      const d = await this.decide(only.action, this.command(only, 1, this.candidates), signal, approval)
+      const d =
+        only.lexical !== null
+          ? lexicalDenial(only.lexical)
+          : await this.decide(only.action, this.command(only, 1, this.candidates), signal, approval)
       return {
         decision: d,
         statements: [{ sql: only.sql, action: only.action, kind: only.kind, decision: d.effect, rules: d.rules }],
         effects: [effectOf(only)],
+        inert: lexicallyInert(only),
       }
     }
     const judged: JudgedStatement[] = []
@@ -123,6 +131,7 @@ export class SessionSql {
     let denial: Decision | null = null
     let hold: Decision | null = null
     let policy = ''
+    let inert = true
     // Later statements of one query run in the session as the earlier ones leave it: a SET
     // search_path or a PREPARE earlier in the text counts for the statements after it.
     let paths: readonly (readonly string[])[] = this.candidates
@@ -138,7 +147,8 @@ export class SessionSql {
         if (eff.deallocate.name === null) prepared.clear()
         else prepared.set(eff.deallocate.name, null)
       }
-      const d = await this.decide(facts.action, command, signal, approval)
+      const d = facts.lexical !== null ? lexicalDenial(facts.lexical) : await this.decide(facts.action, command, signal, approval)
+      inert &&= lexicallyInert(facts)
       policy = d.policy
       judged.push({ sql: facts.sql, action: facts.action, kind: facts.kind, decision: d.effect, rules: d.rules })
       effects.push(eff)
@@ -148,7 +158,7 @@ export class SessionSql {
       else masks.push(...d.mask)
     }
     const decision: Decision = denial ?? hold ?? { effect: 'allow', rules: [...new Set(rules)], mask: masks, policy }
-    return { decision, statements: judged, effects }
+    return { decision, statements: judged, effects, inert }
   }
 
   /**
@@ -313,6 +323,33 @@ export function effectOf(f: StatementFacts): StatementEffect {
     searchPath,
     ddl: f.action === 'sql.ddl' || f.action === 'sql.admin',
   }
+}
+
+/** A statement that could change how the server reads SQL (engine/sql/lexical.ts) is refused
+ * whatever the policy says: the gateway could no longer judge what the server runs. */
+export function lexicalDenial(reason: string): Decision {
+  return {
+    effect: 'deny',
+    rules: [LEXICAL_RULE],
+    reason,
+    reasons: [{ rule: LEXICAL_RULE, reason, hop: '' }],
+    policy: 'gatehouse',
+  }
+}
+
+export const LEXICAL_RULE = 'gatehouse:lexical-setting'
+
+/**
+ * Whether running the statement leaves the session's settings as they were: a read or session
+ * statement that calls only reviewed harmless built-ins. Anything else (a write can fire a
+ * trigger, a user function can call set_config) may change how the server reads the next text,
+ * which the gateway learns only from the server's ParameterStatus at ReadyForQuery.
+ */
+export function lexicallyInert(f: StatementFacts): boolean {
+  if (f.action !== 'sql.read' && f.action !== 'sql.session') return false
+  if (f.execute !== null || f.cursor?.op === 'fetch') return false
+  for (const fn of f.functions) if (!isHarmless(builtinFunctionClass(fn))) return false
+  return true
 }
 
 /** A decision that reports an evaluation failure rather than the policy's answer. */
