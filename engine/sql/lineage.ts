@@ -50,6 +50,9 @@ export interface LineageCatalog {
   /** Every relation of this name in any schema: an unqualified name the path does not resolve may
    *  still be one of them (a search_path the caller did not follow), so its columns count too. */
   relationsNamed?(name: string): readonly RelationInfo[]
+  /** Casts whose function is user-defined in a language that can run SQL (`source -> target`): the
+   *  server may call one implicitly wherever a value changes type, so a computed value may reach it. */
+  userCasts?(): readonly string[]
 }
 /** 'schema.table.column'. For a relation the catalog does not know: the schema as written, or '?'. */
 export type Source = string
@@ -75,6 +78,23 @@ export interface LineageWrite {
   /** The written value may carry data the analysis cannot see (a user-defined function…). */
   readonly opaque: string | null
 }
+export interface LineageCall {
+  /** The function's name as parsed (unquoted names lower-case). */
+  readonly name: string
+  /** The schema as written, or null when unqualified. */
+  readonly schema: string | null
+  /** Every base column its arguments derive from. */
+  readonly sources: readonly Source[]
+  readonly opaque: string | null
+}
+/** A column or expression that DDL attaches to a relation or type (index, constraint, statistics,
+ *  default, domain check): the server evaluates it over stored rows, now and on later writes. */
+export interface LineageDdl {
+  readonly what: string
+  readonly sources: readonly Source[]
+  /** Code the analysis cannot see into runs there (a user-defined function, a new operator…). */
+  readonly opaque: string | null
+}
 export interface StatementLineage {
   /** The statement's own text. */
   readonly sql: string
@@ -88,6 +108,19 @@ export interface StatementLineage {
   readonly writes: readonly LineageWrite[]
   /** Opaque calls anywhere in the statement (also in WHERE or FROM): code that may read or write anything. */
   readonly opaqueCalls: readonly string[]
+  /** Function calls whose arguments carry table data (or an opaque value), anywhere in the statement. */
+  readonly calls?: readonly LineageCall[]
+  /** Base columns whose values something computes on (a function, an operator, a cast, CASE, a
+   *  whole row…), anywhere in the statement: any such expression may fail for some values only. A
+   *  column passed through as is, or only counted (`count(col)`), is not listed. */
+  readonly computed?: readonly Source[]
+  /** What DDL attaches to relations or types (see LineageDdl). */
+  readonly ddl?: readonly LineageDdl[]
+  /** `COPY … (ENCODING …)`: the encoding named (the fields are then split in it, not in UTF-8). */
+  readonly copyEncoding?: string
+  /** Functions this statement creates or renames (by their new name): later statements must treat
+   *  the name as user-defined before any catalog snapshot knows it. */
+  readonly definesFunctions?: readonly string[]
   /** Non-null when lineage could not be established; the caller fails closed. */
   readonly unresolved: string | null
   readonly declare?: string
@@ -260,6 +293,10 @@ class Ctx {
   readonly predicates = new Set<string>()
   readonly writes: LineageWrite[] = []
   readonly opaqueCalls = new Set<string>()
+  readonly calls: LineageCall[] = []
+  readonly computed = new Set<string>()
+  readonly ddl: LineageDdl[] = []
+  readonly defines: string[] = []
   readonly viewCache = new Map<string, readonly Lin[]>()
   readonly viewStack: string[] = []
 
@@ -271,6 +308,10 @@ class Ctx {
   }
   write(target: string, l: Lin): void {
     this.writes.push({ target, sources: [...l.sources].sort(), opaque: l.opaque })
+  }
+  attach(what: string, l: Lin): void {
+    if (l.opaque !== null) this.opaqueCalls.add(l.opaque)
+    this.ddl.push({ what, sources: [...l.sources].sort(), opaque: l.opaque })
   }
 }
 
@@ -303,7 +344,27 @@ function evalExpr(ctx: Ctx, node: unknown, lv: Level): Lin {
   if (t?.[0] === 'ColumnRef') return columnRef(ctx, t[1], lv)
   const acc = new Acc()
   walk(ctx, node, lv, acc)
-  return acc.lin()
+  const l = acc.lin()
+  if (l.sources.size > 0 && l.direct === null && !countOfColumns(t)) {
+    for (const s of l.sources) ctx.computed.add(s)
+    const casts = ctx.catalog.userCasts?.() ?? []
+    if (casts.length > 0) {
+      const why = `user-defined casts (${casts.slice(0, 3).join(', ')}) may run on computed values`
+      ctx.opaqueCalls.add(why)
+      return { ...l, opaque: l.opaque ?? why }
+    }
+  }
+  return l
+}
+
+/** `count(*)`, `count(col)`, `count(DISTINCT col)`: counting cannot fail for any value. */
+function countOfColumns(t: [string, Obj] | null): boolean {
+  if (t?.[0] !== 'FuncCall') return false
+  const f = t[1]
+  const parts = stringList(f.funcname)
+  if (parts.at(-1) !== 'count' || (parts.length > 1 && parts[0] !== 'pg_catalog') || parts.length > 2) return false
+  if (f.agg_filter !== undefined || f.over !== undefined || f.agg_order !== undefined) return false
+  return f.agg_star === true || arr(f.args).every((a) => nodeType(a)?.[0] === 'ColumnRef')
 }
 
 /** Adds the taint of everything under `node` to `acc`. */
@@ -337,14 +398,18 @@ function walk(ctx: Ctx, node: unknown, lv: Level, acc: Acc): void {
         const rest: Obj = { ...inner }
         delete rest.funcname
         delete rest.over
-        const fname = stringList(inner.funcname).pop() ?? ''
+        const fparts = stringList(inner.funcname)
+        const fname = fparts[fparts.length - 1] ?? ''
+        const args = new Acc()
+        walk(ctx, rest, lv, args)
+        const al = args.lin()
+        if (al.sources.size > 0 || al.opaque !== null)
+          ctx.calls.push({ name: fname, schema: fparts.length > 1 ? (fparts[fparts.length - 2] ?? null) : null, sources: [...al.sources].sort(), opaque: al.opaque })
         if (SINK_FUNCTIONS.has(fname)) {
-          const args = new Acc()
-          walk(ctx, rest, lv, args)
-          ctx.write(`${fname}()`, args.lin())
-          acc.add(args.lin())
+          ctx.write(`${fname}()`, al)
           if (fname === 'set_config') setConfigPath(ctx, inner.args)
-        } else walk(ctx, rest, lv, acc)
+        }
+        acc.add(al)
         const over = obj(inner.over)
         if (over) {
           // A window function's value depends on how rows are partitioned and ordered.
@@ -747,6 +812,8 @@ function functionFrame(ctx: Ctx, rf: Obj, lv: Level): Frame {
   let fname = 'function'
   for (const [call, coldef] of items) {
     const l = derived(evalExpr(ctx, call, lv))
+    // The arguments of a function in FROM decide how many rows it returns.
+    ctx.predicate(l)
     acc.add(l)
     const fc = nodeType(call)
     const fn = fc?.[0] === 'FuncCall' ? (stringList(fc[1].funcname).pop() ?? '') : ''
@@ -1091,6 +1158,8 @@ function selectQuery(ctx: Ctx, s: Obj, outer: Level | null, ctes: CteScope | nul
     if ([...l, ...r].some((o) => o.unknownStar !== undefined)) fail('a set operation over columns the catalog does not know')
     // INTERSECT and EXCEPT return values of the left side, but which rows survive depends on the right.
     outs = l.map((o, i) => ({ name: o.name, lin: unionLin(o.lin, (r[i] as Out).lin) }))
+    // Without ALL, rows are compared to remove duplicates (or to match the other side): a condition.
+    if (s.all !== true) for (const o of outs) ctx.predicate(o.lin)
   } else if (s.valuesLists !== undefined) {
     const rows = arr(s.valuesLists).map((v) => arr(obj(obj(v)?.List)?.items))
     const width = rows[0]?.length ?? 0
@@ -1325,22 +1394,95 @@ function generatedExpr(def: unknown): unknown {
   return undefined
 }
 
+/** A relation's columns as one FROM item, for expressions DDL attaches to it. */
+function tableLevel(ctx: Ctx, rv: Obj): { qual: string; lv: Level; entry: Entry } {
+  const target = writeTarget(ctx, rv)
+  return { qual: target.qual, entry: target.entry, lv: { frames: [{ star: target.star, entries: [target.entry] }], outer: null, ctes: null } }
+}
+
+/** A plain column named by DDL (an index key, a constraint's key column): its lineage. */
+function namedColumn(entry: Entry, col: string): Lin {
+  return entryColumn(entry, col) ?? fail(`column ${col} is not in the catalog`)
+}
+
+/** A table constraint (or a column's constraints): every column and expression it evaluates. */
+function constraintLineage(ctx: Ctx, con: Obj, t: { qual: string; lv: Level; entry: Entry }, column: string | null): void {
+  const type = str(con.contype) ?? ''
+  const what = `${type.replace('CONSTR_', '').toLowerCase()} constraint on ${t.qual}`
+  const acc = new Acc()
+  if (column !== null && type !== 'CONSTR_DEFAULT' && type !== 'CONSTR_GENERATED' && type !== 'CONSTR_IDENTITY') {
+    const own = entryColumn(t.entry, column)
+    if (own) acc.add(own)
+  }
+  if (con.raw_expr !== undefined && type !== 'CONSTR_GENERATED') acc.add(evalExpr(ctx, con.raw_expr, t.lv))
+  for (const k of [...stringList(con.keys), ...stringList(con.including), ...stringList(con.fk_attrs)]) acc.add(namedColumn(t.entry, k))
+  for (const e of arr(con.exclusions)) {
+    const pair = arr(obj(e)?.List ? obj(obj(e)?.List)?.items : e)
+    const el = obj(obj(pair[0])?.IndexElem)
+    if (el) acc.add(indexElem(ctx, el, t))
+  }
+  if (con.where_clause !== undefined) acc.add(evalExpr(ctx, con.where_clause, t.lv))
+  const pk = obj(con.pktable)
+  if (pk) {
+    // A foreign key compares this table's values with the referenced ones: an equality test on them.
+    const ref = tableLevel(ctx, pk)
+    const cols = stringList(con.pk_attrs)
+    if (cols.length === 0) acc.add(wholeRow(ref.entry))
+    for (const k of cols) acc.add(namedColumn(ref.entry, k))
+  }
+  if (acc.sources.size > 0 || acc.opaque !== null) ctx.attach(what, acc.lin())
+}
+
+function indexElem(ctx: Ctx, el: Obj, t: { lv: Level; entry: Entry }): Lin {
+  const name = str(el.name)
+  if (name !== null) return namedColumn(t.entry, name)
+  return evalExpr(ctx, el.expr, t.lv)
+}
+
 function alterTable(ctx: Ctx, s: Obj): void {
   const rv = obj(s.relation) ?? fail('ALTER TABLE without a table')
+  const t = tableLevel(ctx, rv)
   for (const c of arr(s.cmds)) {
     const cmd = obj(obj(c)?.AlterTableCmd)
     if (!cmd) continue
-    switch (str(cmd.subtype)) {
+    const sub = str(cmd.subtype)
+    switch (sub) {
+      case 'AT_AddConstraint': {
+        const con = obj(obj(cmd.def)?.Constraint)
+        if (con) constraintLineage(ctx, con, t, null)
+        break
+      }
+      case 'AT_ColumnDefault':
+        if (cmd.def !== undefined && cmd.def !== null) ctx.attach(`default of ${t.qual}.${str(cmd.name) ?? ''}`, evalExpr(ctx, cmd.def, t.lv))
+        break
+      case 'AT_ValidateConstraint':
+      case 'AT_ClusterOn':
+      case 'AT_SetNotNull':
+        // Checks (or orders by) stored values of columns the statement does not name: all of them.
+        ctx.attach(`${sub.slice(3)} on ${t.qual}`, wholeRow(t.entry))
+        break
+      default:
+        break
+    }
+    switch (sub) {
       case 'AT_AddColumn': {
         const g = generatedExpr(cmd.def)
-        const col = str(obj(obj(cmd.def)?.ColumnDef)?.colname) ?? ''
+        const def = obj(obj(cmd.def)?.ColumnDef)
+        const col = str(def?.colname) ?? ''
         if (g !== undefined) columnExprWrite(ctx, rv, col, g)
+        for (const k of arr(def?.constraints)) {
+          const con = obj(obj(k)?.Constraint)
+          if (con && str(con.contype) !== 'CONSTR_GENERATED') constraintLineage(ctx, con, t, null)
+        }
+        if (def?.raw_default !== undefined) ctx.attach(`default of ${t.qual}.${col}`, evalExpr(ctx, def.raw_default, t.lv))
         break
       }
       case 'AT_AlterColumnType': {
-        // ALTER COLUMN a TYPE … USING expr rewrites a from any column of the row.
+        // ALTER COLUMN a TYPE … USING expr rewrites a from any column of the row; the conversion
+        // itself runs on every stored value of a (and fails for some).
         const using = obj(obj(cmd.def)?.ColumnDef)?.raw_default
         if (using !== undefined) columnExprWrite(ctx, rv, str(cmd.name) ?? '', using)
+        ctx.attach(`type change of ${t.qual}.${str(cmd.name) ?? ''}`, derived(namedColumn(t.entry, str(cmd.name) ?? '')))
         break
       }
       case 'AT_SetExpression':
@@ -1420,7 +1562,7 @@ function copyOptions(s: Obj): NonNullable<StatementLineage['copy']> {
 
 interface Result {
   outputs: Out[] | null
-  extra?: Partial<Pick<StatementLineage, 'declare' | 'fetch' | 'prepare' | 'execute' | 'copy'>>
+  extra?: Partial<Pick<StatementLineage, 'declare' | 'fetch' | 'prepare' | 'execute' | 'copy' | 'copyEncoding'>>
 }
 
 function statement(ctx: Ctx, type: string, s: Obj): Result {
@@ -1474,16 +1616,97 @@ function statement(ctx: Ctx, type: string, s: Obj): Result {
         const g = generatedExpr(e)
         if (g !== undefined) ctx.write(`${qual}.${str(obj(obj(e)?.ColumnDef)?.colname) ?? ''}`, evalExpr(ctx, g, lv))
       }
+      // Constraints of the new table: a foreign key into a masked column tests guesses against it.
+      const nt = { qual, lv, entry: lv.frames[0]?.entries[0] as Entry }
+      for (const e of arr(s.tableElts)) {
+        const tc = obj(obj(e)?.Constraint)
+        if (tc) constraintLineage(ctx, tc, nt, null)
+        const cd = obj(obj(e)?.ColumnDef)
+        for (const k of arr(cd?.constraints)) {
+          const con = obj(obj(k)?.Constraint)
+          if (con && str(con.contype) !== 'CONSTR_GENERATED') constraintLineage(ctx, con, nt, str(cd?.colname))
+        }
+      }
+      for (const k of arr(s.constraints)) {
+        const con = obj(obj(k)?.Constraint)
+        if (con) constraintLineage(ctx, con, nt, null)
+      }
       return { outputs: null }
     }
     case 'AlterTableStmt':
+      if (str(s.objtype) === 'OBJECT_TYPE') return { outputs: null }
       alterTable(ctx, s)
+      return { outputs: null }
+    case 'IndexStmt': {
+      const t = tableLevel(ctx, obj(s.relation) ?? fail('CREATE INDEX without a table'))
+      const acc = new Acc()
+      for (const e of [...arr(s.indexParams), ...arr(s.indexIncludingParams)]) {
+        const el = obj(obj(e)?.IndexElem)
+        if (el) acc.add(indexElem(ctx, el, t))
+      }
+      if (s.whereClause !== undefined) acc.add(evalExpr(ctx, s.whereClause, t.lv))
+      ctx.attach(`index on ${t.qual}`, acc.lin())
+      return { outputs: null }
+    }
+    case 'CreateStatsStmt': {
+      const rels = arr(s.relations)
+      const first = obj(obj(rels[0])?.RangeVar)
+      if (rels.length !== 1 || !first) fail('CREATE STATISTICS over something other than one table')
+      const t = tableLevel(ctx, first)
+      const acc = new Acc()
+      for (const e of arr(s.exprs)) {
+        const el = obj(obj(e)?.StatsElem) ?? fail('a statistics element that cannot be read')
+        const name = str(el.name)
+        acc.add(name !== null ? namedColumn(t.entry, name) : evalExpr(ctx, el.expr, t.lv))
+      }
+      ctx.attach(`statistics on ${t.qual}`, acc.lin())
+      return { outputs: null }
+    }
+    case 'ClusterStmt': {
+      const rv = obj(s.relation)
+      // Rows are rewritten in the order of an index: their physical order (ctid) then tells it.
+      if (rv) ctx.attach('CLUSTER', wholeRow(tableLevel(ctx, rv).entry))
+      else ctx.attach('CLUSTER', { ...CLEAR, opaque: 'CLUSTER without a table reorders every clustered table' })
+      return { outputs: null }
+    }
+    case 'CreateDomainStmt':
+    case 'AlterDomainStmt': {
+      const star: Slot[] = [{ name: 'value', lin: CLEAR }]
+      const lv: Level = { frames: [{ star, entries: [] }], outer: null, ctes: null }
+      const cons = type === 'CreateDomainStmt' ? arr(s.constraints) : [s.def]
+      for (const k of cons) {
+        const con = obj(obj(k)?.Constraint)
+        if (con?.raw_expr !== undefined) ctx.attach('domain constraint', evalExpr(ctx, con.raw_expr, lv))
+      }
+      const sub = str(s.subtype)
+      if (type === 'AlterDomainStmt' && (sub === 'C' || sub === 'V' || sub === 'N'))
+        // The new check runs over every stored value of every column of this type: which columns
+        // those are is not in the catalog the analysis has, so masked ones may be among them.
+        ctx.attach('domain constraint', { ...CLEAR, opaque: 'a domain constraint is checked against every column of the domain' })
+      return { outputs: null }
+    }
+    case 'DefineStmt': {
+      const kind = str(s.kind)
+      // Operators and aggregates are reached by ordinary syntax (`=`, `max(x)`), a base type by
+      // every conversion to it: each runs the functions it names wherever a value reaches it.
+      if (kind === 'OBJECT_OPERATOR' || kind === 'OBJECT_AGGREGATE' || kind === 'OBJECT_TYPE')
+        ctx.attach(`CREATE ${kind.slice(7)}`, {
+          ...CLEAR,
+          opaque: `a new ${kind.slice(7).toLowerCase()} runs user code wherever ordinary syntax reaches it`,
+        })
+      if (kind === 'OBJECT_AGGREGATE') ctx.defines.push(stringList(s.defnames).pop() ?? '')
+      return { outputs: null }
+    }
+    case 'CreateFunctionStmt':
+      ctx.defines.push(stringList(s.funcname).pop() ?? '')
       return { outputs: null }
     case 'RenameStmt': {
       const kind = str(s.renameType)
       const rv = obj(s.relation)
       const newname = str(s.newname) ?? fail('RENAME without a new name')
       if (kind === 'OBJECT_SCHEMA') fail('renaming a schema moves every relation in it')
+      if (kind === 'OBJECT_FUNCTION' || kind === 'OBJECT_PROCEDURE' || kind === 'OBJECT_ROUTINE' || kind === 'OBJECT_AGGREGATE')
+        ctx.defines.push(newname)
       if ((kind === 'OBJECT_COLUMN' || kind === 'OBJECT_ATTRIBUTE') && rv) {
         const t = relTarget(rv)
         moveRelation(ctx, rv, null, t.name, str(s.subname) ?? '', newname)
@@ -1498,13 +1721,17 @@ function statement(ctx: Ctx, type: string, s: Obj): Result {
     }
     case 'CopyStmt': {
       const rv = obj(s.relation)
+      const encoding = arr(s.options)
+        .map((o) => obj(obj(o)?.DefElem))
+        .find((d) => str(d?.defname) === 'encoding')
+      const enc = encoding ? { copyEncoding: str(obj(obj(encoding.arg)?.String)?.sval) ?? '?' } : {}
       let outs: Out[]
       if (rv) {
         const target = writeTarget(ctx, rv)
         const att = stringList(s.attlist)
         if (s.is_from === true) {
           for (const c of att.length > 0 ? att : (target.columns ?? [])) ctx.write(`${target.qual}.${c}`, CLEAR)
-          return { outputs: null }
+          return { outputs: null, extra: enc }
         }
         const star: readonly Slot[] =
           att.length > 0
@@ -1526,9 +1753,9 @@ function statement(ctx: Ctx, type: string, s: Obj): Result {
           acc.add(o.lin)
         }
         ctx.write(target, acc.lin())
-        return { outputs: null }
+        return { outputs: null, extra: enc }
       }
-      return { outputs: outs, extra: { copy: copyOptions(s) } }
+      return { outputs: outs, extra: { copy: copyOptions(s), ...enc } }
     }
     case 'ExplainStmt': {
       const q = nodeType(s.query) ?? fail('EXPLAIN without a statement')
@@ -1608,6 +1835,10 @@ function analyzeOne(stmt: unknown, text: string, catalog: LineageCatalog, ctx = 
     predicates: [...ctx.predicates].sort(),
     writes: ctx.writes,
     opaqueCalls: [...ctx.opaqueCalls].sort(),
+    calls: ctx.calls,
+    computed: [...ctx.computed].sort(),
+    ddl: ctx.ddl,
+    definesFunctions: ctx.defines,
     unresolved: null,
     ...r,
   })
