@@ -65,7 +65,7 @@ export interface DecisionInput {
 export interface MaskObligation {
   readonly rule: string
   readonly column: string
-  readonly strategy: 'redact' | 'partial' | 'hash' | 'null'
+  readonly strategy: 'redact' | 'partial' | 'hash' | 'hash_session' | 'null'
   readonly keep?: number
   /** A value detector to run on unclassified text columns (rule `detector:<name>`, column ''). */
   readonly detector?: string

@@ -15,7 +15,7 @@
 
 import { MaskingError } from './errors.js'
 import type { ColumnPlan } from './rows.js'
-import { compileOp, Op, ValueMasker, type ValueOp } from './values.js'
+import { compileOp, type MaskingKeys, Op, ValueMasker, type ValueOp } from './values.js'
 
 export interface CopyFormat {
   readonly format: 'text' | 'csv'
@@ -145,7 +145,7 @@ class CopyMasker {
   private readonly fields: Field[]
   private readonly values: ValueMasker
 
-  constructor(columns: readonly ColumnPlan[], fmt: CopyFormat, hashKey: Buffer) {
+  constructor(columns: readonly ColumnPlan[], fmt: CopyFormat, hashKey: Buffer | MaskingKeys) {
     // COPY carries the text representation whatever the result format would have been.
     this.ops = columns.map((c) => compileOp({ ...c, format: 0 }))
     this.anyMasked = this.ops.some((o) => o.op !== Op.Keep)
@@ -271,6 +271,10 @@ class CopyMasker {
   }
 }
 
-export function compileCopyMasker(columns: readonly ColumnPlan[], fmt: CopyFormat, hashKey: Buffer): { rewrite(payload: Buffer): Buffer } {
+export function compileCopyMasker(
+  columns: readonly ColumnPlan[],
+  fmt: CopyFormat,
+  hashKey: Buffer | MaskingKeys,
+): { rewrite(payload: Buffer): Buffer } {
   return new CopyMasker(columns, fmt, hashKey)
 }

@@ -11,7 +11,7 @@ import type { MaskObligation } from '../types.js'
 import { columnMatches } from './patterns.js'
 import type { ColumnAction } from './rows.js'
 
-const RANK: Readonly<Record<MaskObligation['strategy'], number>> = { null: 4, redact: 3, hash: 2, partial: 1 }
+const RANK: Readonly<Record<MaskObligation['strategy'], number>> = { null: 5, redact: 4, hash_session: 3, hash: 2, partial: 1 }
 
 /** Whether `a` reveals less than `b` (ties: neither). */
 export function stricter(a: MaskObligation, b: MaskObligation): boolean {

@@ -9,14 +9,14 @@
 // ends the result rather than forward a row it could not mask).
 
 import { MaskingError } from './errors.js'
-import { compileOp, Op, ValueMasker, type ValueOp } from './values.js'
+import { compileOp, type MaskingKeys, Op, ValueMasker, type ValueOp } from './values.js'
 
 export type ColumnAction =
   | { readonly action: 'keep' }
   | {
       readonly action: 'mask'
       readonly rule: string
-      readonly strategy: 'redact' | 'partial' | 'hash' | 'null'
+      readonly strategy: 'redact' | 'partial' | 'hash' | 'hash_session' | 'null'
       readonly keep?: number
       /** derived from the classified column rather than projected as is */
       readonly derived: boolean
@@ -49,7 +49,7 @@ class CompiledRowMasker implements RowMasker {
   private readonly repl: (Buffer | null | undefined)[]
   private readonly values: ValueMasker
 
-  constructor(columns: readonly ColumnPlan[], hashKey: Buffer) {
+  constructor(columns: readonly ColumnPlan[], hashKey: Buffer | MaskingKeys) {
     this.ops = columns.map(compileOp)
     const masked: number[] = []
     this.ops.forEach((o, i) => {
@@ -135,6 +135,6 @@ function put(dst: Buffer, at: number, src: Buffer, from: number, to: number): nu
   return at + n
 }
 
-export function compileRowMasker(columns: readonly ColumnPlan[], hashKey: Buffer): RowMasker {
+export function compileRowMasker(columns: readonly ColumnPlan[], hashKey: Buffer | MaskingKeys): RowMasker {
   return new CompiledRowMasker(columns, hashKey)
 }

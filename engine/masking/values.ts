@@ -36,6 +36,8 @@ export enum Op {
   Detect = 5,
   /** Detectors on any other type: a hit makes the whole value NULL (no string fits the type). */
   DetectOther = 6,
+  /** HMAC under the session's own key: equal values match within one session only. */
+  HashSession = 7,
 }
 
 export interface ValueOp {
@@ -45,6 +47,13 @@ export interface ValueOp {
   readonly detectors: readonly string[]
   /** Binary int8: decoded to decimal before the detectors look (a card number kept in a bigint). */
   readonly binaryInt8: boolean
+}
+
+/** The hash keys of one session: the gateway's masking key, and the key `hash_session` uses
+ *  (derived from it and a random salt drawn when the session starts). */
+export interface MaskingKeys {
+  readonly key: Buffer
+  readonly sessionKey: Buffer
 }
 
 export function compileOp(c: ColumnPlan): ValueOp {
@@ -66,7 +75,7 @@ export function compileOp(c: ColumnPlan): ValueOp {
     const keep = m.keep ?? 4
     return keep > 0 ? { ...base, op: Op.Partial, keep } : { ...base, op: Op.Redact }
   }
-  return { ...base, op: Op.Hash }
+  return { ...base, op: m.strategy === 'hash_session' ? Op.HashSession : Op.Hash }
 }
 
 /** Without bpchar's trailing blanks (PostgreSQL ignores them when comparing char(n) values). */
@@ -97,9 +106,10 @@ function partial(v: Buffer, keep: number): Buffer {
 /** Applies value operations; holds the hash key (as HMAC midstates). */
 export class ValueMasker {
   private readonly hmac: HmacSha256
+  private sessionHmac: HmacSha256 | null = null
 
-  constructor(key: Buffer) {
-    this.hmac = new HmacSha256(key)
+  constructor(private readonly keys: Buffer | MaskingKeys) {
+    this.hmac = new HmacSha256(Buffer.isBuffer(keys) ? keys : keys.key)
   }
 
   /** 32 hex digits (128 bits) of HMAC-SHA256: collisions are negligible for joins on any table size. */
@@ -124,6 +134,13 @@ export class ValueMasker {
         return partial(unpadded(v, o.bpchar), o.keep)
       case Op.Hash:
         return this.hash(unpadded(v, o.bpchar))
+      case Op.HashSession: {
+        // Without a session key (a caller that passed only the masking key) the value is redacted:
+        // never a hash that would match across sessions.
+        if (Buffer.isBuffer(this.keys)) return REDACTED_BUF
+        this.sessionHmac ??= new HmacSha256(this.keys.sessionKey)
+        return this.sessionHmac.hex(unpadded(v, o.bpchar), 32)
+      }
       case Op.Detect: {
         const text = v.toString('utf8')
         const hits = detect(text, o.detectors)

@@ -10,7 +10,7 @@ import type { MaskObligation } from '../types.js'
 import { DETECTOR_NAMES } from '../masking/detectors.js'
 
 export type MaskStrategy = MaskObligation['strategy']
-export const MASK_STRATEGIES: readonly MaskStrategy[] = ['redact', 'partial', 'hash', 'null']
+export const MASK_STRATEGIES: readonly MaskStrategy[] = ['redact', 'partial', 'hash', 'hash_session', 'null']
 /** Value detectors the masking engine knows (applied to unclassified text columns). */
 export const DETECTORS: readonly string[] = DETECTOR_NAMES
 /** What the proxy does with an output column whose lineage it cannot establish. */

@@ -18,21 +18,33 @@ import { effectivePath, parseSearchPath } from './resolve.js'
  *  that can run SQL (not C or internal: extension operators such as pg_trgm's % stay transparent),
  *  'F' / 'O' the names of pg_catalog's functions / operators. A name in neither list was created
  *  after the snapshot: it counts as user-defined. */
+/** One relation's catalog version: its pg_class row, its columns' pg_attribute rows and its rules'
+ *  pg_rewrite rows, each by (oid or attnum, xmin). Any DDL that changes what the relation is, which
+ *  columns it has or what a view selects writes a new row version in one of them (a new xmin);
+ *  VACUUM and ANALYZE update pg_class in place and leave it alone. */
+export const RELATION_VERSION_SQL = `c.oid::text || '/' || c.xmin::text
+    || '/' || coalesce((SELECT string_agg(a.attnum::text || ':' || a.xmin::text, ',' ORDER BY a.attnum) FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0), '')
+    || '/' || coalesce((SELECT string_agg(r.oid::text || ':' || r.xmin::text, ',' ORDER BY r.oid) FROM pg_catalog.pg_rewrite r WHERE r.ev_class = c.oid), '')`
+
 export const LINEAGE_CATALOG_SQL = `SET LOCAL search_path = pg_catalog;
 SELECT 'r', n.nspname, c.relname, c.relkind::text,
   (SELECT json_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text,
-  CASE WHEN c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') THEN pg_get_viewdef(c.oid) END
+  CASE WHEN c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') THEN pg_get_viewdef(c.oid) END,
+  ${RELATION_VERSION_SQL}
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p') AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
 UNION ALL
-SELECT DISTINCT 'f', NULL, p.proname::text, NULL, NULL, NULL FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname <> 'pg_catalog'
+SELECT DISTINCT 'f', NULL, p.proname::text, NULL, NULL, NULL, NULL FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname <> 'pg_catalog' OR p.oid >= 16384
 UNION ALL
-SELECT DISTINCT 'o', NULL, o.oprname::text, NULL, NULL, NULL FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace
-  JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_language l ON l.oid = p.prolang WHERE n.nspname <> 'pg_catalog' AND l.lanname NOT IN ('c', 'internal')
+SELECT DISTINCT 'o', NULL, o.oprname::text, NULL, NULL, NULL, NULL FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace
+  JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_language l ON l.oid = p.prolang WHERE (n.nspname <> 'pg_catalog' OR o.oid >= 16384) AND l.lanname NOT IN ('c', 'internal')
 UNION ALL
-SELECT DISTINCT 'F', NULL, p.proname::text, NULL, NULL, NULL FROM pg_proc p WHERE p.pronamespace = 'pg_catalog'::regnamespace
+SELECT DISTINCT 'F', NULL, p.proname::text, NULL, NULL, NULL, NULL FROM pg_proc p WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.oid < 16384
 UNION ALL
-SELECT DISTINCT 'O', NULL, o.oprname::text, NULL, NULL, NULL FROM pg_operator o WHERE o.oprnamespace = 'pg_catalog'::regnamespace`
+SELECT DISTINCT 'O', NULL, o.oprname::text, NULL, NULL, NULL, NULL FROM pg_operator o WHERE o.oprnamespace = 'pg_catalog'::regnamespace AND o.oid < 16384
+UNION ALL
+SELECT DISTINCT 'c', NULL, format_type(k.castsource, NULL) || ' -> ' || format_type(k.casttarget, NULL), NULL, NULL, NULL, NULL
+  FROM pg_cast k JOIN pg_proc p ON p.oid = k.castfunc JOIN pg_language l ON l.oid = p.prolang WHERE k.oid >= 16384 AND l.lanname NOT IN ('c', 'internal')`
 
 /** A bigger catalog than this is refused (the lead's relation cap, with room for functions). */
 export const MAX_LINEAGE_CATALOG_ROWS = 400_000
@@ -49,6 +61,10 @@ export interface LineageCatalogSnapshot {
   /** pg_catalog's function and operator names; empty when the rows did not include them. */
   readonly builtinFunctions: ReadonlySet<string>
   readonly builtinOperators: ReadonlySet<string>
+  /** User-defined casts whose function can run SQL (`source -> target`). */
+  readonly casts: readonly string[]
+  /** Each relation's catalog version (RELATION_VERSION_SQL), by `schema.name`; empty when the rows had none. */
+  readonly versions: ReadonlyMap<string, string>
 }
 
 export class LineageCatalogError extends Error {
@@ -77,13 +93,16 @@ export function parseLineageCatalog(rows: readonly CatalogRow[]): LineageCatalog
   const operators = new Set<string>()
   const builtinFunctions = new Set<string>()
   const builtinOperators = new Set<string>()
+  const casts: string[] = []
+  const versions = new Map<string, string>()
   for (const row of rows) {
-    const [tag, schema, name, relkind, columns, definition] = row
+    const [tag, schema, name, relkind, columns, definition, version] = row
     if (typeof name !== 'string') throw new LineageCatalogError('a catalog row without a name')
     if (tag === 'f') functions.add(name)
     else if (tag === 'o') operators.add(name)
     else if (tag === 'F') builtinFunctions.add(name)
     else if (tag === 'O') builtinOperators.add(name)
+    else if (tag === 'c') casts.push(name)
     else if (tag === 'r') {
       if (typeof schema !== 'string') throw new LineageCatalogError(`relation ${name} without a schema`)
       const kind = relkind === 'v' || relkind === 'm' ? 'view' : relkind === 'r' || relkind === 'p' || relkind === 'f' ? 'table' : null
@@ -95,6 +114,7 @@ export function parseLineageCatalog(rows: readonly CatalogRow[]): LineageCatalog
         columns: columnsOf(columns ?? null, `${schema}.${name}`),
         definition: kind === 'view' ? (definition ?? null) : null,
       })
+      if (typeof version === 'string') versions.set(`${schema}.${name}`, version)
     } else throw new LineageCatalogError(`unexpected catalog row tag ${String(tag)}`)
   }
   const byName = new Map<string, RelationInfo[]>()
@@ -103,7 +123,7 @@ export function parseLineageCatalog(rows: readonly CatalogRow[]): LineageCatalog
     if (list) list.push(r)
     else byName.set(r.name, [r])
   }
-  return { relations, byName, functions, operators, builtinFunctions, builtinOperators }
+  return { relations, byName, functions, operators, builtinFunctions, builtinOperators, casts, versions }
 }
 
 /** A LineageCatalog for a session: unqualified names resolve through its search_path as the server
@@ -125,10 +145,67 @@ export function lineageCatalogFor(snap: LineageCatalogSnapshot, searchPath: stri
       snap.operators.has(name) || (snap.builtinOperators.size > 0 && !snap.builtinOperators.has(name)),
     withSearchPath: (next: string): LineageCatalog => lineageCatalogFor(snap, next, user),
     relationsNamed: (name: string): readonly RelationInfo[] => snap.byName.get(name) ?? [],
+    userCasts: (): readonly string[] => snap.casts,
   }
 }
 
 /** Rows plus the session's search path (the raw setting or parsed names) and user → a catalog. */
 export function buildLineageCatalog(rows: readonly CatalogRow[], searchPath: string | readonly string[], user: string): LineageCatalog {
   return lineageCatalogFor(parseLineageCatalog(rows), searchPath, user)
+}
+
+/** What the server says now about the names a statement depends on (rows of `catalogCheckSql`). */
+export interface CatalogCheck {
+  readonly relations: readonly string[]
+  readonly functions: readonly string[]
+}
+
+/** A name as a SQL literal that no client setting can re-lex (hex, decoded on the server). */
+function literal(name: string): string {
+  return `pg_catalog.convert_from(pg_catalog.decode('${Buffer.from(name, 'utf8').toString('hex')}', 'hex'), 'UTF8')`
+}
+
+/**
+ * One query (no SET, any transaction state) answering, for the relation names and function names
+ * given: every relation of that name in any schema with its version (`'r', schema, name, version`)
+ * and every function of that name that is not a built-in (`'f', null, name, null`).
+ */
+export function catalogCheckSql(check: CatalogCheck): string {
+  const rels = check.relations.length > 0 ? check.relations.map(literal).join(', ') : 'NULL'
+  const fns = check.functions.length > 0 ? check.functions.map(literal).join(', ') : 'NULL'
+  return `SELECT 'r', n.nspname::text, c.relname::text, ${RELATION_VERSION_SQL}
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relname::text IN (${rels}) AND c.relkind IN ('r', 'v', 'm', 'f', 'p') AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+UNION ALL
+SELECT DISTINCT 'f', NULL, p.proname::text, NULL FROM pg_catalog.pg_proc p
+WHERE p.proname::text IN (${fns}) AND (p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace OR p.oid >= 16384)`
+}
+
+/**
+ * Whether the snapshot still describes the names checked: the same relations of each name, each
+ * at the same version, and no user function of a checked name that the snapshot did not know.
+ * A snapshot read without versions never validates.
+ */
+export function snapshotCurrent(snap: LineageCatalogSnapshot, check: CatalogCheck, rows: readonly CatalogRow[]): boolean {
+  if (snap.versions.size === 0) return false
+  const now = new Map<string, Map<string, string>>()
+  const userFns = new Set<string>()
+  for (const [tag, schema, name, version] of rows) {
+    if (tag === 'r' && typeof schema === 'string' && typeof name === 'string') {
+      const bySchema = now.get(name) ?? new Map<string, string>()
+      bySchema.set(schema, version ?? '')
+      now.set(name, bySchema)
+    } else if (tag === 'f' && typeof name === 'string') userFns.add(name)
+  }
+  for (const name of check.relations) {
+    const before = snap.byName.get(name) ?? []
+    const current = now.get(name) ?? new Map<string, string>()
+    if (before.length !== current.size) return false
+    for (const r of before) {
+      const v = snap.versions.get(`${r.schema}.${r.name}`)
+      if (v === undefined || current.get(r.schema) !== v) return false
+    }
+  }
+  for (const f of check.functions) if (userFns.has(f) !== snap.functions.has(f)) return false
+  return true
 }

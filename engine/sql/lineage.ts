@@ -404,7 +404,12 @@ function walk(ctx: Ctx, node: unknown, lv: Level, acc: Acc): void {
         walk(ctx, rest, lv, args)
         const al = args.lin()
         if (al.sources.size > 0 || al.opaque !== null)
-          ctx.calls.push({ name: fname, schema: fparts.length > 1 ? (fparts[fparts.length - 2] ?? null) : null, sources: [...al.sources].sort(), opaque: al.opaque })
+          ctx.calls.push({
+            name: fname,
+            schema: fparts.length > 1 ? (fparts[fparts.length - 2] ?? null) : null,
+            sources: [...al.sources].sort(),
+            opaque: al.opaque,
+          })
         if (SINK_FUNCTIONS.has(fname)) {
           ctx.write(`${fname}()`, al)
           if (fname === 'set_config') setConfigPath(ctx, inner.args)
@@ -1397,7 +1402,11 @@ function generatedExpr(def: unknown): unknown {
 /** A relation's columns as one FROM item, for expressions DDL attaches to it. */
 function tableLevel(ctx: Ctx, rv: Obj): { qual: string; lv: Level; entry: Entry } {
   const target = writeTarget(ctx, rv)
-  return { qual: target.qual, entry: target.entry, lv: { frames: [{ star: target.star, entries: [target.entry] }], outer: null, ctes: null } }
+  return {
+    qual: target.qual,
+    entry: target.entry,
+    lv: { frames: [{ star: target.star, entries: [target.entry] }], outer: null, ctes: null },
+  }
 }
 
 /** A plain column named by DDL (an index key, a constraint's key column): its lineage. */
@@ -1453,7 +1462,8 @@ function alterTable(ctx: Ctx, s: Obj): void {
         break
       }
       case 'AT_ColumnDefault':
-        if (cmd.def !== undefined && cmd.def !== null) ctx.attach(`default of ${t.qual}.${str(cmd.name) ?? ''}`, evalExpr(ctx, cmd.def, t.lv))
+        if (cmd.def !== undefined && cmd.def !== null)
+          ctx.attach(`default of ${t.qual}.${str(cmd.name) ?? ''}`, evalExpr(ctx, cmd.def, t.lv))
         break
       case 'AT_ValidateConstraint':
       case 'AT_ClusterOn':

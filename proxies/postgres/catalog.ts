@@ -149,4 +149,48 @@ export class CatalogCache {
   invalidate(connection: string): void {
     this.entries.delete(connection)
   }
+
+  /**
+   * Runs one catalog query on this connection's checker: a server connection of the gateway's own,
+   * kept open and shared by the connection's sessions, one query at a time. Any failure closes it
+   * (the next check opens another) and rejects: the caller fails closed.
+   */
+  async check(connection: string, open: () => Promise<Socket | TLSSocket>, sql: string): Promise<(string | null)[][]> {
+    const prev = this.checkQueue.get(connection) ?? Promise.resolve()
+    const run = prev.then(async () => {
+      let socket = this.checkers.get(connection)
+      if (!socket || socket.destroyed) {
+        socket = await open()
+        socket.unref()
+        socket.on('error', () => undefined)
+        this.checkers.set(connection, socket)
+      }
+      try {
+        const [rows] = await query(socket, sql, CHECK_TIMEOUT_MS)
+        return rows ?? []
+      } catch (err) {
+        socket.destroy()
+        this.checkers.delete(connection)
+        throw err
+      }
+    })
+    const settled = run.then(
+      () => undefined,
+      () => undefined,
+    )
+    this.checkQueue.set(connection, settled)
+    return run
+  }
+
+  /** Closes the checker connections (the plugin is stopping). */
+  close(): void {
+    for (const s of this.checkers.values()) s.end(serialize.end())
+    this.checkers.clear()
+  }
+
+  private readonly checkers = new Map<string, Socket | TLSSocket>()
+  private readonly checkQueue = new Map<string, Promise<void>>()
 }
+
+/** A catalog check answers in well under a millisecond; a server that takes this long is not usable. */
+const CHECK_TIMEOUT_MS = 5_000

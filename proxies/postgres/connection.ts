@@ -10,7 +10,7 @@
 //
 // Nothing reaches the server before the caller is identified and the connect decision is made.
 
-import { randomBytes, randomInt, timingSafeEqual } from 'node:crypto'
+import { createHmac, randomBytes, randomInt, timingSafeEqual } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import type { Socket } from 'node:net'
 import { TLSSocket } from 'node:tls'
@@ -69,7 +69,14 @@ import { lexicallySensitive } from '../../engine/sql/lexical.js'
 import * as hold from './hold.js'
 import { compileCopyMasker } from '../../engine/masking/copy.js'
 import { compileRowMasker, type RowMasker } from '../../engine/masking/rows.js'
-import { type LineageCatalogSnapshot, lineageCatalogFor } from '../../engine/sql/lineage-catalog.js'
+import type { MaskingKeys } from '../../engine/masking/values.js'
+import {
+  type CatalogCheck,
+  catalogCheckSql,
+  type LineageCatalogSnapshot,
+  lineageCatalogFor,
+  snapshotCurrent,
+} from '../../engine/sql/lineage-catalog.js'
 import type { LineageCatalog } from '../../engine/sql/lineage.js'
 import { changesRows, columnPlans, type FieldInfo, parseRowDescription, SessionMasking, type StatementMaskPlan } from './masking.js'
 
@@ -334,6 +341,7 @@ export class PgConnection implements BackendHandler {
   /** An Execute whose masker is compiled at its first row, from the portal's described shape. */
   private lazyPlan: { plan: StatementMaskPlan; portal: NamedEntry | null } | null = null
   private lineageSnapshot: LineageCatalogSnapshot | null = null
+  private sessionMaskKeys: MaskingKeys | null = null
   private sessionUser = ''
   private boundCatalog: { key: string; catalog: LineageCatalog } | null = null
   /** Unknown relations a catalog refresh was already tried for (cleared by this session's DDL). */
@@ -928,6 +936,20 @@ export class PgConnection implements BackendHandler {
       for (const r of fresh) this.refreshedFor.add(r)
       if (await this.refreshCatalog()) mv = this.masking.plan(sql, d.mask, d.maskOptions)
     }
+    if (mv.check !== null) {
+      // The snapshot may be older than this statement (a view redefined, a table renamed by
+      // another client): ask the server, and plan again on a fresh snapshot when it moved.
+      const current = await this.catalogCurrent(mv.check)
+      if (current === false && (await this.refreshCatalog())) mv = this.masking.plan(sql, d.mask, d.maskOptions)
+      else if (current !== true)
+        mv = {
+          ok: false,
+          rule: 'gatehouse:stale-catalog',
+          reason: 'the gateway could not confirm that its view of the catalog is current, and masked columns may be involved',
+          unknownRelations: [],
+          check: null,
+        }
+    }
     if (!mv.ok) {
       const reason = mv.reason
       return {
@@ -950,6 +972,33 @@ export class PgConnection implements BackendHandler {
     const key = path.join('\u0000')
     if (this.boundCatalog?.key !== key) this.boundCatalog = { key, catalog: lineageCatalogFor(snap, path, this.sessionUser) }
     return this.boundCatalog.catalog
+  }
+
+  /** Whether the lineage snapshot still holds for the names of `check`; null when it cannot be told. */
+  private async catalogCurrent(check: CatalogCheck): Promise<boolean | null> {
+    const session = this.session
+    const snap = this.lineageSnapshot
+    if (!session || !snap) return null
+    try {
+      const rows = await this.shared.catalogs.check(
+        session.connection.name,
+        async () => (await connectUpstream(this.upstreamOptions(session), this.abort.signal)).socket,
+        catalogCheckSql(check),
+      )
+      return snapshotCurrent(snap, check, rows)
+    } catch (err) {
+      this.log.warn({ session: session.id, err: String(err) }, 'cannot check the catalog for masking')
+      return null
+    }
+  }
+
+  /** The masking key, and this session's own `hash_session` key (a random salt under the masking key). */
+  private maskKeys(): MaskingKeys {
+    this.sessionMaskKeys ??= {
+      key: this.shared.maskKey,
+      sessionKey: createHmac('sha256', this.shared.maskKey).update(randomBytes(32)).digest(),
+    }
+    return this.sessionMaskKeys
   }
 
   /** Re-reads the lineage catalog over a separate server connection; false when it could not. */
@@ -1444,7 +1493,7 @@ export class PgConnection implements BackendHandler {
     this.rowMasker = null
     if (plan?.active) {
       const cols = columnPlans(plan, fields, fields.length, null)
-      if (changesRows(cols)) this.rowMasker = compileRowMasker(cols, this.shared.maskKey)
+      if (changesRows(cols)) this.rowMasker = compileRowMasker(cols, this.maskKeys())
     }
     this.updateScan()
   }
@@ -1465,7 +1514,7 @@ export class PgConnection implements BackendHandler {
     const count = message.length >= 7 ? message.readInt16BE(5) : 0
     // Without a described shape the types are unknown, and masked values become NULL.
     const cols = columnPlans(lp.plan, fields && fields.length === count ? fields : null, count, formats ?? portal?.resultFormats ?? null)
-    this.rowMasker = changesRows(cols) ? compileRowMasker(cols, this.shared.maskKey) : null
+    this.rowMasker = changesRows(cols) ? compileRowMasker(cols, this.maskKeys()) : null
     this.updateScan()
   }
 
@@ -1482,7 +1531,7 @@ export class PgConnection implements BackendHandler {
           this.fatal('42501', 'gatehouse: this COPY would return masked columns in a format the gateway cannot mask')
           return
         }
-        this.copyMasker = compileCopyMasker(cols, plan.copy, this.shared.maskKey)
+        this.copyMasker = compileCopyMasker(cols, plan.copy, this.maskKeys())
       }
     }
     this.updateScan()

@@ -82,6 +82,7 @@ export const postgresPlugin: ProxyPlugin = {
       address,
       async stop(reason: string): Promise<void> {
         server.close()
+        shared.catalogs.close()
         for (const c of [...shared.connections]) c.fatal('57P01', `terminating connection: ${reason}`)
         await new Promise<void>((r) => setTimeout(r, 50))
       },

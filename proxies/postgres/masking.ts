@@ -19,12 +19,15 @@ import {
   type RelationInfo,
   type StatementLineage,
 } from '../../engine/sql/lineage.js'
+import { classifyCall, isHarmless } from '../../engine/sql/functions.js'
+import type { CatalogCheck } from '../../engine/sql/lineage-catalog.js'
 import type { MaskObligation } from '../../engine/types.js'
 
 const KEEP: ColumnAction = { action: 'keep' }
 
-/** Strictest first: null and redact reveal nothing, hash reveals equality, partial reveals characters. */
-const STRICTNESS: Record<MaskObligation['strategy'], number> = { null: 0, redact: 1, hash: 2, partial: 3 }
+/** Strictest first: null and redact reveal nothing, hash_session reveals equality within one
+ *  session, hash equality across sessions, partial reveals characters. */
+const STRICTNESS: Record<MaskObligation['strategy'], number> = { null: 0, redact: 1, hash_session: 2, hash: 3, partial: 4 }
 
 /** One output column of a planned statement. */
 export interface OutputPlan {
@@ -58,6 +61,9 @@ export type MaskVerdict = (
 ) & {
   /** Relations the statement reads that the catalog snapshot does not know (created after it). */
   readonly unknownRelations: readonly string[]
+  /** What to ask the server before the verdict may be trusted (the snapshot could be older than
+   *  the statement); null when the statement touches no masked relation, view or unknown name. */
+  readonly check: CatalogCheck | null
 }
 
 export interface MaskOptions {
@@ -103,6 +109,10 @@ export class SessionMasking {
   private readonly prepared = new Map<string, StatementLineage>()
   private readonly lineageCache = new Map<string, StatementLineage[]>()
   private cachedFor: LineageCatalog | null = null
+  /** Functions and aggregates this session created or renamed: user-defined whatever a catalog
+   *  snapshot says (the snapshot is read on another connection and cannot see them uncommitted). */
+  private readonly defined = new Set<string>()
+  private withDefined: { base: LineageCatalog; size: number; catalog: LineageCatalog } | null = null
 
   constructor(
     private readonly catalog: () => LineageCatalog | null,
@@ -113,7 +123,7 @@ export class SessionMasking {
   /** Plans the masking of a query text (one plan per statement), or refuses it. */
   plan(sql: string, mask: readonly MaskObligation[], opts: MaskOptions | undefined): MaskVerdict {
     const options = opts ?? DEFAULT_OPTIONS
-    const catalog = this.catalog()
+    const catalog = this.sessionCatalog(this.catalog())
     let lineages: StatementLineage[]
     if (catalog === null) lineages = [unresolvedLineage('the gateway could not read the catalog of this connection')]
     else {
@@ -128,7 +138,9 @@ export class SessionMasking {
     if (this.connectionDetectors !== null) detectors = detectors.filter((d) => this.connectionDetectors?.includes(d))
     const plans: (StatementMaskPlan | null)[] = []
     const unknownRelations = lineages.flatMap((l) => l.relations.filter((r) => !known(r, catalog)))
+    const check = columnRules.length > 0 && catalog !== null ? catalogCheck(lineages, columnRules, catalog) : null
     for (const raw of lineages) {
+      for (const f of raw.definesFunctions ?? []) this.defined.add(f)
       // DECLARE and PREPARE remember what the cursor / statement will return; FETCH and EXECUTE use it.
       if (raw.declare !== undefined) this.cursors.set(raw.declare.toLowerCase(), raw)
       if (raw.prepare !== undefined) this.prepared.set(raw.prepare.toLowerCase(), raw)
@@ -143,11 +155,29 @@ export class SessionMasking {
         l = p ? { ...p, prepare: undefined } : unresolvedLineage(`prepared statement "${raw.execute}" was not prepared through the gateway`)
       }
       const verdict = planOne(l, columnRules, detectors, options, catalog)
-      if (!verdict.ok) return { ...verdict, unknownRelations }
+      if (!verdict.ok) return { ...verdict, unknownRelations, check }
       // A DECLARE or PREPARE returns no rows itself.
       plans.push(raw.declare !== undefined || raw.prepare !== undefined ? null : verdict.plan)
     }
-    return { ok: true, plans, unknownRelations }
+    return { ok: true, plans, unknownRelations, check }
+  }
+
+  /** The catalog with this session's own functions counted as user-defined. */
+  private sessionCatalog(base: LineageCatalog | null): LineageCatalog | null {
+    if (base === null || this.defined.size === 0) return base
+    if (this.withDefined?.base !== base || this.withDefined.size !== this.defined.size) {
+      const defined = new Set(this.defined)
+      const wrap = (b: LineageCatalog): LineageCatalog => ({
+        relation: (sc, n) => b.relation(sc, n),
+        isUserFunction: (n) => defined.has(n) || b.isUserFunction(n),
+        isUserOperator: (n) => b.isUserOperator?.(n) === true,
+        withSearchPath: (path) => wrap(b.withSearchPath ? b.withSearchPath(path) : b),
+        relationsNamed: (n) => b.relationsNamed?.(n) ?? [],
+        userCasts: () => b.userCasts?.() ?? [],
+      })
+      this.withDefined = { base, size: defined.size, catalog: wrap(base) }
+    }
+    return this.withDefined.catalog
   }
 
   /** Lineage of a statement prepared through the protocol (Parse), by its SQL text. */
@@ -170,6 +200,35 @@ function lookup(rel: string, catalog: LineageCatalog | null): RelationInfo | nul
   const dot = rel.indexOf('.')
   if (dot < 0 || rel.startsWith('?.')) return null
   return catalog?.relation(rel.slice(0, dot), rel.slice(dot + 1)) ?? null
+}
+
+/**
+ * The names whose catalog entries the verdict rests on, when the statement touches a relation with
+ * masked columns, a view (its definition may have changed to reach one), a relation the snapshot
+ * does not know, or passes a masked value to a function (a user function of that name may have
+ * appeared). A statement over base tables without masked columns only is not checked.
+ */
+function catalogCheck(
+  lineages: readonly StatementLineage[],
+  rules: readonly MaskObligation[],
+  catalog: LineageCatalog,
+): CatalogCheck | null {
+  const relations = new Set<string>()
+  const functions = new Set<string>()
+  let needed = false
+  for (const l of lineages) {
+    for (const r of l.relations) {
+      const info = lookup(r, catalog)
+      relations.add(info ? info.name : r.slice(r.indexOf('.') + 1))
+      if (!info || info.kind === 'view' || relationClassified(r, rules, catalog)) needed = true
+    }
+    for (const c of l.calls ?? []) {
+      if (c.schema !== null || matching(c.sources, rules).length === 0) continue
+      functions.add(c.name)
+      needed = true
+    }
+  }
+  return needed ? { relations: [...relations].sort(), functions: [...functions].sort() } : null
 }
 
 function known(rel: string, catalog: LineageCatalog | null): boolean {
@@ -245,6 +304,65 @@ function planOne(
       }
     }
   }
+  // A value written into a hash_session column by a chain that sees it masked could be a guess,
+  // compared with the stored values by their tokens in the same session: the strategy's promise
+  // is that a masked chain cannot test values, so such writes are refused.
+  for (const w of l.writes) {
+    const into = rules.find((r) => r.strategy === 'hash_session' && columnMatches(r.column, w.target))
+    if (into) {
+      return {
+        ok: false,
+        rule: into.rule,
+        reason: `${w.target} is masked for this chain with strategy hash_session (rule ${into.rule}); it may not write into it (a written guess could be compared by its token)`,
+      }
+    }
+  }
+  // A masked value passed to a function that is not known to be free of effects can be stored
+  // where the caller reads it back (a lock key, a sequence, a large object, a setting…); a timing
+  // function turns it into a delay the caller can measure.
+  for (const call of l.calls ?? []) {
+    const hit = matching(call.sources, rules)[0]
+    if (!hit) continue
+    const cls = classifyCall(call, null)
+    if (isHarmless(cls) && cls !== 'timing') continue
+    const src = call.sources.find((x) => columnMatches(hit.column, x)) ?? hit.column
+    const fn = call.schema === null ? call.name : `${call.schema}.${call.name}`
+    return {
+      ok: false,
+      rule: hit.rule,
+      reason: `${src} is masked for this chain (rule ${hit.rule}); it may not be passed to ${fn}(), which ${
+        cls === 'timing' ? 'turns it into a delay' : 'is not known to be free of side effects'
+      }`,
+    }
+  }
+  // DDL that attaches an expression or key to stored data evaluates masked values server-side
+  // (a failing cast or check, a duplicate key, statistics, an index order): refused, as is DDL
+  // that lets code the gateway cannot see run wherever values flow.
+  for (const d of l.ddl ?? []) {
+    const hit = matching(d.sources, rules)[0]
+    if (hit) {
+      const src = d.sources.find((x) => columnMatches(hit.column, x)) ?? hit.column
+      return {
+        ok: false,
+        rule: hit.rule,
+        reason: `${src} is masked for this chain (rule ${hit.rule}); it may not be used in a ${d.what}`,
+      }
+    }
+    if (d.opaque !== null && rules.length > 0) {
+      return {
+        ok: false,
+        rule: 'gatehouse:opaque-call',
+        reason: `${d.what}: ${d.opaque}; a chain that sees masked columns may not create it`,
+      }
+    }
+  }
+  if (l.copyEncoding !== undefined && readsClassified) {
+    return {
+      ok: false,
+      rule: 'gatehouse:masking',
+      reason: `COPY with ENCODING '${l.copyEncoding}' of a relation with masked columns: masking splits fields in UTF-8; leave the encoding out`,
+    }
+  }
   if (options.strictPredicates) {
     const hit = matching(l.predicates, rules)[0]
     if (hit) {
@@ -253,6 +371,15 @@ function planOne(
         ok: false,
         rule: hit.rule,
         reason: `${src} is masked for this chain (rule ${hit.rule}) and strict_predicates forbids conditions on it`,
+      }
+    }
+    const computed = matching(l.computed ?? [], rules)[0]
+    if (computed) {
+      const src = (l.computed ?? []).find((x) => columnMatches(computed.column, x)) ?? computed.column
+      return {
+        ok: false,
+        rule: computed.rule,
+        reason: `${src} is masked for this chain (rule ${computed.rule}) and strict_predicates forbids computing on it (an expression can fail for some values only)`,
       }
     }
   }
@@ -305,6 +432,7 @@ function planOne(
       outputs,
       fallback: readsClassified ? redactAll : KEEP,
       detectors,
+      // DDL on a relation counts as reading it (validating a constraint, building an index).
       scrubErrors: readsClassified,
       copy,
       obligations: rules,
