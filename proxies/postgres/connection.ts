@@ -982,7 +982,15 @@ export class PgConnection implements BackendHandler {
     try {
       const rows = await this.shared.catalogs.check(
         session.connection.name,
-        async () => (await connectUpstream(this.upstreamOptions(session), this.abort.signal)).socket,
+        async () => {
+          // The gateway's own connection, shared by sessions: none of this client's startup settings.
+          const opts = this.upstreamOptions(session)
+          const params = new Map([
+            ['client_encoding', 'UTF8'],
+            ['application_name', 'gatehouse catalog check'],
+          ])
+          return (await connectUpstream({ ...opts, params })).socket
+        },
         catalogCheckSql(check),
       )
       return snapshotCurrent(snap, check, rows)

@@ -62,9 +62,12 @@ export class WireSession {
   private waiter: (() => void) | null = null
   closed = false
   readonly parameters = new Map<string, string>()
+  /** Every byte the gateway sent this client, in order (for byte searches of the whole stream). */
+  readonly received: Buffer[] = []
 
   private constructor(private readonly socket: Socket) {
     socket.on('data', (d: Buffer) => {
+      this.received.push(d)
       this.buf = Buffer.concat([this.buf, d])
       this.wake()
     })
@@ -251,6 +254,8 @@ export interface CaseContext {
   readonly executed: readonly ExecutedStatement[]
   readonly log: readonly ServerLogRecord[]
   readonly outcomes: readonly Outcome[]
+  /** Every byte the gateway sent the case's client, startup included. */
+  readonly received: Buffer
 }
 
 export interface CorpusCase {
@@ -378,7 +383,7 @@ export class Corpus {
     const log = await this.cluster.settled(app)
     const audit = await this.auditOf(app)
     const executed = executedStatements(log)
-    const ctx: CaseContext = { cluster: this.cluster, audit, executed, log, outcomes }
+    const ctx: CaseContext = { cluster: this.cluster, audit, executed, log, outcomes, received: Buffer.concat(s.received) }
     for (const [i, step] of c.steps.entries()) assertStep(c.name, i, step, outcomes[i] as Outcome)
     assertExecutedWasAllowed(c.name, executed, audit)
     if (c.steps.every((st) => st.expect === 'refused')) {
