@@ -604,7 +604,9 @@ export class SshConnection {
       ;[fs, sftp] = await Promise.all([this.targetFs(), this.targetSftp()])
       canonical = await resolveScpPaths(t, fs)
     } catch (err) {
-      this.refuse(stream, `refused: ${err instanceof PathRefused ? err.message : 'the target could not resolve the path'}`, 1)
+      const reason = err instanceof PathRefused ? err.message : 'the target could not resolve the path'
+      session.auditLater({ type: 'result', action: 'ssh.sftp', command: cmd.command, operation: 'refused', reason })
+      this.refuse(stream, `refused: ${reason}`, 1)
       return
     }
     const command = {
