@@ -3,15 +3,23 @@
 // a Terminate before any StartupMessage is answered with a silent close, as PostgreSQL does (raw
 // bytes, compared with the server); a 2 MB query and a COPY FROM STDIN written one byte at a time
 // (every message split across many reads) go through and arrive whole; and when the server ends a
-// session (pg_terminate_backend, 57P01) the client's socket closes at once.
+// session (pg_terminate_backend, 57P01) the client's socket closes at once. And `options`
+// (PGOPTIONS) with real psql: allowed settings take effect and are audited as SETs; a setting the
+// policy denies, one off the allow-list, and one that changes lexing each refuse the connection.
 
 import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
 import { serialize } from 'pg-protocol'
-import { direct, TestGateway } from './helpers/gateway.js'
+import fc from 'fast-check'
+import { encodeStartupOptions, parseStartupOptions, splitOptions } from '../proxies/postgres/startup-options.js'
+import { direct, REPO, TestGateway } from './helpers/gateway.js'
 
 /** Writers may INSERT (and COPY FROM STDIN) under the default policy bundle. */
 const WRITER = ['--group', 'writers']
@@ -79,17 +87,40 @@ async function writeBytewise(s: Socket, b: Buffer): Promise<void> {
   }
 }
 
+/** A guardrail for the PGOPTIONS tests: a statement_timeout of an hour is denied by policy. */
+const DENY_LONG_TIMEOUT = `package gatehouse
+
+deny contains {"rule": "no-hour-timeout", "reason": "statement_timeout of an hour is not allowed"} if {
+	input.action == "sql.session"
+	contains(input.command.sql, "statement_timeout = '1h'")
+}
+`
+
+function psqlWithOptions(conninfo: string, options: string, sql: string): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync('psql', ['-X', '-At', '-v', 'ON_ERROR_STOP=1', '-d', conninfo, '-c', sql], {
+    encoding: 'utf8',
+    timeout: 30_000,
+    env: { ...process.env, PGOPTIONS: options },
+  })
+  return { code: r.status, stdout: r.stdout.trim(), stderr: r.stderr }
+}
+
 describe('PostgreSQL drivers: protocol edges', { timeout: 120_000 }, () => {
   let gw: TestGateway
   let writer: string
+  let policyDir: string
 
   before(async () => {
     direct(`DROP TABLE IF EXISTS ${TABLE}; CREATE TABLE ${TABLE} (id int, v text)`)
-    gw = await TestGateway.start()
+    policyDir = mkdtempSync(join(tmpdir(), 'gh-drivers-policy-'))
+    cpSync(join(REPO, 'policies'), policyDir, { recursive: true })
+    writeFileSync(join(policyDir, 'startup_test_guardrail.rego'), DENY_LONG_TIMEOUT)
+    gw = await TestGateway.start({ config: { policies: policyDir } })
     writer = gw.token('user:alice', WRITER)
   })
   after(async () => {
     await gw?.cleanup()
+    if (policyDir) rmSync(policyDir, { recursive: true, force: true })
     direct(`DROP TABLE IF EXISTS ${TABLE}`)
   })
 
@@ -192,5 +223,71 @@ describe('PostgreSQL drivers: protocol edges', { timeout: 120_000 }, () => {
     assert.ok(errorAt > 0)
     const gap = endAt - errorAt
     assert.ok(gap < 200, `the socket closed ${gap.toFixed(0)} ms after the server's FATAL (want < 200 ms)`)
+  })
+
+  test('PGOPTIONS: allowed settings take effect, parsed as PostgreSQL parses them, and are audited as SETs', () => {
+    // psql sends application_name itself (fallback "psql"), and a startup parameter wins over
+    // options in PostgreSQL too: the comparison with the server shows the same precedence.
+    const options =
+      '-c search_path=ghd\\\\x,public --statement-timeout=7s -clock_timeout=3s -c DateStyle=ISO,\\ DMY -c application_name=ghd'
+    const sql = 'SHOW search_path; SHOW statement_timeout; SHOW lock_timeout; SHOW DateStyle; SHOW application_name'
+    const through = psqlWithOptions(gw.conninfo(writer), options, sql)
+    assert.equal(through.code, 0, through.stderr)
+    const direct = psqlWithOptions('host=127.0.0.1 port=5432 dbname=test user=postgres sslmode=disable', options, sql)
+    assert.equal(direct.code, 0, direct.stderr)
+    assert.deepEqual(through.stdout.split('\n'), ['ghd\\x,public', '7s', '3s', 'ISO, DMY', 'psql'])
+    assert.equal(through.stdout, direct.stdout, 'the same settings as PostgreSQL itself takes from these options')
+    const sets = gw.auditEvents().filter((e) => e.type === 'statement' && e.startup_option === true)
+    const bySql = new Map(sets.map((e) => [e.sql, e]))
+    for (const text of [
+      "SET search_path = 'ghd\\x,public'",
+      "SET statement_timeout = '7s'",
+      "SET lock_timeout = '3s'",
+      "SET datestyle = 'ISO, DMY'",
+      "SET application_name = 'ghd'",
+    ]) {
+      const e = bySql.get(text)
+      assert.ok(e, `audited: ${text} (have ${[...bySql.keys()].join(' | ')})`)
+      assert.equal(e.action, 'sql.session')
+      assert.equal(e.decision, 'allow')
+    }
+  })
+
+  test('PGOPTIONS: a setting the policy denies, one off the allow-list, and one that changes lexing refuse the connection', () => {
+    for (const [options, want] of [
+      ['-c statement_timeout=1h', /denied by no-hour-timeout.*statement_timeout/],
+      ['-c role=postgres', /setting "role" is not allowed in startup options/],
+      ['--session-authorization=postgres', /setting "session_authorization" is not allowed/],
+      ['-c standard_conforming_strings=off', /setting "standard_conforming_strings" changes how the server reads SQL/],
+      ['-c client_encoding=SJIS', /setting "client_encoding" changes how the server reads SQL/],
+      ['-c backslash_quote=on', /setting "backslash_quote" changes how the server reads SQL/],
+      ['-B 100', /startup option "-B" is not allowed/],
+      ['-c search_path', /requires a value/],
+    ] as const) {
+      const r = psqlWithOptions(gw.conninfo(writer), options, 'SELECT 1')
+      assert.notEqual(r.code, 0, `${options}: refused`)
+      assert.match(r.stderr, want, options)
+    }
+    const denied = gw.auditEvents().filter((e) => e.type === 'statement' && e.startup_option === true && e.decision === 'deny')
+    assert.ok(
+      denied.some((e) => e.sql === "SET statement_timeout = '1h'"),
+      'the denied SET is audited',
+    )
+    // client_encoding UTF8 is what the gateway asks for anyway: accepted.
+    const utf8 = psqlWithOptions(gw.conninfo(writer), '-c client_encoding=utf-8', 'SHOW client_encoding')
+    assert.equal(utf8.code, 0, utf8.stderr)
+    assert.equal(utf8.stdout, 'UTF8')
+  })
+
+  test('startup options: what the gateway sends upstream splits back into exactly the settings it accepted', () => {
+    assert.deepEqual(splitOptions('  -c a=b\\ c\t--x=\\\\y\\'), ['-c', 'a=b c', '--x=\\y'])
+    fc.assert(
+      fc.property(fc.constantFrom('search_path', 'timezone', 'datestyle'), fc.string({ unit: 'binary' }), (name, raw) => {
+        const value = raw.replace(/\0/g, '')
+        const sent = encodeStartupOptions([{ name, value }])
+        assert.deepEqual(parseStartupOptions(sent), [{ name, value }])
+      }),
+      { numRuns: 500 },
+    )
   })
 })

@@ -66,6 +66,7 @@ import { type Analysis, parseSearchPath, type SqlAnalyzer, type StatementFacts }
 import { type CatalogCache, readSessionStart } from './catalog.js'
 import { SessionSql, type StatementEffect, type Verdict } from './statements.js'
 import { lexicallySensitive } from '../../engine/sql/lexical.js'
+import { encodeStartupOptions, parseStartupOptions, setStatement, type StartupSetting, StartupOptionError } from './startup-options.js'
 import * as hold from './hold.js'
 import { compileCopyMasker } from '../../engine/masking/copy.js'
 import { compileRowMasker, type RowMasker } from '../../engine/masking/rows.js'
@@ -80,8 +81,9 @@ import {
 import type { LineageCatalog } from '../../engine/sql/lineage.js'
 import { changesRows, columnPlans, type FieldInfo, parseRowDescription, SessionMasking, type StatementMaskPlan } from './masking.js'
 
-/** Startup parameters a client may set (lower-cased GUC names). `options` would let a client set
- * any GUC (e.g. `-c role=…`), `replication` opens a different protocol: both are refused. */
+/** Startup parameters a client may set (lower-cased GUC names). `options` is read apart
+ * (startup-options.ts: an allow-list, each setting judged as a SET); `replication` opens a
+ * different protocol and is refused. */
 const ALLOWED_STARTUP_PARAMS = new Set([
   'application_name',
   'client_encoding',
@@ -310,6 +312,8 @@ export class PgConnection implements BackendHandler {
   private readonly startupReader = new StartupReader()
   private readonly reader: MessageReader
   private startupParams = new Map<string, string>()
+  /** What the client's `options` sets, judged and audited as SETs before the server is reached. */
+  private startupSettings: readonly StartupSetting[] = []
   private session: ProxySession | null = null
   private upstream: Upstream | null = null
   private scanner: BackendScanner | null = null
@@ -474,6 +478,19 @@ export class PgConnection implements BackendHandler {
         unsupportedOptions.push(k)
         continue
       }
+      if (key === 'options') {
+        let settings: StartupSetting[]
+        try {
+          settings = parseStartupOptions(v)
+        } catch (err) {
+          if (!(err instanceof StartupOptionError)) throw err
+          this.fatal('08004', err.publicMessage, 'Startup options may set only ordinary session settings, each as -c name=value.')
+          return
+        }
+        this.startupSettings = settings
+        if (settings.length > 0) passed.set('options', encodeStartupOptions(settings))
+        continue
+      }
       if (!ALLOWED_STARTUP_PARAMS.has(key)) {
         this.fatal(
           '08004',
@@ -536,6 +553,7 @@ export class PgConnection implements BackendHandler {
     }
     const session = result.session
     this.session = session
+    if (this.startupSettings.length > 0 && !(await this.judgeStartupSettings(session))) return
     let upstream: Upstream
     try {
       upstream = await connectUpstream(this.upstreamOptions(session), this.abort.signal)
@@ -578,6 +596,82 @@ export class PgConnection implements BackendHandler {
     }
     this.upstream = upstream
     this.startRelay(session, upstream)
+  }
+
+  /**
+   * Each setting of the client's `options` is judged and audited as the SET it is, through the
+   * classifier and the engine like any statement, before the server is reached; a refusal (or a
+   * failure to decide or audit) refuses the connection.
+   */
+  private async judgeStartupSettings(session: ProxySession): Promise<boolean> {
+    for (const setting of this.startupSettings) {
+      const sql = setStatement(setting)
+      const facts = this.shared.analyzer.analyze(sql).statements
+      const only = facts.length === 1 ? facts[0] : undefined
+      let decision: Decision
+      if (!only || only.action !== 'sql.session' || only.kind !== 'set') {
+        const reason = `startup setting ${setting.name} is not an ordinary session setting`
+        decision = {
+          effect: 'deny',
+          rules: ['gatehouse:startup-option'],
+          reason,
+          reasons: [{ rule: 'gatehouse:startup-option', reason, hop: '' }],
+          policy: 'gatehouse',
+        }
+      } else {
+        const command = { sql, kind: only.kind, tables: [], write_tables: [], functions: only.functions, has_where: false, statements: 1 }
+        try {
+          decision = await session.decide(only.action, command, this.abort.signal)
+        } catch (err) {
+          this.log.error({ err: String(err), session: session.id }, 'policy evaluation failed for a startup setting')
+          const reason = 'the policy could not be evaluated'
+          decision = {
+            effect: 'deny',
+            rules: ['gatehouse:evaluation-failed'],
+            reason,
+            reasons: [{ rule: 'gatehouse:evaluation-failed', reason, hop: '' }],
+            policy: 'error',
+          }
+        }
+      }
+      const seq = ++this.seq
+      const verdict: Verdict = {
+        decision,
+        statements: only ? [{ sql, action: only.action, kind: only.kind, decision: decision.effect, rules: decision.rules }] : [],
+        effects: [],
+      }
+      const ev = {
+        ...statementEvent(
+          seq,
+          { raw: Buffer.alloc(0), kind: Expect.Query, sql, text: sql, params: null, portal: null, approvedBy: null },
+          verdict,
+        ),
+        startup_option: true,
+      }
+      try {
+        await session.audit(ev)
+      } catch (err) {
+        this.log.error({ err: String(err), session: session.id }, 'audit append failed; startup setting refused')
+        this.endRefused(session, '58030', 'gatehouse: the audit log cannot record a startup setting, so the connection was refused')
+        return false
+      }
+      if (this.isClosed()) {
+        session.end('client disconnected during authentication')
+        return false
+      }
+      if (decision.effect !== 'allow') {
+        // No approval wait at startup: a setting that needs one is refused like a denied one.
+        this.endRefused(session, '42501', `${denialMessage(decision)} (startup option ${setting.name})`)
+        return false
+      }
+    }
+    return true
+  }
+
+  private endRefused(session: ProxySession, code: string, message: string): void {
+    session.end('startup setting refused')
+    this.session = null
+    this.fatal(code, message)
   }
 
   private upstreamOptions(session: ProxySession): UpstreamOptions {
