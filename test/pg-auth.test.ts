@@ -134,12 +134,12 @@ describe('authentication and session admission', () => {
     assert.match(gw.stderr, /GH_TEST_SECRET_THAT_IS_NOT_SET is not set/)
   })
 
-  test('startup parameters outside the allow-list (options, replication) are refused', async () => {
+  test('startup parameters outside the allow-list (replication, options setting role) are refused', async () => {
     const token = gw.token('user:alice')
     const before = relay.accepted()
     const opt = await connectError({ ...cfg(token), options: '-c role=pg_read_server_files' } as pg.ClientConfig)
     assert.equal(opt?.code, '08004')
-    assert.match(opt?.message ?? '', /"options" is not allowed/)
+    assert.match(opt?.message ?? '', /setting "role" is not allowed in startup options/)
     const rep = await connectError({ ...cfg(token), replication: 'database' } as pg.ClientConfig)
     assert.equal(rep?.code, '08004')
     assert.match(rep?.message ?? '', /"replication" is not allowed/)
