@@ -37,6 +37,12 @@ SqlAnalyzer.prototype.analyze = (sql: string): Analysis => ({
       literalSensitive: false,
       cursor: null,
       lexical: null,
+      calls: [],
+      operators: [],
+      sideEffectFunctions: [],
+      writes: [],
+      wrapper: null,
+      createsRoutine: null,
     },
   ],
 })

@@ -7,6 +7,7 @@
 // harmless: a parse error, an unknown statement type, DO, CALL, COPY … PROGRAM, set_config with a
 // computed name or value, EXECUTE of a statement the session never prepared.
 
+import { type FunctionCall, opaqueOperators, sideEffectCalls } from './functions.js'
 import { arr, nodeType, type Obj, obj, str, stringList } from './lineage-ast.js'
 import { loadModule, parseSync } from 'libpg-query'
 import { lexicalChange } from './lexical.js'
@@ -68,6 +69,31 @@ export interface StatementFacts {
   readonly cursor: { readonly op: 'declare' | 'fetch' | 'close'; readonly name: string | null } | null
   /** Why the statement could change how the server reads SQL text (lexical.ts); refused when set. */
   readonly lexical: string | null
+  /** Every function call as written (schema null when unqualified), for resolving against the
+   *  server's catalog (a user function may shadow a built-in's name). */
+  readonly calls: readonly FunctionCall[]
+  /** Operators as written (`schema.op` when qualified with OPERATOR()), for the same reason. */
+  readonly operators: readonly string[]
+  /** Calls that are not known-harmless built-ins by name alone (engine/sql/functions.ts): a side
+   *  effect, a user-defined or unknown function. The catalog can only add to them. */
+  readonly sideEffectFunctions: readonly string[]
+  /** Every INSERT/UPDATE/DELETE/MERGE the statement runs, wherever it sits (the statement itself,
+   *  a data-modifying CTE, COPY (…) TO, EXPLAIN ANALYZE, CREATE TABLE AS). */
+  readonly writes: readonly InnerWrite[]
+  /** The reading verb the effective statement hides behind (`copy`, `select`, `explain_analyze`,
+   *  `declare_cursor`, `create_table_as`…), when `kind` names the write it runs instead. */
+  readonly wrapper: string | null
+  /** CREATE FUNCTION/PROCEDURE/AGGREGATE/OPERATOR or a RENAME of one: a name that may shadow a
+   *  built-in once the statement completes. */
+  readonly createsRoutine: { readonly kind: 'function' | 'operator'; readonly name: string } | null
+}
+
+/** One data-modifying statement inside a statement. */
+export interface InnerWrite {
+  readonly kind: 'insert' | 'update' | 'delete' | 'merge'
+  readonly table: RelName | null
+  /** UPDATE/DELETE: a WHERE clause is present (MERGE: its ON condition, always). INSERT: false. */
+  readonly hasWhere: boolean
 }
 
 export interface Analysis {
@@ -160,6 +186,11 @@ class Collector {
   sqlTextFunction: string | null = null
   literalSensitive = false
   readonly cteWrites: RelName[] = []
+  readonly calls: FunctionCall[] = []
+  readonly operators = new Set<string>()
+  readonly writes: InnerWrite[] = []
+  readonly sequenceWrites: RelName[] = []
+  lockStrength: string | null = null
 
   walk(node: unknown, scopes: readonly ReadonlySet<string>[]): void {
     if (Array.isArray(node)) {
@@ -180,6 +211,7 @@ class Collector {
         continue
       }
       if (key === 'FuncCall' && inner) this.funcCall(inner)
+      if (key === 'A_Expr' && inner) this.operator(inner)
       if (inner && (key === 'SelectStmt' || key === 'InsertStmt' || key === 'UpdateStmt' || key === 'DeleteStmt' || key === 'MergeStmt')) {
         this.statementWithCtes(key, inner, scopes)
         continue
@@ -189,7 +221,20 @@ class Collector {
   }
 
   private statementWithCtes(key: string, s: Obj, scopes: readonly ReadonlySet<string>[]): void {
-    if (key === 'SelectStmt' && arr(s.lockingClause).length > 0) this.locking = true
+    if (key === 'SelectStmt' && arr(s.lockingClause).length > 0) {
+      this.locking = true
+      this.lockStrength ??= str(obj(obj(arr(s.lockingClause)[0])?.LockingClause)?.strength)
+    }
+    if (key !== 'SelectStmt') {
+      const rel = obj(s.relation)
+      const kind = key === 'InsertStmt' ? 'insert' : key === 'UpdateStmt' ? 'update' : key === 'DeleteStmt' ? 'delete' : 'merge'
+      this.writes.push({
+        kind,
+        table: rel ? relName(rel) : null,
+        // MERGE has no WHERE; its ON condition (mandatory) bounds the rows it touches.
+        hasWhere: kind === 'merge' || ((kind === 'update' || kind === 'delete') && s.whereClause !== undefined && s.whereClause !== null),
+      })
+    }
     const w = obj(s.withClause)
     if (!w) {
       this.walk(s, scopes)
@@ -222,12 +267,31 @@ class Collector {
     this.tables.push(rel)
   }
 
+  private operator(e: Obj): void {
+    const parts = stringList(e.name)
+    // BETWEEN is spelled by name but runs the >= and <= operators found for the argument types.
+    if (/BETWEEN/.test(str(e.kind) ?? '')) {
+      this.operators.add('>=')
+      this.operators.add('<=')
+    } else if (parts.length > 0) this.operators.add(parts.join('.'))
+  }
+
   private funcCall(f: Obj): void {
     const parts = stringList(f.funcname)
-    const name = (parts[parts.length - 1] ?? '').toLowerCase()
+    const exact = parts[parts.length - 1] ?? ''
+    const name = exact.toLowerCase()
     if (name === '') return
+    this.calls.push({ schema: parts.length > 1 ? (parts[parts.length - 2] ?? null) : null, name: exact })
     this.functions.add(name)
     if (SQL_TEXT_FUNCTIONS.has(name)) this.sqlTextFunction ??= name
+    if ((name === 'nextval' || name === 'setval') && parts.length <= 2) {
+      // The sequence a read would advance is a write target a policy can scope.
+      const seq = sequenceName(constText(arr(f.args)[0]))
+      if (seq) {
+        this.sequenceWrites.push(seq)
+        this.literalSensitive = true // the name is a literal: two texts of one shape name different sequences
+      }
+    }
     if (name === 'set_config') {
       // set_config(name, value, is_local) is SET by another spelling.
       this.literalSensitive = true
@@ -239,6 +303,21 @@ class Collector {
       else this.settings.push({ name: n.toLowerCase(), value: v, local: local === 'on' || local === 'true' || local === 't' })
     }
   }
+}
+
+/** A regclass literal ('s', 'public.s', '"My Seq"') as a relation name, or null. */
+function sequenceName(text: string | null): RelName | null {
+  if (text === null) return null
+  const parts: string[] = []
+  const re = /\s*(?:"((?:[^"]|"")*)"|([^."\s]+))\s*(\.|$)/gy
+  let m: RegExpExecArray | null = re.exec(text)
+  while (m !== null) {
+    parts.push(m[1] !== undefined ? m[1].replace(/""/g, '"') : (m[2] ?? '').toLowerCase())
+    if (m[3] === '') break
+    m = re.exec(text)
+  }
+  if (parts.length === 0 || parts.length > 2) return null
+  return parts.length === 2 ? { schema: parts[0] ?? null, name: parts[1] ?? '' } : { schema: null, name: parts[0] ?? '' }
 }
 
 function relName(r: Obj): RelName {
@@ -326,6 +405,13 @@ const DDL_STMTS = new Set([
   'CreateTableAsStmt',
 ])
 
+const LOCK_KINDS: Readonly<Record<string, string>> = {
+  LCS_FORUPDATE: 'select_for_update',
+  LCS_FORNOKEYUPDATE: 'select_for_no_key_update',
+  LCS_FORSHARE: 'select_for_share',
+  LCS_FORKEYSHARE: 'select_for_key_share',
+}
+
 function isDdlType(t: string): boolean {
   return DDL_STMTS.has(t) || /^(Create|Alter|Drop)[A-Za-z]*Stmt$/.test(t)
 }
@@ -343,6 +429,24 @@ interface Draft {
   settings: SettingChange[]
   literalSensitive: boolean
   cursor: StatementFacts['cursor']
+}
+
+/** EXPLAIN's ANALYZE option is on unless spelled as one of the server's false values (anything the
+ *  server rejects is an error there, so reading it as on costs nothing and cannot be wrong). */
+function explainAnalyzes(options: unknown): boolean {
+  for (const x of arr(options)) {
+    const d = obj(obj(x)?.DefElem)
+    if (!d || str(d.defname) !== 'analyze') continue
+    if (d.arg === undefined || d.arg === null) return true
+    const t = nodeType(d.arg)
+    if (!t) return true
+    const [k, v] = t
+    if (k === 'Integer') return (typeof v.ival === 'number' ? v.ival : 0) !== 0
+    if (k === 'Boolean') return v.boolval === true
+    if (k === 'String') return !['false', 'off', '0'].includes((str(v.sval) ?? '').toLowerCase())
+    return true
+  }
+  return false
 }
 
 function defElems(list: unknown): Map<string, string | null> {
@@ -390,8 +494,10 @@ function classifyNode(node: unknown, text: string): StatementFacts {
         if (rel) d.writeTables.push(relName(rel))
       }
       if (c.locking) {
+        // Row locks are writes: they block other sessions' writers until the transaction ends.
         d.action = moreDangerous(d.action, 'sql.write')
         d.writeTables.push(...c.tables)
+        if (d.kind === 'select') d.kind = LOCK_KINDS[c.lockStrength ?? ''] ?? 'select_for_update'
       }
       break
     }
@@ -408,24 +514,33 @@ function classifyNode(node: unknown, text: string): StatementFacts {
     }
     case 'ExplainStmt': {
       const inner = classifyNode(s.query, text)
-      const opts = defElems(s.options)
-      const analyze = opts.has('analyze') && !isFalse(opts.get('analyze'))
+      if (explainAnalyzes(s.options)) {
+        // EXPLAIN ANALYZE runs its statement: it is that statement, seen through a reading verb.
+        return { ...inner, sql: text, wrapper: inner.wrapper ?? 'explain_analyze' }
+      }
+      // Plain EXPLAIN runs nothing, but planning folds immutable and estimates stable functions:
+      // a call that is not known to be harmless still makes it a write.
       return {
         ...inner,
         sql: text,
-        kind: analyze ? 'explain_analyze' : 'explain',
-        // EXPLAIN ANALYZE runs its statement, so it takes that statement's action.
-        action: analyze ? inner.action : 'sql.read',
-        settings: analyze ? inner.settings : [],
+        kind: 'explain',
+        action: inner.sideEffectFunctions.length > 0 ? 'sql.write' : 'sql.read',
+        settings: [],
+        writes: [],
+        writeTables: [],
+        hasWhere: false,
+        wrapper: null,
       }
     }
     case 'DeclareCursorStmt': {
       const inner = classifyNode(s.query, text)
+      const reads = inner.action === 'sql.read'
       return {
         ...inner,
         sql: text,
-        kind: 'declare_cursor',
-        action: inner.action === 'sql.read' ? 'sql.read' : moreDangerous(inner.action, 'sql.write'),
+        kind: reads ? 'declare_cursor' : inner.kind,
+        action: reads ? 'sql.read' : moreDangerous(inner.action, 'sql.write'),
+        wrapper: reads ? null : (inner.wrapper ?? 'declare_cursor'),
         cursor: { op: 'declare', name: str(s.portalname) ?? '' },
       }
     }
@@ -546,6 +661,17 @@ function classifyNode(node: unknown, text: string): StatementFacts {
       c.walk(node, [])
       d.note = 'CALL runs a procedure whose effects the classifier cannot see'
       break
+    case 'CreateTableAsStmt':
+      c.walk(node, [])
+      d.action = 'sql.ddl'
+      d.kind = str(s.objtype) === 'OBJECT_MATVIEW' ? 'create_materialized_view' : 'create_table_as'
+      d.writeTables.push(...c.tables)
+      if (nodeType(s.query)?.[0] === 'ExecuteStmt') {
+        // CREATE TABLE AS EXECUTE runs a prepared statement the gateway would have to look up.
+        d.action = 'sql.other'
+        d.note = 'CREATE TABLE AS EXECUTE runs a prepared statement; run the EXECUTE on its own'
+      }
+      break
     default:
       c.walk(node, [])
       if (ADMIN_STMTS.has(type) || (type === 'DropStmt' && /EXTENSION|DATABASE|TABLESPACE|ROLE/.test(str(s.removeType) ?? ''))) {
@@ -591,14 +717,32 @@ function classifyNode(node: unknown, text: string): StatementFacts {
     d.action = moreDangerous(d.action, 'sql.admin')
     d.note = peek
   }
+  const effective = effectiveWrite(d.kind, c.writes)
+  const createsRoutine = routineCreated(type, s)
+  if (c.writes.length > 0) {
+    // COPY (DELETE … RETURNING …) TO STDOUT, a DELETE in a CTE, CREATE TABLE AS over one: the
+    // statement is the write it runs, for the action, the unbounded-write rule and the audit.
+    d.action = moreDangerous(d.action, 'sql.write')
+    for (const w of c.writes) if (w.table) d.writeTables.push(w.table)
+  }
+  const operators = [...c.operators].sort()
+  // set_config with constant arguments is judged as the SET it is (settings above); with computed
+  // ones the statement is already sql.other.
+  const calls = c.calls.filter((k) => !(k.name === 'set_config' && (k.schema === null || k.schema === 'pg_catalog')))
+  const sideEffects = [...sideEffectCalls(calls, null), ...opaqueOperators(operators, null).map((o) => `OPERATOR(${o})`)]
+  d.writeTables.push(...c.sequenceWrites)
+  if (sideEffects.length > 0 && (d.action === 'sql.read' || d.action === 'sql.session')) {
+    d.action = 'sql.write'
+    d.note ??= `calls ${sideEffects.join(', ')}, which may change state (not a known-harmless built-in)`
+  }
   return {
     sql: text,
-    kind: d.kind,
+    kind: effective.kind,
     action: d.action,
     tables: dedupe(c.tables),
     writeTables: dedupe(d.writeTables),
     functions: [...c.functions].sort(),
-    hasWhere: d.hasWhere,
+    hasWhere: c.writes.length > 0 ? effective.hasWhere : d.hasWhere,
     note: d.note,
     settings: d.settings,
     prepare: d.prepare,
@@ -608,7 +752,42 @@ function classifyNode(node: unknown, text: string): StatementFacts {
     literalSensitive: d.literalSensitive || c.literalSensitive,
     cursor: d.cursor,
     lexical: lexicalChange(node),
+    calls: c.calls,
+    operators,
+    sideEffectFunctions: sideEffects,
+    writes: c.writes,
+    wrapper: effective.kind !== d.kind ? d.kind : null,
+    createsRoutine,
   }
+}
+
+function routineCreated(type: string, s: Obj): StatementFacts['createsRoutine'] {
+  const last = (v: unknown): string | null => {
+    const parts = stringList(v)
+    return parts[parts.length - 1] ?? null
+  }
+  let name: string | null = null
+  let kind: 'function' | 'operator' = 'function'
+  if (type === 'CreateFunctionStmt') name = last(s.funcname)
+  else if (type === 'DefineStmt' && (str(s.kind) === 'OBJECT_AGGREGATE' || str(s.kind) === 'OBJECT_OPERATOR')) {
+    name = last(s.defnames)
+    if (str(s.kind) === 'OBJECT_OPERATOR') kind = 'operator'
+  } else if (type === 'RenameStmt' && /OBJECT_(FUNCTION|PROCEDURE|ROUTINE|AGGREGATE)/.test(str(s.renameType) ?? '')) name = str(s.newname)
+  return name === null ? null : { kind, name }
+}
+
+/**
+ * The kind and has_where a policy sees for a statement that runs writes: an unbounded UPDATE or
+ * DELETE anywhere wins (so `no-unbounded-write` cannot be passed by wrapping one), then the
+ * statement's own kind if it is a write, then the first write it runs.
+ */
+function effectiveWrite(kind: string, writes: readonly InnerWrite[]): { kind: string; hasWhere: boolean } {
+  if (writes.length === 0) return { kind, hasWhere: false }
+  const unbounded = writes.find((w) => (w.kind === 'update' || w.kind === 'delete') && !w.hasWhere)
+  if (unbounded) return { kind: unbounded.kind, hasWhere: false }
+  const own = writes.find((w) => w.kind === kind)
+  const chosen = own ?? writes.find((w) => w.kind !== 'insert') ?? (writes[0] as InnerWrite)
+  return { kind: chosen.kind, hasWhere: chosen.hasWhere }
 }
 
 function dedupe(list: readonly RelName[]): RelName[] {
@@ -642,6 +821,12 @@ export function otherFacts(sql: string, note: string): StatementFacts {
     literalSensitive: true,
     cursor: null,
     lexical: null,
+    calls: [],
+    operators: [],
+    sideEffectFunctions: [],
+    writes: [],
+    wrapper: null,
+    createsRoutine: null,
   }
 }
 

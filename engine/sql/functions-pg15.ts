@@ -359,3 +359,12 @@ xmlconcat2 xmlexists xmlvalidate xpath xpath_exists
 `
   .split(/\s+/)
   .filter((s) => s !== '')
+
+/** PostgreSQL 15's built-in operator names (pg_operator in pg_catalog, oid < 16384); each is
+ *  implemented by an IMMUTABLE or STABLE built-in function. Read with:
+ *  SELECT DISTINCT oprname FROM pg_operator WHERE oprnamespace = 'pg_catalog'::regnamespace AND oid < 16384 */
+export const PG15_OPERATORS: readonly string[] = `
+!! !~ !~* !~~ !~~* # ## #- #> #>> % & && &< &<| &> * *< *<= *<> *= *> *>= + - -> ->> -|- / < <-> << <<= <<| <= <> <@ <^ = > >= >> >>= >^ ? ?# ?& ?- ?-| ?| ?|| @ @-@ @> @? @@ @@@ ^ ^@ | |&> |/ |>> || ||/ ~ ~* ~<=~ ~<~ ~= ~>=~ ~>~ ~~ ~~*
+`
+  .split(/\s+/)
+  .filter((s) => s !== '')

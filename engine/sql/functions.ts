@@ -15,7 +15,7 @@
 // into and read back later (a lock key, a sequence value, a large object, a notification, a
 // setting), `timing` and `nondeterministic` are not effects but matter to oracles.
 
-import { PG15_NON_VOLATILE_BUILTINS } from './functions-pg15.js'
+import { PG15_NON_VOLATILE_BUILTINS, PG15_OPERATORS } from './functions-pg15.js'
 
 /** What calling a function can do beyond computing its result. */
 export type SideEffectClass =
@@ -351,6 +351,7 @@ export const HARMLESS_VOLATILE_FUNCTIONS: ReadonlyMap<string, HarmlessClass> = n
 ])
 
 const NON_VOLATILE: ReadonlySet<string> = new Set(PG15_NON_VOLATILE_BUILTINS)
+const BUILTIN_OPERATORS: ReadonlySet<string> = new Set(PG15_OPERATORS)
 
 function names<const C extends string>(cls: C, list: readonly string[]): [string, C][] {
   return list.map((n) => [n, cls])
@@ -409,4 +410,21 @@ export function sideEffectCalls(calls: readonly FunctionCall[], catalog: Functio
   const out = new Set<string>()
   for (const c of calls) if (!isHarmless(classifyCall(c, catalog))) out.add(c.schema === null ? c.name : `${c.schema}.${c.name}`)
   return [...out].sort()
+}
+
+/**
+ * Operators as the parser gives them (`op`, or `schema.op` for OPERATOR(schema.op)) that are not
+ * known-harmless built-ins: qualified outside pg_catalog, a name no built-in operator has, or a
+ * name some non-built-in operator also has (it may win on argument types). An operator runs its
+ * function: a user-defined one is as opaque as a user-defined function.
+ */
+export function opaqueOperators(operators: readonly string[], catalog: FunctionCatalog | null): string[] {
+  const out: string[] = []
+  for (const op of operators) {
+    const dot = op.lastIndexOf('.', op.length - 2)
+    const schema = dot > 0 ? op.slice(0, dot) : null
+    const name = dot > 0 ? op.slice(dot + 1) : op
+    if ((schema !== null && schema !== 'pg_catalog') || !BUILTIN_OPERATORS.has(name) || catalog?.userOperators.has(name)) out.push(op)
+  }
+  return out
 }

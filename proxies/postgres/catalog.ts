@@ -7,6 +7,7 @@ import type { Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
 import { serialize } from 'pg-protocol'
 import type { Catalog } from '../../engine/sql/index.js'
+import type { FunctionCatalog } from '../../engine/sql/functions.js'
 import { LINEAGE_CATALOG_SQL, type LineageCatalogSnapshot, parseLineageCatalog } from '../../engine/sql/lineage-catalog.js'
 import { BackendCode, INTERNAL_SQL_MARK, readErrorFields } from './messages.js'
 
@@ -19,6 +20,10 @@ const RELATIONS_SQL =
   "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r','v','m','f','p') AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' LIMIT " +
   String(MAX_RELATIONS + 1)
 const SCHEMAS_SQL = 'SELECT nspname FROM pg_catalog.pg_namespace'
+// Names of every function and operator that is not a PostgreSQL built-in (outside pg_catalog, or
+// created in it: oid >= 16384). Such a name can win over the built-in it shares a name with.
+const USER_ROUTINES_SQL =
+  "SELECT DISTINCT 'f', p.proname::text FROM pg_catalog.pg_proc p WHERE p.oid >= 16384 OR p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace UNION SELECT DISTINCT 'o', o.oprname::text FROM pg_catalog.pg_operator o WHERE o.oid >= 16384 OR o.oprnamespace <> 'pg_catalog'::pg_catalog.regnamespace"
 const SESSION_SQL = "SELECT pg_catalog.current_setting('search_path'), current_user"
 
 export interface SessionStart {
@@ -89,11 +94,30 @@ export interface CatalogSnapshot {
   /** Columns, view definitions and user functions, for masking lineage (null: could not be read,
    * and statements of sessions with mask obligations are then refused or fully masked). */
   readonly lineage: LineageCatalogSnapshot | null
+  /** Functions and operators that are not built-ins (null: could not be read, and then every
+   *  function call counts as opaque). */
+  readonly functions: FunctionCatalog | null
+}
+
+function functionCatalog(rows: readonly (readonly (string | null)[])[] | undefined): FunctionCatalog | null {
+  if (!rows) return null
+  const userFunctions = new Set<string>()
+  const userOperators = new Set<string>()
+  for (const [tag, name] of rows) {
+    if (typeof name !== 'string') return null
+    if (tag === 'f') userFunctions.add(name)
+    else if (tag === 'o') userOperators.add(name)
+    else return null
+  }
+  return { userFunctions, userOperators }
 }
 
 export async function readCatalog(socket: Socket | TLSSocket): Promise<CatalogSnapshot> {
   // One round trip; the lineage part comes last because its SET LOCAL lasts to the end of the message.
-  const [rels, schemas, , lineageRows] = await query(socket, `${RELATIONS_SQL}; ${SCHEMAS_SQL}; ${LINEAGE_CATALOG_SQL}`)
+  const [rels, schemas, routines, , lineageRows] = await query(
+    socket,
+    `${RELATIONS_SQL}; ${SCHEMAS_SQL}; ${USER_ROUTINES_SQL}; ${LINEAGE_CATALOG_SQL}`,
+  )
   const catalog =
     !rels || !schemas || rels.length > MAX_RELATIONS
       ? null
@@ -104,7 +128,7 @@ export async function readCatalog(socket: Socket | TLSSocket): Promise<CatalogSn
   } catch {
     lineage = null
   }
-  return { catalog, lineage }
+  return { catalog, lineage, functions: functionCatalog(routines) }
 }
 
 /** Per-connection catalog snapshots, shared by sessions, refreshed after the TTL or after DDL. */

@@ -580,6 +580,7 @@ export class PgConnection implements BackendHandler {
         snapshot.catalog,
         (name) => this.preparedFacts(name),
         this.log,
+        snapshot.functions,
       )
     } catch (err) {
       this.log.warn({ session: session.id, err: String(err) }, 'cannot read the session catalog')
@@ -1660,6 +1661,7 @@ export class PgConnection implements BackendHandler {
       else this.statements.delete(e.deallocate.name)
     }
     if (e.searchPath) this.sql?.applySearchPath(e.searchPath)
+    if (e.createsRoutine) this.sql?.noteCreatedRoutine(e.createsRoutine.kind, e.createsRoutine.name)
     if (e.ddl) this.refreshedFor.clear()
     if (e.ddl && this.session) {
       // The relation snapshot may be stale now; the next session of this connection reads it anew.

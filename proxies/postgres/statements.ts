@@ -8,7 +8,7 @@
 import type { Logger } from 'pino'
 import type { Analysis, Catalog, SqlAnalyzer, SqlAction, StatementFacts } from '../../engine/sql/index.js'
 import { otherFacts, parseSearchPath, qualify } from '../../engine/sql/index.js'
-import { builtinFunctionClass, isHarmless } from '../../engine/sql/functions.js'
+import { builtinFunctionClass, type FunctionCatalog, classifyCall, isHarmless, opaqueOperators } from '../../engine/sql/functions.js'
 import type { Decision, MaskObligation } from '../../engine/types.js'
 import type { ProxySession } from '../types.js'
 
@@ -18,6 +18,7 @@ export interface StatementEffect {
   readonly deallocate: { readonly name: string | null } | null
   readonly searchPath: { readonly path: string[] | 'initial'; readonly local: boolean } | null
   readonly ddl: boolean
+  readonly createsRoutine: StatementFacts['createsRoutine']
 }
 
 export interface JudgedStatement {
@@ -50,11 +51,11 @@ export class SessionSql {
   /** qualify() results for the current candidates; cleared whenever they change. */
   private readonly qualified = new Map<string, string[]>()
   private inTransaction = false
+  /** Functions and operators this session created (or renamed to) since its catalog was read:
+   *  they may shadow a built-in's name just like those in the catalog. */
+  private readonly createdRoutines = { userFunctions: new Set<string>(), userOperators: new Set<string>() }
   /** Decisions by statement shape (decideShape); weak, so shapes the analyzer drops go too. */
-  private readonly reuse = new WeakMap<
-    object,
-    { readonly epoch: object; readonly paths: readonly string[][]; readonly decision: Decision }
-  >()
+  private reuse = new WeakMap<object, { readonly epoch: object; readonly paths: readonly string[][]; readonly decision: Decision }>()
 
   constructor(
     private readonly analyzer: SqlAnalyzer,
@@ -64,6 +65,8 @@ export class SessionSql {
     private readonly catalog: Catalog | null,
     private readonly lookupPrepared: (name: string) => Promise<StatementFacts | null>,
     private readonly log: Logger,
+    /** Non-built-in functions and operators (null: unknown, so every call is opaque). */
+    private readonly functions: FunctionCatalog | null = null,
   ) {
     this.base = [initialPath]
     this.candidates = [initialPath]
@@ -76,8 +79,9 @@ export class SessionSql {
   judgeNow(analysis: Analysis, signal: AbortSignal): Verdict | null {
     const stmts = analysis.statements
     if (stmts.length !== 1) return null
-    const only = stmts[0] as StatementFacts
-    if (only.execute !== null) return null
+    const raw = stmts[0] as StatementFacts
+    if (raw.execute !== null) return null
+    const only = this.withCatalog(raw)
     const d = only.lexical !== null ? lexicalDenial(only.lexical) : this.decideShape(analysis.shape ?? null, only, signal)
     return {
       decision: d,
@@ -112,7 +116,7 @@ export class SessionSql {
     }
     if (stmts.length === 1 && stmts[0]?.execute === null) {
       // The common case, without the bookkeeping a multi-statement query needs.
-      const only = stmts[0]
+      const only = this.withCatalog(stmts[0])
       const d =
         only.lexical !== null
           ? lexicalDenial(only.lexical)
@@ -137,11 +141,13 @@ export class SessionSql {
     let paths: readonly (readonly string[])[] = this.candidates
     const prepared = new Map<string, StatementFacts | null>()
     for (const raw of stmts) {
-      const facts = raw.execute !== null ? await this.resolveExecute(raw, prepared) : raw
+      const facts = this.withCatalog(raw.execute !== null ? await this.resolveExecute(raw, prepared) : raw)
       const command = this.command(facts, stmts.length, paths)
       const eff = effectOf(raw)
       if (eff.searchPath)
         paths = unique([...(eff.searchPath.local ? paths : []), eff.searchPath.path === 'initial' ? this.initialPath : eff.searchPath.path])
+      // A routine created earlier in the text may shadow a built-in for the statements after it.
+      if (eff.createsRoutine) this.noteCreatedRoutine(eff.createsRoutine.kind, eff.createsRoutine.name)
       if (eff.prepare) prepared.set(eff.prepare.name, eff.prepare.inner)
       if (eff.deallocate) {
         if (eff.deallocate.name === null) prepared.clear()
@@ -223,7 +229,50 @@ export class SessionSql {
       return { ...raw, action: 'sql.other', note: `EXECUTE of ${JSON.stringify(raw.execute)}, which the gateway has not seen prepared` }
     // The parameters of EXECUTE p(…) may call functions too.
     const functions = [...new Set([...inner.functions, ...raw.functions])].sort()
-    return { ...inner, sql: raw.sql, kind: `execute:${inner.kind}`, functions }
+    const calls = [...inner.calls, ...raw.calls]
+    const sideEffectFunctions = [...new Set([...inner.sideEffectFunctions, ...raw.sideEffectFunctions])].sort()
+    const action =
+      sideEffectFunctions.length > 0 && (inner.action === 'sql.read' || inner.action === 'sql.session') ? 'sql.write' : inner.action
+    return { ...inner, sql: raw.sql, kind: `execute:${inner.kind}`, functions, calls, sideEffectFunctions, action }
+  }
+
+  /**
+   * The facts with the server's catalog applied: a call of a name that some non-built-in function
+   * also carries, or an operator that is not a built-in, is opaque (it may run anything), and a
+   * statement that reads becomes a write. The analyzer's facts (name-based) are kept otherwise.
+   */
+  withCatalog(f: StatementFacts): StatementFacts {
+    if (f.calls.length === 0 && f.operators.length === 0) return f
+    const added: string[] = []
+    for (const c of f.calls) {
+      const label = c.schema === null ? c.name : `${c.schema}.${c.name}`
+      if (f.sideEffectFunctions.includes(label)) continue
+      const shadowed = this.createdRoutines.userFunctions.has(c.name) || this.functions === null
+      const cls = classifyCall(c, this.functions)
+      // set_config of a constant setting is judged as SET by the analyzer (computed: sql.other).
+      if (shadowed || !(isHarmless(cls) || cls === 'setting')) added.push(label)
+    }
+    const created = this.createdRoutines
+    for (const op of opaqueOperators(f.operators, this.functions))
+      if (!f.sideEffectFunctions.includes(`OPERATOR(${op})`)) added.push(`OPERATOR(${op})`)
+    for (const op of f.operators) if (created.userOperators.has(op) && !added.includes(`OPERATOR(${op})`)) added.push(`OPERATOR(${op})`)
+    if (added.length === 0) return f
+    const sideEffectFunctions = [...new Set([...f.sideEffectFunctions, ...added])].sort()
+    const escalate = f.action === 'sql.read' || f.action === 'sql.session'
+    return {
+      ...f,
+      sideEffectFunctions,
+      action: escalate ? 'sql.write' : f.action,
+      note: escalate ? `calls ${sideEffectFunctions.join(', ')}, which may change state (not a known-harmless built-in)` : f.note,
+    }
+  }
+
+  /** A function or operator this session created: its name may shadow a built-in from now on. */
+  noteCreatedRoutine(kind: 'function' | 'operator', name: string): void {
+    const set = kind === 'function' ? this.createdRoutines.userFunctions : this.createdRoutines.userOperators
+    if (set.has(name)) return
+    set.add(name)
+    this.reuse = new WeakMap()
   }
 
   private command(f: StatementFacts, count: number, paths: readonly (readonly string[])[]): Record<string, unknown> {
@@ -238,8 +287,19 @@ export class SessionSql {
       tables: q(f.tables),
       write_tables: q(f.writeTables),
       functions: f.functions,
+      side_effect_functions: f.sideEffectFunctions,
       has_where: f.hasWhere,
       statements: count,
+      ...(f.wrapper !== null ? { wrapper: f.wrapper } : {}),
+      ...(f.writes.length > 0
+        ? {
+            writes: f.writes.map((w) => ({
+              kind: w.kind,
+              table: w.table ? (q([w.table])[0] ?? null) : null,
+              has_where: w.hasWhere,
+            })),
+          }
+        : {}),
       ...(f.program ? { program: true } : {}),
       ...(f.note ? { note: f.note } : {}),
     }
@@ -322,6 +382,7 @@ export function effectOf(f: StatementFacts): StatementEffect {
     deallocate: f.deallocate,
     searchPath,
     ddl: f.action === 'sql.ddl' || f.action === 'sql.admin',
+    createsRoutine: f.createsRoutine,
   }
 }
 
