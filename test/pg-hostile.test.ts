@@ -385,7 +385,9 @@ describe('PostgreSQL proxy: hostile clients', { timeout: 180_000 }, () => {
     direct(
       "CREATE OR REPLACE FUNCTION gh_hostile_raise(n int) RETURNS void LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION '%', repeat('x', n); END $$",
     )
-    const c = new pg.Client({ host: '127.0.0.1', port: gw.pgPort, database: 'app', user: 'alice', password: token })
+    // A user-defined function may do anything (its body is opaque): calling one is a write.
+    const writer = gw.token('user:wally', ['--group', 'writers'])
+    const c = new pg.Client({ host: '127.0.0.1', port: gw.pgPort, database: 'app', user: 'wally', password: writer })
     const clientErrors: unknown[] = []
     c.on('error', (e) => clientErrors.push(e))
     await c.connect()
