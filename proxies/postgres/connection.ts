@@ -276,11 +276,15 @@ function statementEvent(seq: number, { sql, params, approvedBy }: Outgoing, verd
   if (only) {
     ev.action = only.action
     ev.kind = only.kind
+    if (only.wrapper) ev.wrapper = only.wrapper
+    if (only.sideEffectFunctions && only.sideEffectFunctions.length > 0) ev.side_effect_functions = only.sideEffectFunctions
   } else if (verdict.statements.length > 1) {
     ev.statements = verdict.statements.map((st) => ({
       sql: redactSql(st.sql),
       action: st.action,
       kind: st.kind,
+      ...(st.wrapper ? { wrapper: st.wrapper } : {}),
+      ...(st.sideEffectFunctions && st.sideEffectFunctions.length > 0 ? { side_effect_functions: st.sideEffectFunctions } : {}),
       decision: st.decision,
       rules: st.rules,
     }))

@@ -36,7 +36,7 @@ export function statementFingerprint(sql: string | null, params: readonly (strin
  * see: those are only approved while the client waits, bound to that one wait.
  */
 export function bindable(verdict: Verdict, sql: string | null, sqlLevelExecute: boolean): boolean {
-  return sql !== null && !sqlLevelExecute && !verdict.statements.some((s) => s.kind.startsWith('execute:'))
+  return sql !== null && !sqlLevelExecute && !verdict.statements.some((s) => s.wrapper === 'execute')
 }
 
 /** Statements of one query held for different reasons must be sent (and approved) separately:

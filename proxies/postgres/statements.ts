@@ -27,6 +27,10 @@ export interface JudgedStatement {
   readonly kind: string
   readonly decision: Decision['effect']
   readonly rules: readonly string[]
+  /** The reading verb a write hides behind (COPY, EXPLAIN ANALYZE, a CTE's SELECT…), if any. */
+  readonly wrapper?: string | null
+  /** Calls that are not known-harmless built-ins. */
+  readonly sideEffectFunctions?: readonly string[]
 }
 
 export interface Verdict {
@@ -85,7 +89,7 @@ export class SessionSql {
     const d = only.lexical !== null ? lexicalDenial(only.lexical) : this.decideShape(analysis.shape ?? null, only, signal)
     return {
       decision: d,
-      statements: [{ sql: only.sql, action: only.action, kind: only.kind, decision: d.effect, rules: d.rules }],
+      statements: [judgedOf(only, d)],
       effects: [effectOf(only)],
       inert: lexicallyInert(only),
     }
@@ -123,7 +127,7 @@ export class SessionSql {
           : await this.decide(only.action, this.command(only, 1, this.candidates), signal, approval)
       return {
         decision: d,
-        statements: [{ sql: only.sql, action: only.action, kind: only.kind, decision: d.effect, rules: d.rules }],
+        statements: [judgedOf(only, d)],
         effects: [effectOf(only)],
         inert: lexicallyInert(only),
       }
@@ -156,7 +160,7 @@ export class SessionSql {
       const d = facts.lexical !== null ? lexicalDenial(facts.lexical) : await this.decide(facts.action, command, signal, approval)
       inert &&= lexicallyInert(facts)
       policy = d.policy
-      judged.push({ sql: facts.sql, action: facts.action, kind: facts.kind, decision: d.effect, rules: d.rules })
+      judged.push(judgedOf(facts, d))
       effects.push(eff)
       rules.push(...d.rules)
       if (d.effect === 'deny') denial ??= d
@@ -233,7 +237,9 @@ export class SessionSql {
     const sideEffectFunctions = [...new Set([...inner.sideEffectFunctions, ...raw.sideEffectFunctions])].sort()
     const action =
       sideEffectFunctions.length > 0 && (inner.action === 'sql.read' || inner.action === 'sql.session') ? 'sql.write' : inner.action
-    return { ...inner, sql: raw.sql, kind: `execute:${inner.kind}`, functions, calls, sideEffectFunctions, action }
+    // The kind stays the prepared statement's own (`delete`, not `execute:delete`): a policy's
+    // rules on kind and has_where (no-unbounded-write) must hold for it like for the statement itself.
+    return { ...inner, sql: raw.sql, functions, calls, sideEffectFunctions, action, wrapper: 'execute' }
   }
 
   /**
@@ -369,6 +375,18 @@ function unique(list: readonly (readonly string[])[]): string[][] {
 
 function sameArr(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i])
+}
+
+function judgedOf(f: StatementFacts, d: Decision): JudgedStatement {
+  return {
+    sql: f.sql,
+    action: f.action,
+    kind: f.kind,
+    decision: d.effect,
+    rules: d.rules,
+    wrapper: f.wrapper,
+    sideEffectFunctions: f.sideEffectFunctions,
+  }
 }
 
 export function effectOf(f: StatementFacts): StatementEffect {
