@@ -124,6 +124,33 @@ describe('unattested events after a crash', () => {
     assert.equal(attested.problem, null)
     assert.equal(attested.unattested[0]?.attestedBySink, 5)
     assert.equal(attested.unattestedEvents, 0)
+    // A copy that goes on past the restart holds the recovery checkpoint itself: its mark is signed.
+    const later = Buffer.concat(listSegments(join(clean.root, 'audit')).segments.map((x) => readFileSync(x.path)))
+    assert.ok(later.includes('"reason":"recovery"'))
+    const withSeal = verify(clean.root, later)
+    assert.equal(withSeal.problem, null)
+    assert.ok(withSeal.sinkCheckpoints >= 2)
+    assert.equal(withSeal.unattestedEvents, 0)
+  })
+
+  test("an unsigned tail deleted before the restart passes the files alone but not a sink's copy", () => {
+    const { root, received } = crashedCopy()
+    const seg = lastSegment(root)
+    const at = seg.lines.findIndex((l) => l.includes('"sql":"SELECT 4"'))
+    writeFileSync(seg.path, `${seg.lines.slice(0, at).join('\n')}\n`)
+    const log = reopen(root)
+    assert.equal(log.recovery, null, 'the log ends in a checkpoint: nothing to seal')
+    const alone = verify(root)
+    assert.equal(alone.problem, null)
+    assert.equal(alone.unattestedEvents, 0)
+    // The next start writes on from the checkpoint; a sink had the deleted events.
+    const again = new AuditLog(join(root, 'audit'), 'batched', 50)
+    again.open()
+    again.appendSync(stmt(100))
+    again.close()
+    const against = verify(root, received)
+    assert.ok(against.problem)
+    assert.match(against.problem.message, /holds a signed record there: events were removed before a restart/)
   })
 
   test('the mark is signed: moving its range breaks the recovery checkpoint', () => {

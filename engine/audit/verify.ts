@@ -405,7 +405,13 @@ export function verifyAuditLog(dir: string, opts: VerifyOptions): VerifyResult {
     for (const [pn, ph] of pendingHashes) unsignedAt.set(pn, ph)
     if (opts.checkpoints) {
       const lastSegment = segments[segments.length - 1] as (typeof segments)[number]
-      const sink = checkSinkCheckpoints(opts.checkpoints, keys, log as string, signedAt, unsignedAt, expectN - 1, lastId, lastSegment.name)
+      const sink = checkSinkCheckpoints(opts.checkpoints, keys, log as string, {
+        signedAt,
+        unsignedAt,
+        lastN: expectN - 1,
+        lastId,
+        lastSegment: lastSegment.name,
+      })
       sinkCheckpoints = sink.checked
       attestedBySink = sink.attested
     }
@@ -425,20 +431,30 @@ export function verifyAuditLog(dir: string, opts: VerifyOptions): VerifyResult {
   return summary(null)
 }
 
+/** What the walk over the log leaves for the comparison with a sink's lines. */
+interface LogHashes {
+  /** Hashes of the signed records (segment headers, checkpoints), by position. */
+  readonly signedAt: ReadonlyMap<number, string>
+  /** Hashes of events no signature covered before a crash (unattested), or not yet (the tail). */
+  readonly unsignedAt: ReadonlyMap<number, string>
+  readonly lastN: number
+  readonly lastId: string | null
+  readonly lastSegment: string
+}
+
 /**
  * Checks every signed checkpoint a sink received against the log, and every event line it holds
  * for a position the log has only unsigned (`unsignedAt`): the same bytes attest it, other bytes
- * mean the log was rewritten there. Lines may carry a prefix (a syslog receiver's header).
+ * mean the log was rewritten there. An event line for a position where the log holds a signed
+ * record shows events deleted before a restart: the restart's first record (a recovery checkpoint
+ * or a segment header) took the first deleted event's position. Lines may carry a prefix (a
+ * syslog receiver's header).
  */
 function checkSinkCheckpoints(
   data: Buffer,
   keys: ReadonlyMap<string, KeyObject>,
   log: string,
-  signedAt: ReadonlyMap<number, string>,
-  unsignedAt: ReadonlyMap<number, string>,
-  lastN: number,
-  lastId: string | null,
-  lastSegment: string,
+  { signedAt, unsignedAt, lastN, lastId, lastSegment }: LogHashes,
 ): { checked: number; attested: Set<number> } {
   const split = splitLines(data)
   const lines = split.lines.map(fromLineStart)
@@ -456,24 +472,36 @@ function checkSinkCheckpoints(
       return
     }
     const n = positionOf(p.event.id, log)
-    const h = n === null ? undefined : unsignedAt.get(n)
-    if (h === undefined || !p.hashOk) return
-    if (h !== p.h) {
+    if (n === null || !p.hashOk) return
+    const unsigned = unsignedAt.get(n)
+    if (unsigned !== undefined) {
+      if (unsigned !== p.h) {
+        throw new Broken({
+          segment: null,
+          line: null,
+          id: String(p.event.id),
+          expected: null,
+          message: `checkpoints file line ${i + 1}: the log's unsigned event ${String(p.event.id)} differs from the copy a sink received: the log was rewritten there`,
+        })
+      }
+      attested.add(n)
+      return
+    }
+    if (signedAt.has(n)) {
       throw new Broken({
         segment: null,
         line: null,
         id: String(p.event.id),
         expected: null,
-        message: `checkpoints file line ${i + 1}: the log's unsigned event ${String(p.event.id)} differs from the copy a sink received: the log was rewritten there`,
+        message: `checkpoints file line ${i + 1}: a sink received event ${String(p.event.id)}, but the log holds a signed record there: events were removed before a restart sealed what was left (or lost to a power failure before their disk sync, with fsync: batched)`,
       })
     }
-    attested.add(n as number)
   }
   for (let i = 0; i < lines.length; i++) {
     const raw = lines[i] as Buffer
     if (raw.length === 0) continue
     if (!raw.includes('"type":"audit.')) {
-      if (unsignedAt.size > 0) attestEvent(raw, i)
+      attestEvent(raw, i)
       continue
     }
     let p: ParsedLine
@@ -491,9 +519,13 @@ function checkSinkCheckpoints(
     }
     const key = typeof ev.key === 'string' ? keys.get(ev.key) : undefined
     const t = ev.torn as { sha256?: unknown } | undefined
+    const extra = checkpointExtra(
+      t && typeof t.sha256 === 'string' ? t.sha256 : null,
+      'unattested' in ev ? parseDeclaredRange(ev.unattested, log) : undefined,
+    )
     const msg =
       ev.type === CHECKPOINT_TYPE
-        ? signedMessage('checkpoint', log, n - 1, String(ev.prev), String(ev.time), t && typeof t.sha256 === 'string' ? t.sha256 : '-')
+        ? signedMessage('checkpoint', log, n - 1, String(ev.prev), String(ev.time), extra)
         : signedMessage('segment', log, n, String(ev.prev), String(ev.time), String(ev.segment))
     if (!p.hashOk || !key || !verifySignature(key, msg, ev.sig)) {
       throw new Broken({ ...where, message: `checkpoints file line ${i + 1}: not a valid signed checkpoint of this log's key` })
