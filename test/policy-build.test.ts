@@ -205,7 +205,7 @@ describe('policy build', () => {
     const a = (s: string): string => `${dir}/approvals.yaml: ${s}`
     for (const line of [
       m('rules[0].columns[0]: must be column, table.column or schema.table.column'),
-      m('rules[0].strategy: must be one of redact, partial, hash, null (got "blur")'),
+      m('rules[0].strategy: must be one of redact, partial, hash, hash_session, null (got "blur")'),
       m('rules[1].name: duplicate rule name "emails"'),
       m('rules[1].keep: only applies to strategy: partial'),
       m('detectors[1]: unknown detector "dna" (known: email, card, iban, ssn, phone, jwt, cloud_key, private_key)'),
