@@ -74,3 +74,25 @@ test_agent_never_calls_dangerous_function if {
 	some d in gatehouse.deny with input as hop(agent, "sql.read", object.union(select, {"functions": ["lo_export"]}))
 	d.rule == "dangerous-function"
 }
+
+ssh_hop(principal, command) := object.union(hop(principal, "ssh.exec", command), {
+	"chain": [alice, agent],
+	"connection": {"name": "web", "protocol": "ssh", "labels": {}},
+})
+
+test_agent_never_runs_opaque_ssh_lines if {
+	some d in gatehouse.deny with input as ssh_hop(agent, {"opaque": true, "opaque_reason": "a command substitution"})
+	d.rule == "agents-no-opaque-commands"
+}
+
+test_agents_root_hop_refuses_opaque_ssh_lines_too if {
+	some d in gatehouse.deny with input as ssh_hop(alice, {"opaque": true, "opaque_reason": "a redirection"})
+	d.rule == "agents-no-opaque-commands"
+}
+
+test_plain_ssh_lines_are_not_refused_as_opaque if {
+	denies := gatehouse.deny with input as ssh_hop(agent, {"opaque": false, "programs": [["ls"]]})
+	every d in denies {
+		d.rule != "agents-no-opaque-commands"
+	}
+}

@@ -28,6 +28,7 @@ import type {
 import type { Decision, OpenSessionRequest, ProxyContext, ProxySession, TerminalRecording } from '../types.js'
 import { awaitApproval } from '../approval.js'
 import { analyzeExec, type ExecCommand } from './command.js'
+import { auditEnv, EnvRequests, TERM_NAME } from './env.js'
 import { classifyTransferExec, resolveScpPaths, runScp, type TransferExec } from './scp.js'
 import { type ForwardCommand, forwardText, MAX_FORWARD_CHANNELS, MAX_REMOTE_FORWARDS, splice } from './forward.js'
 import { rememberedHostKey, rememberHostKey, TOFU_FILE } from './hostkeys.js'
@@ -50,9 +51,6 @@ export const MAX_AUTH_TRIES = 3
 export const LOGIN_GRACE_MS = 30_000
 /** Time to reach and authenticate to the target. */
 export const UPSTREAM_TIMEOUT_MS = 15_000
-/** Environment variables passed on to the target (it applies its own AcceptEnv too). */
-const ENV_ALLOWED = /^(LANG|LC_[A-Z]+|TERM|TZ)$/
-const MAX_ENV = 32
 
 export interface SshShared {
   readonly ctx: ProxyContext
@@ -468,13 +466,22 @@ export class SshConnection {
       this.shared.ctx.log.warn({ session: session.id, err: String(err) }, 'ssh command refused: no decision')
       return { ok: false, message: 'refused: the gateway could not decide this command' }
     }
-    const { command: _text, commands: _commands, redirects: _redirects, opaque, opaque_reason, ...fields } = command
+    const {
+      command: _text,
+      commands: _commands,
+      operators: _operators,
+      programs: _programs,
+      redirects: _redirects,
+      opaque,
+      opaque_reason,
+      ...fields
+    } = command
     try {
       await session.audit({
         type: 'statement',
         action,
         command: text,
-        ...fields,
+        ...auditEnv(fields, decision.effect === 'allow'),
         ...(opaque === true ? { opaque: true, opaque_reason } : {}),
         decision: decision.effect,
         rules: decision.rules,
@@ -648,20 +655,20 @@ export class SshConnection {
 
   private handleSession(s: Session, session: ProxySession): void {
     let pty: PseudoTtyInfo | null = null
-    const env: Record<string, string> = {}
+    const envRequests = EnvRequests.fromSetting(session.settings.env)
+    const env = envRequests.accepted
     let used = false
     let up: ClientChannel | null = null
     let recording: TerminalRecording | null = null
     s.on('pty', (accept, reject, info) => {
-      if (used || !accept) return reject?.()
+      // The terminal type reaches the target's programs (terminfo lookups): a terminal name only.
+      if (used || !accept || !TERM_NAME.test(info.term)) return reject?.()
       pty = { ...info, cols: Math.min(info.cols, 1000), rows: Math.min(info.rows, 1000) }
       accept()
     })
     s.on('env', (accept, reject, info) => {
-      if (!used && ENV_ALLOWED.test(info.key) && Object.keys(env).length < MAX_ENV && info.val.length < 256) {
-        env[info.key] = info.val
-        accept?.()
-      } else reject?.()
+      if (!used && envRequests.offer(info.key, info.val)) accept?.()
+      else reject?.()
     })
     s.on('window-change', (accept, _reject, info) => {
       accept?.()
@@ -758,6 +765,7 @@ export class SshConnection {
     }
     s.on('exec', (accept, reject, info) => {
       if (used || !accept) return reject?.()
+      // What policy judges is what is sent: the re-quoted argv of a plain line (command.ts).
       const cmd: ExecCommand = analyzeExec(info.command)
       // File-transfer programs never run as execs (scp.ts): the SFTP server becomes the SFTP gate,
       // legacy scp is carried out by the gateway, anything else is refused.
@@ -777,12 +785,13 @@ export class SshConnection {
         return
       }
       const p = pty
-      void start(accept, 'exec', 'ssh.exec', cmd, (c) => channelOf((cb) => c.exec(info.command, { env, ...(p ? { pty: p } : {}) }, cb)))
+      const input = { ...cmd, ...envRequests.forPolicy(), pty: p !== null, ...(p ? { term: p.term } : {}) }
+      void start(accept, 'exec', 'ssh.exec', input, (c) => channelOf((cb) => c.exec(cmd.sent, { env, ...(p ? { pty: p } : {}) }, cb)))
     })
     s.on('shell', (accept, reject) => {
       if (used || !accept) return reject?.()
       const p = pty
-      void start(accept, 'shell', 'ssh.shell', { pty: p !== null, term: p?.term ?? null }, (c) =>
+      void start(accept, 'shell', 'ssh.shell', { pty: p !== null, term: p?.term ?? null, ...envRequests.forPolicy() }, (c) =>
         channelOf((cb) => (p ? c.shell(p, { env }, cb) : c.shell(false, { env }, cb))),
       )
     })

@@ -10,6 +10,7 @@ import ssh2 from 'ssh2'
 import { GatehouseError } from '../../engine/errors.js'
 import type { ProxyContext, ProxyHandle, ProxyPlugin } from '../types.js'
 import { LOGIN_GRACE_MS, parseHostKeyPin, type SshShared, SshConnection } from './connection.js'
+import { envSettingProblems } from './env.js'
 
 const { Server, utils } = ssh2
 
@@ -17,7 +18,7 @@ const { Server, utils } = ssh2
 export const MAX_PENDING_AUTH = 64
 /** SSH connections open at once on the listener. */
 export const MAX_CONNECTIONS = 1024
-const KNOWN_KEYS = ['user', 'private_key', 'password', 'host_key', 'record', 'record_input']
+const KNOWN_KEYS = ['user', 'private_key', 'password', 'host_key', 'record', 'record_input', 'env']
 
 export const HOST_KEY_FILE = 'ssh_host_ed25519_key'
 
@@ -58,6 +59,7 @@ export const sshPlugin: ProxyPlugin = {
     for (const k of ['record', 'record_input']) {
       if (settings[k] !== undefined && typeof settings[k] !== 'boolean') problems.push(`${k}: must be true or false`)
     }
+    problems.push(...envSettingProblems(settings.env))
     return problems
   },
 
