@@ -7,7 +7,18 @@ import { createHash } from 'node:crypto'
 import { isGatehouseError } from '../engine/errors.js'
 import type { Command, Decision, ProxySession } from './types.js'
 
-export type HeldVerdict = { readonly ok: true; readonly request: string } | { readonly ok: false; readonly message: string }
+export type HeldVerdict =
+  | { readonly ok: true; readonly request: string }
+  | {
+      readonly ok: false
+      readonly message: string
+      /** The approval request, when one was filed. */
+      readonly request?: string
+      /** Filed and not yet decided (`wait: false`). */
+      readonly pending?: boolean
+      /** The reviewer who denied it. */
+      readonly reviewer?: string
+    }
 
 export async function awaitApproval(
   session: ProxySession,
@@ -16,6 +27,8 @@ export async function awaitApproval(
   decision: Extract<Decision, { effect: 'hold' }>,
   text: string,
   onRequested?: (request: string, approvers: readonly string[]) => void,
+  /** false: file the request and answer at once (a caller that polls instead of waiting). */
+  wait = true,
 ): Promise<HeldVerdict> {
   if (!session.requestApproval) return { ok: false, message: `held: this needs an approval (${decision.approvers.join(', ')})` }
   let outcome: Awaited<ReturnType<NonNullable<ProxySession['requestApproval']>>>
@@ -28,7 +41,7 @@ export async function awaitApproval(
       fingerprint: createHash('sha256')
         .update(JSON.stringify([action, text, command]))
         .digest('hex'),
-      wait: true,
+      wait,
       ...(onRequested ? { onRequested } : {}),
     })
   } catch (err) {
@@ -50,11 +63,13 @@ export async function awaitApproval(
       return {
         ok: false,
         message: `request ${outcome.request} was denied by ${outcome.reviewer}${outcome.comment ? `: ${outcome.comment}` : ''}`,
+        request: outcome.request,
+        reviewer: outcome.reviewer,
       }
     case 'timeout':
       return { ok: false, message: `approval request ${outcome.request} timed out after ${outcome.after_seconds}s without a decision` }
     case 'pending':
-      return { ok: false, message: `approval required (request ${outcome.request})` }
+      return { ok: false, message: `approval required (request ${outcome.request})`, request: outcome.request, pending: true }
     case 'aborted':
       return { ok: false, message: `stopped waiting for approval request ${outcome.request}` }
   }

@@ -4,11 +4,13 @@
 // the connect decision, classification, the per-hop decision, masking, approval holds, the audit
 // record written before forwarding — by construction rather than by a second implementation.
 
+import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import pg from 'pg'
 import { Client as SshClient } from 'ssh2'
 import { HOST_KEY_FILE } from '../ssh/index.js'
+import { type GatewayStatus, STATUS_ENV, takeStatus } from '../ssh/status.js'
 import type { Address } from '../types.js'
 
 /** What a finished statement returns to the agent: column names, a window of rows, the counts. */
@@ -209,6 +211,8 @@ function toSqlError(err: unknown): LoopbackSqlError {
 export interface ExecOutcome {
   readonly stdout: string
   readonly stderr: string
+  /** The gateway's own verdict when it refused or held the command (never read from the target's output). */
+  readonly gateway: GatewayStatus | null
   readonly exitCode: number | null
   readonly signal: string | null
   readonly truncated: boolean
@@ -242,8 +246,10 @@ export function sshExec(address: Address, hostKeyFile: string, connection: strin
     }
     const timer = setTimeout(() => finish(new Error(`the command did not finish within ${QUERY_TIMEOUT_MS / 1000} s`)), QUERY_TIMEOUT_MS)
     client.on('error', (err) => finish(err))
+    // A fresh tag per exec: only the gateway learns it, so only the gateway can write its status line.
+    const tag = randomBytes(16).toString('hex')
     client.on('ready', () => {
-      client.exec(command, (err, stream) => {
+      client.exec(command, { env: { [STATUS_ENV]: tag } }, (err, stream) => {
         if (err) return finish(err)
         const out: Buffer[] = []
         const errOut: Buffer[] = []
@@ -266,15 +272,17 @@ export function sshExec(address: Address, hostKeyFile: string, connection: strin
           exitCode = typeof code === 'number' ? code : null
           signal = sig ?? null
         })
-        stream.on('close', () =>
+        stream.on('close', () => {
+          const status = takeStatus(Buffer.concat(errOut).toString('utf8'), tag)
           finish(null, {
             stdout: Buffer.concat(out).toString('utf8'),
-            stderr: Buffer.concat(errOut).toString('utf8'),
+            stderr: status.stderr,
+            gateway: status.status,
             exitCode,
             signal,
             truncated,
-          }),
-        )
+          })
+        })
         return undefined
       })
     })

@@ -82,7 +82,8 @@ export const TOOLS: readonly ToolSpec[] = [
     protocol: 'ssh',
     tool: {
       name: 'exec',
-      description: "Runs one command on an SSH connection under your chain's policy; returns stdout, stderr and the exit status.",
+      description:
+        "Runs one command line on an SSH connection under your chain's policy; returns stdout, stderr and the exit status. Write plain words joined by |, &&, || or ; (quote with '…'): the words run exactly as written, with no $ expansion, globs, redirections or subshells — lines using those are opaque, and policies usually refuse them for agents. A refusal or a hold comes back as status denied/held with the rule and hop.",
       inputSchema: {
         type: 'object',
         properties: { connection: connectionProp, command: { type: 'string' } },
@@ -424,8 +425,9 @@ async function runExec(cc: CallContext, connection: ConnectionRef, args: Record<
   if (!address) return errorResult('this gateway has no SSH listener (listen.ssh)')
   try {
     const r = await sshExec(address, gatewayHostKeyFile(cc.ctx.stateDir), connection.name, cc.token, command)
-    const refusal = r.exitCode !== 0 ? parseRefusal(r.stderr.trim()) : null
-    if (refusal) return refusalResult(refusal, { exit_code: r.exitCode })
+    // Structure comes from the gateway's own verdict, never from what the target printed.
+    if (r.gateway?.status === 'error') return errorResult(`exec on ${connection.name} failed: ${r.gateway.message}`)
+    if (r.gateway) return refusalResult(r.gateway, { exit_code: r.exitCode })
     return okResult(`exit status ${r.exitCode ?? r.signal ?? 'unknown'}`, {
       connection: connection.name,
       exit_code: r.exitCode,

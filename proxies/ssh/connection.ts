@@ -30,6 +30,7 @@ import { awaitApproval } from '../approval.js'
 import { analyzeExec, type ExecCommand } from './command.js'
 import { auditEnv, EnvRequests, TERM_NAME } from './env.js'
 import { classifyTransferExec, resolveScpPaths, runScp, type TransferExec } from './scp.js'
+import { deniedStatus, type GatewayStatus, heldStatus, isStatusTag, STATUS_ENV, statusLine } from './status.js'
 import { type ForwardCommand, forwardText, MAX_FORWARD_CHANNELS, MAX_REMOTE_FORWARDS, splice } from './forward.js'
 import { rememberedHostKey, rememberHostKey, TOFU_FILE } from './hostkeys.js'
 import { ShellCommandDetector } from './shell-detect.js'
@@ -458,13 +459,20 @@ export class SshConnection {
     text: string,
     /** Where the caller can be told at once that the command waits for an approval (exec, shell). */
     tell?: (line: string) => void,
-  ): Promise<{ ok: true } | { ok: false; message: string }> {
+    /** false: a held command is filed and refused at once (the caller polls for the approval). */
+    wait = true,
+  ): Promise<{ ok: true } | { ok: false; message: string; status: GatewayStatus }> {
+    const error = (message: string) => ({
+      ok: false as const,
+      message,
+      status: { status: 'error' as const, message: `gatehouse: ${message}` },
+    })
     let decision: Decision
     try {
       decision = await session.decide(action, command)
     } catch (err) {
       this.shared.ctx.log.warn({ session: session.id, err: String(err) }, 'ssh command refused: no decision')
-      return { ok: false, message: 'refused: the gateway could not decide this command' }
+      return error('refused: the gateway could not decide this command')
     }
     const {
       command: _text,
@@ -489,9 +497,9 @@ export class SshConnection {
         ...(decision.effect === 'deny' ? { reason: decision.reason } : {}),
       })
     } catch {
-      return { ok: false, message: 'refused: the gateway could not record this command' }
+      return error('refused: the gateway could not record this command')
     }
-    if (decision.effect === 'deny') return { ok: false, message: `denied: ${decision.reason}` }
+    if (decision.effect === 'deny') return { ok: false, message: `denied: ${decision.reason}`, status: deniedStatus(decision) }
     if (decision.effect === 'hold') {
       // A held command waits for reviewers (engine/approvals), then is decided again with the grant.
       const held = await awaitApproval(
@@ -506,8 +514,9 @@ export class SshConnection {
                 `gatehouse: approval required (request ${request}), waiting for group ${approvers.join(', ')}; approve with: gatehouse approvals approve ${request}`,
               )
           : undefined,
+        wait,
       )
-      return held.ok ? { ok: true } : held
+      return held.ok ? { ok: true } : { ok: false, message: held.message, status: heldStatus(decision, held) }
     }
     return { ok: true }
   }
@@ -646,9 +655,9 @@ export class SshConnection {
   }
 
   /** Ends a channel with a message on stderr and an exit status, the way a refused command would. */
-  private refuse(stream: ServerChannel, message: string, status = 126): void {
+  private refuse(stream: ServerChannel, message: string, status = 126, structured = ''): void {
     if (stream.destroyed) return
-    stream.stderr.write(`gatehouse: ${message}\r\n`)
+    stream.stderr.write(`gatehouse: ${message}\r\n${structured}`)
     stream.exit(status)
     stream.end()
   }
@@ -657,6 +666,7 @@ export class SshConnection {
     let pty: PseudoTtyInfo | null = null
     const envRequests = EnvRequests.fromSetting(session.settings.env)
     const env = envRequests.accepted
+    let statusTag: string | null = null
     let used = false
     let up: ClientChannel | null = null
     let recording: TerminalRecording | null = null
@@ -667,7 +677,13 @@ export class SshConnection {
       accept()
     })
     s.on('env', (accept, reject, info) => {
-      if (!used && envRequests.offer(info.key, info.val)) accept?.()
+      if (info.key === STATUS_ENV) {
+        // The caller's status tag (status.ts): the gateway's own, never policy's, the target's or the audit's.
+        if (!used && statusTag === null && isStatusTag(info.val)) {
+          statusTag = info.val
+          accept?.()
+        } else reject?.()
+      } else if (!used && envRequests.offer(info.key, info.val)) accept?.()
       else reject?.()
     })
     s.on('window-change', (accept, _reject, info) => {
@@ -728,14 +744,16 @@ export class SshConnection {
           : (line: string): void => {
               if (!stream.destroyed) stream.stderr.write(`${line}\r\n`)
             }
-      const verdict = await this.judge(session, action, command, text, tell)
+      // A caller that sent a status tag (status.ts) gets the verdict as data and is never kept waiting.
+      const tagged = (s: GatewayStatus): string => (statusTag !== null ? statusLine(statusTag, s) : '')
+      const verdict = await this.judge(session, action, command, text, tell, statusTag === null)
       if (!verdict.ok) {
-        this.refuse(stream, verdict.message)
+        this.refuse(stream, verdict.message, 126, tagged(verdict.status))
         return
       }
       const u: Upstream = (await this.upstream) ?? { ok: false, message: 'no target' }
       if (!u.ok) {
-        this.refuse(stream, u.message, 255)
+        this.refuse(stream, u.message, 255, tagged({ status: 'error', message: `gatehouse: ${u.message}` }))
         // Closed once the message is out: a disconnect sent now could overtake it.
         stream.once('close', () => this.close('target unavailable'))
         return

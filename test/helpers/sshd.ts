@@ -71,7 +71,8 @@ export class TestSshd {
     }
   }
 
-  static async start(): Promise<TestSshd> {
+  /** `config`: extra sshd_config lines (SetEnv, AcceptEnv, …), appended to the defaults. */
+  static async start(opts: { config?: readonly string[] } = {}): Promise<TestSshd> {
     const dir = mkdtempSync(join(tmpdir(), 'gh-sshd-'))
     const hostKey = keygen(join(dir, 'host_ed25519'))
     const otherHostKey = keygen(join(dir, 'other_ed25519'))
@@ -95,6 +96,7 @@ export class TestSshd {
         'UsePAM no',
         'Subsystem sftp internal-sftp',
         'LogLevel VERBOSE',
+        ...(opts.config ?? []),
         '',
       ].join('\n'),
     )
