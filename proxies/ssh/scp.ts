@@ -54,7 +54,10 @@ function basename(word: string): string {
 export function classifyTransferExec(cmd: ExecCommand): TransferExec | null {
   if (cmd.opaque) {
     return /sftp-server|internal-sftp|\bscp\b|rsync/.test(cmd.command)
-      ? { kind: 'refused', reason: 'a file-transfer program inside a command line the gateway cannot judge' }
+      ? {
+          kind: 'refused',
+          reason: `a file-transfer program inside a command line the gateway cannot judge (${cmd.opaque_reason ?? 'opaque'})`,
+        }
       : null
   }
   const named = cmd.commands.some((c) => c.some((w) => TRANSFER_PROGRAMS.has(basename(w))))
