@@ -144,7 +144,7 @@ describe('PostgreSQL drivers: protocol edges', { timeout: 120_000 }, () => {
     assert.doesNotMatch(gw.stderr, /internal error in the PostgreSQL proxy/)
   })
 
-  test('a 2 MB query goes through whole, and the session stays usable', async () => {
+  test('a 2 MB query and an empty one go through, and the session stays usable', async () => {
     const c = new pg.Client({ host: '127.0.0.1', port: gw.pgPort, database: 'app', user: 'alice', password: writer })
     await c.connect()
     try {
@@ -153,6 +153,9 @@ describe('PostgreSQL drivers: protocol edges', { timeout: 120_000 }, () => {
       assert.equal(r.rows[0]?.n, big.length)
       const r2 = await c.query('SELECT $1::text AS v', [big])
       assert.equal(String(r2.rows[0]?.v ?? '').length, big.length)
+      // An empty text is a query of no statements, answered by the server (EmptyQueryResponse).
+      const empty = await c.query('')
+      assert.deepEqual(empty.rows, [])
       const r3 = await c.query('SELECT 1 AS one')
       assert.equal(r3.rows[0]?.one, 1)
     } finally {

@@ -22,6 +22,9 @@ export class SqlAnalyzer {
   constructor(private readonly maxEntries = 10_000) {}
 
   analyze(sql: string): Analysis {
+    // An empty text is a query of no statements to PostgreSQL (EmptyQueryResponse), as are
+    // whitespace and comments; libpg-query refuses only the empty string, so it is answered here.
+    if (sql.length === 0) return { statements: [], error: null }
     const shape = sqlShape(sql)
     if (shape !== null) {
       const hit = this.cache.get(shape)
