@@ -160,25 +160,28 @@ export interface CatalogCheck {
   readonly functions: readonly string[]
 }
 
-/** A name as a SQL literal that no client setting can re-lex (hex, decoded on the server). */
-function literal(name: string): string {
-  return `pg_catalog.convert_from(pg_catalog.decode('${Buffer.from(name, 'utf8').toString('hex')}', 'hex'), 'UTF8')`
-}
-
 /**
- * One query (no SET, any transaction state) answering, for the relation names and function names
- * given: every relation of that name in any schema with its version (`'r', schema, name, version`)
- * and every function of that name that is not a built-in (`'f', null, name, null`).
+ * One query answering, for the relation names ($1) and function names ($2) given (`name[]`
+ * parameters): every relation of such a name in any schema with its version (`'r', schema, name,
+ * version`) and every function of such a name that is not a built-in (`'f', null, name, null`).
+ * Meant to be prepared once: planning it costs far more than running it. `= ANY ($n)` lets both
+ * lookups use the catalogs' name indexes.
  */
-export function catalogCheckSql(check: CatalogCheck): string {
-  const rels = check.relations.length > 0 ? check.relations.map(literal).join(', ') : 'NULL'
-  const fns = check.functions.length > 0 ? check.functions.map(literal).join(', ') : 'NULL'
-  return `SELECT 'r', n.nspname::text, c.relname::text, ${RELATION_VERSION_SQL}
+export const CATALOG_CHECK_SQL = `SELECT 'r', n.nspname::text, c.relname::text, ${RELATION_VERSION_SQL}
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relname::text IN (${rels}) AND c.relkind IN ('r', 'v', 'm', 'f', 'p') AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+WHERE c.relname = ANY ($1::pg_catalog.name[]) AND c.relkind IN ('r', 'v', 'm', 'f', 'p') AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
 UNION ALL
 SELECT DISTINCT 'f', NULL, p.proname::text, NULL FROM pg_catalog.pg_proc p
-WHERE p.proname::text IN (${fns}) AND (p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace OR p.oid >= 16384)`
+WHERE p.proname = ANY ($2::pg_catalog.name[]) AND (p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace OR p.oid >= 16384)`
+
+/** A list of names as the text form of a `name[]` parameter (a Bind value: never lexed as SQL). */
+export function nameArray(list: readonly string[]): string {
+  return `{${list.map((n) => `"${n.replace(/[\\"]/g, (c) => `\\${c}`)}"`).join(',')}}`
+}
+
+/** The Bind values of CATALOG_CHECK_SQL for a check. */
+export function catalogCheckParams(check: CatalogCheck): [string, string] {
+  return [nameArray(check.relations), nameArray(check.functions)]
 }
 
 /**

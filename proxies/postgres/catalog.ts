@@ -8,7 +8,14 @@ import type { TLSSocket } from 'node:tls'
 import { serialize } from 'pg-protocol'
 import type { Catalog } from '../../engine/sql/index.js'
 import type { FunctionCatalog } from '../../engine/sql/functions.js'
-import { LINEAGE_CATALOG_SQL, type LineageCatalogSnapshot, parseLineageCatalog } from '../../engine/sql/lineage-catalog.js'
+import {
+  CATALOG_CHECK_SQL,
+  type CatalogCheck,
+  catalogCheckParams,
+  LINEAGE_CATALOG_SQL,
+  type LineageCatalogSnapshot,
+  parseLineageCatalog,
+} from '../../engine/sql/lineage-catalog.js'
 import { BackendCode, INTERNAL_SQL_MARK, readErrorFields } from './messages.js'
 
 /** Relations in a busy database change rarely; sessions of one connection share a snapshot this long. */
@@ -33,6 +40,12 @@ export interface SessionStart {
 
 /** Runs one simple query on a server connection that is idle and not yet relayed; returns text rows. */
 export function query(socket: Socket | TLSSocket, sql: string, timeoutMs = 10_000): Promise<(string | null)[][][]> {
+  return exchange(socket, serialize.query(INTERNAL_SQL_MARK + sql), timeoutMs)
+}
+
+/** Sends frontend messages ending in a Sync (or a Query) and collects the text rows of each result
+ *  until ReadyForQuery; an ErrorResponse rejects. */
+function exchange(socket: Socket | TLSSocket, messages: Buffer, timeoutMs: number): Promise<(string | null)[][][]> {
   return new Promise((resolve, reject) => {
     let buf: Buffer = Buffer.alloc(0)
     const results: (string | null)[][][] = [[]]
@@ -78,7 +91,7 @@ export function query(socket: Socket | TLSSocket, sql: string, timeoutMs = 10_00
     }
     socket.on('data', onData)
     socket.on('close', onClose)
-    socket.write(serialize.query(INTERNAL_SQL_MARK + sql))
+    socket.write(messages)
   })
 }
 
@@ -179,18 +192,35 @@ export class CatalogCache {
    * kept open and shared by the connection's sessions, one query at a time. Any failure closes it
    * (the next check opens another) and rejects: the caller fails closed.
    */
-  async check(connection: string, open: () => Promise<Socket | TLSSocket>, sql: string): Promise<(string | null)[][]> {
+  async check(connection: string, open: () => Promise<Socket | TLSSocket>, check: CatalogCheck): Promise<(string | null)[][]> {
     const prev = this.checkQueue.get(connection) ?? Promise.resolve()
     const run = prev.then(async () => {
       let socket = this.checkers.get(connection)
       if (!socket || socket.destroyed) {
         socket = await open()
         socket.unref()
+        socket.setNoDelay(true)
         socket.on('error', () => undefined)
+        try {
+          // Prepared once per checker: planning the query costs far more than running it.
+          await exchange(
+            socket,
+            Buffer.concat([serialize.parse({ name: CHECK_STATEMENT, text: INTERNAL_SQL_MARK + CATALOG_CHECK_SQL }), serialize.sync()]),
+            CHECK_TIMEOUT_MS,
+          )
+        } catch (err) {
+          socket.destroy()
+          throw err
+        }
         this.checkers.set(connection, socket)
       }
       try {
-        const [rows] = await query(socket, sql, CHECK_TIMEOUT_MS)
+        const msg = Buffer.concat([
+          serialize.bind({ statement: CHECK_STATEMENT, values: catalogCheckParams(check) }),
+          serialize.execute({}),
+          serialize.sync(),
+        ])
+        const [rows] = await exchange(socket, msg, CHECK_TIMEOUT_MS)
         return rows ?? []
       } catch (err) {
         socket.destroy()
@@ -218,3 +248,4 @@ export class CatalogCache {
 
 /** A catalog check answers in well under a millisecond; a server that takes this long is not usable. */
 const CHECK_TIMEOUT_MS = 5_000
+const CHECK_STATEMENT = 'gatehouse_catalog_check'

@@ -71,13 +71,7 @@ import * as hold from './hold.js'
 import { compileCopyMasker } from '../../engine/masking/copy.js'
 import { compileRowMasker, type RowMasker } from '../../engine/masking/rows.js'
 import type { MaskingKeys } from '../../engine/masking/values.js'
-import {
-  type CatalogCheck,
-  catalogCheckSql,
-  type LineageCatalogSnapshot,
-  lineageCatalogFor,
-  snapshotCurrent,
-} from '../../engine/sql/lineage-catalog.js'
+import { type CatalogCheck, type LineageCatalogSnapshot, lineageCatalogFor, snapshotCurrent } from '../../engine/sql/lineage-catalog.js'
 import type { LineageCatalog } from '../../engine/sql/lineage.js'
 import { changesRows, columnPlans, type FieldInfo, parseRowDescription, SessionMasking, type StatementMaskPlan } from './masking.js'
 
@@ -1087,10 +1081,11 @@ export class PgConnection implements BackendHandler {
           const params = new Map([
             ['client_encoding', 'UTF8'],
             ['application_name', 'gatehouse catalog check'],
+            ['plan_cache_mode', 'force_generic_plan'],
           ])
           return (await connectUpstream({ ...opts, params })).socket
         },
-        catalogCheckSql(check),
+        check,
       )
       return snapshotCurrent(snap, check, rows)
     } catch (err) {
