@@ -39,6 +39,7 @@ SqlAnalyzer.prototype.analyze = (sql: string): Analysis => ({
       lexical: null,
       calls: [],
       operators: [],
+      castTypes: [],
       sideEffectFunctions: [],
       writes: [],
       wrapper: null,

@@ -30,6 +30,11 @@ CREATE OPERATOR public.=== (function = fx_eq, leftarg = int, rightarg = int);
 CREATE SCHEMA fx_s;
 CREATE FUNCTION fx_s.timeofday() RETURNS text LANGUAGE sql AS $$ SELECT nextval('public.fx_seq')::text $$;
 GRANT USAGE ON SCHEMA fx_s TO PUBLIC;
+CREATE FUNCTION fx_chk(text) RETURNS bool LANGUAGE plpgsql AS $$ BEGIN PERFORM nextval('fx_seq'); RETURN true; END $$;
+CREATE DOMAIN fx_dom AS text CHECK (fx_chk(VALUE));
+CREATE TYPE fx_ty AS (a int);
+CREATE FUNCTION fx_cast(int) RETURNS fx_ty LANGUAGE plpgsql AS $$ BEGIN PERFORM nextval('fx_seq'); RETURN ROW($1)::fx_ty; END $$;
+CREATE CAST (int AS fx_ty) WITH FUNCTION fx_cast(int);
 `
 
 /** Rows, the sequence, large objects and advisory locks, as one comparable string. */
@@ -461,6 +466,11 @@ const SIDE_EFFECT_CALLS: string[] = [
   "SELECT CASE WHEN false THEN nextval('fx_seq') END",
   "SELECT ARRAY[nextval('fx_seq')]",
   "SELECT coalesce(NULL, nextval('fx_seq'))",
+  "SELECT 'x'::fx_dom",
+  "SELECT CAST('x' AS public.fx_dom)",
+  "SELECT ARRAY['x']::fx_dom[]",
+  'SELECT (1::fx_ty).a',
+  'SELECT * FROM fx_t TABLESAMPLE fx_bump(1)',
 ]
 
 const class5: CorpusCase[] = SIDE_EFFECT_CALLS.map((sql, i) => ({
@@ -590,6 +600,8 @@ const HARMLESS: [string, (string | null)[][] | undefined][] = [
   ["SELECT 'a' || 'b', 1 + 2 * 3, 2 ^ 3, @ -5, '{1,2}'::int[] @> '{1}'", [['ab', '7', '8', '5', 't']]],
   ['SELECT to_jsonb(t)::text FROM fx_t t WHERE id = 3', [['{"v": "v3", "id": 3}']]],
   ["SELECT currval('fx_seq')", undefined],
+  ['SELECT count(*) FROM fx_t TABLESAMPLE BERNOULLI (100)', [['5']]],
+  ["SELECT '1'::int + 1, CAST('2' AS bigint), 'a'::text, '[1,2)'::int4range @> 1", [['2', '2', 'a', 't']]],
 ]
 for (const [sql, rows] of HARMLESS) {
   class5.push({

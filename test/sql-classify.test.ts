@@ -319,3 +319,65 @@ describe('legitimate analytical SQL is understood', () => {
     assert.deepEqual(rejected, [], `false rejections: ${rejected.length} of ${corpus.length}`)
   })
 })
+
+describe('effective action: a write behind a reading verb is the write it runs', () => {
+  before(() => loadSqlParser())
+  const cases: [string, { action: string; kind: string; hasWhere: boolean; wrapper: string | null; write: string[] }][] = [
+    ['COPY (DELETE FROM t RETURNING *) TO STDOUT', { action: 'sql.write', kind: 'delete', hasWhere: false, wrapper: 'copy', write: ['t'] }],
+    [
+      'COPY (UPDATE t SET a = 1 WHERE id = 2 RETURNING *) TO STDOUT',
+      { action: 'sql.write', kind: 'update', hasWhere: true, wrapper: 'copy', write: ['t'] },
+    ],
+    [
+      'EXPLAIN (FORMAT JSON, Analyze TRUE) DELETE FROM t',
+      { action: 'sql.write', kind: 'delete', hasWhere: false, wrapper: 'explain_analyze', write: ['t'] },
+    ],
+    [
+      'EXPLAIN (ANALYZE 1) DELETE FROM t',
+      { action: 'sql.write', kind: 'delete', hasWhere: false, wrapper: 'explain_analyze', write: ['t'] },
+    ],
+    ['EXPLAIN ANALYSE DELETE FROM t', { action: 'sql.write', kind: 'delete', hasWhere: false, wrapper: 'explain_analyze', write: ['t'] }],
+    ['EXPLAIN (ANALYZE off) DELETE FROM t', { action: 'sql.read', kind: 'explain', hasWhere: false, wrapper: null, write: [] }],
+    ["EXPLAIN (ANALYZE 'FALSE') DELETE FROM t", { action: 'sql.read', kind: 'explain', hasWhere: false, wrapper: null, write: [] }],
+    [
+      'WITH d AS (DELETE FROM t RETURNING *) INSERT INTO u SELECT * FROM d',
+      { action: 'sql.write', kind: 'delete', hasWhere: false, wrapper: 'insert', write: ['u', 't'] },
+    ],
+    [
+      'WITH d AS (DELETE FROM t WHERE id = 1 RETURNING *) SELECT * FROM d',
+      { action: 'sql.write', kind: 'delete', hasWhere: true, wrapper: 'select', write: ['t'] },
+    ],
+    [
+      'WITH a AS (DELETE FROM t WHERE id = 1 RETURNING *), b AS (UPDATE u SET x = 1 RETURNING *) SELECT 1',
+      { action: 'sql.write', kind: 'update', hasWhere: false, wrapper: 'select', write: ['t', 'u'] },
+    ],
+    [
+      'MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE',
+      { action: 'sql.write', kind: 'merge', hasWhere: true, wrapper: null, write: ['t'] },
+    ],
+    [
+      'SELECT * FROM t FOR NO KEY UPDATE',
+      { action: 'sql.write', kind: 'select_for_no_key_update', hasWhere: false, wrapper: null, write: ['t'] },
+    ],
+    [
+      'CREATE TABLE x AS SELECT * FROM t',
+      { action: 'sql.ddl', kind: 'create_table_as', hasWhere: false, wrapper: null, write: ['t', 'x'] },
+    ],
+    ["SELECT nextval('public.s')", { action: 'sql.write', kind: 'select', hasWhere: false, wrapper: null, write: ['public.s'] }],
+  ]
+  for (const [sql, want] of cases) {
+    test(sql, () => {
+      const s = analyzeSql(sql).statements[0]
+      assert.ok(s)
+      assert.deepEqual({ action: s.action, kind: s.kind, hasWhere: s.hasWhere, wrapper: s.wrapper, write: s.writeTables.map(rel) }, want)
+    })
+  }
+  test('calls and operators that are not known-harmless built-ins make a read a write', () => {
+    const se = (sql: string): readonly string[] => analyzeSql(sql).statements[0]?.sideEffectFunctions ?? []
+    assert.deepEqual(se("SELECT lower(v), nextval('s'), my_fn(1), public.now() FROM t"), ['my_fn', 'nextval', 'public.now'])
+    assert.deepEqual(se('SELECT 1 ~~~ 2, 1 OPERATOR(public.+) 1, 3 + 4'), ['OPERATOR(public.+)', 'OPERATOR(~~~)'])
+    assert.deepEqual(se("SELECT set_config('search_path', 'x', false), count(*) FROM t"), [])
+    assert.equal(analyzeSql('EXPLAIN SELECT my_fn(1)').statements[0]?.action, 'sql.write')
+    assert.deepEqual(analyzeSql("SELECT 'x'::public.d, CAST(1 AS e)").statements[0]?.castTypes, ['e', 'public.d'])
+  })
+})

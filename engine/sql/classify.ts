@@ -74,6 +74,9 @@ export interface StatementFacts {
   readonly calls: readonly FunctionCall[]
   /** Operators as written (`schema.op` when qualified with OPERATOR()), for the same reason. */
   readonly operators: readonly string[]
+  /** Types named in casts (`x::t`, CAST(x AS t)), `schema.name` when qualified: a cast to a
+   *  user-defined type or domain can run user code (input function, domain CHECK, user cast). */
+  readonly castTypes: readonly string[]
   /** Calls that are not known-harmless built-ins by name alone (engine/sql/functions.ts): a side
    *  effect, a user-defined or unknown function. The catalog can only add to them. */
   readonly sideEffectFunctions: readonly string[]
@@ -188,6 +191,7 @@ class Collector {
   readonly cteWrites: RelName[] = []
   readonly calls: FunctionCall[] = []
   readonly operators = new Set<string>()
+  readonly castTypes = new Set<string>()
   readonly writes: InnerWrite[] = []
   readonly sequenceWrites: RelName[] = []
   lockStrength: string | null = null
@@ -212,6 +216,16 @@ class Collector {
       }
       if (key === 'FuncCall' && inner) this.funcCall(inner)
       if (key === 'A_Expr' && inner) this.operator(inner)
+      if (key === 'TypeCast' && inner) {
+        const names = stringList(obj(inner.typeName)?.names)
+        if (names.length > 0) this.castTypes.add(names.join('.'))
+      }
+      if (key === 'RangeTableSample' && inner) {
+        // TABLESAMPLE method(…) calls the method's handler function.
+        const parts = stringList(inner.method)
+        const name = parts[parts.length - 1]
+        if (name) this.calls.push({ schema: parts.length > 1 ? (parts[parts.length - 2] ?? null) : null, name })
+      }
       if (inner && (key === 'SelectStmt' || key === 'InsertStmt' || key === 'UpdateStmt' || key === 'DeleteStmt' || key === 'MergeStmt')) {
         this.statementWithCtes(key, inner, scopes)
         continue
@@ -754,6 +768,7 @@ function classifyNode(node: unknown, text: string): StatementFacts {
     lexical: lexicalChange(node),
     calls: c.calls,
     operators,
+    castTypes: [...c.castTypes].sort(),
     sideEffectFunctions: sideEffects,
     writes: c.writes,
     wrapper: effective.kind !== d.kind ? d.kind : null,
@@ -823,6 +838,7 @@ export function otherFacts(sql: string, note: string): StatementFacts {
     lexical: null,
     calls: [],
     operators: [],
+    castTypes: [],
     sideEffectFunctions: [],
     writes: [],
     wrapper: null,

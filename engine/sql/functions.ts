@@ -392,6 +392,10 @@ export interface FunctionCatalog {
   readonly userFunctions: ReadonlySet<string>
   /** Operators that are not built-ins (their function may be anything). */
   readonly userOperators: ReadonlySet<string>
+  /** Types a cast to which may run code that is not a built-in: base, domain, range and multirange
+   *  types that are not built-ins (input functions, domain CHECK constraints, subtype functions), and
+   *  the targets of user-defined casts. Absent: casts are not checked. */
+  readonly userTypes?: ReadonlySet<string>
 }
 
 /**
@@ -427,4 +431,14 @@ export function opaqueOperators(operators: readonly string[], catalog: FunctionC
     if ((schema !== null && schema !== 'pg_catalog') || !BUILTIN_OPERATORS.has(name) || catalog?.userOperators.has(name)) out.push(op)
   }
   return out
+}
+
+/** Cast target types (`t` or `schema.t`) whose cast may run code that is not a built-in. */
+export function opaqueCasts(types: readonly string[], catalog: FunctionCatalog | null): string[] {
+  const user = catalog?.userTypes
+  if (!user) return []
+  return types.filter((t) => {
+    const dot = t.lastIndexOf('.')
+    return user.has(dot >= 0 ? t.slice(dot + 1) : t)
+  })
 }

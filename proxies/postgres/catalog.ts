@@ -28,9 +28,12 @@ const RELATIONS_SQL =
   String(MAX_RELATIONS + 1)
 const SCHEMAS_SQL = 'SELECT nspname FROM pg_catalog.pg_namespace'
 // Names of every function and operator that is not a PostgreSQL built-in (outside pg_catalog, or
-// created in it: oid >= 16384). Such a name can win over the built-in it shares a name with.
+// created in it: oid >= 16384): such a name can win over the built-in it shares a name with. And
+// the types a cast to which can run such code (user base types, domains, ranges; user casts).
 const USER_ROUTINES_SQL =
-  "SELECT DISTINCT 'f', p.proname::text FROM pg_catalog.pg_proc p WHERE p.oid >= 16384 OR p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace UNION SELECT DISTINCT 'o', o.oprname::text FROM pg_catalog.pg_operator o WHERE o.oid >= 16384 OR o.oprnamespace <> 'pg_catalog'::pg_catalog.regnamespace"
+  "SELECT DISTINCT 'f', p.proname::text FROM pg_catalog.pg_proc p WHERE p.oid >= 16384 OR p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace UNION SELECT DISTINCT 'o', o.oprname::text FROM pg_catalog.pg_operator o WHERE o.oid >= 16384 OR o.oprnamespace <> 'pg_catalog'::pg_catalog.regnamespace " +
+  "UNION SELECT DISTINCT 't', t.typname::text FROM pg_catalog.pg_type t WHERE t.typtype IN ('b', 'd', 'r', 'm') AND (t.oid >= 16384 OR t.typnamespace <> 'pg_catalog'::pg_catalog.regnamespace) " +
+  "UNION SELECT DISTINCT 't', t.typname::text FROM pg_catalog.pg_cast c JOIN pg_catalog.pg_type t ON t.oid = c.casttarget WHERE c.oid >= 16384 AND c.castfunc <> 0"
 const SESSION_SQL = "SELECT pg_catalog.current_setting('search_path'), current_user"
 
 export interface SessionStart {
@@ -116,13 +119,15 @@ function functionCatalog(rows: readonly (readonly (string | null)[])[] | undefin
   if (!rows) return null
   const userFunctions = new Set<string>()
   const userOperators = new Set<string>()
+  const userTypes = new Set<string>()
   for (const [tag, name] of rows) {
     if (typeof name !== 'string') return null
     if (tag === 'f') userFunctions.add(name)
     else if (tag === 'o') userOperators.add(name)
+    else if (tag === 't') userTypes.add(name)
     else return null
   }
-  return { userFunctions, userOperators }
+  return { userFunctions, userOperators, userTypes }
 }
 
 export async function readCatalog(socket: Socket | TLSSocket): Promise<CatalogSnapshot> {

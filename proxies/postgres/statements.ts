@@ -8,7 +8,14 @@
 import type { Logger } from 'pino'
 import type { Analysis, Catalog, SqlAnalyzer, SqlAction, StatementFacts } from '../../engine/sql/index.js'
 import { otherFacts, parseSearchPath, qualify } from '../../engine/sql/index.js'
-import { builtinFunctionClass, type FunctionCatalog, classifyCall, isHarmless, opaqueOperators } from '../../engine/sql/functions.js'
+import {
+  builtinFunctionClass,
+  type FunctionCatalog,
+  classifyCall,
+  isHarmless,
+  opaqueCasts,
+  opaqueOperators,
+} from '../../engine/sql/functions.js'
 import type { Decision, MaskObligation } from '../../engine/types.js'
 import type { ProxySession } from '../types.js'
 
@@ -248,7 +255,7 @@ export class SessionSql {
    * statement that reads becomes a write. The analyzer's facts (name-based) are kept otherwise.
    */
   withCatalog(f: StatementFacts): StatementFacts {
-    if (f.calls.length === 0 && f.operators.length === 0) return f
+    if (f.calls.length === 0 && f.operators.length === 0 && f.castTypes.length === 0) return f
     const added: string[] = []
     for (const c of f.calls) {
       const label = c.schema === null ? c.name : `${c.schema}.${c.name}`
@@ -262,6 +269,7 @@ export class SessionSql {
     for (const op of opaqueOperators(f.operators, this.functions))
       if (!f.sideEffectFunctions.includes(`OPERATOR(${op})`)) added.push(`OPERATOR(${op})`)
     for (const op of f.operators) if (created.userOperators.has(op) && !added.includes(`OPERATOR(${op})`)) added.push(`OPERATOR(${op})`)
+    for (const t of opaqueCasts(f.castTypes, this.functions)) added.push(`CAST(${t})`)
     if (added.length === 0) return f
     const sideEffectFunctions = [...new Set([...f.sideEffectFunctions, ...added])].sort()
     const escalate = f.action === 'sql.read' || f.action === 'sql.session'
