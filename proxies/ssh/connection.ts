@@ -34,6 +34,7 @@ import { deniedStatus, type GatewayStatus, heldStatus, isStatusTag, STATUS_ENV, 
 import { type ForwardCommand, forwardText, MAX_FORWARD_CHANNELS, MAX_REMOTE_FORWARDS, splice } from './forward.js'
 import { rememberedHostKey, rememberHostKey, TOFU_FILE } from './hostkeys.js'
 import { ShellCommandDetector } from './shell-detect.js'
+import { handshakeSlot } from './upstream-limit.js'
 import { type SftpOperation, SftpReplyInjector, SftpRequestFilter, type SftpVerdict } from './sftp.js'
 import { PathRefused, sftpTargetFs, type TargetFs } from './sftp-paths.js'
 
@@ -376,12 +377,30 @@ export class SshConnection {
     const stateDir = this.shared.ctx.stateDir
     const name = session.connection.name
     const tofu = session.settings.host_key === 'trust-on-first-use'
-    const pin = parseHostKeyPin(tofu ? rememberedHostKey(stateDir, name) : session.settings.host_key)
+    let remembered: string | null = null
+    try {
+      remembered = tofu ? rememberedHostKey(stateDir, name) : null
+    } catch (err) {
+      return {
+        ok: false,
+        message: `the remembered host keys cannot be read: ${err instanceof Error ? err.message : String(err)}; refusing to connect (an operator must fix ${TOFU_FILE})`,
+      }
+    }
+    const pin = parseHostKeyPin(tofu ? remembered : session.settings.host_key)
     if (!pin && !tofu) return { ok: false, message: 'the connection has no valid pinned host key' }
+    // A remembered key that does not parse fails closed: trusting on first use again would trust any key.
+    if (!pin && remembered !== null) {
+      return {
+        ok: false,
+        message: `the host key remembered for ${name} in ${TOFU_FILE} cannot be read; refusing to connect (an operator must fix or remove its line)`,
+      }
+    }
+    const release = await handshakeSlot(name)
     let sock: Socket
     try {
       sock = await this.shared.ctx.dial(session.target)
     } catch (err) {
+      release()
       this.shared.ctx.log.warn({ session: session.id, err: String(err) }, 'cannot reach the ssh target')
       return { ok: false, message: `cannot reach ${session.connection.name}` }
     }
@@ -394,6 +413,7 @@ export class SshConnection {
       const done = (r: Upstream): void => {
         if (settled) return
         settled = true
+        release()
         if (!r.ok) upstream.end()
         resolve(r)
       }
@@ -836,8 +856,6 @@ export class SshConnection {
     let bytesIn = 0
     let bytesOut = 0
     let bytesErr = 0
-    let status: number | null = null
-    let signal: string | null = null
     // Shells cannot be judged command by command; what is typed is recorded by best-effort
     // detection (shell-detect.ts), flagged `detected: true`, and marked in the recording.
     const detector =
@@ -877,11 +895,10 @@ export class SshConnection {
       up.pipe(stream, { end: false })
     }
     up.stderr.pipe(stream.stderr, { end: false })
-    up.on('exit', (code: number | null, sig?: string) => {
-      if (typeof code === 'number') status = code
-      else if (typeof sig === 'string') signal = sig
-    })
     up.on('close', () => {
+      const exit = exits.get(up)
+      const status = exit?.status ?? null
+      const signal = exit?.signal ?? null
       recording?.close()
       session.auditLater({
         type: 'result',
@@ -983,8 +1000,22 @@ function fingerprintOf(blob: Buffer): string {
   return `SHA256:${createHash('sha256').update(blob).digest('base64').replace(/=+$/, '')}`
 }
 
+/** The exit status or signal of each upstream channel, recorded from the moment it opens. */
+const exits = new WeakMap<ClientChannel, { status: number | null; signal: string | null }>()
+
 function channelOf(open: (cb: (err: Error | undefined, ch: ClientChannel) => void) => void): Promise<ClientChannel> {
   return new Promise((resolve, reject) => {
-    open((err, ch) => (err ? reject(err) : resolve(ch)))
+    open((err, ch) => {
+      if (err) return reject(err)
+      // Listened to at once: a fast command's exit status can arrive in the same read as the
+      // channel's confirmation, and ssh2 emits it before any code awaiting this promise runs.
+      const exit: { status: number | null; signal: string | null } = { status: null, signal: null }
+      exits.set(ch, exit)
+      ch.on('exit', (code: number | null, sig?: string) => {
+        if (typeof code === 'number') exit.status = code
+        else if (typeof sig === 'string') exit.signal = sig
+      })
+      resolve(ch)
+    })
   })
 }

@@ -7,33 +7,44 @@ import { join } from 'node:path'
 
 export const TOFU_FILE = 'known_hosts.jsonl'
 
-/** The key remembered for `connection` (`"ssh-ed25519 AAAA…"`), or null on first use. */
+/** The remembered keys cannot be read: trusting on first use again would trust any key. */
+export class HostKeyFileError extends Error {}
+
+/**
+ * The key remembered for `connection` (`"ssh-ed25519 AAAA…"`), or null on first use. Throws
+ * HostKeyFileError when a line of the file cannot be read: it may be this connection's, and
+ * treating it as absent would remember whatever key the target shows next.
+ */
 export function rememberedHostKey(stateDir: string, connection: string): string | null {
   let text: string
   try {
     text = readFileSync(join(stateDir, TOFU_FILE), 'utf8')
-  } catch {
-    return null
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
+    throw new HostKeyFileError(`${TOFU_FILE} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
   }
-  for (const line of text.split('\n')) {
-    if (line === '') continue
+  let found: string | null = null
+  text.split('\n').forEach((line, i) => {
+    if (line === '') return
+    let e: unknown
     try {
-      const e = JSON.parse(line) as unknown
-      if (
-        typeof e === 'object' &&
-        e !== null &&
-        'connection' in e &&
-        'key' in e &&
-        e.connection === connection &&
-        typeof e.key === 'string'
-      ) {
-        return e.key
-      }
+      e = JSON.parse(line)
     } catch {
-      // a torn line: ignored
+      throw new HostKeyFileError(`line ${i + 1} of ${TOFU_FILE} is not a JSON object`)
     }
-  }
-  return null
+    if (
+      typeof e !== 'object' ||
+      e === null ||
+      !('connection' in e) ||
+      !('key' in e) ||
+      typeof e.connection !== 'string' ||
+      typeof e.key !== 'string'
+    ) {
+      throw new HostKeyFileError(`line ${i + 1} of ${TOFU_FILE} has no connection and key`)
+    }
+    if (e.connection === connection && found === null) found = e.key
+  })
+  return found
 }
 
 /** Remembers the key a target showed on first use (the raw SSH public key blob). */

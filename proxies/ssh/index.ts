@@ -9,13 +9,13 @@ import { join } from 'node:path'
 import ssh2 from 'ssh2'
 import { GatehouseError } from '../../engine/errors.js'
 import type { ProxyContext, ProxyHandle, ProxyPlugin } from '../types.js'
+import { PendingConnections } from './admission.js'
 import { LOGIN_GRACE_MS, parseHostKeyPin, type SshShared, SshConnection } from './connection.js'
 import { envSettingProblems } from './env.js'
 
 const { Server, utils } = ssh2
 
-/** Connections waiting to authenticate across the listener; more are dropped at once. */
-export const MAX_PENDING_AUTH = 64
+export { HANDSHAKE_TIMEOUT_MS, MAX_PENDING_AUTH, MAX_PENDING_PER_SOURCE } from './admission.js'
 /** SSH connections open at once on the listener. */
 export const MAX_CONNECTIONS = 1024
 const KNOWN_KEYS = ['user', 'private_key', 'password', 'host_key', 'record', 'record_input', 'env']
@@ -69,39 +69,30 @@ export const sshPlugin: ProxyPlugin = {
     const hostKey = loadOrCreateHostKey(ctx.stateDir)
     ctx.log.info({ host_key: hostKey.public }, 'ssh host key (for known_hosts)')
     // The TCP listener is ours, so connections are bounded before ssh2 sees a byte: at most
-    // MAX_CONNECTIONS open, at most MAX_PENDING_AUTH not yet authenticated (even ones that never
-    // send an SSH banner), each given LOGIN_GRACE_MS to authenticate.
-    const pending = new Map<string, Socket>()
+    // MAX_CONNECTIONS open, and not-yet-authenticated ones (even those that never send an SSH
+    // banner) bounded overall and per source, with handshake and login deadlines (admission.ts).
+    const pending = new PendingConnections(LOGIN_GRACE_MS)
     const sockets = new Set<Socket>()
     const shared: SshShared = {
       ctx,
       connections: new Set(),
-      authenticated: (address) => pending.delete(address),
+      authenticated: (address) => pending.release(address),
       perPrincipal: new Map(),
     }
     const server = new Server({ hostKeys: [hostKey.private], ident: 'Gatehouse' }, (client, info) => {
+      client.once('handshake', () => pending.handshaken(info.ip, info.port))
       new SshConnection(client, info, shared)
     })
     server.on('error', (err: Error) => ctx.log.warn({ err: err.message }, 'ssh listener error'))
     const tcp = createServer({ noDelay: true }, (socket) => {
       socket.on('error', () => undefined)
-      if (pending.size >= MAX_PENDING_AUTH || sockets.size >= MAX_CONNECTIONS) {
+      if (sockets.size >= MAX_CONNECTIONS || !pending.admit(socket)) {
         ctx.log.warn({ client: socket.remoteAddress, pending: pending.size, open: sockets.size }, 'ssh connection dropped: too many')
         socket.destroy()
         return
       }
-      const key = `${socket.remoteAddress}:${socket.remotePort}`
-      pending.set(key, socket)
       sockets.add(socket)
-      const timer = setTimeout(() => {
-        if (pending.get(key) === socket) socket.destroy()
-      }, LOGIN_GRACE_MS)
-      timer.unref()
-      socket.on('close', () => {
-        clearTimeout(timer)
-        if (pending.get(key) === socket) pending.delete(key)
-        sockets.delete(socket)
-      })
+      socket.on('close', () => sockets.delete(socket))
       server.injectSocket(socket)
     })
     await new Promise<void>((resolve, reject) => {

@@ -1,0 +1,163 @@
+// SSH proxy robustness against a real sshd: many concurrent execs each get their own exit status
+// (and the audit records it); idle and half-handshaken connections from one source address do not
+// delay a login from another; a remembered host-key line that cannot be read refuses the
+// connection instead of trusting whatever key the target shows.
+
+import assert from 'node:assert/strict'
+import { connect, type Socket } from 'node:net'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import ssh2 from 'ssh2'
+import { HANDSHAKE_TIMEOUT_MS, MAX_PENDING_PER_SOURCE } from '../proxies/ssh/index.js'
+import { REPO, TestGateway } from './helpers/gateway.js'
+import { TestSshd } from './helpers/sshd.js'
+
+describe('ssh proxy robustness', () => {
+  let sshd: TestSshd
+  let gw: TestGateway
+  let sshPort = 0
+  let token = ''
+
+  before(async () => {
+    sshd = await TestSshd.start()
+    gw = await TestGateway.start({
+      connections: [sshd.connection('web-1'), sshd.connection('web-tofu', { host_key: 'trust-on-first-use' })],
+      config: { listen: { api: '127.0.0.1:0', ssh: '127.0.0.1:0' }, policies: join(REPO, 'test/data/ssh') },
+    })
+    const run = JSON.parse(readFileSync(join(gw.dataDir, 'run.json'), 'utf8')) as { listeners: Record<string, string> }
+    const a = run.listeners.ssh ?? ''
+    sshPort = Number(a.slice(a.lastIndexOf(':') + 1))
+    token = gw.token('user:alice')
+  })
+
+  after(async () => {
+    await gw?.cleanup()
+    await sshd?.stop()
+  })
+
+  function login(connection = 'web-1'): Promise<InstanceType<typeof ssh2.Client>> {
+    return new Promise((resolve, reject) => {
+      const c = new ssh2.Client()
+      c.on('ready', () => resolve(c))
+      c.on('error', reject)
+      c.connect({ host: '127.0.0.1', port: sshPort, username: connection, password: token, readyTimeout: 60_000 })
+    })
+  }
+
+  function exec(c: InstanceType<typeof ssh2.Client>, line: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    return new Promise((resolve, reject) => {
+      c.exec(line, (err, ch) => {
+        if (err) return reject(err)
+        let stdout = ''
+        let stderr = ''
+        let code: number | null = null
+        ch.on('data', (b: Buffer) => {
+          stdout += b.toString()
+        })
+        ch.stderr.on('data', (b: Buffer) => {
+          stderr += b.toString()
+        })
+        ch.on('exit', (x: number | null) => {
+          code = x
+        })
+        ch.on('close', () => resolve({ code, stdout, stderr }))
+      })
+    })
+  }
+
+  test('50 concurrent execs (25 connections at once, two channels each) all get their own exit status, and the audit has it', async () => {
+    // 25 logins at once also means 25 upstream handshakes at once: more than the target sshd's
+    // MaxStartups lets through unqueued.
+    const n = 50
+    const results = (
+      await Promise.all(
+        Array.from({ length: n / 2 }, async (_, k) => {
+          const c = await login()
+          try {
+            return await Promise.all([2 * k, 2 * k + 1].map((i) => exec(c, `echo run-${i}; exit ${i % 7}`)))
+          } finally {
+            c.end()
+          }
+        }),
+      )
+    ).flat()
+    results.forEach((r, i) => {
+      assert.equal(r.stdout, `run-${i}\n`, r.stderr)
+      assert.equal(r.code, i % 7, `exec ${i}: ${r.stderr}`)
+    })
+    let audited: Record<string, unknown>[] = []
+    for (let k = 0; k < 50; k++) {
+      audited = gw.auditEvents().filter((e) => e.type === 'result' && String(e.command).startsWith('echo run-'))
+      if (audited.length === n) break
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    assert.equal(audited.length, n)
+    for (const e of audited) {
+      const i = Number(/run-(\d+)/.exec(String(e.command))?.[1])
+      assert.equal(e.exit_status, i % 7, JSON.stringify(e))
+    }
+  })
+
+  test('100 idle or half-handshaken connections from 127.0.0.2 do not delay a login from 127.0.0.1', async () => {
+    const t0 = Date.now()
+    const baseline = await login()
+    await exec(baseline, 'true')
+    baseline.end()
+    const alone = Date.now() - t0
+    const hogs: Socket[] = []
+    await Promise.all(
+      Array.from(
+        { length: 100 },
+        (_, i) =>
+          new Promise<void>((resolve) => {
+            const s = connect({ host: '127.0.0.1', port: sshPort, localAddress: '127.0.0.2' }, () => {
+              // Half of them send a banner and stop there; the rest send nothing.
+              if (i % 2 === 0) s.write('SSH-2.0-hog\r\n')
+              resolve()
+            })
+            s.on('error', () => resolve())
+            s.resume()
+            hogs.push(s)
+          }),
+      ),
+    )
+    await new Promise((r) => setTimeout(r, 300))
+    const open = hogs.filter((s) => !s.destroyed && s.readyState === 'open').length
+    assert.ok(open <= MAX_PENDING_PER_SOURCE, `${open} connections from 127.0.0.2 are still open`)
+    const t1 = Date.now()
+    const c = await login()
+    const r = await exec(c, 'echo from-127.0.0.1')
+    c.end()
+    const loaded = Date.now() - t1
+    for (const s of hogs) s.destroy()
+    assert.equal(r.stdout, 'from-127.0.0.1\n')
+    assert.ok(loaded < Math.max(5_000, alone * 5), `login took ${loaded} ms with the hogs, ${alone} ms alone`)
+    assert.ok(HANDSHAKE_TIMEOUT_MS <= 15_000)
+  })
+
+  test('a remembered host-key line that cannot be read refuses the connection and is not re-remembered', async () => {
+    const file = join(gw.dataDir, 'plugins', 'ssh', 'known_hosts.jsonl')
+    const first = await login('web-tofu')
+    assert.equal((await exec(first, 'echo first-use')).stdout, 'first-use\n')
+    first.end()
+    for (const bad of [
+      `${JSON.stringify({ connection: 'web-tofu', key: 'ssh-ed25519 not-base64!' })}\n`,
+      `{"connection": "web-tofu", "key": "ssh-ed25519 AAAA\n`,
+      `${JSON.stringify({ connection: 'web-tofu', key: sshd.hostKey.replace(/^ssh-ed25519/, 'ssh-rsa') })}\n`,
+    ]) {
+      writeFileSync(file, bad)
+      const c = await login('web-tofu')
+      const r = await exec(c, 'echo should-not-run')
+      c.end()
+      assert.equal(r.code, 255, r.stderr)
+      assert.doesNotMatch(r.stdout, /should-not-run/)
+      assert.match(r.stderr, /known_hosts\.jsonl/)
+      assert.equal(readFileSync(file, 'utf8'), bad, 'nothing re-remembered')
+    }
+    // Other connections keep working.
+    const c = await login()
+    assert.equal((await exec(c, 'echo still-fine')).stdout, 'still-fine\n')
+    c.end()
+  })
+})
