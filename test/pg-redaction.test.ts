@@ -129,6 +129,8 @@ function attempts(): Attempt[] {
   add('admin', (s) => `SELECT 1; ALTER ROLE fx_r1 PASSWORD '${s}'`)
   add('admin', (s) => `COMMENT ON ROLE fx_r1 IS 'password=${s}'`)
   add('admin', (s) => `ALTER ROLE fx_r1 PASSWORD 'SCRAM-SHA-256$4096:${s}$abc:def'`)
+  // The server's error quotes the malformed connection string's tail: the result event must not.
+  add('admin', (s) => `CREATE SUBSCRIPTION fx_sub2 CONNECTION 'host=127.0.0.1 password=x ${s}' PUBLICATION p WITH (connect = false)`)
   add('reader', (s) => `ALTER ROLE fx_r1 PASSWORD '${s}'`)
   add('reader', (s) => `CREATE USER MAPPING FOR fx_r1 SERVER fx_srv OPTIONS (password '${s}')`)
   add('bot', (s) => `SELECT dblink_connect('password=${s}')`)

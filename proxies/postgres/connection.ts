@@ -183,6 +183,9 @@ interface StatementRecord {
   error: { code: string; message: string } | null
   /** The gateway's own error, sent in place of the stand-in's error when the statement was refused. */
   readonly replacement: Buffer | null
+  /** The statement may hold a secret (redact.ts): the server's error text, which can quote part of
+   *  it (a malformed connection string, a syntax error), is not audited. */
+  readonly secret?: boolean
   /** Per statement of the query, what it changes in the session once it completes. */
   readonly effects: readonly StatementEffect[]
   /** Per statement of the query, how its results are masked (null: not masked). */
@@ -1237,6 +1240,7 @@ export class PgConnection implements BackendHandler {
         replacement: null,
         effects: verdict.effects,
         masks: verdict.masks ?? null,
+        secret: o.sql !== null && mentionsPassword(o.sql),
       }
       this.expect(kind, null, record, o.portal)
       this.out.push(o.raw)
@@ -1685,7 +1689,7 @@ export class PgConnection implements BackendHandler {
       rows,
       duration_ms: performance.now() - r.started,
     }
-    if (r.error) ev.error = r.error
+    if (r.error) ev.error = r.secret ? { code: r.error.code, message: '[redacted: the statement may hold a secret]' } : r.error
     this.session.auditLater(ev)
   }
 
