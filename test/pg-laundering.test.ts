@@ -577,12 +577,20 @@ describe('masking: laundering corpus (private cluster, server log as ground trut
         ['2', 'Bob'],
         ['3', 'Cy'],
       ])
+      assert.deepEqual((await s.query('PREPARE gh_q AS SELECT id, name FROM gh_l.people ORDER BY id')).errors, [])
       // A migration, directly on the server: the view's `name` column now carries e-mail addresses.
       corpus.cluster.sql('CREATE OR REPLACE VIEW gh_l.people AS SELECT id, email AS name FROM gh_l.users', 'corpus')
       const second = await s.query('SELECT id, name FROM gh_l.people ORDER BY id')
       assert.deepEqual(second.errors, [])
       assert.deepEqual(
         second.rows.map((r) => r[1]),
+        ['****.com', '****.org', '****.net'],
+      )
+      // The server plans the prepared statement again on the new definition; so does the gateway.
+      const executed = await s.query('EXECUTE gh_q')
+      assert.deepEqual(executed.errors, [])
+      assert.deepEqual(
+        executed.rows.map((r) => r[1]),
         ['****.com', '****.org', '****.net'],
       )
       const derived = await s.query('SELECT upper(name) FROM gh_l.people ORDER BY id')

@@ -106,7 +106,9 @@ export function parseRowDescription(body: Buffer): FieldInfo[] {
 /** Per-session masking state: the lineage of cursors and prepared statements, by name. */
 export class SessionMasking {
   private readonly cursors = new Map<string, StatementLineage>()
-  private readonly prepared = new Map<string, StatementLineage>()
+  /** With the catalog they were analyzed on: the server plans a prepared statement again when a
+   *  relation it reads changes, so a newer catalog means analyzing its text again. */
+  private readonly prepared = new Map<string, { lineage: StatementLineage; catalog: LineageCatalog | null }>()
   private readonly lineageCache = new Map<string, StatementLineage[]>()
   private cachedFor: LineageCatalog | null = null
   /** Functions and aggregates this session created or renamed: user-defined whatever a catalog
@@ -138,28 +140,51 @@ export class SessionMasking {
     if (this.connectionDetectors !== null) detectors = detectors.filter((d) => this.connectionDetectors?.includes(d))
     const plans: (StatementMaskPlan | null)[] = []
     const unknownRelations = lineages.flatMap((l) => l.relations.filter((r) => !known(r, catalog)))
-    const check = columnRules.length > 0 && catalog !== null ? catalogCheck(lineages, columnRules, catalog) : null
+    // FETCH and EXECUTE take the lineage remembered at DECLARE / PREPARE.
+    const effective: StatementLineage[] = []
     for (const raw of lineages) {
       for (const f of raw.definesFunctions ?? []) this.defined.add(f)
       // DECLARE and PREPARE remember what the cursor / statement will return; FETCH and EXECUTE use it.
       if (raw.declare !== undefined) this.cursors.set(raw.declare.toLowerCase(), raw)
-      if (raw.prepare !== undefined) this.prepared.set(raw.prepare.toLowerCase(), raw)
+      if (raw.prepare !== undefined) this.prepared.set(raw.prepare.toLowerCase(), { lineage: raw, catalog })
       let l: StatementLineage = raw
       if (raw.fetch !== undefined) {
+        // An open cursor keeps the plan it was declared with: its DECLARE-time lineage holds.
         const c = this.cursors.get(raw.fetch.toLowerCase())
         l = c
           ? { ...c, declare: undefined, copy: undefined }
           : unresolvedLineage(`cursor "${raw.fetch}" was not declared through the gateway`)
       } else if (raw.execute !== undefined) {
-        const p = this.prepared.get(raw.execute.toLowerCase())
+        const p = this.preparedLineage(raw.execute.toLowerCase(), catalog)
         l = p ? { ...p, prepare: undefined } : unresolvedLineage(`prepared statement "${raw.execute}" was not prepared through the gateway`)
       }
+      effective.push(l)
+    }
+    const check = columnRules.length > 0 && catalog !== null ? catalogCheck(effective, columnRules, catalog) : null
+    for (const [i, l] of effective.entries()) {
+      const raw = lineages[i] as StatementLineage
       const verdict = planOne(l, columnRules, detectors, options, catalog)
       if (!verdict.ok) return { ...verdict, unknownRelations, check }
       // A DECLARE or PREPARE returns no rows itself.
       plans.push(raw.declare !== undefined || raw.prepare !== undefined ? null : verdict.plan)
     }
     return { ok: true, plans, unknownRelations, check }
+  }
+
+  /** A prepared statement's lineage on the current catalog (null: not prepared through the gateway). */
+  private preparedLineage(name: string, catalog: LineageCatalog | null): StatementLineage | null {
+    const p = this.prepared.get(name)
+    if (!p) return null
+    if (p.catalog === catalog || catalog === null) return p.lineage
+    let again: StatementLineage | undefined
+    try {
+      again = analyzeLineage(p.lineage.sql, catalog).find((x) => x.prepare?.toLowerCase() === name)
+    } catch {
+      again = undefined
+    }
+    const lineage = again ?? unresolvedLineage(`prepared statement "${name}" could not be analyzed again`)
+    this.prepared.set(name, { lineage, catalog })
+    return lineage
   }
 
   /** The catalog with this session's own functions counted as user-defined. */
