@@ -119,7 +119,10 @@ class Accumulator {
       return
     }
     const needed = pending + chunk.length
-    const next = Buffer.allocUnsafe(Math.max(MIN_CAPACITY, needed * 2, this.frameSize()))
+    // Sized for the whole frame once its length word is in; before that, doubled, so a frame
+    // whose length is not yet known still has its bytes copied a bounded number of times.
+    const frame = this.frameSize()
+    const next = Buffer.allocUnsafe(Math.max(MIN_CAPACITY, needed, frame > 0 ? frame : needed * 2))
     this.buf.copy(next, 0, this.off, this.end)
     chunk.copy(next, pending)
     this.buf = next
