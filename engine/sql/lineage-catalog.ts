@@ -154,7 +154,7 @@ export function buildLineageCatalog(rows: readonly CatalogRow[], searchPath: str
   return lineageCatalogFor(parseLineageCatalog(rows), searchPath, user)
 }
 
-/** What the server says now about the names a statement depends on (rows of `catalogCheckSql`). */
+/** What the server says now about the names a statement depends on (rows of `CATALOG_CHECK_SQL`). */
 export interface CatalogCheck {
   readonly relations: readonly string[]
   readonly functions: readonly string[]
