@@ -4,11 +4,13 @@
 // is the ground truth (helpers/pgcorpus.ts). Cases live in test/corpus/, one file per class.
 
 import { after, before, describe, test } from 'node:test'
+import { BEFORE_DECISION_CASES, BEFORE_DECISION_SCHEMA } from './corpus/before-decision.js'
 import { LEXICAL_CASES, LEXICAL_SCHEMA } from './corpus/lexical.js'
 import { SESSION_TEXT_CASES, SESSION_TEXT_CONF, SESSION_TEXT_SCHEMA } from './corpus/session-text.js'
+import { NAMES_CASES, NAMES_SCHEMA } from './corpus/names.js'
 import { Corpus, type CorpusCase } from './helpers/pgcorpus.js'
 
-const CASES: CorpusCase[] = [...LEXICAL_CASES, ...SESSION_TEXT_CASES]
+const CASES: CorpusCase[] = [...NAMES_CASES, ...BEFORE_DECISION_CASES, ...LEXICAL_CASES, ...SESSION_TEXT_CASES]
 
 describe('PostgreSQL fidelity corpus', () => {
   let corpus: Corpus
@@ -16,7 +18,7 @@ describe('PostgreSQL fidelity corpus', () => {
     corpus = await Corpus.start({
       principals: { reader: [], writer: ['writers'], admin: ['gatehouse-admins'] },
       scopes: { bot: 'sql.read' },
-      schema: LEXICAL_SCHEMA + SESSION_TEXT_SCHEMA,
+      schema: NAMES_SCHEMA + BEFORE_DECISION_SCHEMA + LEXICAL_SCHEMA + SESSION_TEXT_SCHEMA,
       cluster: { conf: SESSION_TEXT_CONF },
     })
   })

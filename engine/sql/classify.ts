@@ -66,7 +66,12 @@ export interface StatementFacts {
   /** True when a literal value changes the facts (SET, set_config): never cached by shape. */
   readonly literalSensitive: boolean
   /** DECLARE name, FETCH/MOVE name, CLOSE name (null name: CLOSE ALL), names as the server folds them. */
-  readonly cursor: { readonly op: 'declare' | 'fetch' | 'close'; readonly name: string | null } | null
+  readonly cursor: {
+    readonly op: 'declare' | 'fetch' | 'close'
+    readonly name: string | null
+    /** For DECLARE: the cursor's query, which FETCH and MOVE run. */
+    readonly query?: StatementFacts
+  } | null
   /** Why the statement could change how the server reads SQL text (lexical.ts); refused when set. */
   readonly lexical: string | null
   /** Every function call as written (schema null when unqualified), for resolving against the
@@ -555,7 +560,7 @@ function classifyNode(node: unknown, text: string): StatementFacts {
         kind: reads ? 'declare_cursor' : inner.kind,
         action: reads ? 'sql.read' : moreDangerous(inner.action, 'sql.write'),
         wrapper: reads ? null : (inner.wrapper ?? 'declare_cursor'),
-        cursor: { op: 'declare', name: str(s.portalname) ?? '' },
+        cursor: { op: 'declare', name: str(s.portalname) ?? '', query: inner },
       }
     }
     case 'FetchStmt':

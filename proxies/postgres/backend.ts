@@ -42,6 +42,9 @@ export class BackendScanner {
   private collectFill = 0
   /** Which message types are collected whole (1) rather than streamed; changes with the masking state. */
   private readonly collected = Uint8Array.from(COLLECTED)
+  private diverting = false
+  private maskDescribe = false
+  private maskRows = false
 
   constructor(
     private readonly handler: BackendHandler,
@@ -54,8 +57,25 @@ export class BackendScanner {
    * results nobody masks stream through untouched.
    */
   setMasking(describe: boolean, rows: boolean): void {
+    this.maskDescribe = describe
+    this.maskRows = rows
+    if (this.diverting) return
     for (const t of MASKING_TYPES) this.collected[t] = describe ? 1 : 0
     for (const t of ROW_TYPES) this.collected[t] = rows ? 1 : 0
+  }
+
+  /**
+   * While the gateway runs a query of its own on the session's server connection, every message
+   * whose header arrives is collected whole and handed to the handler (which keeps the answer from
+   * the client); a message already streaming when this is switched on finishes streaming.
+   */
+  setDivert(on: boolean): void {
+    this.diverting = on
+    if (on) this.collected.fill(1)
+    else {
+      this.collected.set(COLLECTED)
+      this.setMasking(this.maskDescribe, this.maskRows)
+    }
   }
 
   /** Scans one chunk; returns the buffers to send to the client, in order. */

@@ -67,6 +67,7 @@ import { type CatalogCache, readSessionStart } from './catalog.js'
 import { SessionSql, type StatementEffect, type Verdict } from './statements.js'
 import { lexicallySensitive } from '../../engine/sql/lexical.js'
 import { encodeStartupOptions, parseStartupOptions, setStatement, type StartupSetting, StartupOptionError } from './startup-options.js'
+import { NAME_LOOKUP_SQL, type ServerName, type ServerNames, textArrayLiteral } from './names.js'
 import * as hold from './hold.js'
 import { compileCopyMasker } from '../../engine/masking/copy.js'
 import { compileRowMasker, type RowMasker } from '../../engine/masking/rows.js'
@@ -95,6 +96,19 @@ const ALLOWED_STARTUP_PARAMS = new Set([
 /** A stand-in that the server rejects as a syntax error, so the server itself aborts whatever a
  * real error would abort (DESIGN.md, "Refusing a statement the way PostgreSQL would"). */
 const STAND_IN_SQL = 'gatehouse refused this statement'
+
+/** Messages that start or continue an extended-protocol batch (until Sync). */
+const EXTENDED_MESSAGES: ReadonlySet<number> = new Set([
+  FrontendCode.Parse,
+  FrontendCode.Bind,
+  FrontendCode.Describe,
+  FrontendCode.Execute,
+  FrontendCode.Close,
+  FrontendCode.Flush,
+])
+
+/** How long the gateway waits for the server to answer its own name lookup. */
+const LOOKUP_TIMEOUT_MS = 15_000
 
 /** Settings the gateway pins (upper case): the server must keep reading SQL as the gateway does. */
 const PINNED_LEXING: ReadonlyMap<string, string> = new Map([
@@ -171,6 +185,8 @@ interface NamedEntry {
   fields?: FieldInfo[] | null
   /** For a portal: the result format codes of its Bind. */
   resultFormats?: readonly number[]
+  /** For a portal: the verdict its Bind was judged and audited with (onBind). */
+  judged?: { readonly seq: number; readonly verdict: Verdict }
 }
 
 /** An executed statement waiting for its result, for the `result` audit event. */
@@ -235,6 +251,25 @@ function needsMasking(v: Verdict, sql: string | null): sql is string {
   return v.decision.effect === 'allow' && v.decision.mask.length > 0 && sql !== null
 }
 
+const EMPTY = Buffer.alloc(0)
+
+/** The text values of a DataRow message (type byte and length included). */
+function dataRowText(message: Buffer): (string | null)[] {
+  const n = message.readInt16BE(5)
+  const out: (string | null)[] = []
+  let p = 7
+  for (let i = 0; i < n; i++) {
+    const len = message.readInt32BE(p)
+    p += 4
+    if (len < 0) out.push(null)
+    else {
+      out.push(message.toString('utf8', p, p + len))
+      p += len
+    }
+  }
+  return out
+}
+
 function describeParam(p: Buffer | null, format: number): string | null {
   if (p === null) return null
   if (format === 1) return `\\x${p.toString('hex')}`
@@ -258,6 +293,8 @@ interface Outgoing {
 
 /** What a portal will run. */
 interface ResolvedPortal {
+  /** The live portal entry (its Bind's verdict, when it was judged at Bind). */
+  readonly entry?: NamedEntry
   readonly sql: string | null
   readonly facts: StatementFacts | null
   readonly name: string
@@ -275,6 +312,12 @@ function statementEvent(seq: number, { sql, params, approvedBy }: Outgoing, verd
     ev.kind = only.kind
     if (only.wrapper) ev.wrapper = only.wrapper
     if (only.sideEffectFunctions && only.sideEffectFunctions.length > 0) ev.side_effect_functions = only.sideEffectFunctions
+    if (only.inner) {
+      // What EXECUTE/FETCH/MOVE ran: the text the server holds for the name (names.ts).
+      ev.via = only.inner.via
+      ev.inner_sql = redactSql(only.inner.sql)
+      ev.inner_source = only.inner.source
+    }
   } else if (verdict.statements.length > 1) {
     ev.statements = verdict.statements.map((st) => ({
       sql: redactSql(st.sql),
@@ -284,6 +327,7 @@ function statementEvent(seq: number, { sql, params, approvedBy }: Outgoing, verd
       ...(st.sideEffectFunctions && st.sideEffectFunctions.length > 0 ? { side_effect_functions: st.sideEffectFunctions } : {}),
       decision: st.decision,
       rules: st.rules,
+      ...(st.inner ? { via: st.inner.via, inner_sql: redactSql(st.inner.sql), inner_source: st.inner.source } : {}),
     }))
   }
   ev.decision = decision.effect
@@ -353,6 +397,18 @@ export class PgConnection implements BackendHandler {
   private readonly refreshedFor = new Set<string>()
   /** Query and Sync messages sent whose ReadyForQuery has not come back. */
   private readiesPending = 0
+  /** Sync batches the server has answered (NamedEntry.batch below this: answered). */
+  private answeredBatches = 0
+  /** Extended-protocol messages were sent since the last Sync: the server is mid-batch. */
+  private openBatch = false
+  /** The portal of the Bind being judged (onBind), so a refusal can mark it failed. */
+  private bindInJudgement: NamedEntry | null = null
+  /** The gateway's own query running on the server connection (lookupNames). */
+  private lookup: {
+    row(message: Buffer): void
+    error(message: string): void
+    done(): void
+  } | null = null
   private readyWaiters: (() => void)[] = []
   /** A statement that may have changed a setting was sent and its ReadyForQuery has not come. */
   private lexicalUnsettled = false
@@ -579,7 +635,7 @@ export class PgConnection implements BackendHandler {
         parseSearchPath(start.searchPath),
         start.user,
         snapshot.catalog,
-        (name) => this.preparedFacts(name),
+        (names) => this.lookupNames(names),
         this.log,
         snapshot.functions,
       )
@@ -825,6 +881,7 @@ export class PgConnection implements BackendHandler {
 
   /** Returns a promise only for frames that need a decision; the rest are handled in line. */
   private onClientFrame(f: Frame): Promise<void> | undefined {
+    if (EXTENDED_MESSAGES.has(f.type)) this.openBatch = true
     switch (f.type) {
       case FrontendCode.Query:
         return this.onQuery(f)
@@ -835,28 +892,8 @@ export class PgConnection implements BackendHandler {
         this.onParse(f, m)
         return undefined
       }
-      case FrontendCode.Bind: {
-        const m = parseBind(f.body)
-        const stmt = this.statements.get(m.statement) ?? null
-        const prev = this.portals.get(m.portal) ?? null
-        const params = m.params.map((p, i) => describeParam(p, m.paramFormats[i] ?? 0))
-        const entry: NamedEntry = {
-          sql: null,
-          facts: null,
-          params,
-          state: 'pending',
-          batch: this.batch,
-          prev,
-          statement: stmt,
-          waiters: null,
-          statementName: m.statement,
-          resultFormats: m.resultFormats,
-        }
-        this.portals.set(m.portal, entry)
-        this.expect(Expect.Bind, entry, null)
-        this.out.push(f.raw)
-        return undefined
-      }
+      case FrontendCode.Bind:
+        return this.onBind(f)
       case FrontendCode.Execute:
         return this.onExecute(f)
       case FrontendCode.Describe: {
@@ -876,6 +913,7 @@ export class PgConnection implements BackendHandler {
       case FrontendCode.Sync:
         expectEmpty(f.body, 'Sync')
         this.openBatchOpaque = false
+        this.openBatch = false
         this.expect(Expect.Sync, null, null)
         this.batch++
         this.out.push(f.raw)
@@ -963,6 +1001,70 @@ export class PgConnection implements BackendHandler {
     if (!this.isClosed()) await this.queryNow(f, sql)
   }
 
+  /**
+   * A Bind plans its statement, and planning runs code (immutable functions are evaluated): so the
+   * statement is judged and audited here, before the Bind reaches the server, and the portal's
+   * Executes run under this verdict. A refused Bind never reaches the server; its portal counts
+   * as failed, so an Execute of it is refused too.
+   */
+  private onBind(f: Frame): Promise<void> | undefined {
+    const m = parseBind(f.body)
+    const stmt = this.statements.get(m.statement) ?? null
+    const params = m.params.map((p, i) => describeParam(p, m.paramFormats[i] ?? 0))
+    const entry: NamedEntry = {
+      sql: null,
+      facts: null,
+      params,
+      state: 'pending',
+      batch: this.batch,
+      // A Bind that fails leaves no usable portal of that name (the transaction is aborted).
+      prev: null,
+      statement: stmt,
+      waiters: null,
+      statementName: m.statement,
+      resultFormats: m.resultFormats,
+    }
+    this.portals.set(m.portal, entry)
+    const live = this.firstLiveNow(stmt)
+    if (live === undefined) return this.bindAfterWait(f.raw, entry, stmt as NamedEntry)
+    return this.judgeBind(f.raw, entry, live)
+  }
+
+  private async bindAfterWait(raw: Buffer, entry: NamedEntry, stmt: NamedEntry): Promise<void> {
+    await this.judgeBind(raw, entry, await this.firstLive(stmt))
+  }
+
+  private judgeBind(raw: Buffer, entry: NamedEntry, stmt: NamedEntry | null): Promise<void> | undefined {
+    const sql = stmt?.sql ?? null
+    this.bindInJudgement = entry
+    const p = this.judgeAndSend({
+      raw,
+      kind: Expect.Bind,
+      sql,
+      // A statement created by SQL-level PREPARE is judged as the EXECUTE of it (names.ts).
+      text: stmt?.facts ? `EXECUTE ${quoteIdent(entry.statementName)}` : sql,
+      params: entry.params,
+      portal: entry,
+      approvedBy: null,
+    })
+    if (p === undefined) {
+      this.bindInJudgement = null
+      return undefined
+    }
+    return p.finally(() => {
+      this.bindInJudgement = null
+    })
+  }
+
+  /** An allowed Bind: the portal remembers its verdict, and the Bind goes to the server. */
+  private bindAllowed(o: Outgoing, verdict: Verdict, seq: number): void {
+    const entry = o.portal as NamedEntry
+    entry.judged = { seq, verdict }
+    this.expect(Expect.Bind, entry, null)
+    this.out.push(o.raw)
+    this.noteForwarded(Expect.Execute, verdict.inert === true)
+  }
+
   /** An Execute, judged as the statement its portal runs (waiting first when that is not yet known). */
   private onExecute(f: Frame): Promise<void> | undefined {
     const m = parseExecute(f.body)
@@ -977,6 +1079,24 @@ export class PgConnection implements BackendHandler {
   }
 
   private executeResolved(raw: Buffer, portal: NamedEntry | null, resolved: ResolvedPortal | null): Promise<void> | undefined {
+    const judged = resolved?.entry?.judged
+    if (judged && this.phase === 'ready') {
+      // Judged and audited at its Bind (onBind): the Execute runs under that verdict and seq.
+      const record: StatementRecord = {
+        seq: judged.seq,
+        started: performance.now(),
+        rows: 0,
+        tags: [],
+        error: null,
+        replacement: null,
+        effects: judged.verdict.effects,
+        masks: judged.verdict.masks ?? null,
+      }
+      this.expect(Expect.Execute, null, record, portal)
+      this.out.push(raw)
+      this.noteForwarded(Expect.Execute, judged.verdict.inert === true)
+      return undefined
+    }
     const sql = resolved?.sql ?? null
     return this.judgeAndSend({
       raw,
@@ -1124,22 +1244,12 @@ export class PgConnection implements BackendHandler {
     }
   }
 
-  /** The facts of a prepared statement by name, for SQL-level EXECUTE (null: unknown). */
-  private async preparedFacts(name: string): Promise<StatementFacts | null> {
-    const live = await this.firstLive(this.statements.get(name) ?? null)
-    if (!live) return null
-    if (live.facts) return live.facts
-    if (live.sql === null) return null
-    const a = this.shared.analyzer.analyze(live.sql)
-    return a.statements.length === 1 ? (a.statements[0] as StatementFacts) : null
-  }
-
   /** What a portal will run: waits for entries from earlier Sync batches to be answered. */
   private async resolvePortal(portal: NamedEntry): Promise<ResolvedPortal> {
     const live = await this.firstLive(portal)
     if (!live) return { sql: null, facts: null, name: '', params: null }
     const stmt = live.statement ? await this.firstLive(live.statement) : null
-    return { sql: stmt?.sql ?? null, facts: stmt?.facts ?? null, name: live.statementName, params: live.params }
+    return { entry: live, sql: stmt?.sql ?? null, facts: stmt?.facts ?? null, name: live.statementName, params: live.params }
   }
 
   /** resolvePortal when nothing needs waiting for; undefined when something does. */
@@ -1149,7 +1259,7 @@ export class PgConnection implements BackendHandler {
     if (!live) return { sql: null, facts: null, name: '', params: null }
     const stmt = live.statement ? this.firstLiveNow(live.statement) : null
     if (stmt === undefined) return undefined
-    return { sql: stmt?.sql ?? null, facts: stmt?.facts ?? null, name: live.statementName, params: live.params }
+    return { entry: live, sql: stmt?.sql ?? null, facts: stmt?.facts ?? null, name: live.statementName, params: live.params }
   }
 
   /** firstLive without waiting: undefined when an entry of an earlier batch is still unanswered. */
@@ -1230,6 +1340,10 @@ export class PgConnection implements BackendHandler {
     if (this.phase !== 'ready') return undefined
     const kind = o.kind
     const decision = verdict.decision
+    if (decision.effect === 'allow' && kind === Expect.Bind) {
+      this.bindAllowed(o, verdict, seq)
+      return undefined
+    }
     if (decision.effect === 'allow') {
       const record: StatementRecord = {
         seq,
@@ -1326,6 +1440,8 @@ export class PgConnection implements BackendHandler {
    * Parse of invalid SQL into a throwaway named statement (the unnamed one stays as it was).
    */
   private refuseInPlace(kind: Expect, error: Buffer, seq: number): undefined {
+    // A refused Bind never reaches the server: its portal is unusable.
+    if (kind === Expect.Bind && this.bindInJudgement) settle(this.bindInJudgement, 'failed')
     const record: StatementRecord = {
       seq,
       started: performance.now(),
@@ -1336,7 +1452,7 @@ export class PgConnection implements BackendHandler {
       effects: [],
       masks: null,
     }
-    if (kind === Expect.Execute) {
+    if (kind === Expect.Execute || kind === Expect.Bind) {
       this.out.push(serialize.parse({ name: `gatehouse_refused_${randomBytes(6).toString('hex')}`, text: STAND_IN_SQL }))
       this.expect(Expect.Execute, null, record)
     } else {
@@ -1419,6 +1535,10 @@ export class PgConnection implements BackendHandler {
 
   /** A DataRow or CopyData while rows are masked: rewritten, or null to forward it as is. */
   onRow(type: number, message: Buffer): Buffer | null {
+    if (this.lookup) {
+      if (type === BackendCode.DataRow) this.lookup.row(message)
+      return EMPTY
+    }
     if (type === BackendCode.CopyData) {
       if (!this.copyMasker) return null
       const body = message.subarray(5)
@@ -1435,6 +1555,7 @@ export class PgConnection implements BackendHandler {
   }
 
   onMessage(type: number, body: Buffer): Buffer | null {
+    if (this.lookup) return this.onLookupMessage(type, body)
     const h = this.head()
     switch (type) {
       case BackendCode.ParameterStatus:
@@ -1471,6 +1592,12 @@ export class PgConnection implements BackendHandler {
       this.sql?.onReadyForQuery(body[0] ?? 0x49, this.errorSinceReady, this.lastTag)
       this.errorSinceReady = false
       this.lastTag = null
+      if (h?.kind === Expect.Sync) this.answeredBatches++
+      // Outside a transaction block no portal survives (protocol portals are never WITH HOLD):
+      // forget those of answered batches, so a later DECLARE of the name is not taken for them.
+      if (body[0] === 0x49) {
+        for (const [name, p] of this.portals) if (p.batch < this.answeredBatches) this.portals.delete(name)
+      }
       if (h && (h.kind === Expect.Query || h.kind === Expect.Sync)) {
         this.readiesPending--
         if (h.kind === Expect.Query) this.finishRecord(h, null)
@@ -1517,6 +1644,83 @@ export class PgConnection implements BackendHandler {
       this.shift()
     }
     return replacement
+  }
+
+  // ---- the gateway's own questions to the server ------------------------------------------
+
+  /**
+   * Reads the server's own prepared statements and cursors of these names (names.ts) on the
+   * session's backend, between two of the client's batches: everything sent before is answered
+   * first, and the answer never reaches the client. Mid-batch the server cannot be asked (an error
+   * earlier in the batch would make it skip the question): then the reason is returned.
+   */
+  private async lookupNames(names: readonly string[]): Promise<ServerNames | string> {
+    if (this.openBatch)
+      return 'the server cannot be asked which statement the name runs in the middle of an extended-protocol batch; send Sync first'
+    this.flushToServer()
+    while (this.readiesPending > 0 && !this.isClosed()) await new Promise<void>((r) => this.readyWaiters.push(r))
+    const up = this.upstream
+    const scanner = this.scanner
+    if (!up || !scanner || this.isClosed()) return 'the session ended'
+    const name = `gatehouse_names_${randomBytes(6).toString('hex')}`
+    return await new Promise<ServerNames | string>((resolve) => {
+      const rows = new Map<string, ServerName>()
+      let error: string | null = null
+      const finish = (answer: ServerNames | string): void => {
+        clearTimeout(timer)
+        this.lookup = null
+        scanner.setDivert(false)
+        resolve(answer)
+      }
+      const timer = setTimeout(() => {
+        finish('the server did not answer')
+        this.fatal('08006', 'gatehouse: the server did not answer the gateway in time')
+      }, LOOKUP_TIMEOUT_MS)
+      this.lookup = {
+        row: (message) => {
+          const cols = dataRowText(message)
+          if (cols.length === 3 && cols[0] != null && cols[1] != null)
+            rows.set(cols[0], { statement: cols[1], fromSql: cols[2] == null ? null : cols[2] === 't' })
+        },
+        error: (message) => {
+          error ??= message
+        },
+        done: () => finish(error !== null ? `the server's prepared statements and cursors could not be read (${error})` : rows),
+      }
+      scanner.setDivert(true)
+      up.socket.write(
+        Buffer.concat([
+          serialize.parse({ name, text: NAME_LOOKUP_SQL }),
+          serialize.bind({ portal: name, statement: name, values: [textArrayLiteral(names)] }),
+          serialize.execute({ portal: name }),
+          serialize.close({ type: 'P', name }),
+          serialize.close({ type: 'S', name }),
+          serialize.sync(),
+        ]),
+      )
+    })
+  }
+
+  /** A server message while the gateway's own query runs: kept from the client, except the
+   * asynchronous ones (notifications, notices, parameter changes). */
+  private onLookupMessage(type: number, body: Buffer): Buffer | null {
+    const l = this.lookup as NonNullable<typeof this.lookup>
+    switch (type) {
+      case BackendCode.ErrorResponse:
+        l.error(readErrorFields(body).get('M') ?? 'error')
+        return EMPTY
+      case BackendCode.ReadyForQuery:
+        l.done()
+        return EMPTY
+      case BackendCode.ParameterStatus:
+        this.lexingHolds(body)
+        return null
+      case BackendCode.NotificationResponse:
+      case BackendCode.NoticeResponse:
+        return null
+      default:
+        return EMPTY
+    }
   }
 
   // ---- how the server reads SQL -------------------------------------------------------------
@@ -1662,6 +1866,12 @@ export class PgConnection implements BackendHandler {
     if (e.deallocate) {
       if (e.deallocate.name === null) this.statements.clear()
       else this.statements.delete(e.deallocate.name)
+    }
+    // A portal name taken over by SQL (DECLARE) or dropped by it (CLOSE, DISCARD ALL) is no longer
+    // the one a protocol Bind made: an Execute of it is then not resolved from the gateway's table.
+    if (e.cursor) {
+      if (e.cursor.name === null) this.portals.clear()
+      else this.portals.delete(e.cursor.name)
     }
     if (e.searchPath) this.sql?.applySearchPath(e.searchPath)
     if (e.createsRoutine) this.sql?.noteCreatedRoutine(e.createsRoutine.kind, e.createsRoutine.name)

@@ -16,6 +16,7 @@ import {
   opaqueCasts,
   opaqueOperators,
 } from '../../engine/sql/functions.js'
+import { type InnerSource, type Resolved, resolveServerText, type ServerNames } from './names.js'
 import type { Decision, MaskObligation } from '../../engine/types.js'
 import type { ProxySession } from '../types.js'
 
@@ -26,6 +27,8 @@ export interface StatementEffect {
   readonly searchPath: { readonly path: string[] | 'initial'; readonly local: boolean } | null
   readonly ddl: boolean
   readonly createsRoutine: StatementFacts['createsRoutine']
+  /** A cursor name SQL declared or closed (null name: all of them, as CLOSE ALL or DISCARD ALL). */
+  readonly cursor: { readonly name: string | null } | null
 }
 
 export interface JudgedStatement {
@@ -38,6 +41,8 @@ export interface JudgedStatement {
   readonly wrapper?: string | null
   /** Calls that are not known-harmless built-ins. */
   readonly sideEffectFunctions?: readonly string[]
+  /** For EXECUTE/FETCH/MOVE: the text the server holds for the name, judged as what runs. */
+  readonly inner?: { readonly sql: string; readonly source: InnerSource; readonly via: string }
 }
 
 export interface Verdict {
@@ -74,7 +79,9 @@ export class SessionSql {
     private readonly initialPath: string[],
     private readonly user: string,
     private readonly catalog: Catalog | null,
-    private readonly lookupPrepared: (name: string) => Promise<StatementFacts | null>,
+    /** The server's own table of prepared statements and cursors for these names (names.ts), or
+     * why it cannot be read now. */
+    private readonly lookupNames: (names: readonly string[]) => Promise<ServerNames | string>,
     private readonly log: Logger,
     /** Non-built-in functions and operators (null: unknown, so every call is opaque). */
     private readonly functions: FunctionCatalog | null = null,
@@ -91,7 +98,7 @@ export class SessionSql {
     const stmts = analysis.statements
     if (stmts.length !== 1) return null
     const raw = stmts[0] as StatementFacts
-    if (raw.execute !== null) return null
+    if (raw.execute !== null || raw.cursor?.op === 'fetch') return null
     const only = this.withCatalog(raw)
     const d = only.lexical !== null ? lexicalDenial(only.lexical) : this.decideShape(analysis.shape ?? null, only, signal)
     return {
@@ -125,7 +132,7 @@ export class SessionSql {
       )
       return { decision: d, statements: [], effects: [] }
     }
-    if (stmts.length === 1 && stmts[0]?.execute === null) {
+    if (stmts.length === 1 && stmts[0]?.execute === null && stmts[0]?.cursor?.op !== 'fetch') {
       // The common case, without the bookkeeping a multi-statement query needs.
       const only = this.withCatalog(stmts[0])
       const d =
@@ -150,24 +157,24 @@ export class SessionSql {
     // Later statements of one query run in the session as the earlier ones leave it: a SET
     // search_path or a PREPARE earlier in the text counts for the statements after it.
     let paths: readonly (readonly string[])[] = this.candidates
-    const prepared = new Map<string, StatementFacts | null>()
+    const names = new TextNames(stmts, this.lookupNames)
     for (const raw of stmts) {
-      const facts = this.withCatalog(raw.execute !== null ? await this.resolveExecute(raw, prepared) : raw)
-      const command = this.command(facts, stmts.length, paths)
+      const named = raw.execute !== null || raw.cursor?.op === 'fetch' ? await names.resolve(raw, this.analyzer) : null
+      const facts = this.withCatalog(named === null ? raw : effectiveFacts(raw, named))
+      const via = raw.execute !== null ? 'execute' : raw.kind
+      const inner =
+        named?.facts && named.text !== null && named.source !== null ? { sql: named.text, source: named.source, via } : undefined
+      const command = this.command(facts, stmts.length, paths, inner)
       const eff = effectOf(raw)
       if (eff.searchPath)
         paths = unique([...(eff.searchPath.local ? paths : []), eff.searchPath.path === 'initial' ? this.initialPath : eff.searchPath.path])
       // A routine created earlier in the text may shadow a built-in for the statements after it.
       if (eff.createsRoutine) this.noteCreatedRoutine(eff.createsRoutine.kind, eff.createsRoutine.name)
-      if (eff.prepare) prepared.set(eff.prepare.name, eff.prepare.inner)
-      if (eff.deallocate) {
-        if (eff.deallocate.name === null) prepared.clear()
-        else prepared.set(eff.deallocate.name, null)
-      }
+      names.after(raw, facts)
       const d = facts.lexical !== null ? lexicalDenial(facts.lexical) : await this.decide(facts.action, command, signal, approval)
       inert &&= lexicallyInert(facts)
       policy = d.policy
-      judged.push(judgedOf(facts, d))
+      judged.push({ ...judgedOf(facts, d), ...(inner ? { inner } : {}) })
       effects.push(eff)
       rules.push(...d.rules)
       if (d.effect === 'deny') denial ??= d
@@ -232,23 +239,6 @@ export class SessionSql {
     }
   }
 
-  /** EXECUTE name is judged as the statement it runs. */
-  private async resolveExecute(raw: StatementFacts, earlier: ReadonlyMap<string, StatementFacts | null>): Promise<StatementFacts> {
-    const name = raw.execute ?? ''
-    const inner = earlier.has(name) ? (earlier.get(name) ?? null) : await this.lookupPrepared(name)
-    if (!inner)
-      return { ...raw, action: 'sql.other', note: `EXECUTE of ${JSON.stringify(raw.execute)}, which the gateway has not seen prepared` }
-    // The parameters of EXECUTE p(…) may call functions too.
-    const functions = [...new Set([...inner.functions, ...raw.functions])].sort()
-    const calls = [...inner.calls, ...raw.calls]
-    const sideEffectFunctions = [...new Set([...inner.sideEffectFunctions, ...raw.sideEffectFunctions])].sort()
-    const action =
-      sideEffectFunctions.length > 0 && (inner.action === 'sql.read' || inner.action === 'sql.session') ? 'sql.write' : inner.action
-    // The kind stays the prepared statement's own (`delete`, not `execute:delete`): a policy's
-    // rules on kind and has_where (no-unbounded-write) must hold for it like for the statement itself.
-    return { ...inner, sql: raw.sql, functions, calls, sideEffectFunctions, action, wrapper: 'execute' }
-  }
-
   /**
    * The facts with the server's catalog applied: a call of a name that some non-built-in function
    * also carries, or an operator that is not a built-in, is opaque (it may run anything), and a
@@ -289,7 +279,12 @@ export class SessionSql {
     this.reuse = new WeakMap()
   }
 
-  private command(f: StatementFacts, count: number, paths: readonly (readonly string[])[]): Record<string, unknown> {
+  private command(
+    f: StatementFacts,
+    count: number,
+    paths: readonly (readonly string[])[],
+    inner?: { readonly sql: string; readonly source: InnerSource; readonly via: string },
+  ): Record<string, unknown> {
     const q = (list: StatementFacts['tables']): string[] => {
       if (list.length === 0) return []
       if (list.length === 1 && paths === this.candidates) return this.qualifiedCached(list[0] as StatementFacts['tables'][number])
@@ -316,6 +311,7 @@ export class SessionSql {
         : {}),
       ...(f.program ? { program: true } : {}),
       ...(f.note ? { note: f.note } : {}),
+      ...(inner ? { inner_sql: inner.sql, via: inner.via } : {}),
     }
   }
 
@@ -409,6 +405,12 @@ export function effectOf(f: StatementFacts): StatementEffect {
     searchPath,
     ddl: f.action === 'sql.ddl' || f.action === 'sql.admin',
     createsRoutine: f.createsRoutine,
+    cursor:
+      f.cursor?.op === 'declare' || f.cursor?.op === 'close'
+        ? { name: f.cursor.name }
+        : f.kind === 'discard' && f.deallocate !== null
+          ? { name: null }
+          : null,
   }
 }
 
@@ -437,6 +439,102 @@ export function lexicallyInert(f: StatementFacts): boolean {
   if (f.execute !== null || f.cursor?.op === 'fetch') return false
   for (const fn of f.functions) if (!isHarmless(builtinFunctionClass(fn))) return false
   return true
+}
+
+/**
+ * The names one query text reaches (EXECUTE, FETCH, MOVE): resolved from the text itself when an
+ * earlier statement of it prepared, declared, deallocated or closed them, from the server's own
+ * tables otherwise (read once per text, before it runs), and refused when neither is exact.
+ */
+class TextNames {
+  private readonly local = new Map<string, { readonly facts: StatementFacts | null; readonly text: string }>()
+  private clearedPrepared = false
+  private clearedCursors = false
+  /** An earlier statement of this text that could create names the gateway cannot see. */
+  private opaque: string | null = null
+  private server: Promise<ServerNames | string> | null = null
+
+  constructor(
+    private readonly stmts: readonly StatementFacts[],
+    private readonly lookup: (names: readonly string[]) => Promise<ServerNames | string>,
+  ) {}
+
+  async resolve(raw: StatementFacts, analyzer: SqlAnalyzer): Promise<Resolved> {
+    const kind = raw.execute !== null ? 'p' : 'c'
+    const name = raw.execute ?? raw.cursor?.name ?? ''
+    const what = kind === 'p' ? 'prepared statement' : 'cursor'
+    const unknown = (why: string): Resolved => ({ facts: null, why, text: null, source: null })
+    const here = this.local.get(`${kind}:${name}`)
+    if (here !== undefined) {
+      if (here.facts === null) return unknown(`the ${what} ${JSON.stringify(name)} was dropped earlier in this query`)
+      return { facts: here.facts, why: '', text: here.text, source: 'this query' }
+    }
+    if (kind === 'p' ? this.clearedPrepared : this.clearedCursors) return unknown(`every ${what} was dropped earlier in this query`)
+    if (this.opaque !== null) {
+      return unknown(
+        `${JSON.stringify(this.opaque)} runs before it in the same query and may create server-side names the gateway cannot see; send it in a query of its own`,
+      )
+    }
+    this.server ??= this.lookup([
+      ...new Set(this.stmts.flatMap((s) => (s.execute !== null ? [s.execute] : s.cursor?.op === 'fetch' ? [s.cursor.name ?? ''] : []))),
+    ])
+    const server = await this.server
+    if (typeof server === 'string') return unknown(server)
+    const held = server.get(`${kind}:${name}`)
+    if (held === undefined) return unknown(`the server has no ${what} named ${JSON.stringify(name)}`)
+    return resolveServerText(kind, name, held, (sql) => analyzer.analyze(sql))
+  }
+
+  /** What a statement of the text does to names, for the statements after it. */
+  after(raw: StatementFacts, effective: StatementFacts): void {
+    if (raw.prepare) this.local.set(`p:${raw.prepare.name}`, { facts: raw.prepare.inner, text: raw.sql })
+    if (raw.deallocate) {
+      if (raw.deallocate.name !== null) this.local.set(`p:${raw.deallocate.name}`, { facts: null, text: raw.sql })
+      else {
+        this.clearedPrepared = true
+        for (const k of [...this.local.keys()]) if (k.startsWith('p:')) this.local.delete(k)
+        // DISCARD ALL closes every cursor too.
+        if (raw.kind === 'discard') this.clearedCursors = true
+      }
+    }
+    const c = raw.cursor
+    if (c?.op === 'declare' && c.query) this.local.set(`c:${c.name ?? ''}`, { facts: c.query, text: raw.sql })
+    if (c?.op === 'close') {
+      if (c.name !== null) this.local.set(`c:${c.name}`, { facts: null, text: raw.sql })
+      else {
+        this.clearedCursors = true
+        for (const k of [...this.local.keys()]) if (k.startsWith('c:')) this.local.delete(k)
+      }
+    }
+    if (this.opaque === null && c?.op !== 'declare' && raw.prepare === null && !lexicallyInert(effective)) this.opaque = raw.sql
+  }
+}
+
+/** EXECUTE/FETCH/MOVE judged as what runs: the inner statement's facts under the outer text. */
+function effectiveFacts(raw: StatementFacts, r: Resolved): StatementFacts {
+  if (r.facts === null) return { ...raw, action: 'sql.other', note: r.why }
+  const inner = r.facts
+  // The parameters of EXECUTE p(…) may call functions too.
+  const functions = [...new Set([...inner.functions, ...raw.functions])].sort()
+  const calls = [...inner.calls, ...raw.calls]
+  const sideEffectFunctions = [...new Set([...inner.sideEffectFunctions, ...raw.sideEffectFunctions])].sort()
+  const action =
+    sideEffectFunctions.length > 0 && (inner.action === 'sql.read' || inner.action === 'sql.session') ? 'sql.write' : inner.action
+  // `kind` is the inner statement's (`delete`, not `execute:delete`), so rules on kind and
+  // has_where (no-unbounded-write) hold for it; `wrapper` and `via` say which verb reached it.
+  return {
+    ...inner,
+    sql: raw.sql,
+    functions,
+    calls,
+    sideEffectFunctions,
+    action,
+    wrapper: raw.execute !== null ? 'execute' : raw.kind,
+    prepare: null,
+    deallocate: null,
+    cursor: null,
+    execute: null,
+  }
 }
 
 /** A decision that reports an evaluation failure rather than the policy's answer. */
