@@ -61,7 +61,7 @@ export const NAMES_CASES: CorpusCase[] = [
     [q("PREPARE nu AS UPDATE nm_t SET v = 'x'", 'ok'), q('EXECUTE nu', 'refused')],
     (ctx) => {
       untouched(ctx)
-      assert.ok((audited(ctx, 'EXECUTE nu')[0]?.rules as string[]).includes('no-unbounded-write'))
+      assert.ok(((audited(ctx, 'EXECUTE nu')[0]?.rules ?? []) as string[]).includes('no-unbounded-write'))
     },
   ),
   named(
