@@ -517,6 +517,7 @@ function effectiveFacts(raw: StatementFacts, r: Resolved): StatementFacts {
   // The parameters of EXECUTE p(…) may call functions too.
   const functions = [...new Set([...inner.functions, ...raw.functions])].sort()
   const calls = [...inner.calls, ...raw.calls]
+  const castTypes = [...new Set([...inner.castTypes, ...raw.castTypes])]
   const sideEffectFunctions = [...new Set([...inner.sideEffectFunctions, ...raw.sideEffectFunctions])].sort()
   const action =
     sideEffectFunctions.length > 0 && (inner.action === 'sql.read' || inner.action === 'sql.session') ? 'sql.write' : inner.action
@@ -527,6 +528,7 @@ function effectiveFacts(raw: StatementFacts, r: Resolved): StatementFacts {
     sql: raw.sql,
     functions,
     calls,
+    castTypes,
     sideEffectFunctions,
     action,
     wrapper: raw.execute !== null ? 'execute' : raw.kind,
