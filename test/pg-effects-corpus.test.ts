@@ -35,6 +35,10 @@ CREATE DOMAIN fx_dom AS text CHECK (fx_chk(VALUE));
 CREATE TYPE fx_ty AS (a int);
 CREATE FUNCTION fx_cast(int) RETURNS fx_ty LANGUAGE plpgsql AS $$ BEGIN PERFORM nextval('fx_seq'); RETURN ROW($1)::fx_ty; END $$;
 CREATE CAST (int AS fx_ty) WITH FUNCTION fx_cast(int);
+CREATE VIEW fx_vseq AS SELECT nextval('fx_seq') AS n;
+CREATE VIEW fx_vv AS SELECT * FROM fx_vseq;
+CREATE VIEW fx_vfn AS SELECT fx_bump() AS b;
+CREATE VIEW fx_vok AS SELECT id, lower(v) AS v FROM fx_view;
 `
 
 /** Rows, the sequence, large objects and advisory locks, as one comparable string. */
@@ -451,6 +455,10 @@ const SIDE_EFFECT_CALLS: string[] = [
   "SELECT ARRAY['x']::fx_dom[]",
   'SELECT (1::fx_ty).a',
   'SELECT * FROM fx_t TABLESAMPLE fx_bump(1)',
+  'SELECT * FROM fx_vseq',
+  'SELECT n FROM fx_vv',
+  'SELECT count(*) FROM public.fx_vfn',
+  'SELECT * FROM fx_t WHERE id IN (SELECT n FROM fx_vseq)',
 ]
 
 const class5: CorpusCase[] = SIDE_EFFECT_CALLS.map((sql, i) => ({
@@ -568,6 +576,7 @@ const HARMLESS: [string, (string | null)[][] | undefined][] = [
   ['SELECT pg_sleep(0)', [['']]],
   ['SELECT txid_current_if_assigned() IS NULL', [['t']]],
   ['SELECT count(*) FROM fx_view', [['5']]],
+  ['SELECT v FROM fx_vok WHERE id = 4', [['v4']]],
   ["SELECT pg_catalog.lower('A')", [['a']]],
   ["SELECT 'a' || 'b', 1 + 2 * 3, 2 ^ 3, @ -5, '{1,2}'::int[] @> '{1}'", [['ab', '7', '8', '5', 't']]],
   ['SELECT to_jsonb(t)::text FROM fx_t t WHERE id = 3', [['{"v": "v3", "id": 3}']]],

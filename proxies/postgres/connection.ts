@@ -638,6 +638,10 @@ export class PgConnection implements BackendHandler {
         (names) => this.lookupNames(names),
         this.log,
         snapshot.functions,
+        (name) => {
+          const rel = this.lineageSnapshot?.relations.get(name)
+          return rel?.kind === 'view' ? rel.definition : null
+        },
       )
     } catch (err) {
       this.log.warn({ session: session.id, err: String(err) }, 'cannot read the session catalog')

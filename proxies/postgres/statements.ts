@@ -85,6 +85,8 @@ export class SessionSql {
     private readonly log: Logger,
     /** Non-built-in functions and operators (null: unknown, so every call is opaque). */
     private readonly functions: FunctionCatalog | null = null,
+    /** The definition of a view by qualified name (null: not a view, or not known). */
+    private viewDefinition: ((qualified: string) => string | null) | null = null,
   ) {
     this.base = [initialPath]
     this.candidates = [initialPath]
@@ -245,8 +247,11 @@ export class SessionSql {
    * statement that reads becomes a write. The analyzer's facts (name-based) are kept otherwise.
    */
   withCatalog(f: StatementFacts): StatementFacts {
-    if (f.calls.length === 0 && f.operators.length === 0 && f.castTypes.length === 0) return f
+    const viaViews = this.viewDefinition !== null && f.tables.length > 0 ? this.viewCode(f.tables, 0, new Set()) : null
+    if (f.calls.length === 0 && f.operators.length === 0 && f.castTypes.length === 0 && viaViews === null) return f
     const added: string[] = []
+    // Reading a view runs its definition: its calls count as the statement's own.
+    if (viaViews !== null) for (const label of viaViews) if (!added.includes(label)) added.push(label)
     for (const c of f.calls) {
       const label = c.schema === null ? c.name : `${c.schema}.${c.name}`
       if (f.sideEffectFunctions.includes(label)) continue
@@ -268,6 +273,55 @@ export class SessionSql {
       sideEffectFunctions,
       action: escalate ? 'sql.write' : f.action,
       note: escalate ? `calls ${sideEffectFunctions.join(', ')}, which may change state (not a known-harmless built-in)` : f.note,
+    }
+  }
+
+  /**
+   * The calls that are not harmless in the definitions of the views among `tables` (and of the
+   * views those read, to a depth of 16), as labels; null when there are none. A view whose
+   * definition cannot be analysed counts as opaque.
+   */
+  private viewCode(tables: StatementFacts['tables'], depth: number, seen: Set<string>): string[] | null {
+    const lookup = this.viewDefinition
+    if (lookup === null) return null
+    let out: string[] | null = null
+    const add = (label: string): void => {
+      out ??= []
+      if (!out.includes(label)) out.push(label)
+    }
+    for (const r of tables) {
+      const names = r.schema !== null ? [`${r.schema}.${r.name}`] : this.qualifiedCached(r)
+      for (const name of names) {
+        if (seen.has(name)) continue
+        seen.add(name)
+        const def = lookup(name)
+        if (def === null) continue
+        if (depth >= 16) {
+          add(`VIEW(${name})`)
+          continue
+        }
+        const a = this.analyzer.analyze(def)
+        const v = a.statements[0]
+        if (a.error !== null || a.statements.length !== 1 || !v) {
+          add(`VIEW(${name})`)
+          continue
+        }
+        const checked = this.withCatalogOf(v)
+        for (const label of checked.sideEffectFunctions) add(label)
+        for (const label of this.viewCode(v.tables, depth + 1, seen) ?? []) add(label)
+      }
+    }
+    return out
+  }
+
+  /** withCatalog without views (a view's own calls, against the catalog). */
+  private withCatalogOf(f: StatementFacts): StatementFacts {
+    const lookup = this.viewDefinition
+    this.viewDefinition = null
+    try {
+      return this.withCatalog(f)
+    } finally {
+      this.viewDefinition = lookup
     }
   }
 
