@@ -26,6 +26,19 @@ describe('ssh env requests', () => {
     { name: 'not a variable name', allow: ['*'], key: 'A-B', value: 'x', ok: false },
     { name: 'TERM must be a terminal name', allow: ['TERM'], key: 'TERM', value: 'xterm=1', ok: false },
     { name: 'TERM', allow: ['TERM'], key: 'TERM', value: 'xterm-256color', ok: true },
+    { name: 'a locale that is a path (glibc loads locale files from it)', allow: ['LC_*'], key: 'LC_ALL', value: '/srv/x', ok: false },
+    { name: 'a relative locale path', allow: ['LANG'], key: 'LANG', value: 'x/../../srv', ok: false },
+    { name: 'a locale with a modifier', allow: ['LC_*'], key: 'LC_MESSAGES', value: 'de_DE.UTF-8@euro', ok: true },
+    { name: 'LANGUAGE as a list of locale names', allow: ['LANGUAGE'], key: 'LANGUAGE', value: 'de_DE:en', ok: true },
+    { name: 'LANGUAGE with a path', allow: ['LANGUAGE'], key: 'LANGUAGE', value: 'de:/srv/x', ok: false },
+    { name: 'a zoneinfo name', allow: ['TZ'], key: 'TZ', value: 'Europe/Berlin', ok: true },
+    { name: 'a POSIX time-zone rule', allow: ['TZ'], key: 'TZ', value: 'CET-1CEST,M3.5.0,M10.5.0/3', ok: true },
+    { name: 'a time zone that is an absolute path', allow: ['TZ'], key: 'TZ', value: '/srv/x/tz', ok: false },
+    { name: 'a time zone that is a file by glibc (leading colon)', allow: ['TZ'], key: 'TZ', value: ':srv', ok: false },
+    { name: 'a time zone climbing out of zoneinfo', allow: ['TZ'], key: 'TZ', value: '../../../srv/x', ok: false },
+    { name: 'TZDIR even if listed', allow: ['TZDIR'], key: 'TZDIR', value: '/srv/x', ok: false },
+    { name: 'TERMINFO even if listed', allow: ['TERM*'], key: 'TERMINFO', value: '/srv/x', ok: false },
+    { name: 'a listed plain name may hold a path', allow: ['FOO'], key: 'FOO', value: '/srv/x', ok: true },
   ]
   for (const c of cases) {
     test(c.name, () => {

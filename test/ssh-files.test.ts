@@ -985,6 +985,71 @@ describe('file transfer: an agent allowed one directory', () => {
     }
   })
 
+  test('SFTP open flags: anything but exactly READ is a write (CREAT, TRUNC, EXCL, APPEND create or empty files)', async () => {
+    // readonly/ may be read but not written by the policy; the filesystem is the ground truth.
+    const ro = A('readonly/ro.txt')
+    const roDir = join(allowed, 'readonly')
+    const seen: Record<string, number> = {}
+    await attempt('sftp-open-flags', 'every combination of READ WRITE APPEND CREAT TRUNC EXCL', async () => {
+      const s = await RawSftp.open()
+      // The attacker's flags first (READ|CREAT|TRUNC, READ|CREAT, CREAT|TRUNC, READ|CREAT|EXCL, READ|APPEND), then all 64.
+      const order = [25, 9, 24, 41, 5, ...Array.from({ length: 64 }, (_, f) => f)]
+      for (const f of order) {
+        for (const path of [ro, A(`readonly/new-${f}`)]) {
+          const r = await s.open(path, f)
+          if (f === 1) {
+            if (path === ro) await s.req(4, sstr(handleOf(r)))
+            else assert.equal(statusCode(r), 2, 'READ of a missing file: no such file')
+          } else {
+            assert.equal(statusCode(r), DENIED, `open flags ${f} of ${path} is a write and denied: ${statusText(r)}`)
+          }
+          seen[String(f)] = (seen[String(f)] ?? 0) + 1
+        }
+        assert.equal(readFileSync(ro, 'utf8'), 'read only\n', `flags ${f}: the read-only file keeps its content`)
+        assert.deepEqual(readdirSync(roDir), ['ro.txt'], `flags ${f}: no file created in readonly/`)
+      }
+      s.close()
+      return undefined
+    })
+    const opens = gw.auditEvents().filter((e) => e.type === 'statement' && e.action === 'ssh.sftp' && e.path === ro)
+    for (const [f, mode] of [
+      [25, 'read,create,truncate'],
+      [9, 'read,create'],
+      [24, 'read,create,truncate'],
+      [41, 'read,create,exclusive'],
+      [5, 'read,append'],
+    ] as const) {
+      const e = opens.find((o) => o.mode === mode && o.operation === 'write')
+      assert.ok(e, `flags ${f} audited as a write with mode ${mode}`)
+    }
+    assert.ok(!opens.some((o) => o.operation === 'read' && o.mode !== 'read'), 'only mode "read" is a read')
+    assert.equal(Object.keys(seen).length, 64)
+  })
+
+  test('SFTP open: the permissions of a created file reach policy; unknown flags and unreadable attributes are refused', async () => {
+    await attempt('sftp-open-flags', 'permissions, unknown flags, bad attributes', async () => {
+      const s = await RawSftp.open()
+      const made = A('made.txt')
+      const o = await s.req(3, sstr(made), u32(0x1a), attrMode(0o640))
+      await s.req(4, sstr(handleOf(o)))
+      assert.equal(statSync(made).mode & 0o7777, 0o640, 'allowed: created with the asked permissions')
+      const e = gw.auditEvents().find((x) => x.type === 'statement' && x.path === made && x.operation === 'write')
+      assert.equal(e?.permissions, '0640')
+      for (const f of [0x40, 0x80, 0x100, 0x80000000]) {
+        const r = await s.open(A(`odd-${f}`), (f | 0x1a) >>> 0)
+        assert.equal(statusCode(r), 8, `unknown open flag 0x${f.toString(16)} refused: ${statusText(r)}`)
+      }
+      // An attribute flag the gateway does not know, and attributes cut short.
+      for (const attrs of [u32(0x40), Buffer.concat([u32(0x4)]), Buffer.concat([u32(0x4), u32(0o644), Buffer.from([0])])]) {
+        const r = await s.req(3, sstr(A('odd-attrs')), u32(0x1a), attrs)
+        assert.equal(statusCode(r), 8, `unreadable attributes refused: ${statusText(r)}`)
+      }
+      assert.ok(!existsSync(A('odd-attrs')) && !readdirSync(allowed).some((n) => n.startsWith('odd-')), 'nothing created')
+      s.close()
+      return undefined
+    })
+  })
+
   test('the audit names every path an operation touched, canonical and as requested', async () => {
     resetTree()
     const r = await rawExec(`scp -f ${allowed}/hello.txt ${allowed}/in-link`, Buffer.alloc(64))

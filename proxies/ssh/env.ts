@@ -16,11 +16,31 @@ const MAX_REFUSED_NAMES = 32
 const NAME = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/
 /** A plain value: no shell syntax, no whitespace, no control characters. */
 const VALUE = /^[A-Za-z0-9_.,:@%+/=-]*$/
+/**
+ * Values glibc reads as names of files to load get their own syntax. A locale (`LANG`, `LC_*`)
+ * holding a `/` is a path glibc loads locale data from, so a locale is a name only
+ * (`en_US.UTF-8`, `de_DE@euro`, `C`); `LANGUAGE` is a `:` list of them. A time zone may name a
+ * zoneinfo file (`Europe/Berlin`) or be a POSIX rule (`CET-1CEST,M3.5.0,M10.5.0/3`), but an
+ * absolute path, a leading `:` (a file, by glibc's reading) or a `..` would load a file elsewhere.
+ */
+export const LOCALE_NAME = /^[A-Za-z0-9_.@-]{1,64}$/
+const LANGUAGE_LIST = /^[A-Za-z0-9_.@-]{1,64}(:[A-Za-z0-9_.@-]{1,64}){0,15}$/
+const TZ_VALUE = /^[A-Za-z0-9_+,.-][A-Za-z0-9_+,.:/-]{0,63}$/
+
+/** Whether a value has the syntax its name asks for (TERM is checked as a terminal name). */
+export function valueFits(name: string, value: string): boolean {
+  if (name === 'LANG' || name.startsWith('LC_')) return LOCALE_NAME.test(value)
+  if (name === 'LANGUAGE') return LANGUAGE_LIST.test(value)
+  if (name === 'TZ') return TZ_VALUE.test(value) && !value.includes('..')
+  if (name === 'TERM') return TERM_NAME.test(value)
+  return true
+}
+
 /** A terminal name as terminfo spells it (`xterm-256color`, `screen.xterm`, `vt100+fnkeys`). */
 export const TERM_NAME = /^[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}$/
 /** Never passed, whatever the allow-list says: they change how programs load, shells start or commands are found. */
 const FORBIDDEN =
-  /^(LD_.*|BASH_FUNC_.*|BASH_ENV|ENV|SHELLOPTS|BASHOPTS|IFS|PS[0-9]|PROMPT_COMMAND|CDPATH|GLOBIGNORE|PATH|HOME|SHELL|USER|LOGNAME|MAIL|TMPDIR|HOSTALIASES|RESOLV_.*|LOCPATH|NLSPATH|GCONV_PATH|GLIBC_TUNABLES|MALLOC_.*|PYTHON.*|PERL.*|RUBY.*|NODE_.*|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|GIT_.*|SSH_.*|GATEHOUSE_.*)$/
+  /^(LD_.*|BASH_FUNC_.*|BASH_ENV|ENV|SHELLOPTS|BASHOPTS|IFS|PS[0-9]|PROMPT_COMMAND|CDPATH|GLOBIGNORE|PATH|HOME|SHELL|USER|LOGNAME|MAIL|TMPDIR|HOSTALIASES|RESOLV_.*|LOCPATH|NLSPATH|GCONV_PATH|GLIBC_TUNABLES|MALLOC_.*|PYTHON.*|PERL.*|RUBY.*|NODE_.*|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|GIT_.*|SSH_.*|GATEHOUSE_.*|TZDIR|TERMINFO|TERMINFO_DIRS|TERMCAP|DYLD_.*|LESSOPEN|LESSCLOSE|PAGER|MANPAGER|EDITOR|VISUAL|ZDOTDIR|INPUTRC|OPENSSL_CONF|OPENSSL_ENGINES|RES_OPTIONS|LOCALDOMAIN|LUA_INIT.*)$/
 
 /** Checks a connection's `env` setting; returns the problems (empty: fine). */
 export function envSettingProblems(v: unknown): string[] {
@@ -64,7 +84,7 @@ export class EnvRequests {
       listed(this.allowed, name) &&
       value.length <= MAX_ENV_VALUE &&
       VALUE.test(value) &&
-      (name !== 'TERM' || TERM_NAME.test(value)) &&
+      valueFits(name, value) &&
       !(name in this.accepted)
     if (ok) {
       this.accepted[name] = value

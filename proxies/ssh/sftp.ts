@@ -63,6 +63,8 @@ const FXF_WRITE = 0x2
 const FXF_APPEND = 0x4
 const FXF_CREAT = 0x8
 const FXF_TRUNC = 0x10
+const FXF_EXCL = 0x20
+const FXF_KNOWN = FXF_READ | FXF_WRITE | FXF_APPEND | FXF_CREAT | FXF_TRUNC | FXF_EXCL
 
 /**
  * How a request's paths are resolved and what policy is asked. `follow`: the final symlink is
@@ -70,7 +72,13 @@ const FXF_TRUNC = 0x10
  * resolved, plain name appended); `new`: a name that is made, so it must be a plain name.
  */
 type Shape =
-  | { readonly kind: 'one'; readonly operation: string; readonly resolve: 'follow' | 'name' | 'new' | 'expand'; readonly mode?: string }
+  | {
+      readonly kind: 'one'
+      readonly operation: string
+      readonly resolve: 'follow' | 'name' | 'new' | 'expand'
+      readonly mode?: string
+      readonly permissions?: string
+    }
   | { readonly kind: 'rename' }
   | { readonly kind: 'link' }
   | { readonly kind: 'symlink' }
@@ -98,8 +106,10 @@ export interface SftpOperation {
   readonly path: string
   /** rename: the new name; symlink/link: what the new link points to (canonical). */
   readonly target?: string
-  /** open: read, write or read-write, with create/truncate/append when asked. */
+  /** open: read, write or read-write, with create/truncate/append/exclusive when asked. */
   readonly mode?: string
+  /** open: the permission bits (octal) the client asks a created file to get, when it names any. */
+  readonly permissions?: string
   /** The client's spelling of `path` and `target`. */
   readonly requested_path?: string
   readonly requested_target?: string
@@ -152,8 +162,62 @@ function bytes(b: Buffer, at: number): Buffer | null {
 
 function openMode(f: number): string {
   const base = f & FXF_WRITE ? (f & FXF_READ ? 'read-write' : 'write') : 'read'
-  const extra = [f & FXF_CREAT ? 'create' : '', f & FXF_TRUNC ? 'truncate' : '', f & FXF_APPEND ? 'append' : ''].filter(Boolean)
+  const extra = [
+    f & FXF_CREAT ? 'create' : '',
+    f & FXF_TRUNC ? 'truncate' : '',
+    f & FXF_APPEND ? 'append' : '',
+    f & FXF_EXCL ? 'exclusive' : '',
+  ].filter(Boolean)
   return [base, ...extra].join(',')
+}
+
+/**
+ * An open is a `read` only when its flags are exactly READ. OpenSSH's server turns CREAT, TRUNC,
+ * EXCL and APPEND into open(2) flags whatever READ/WRITE say (READ|CREAT|TRUNC creates a missing
+ * file and empties an existing one), and flags 0 are not a read anyone sends: everything else
+ * changes, or may change, the file, so it is a `write`.
+ */
+export function openOperation(pflags: number): 'read' | 'write' {
+  return pflags === FXF_READ ? 'read' : 'write'
+}
+
+const ATTR_SIZE = 0x1
+const ATTR_UIDGID = 0x2
+const ATTR_PERMISSIONS = 0x4
+const ATTR_ACMODTIME = 0x8
+const ATTR_EXTENDED = 0x80000000
+const ATTR_KNOWN = ATTR_SIZE | ATTR_UIDGID | ATTR_PERMISSIONS | ATTR_ACMODTIME | ATTR_EXTENDED
+
+/**
+ * Reads an ATTRS block (filexfer-02 §5) at `at` to its end: the permission bits it names, or null
+ * when it cannot be read whole (a flag the gateway does not know, a truncated field, bytes after it).
+ */
+export function parseAttrs(b: Buffer, at: number): { permissions: number | undefined } | null {
+  if (at + 4 > b.length) return null
+  const flags = b.readUInt32BE(at)
+  if ((flags & ~ATTR_KNOWN) >>> 0 !== 0) return null
+  let p = at + 4
+  let permissions: number | undefined
+  if (flags & ATTR_SIZE) p += 8
+  if (flags & ATTR_UIDGID) p += 8
+  if (flags & ATTR_PERMISSIONS) {
+    if (p + 4 > b.length) return null
+    permissions = b.readUInt32BE(p)
+    p += 4
+  }
+  if (flags & ATTR_ACMODTIME) p += 8
+  if (p > b.length) return null
+  if (flags & ATTR_EXTENDED) {
+    if (p + 4 > b.length) return null
+    const n = b.readUInt32BE(p)
+    p += 4
+    for (let i = 0; i < n * 2; i++) {
+      const s = bytes(b, p)
+      if (!s) return null
+      p += 4 + s.length
+    }
+  }
+  return p === b.length ? { permissions } : null
 }
 
 /**
@@ -218,10 +282,15 @@ export function parseSftpRequest(body: Buffer): SftpRequest {
   if (type === Fx.Open) {
     if (p.end + 4 > body.length) return bad
     const f = body.readUInt32BE(p.end)
+    // Flags or attributes the gateway cannot name are not forwarded to mean something unjudged.
+    if ((f & ~FXF_KNOWN) >>> 0 !== 0) return { kind: 'unsupported', id, what: `an open with unknown flags 0x${f.toString(16)}` }
+    const attrs = parseAttrs(body, p.end + 4)
+    if (!attrs) return bad
+    const permissions = attrs.permissions === undefined ? undefined : (attrs.permissions & 0o7777).toString(8).padStart(4, '0')
     return {
       kind: 'paths',
       id,
-      shape: { kind: 'one', operation: f & FXF_WRITE ? 'write' : 'read', resolve: 'follow', mode: openMode(f) },
+      shape: { kind: 'one', operation: openOperation(f), resolve: 'follow', mode: openMode(f), ...(permissions ? { permissions } : {}) },
       fields: [p],
     }
   }
@@ -258,7 +327,13 @@ export async function resolveRequest(shape: Shape, fields: readonly PathField[],
           : shape.resolve === 'expand'
             ? await resolveFollow(fs, await expandHome(fs, a))
             : await resolveNoFollow(fs, a, shape.resolve === 'new')
-      const op: SftpOperation = { operation: shape.operation, path, requested_path: a, ...(shape.mode ? { mode: shape.mode } : {}) }
+      const op: SftpOperation = {
+        operation: shape.operation,
+        path,
+        requested_path: a,
+        ...(shape.mode ? { mode: shape.mode } : {}),
+        ...(shape.permissions ? { permissions: shape.permissions } : {}),
+      }
       return { ops: [op], canonical: [path] }
     }
     case 'rename': {
