@@ -75,7 +75,7 @@ async function main(): Promise<void> {
     const prof = process.env.GH_BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.GH_BENCH_CPU_PROF}`] : []
     server = spawn(process.execPath, [...prof, BIN, 'serve', '--config', configFile], { stdio: 'ignore' })
     const runFile = join(dir, 'data', 'run.json')
-    for (let i = 0; i < 400 && !existsSync(runFile); i++) await new Promise((r) => setTimeout(r, 50))
+    for (let i = 0; i < 1200 && !existsSync(runFile); i++) await new Promise((r) => setTimeout(r, 50))
     const info = JSON.parse(readFileSync(runFile, 'utf8')) as { listeners: Record<string, string> }
     const listen = info.listeners.postgres ?? ''
     const port = Number(listen.slice(listen.lastIndexOf(':') + 1))

@@ -23,6 +23,9 @@ const READS: readonly [string, string][] = [
   ['a computed key of command', 'deny contains v if { some k; v := input.command[k]; is_string(v) }'],
   ['a computed top-level key', 'deny contains "x" if input[k].sql'],
   ['command passed whole', 'deny contains "x" if object.get(input.command, "sql", "") != ""'],
+  ['command read by a path array', 'deny contains "x" if object.get(input.command, ["sql"], "") != ""'],
+  ['command read by a computed key', 'deny contains "x" if { some k in ["sql"]; object.get(input.command, k, "") != "" }'],
+  ['another function named get', 'deny contains "x" if myobject.get(input.command, "kind", "") != ""'],
   ['input passed whole', 'deny contains "x" if json.marshal(input) != ""'],
   ['input walked', 'deny contains "x" if { walk(input, [p, v]); v == "x" }'],
   ['command bound to a variable', 'deny contains "x" if { c := input.command; contains(c.sql, "x") }'],
@@ -37,6 +40,7 @@ const BLIND: readonly [string, string][] = [
   ['bracketed other keys', 'allow if input["command"]["kind"] == "select"'],
   ['a comment naming the path', '# input.command.sql is never read here\nallow if input.action == "sql.read"'],
   ['a string naming the path', 'deny contains "input.command.sql" if input.command.kind == "x"'],
+  ['one other command member by object.get', 'deny contains r if r := object.get( input.command , "opaque_reason", "opaque")'],
   ['a field of another value named input', 'allow if data.settings.input.command.sql == 1'],
 ]
 

@@ -194,7 +194,10 @@ class Active {
       }
     }
     const b = this.bundle
-    const inputJson = rest.sql === null ? key : hopInput(p, withSql(rest, rest.sql))
+    // A bundle that cannot read `command.sql` is given the input without it: its answer cannot
+    // depend on the text (the same reasoning as the cache key), and a megabyte statement would
+    // otherwise be copied into the module's memory and parsed by its JSON reader on every miss.
+    const inputJson = rest.sql === null ? key : hopInput(p, rest.input)
     let o: HopOutcome
     if (b.hop !== null) {
       const v = resultValue(b.module.evaluate(b.hop, inputJson))
@@ -288,21 +291,15 @@ const APPROVAL_FALSE = '{"granted":false}'
 
 /**
  * Everything after the principal, `,"chain":…,"time":…}`. For a bundle that cannot read
- * `command.sql` (`withoutSql`), `key` leaves the statement text out and `sql` holds it (withSql
- * puts it back); otherwise `key` is the text itself and `sql` is null.
+ * `command.sql` (`withoutSql`), `key` and `input` leave the statement text out and `sql` holds it;
+ * otherwise `key` and `input` are the text itself and `sql` is null.
  */
 interface RestOfInput {
   readonly key: string
   readonly sql: string | null
-  /** The pieces around the command's other members, for withSql. */
-  readonly head: string
-  readonly others: string
-  readonly tail: string
-}
-
-function withSql(r: RestOfInput, sql: string): string {
-  const member = `{"sql":${JSON.stringify(sql)}`
-  return `${r.head}${r.others === '{}' ? `${member}}` : `${member},${r.others.slice(1)}`}${r.tail}`
+  /** The input after the principal for the policy itself: `key` when `sql` is null, otherwise the
+   * same document without `command.sql` (valid JSON, unlike `key`, which marks the omission). */
+  readonly input: string
 }
 
 function restOfInput(req: DecisionRequest, now: Date | null, withoutSql: boolean): RestOfInput {
@@ -324,12 +321,13 @@ function restOfInput(req: DecisionRequest, now: Date | null, withoutSql: boolean
   const cmd = req.command
   if (!withoutSql || typeof cmd.sql !== 'string') {
     const command = JSON.stringify(cmd)
-    return { key: `${head}${command}${tail}`, sql: null, head, others: command, tail }
+    const key = `${head}${command}${tail}`
+    return { key, sql: null, input: key }
   }
   const { sql, ...rest } = cmd
-  const others = JSON.stringify(rest)
+  const input = `${head}${JSON.stringify(rest)}${tail}`
   // The key marks the missing member, so it can never equal the text of an input that has it.
-  return { key: `${head}${others}${tail}\u0000nosql`, sql, head, others, tail }
+  return { key: `${input}\u0000nosql`, sql, input }
 }
 
 function hopInput(p: Principal, rest: string): string {

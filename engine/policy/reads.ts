@@ -48,7 +48,7 @@ function moduleMayReadSqlText(src: string): boolean {
       while (j < n && IDENT_PART.test(src[j] as string)) j++
       const word = src.slice(i, j)
       // `x.input` is a field named input, not the input document.
-      if (word === 'input' && prevSignificant !== '.' && refMayReachSql(src, j)) return true
+      if (word === 'input' && prevSignificant !== '.' && refMayReachSql(src, j) && !objectGetOfCommandKey(src, i, j)) return true
       i = j
       prevSignificant = 'a'
       continue
@@ -80,6 +80,25 @@ function refMayReachSql(src: string, at: number): boolean {
   const second = segment(src, first.end)
   if (second === null || second.name === null) return true
   return second.name === 'sql'
+}
+
+/**
+ * `object.get(input.command, "<key>", …)` with a literal key other than `sql`: one member of the
+ * command, read by name (the usual way to default a member that may be missing). `input` spans
+ * `start`..`end`. Any other form (a path array, a computed key) is left to the caller's answer.
+ */
+function objectGetOfCommandKey(src: string, start: number, end: number): boolean {
+  let i = start - 1
+  while (i >= 0 && /\s/.test(src[i] as string)) i--
+  if (src[i] !== '(') return false
+  i--
+  while (i >= 0 && /\s/.test(src[i] as string)) i--
+  const at = i - 'object.get'.length + 1
+  if (at < 0 || src.slice(at, i + 1) !== 'object.get' || /[A-Za-z0-9_.]/.test(src[at - 1] ?? '')) return false
+  const first = segment(src, end)
+  if (first === null || first.name !== 'command' || segment(src, first.end) !== null) return false
+  const m = /^\s*,\s*"([A-Za-z0-9_]*)"\s*,/.exec(src.slice(first.end, first.end + 120))
+  return m !== null && m[1] !== 'sql'
 }
 
 /** One path segment: its name (null when computed), or null when there is none. */
