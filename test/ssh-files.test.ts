@@ -555,6 +555,26 @@ describe('file transfer: an agent allowed one directory', () => {
         'ok',
         () => assert.equal(readlinkSync(A('l4')), A('hello.txt')),
       ],
+      // One rule for a link's target, as for an open: the final name may be missing (it is what a
+      // create there would make), every directory before it must exist.
+      [
+        'symlink to a missing final name inside (made pointing at it, canonical)',
+        () => s.req(20, sstr('future.txt'), sstr(A('l6'))),
+        'ok',
+        () => assert.equal(readlinkSync(A('l6')), A('future.txt')),
+      ],
+      [
+        'symlink into a missing directory inside',
+        () => s.req(20, sstr(A('nodir/x')), sstr(A('l7'))),
+        'refused',
+        () => assert.throws(() => lstatSync(A('l7'))),
+      ],
+      [
+        'symlink through a dangling link',
+        () => s.req(20, sstr(A('dangling/x')), sstr(A('l8'))),
+        'refused',
+        () => assert.throws(() => lstatSync(A('l8'))),
+      ],
       ['symlink made in the secret directory', () => s.req(20, sstr(A('hello.txt')), sstr(A('out-link/l5'))), 'refused', () => undefined],
       [
         'hardlink of the secret in',
@@ -1048,6 +1068,25 @@ describe('file transfer: an agent allowed one directory', () => {
       s.close()
       return undefined
     })
+  })
+
+  test('a link already inside pointing out: exec arguments are spellings (cat is not granted), SFTP judges the target', async () => {
+    // docs/ssh.md: an exec rule checks how a path is spelled and the program follows links, so file
+    // access for agents is granted over SFTP, where the same link is judged as the file it points to.
+    await attempt('preexisting-link', 'cat of the link by exec, read of the link by SFTP', async () => {
+      const r = await rawExec(`cat ${A('passwd-link')}`)
+      assert.equal(r.code, 126, `exec cat refused by the policy: ${r.err}`)
+      const s = await RawSftp.open()
+      const got = await s.readFile(A('passwd-link'))
+      assert.equal(got.status, DENIED, 'SFTP read through the link is judged on the secret file and denied')
+      const inside = await s.readFile(A('in-link'))
+      assert.equal(inside.text, 'hello\n', 'a link pointing inside reads')
+      s.close()
+      return r.out.toString() + got.text
+    })
+    const e = gw.auditEvents().find((x) => x.type === 'statement' && x.requested_path === A('passwd-link') && x.operation === 'read')
+    assert.equal(e?.path, join(secret, 'key.txt'))
+    assert.equal(e?.decision, 'deny')
   })
 
   test('the audit names every path an operation touched, canonical and as requested', async () => {
