@@ -20,6 +20,15 @@ deny contains {
 	not input.command.has_where
 }
 
+# MERGE whose UPDATE or DELETE is bounded by no condition on the target (ON true) is the same.
+deny contains {
+	"rule": "no-unbounded-write",
+	"reason": "MERGE whose ON condition names no column of the target would update or delete every row; join on a target column",
+} if {
+	input.command.kind == "merge"
+	not input.command.has_where
+}
+
 # Functions that reach outside the database (the server's files and processes, other
 # databases): only gatehouse admins may call them. Agents have no groups, so an agent never
 # calls them, whoever it acts for.

@@ -120,25 +120,120 @@ export function loadSqlParser(): Promise<void> {
   return loaded
 }
 
-/** Settings whose change alters who the session is, what it may do, or how SQL is read. */
-export const SECURITY_SETTINGS: ReadonlySet<string> = new Set([
-  'role',
-  'session_authorization',
-  'default_transaction_read_only',
-  'transaction_read_only',
-  'standard_conforming_strings',
-  'client_encoding',
-  'session_replication_role',
-  'row_security',
-  'allow_system_table_mods',
-  'ignore_system_indexes',
-  'zero_damaged_pages',
-  'lo_compat_privileges',
-  'local_preload_libraries',
-  'session_preload_libraries',
-  'backslash_quote',
-  'default_transaction_deferrable',
+/**
+ * Settings a session may change as `sql.session`: PostgreSQL 15's user-context (PGC_USERSET)
+ * settings that change only how this session's own queries run or look. Everything else is
+ * `sql.admin`: superuser-context settings (log_*, track_*, debug_*, dynamic_library_path, …, which
+ * the gateway's upstream role could otherwise set), settings that change who the session is or
+ * what it may do (role, session_authorization, row_security, default_transaction_read_only,
+ * restrict_nonsystem_relation_kind), settings that change how SQL is lexed
+ * (standard_conforming_strings, client_encoding, backslash_quote), settings that load code
+ * (local_preload_libraries), that hide this session from the server's log or activity view
+ * (log_parameter_max_length_on_error, debug_print_*, trace_*), and every unknown or custom
+ * (`app.tenant`) name: a custom setting is often what a row-level security policy reads.
+ */
+export const SESSION_SETTINGS: ReadonlySet<string> = new Set([
+  'application_name',
+  'array_nulls',
+  'bytea_output',
+  'check_function_bodies',
+  'client_min_messages',
+  'commit_siblings',
+  'constraint_exclusion',
+  'cpu_index_tuple_cost',
+  'cpu_operator_cost',
+  'cpu_tuple_cost',
+  'cursor_tuple_fraction',
+  'datestyle',
+  'default_statistics_target',
+  'default_table_access_method',
+  'default_tablespace',
+  'default_text_search_config',
+  'default_toast_compression',
+  'default_transaction_isolation',
+  'effective_cache_size',
+  'effective_io_concurrency',
+  'enable_async_append',
+  'enable_bitmapscan',
+  'enable_gathermerge',
+  'enable_hashagg',
+  'enable_hashjoin',
+  'enable_incremental_sort',
+  'enable_indexonlyscan',
+  'enable_indexscan',
+  'enable_material',
+  'enable_memoize',
+  'enable_mergejoin',
+  'enable_nestloop',
+  'enable_parallel_append',
+  'enable_parallel_hash',
+  'enable_partition_pruning',
+  'enable_partitionwise_aggregate',
+  'enable_partitionwise_join',
+  'enable_seqscan',
+  'enable_sort',
+  'enable_tidscan',
+  'extra_float_digits',
+  'from_collapse_limit',
+  'geqo',
+  'geqo_effort',
+  'geqo_generations',
+  'geqo_pool_size',
+  'geqo_seed',
+  'geqo_selection_bias',
+  'geqo_threshold',
+  'gin_fuzzy_search_limit',
+  'gin_pending_list_limit',
+  'hash_mem_multiplier',
+  'idle_in_transaction_session_timeout',
+  'idle_session_timeout',
+  'intervalstyle',
+  'jit',
+  'jit_above_cost',
+  'jit_expressions',
+  'jit_inline_above_cost',
+  'jit_optimize_above_cost',
+  'jit_tuple_deforming',
+  'join_collapse_limit',
+  'lc_monetary',
+  'lc_numeric',
+  'lc_time',
+  'lock_timeout',
+  'maintenance_io_concurrency',
+  'maintenance_work_mem',
+  'max_parallel_maintenance_workers',
+  'max_parallel_workers',
+  'max_parallel_workers_per_gather',
+  'min_parallel_index_scan_size',
+  'min_parallel_table_scan_size',
+  'parallel_leader_participation',
+  'parallel_setup_cost',
+  'parallel_tuple_cost',
+  'plan_cache_mode',
+  'quote_all_identifiers',
+  'random_page_cost',
+  'recursive_worktable_factor',
+  'search_path',
+  'seq_page_cost',
+  'statement_timeout',
+  'synchronize_seqscans',
+  'synchronous_commit',
+  'temp_buffers',
+  'temp_tablespaces',
+  'timezone',
+  'timezone_abbreviations',
+  'transaction_deferrable',
+  'transaction_isolation',
+  'transform_null_equals',
+  'work_mem',
+  'xmlbinary',
+  'xmloption',
 ])
+
+/** Whether changing setting `name` (lower case) is `sql.admin` rather than `sql.session`. */
+export function settingNeedsAdmin(name: string): boolean {
+  return name !== 'all' && !SESSION_SETTINGS.has(name)
+}
 
 /** Built-in functions that run SQL (or read a table) named in a string argument: what they read
  * cannot be seen in the statement's tree, so a statement calling one is `sql.other`. */
@@ -250,8 +345,10 @@ class Collector {
       this.writes.push({
         kind,
         table: rel ? relName(rel) : null,
-        // MERGE has no WHERE; its ON condition (mandatory) bounds the rows it touches.
-        hasWhere: kind === 'merge' || ((kind === 'update' || kind === 'delete') && s.whereClause !== undefined && s.whereClause !== null),
+        hasWhere:
+          kind === 'merge'
+            ? mergeBounded(s)
+            : (kind === 'update' || kind === 'delete') && s.whereClause !== undefined && s.whereClause !== null,
       })
     }
     const w = obj(s.withClause)
@@ -304,12 +401,11 @@ class Collector {
     this.functions.add(name)
     if (SQL_TEXT_FUNCTIONS.has(name)) this.sqlTextFunction ??= name
     if ((name === 'nextval' || name === 'setval') && parts.length <= 2) {
-      // The sequence a read would advance is a write target a policy can scope.
-      const seq = sequenceName(constText(arr(f.args)[0]))
-      if (seq) {
-        this.sequenceWrites.push(seq)
-        this.literalSensitive = true // the name is a literal: two texts of one shape name different sequences
-      }
+      // The sequence a read would advance is a write target a policy can scope. Its name is a
+      // literal ('s1', 's1'::regclass): two texts of one shape name different sequences.
+      this.literalSensitive = true
+      const seq = sequenceName(constText(uncast(arr(f.args)[0])))
+      if (seq) this.sequenceWrites.push(seq)
     }
     if (name === 'set_config') {
       // set_config(name, value, is_local) is SET by another spelling.
@@ -322,6 +418,59 @@ class Collector {
       else this.settings.push({ name: n.toLowerCase(), value: v, local: local === 'on' || local === 'true' || local === 't' })
     }
   }
+}
+
+/** Whether a ColumnRef qualified by one of `names` occurs anywhere under `node`. */
+function refersTo(node: unknown, names: ReadonlySet<string>): boolean {
+  if (Array.isArray(node)) return node.some((x) => refersTo(x, names))
+  const o = obj(node)
+  if (!o) return false
+  const ref = obj(o.ColumnRef)
+  if (ref) {
+    const parts = stringList(ref.fields)
+    if (parts.length >= 2 && names.has(parts[parts.length - 2] ?? '')) return true
+  }
+  return Object.values(o).some((v) => typeof v === 'object' && v !== null && refersTo(v, names))
+}
+
+/**
+ * MERGE has no WHERE: the rows an UPDATE or DELETE action reaches are bounded only by the ON
+ * condition or the action's own AND condition. `ON true` (or `ON s.x = 1`) matches every row of the
+ * target, so a condition counts as bounding only if it names a column of the target, qualified by
+ * the target's alias or name (an unqualified column could be the source's). A MERGE whose only
+ * actions insert or do nothing is bounded.
+ */
+function mergeBounded(s: Obj): boolean {
+  const rel = obj(s.relation)
+  const names = new Set<string>()
+  if (rel) {
+    const alias = str(obj(obj(rel.alias)?.Alias ?? rel.alias)?.aliasname)
+    if (alias) names.add(alias)
+    else {
+      const r = relName(rel)
+      names.add(r.name)
+    }
+  }
+  const onBounds = refersTo(s.joinCondition, names)
+  for (const c of arr(s.mergeWhenClauses)) {
+    const w = obj(obj(c)?.MergeWhenClause)
+    if (!w) return false
+    const cmd = str(w.commandType)
+    if (cmd !== 'CMD_UPDATE' && cmd !== 'CMD_DELETE') continue
+    // WHEN NOT MATCHED BY SOURCE reaches the target rows the ON condition does not match.
+    const bySource = str(w.matchKind) === 'MERGE_WHEN_NOT_MATCHED_BY_SOURCE'
+    if ((bySource || !onBounds) && !refersTo(w.condition, names)) return false
+  }
+  return true
+}
+
+/** The argument of a cast to regclass or text ('s1'::regclass), else the node itself. */
+function uncast(v: unknown): unknown {
+  const t = nodeType(v)
+  if (t?.[0] !== 'TypeCast') return v
+  const names = stringList(obj(t[1].typeName)?.names)
+  const type = names[names.length - 1]
+  return type === 'regclass' || type === 'text' ? t[1].arg : v
 }
 
 /** A regclass literal ('s', 'public.s', '"My Seq"') as a relation name, or null. */
@@ -450,22 +599,42 @@ interface Draft {
   cursor: StatementFacts['cursor']
 }
 
-/** EXPLAIN's ANALYZE option is on unless spelled as one of the server's false values (anything the
- *  server rejects is an error there, so reading it as on costs nothing and cannot be wrong). */
+/**
+ * Whether EXPLAIN runs its statement. The server reads its options in order and the last ANALYZE
+ * wins (ExplainQuery, defGetBoolean: the integer 0 and the words false/off in any case are false).
+ * The gateway does not depend on that order: EXPLAIN counts as running its statement if ANY
+ * ANALYZE option has a value other than a false one, so `(ANALYZE off, ANALYZE on)` and
+ * `(ANALYZE on, ANALYZE off)` both count (the second over-refuses, which costs nothing real).
+ * A value the server rejects is an error there, so reading it as on cannot be wrong either.
+ */
 function explainAnalyzes(options: unknown): boolean {
   for (const x of arr(options)) {
     const d = obj(obj(x)?.DefElem)
     if (!d || str(d.defname) !== 'analyze') continue
-    if (d.arg === undefined || d.arg === null) return true
-    const t = nodeType(d.arg)
-    if (!t) return true
-    const [k, v] = t
-    if (k === 'Integer') return (typeof v.ival === 'number' ? v.ival : 0) !== 0
-    if (k === 'Boolean') return v.boolval === true
-    if (k === 'String') return !['false', 'off', '0'].includes((str(v.sval) ?? '').toLowerCase())
-    return true
+    if (!isFalseOption(d.arg)) return true
   }
   return false
+}
+
+/** A DefElem argument the server reads as false (defGetBoolean). */
+function isFalseOption(arg: unknown): boolean {
+  if (arg === undefined || arg === null) return false
+  const t = nodeType(arg)
+  if (!t) return false
+  const [k, v] = t
+  if (k === 'Integer') return (typeof v.ival === 'number' ? v.ival : 0) === 0
+  if (k === 'Boolean') return v.boolval !== true
+  if (k === 'String') return ['false', 'off'].includes((str(v.sval) ?? '').toLowerCase())
+  return false
+}
+
+/** Whether any option carries a value: a literal value (0/1, 'on') is replaced in the shape, so
+ * two texts of one shape could differ in what the statement does. */
+function optionHasValue(options: unknown): boolean {
+  return arr(options).some((x) => {
+    const d = obj(obj(x)?.DefElem)
+    return d !== null && d.arg !== undefined && d.arg !== null
+  })
 }
 
 function defElems(list: unknown): Map<string, string | null> {
@@ -533,9 +702,10 @@ function classifyNode(node: unknown, text: string): StatementFacts {
     }
     case 'ExplainStmt': {
       const inner = classifyNode(s.query, text)
+      const literalSensitive = inner.literalSensitive || optionHasValue(s.options)
       if (explainAnalyzes(s.options)) {
         // EXPLAIN ANALYZE runs its statement: it is that statement, seen through a reading verb.
-        return { ...inner, sql: text, wrapper: inner.wrapper ?? 'explain_analyze' }
+        return { ...inner, sql: text, wrapper: inner.wrapper ?? 'explain_analyze', literalSensitive }
       }
       // Plain EXPLAIN runs nothing, but planning folds immutable and estimates stable functions:
       // a call that is not known to be harmless still makes it a write.
@@ -549,6 +719,7 @@ function classifyNode(node: unknown, text: string): StatementFacts {
         writeTables: [],
         hasWhere: false,
         wrapper: null,
+        literalSensitive,
       }
     }
     case 'DeclareCursorStmt': {
@@ -574,8 +745,10 @@ function classifyNode(node: unknown, text: string): StatementFacts {
       break
     case 'CopyStmt': {
       c.walk(node, [])
-      // ENCODING 'x' decides whether the COPY is allowed (lexical.ts): a literal the shape drops.
-      if (defElems(s.options).has('encoding')) d.literalSensitive = true
+      // ENCODING 'x' decides whether the COPY is allowed (lexical.ts) and FORMAT 'binary' how its
+      // output is read: option values are literals the shape drops, so a COPY with options is
+      // never cached.
+      if (optionHasValue(s.options)) d.literalSensitive = true
       const rel = obj(s.relation)
       if (s.is_program) {
         d.action = 'sql.other'
@@ -627,9 +800,9 @@ function classifyNode(node: unknown, text: string): StatementFacts {
           .map((v) => v ?? '')
         const value = kind === 'VAR_SET_VALUE' ? args.join(', ') : null
         d.settings.push({ name, value, local })
-        if (SECURITY_SETTINGS.has(name)) {
+        if (settingNeedsAdmin(name)) {
           d.action = 'sql.admin'
-          d.note = `setting ${name} is security-relevant`
+          d.note = `setting ${name} is not an ordinary session setting`
         }
       }
       break
@@ -717,9 +890,9 @@ function classifyNode(node: unknown, text: string): StatementFacts {
     }
     for (const st of c.settings) {
       d.settings.push(st)
-      if (SECURITY_SETTINGS.has(st.name)) {
+      if (settingNeedsAdmin(st.name)) {
         d.action = moreDangerous(d.action, 'sql.admin')
-        d.note = `set_config of ${st.name} is security-relevant`
+        d.note = `set_config of ${st.name}: not an ordinary session setting`
       }
     }
     if (c.unknownSetConfig) {
@@ -803,7 +976,7 @@ function routineCreated(type: string, s: Obj): StatementFacts['createsRoutine'] 
  */
 function effectiveWrite(kind: string, writes: readonly InnerWrite[]): { kind: string; hasWhere: boolean } {
   if (writes.length === 0) return { kind, hasWhere: false }
-  const unbounded = writes.find((w) => (w.kind === 'update' || w.kind === 'delete') && !w.hasWhere)
+  const unbounded = writes.find((w) => (w.kind === 'update' || w.kind === 'delete' || w.kind === 'merge') && !w.hasWhere)
   if (unbounded) return { kind: unbounded.kind, hasWhere: false }
   const own = writes.find((w) => w.kind === kind)
   const chosen = own ?? writes.find((w) => w.kind !== 'insert') ?? (writes[0] as InnerWrite)

@@ -10,7 +10,7 @@
 import { analyzeSql, type Analysis, loadSqlParser } from './classify.js'
 import { sqlShape } from './shape.js'
 
-export { loadSqlParser, moreDangerous, otherFacts, SECURITY_SETTINGS } from './classify.js'
+export { loadSqlParser, moreDangerous, otherFacts, SESSION_SETTINGS, settingNeedsAdmin } from './classify.js'
 export type { Analysis, RelName, SettingChange, SqlAction, StatementFacts } from './classify.js'
 export { type Catalog, effectivePath, parseSearchPath, qualify } from './resolve.js'
 
