@@ -572,7 +572,7 @@ const HARMLESS: [string, (string | null)[][] | undefined][] = [
     [['6654c734ccab8f440ff0825eb443dc7f', '1', 't']],
   ],
   ["SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'", [['0']]],
-  ["SELECT set_config('application_name', 'fx', false)", [['fx']]],
+  ["SELECT set_config('extra_float_digits', '2', false)", [['2']]],
   ['SELECT pg_sleep(0)', [['']]],
   ['SELECT txid_current_if_assigned() IS NULL', [['t']]],
   ['SELECT count(*) FROM fx_view', [['5']]],
