@@ -360,7 +360,7 @@ describe('audit against an intruder on the gateway host', () => {
       const v = cliWith(config, ['audit', 'verify'])
       assert.equal(v.code, 1, v.stdout)
       assert.match(v.stdout, /forged\.jsonl/)
-      assert.match(v.stdout, /not a segment of this log/)
+      assert.match(v.stdout, /not a segment file of this log/)
       const list = cliWith(config, ['audit', 'list', '--json'])
       assert.equal(list.code, 0, list.stderr)
       assert.doesNotMatch(list.stdout, /FAKE|mallory|R-fake/)

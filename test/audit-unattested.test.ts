@@ -5,7 +5,7 @@
 
 import assert from 'node:assert/strict'
 import { generateKeyPairSync, sign } from 'node:crypto'
-import { cpSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs'
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, test } from 'node:test'
@@ -199,7 +199,7 @@ describe('files that are not segments of the log', () => {
 
     writeFileSync(join(dir, 'notes.txt'), 'hello\n')
     const r = verify(root)
-    assert.match(String(r.problem?.message), /not a segment of this log: notes\.txt/)
+    assert.match(String(r.problem?.message), /not a segment file of this log: notes\.txt/)
     unlinkSync(join(dir, 'notes.txt'))
 
     // The next segment number, with a header signed by another key and a statement after it.
@@ -245,5 +245,34 @@ describe('files that are not segments of the log', () => {
     assert.ok(v.problem)
     assert.deepEqual([...v.foreign].sort(), [seg.name, twin].sort())
     assert.deepEqual(readAuditEvents(dir, { type: 'statement' }, trust), [])
+  })
+
+  test('a directory named like a segment, or a lone segment number claimed twice, fails verify naming the entry', () => {
+    const root = newRoot()
+    const dir = join(root, 'audit')
+    const log = new AuditLog(dir, 'batched', 50)
+    log.open()
+    log.appendSync(stmt(1))
+    log.close()
+    const seg = listSegments(dir).segments.at(-1)
+    assert.ok(seg)
+    const next = `${String(seg.index + 1).padStart(8, '0')}-20990101T000000Z.jsonl`
+    mkdirSync(join(dir, next))
+    const r = verify(root)
+    assert.ok(r.problem)
+    assert.match(
+      r.problem.message,
+      new RegExp(`${next.replace(/\./g, '\\.')}.*not a segment file|not a segment file.*${next.replace(/\./g, '\\.')}`),
+    )
+    rmSync(join(dir, next), { recursive: true })
+    assert.equal(verify(root).problem, null)
+
+    // The only segment doubled by a 9-digit name for the same number: both names are given.
+    const twin = `0${seg.name}`
+    cpSync(seg.path, join(dir, twin))
+    const v = verify(root)
+    assert.ok(v.problem)
+    assert.doesNotMatch(v.problem.message, /no audit segments/)
+    assert.match(v.problem.message, new RegExp(twin.replace(/\./g, '\\.')))
   })
 })

@@ -2,7 +2,7 @@
 // 1 and grow by one, so a missing segment is visible from the names alone. Each process that
 // writes opens a new segment; one process writes at a time (the lock).
 
-import { closeSync, openSync, readdirSync, readFileSync, readSync, fstatSync, unlinkSync, writeSync } from 'node:fs'
+import { closeSync, type Dirent, openSync, readdirSync, readFileSync, readSync, fstatSync, unlinkSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { GatehouseError } from '../errors.js'
 
@@ -28,19 +28,22 @@ export function segmentName(index: number, date = new Date()): string {
  * claim the same segment number are all foreign: nothing in a name says which one is genuine.
  */
 export function listSegments(dir: string): { segments: SegmentFile[]; foreign: string[] } {
-  let names: string[]
+  let entries: Dirent[]
   try {
-    names = readdirSync(dir)
+    entries = readdirSync(dir, { withFileTypes: true })
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { segments: [], foreign: [] }
     throw err
   }
   const byIndex = new Map<number, SegmentFile[]>()
   const foreign: string[] = []
-  for (const name of names) {
+  for (const entry of entries) {
+    const name = entry.name
     if (name === LOCK_NAME) continue
     const m = SEGMENT_RE.exec(name)
-    if (!m) {
+    // Only a regular file can be a segment: a directory or a link under a segment's name is not
+    // opened by any reader (verify names it).
+    if (!m || !entry.isFile()) {
       foreign.push(name)
       continue
     }

@@ -170,6 +170,9 @@ export function verifyAuditLog(dir: string, opts: VerifyOptions): VerifyResult {
     problem,
   })
 
+  if (segments.length === 0 && foreign.length > 0) {
+    return summary({ segment: foreign[0] as string, line: null, id: null, expected: null, message: foreignMessage(foreign) })
+  }
   if (segments.length === 0) {
     return summary({ segment: null, line: null, id: null, expected: null, message: `no audit segments in ${dir}` })
   }
@@ -421,7 +424,7 @@ export function verifyAuditLog(dir: string, opts: VerifyOptions): VerifyResult {
         line: null,
         id: null,
         expected: null,
-        message: `${foreign.length === 1 ? 'a file that is' : `${foreign.length} files that are`} not a segment of this log: ${foreign.join(', ')} (planted, or a segment number claimed twice); no reader opens such files — move them out of the audit directory and keep them as evidence`,
+        message: foreignMessage(foreign),
       })
     }
   } catch (err) {
@@ -560,6 +563,14 @@ function checkSinkCheckpoints(
 function fromLineStart(line: Buffer): Buffer {
   const at = line.indexOf('{"h":"')
   return at > 0 ? line.subarray(at) : line
+}
+
+/** Why entries of the audit directory that are not segments fail verification, naming each. */
+function foreignMessage(foreign: readonly string[]): string {
+  return (
+    `${foreign.length === 1 ? 'an entry that is' : `${foreign.length} entries that are`} not a segment file of this log: ${foreign.join(', ')} ` +
+    '(planted, a directory or link, or a segment number claimed twice); no reader opens them — move them out of the audit directory and keep them as evidence'
+  )
 }
 
 /** The range a recovery checkpoint names (`{from, to}` as ids, or null); throws Broken-worthy text otherwise. */
