@@ -11,7 +11,9 @@ import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import pg from 'pg'
 import { createSqlAnalyzer } from '../engine/sql/index.js'
-import { Corpus, type CorpusCase, type CorpusStep } from './helpers/pgcorpus.js'
+import { readdirSync, readFileSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+import { type CaseContext, Corpus, type CorpusCase, type CorpusStep, serialize } from './helpers/pgcorpus.js'
 
 const SCHEMA = `
 CREATE TABLE pf_t (id int PRIMARY KEY, v text);
@@ -206,6 +208,78 @@ cases.push(
   },
 )
 
+// ---- secrets in literals, escapes, bound values and the server's error text ----------------------
+const noLeak = (ctx: CaseContext): void => {
+  const text = JSON.stringify(ctx.audit)
+  assert.doesNotMatch(text, /PWLEAK/, 'no secret in the statement or result audit events')
+  assert.ok(
+    ctx.audit.some((e) => e.type === 'statement'),
+    'the statement is audited',
+  )
+}
+for (const [sql, expect] of [
+  ["select 'postgres://u:PWLEAK-0017@host/db'", 'ok'],
+  ['select $$postgresql://user:PWLEAK-0056@h$$', 'ok'],
+  ["select 'mysql://root:PWLEAK-0057@db'", 'ok'],
+  ["select E'pass\\x77ord=PWLEAK-0052'", 'ok'],
+  ["select E'\\x70assword=PWLEAK-0053'", 'ok'],
+  ["select U&'\\0070assword=PWLEAK-0054'", 'ok'],
+  ["select U&'!0070assword=PWLEAK-0055' UESCAPE '!'", 'ok'],
+  ["select 'postgres://u:PWLEAK-0058@h/db'::int", 'error'],
+  ["select 'password=PWLEAK-0044'::int", 'error'],
+  ["select 'host=h password=PWLEAK-0049'::int", 'error'],
+  ["select set_config('gh.password', 'PWLEAK-0073', false)::int", 'refused'],
+  ["select E'pass\\x77ord=PWLEAK-0059'::int", 'error'],
+] as const)
+  cases.push({ name: `reader: no secret reaches the audit: ${sql}`, cls: 'B3/B4', as: 'reader', steps: [{ sql, expect }], check: noLeak })
+cases.push(
+  {
+    name: 'reader: a bound value holding a credential is redacted, and so is the error that quotes it',
+    cls: 'B3/B4',
+    as: 'reader',
+    steps: [
+      {
+        wire: [
+          serialize.parse({ text: 'select $1::text' }),
+          serialize.bind({ values: ['host=x password=PWLEAK-0091'] }),
+          serialize.execute({}),
+          serialize.sync(),
+        ],
+        expect: 'ok',
+      },
+      {
+        wire: [
+          serialize.parse({ text: 'select $1::int' }),
+          serialize.bind({ values: ['postgres://u:PWLEAK-0092@h'] }),
+          serialize.execute({}),
+          serialize.sync(),
+        ],
+        expect: 'error',
+      },
+    ],
+    check: noLeak,
+  },
+  {
+    name: 'reader: ordinary literals with @ and backslashes stay in the audit',
+    cls: 'B3/B4',
+    as: 'reader',
+    steps: [ok("select 'ann@corp.example', E'a\\tb'"), ok("select 'https://example.org/x'")],
+    check: (ctx) => {
+      const text = JSON.stringify(ctx.audit)
+      assert.match(text, /ann@corp\.example/)
+      assert.match(text, /https:\/\/example\.org\/x/)
+    },
+  },
+)
+
+/** Every file under a directory, recursively. */
+function filesUnder(dir: string): string[] {
+  return readdirSync(dir).flatMap((n) => {
+    const p = join(dir, n)
+    return statSync(p).isDirectory() ? filesUnder(p) : [p]
+  })
+}
+
 describe('attacks on the PostgreSQL proxy (server log as ground truth)', () => {
   let corpus: Corpus
   let direct: pg.Client
@@ -217,6 +291,10 @@ describe('attacks on the PostgreSQL proxy (server log as ground truth)', () => {
     direct = new pg.Client({ host: '127.0.0.1', port: corpus.cluster.port, user: 'postgres', database: 'corpus' })
     await direct.connect()
     baseline = await state()
+  })
+
+  test('B3/B4: no secret anywhere in the gateway data directory (audit, recordings)', () => {
+    for (const f of filesUnder(corpus.gw.dataDir)) assert.doesNotMatch(readFileSync(f, 'latin1'), /PWLEAK/, f)
   })
 
   after(async () => {

@@ -61,7 +61,7 @@ import {
   type UpstreamOptions,
   type UpstreamTls,
 } from './upstream.js'
-import { mentionsPassword, redactSql } from './redact.js'
+import { holdsSecret, mentionsPassword, redactSql } from './redact.js'
 import { type Analysis, parseSearchPath, type SqlAnalyzer, type StatementFacts } from '../../engine/sql/index.js'
 import { type CatalogCache, readSessionStart } from './catalog.js'
 import { SessionSql, type StatementEffect, type Verdict } from './statements.js'
@@ -306,7 +306,11 @@ function statementEvent(seq: number, { sql, params, approvedBy }: Outgoing, verd
   const decision = verdict.decision
   const only = verdict.statements.length === 1 ? verdict.statements[0] : undefined
   const ev: Record<string, unknown> = { type: 'statement', seq, sql: sql === null ? null : redactSql(sql) }
-  if (params) ev.params = sql !== null && mentionsPassword(sql) ? params.map(() => '[redacted]') : params
+  if (params)
+    ev.params =
+      sql !== null && mentionsPassword(sql)
+        ? params.map(() => '[redacted]')
+        : params.map((p) => (p !== null && holdsSecret(p) ? '[redacted]' : p))
   if (only) {
     ev.action = only.action
     ev.kind = only.kind
@@ -1358,7 +1362,8 @@ export class PgConnection implements BackendHandler {
         replacement: null,
         effects: verdict.effects,
         masks: verdict.masks ?? null,
-        secret: o.sql !== null && mentionsPassword(o.sql),
+        // The server's error text may quote a literal or a bound value: withheld from the audit.
+        secret: (o.sql !== null && mentionsPassword(o.sql)) || (o.params?.some((p) => p !== null && holdsSecret(p)) ?? false),
       }
       this.expect(kind, null, record, o.portal)
       this.out.push(o.raw)

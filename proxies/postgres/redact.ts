@@ -13,7 +13,9 @@
 // - SET / ALTER ROLE … SET / ALTER SYSTEM SET of a setting whose name says it is a secret, and
 //   set_config of such a name;
 // - any literal that holds a conninfo password (`password=…`) or URI credentials (`//u:p@h`),
-//   and a DO or function body that mentions a password.
+//   matched against the literal's value after E'' and U&'' escapes are decoded as the server
+//   decodes them, and a DO or function body that mentions a password;
+// - any bound parameter whose value holds such a credential (holdsSecret).
 //
 // Fail closed: a text that may hold a secret but does not parse has every literal, every quoted
 // identifier and the word after each PASSWORD redacted; one the scanner cannot read either has
@@ -25,8 +27,9 @@
 import { parseSync, scanSync } from 'libpg-query'
 import { arr, nodeType, type Obj, obj, str, stringList } from '../../engine/sql/lineage-ast.js'
 
-/** Cheap filter: a text without any of these cannot hold a secret this module redacts. */
-const MAY_HOLD_SECRET_RE = /pass|pwd|secret|token|credential|dblink|connection|mapping|subscription|server|set_config|u&/i
+/** Cheap filter: a text without any of these cannot hold a secret this module redacts. A backslash
+ * may spell any of them inside an E'' string, and `@` ends the credentials of a URI. */
+const MAY_HOLD_SECRET_RE = /pass|pwd|secret|token|credential|dblink|connection|mapping|subscription|server|set_config|u&|@|\\/i
 /** Option and setting names that hold secrets. */
 const SECRET_NAME_RE = /pass(?!file)|pwd|secret|token|credential/i
 /** Literal text that carries a credential wherever it appears. */
@@ -34,6 +37,50 @@ const SECRET_LITERAL_RE = /pass(?:word)?\s*=|pwd\s*=|:\/\/[^'@\s/]*:[^'@\s]*@/i
 const LITERAL_TOKENS: ReadonlySet<string> = new Set(['SCONST', 'USCONST', 'BCONST', 'XCONST', 'ICONST', 'FCONST'])
 /** The scanner names some literal kinds UNKNOWN (U&'…', b'…', x'…'): their text says what they are. */
 const LITERAL_TEXT_RE = /^(?:[uU]&'|[bBxXeEnN]?'|\$)/
+
+/**
+ * A literal's value as the server reads it, for matching: E'' escapes (scan.l: \b \f \n \r \t,
+ * octal, \x, \u, \U, any other character as itself) and U&'' escapes (\XXXX, \+XXXXXX; a
+ * UESCAPE clause is handled by the caller failing closed). Other literals are returned as written.
+ */
+export function literalValue(text: string): string {
+  if (/^[eE]'/.test(text)) {
+    return text
+      .slice(2, -1)
+      .replace(/''/g, "'")
+      .replace(
+        /\\(?:([0-7]{1,3})|x([0-9a-fA-F]{1,2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8})|([\s\S]))/g,
+        (_m, oct: string | undefined, hex: string | undefined, u4: string | undefined, u8: string | undefined, ch: string | undefined) => {
+          const code = oct
+            ? Number.parseInt(oct, 8)
+            : hex
+              ? Number.parseInt(hex, 16)
+              : u4
+                ? Number.parseInt(u4, 16)
+                : u8
+                  ? Number.parseInt(u8, 16)
+                  : null
+          if (code !== null) return code <= 0x10ffff ? String.fromCodePoint(code) : ''
+          return ch === 'b' ? '\b' : ch === 'f' ? '\f' : ch === 'n' ? '\n' : ch === 'r' ? '\r' : ch === 't' ? '\t' : (ch ?? '')
+        },
+      )
+  }
+  if (/^[uU]&'/.test(text)) {
+    return text
+      .slice(3, -1)
+      .replace(/''/g, "'")
+      .replace(/\\(?:([0-9a-fA-F]{4})|\+([0-9a-fA-F]{6})|(\\))/g, (_m, u4: string | undefined, u6: string | undefined) => {
+        const code = u4 ? Number.parseInt(u4, 16) : u6 ? Number.parseInt(u6, 16) : null
+        return code !== null && code <= 0x10ffff ? String.fromCodePoint(code) : '\\'
+      })
+  }
+  return text
+}
+
+/** Whether a literal (as written) or a bound value carries a credential wherever it appears. */
+export function holdsSecret(text: string): boolean {
+  return SECRET_LITERAL_RE.test(text) || SECRET_LITERAL_RE.test(literalValue(text))
+}
 
 function isLiteral(t: Token): boolean {
   return LITERAL_TOKENS.has(t.tokenName) || LITERAL_TEXT_RE.test(t.text)
@@ -236,8 +283,14 @@ function secretSpans(tree: unknown, tokens: readonly Token[]): Set<number> {
   }
   // Literals that carry a credential wherever they are.
   tokens.forEach((t, i) => {
-    if (isLiteral(t) && SECRET_LITERAL_RE.test(t.text)) f.out.add(i)
+    if (isLiteral(t) && holdsSecret(t.text)) f.out.add(i)
   })
+  // UESCAPE changes the escape character of a U&'' literal: its value is not decoded here.
+  if (tokens.some((t) => t.tokenName === 'UESCAPE' || /^uescape$/i.test(t.text))) {
+    tokens.forEach((t, i) => {
+      if (/^[uU]&'/.test(t.text)) f.out.add(i)
+    })
+  }
   // A constant the scanner could not be matched with: fail closed for the whole text.
   if (f.out.has(-1)) return fallbackSpans(tokens)
   return f.out
