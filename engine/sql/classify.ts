@@ -829,7 +829,8 @@ function classifyNode(node: unknown, text: string): StatementFacts {
     case 'DiscardStmt':
       d.kind = 'discard'
       d.action = 'sql.session'
-      if (str(s.target) === 'DISCARD_ALL' || str(s.target) === 'DISCARD_PLANS') d.deallocate = { name: null }
+      // DISCARD PLANS drops cached plans only: prepared statements and cursors keep their names.
+      if (str(s.target) === 'DISCARD_ALL') d.deallocate = { name: null }
       if (str(s.target) === 'DISCARD_ALL') d.settings.push({ name: 'all', value: null, local: false })
       break
     case 'ClosePortalStmt':

@@ -1152,19 +1152,20 @@ export class PgConnection implements BackendHandler {
       this.maskingOn = true
       this.updateScan()
     }
-    let mv = this.masking.plan(sql, d.mask, d.maskOptions)
+    const held = verdict.statements.map((st) => st.inner ?? null)
+    let mv = this.masking.plan(sql, d.mask, d.maskOptions, held)
     const fresh = mv.unknownRelations.filter((r) => !this.refreshedFor.has(r))
     if (fresh.length > 0) {
       // A relation created after this session's catalog snapshot (a view over a masked column,
       // say) must not pass as unknown: read the catalog again, once per name, and plan again.
       for (const r of fresh) this.refreshedFor.add(r)
-      if (await this.refreshCatalog()) mv = this.masking.plan(sql, d.mask, d.maskOptions)
+      if (await this.refreshCatalog()) mv = this.masking.plan(sql, d.mask, d.maskOptions, held)
     }
     if (mv.check !== null) {
       // The snapshot may be older than this statement (a view redefined, a table renamed by
       // another client): ask the server, and plan again on a fresh snapshot when it moved.
       const current = await this.catalogCurrent(mv.check)
-      if (current === false && (await this.refreshCatalog())) mv = this.masking.plan(sql, d.mask, d.maskOptions)
+      if (current === false && (await this.refreshCatalog())) mv = this.masking.plan(sql, d.mask, d.maskOptions, held)
       else if (current !== true)
         mv = {
           ok: false,

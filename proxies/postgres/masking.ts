@@ -103,6 +103,12 @@ export function parseRowDescription(body: Buffer): FieldInfo[] {
   return out
 }
 
+/** The text the server holds for a name a statement reaches (names.ts), and where it was read. */
+export interface HeldText {
+  readonly sql: string
+  readonly source: string
+}
+
 /** Per-session masking state: the lineage of cursors and prepared statements, by name. */
 export class SessionMasking {
   private readonly cursors = new Map<string, StatementLineage>()
@@ -123,7 +129,14 @@ export class SessionMasking {
   ) {}
 
   /** Plans the masking of a query text (one plan per statement), or refuses it. */
-  plan(sql: string, mask: readonly MaskObligation[], opts: MaskOptions | undefined): MaskVerdict {
+  plan(
+    sql: string,
+    mask: readonly MaskObligation[],
+    opts: MaskOptions | undefined,
+    /** Per statement of `sql`, for EXECUTE/FETCH/MOVE: the text the server holds for the name
+     *  (names.ts), which the statement was judged as; null where there is none. */
+    held: readonly (HeldText | null)[] = [],
+  ): MaskVerdict {
     const options = opts ?? DEFAULT_OPTIONS
     const catalog = this.sessionCatalog(this.catalog())
     let lineages: StatementLineage[]
@@ -142,13 +155,29 @@ export class SessionMasking {
     const unknownRelations = lineages.flatMap((l) => l.relations.filter((r) => !known(r, catalog)))
     // FETCH and EXECUTE take the lineage remembered at DECLARE / PREPARE.
     const effective: StatementLineage[] = []
-    for (const raw of lineages) {
+    // A held text per statement only when the two splits of the query agree; otherwise a name's
+    // statement cannot be matched to its text and is unresolved.
+    const heldFor = (i: number): HeldText | null | 'mismatch' => {
+      if (!held.some((h) => h !== null)) return null
+      return held.length === lineages.length ? (held[i] ?? null) : 'mismatch'
+    }
+    for (const [i, raw] of lineages.entries()) {
       for (const f of raw.definesFunctions ?? []) this.defined.add(f)
       // DECLARE and PREPARE remember what the cursor / statement will return; FETCH and EXECUTE use it.
       if (raw.declare !== undefined) this.cursors.set(raw.declare.toLowerCase(), raw)
       if (raw.prepare !== undefined) this.prepared.set(raw.prepare.toLowerCase(), { lineage: raw, catalog })
       let l: StatementLineage = raw
-      if (raw.fetch !== undefined) {
+      const h = raw.fetch !== undefined || raw.execute !== undefined ? heldFor(i) : null
+      if (h === 'mismatch') {
+        l = unresolvedLineage('the statement behind a server-side name could not be matched to its text')
+      } else if (h !== null && h.source !== 'this query') {
+        // Masked as what the server runs for the name, read from the server itself: never from a
+        // lineage remembered at a DECLARE or PREPARE the name may no longer stand for.
+        l =
+          catalog === null
+            ? unresolvedLineage('the gateway could not read the catalog of this connection')
+            : this.heldLineage(raw, h, catalog)
+      } else if (raw.fetch !== undefined) {
         // An open cursor keeps the plan it was declared with: its DECLARE-time lineage holds.
         const c = this.cursors.get(raw.fetch.toLowerCase())
         l = c
@@ -169,6 +198,27 @@ export class SessionMasking {
       plans.push(raw.declare !== undefined || raw.prepare !== undefined ? null : verdict.plan)
     }
     return { ok: true, plans, unknownRelations, check }
+  }
+
+  /**
+   * The lineage of the statement a FETCH/MOVE or EXECUTE runs, from the text the server holds for
+   * the name: the DECLARE or PREPARE of that name in it, or, for a protocol-level portal or
+   * statement, its single statement. Anything else is unresolved (refused).
+   */
+  private heldLineage(raw: StatementLineage, h: HeldText, catalog: LineageCatalog): StatementLineage {
+    const cursor = raw.fetch !== undefined
+    const name = (cursor ? raw.fetch : raw.execute) ?? ''
+    let all: StatementLineage[]
+    try {
+      all = this.lineage(h.sql, catalog)
+    } catch (err) {
+      return unresolvedLineage(`lineage analysis failed: ${err instanceof Error ? err.message : String(err)}`)
+    }
+    const makers = all.filter((x) => (cursor ? x.declare : x.prepare) !== undefined)
+    const same = makers.filter((x) => (cursor ? x.declare : x.prepare) === name)
+    if (same.length === 1) return { ...(same[0] as StatementLineage), declare: undefined, prepare: undefined, copy: undefined }
+    if (makers.length === 0 && all.length === 1) return all[0] as StatementLineage
+    return unresolvedLineage(`the server's text for ${JSON.stringify(name)} does not say which statement it runs`)
   }
 
   /** A prepared statement's lineage on the current catalog (null: not prepared through the gateway). */
