@@ -1,7 +1,8 @@
 // Fifty real OpenSSH `ssh` clients run an exec each through the gateway to a real sshd at the same
 // moment: every client gets its own command's output and exit status, and every `result` event in
 // the audit records it. (Under load the gateway once lost the exit status of a fast command whose
-// exit-status arrived in the same read as the channel confirmation: the client saw 255.)
+// exit-status arrived in the same read as the channel confirmation: the client saw 255.) And
+// through the same real client, a locale or time-zone value that is a path never reaches the target.
 
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
@@ -26,9 +27,10 @@ describe('ssh: fifty concurrent ssh execs', () => {
   const tokens: string[] = []
 
   before(async () => {
-    sshd = await TestSshd.start()
+    // The target accepts every variable: what reaches it is only what the gateway passed.
+    sshd = await TestSshd.start({ config: ['AcceptEnv *'] })
     gw = await TestGateway.start({
-      connections: [sshd.connection('web-1')],
+      connections: [sshd.connection('web-1'), sshd.connection('web-env', { env: ['LANG', 'LC_*', 'TZ'] })],
       config: { listen: { api: '127.0.0.1:0', ssh: '127.0.0.1:0' }, policies: join(REPO, 'test/data/ssh') },
     })
     const run = JSON.parse(readFileSync(join(gw.dataDir, 'run.json'), 'utf8')) as { listeners: Record<string, string> }
@@ -43,12 +45,16 @@ describe('ssh: fifty concurrent ssh execs', () => {
   })
 
   /** One `ssh` client process (never a synchronous spawn: sshd's log pipe must keep draining). */
-  function ssh(source: string, token: string, line: string): Promise<Run> {
+  function ssh(source: string, token: string, line: string, extra: readonly string[] = [], user = 'web-1'): Promise<Run> {
     const c = sshClientSetup(gw.dir, token)
-    const p = spawn('ssh', [...c.opts, '-o', 'ConnectTimeout=120', '-b', source, '-p', String(sshPort), 'web-1@127.0.0.1', line], {
-      env: { ...process.env, ...c.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
+    const p = spawn(
+      'ssh',
+      [...c.opts, ...extra, '-o', 'ConnectTimeout=120', '-b', source, '-p', String(sshPort), `${user}@127.0.0.1`, line],
+      {
+        env: { ...process.env, ...c.env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    )
     let stdout = ''
     let stderr = ''
     p.stdout.on('data', (d: Buffer) => {
@@ -98,5 +104,22 @@ describe('ssh: fifty concurrent ssh execs', () => {
       assert.equal(e.exit_status, i % 7, JSON.stringify(e))
     }
     console.log(`50 concurrent ssh execs: ${elapsed} ms, exit statuses ${JSON.stringify(codes)}`)
+  })
+
+  test('SetEnv of a locale or time zone that is a path is refused; a locale name passes', async () => {
+    const token = tokens[0] as string
+    const setenv = (v: string): string[] => ['-o', `SetEnv=${v}`]
+    const bad = await ssh(
+      '127.0.0.1',
+      token,
+      'printenv LC_ALL TZ LANG; echo end',
+      [...setenv('LC_ALL=/srv/x TZ=/srv/x/tz LANG=x/../y')],
+      'web-env',
+    )
+    assert.equal(bad.stdout, 'end\n', `no path-valued locale or zone reached the target: ${bad.stderr}`)
+    const good = await ssh('127.0.0.1', token, 'printenv LC_ALL TZ', [...setenv('LC_ALL=C.UTF-8 TZ=Europe/Berlin')], 'web-env')
+    assert.equal(good.stdout, 'C.UTF-8\nEurope/Berlin\n', good.stderr)
+    const e = gw.auditEvents().find((x) => x.type === 'statement' && String(x.command).startsWith('printenv LC_ALL TZ LANG'))
+    assert.deepEqual([...((e?.env_refused as string[] | undefined) ?? [])].sort(), ['LANG', 'LC_ALL', 'TZ'])
   })
 })
