@@ -9,11 +9,13 @@ import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, unlinkSync, write
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, test } from 'node:test'
+import pino from 'pino'
 import { AuditLog } from '../engine/audit.js'
 import { encodeLine, signedMessage } from '../engine/audit/format.js'
 import { loadAuditKey } from '../engine/audit/keys.js'
 import { readAuditEvents } from '../engine/audit/query.js'
 import { LOCK_NAME, listSegments } from '../engine/audit/segments.js'
+import { startSinks } from '../engine/audit/sinks.js'
 import { SegmentTrust } from '../engine/audit/trusted.js'
 import { verifyAuditLog } from '../engine/audit/verify.js'
 import type { AuditEvent } from '../engine/types.js'
@@ -274,5 +276,25 @@ describe('files that are not segments of the log', () => {
     assert.ok(v.problem)
     assert.doesNotMatch(v.problem.message, /no audit segments/)
     assert.match(v.problem.message, new RegExp(twin.replace(/\./g, '\\.')))
+  })
+
+  test('after the restart a full-copy sink does not ship the unattested events, so its copy attests none of them', async () => {
+    const { root } = crashedCopy()
+    const dir = join(root, 'audit')
+    const log = new AuditLog(dir, 'batched', 50)
+    log.open()
+    assert.ok(log.recovery?.unattested)
+    const copy = join(root, 'full.jsonl')
+    const config = { type: 'file' as const, name: 'full', path: copy, maxBytes: 1 << 30, keep: 1, checkpointsOnly: false }
+    const sinks = startSinks([config], dir, root, root, pino({ level: 'silent' }), log.trust, log.recovery.unattested)
+    log.appendSync(stmt(9))
+    log.close()
+    await Promise.all(sinks.map((s) => s.stop(3000)))
+    const held = readFileSync(copy, 'utf8')
+    assert.doesNotMatch(held, /"sql":"SELECT [45678]"/, 'the sealed unsigned events are not shipped')
+    assert.match(held, /"sql":"SELECT 9"/, 'what the live writer wrote after the restart is shipped')
+    const r = verify(root, readFileSync(copy))
+    assert.equal(r.problem, null)
+    assert.equal(r.unattestedEvents, 5)
   })
 })

@@ -36,7 +36,7 @@ export class AuditServices {
   static start(o: AuditServicesOptions): AuditServices {
     const recorder = o.config.recordings.enabled ? new Recorder(recordingsDir(o.dataDir), o.config.recordings, o.log) : null
     recorder?.attach(o.audit)
-    const sinks = startSinks(o.config.sinks, o.audit.dir, o.dataDir, o.baseDir, o.log, o.audit.trust)
+    const sinks = startSinks(o.config.sinks, o.audit.dir, o.dataDir, o.baseDir, o.log, o.audit.trust, o.audit.recovery?.unattested ?? null)
     if (sinks.length > 0) {
       o.audit.onWrite(() => {
         for (const s of sinks) s.wake()

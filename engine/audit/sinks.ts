@@ -24,6 +24,7 @@ import { connect as tlsConnect } from 'node:tls'
 import type { Logger } from 'pino'
 import { parseSecretRef, resolveSecret } from '../secrets.js'
 import type { FileSinkConfig, HttpSinkConfig, SinkConfig, SyslogSinkConfig } from './config.js'
+import type { UnattestedRange } from './format.js'
 import { listSegments, readHead } from './segments.js'
 import { AuditTail, type LogPosition, logEdge } from './tail.js'
 import type { SegmentTrust } from './trusted.js'
@@ -76,6 +77,7 @@ export class SinkRunner {
     private readonly cursorFile: string,
     private readonly log: Logger,
     private readonly trust: SegmentTrust,
+    private readonly recovered: UnattestedRange | null = null,
   ) {
     this.status = {
       name: config.name,
@@ -144,6 +146,24 @@ export class SinkRunner {
     await rename(tmp, this.cursorFile)
   }
 
+  /**
+   * Whether a line goes to the receiver. The events a crash left unsigned (the range the recovery
+   * checkpoint seals) are never shipped after the restart: they were read back from files anyone
+   * could write while no gateway ran, and a copy made now would attest them. What a sink received
+   * of them while their writer was alive is already at the receiver.
+   */
+  private ships(line: Buffer, log: string | null): boolean {
+    if (isSignedRecord(line)) return true
+    if (this.config.checkpointsOnly) return false
+    if (!this.recovered) return true
+    const id = idOf(line)
+    const dash = id?.lastIndexOf('-') ?? -1
+    if (id === null || dash < 0) return true
+    const n = Number(id.slice(dash + 1))
+    const inRange = n >= this.recovered.from && n <= this.recovered.to && (log === null || id.slice(0, dash) === log)
+    return !inRange
+  }
+
   private async run(): Promise<void> {
     // A new sink starts at the beginning of the log: it gets everything there is. So does a sink
     // whose cursor belongs to another log (the audit directory was replaced).
@@ -170,7 +190,7 @@ export class SinkRunner {
           'audit sink fell behind retention: pruned segments were never sent',
         )
       }
-      const lines = this.config.checkpointsOnly ? batch.lines.filter(isSignedRecord) : batch.lines
+      const lines = batch.lines.filter((line) => this.ships(line, log))
       if (lines.length === 0) {
         // Nothing for a witness here. The cursor is saved with the next batch it sends: after a
         // restart these lines are read and skipped again, which costs less than a cursor write
@@ -429,12 +449,21 @@ export function startSinks(
   baseDir: string,
   log: Logger,
   trust: SegmentTrust,
+  recovered: UnattestedRange | null = null,
 ): SinkRunner[] {
   if (configs.length === 0) return []
   const dir = sinkCursorDir(dataDir)
   mkdirSync(dir, { recursive: true, mode: 0o700 })
   return configs.map((c) => {
-    const r = new SinkRunner(c, transportFor(c, baseDir), auditDir, join(dir, `${c.name}.json`), log.child({ sink: c.name }), trust)
+    const r = new SinkRunner(
+      c,
+      transportFor(c, baseDir),
+      auditDir,
+      join(dir, `${c.name}.json`),
+      log.child({ sink: c.name }),
+      trust,
+      recovered,
+    )
     r.start()
     return r
   })
