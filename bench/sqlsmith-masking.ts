@@ -78,6 +78,8 @@ interface ChainResult {
   rules: Map<string, number>
   refusedQueries: Set<number>
   allowedQueries: Set<number>
+  /** Per query: 'ok', 'refused', or the server's SQLSTATE (to list queries whose outcome differs between chains). */
+  outcomes: string[]
   leaks: { query: string; secret: string }[]
   ms: number
 }
@@ -106,6 +108,7 @@ async function runChain(gw: TestGateway, token: string, queries: readonly string
     rules: new Map(),
     refusedQueries: new Set(),
     allowedQueries: new Set(),
+    outcomes: [],
     leaks: [],
     ms: 0,
   }
@@ -128,6 +131,7 @@ async function runChain(gw: TestGateway, token: string, queries: readonly string
       await client.query(q)
       res.allowed++
       res.allowedQueries.add(i)
+      res.outcomes[i] = 'ok'
     } catch (e) {
       const err = e as { code?: unknown; message?: unknown }
       const code = typeof err.code === 'string' ? err.code : ''
@@ -135,11 +139,16 @@ async function runChain(gw: TestGateway, token: string, queries: readonly string
       if (code === '42501' && message.startsWith('gatehouse:') && !message.includes('withheld')) {
         res.refused++
         res.refusedQueries.add(i)
+        res.outcomes[i] = 'refused'
         const k = ruleKey(message)
         res.rules.set(k, (res.rules.get(k) ?? 0) + 1)
-      } else if (code === '57014') res.timeouts++
-      else if (code) res.serverErrors++
-      else {
+      } else if (code === '57014') {
+        res.timeouts++
+        res.outcomes[i] = code
+      } else if (code) {
+        res.serverErrors++
+        res.outcomes[i] = `${code} ${message.slice(0, 100)}`
+      } else {
         // No SQLSTATE: the session ended or the client gave up; count it and start a fresh one.
         res.sessionsLost++
         await client.end().catch(() => undefined)
@@ -252,6 +261,11 @@ async function main(): Promise<void> {
       console.log(`  reader's refusals not matched by the cleared chain's, by rule (reader count / cleared count):`)
       for (const [k, v] of top.slice(0, 12))
         console.log(`    ${String(v).padStart(4)} / ${String(cleared.rules.get(k) ?? 0).padStart(4)}  ${k}`)
+      const differ = queries
+        .map((q, i) => [q, cleared.outcomes[i] ?? 'lost', reader.outcomes[i] ?? 'lost'] as const)
+        .filter(([, a, b]) => a.split(' ')[0] !== b.split(' ')[0] && b !== 'refused')
+      if (differ.length > 0) console.log(`  ${differ.length} queries with another outcome for the reader than refused (cleared → reader):`)
+      for (const [q, a, b] of differ.slice(0, 5)) console.log(`    ${a} → ${b}\n      ${q.replace(/\s+/g, ' ').slice(0, 600)}`)
       await gw.cleanup()
       gw = null
     }
