@@ -21,6 +21,13 @@ INSERT INTO pf_t SELECT g, 'v' || g FROM generate_series(1, 5) g;
 CREATE TABLE pf_w (n int);
 CREATE SEQUENCE pf_seq;
 CREATE SEQUENCE pf_seq2;
+CREATE VIEW pf_vlock AS SELECT * FROM pf_t FOR UPDATE;
+CREATE VIEW pf_vshare AS SELECT id FROM pf_t FOR KEY SHARE;
+CREATE VIEW pf_vnest AS SELECT * FROM pf_vlock;
+CREATE VIEW pf_vact AS SELECT pid, query FROM pg_stat_activity;
+CREATE VIEW pf_vact2 AS SELECT * FROM (SELECT query FROM pg_catalog.pg_stat_activity) s;
+CREATE VIEW pf_vseq AS SELECT nextval('pf_seq') AS n;
+CREATE VIEW pf_vok AS SELECT id, v FROM pf_t WHERE id > 0;
 `
 
 /** Rows of pf_t, the sequences, tables the attacks would create, large objects, advisory locks. */
@@ -207,6 +214,30 @@ cases.push(
     ],
   },
 )
+
+// ---- views run their definitions: row locks and other sessions' SQL count ------------------------
+for (const [as, sql, action] of [
+  ['bot', 'select * from pf_vlock', 'sql.write'],
+  ['reader', 'select id from pf_vshare', 'sql.write'],
+  ['bot', 'select * from pf_vnest where id = 1', 'sql.write'],
+  ['reader', 'select * from (select * from pf_vnest) s', 'sql.write'],
+  ['reader', "select * from pf_vact where query like '%OTHER%'", 'sql.admin'],
+  ['bot', 'select query from public.pf_vact2', 'sql.admin'],
+  ['bot', 'select * from pf_vseq', 'sql.write'],
+] as const)
+  cases.push({
+    name: `${as}: reading a view runs its definition: ${sql}`,
+    cls: 'B1',
+    as,
+    steps: [refused(sql)],
+    check: (ctx) => assert.equal(ctx.audit.find((e) => e.type === 'statement')?.action, action),
+  })
+cases.push({
+  name: 'reader: a plain view stays a read',
+  cls: 'B1',
+  as: 'reader',
+  steps: [ok('select count(*) from pf_vok', [['5']]), ok('select v from pf_vok where id = 2', [['v2']])],
+})
 
 // ---- secrets in literals, escapes, bound values and the server's error text ----------------------
 const noLeak = (ctx: CaseContext): void => {

@@ -7,7 +7,7 @@
 
 import type { Logger } from 'pino'
 import type { Analysis, Catalog, SqlAnalyzer, SqlAction, StatementFacts } from '../../engine/sql/index.js'
-import { otherFacts, parseSearchPath, qualify } from '../../engine/sql/index.js'
+import { moreDangerous, otherFacts, parseSearchPath, qualify } from '../../engine/sql/index.js'
 import {
   builtinFunctionClass,
   type FunctionCatalog,
@@ -247,7 +247,20 @@ export class SessionSql {
    * statement that reads becomes a write. The analyzer's facts (name-based) are kept otherwise.
    */
   withCatalog(f: StatementFacts): StatementFacts {
-    const viaViews = this.viewDefinition !== null && f.tables.length > 0 ? this.viewCode(f.tables, 0, new Set()) : null
+    const viewAction: { action: SqlAction | null; view: string } = { action: null, view: '' }
+    const viaViews = this.viewDefinition !== null && f.tables.length > 0 ? this.viewCode(f.tables, 0, new Set(), viewAction) : null
+    const checked = this.withCalls(f, viaViews)
+    if (viewAction.action === null || moreDangerous(checked.action, viewAction.action) === checked.action) return checked
+    // A view whose definition locks rows (FOR UPDATE/SHARE) or reads other sessions' SQL text
+    // (pg_stat_activity) does so for whoever reads it: the statement is what it runs.
+    return {
+      ...checked,
+      action: moreDangerous(checked.action, viewAction.action),
+      note: `reads view ${viewAction.view}, whose definition is ${viewAction.action}`,
+    }
+  }
+
+  private withCalls(f: StatementFacts, viaViews: string[] | null): StatementFacts {
     if (f.calls.length === 0 && f.operators.length === 0 && f.castTypes.length === 0 && viaViews === null) return f
     const added: string[] = []
     // Reading a view runs its definition: its calls count as the statement's own.
@@ -281,7 +294,12 @@ export class SessionSql {
    * views those read, to a depth of 16), as labels; null when there are none. A view whose
    * definition cannot be analysed counts as opaque.
    */
-  private viewCode(tables: StatementFacts['tables'], depth: number, seen: Set<string>): string[] | null {
+  private viewCode(
+    tables: StatementFacts['tables'],
+    depth: number,
+    seen: Set<string>,
+    worst: { action: SqlAction | null; view: string },
+  ): string[] | null {
     const lookup = this.viewDefinition
     if (lookup === null) return null
     let out: string[] | null = null
@@ -308,7 +326,12 @@ export class SessionSql {
         }
         const checked = this.withCatalogOf(v)
         for (const label of checked.sideEffectFunctions) add(label)
-        for (const label of this.viewCode(v.tables, depth + 1, seen) ?? []) add(label)
+        // The definition's own action (row locks: sql.write; other sessions' SQL: sql.admin).
+        if (v.action !== 'sql.read' && (worst.action === null || moreDangerous(worst.action, v.action) !== worst.action)) {
+          worst.action = v.action
+          worst.view = name
+        }
+        for (const label of this.viewCode(v.tables, depth + 1, seen, worst) ?? []) add(label)
       }
     }
     return out
