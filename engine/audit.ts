@@ -41,7 +41,8 @@ import {
   CHECKPOINT_TYPE,
   type CheckpointReason,
   checkpointExtra,
-  encodeLine,
+  encodeLineInto,
+  lineBytesBound,
   eventId,
   GENESIS_HASH,
   LineFormatError,
@@ -87,7 +88,8 @@ export interface WrittenEvent {
   readonly h: string
   readonly time: string
   readonly event: AuditEvent
-  readonly line: string
+  /** The line's UTF-8 bytes as written: a view valid only during the listener's call (copy it to keep it). */
+  readonly bytes: Buffer
 }
 
 export type AuditListener = (written: WrittenEvent) => void
@@ -117,6 +119,8 @@ interface Waiter {
 const RESOLVED = Promise.resolve()
 /** Lines are encoded here before their write(2); larger batches get a buffer of their own. */
 const WRITE_SCRATCH = Buffer.allocUnsafeSlow(64 * 1024)
+/** Room reserved for one signed record (checkpoint, segment header) before its text is made. */
+const SIGNED_RECORD_BYTES = 4096
 const RESERVED_KEYS = ['h', 'prev', 'id', 'time']
 /** Every segment header and checkpoint line holds this; other lines mostly do not. */
 const SIGNED_TYPE_MARK = '"type":"audit.'
@@ -335,53 +339,74 @@ export class AuditLog {
     let n = this.n
     let prev = this.lastHash
     let checkpointN = 0
-    const lines: string[] = []
-    const written: WrittenEvent[] | null = this.listeners.length > 0 ? [] : null
+    // Each line is encoded to UTF-8 once, straight into the buffer that is written; its hash and
+    // the listeners (the recorder) use those same bytes. Room is reserved from the events' texts;
+    // a signed record's text depends on the hash before it, so it is made in the loop.
+    let bound = 0
     for (const p of items) {
-      n++
-      const id = eventId(this.logId, n)
-      let json: string
-      if (p.make) json = p.make(n, prev)
+      if (p.make) bound += SIGNED_RECORD_BYTES
       else {
         // Kept, so a batch retried after a failed write is not serialized twice.
         if (p.json === null) p.json = eventJson(p.event)
-        json = p.json
+        bound += lineBytesBound(`${this.logId}-${n + 1}`, p.time, p.json) + 1
       }
-      const { line, h } = encodeLine(prev, id, p.time, json)
-      lines.push(line)
-      written?.push({ n, id, h, time: p.time, event: p.event, line })
+    }
+    let buf = bound <= WRITE_SCRATCH.length ? WRITE_SCRATCH : Buffer.allocUnsafeSlow(bound)
+    let length = 0
+    const ends: number[] = []
+    const hashes: string[] = []
+    for (const p of items) {
+      n++
+      const id = eventId(this.logId, n)
+      const json = p.make ? p.make(n, prev) : (p.json as string)
+      const need = length + lineBytesBound(id, p.time, json) + 1
+      if (need > buf.length) {
+        const bigger = Buffer.allocUnsafeSlow(need + bound)
+        buf.copy(bigger, 0, 0, length)
+        buf = bigger
+      }
+      const { h, end } = encodeLineInto(prev, id, p.time, json, buf, length)
+      buf[end] = 0x0a
+      length = end + 1
+      ends.push(end)
+      hashes.push(h)
       if (p.make && p.event.type === CHECKPOINT_TYPE) checkpointN = n
       prev = h
     }
-    this.writeLines(lines)
+    this.writeBytes(buf, length)
+    const first = this.n
     this.stats.events += n - this.n
     this.n = n
     this.lastHash = prev
     if (checkpointN > 0) this.lastCheckpointN = checkpointN
-    if (written) for (const w of written) for (const l of this.listeners) l(w)
+    if (this.listeners.length > 0) {
+      let start = 0
+      for (let i = 0; i < items.length; i++) {
+        const p = items[i] as Pending
+        const end = ends[i] as number
+        const w: WrittenEvent = {
+          n: first + i + 1,
+          id: eventId(this.logId, first + i + 1),
+          h: hashes[i] as string,
+          time: p.time,
+          event: p.event,
+          bytes: buf.subarray(start, end),
+        }
+        for (const l of this.listeners) l(w)
+        start = end + 1
+      }
+    }
     for (const l of this.writeListeners) l()
   }
 
-  /**
-   * Writes `lines`, each followed by a newline, in one write(2). Each line is encoded on its own
-   * into one reused buffer: a line is then flattened once, and the recorder that copies it next
-   * finds it flat (one joined text would be a second copy of every line).
-   */
+  /** Writes `lines`, each followed by a newline, in one write(2). */
   private writeLines(lines: readonly string[]): void {
-    let total = 0
-    for (const l of lines) total += l.length + 1
-    let buf: Buffer
-    let length = 0
-    if (total * 3 <= WRITE_SCRATCH.length) {
-      buf = WRITE_SCRATCH
-      for (const l of lines) {
-        length += buf.write(l, length, 'utf8')
-        buf[length++] = 0x0a
-      }
-    } else {
-      buf = Buffer.from(`${lines.join('\n')}\n`, 'utf8')
-      length = buf.length
-    }
+    const buf = Buffer.from(lines.length === 0 ? '' : `${lines.join('\n')}\n`, 'utf8')
+    this.writeBytes(buf, buf.length)
+  }
+
+  /** Writes `buf[0, length)` in one write(2); a short or failed write is cut off and throws. */
+  private writeBytes(buf: Buffer, length: number): void {
     let written = 0
     try {
       written = writeSync(this.fd, buf, 0, length)

@@ -190,6 +190,14 @@ export class PendingLines {
     this.buf[this.used++] = 0x0a
   }
 
+  /** A line already encoded (copied: `bytes` may be a view of a buffer that is reused). */
+  pushBytes(bytes: Buffer): void {
+    const worst = bytes.length + 1
+    if (this.buf.length - this.used < worst) this.grow(worst)
+    this.used += bytes.copy(this.buf, this.used)
+    this.buf[this.used++] = 0x0a
+  }
+
   /** The pending bytes; valid until the next push (the caller writes them synchronously). */
   take(): Buffer {
     const out = this.buf.subarray(0, this.used)
@@ -266,7 +274,7 @@ export class Recorder {
     }
     // The audit line as written: no second serialization on the hot path. Readers turn it into a
     // timeline entry (timelineFromRecording).
-    r.pending.push(w.line)
+    r.pending.pushBytes(w.bytes)
     if (e.type === 'session.end') {
       r.ended = true
       this.open.delete(session)

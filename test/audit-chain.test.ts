@@ -13,7 +13,7 @@ import { join, resolve } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { AuditLog, readAuditEvents } from '../engine/audit.js'
-import { encodeLine, sha256Hex } from '../engine/audit/format.js'
+import { encodeLine, encodeLineInto, lineBytesBound, sha256Hex } from '../engine/audit/format.js'
 import { loadAuditKey } from '../engine/audit/keys.js'
 import { listSegments } from '../engine/audit/segments.js'
 import { SegmentTrust } from '../engine/audit/trusted.js'
@@ -73,6 +73,26 @@ function firstStatement(lines: readonly string[]): number {
   assert.ok(i > 0)
   return i
 }
+
+describe('audit line bytes', () => {
+  test('encoded straight into bytes, a line is the UTF-8 of encodeLine (escapes, astral and lone surrogates, huge, empty)', () => {
+    const prev = sha256Hex('x')
+    const events: Record<string, unknown>[] = [
+      {},
+      { type: 'statement', sql: `SELECT '${'x'.repeat(300_000)}'` },
+      { type: 'statement', sql: 'SELECT \'é—😀\'\n\t"q" \\ \u0000 \ud800 \udfff', params: ['ü', null, 3] },
+      { sql: '{', n: 1 },
+    ]
+    for (const e of events) {
+      const json = JSON.stringify(e)
+      const want = encodeLine(prev, 'abc-12', '2026-01-01T00:00:00.000Z', json)
+      const buf = Buffer.alloc(7 + lineBytesBound('abc-12', '2026-01-01T00:00:00.000Z', json))
+      const got = encodeLineInto(prev, 'abc-12', '2026-01-01T00:00:00.000Z', json, buf, 7)
+      assert.equal(got.h, want.h)
+      assert.ok(buf.subarray(7, got.end).equals(Buffer.from(want.line, 'utf8')))
+    }
+  })
+})
 
 describe('audit hash chain and verify', () => {
   let template: string
