@@ -19,6 +19,8 @@ INSERT INTO na_t SELECT g, g FROM generate_series(1, 6) g;
 CREATE SEQUENCE na_s1;
 CREATE SEQUENCE na_s2;
 CREATE FUNCTION na_imm(i int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$BEGIN PERFORM nextval('na_s2'); RAISE NOTICE 'na_imm ran %', i; RETURN i; END$$;
+CREATE VIEW na_act AS SELECT pid, query FROM pg_stat_activity;
+CREATE VIEW na_act2 AS SELECT query FROM na_act;
 CREATE FUNCTION na_e(i int) RETURNS int LANGUAGE sql STABLE AS 'SELECT email::int FROM na_c WHERE id = i';
 `
 
@@ -329,6 +331,17 @@ export const NAMES_ATTACK_CASES: CorpusCase[] = [
       wire('refused', B('', 'p'), E(), S()),
       q('ROLLBACK', 'any'),
     ],
+    untouched,
+  ),
+
+  // B1 addendum: other sessions' SQL through a view
+  attack('a view over pg_stat_activity is administration (reader)', 'reader', [q('SELECT * FROM na_act', 'refused')], untouched),
+  attack('a view over pg_stat_activity is administration (read-only agent)', 'bot', [q('SELECT query FROM na_act', 'refused')], untouched),
+  attack('a view over a view over pg_stat_activity (read-only agent)', 'bot', [q('SELECT * FROM na_act2', 'refused')], untouched),
+  attack(
+    'a view over pg_stat_activity through the protocol (read-only agent)',
+    'bot',
+    [wire('refused', P('', 'SELECT * FROM na_act'), B('', ''), E(), S())],
     untouched,
   ),
 
