@@ -95,7 +95,9 @@ export class TestGateway {
         r()
       }),
     )
-    const deadline = Date.now() + 20_000
+    // Generous: on a loaded two-core machine a cold start (WASM compile, SQLite, TLS) can take
+    // well over the usual second.
+    const deadline = Date.now() + 60_000
     while (Date.now() < deadline) {
       if (this.exitCode !== null || this.exitSignal !== null) {
         throw new Error(`gatehouse exited during start (${this.exitCode ?? this.exitSignal}):\n${this.stderr}`)
@@ -109,6 +111,9 @@ export class TestGateway {
       }
       await new Promise((r) => setTimeout(r, 50))
     }
+    // A gateway that never became ready must not outlive the test: its open handles would keep
+    // the test process (and the suite) alive.
+    await this.stop()
     throw new Error(`gatehouse did not become ready:\n${this.stderr}`)
   }
 
