@@ -30,20 +30,24 @@ export const LINEAGE_CATALOG_SQL = `SET LOCAL search_path = pg_catalog;
 SELECT 'r', n.nspname, c.relname, c.relkind::text,
   (SELECT json_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text,
   CASE WHEN c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') THEN pg_get_viewdef(c.oid) END,
-  ${RELATION_VERSION_SQL}
+  ${RELATION_VERSION_SQL},
+  (SELECT json_agg(a.attnum ORDER BY a.attnum) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p') AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
 UNION ALL
-SELECT DISTINCT 'f', NULL, p.proname::text, NULL, NULL, NULL, NULL FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname <> 'pg_catalog' OR p.oid >= 16384
+SELECT DISTINCT 'f', NULL, p.proname::text, NULL, NULL, NULL, NULL, NULL FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname <> 'pg_catalog' OR p.oid >= 16384
 UNION ALL
-SELECT DISTINCT 'o', NULL, o.oprname::text, NULL, NULL, NULL, NULL FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace
+SELECT 'k', NULL, c.oid::text, NULL, NULL, NULL, NULL, NULL FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind = 'S' OR (c.relkind IN ('r', 'v', 'm', 'f', 'p') AND n.nspname LIKE 'pg_temp%')
+UNION ALL
+SELECT DISTINCT 'o', NULL, o.oprname::text, NULL, NULL, NULL, NULL, NULL FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace
   JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_language l ON l.oid = p.prolang WHERE (n.nspname <> 'pg_catalog' OR o.oid >= 16384) AND l.lanname NOT IN ('c', 'internal')
 UNION ALL
-SELECT DISTINCT 'F', NULL, p.proname::text, NULL, NULL, NULL, NULL FROM pg_proc p WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.oid < 16384
+SELECT DISTINCT 'F', NULL, p.proname::text, NULL, NULL, NULL, NULL, NULL FROM pg_proc p WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.oid < 16384
 UNION ALL
-SELECT DISTINCT 'O', NULL, o.oprname::text, NULL, NULL, NULL, NULL FROM pg_operator o WHERE o.oprnamespace = 'pg_catalog'::regnamespace AND o.oid < 16384
+SELECT DISTINCT 'O', NULL, o.oprname::text, NULL, NULL, NULL, NULL, NULL FROM pg_operator o WHERE o.oprnamespace = 'pg_catalog'::regnamespace AND o.oid < 16384
 UNION ALL
-SELECT DISTINCT 'c', NULL, format_type(k.castsource, NULL) || ' -> ' || format_type(k.casttarget, NULL), NULL, NULL, NULL, NULL
+SELECT DISTINCT 'c', NULL, format_type(k.castsource, NULL) || ' -> ' || format_type(k.casttarget, NULL), NULL, NULL, NULL, NULL, NULL
   FROM pg_cast k JOIN pg_proc p ON p.oid = k.castfunc JOIN pg_language l ON l.oid = p.prolang WHERE k.oid >= 16384 AND l.lanname NOT IN ('c', 'internal')`
 
 /** A bigger catalog than this is refused (the lead's relation cap, with room for functions). */
@@ -65,6 +69,12 @@ export interface LineageCatalogSnapshot {
   readonly casts: readonly string[]
   /** Each relation's catalog version (RELATION_VERSION_SQL), by `schema.name`; empty when the rows had none. */
   readonly versions: ReadonlyMap<string, string>
+  /** Relations by OID with the attnum of each of their columns (parallel to `columns`), to check the
+   *  origins the server names in a RowDescription; empty when the rows had no OIDs or attnums. */
+  readonly byOid: ReadonlyMap<number, { readonly relation: RelationInfo; readonly attnums: readonly number[] }>
+  /** OIDs of relations lineage does not describe but a result may come from: sequences and
+   *  temporary relations (of any session: pg_class lists them all). */
+  readonly outside: ReadonlySet<number>
 }
 
 export class LineageCatalogError extends Error {
@@ -95,26 +105,37 @@ export function parseLineageCatalog(rows: readonly CatalogRow[]): LineageCatalog
   const builtinOperators = new Set<string>()
   const casts: string[] = []
   const versions = new Map<string, string>()
+  const byOid = new Map<number, { relation: RelationInfo; attnums: number[] }>()
+  const outside = new Set<number>()
   for (const row of rows) {
-    const [tag, schema, name, relkind, columns, definition, version] = row
+    const [tag, schema, name, relkind, columns, definition, version, attnums] = row
     if (typeof name !== 'string') throw new LineageCatalogError('a catalog row without a name')
     if (tag === 'f') functions.add(name)
     else if (tag === 'o') operators.add(name)
     else if (tag === 'F') builtinFunctions.add(name)
     else if (tag === 'O') builtinOperators.add(name)
     else if (tag === 'c') casts.push(name)
+    else if (tag === 'k') outside.add(Number(name))
     else if (tag === 'r') {
       if (typeof schema !== 'string') throw new LineageCatalogError(`relation ${name} without a schema`)
       const kind = relkind === 'v' || relkind === 'm' ? 'view' : relkind === 'r' || relkind === 'p' || relkind === 'f' ? 'table' : null
       if (kind === null) throw new LineageCatalogError(`relation ${schema}.${name} of unknown kind ${String(relkind)}`)
-      relations.set(`${schema}.${name}`, {
+      const relation: RelationInfo = {
         schema,
         name,
         kind,
         columns: columnsOf(columns ?? null, `${schema}.${name}`),
         definition: kind === 'view' ? (definition ?? null) : null,
-      })
-      if (typeof version === 'string') versions.set(`${schema}.${name}`, version)
+      }
+      relations.set(`${schema}.${name}`, relation)
+      if (typeof version === 'string') {
+        versions.set(`${schema}.${name}`, version)
+        const oid = Number(version.slice(0, version.indexOf('/')))
+        // No live column: json_agg gives NULL (rows without the attnum field give undefined).
+        const nums = attnums === undefined ? null : (attnumsOf(attnums, `${schema}.${name}`) ?? [])
+        if (Number.isSafeInteger(oid) && oid > 0 && nums !== null && nums.length === relation.columns.length)
+          byOid.set(oid, { relation, attnums: nums })
+      }
     } else throw new LineageCatalogError(`unexpected catalog row tag ${String(tag)}`)
   }
   const byName = new Map<string, RelationInfo[]>()
@@ -123,7 +144,20 @@ export function parseLineageCatalog(rows: readonly CatalogRow[]): LineageCatalog
     if (list) list.push(r)
     else byName.set(r.name, [r])
   }
-  return { relations, byName, functions, operators, builtinFunctions, builtinOperators, casts, versions }
+  return { relations, byName, functions, operators, builtinFunctions, builtinOperators, casts, versions, byOid, outside }
+}
+
+function attnumsOf(json: string | null, where: string): number[] | null {
+  if (json === null) return null
+  let v: unknown
+  try {
+    v = JSON.parse(json)
+  } catch (err) {
+    throw new LineageCatalogError(`attnums of ${where} are not JSON`, { cause: err })
+  }
+  if (!Array.isArray(v) || !v.every((x): x is number => Number.isSafeInteger(x)))
+    throw new LineageCatalogError(`attnums of ${where} are not a list of numbers`)
+  return v
 }
 
 /** A LineageCatalog for a session: unqualified names resolve through its search_path as the server

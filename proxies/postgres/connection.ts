@@ -74,7 +74,16 @@ import { compileRowMasker, type RowMasker } from '../../engine/masking/rows.js'
 import type { MaskingKeys } from '../../engine/masking/values.js'
 import { type CatalogCheck, type LineageCatalogSnapshot, lineageCatalogFor, snapshotCurrent } from '../../engine/sql/lineage-catalog.js'
 import type { LineageCatalog } from '../../engine/sql/lineage.js'
-import { changesRows, columnPlans, type FieldInfo, parseRowDescription, SessionMasking, type StatementMaskPlan } from './masking.js'
+import type { MaskObligation } from '../../engine/types.js'
+import {
+  backstopFinding,
+  changesRows,
+  columnPlans,
+  type FieldInfo,
+  parseRowDescription,
+  SessionMasking,
+  type StatementMaskPlan,
+} from './masking.js'
 
 /** Startup parameters a client may set (lower-cased GUC names). `options` is read apart
  * (startup-options.ts: an allow-list, each setting judged as a SET); `replication` opens a
@@ -206,6 +215,8 @@ interface StatementRecord {
   readonly effects: readonly StatementEffect[]
   /** Per statement of the query, how its results are masked (null: not masked). */
   readonly masks: readonly (StatementMaskPlan | null)[] | null
+  /** The chain's mask obligations for this statement: what the result backstop checks fields against. */
+  readonly obligations?: readonly MaskObligation[]
 }
 
 enum Expect {
@@ -245,6 +256,15 @@ function scrubbed(body: Buffer, kind: 'E' | 'N'): Buffer {
   }
   return kind === 'E' ? errorResponse(fields) : noticeResponse(fields)
 }
+
+/** The mask obligations of an allowed statement (none for a cleared chain). */
+function obligationsOf(v: Verdict): readonly MaskObligation[] {
+  return v.decision.effect === 'allow' ? v.decision.mask : []
+}
+
+/** SQLSTATE of a result withheld because the catalog moved under it: a serialization failure, which
+ *  clients and drivers know to retry. */
+const CATALOG_MOVED_CODE = '40001'
 
 /** Whether an allowed statement carries mask obligations (checked without an await: the hot path). */
 function needsMasking(v: Verdict, sql: string | null): sql is string {
@@ -394,6 +414,10 @@ export class PgConnection implements BackendHandler {
   /** An Execute whose masker is compiled at its first row, from the portal's described shape. */
   private lazyPlan: { plan: StatementMaskPlan; portal: NamedEntry | null } | null = null
   private lineageSnapshot: LineageCatalogSnapshot | null = null
+  /** A result was withheld (the catalog moved under it): everything up to ReadyForQuery is dropped. */
+  private backstopRefusal = false
+  /** The catalog re-read that a withheld result started; the next statement is planned after it. */
+  private pendingRefresh: Promise<boolean> | null = null
   private sessionMaskKeys: MaskingKeys | null = null
   private sessionUser = ''
   private boundCatalog: { key: string; catalog: LineageCatalog } | null = null
@@ -1099,6 +1123,7 @@ export class PgConnection implements BackendHandler {
         replacement: null,
         effects: judged.verdict.effects,
         masks: judged.verdict.masks ?? null,
+        obligations: obligationsOf(judged.verdict),
       }
       this.expect(Expect.Execute, null, record, portal)
       this.out.push(raw)
@@ -1144,6 +1169,11 @@ export class PgConnection implements BackendHandler {
   private async applyMasking(verdict: Verdict, sql: string): Promise<Verdict> {
     const d = verdict.decision
     if (d.effect !== 'allow') return verdict
+    if (this.pendingRefresh) {
+      const refresh = this.pendingRefresh
+      this.pendingRefresh = null
+      await refresh
+    }
     this.masking ??= new SessionMasking(
       () => this.lineageCatalog(),
       Array.isArray(this.session?.settings.detectors) ? (this.session?.settings.detectors as string[]) : null,
@@ -1363,6 +1393,7 @@ export class PgConnection implements BackendHandler {
         replacement: null,
         effects: verdict.effects,
         masks: verdict.masks ?? null,
+        obligations: obligationsOf(verdict),
         // The server's error text may quote a literal or a bound value: withheld from the audit.
         secret: (o.sql !== null && mentionsPassword(o.sql)) || (o.params?.some((p) => p !== null && holdsSecret(p)) ?? false),
       }
@@ -1483,6 +1514,8 @@ export class PgConnection implements BackendHandler {
       this.fatal('08P01', 'Gatehouse received an invalid message from the server')
       return
     }
+    // A session ended while scanning (a withheld result mid-batch) sends nothing more.
+    if (this.phase === 'closed') return
     let ok = true
     if (out.length === 1) ok = this.client.write(out[0] as Buffer)
     else if (out.length > 8) {
@@ -1549,6 +1582,7 @@ export class PgConnection implements BackendHandler {
       if (type === BackendCode.DataRow) this.lookup.row(message)
       return EMPTY
     }
+    if (this.backstopRefusal) return EMPTY
     if (type === BackendCode.CopyData) {
       if (!this.copyMasker) return null
       const body = message.subarray(5)
@@ -1566,6 +1600,20 @@ export class PgConnection implements BackendHandler {
 
   onMessage(type: number, body: Buffer): Buffer | null {
     if (this.lookup) return this.onLookupMessage(type, body)
+    if (!this.backstopRefusal) return this.handleMessage(type, body)
+    // A withheld result: the session's bookkeeping follows the server, the client sees only the
+    // error already sent and the ReadyForQuery that ends the batch.
+    const r = this.handleMessage(type, body)
+    if (type === BackendCode.ReadyForQuery) {
+      this.backstopRefusal = false
+      this.updateScan()
+      return r
+    }
+    if (type === BackendCode.ParameterStatus || type === BackendCode.NotificationResponse) return r
+    return EMPTY
+  }
+
+  private handleMessage(type: number, body: Buffer): Buffer | null {
     const h = this.head()
     switch (type) {
       case BackendCode.ParameterStatus:
@@ -1573,8 +1621,7 @@ export class PgConnection implements BackendHandler {
         return null
       // Collected only while this session masks (BackendScanner.setMasking).
       case BackendCode.RowDescription:
-        this.onRowDescription(h, body)
-        return null
+        return this.onRowDescription(h, body)
       case BackendCode.CopyOutResponse:
         this.onCopyOut(h, body)
         return null
@@ -1778,7 +1825,10 @@ export class PgConnection implements BackendHandler {
   // ---- masking results ---------------------------------------------------------------------
 
   private updateScan(): void {
-    this.scanner?.setMasking(this.maskingOn, this.rowMasker !== null || this.copyMasker !== null || this.lazyPlan !== null)
+    this.scanner?.setMasking(
+      this.maskingOn,
+      this.rowMasker !== null || this.copyMasker !== null || this.lazyPlan !== null || this.backstopRefusal,
+    )
   }
 
   /** The expectation at the head changed: an Execute's rows are masked per its plan. */
@@ -1801,21 +1851,79 @@ export class PgConnection implements BackendHandler {
     return r.masks[h?.kind === Expect.Execute ? 0 : r.tags.length] ?? null
   }
 
-  private onRowDescription(h: Expectation | undefined, body: Buffer): void {
+  private onRowDescription(h: Expectation | undefined, body: Buffer): Buffer | null {
     const fields = parseRowDescription(body)
     if (h?.kind === Expect.Describe) {
       if (h.target) h.target.fields = fields
+      // The Execute this Describe announces, if the batch has one: checked now, before its rows.
+      const exec = this.nextExecute()
       this.shift()
-      return
+      const plan = exec?.record?.masks?.[0] ?? null
+      const finding = exec?.record
+        ? backstopFinding(
+            fields,
+            this.lineageSnapshot,
+            exec.record.obligations ?? [],
+            plan?.active ? columnPlans(plan, fields, fields.length, null) : null,
+          )
+        : null
+      return finding === null ? null : this.withholdResult(exec, finding, 1)
     }
     const plan = this.currentPlan(h)
     this.lazyPlan = null
     this.rowMasker = null
+    let cols: ReturnType<typeof columnPlans> | null = null
     if (plan?.active) {
-      const cols = columnPlans(plan, fields, fields.length, null)
+      cols = columnPlans(plan, fields, fields.length, null)
       if (changesRows(cols)) this.rowMasker = compileRowMasker(cols, this.maskKeys())
     }
+    const finding = h?.record?.obligations?.length ? backstopFinding(fields, this.lineageSnapshot, h.record.obligations, cols) : null
+    if (finding !== null) return this.withholdResult(h, finding, 0)
     this.updateScan()
+    return null
+  }
+
+  /** The first Execute queued after the head, before the batch's Sync. */
+  private nextExecute(): Expectation | undefined {
+    for (let i = this.expectHead + 1; i < this.expectations.length; i++) {
+      const e = this.expectations[i]
+      if (!e || e.kind === Expect.Sync) return undefined
+      if (e.kind === Expect.Execute) return e
+    }
+    return undefined
+  }
+
+  /**
+   * A result whose columns the catalog snapshot cannot vouch for (another client changed the
+   * catalog since it was read): its RowDescription and rows never reach the client, an error does,
+   * and the catalog is read again for the next statement. When more statements of the batch were
+   * already sent (the server runs them regardless), the client could not tell what ran: the
+   * session ends instead. `executesAllowed`: how many Executes may follow the head in the batch.
+   */
+  private withholdResult(h: Expectation | undefined, finding: string, executesAllowed: number): Buffer {
+    const message = `gatehouse: the catalog changed during the statement (${finding}); its result was withheld, retry the statement`
+    if (h?.record && !h.record.error) h.record.error = { code: CATALOG_MOVED_CODE, message }
+    this.backstopRefusal = true
+    this.rowMasker = null
+    this.copyMasker = null
+    this.lazyPlan = null
+    this.updateScan()
+    this.refreshedFor.clear()
+    if (this.session) this.shared.catalogs.invalidate(this.session.connection.name)
+    this.pendingRefresh = this.refreshCatalog()
+    this.log.warn({ session: this.session?.id, finding }, 'result withheld: the catalog moved since the snapshot')
+    let later = 0
+    for (let i = this.expectHead + 1; i < this.expectations.length; i++) {
+      const e = this.expectations[i]
+      if (!e || e.kind === Expect.Sync) break
+      if (e.kind === Expect.Execute || e.kind === Expect.Query) later++
+    }
+    const moreInQuery = h?.kind === Expect.Query && h.record !== null && h.record.effects.length > h.record.tags.length + 1
+    if (moreInQuery || later > executesAllowed) {
+      this.fatal(CATALOG_MOVED_CODE, `${message}; later statements of the batch had already been sent, so the session was ended`)
+      return EMPTY
+    }
+    return errorResponse({ severity: 'ERROR', code: CATALOG_MOVED_CODE, message })
   }
 
   /** First row of an Execute: its shape comes from the portal's or statement's Describe. */

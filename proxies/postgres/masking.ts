@@ -20,7 +20,7 @@ import {
   type StatementLineage,
 } from '../../engine/sql/lineage.js'
 import { classifyCall, isHarmless } from '../../engine/sql/functions.js'
-import type { CatalogCheck } from '../../engine/sql/lineage-catalog.js'
+import type { CatalogCheck, LineageCatalogSnapshot } from '../../engine/sql/lineage-catalog.js'
 import type { MaskObligation } from '../../engine/types.js'
 
 const KEEP: ColumnAction = { action: 'keep' }
@@ -617,4 +617,44 @@ function alignOutputs(plan: StatementMaskPlan, fields: readonly FieldInfo[] | nu
 /** Whether any column of a compiled plan changes values (otherwise rows are forwarded as they are). */
 export function changesRows(cols: readonly ColumnPlan[]): boolean {
   return cols.some((c) => c.mask.action !== 'keep')
+}
+
+/**
+ * The server's word on where each output column comes from, checked against the catalog snapshot
+ * the statement was planned on. A RowDescription names, for every output that is a plain column,
+ * the OID of its relation and its attnum: ground truth, whatever another client changed since the
+ * snapshot was read. Returns why the result may not be sent (null: it may): a relation or column
+ * the snapshot does not know, or a column a rule masks (by its name in the snapshot or the name the
+ * server gives it) that the result's plan would send in clear. Costs a map lookup per field.
+ */
+export function backstopFinding(
+  fields: readonly FieldInfo[],
+  snap: LineageCatalogSnapshot | null,
+  obligations: readonly MaskObligation[],
+  cols: readonly ColumnPlan[] | null,
+): string | null {
+  if (obligations.length === 0) return null
+  for (let i = 0; i < fields.length; i++) {
+    const f = fields[i] as FieldInfo
+    if (f.tableOid === 0 || f.column <= 0) continue
+    const masked = cols?.[i]?.mask.action === 'mask'
+    if (!snap) {
+      if (masked) continue
+      return 'the gateway has no catalog snapshot to check the result against'
+    }
+    const known = snap.byOid.get(f.tableOid)
+    if (!known) {
+      if (snap.outside.has(f.tableOid)) continue
+      return `column ${i + 1} of the result comes from a relation the gateway's catalog snapshot does not know`
+    }
+    const at = known.attnums.indexOf(f.column)
+    if (at < 0)
+      return `column ${i + 1} of the result is a column of ${known.relation.schema}.${known.relation.name} the gateway's catalog snapshot does not know`
+    if (masked) continue
+    const rel = `${known.relation.schema}.${known.relation.name}`
+    const names = [`${rel}.${known.relation.columns[at] as string}`, `${rel}.${f.name}`]
+    if (obligations.some((o) => names.some((n) => columnMatches(o.column, n))))
+      return `column ${i + 1} of the result is a masked column that the statement's plan did not mask`
+  }
+  return null
 }
