@@ -153,6 +153,36 @@ export function timelineFromRecording(text: string): string[] {
   return out
 }
 
+/**
+ * Where a timeline recording disagrees with the audit log: every audit line in the file must be,
+ * field for field, the event of the same id in the segments the audit key signed (the recording
+ * lives beside the log and anyone who can write the data directory can edit it). A line whose
+ * event is not in the log is a disagreement too. Returns one message per line, naming it.
+ */
+export function recordingMismatches(text: string, auditDir: string, session: string, trust: SegmentTrust): string[] {
+  const events = new Map<string, string>()
+  for (const e of readAuditEvents(auditDir, { session }, trust)) events.set(String(e.id), JSON.stringify(e))
+  const problems: string[] = []
+  const lines = text.split('\n')
+  for (let i = 0; i < lines.length; i++) {
+    const l = lines[i] as string
+    if (!l.startsWith('{"h":"')) continue
+    let e: Record<string, unknown>
+    try {
+      e = JSON.parse(l) as Record<string, unknown>
+    } catch {
+      problems.push(`recording line ${i + 1}: not a readable audit line`)
+      continue
+    }
+    const id = typeof e.id === 'string' ? e.id : '(no id)'
+    const logged = events.get(id)
+    if (logged === undefined) problems.push(`recording line ${i + 1} (${id}): no such event of session ${session} in the audit log`)
+    else if (logged !== JSON.stringify(e))
+      problems.push(`recording line ${i + 1} (${id}): differs from the audit event it claims (altered)`)
+  }
+  return problems
+}
+
 /** Builds a session's timeline from the audit log alone (no recording file, or it was pruned). */
 export function timelineFromAudit(auditDir: string, session: string, trust: SegmentTrust): string[] {
   const events = readAuditEvents(auditDir, { session }, trust)

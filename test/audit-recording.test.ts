@@ -4,7 +4,7 @@
 // timeline); audit retention prunes whole segments and what remains still verifies.
 
 import assert from 'node:assert/strict'
-import { mkdtempSync, readdirSync, rmSync, utimesSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, test } from 'node:test'
@@ -16,7 +16,7 @@ import { loadAuditKey } from '../engine/audit/keys.js'
 import { AuditServices } from '../engine/audit/service.js'
 import { SegmentTrust } from '../engine/audit/trusted.js'
 import { verifyAuditLog } from '../engine/audit/verify.js'
-import { PendingLines } from '../engine/recording.js'
+import { findRecording, PendingLines, recordingsDir } from '../engine/recording.js'
 import { LOCAL_PG, TestGateway } from './helpers/gateway.js'
 
 type Entry = Record<string, unknown>
@@ -114,6 +114,29 @@ describe('session recordings and retention', () => {
     )
     assert.match(replay.stdout, /params \["2","3"\]/)
     assert.match(replay.stdout, /deny/)
+
+    // Someone who can write the data directory edits the recording: the deny becomes an allow of
+    // another statement. Replay checks every line against the audit event it claims and refuses.
+    const found = findRecording(recordingsDir(gw.dataDir), id)
+    assert.ok(found)
+    const original = readFileSync(found.path, 'utf8')
+    writeFileSync(
+      found.path,
+      original.replace('"decision":"deny"', '"decision":"allow"').replace('CREATE TEMP TABLE nope (x int)', 'SELECT 42'),
+    )
+    const tampered = gw.cli(['sessions', 'replay', id])
+    assert.notEqual(tampered.code, 0)
+    assert.match(tampered.stderr, /does not match the audit log: recording line \d+ \([0-9a-f]+-\d+\): differs from the audit event/)
+    assert.doesNotMatch(tampered.stdout, /SELECT 42/)
+    // A line whose event the log does not hold.
+    const last = original.trimEnd().split('\n').at(-1) as string
+    const extra = last.replace(/"id":"([0-9a-f]+)-\d+"/, '"id":"$1-999999"')
+    writeFileSync(found.path, `${original}${extra}\n`)
+    const invented = gw.cli(['sessions', 'replay', id])
+    assert.notEqual(invented.code, 0)
+    assert.match(invented.stderr, /recording line \d+ \([0-9a-f]+-999999\): no such event/)
+    writeFileSync(found.path, original)
+    assert.equal(gw.cli(['sessions', 'replay', id]).code, 0)
   })
 
   test('per-connection retention removes old recordings; the audit log still rebuilds their timeline', async () => {

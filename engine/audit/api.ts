@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises'
 import { Readable } from 'node:stream'
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import type { AuditLog } from '../audit.js'
-import { findRecording, timelineFromAudit, timelineFromRecording } from '../recording.js'
+import { findRecording, recordingMismatches, timelineFromAudit, timelineFromRecording } from '../recording.js'
 import { publicKeyPem } from './keys.js'
 import { type AuditQuery, parseTimeArg, readAuditEvents } from './query.js'
 import type { AuditServices } from './service.js'
@@ -211,7 +211,7 @@ export async function auditRoutes(app: FastifyInstance, opts: AuditApiOptions): 
       schema: {
         summary: "A session's recording: JSON Lines timeline (SQL) or asciicast v2 (terminal)",
         params: { type: 'object', properties: { id: str64 }, required: ['id'] },
-        response: { 200: { description: 'the recording', type: 'string' }, 404: errorSchema },
+        response: { 200: { description: 'the recording', type: 'string' }, 404: errorSchema, 409: errorSchema },
       },
     },
     async (req, reply) => {
@@ -219,6 +219,15 @@ export async function auditRoutes(app: FastifyInstance, opts: AuditApiOptions): 
       const found = findRecording(opts.recordingsDir, req.params.id)
       if (found) {
         const data = await readFile(found.path)
+        if (found.kind === 'timeline') {
+          const problems = recordingMismatches(data.toString('utf8'), audit.dir, req.params.id, audit.trust)
+          if (problems.length > 0) {
+            return reply.status(409).send({
+              error: `the recording of session ${req.params.id} does not match the audit log: ${problems.join('; ')}`,
+              code: 'GH_ERR_AUDIT',
+            })
+          }
+        }
         return reply
           .type(found.kind === 'terminal' ? 'application/x-asciicast' : 'application/x-ndjson')
           .header('x-gatehouse-recording', found.kind)

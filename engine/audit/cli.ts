@@ -17,7 +17,14 @@ import { join } from 'node:path'
 import type { Command, Option } from 'commander'
 import type { Config } from '../config.js'
 import { GatehouseError } from '../errors.js'
-import { findRecording, formatTimeline, recordingsDir, timelineFromAudit, timelineFromRecording } from '../recording.js'
+import {
+  findRecording,
+  formatTimeline,
+  recordingMismatches,
+  recordingsDir,
+  timelineFromAudit,
+  timelineFromRecording,
+} from '../recording.js'
 import type { StoredAuditEvent } from '../types.js'
 import { type AuditSigner, parsePublicKey, publicKeyPem, resolveAuditSigner } from './keys.js'
 import { type AuditQuery, parseTimeArg, readAuditEvents } from './query.js'
@@ -360,6 +367,12 @@ export function registerAuditCommands(program: Command, sessions: Command, deps:
     const found = findRecording(recordingsDir(config.dataDir), id)
     if (found) {
       const data = readFileSync(found.path)
+      if (found.kind === 'timeline') {
+        const problems = await readLocal(config, (dir, trust) => recordingMismatches(data.toString('utf8'), dir, id, trust))
+        if (problems.length > 0) {
+          throw new GatehouseError('GH_ERR_AUDIT', `the recording of session ${id} does not match the audit log: ${problems.join('; ')}`)
+        }
+      }
       return {
         kind: found.kind,
         data: found.kind === 'terminal' ? data : Buffer.from(`${timelineFromRecording(data.toString('utf8')).join('\n')}\n`),
