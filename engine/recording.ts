@@ -161,7 +161,11 @@ export function timelineFromRecording(text: string): string[] {
  */
 export function recordingMismatches(text: string, auditDir: string, session: string, trust: SegmentTrust): string[] {
   const events = new Map<string, string>()
-  for (const e of readAuditEvents(auditDir, { session }, trust)) events.set(String(e.id), JSON.stringify(e))
+  for (const e of readAuditEvents(auditDir, { session }, trust)) {
+    // The reader's mark is not part of the line the recording copied.
+    const { unattested: _mark, ...line } = e as StoredAuditEvent & { unattested?: unknown }
+    events.set(String(e.id), JSON.stringify(line))
+  }
   const problems: string[] = []
   const lines = text.split('\n')
   for (let i = 0; i < lines.length; i++) {

@@ -13,7 +13,7 @@ import pino from 'pino'
 import { AuditLog } from '../engine/audit.js'
 import { encodeLine, signedMessage } from '../engine/audit/format.js'
 import { loadAuditKey } from '../engine/audit/keys.js'
-import { readAuditEvents } from '../engine/audit/query.js'
+import { readAuditEvents, unattestedSummary } from '../engine/audit/query.js'
 import { LOCK_NAME, listSegments } from '../engine/audit/segments.js'
 import { startSinks } from '../engine/audit/sinks.js'
 import { SegmentTrust } from '../engine/audit/trusted.js'
@@ -296,5 +296,18 @@ describe('files that are not segments of the log', () => {
     const r = verify(root, readFileSync(copy))
     assert.equal(r.problem, null)
     assert.equal(r.unattestedEvents, 5)
+  })
+
+  test('readers mark the unattested events (audit list, export and the API read through them)', () => {
+    const { root } = crashedCopy()
+    const log = reopen(root)
+    const key = loadAuditKey(join(root, 'keys')).publicKey
+    const events = readAuditEvents(join(root, 'audit'), { type: 'statement' }, new SegmentTrust([key]))
+    assert.ok(log.recovery?.unattested)
+    assert.deepEqual(
+      events.map((e) => [e.sql, (e as { unattested?: unknown }).unattested === true]),
+      [1, 2, 3, 4, 5, 6, 7, 8].map((i) => [`SELECT ${i}`, i >= 4]),
+    )
+    assert.deepEqual(unattestedSummary(events)?.count, 5)
   })
 })

@@ -27,7 +27,7 @@ import {
 } from '../recording.js'
 import type { StoredAuditEvent } from '../types.js'
 import { type AuditSigner, parsePublicKey, publicKeyPem, resolveAuditSigner } from './keys.js'
-import { type AuditQuery, parseTimeArg, readAuditEvents } from './query.js'
+import { type AuditQuery, parseTimeArg, readAuditEvents, unattestedSummary } from './query.js'
 import { listSegments, liveWriter } from './segments.js'
 import { AuditTail, logEdge, positionAt } from './tail.js'
 import { describeRejected, SegmentTrust } from './trusted.js'
@@ -92,6 +92,7 @@ export function printEvents(events: readonly StoredAuditEvent[], json: boolean):
         e.connection ?? '-',
         decision,
         extra,
+        ...((e as { unattested?: unknown }).unattested === true ? ['UNATTESTED'] : []),
       ].join('  '),
     )
   }
@@ -217,6 +218,12 @@ export function registerAuditCommands(program: Command, sessions: Command, deps:
           if (warning !== null) process.stderr.write(`warning: ${warning}\n`)
           events = r.events
         } else events = await readLocal(config, (dir, trust) => readAuditEvents(dir, q as AuditQuery, trust))
+        const marked = unattestedSummary(events)
+        if (marked) {
+          process.stderr.write(
+            `warning: ${marked.count} event(s) listed (${marked.from} … ${marked.to}) are unattested: a crash left them unsigned and nothing vouches for them (marked UNATTESTED; see audit verify)\n`,
+          )
+        }
         printEvents(events, o.json === true)
       },
     )

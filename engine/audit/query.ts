@@ -82,6 +82,7 @@ export function readAuditEvents(dir: string, query: AuditQuery, trust: SegmentTr
   const { segments } = trust.segments(dir)
   const match = matcher(query)
   const out: StoredAuditEvent[] = []
+  const recovered: Recovered = new Map()
   const since = query.since !== undefined ? Date.parse(query.since) : Number.NaN
   const until = query.until !== undefined ? Date.parse(query.until) : Number.NaN
   const files: string[] = []
@@ -104,6 +105,7 @@ export function readAuditEvents(dir: string, query: AuditQuery, trust: SegmentTr
       continue // pruned while we listed
     }
     for (const line of text.split('\n')) {
+      if (line.includes('"reason":"recovery"') && line.includes('"unattested":{')) noteRecovery(line, recovered)
       if (line === '' || (needle !== undefined && !line.includes(needle))) continue
       let ev: StoredAuditEvent
       try {
@@ -114,5 +116,46 @@ export function readAuditEvents(dir: string, query: AuditQuery, trust: SegmentTr
       if (match(ev)) out.push(ev)
     }
   }
-  return query.limit !== undefined ? out.slice(-query.limit) : out
+  const marked = recovered.size === 0 ? out : out.map((e) => (isUnattested(e.id, recovered) ? { ...e, unattested: true } : e))
+  return query.limit !== undefined ? marked.slice(-query.limit) : marked
+}
+
+/** Ranges of events a crash left unsigned, by log id: what recovery checkpoints name. */
+type Recovered = Map<string, { from: number; to: number }[]>
+
+function splitId(id: unknown): { log: string; n: number } | null {
+  if (typeof id !== 'string') return null
+  const dash = id.lastIndexOf('-')
+  const n = Number(id.slice(dash + 1))
+  return dash > 0 && Number.isInteger(n) ? { log: id.slice(0, dash), n } : null
+}
+
+function noteRecovery(line: string, recovered: Recovered): void {
+  try {
+    const ev = JSON.parse(line) as { unattested?: { from?: unknown; to?: unknown } }
+    const from = splitId(ev.unattested?.from)
+    const to = splitId(ev.unattested?.to)
+    if (!from || !to || from.log !== to.log) return
+    const list = recovered.get(from.log) ?? []
+    list.push({ from: from.n, to: to.n })
+    recovered.set(from.log, list)
+  } catch {
+    /* a torn line; `audit verify` reports it */
+  }
+}
+
+function isUnattested(id: string, recovered: Recovered): boolean {
+  const p = splitId(id)
+  return p !== null && (recovered.get(p.log) ?? []).some((r) => p.n >= r.from && p.n <= r.to)
+}
+
+/**
+ * The events among `events` that a crash left unattested (marked by the reader): their count and
+ * the first and last id, for a warning; null if there are none.
+ */
+export function unattestedSummary(events: readonly StoredAuditEvent[]): { count: number; from: string; to: string } | null {
+  const marked = events.filter((e) => (e as { unattested?: unknown }).unattested === true)
+  const first = marked[0]
+  const last = marked.at(-1)
+  return first && last ? { count: marked.length, from: first.id, to: last.id } : null
 }
