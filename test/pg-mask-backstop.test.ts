@@ -197,4 +197,14 @@ describe('masking backstop: the server names where each result column comes from
     const r = await run('SELECT total FROM gh_bs.orders')
     assert.deepEqual(r.rows, [[42]])
   })
+
+  test('a withheld result with later statements of its batch already sent ends the session, nothing in clear', async () => {
+    admin("CREATE TABLE gh_bs.late (id int, phone text); INSERT INTO gh_bs.late VALUES (1, 'zed.secret@example.com')")
+    // Known to this session's snapshot before the rename.
+    assert.equal((await run('SELECT id FROM gh_bs.orders; SELECT * FROM gh_bs.late')).code, null)
+    admin('ALTER TABLE gh_bs.late RENAME COLUMN phone TO email')
+    const r = await run('SELECT * FROM gh_bs.late; SELECT total FROM gh_bs.orders')
+    assert.equal(r.code, '40001')
+    assert.deepEqual(leaks(r.bytes), [])
+  })
 })
