@@ -667,7 +667,8 @@ export class PgConnection implements BackendHandler {
         this.log,
         snapshot.functions,
         (name) => {
-          const rel = this.lineageSnapshot?.relations.get(name)
+          if (this.lineageSnapshot === null) return undefined
+          const rel = this.lineageSnapshot.relations.get(name)
           return rel?.kind === 'view' ? rel.definition : null
         },
       )

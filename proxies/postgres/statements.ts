@@ -85,8 +85,9 @@ export class SessionSql {
     private readonly log: Logger,
     /** Non-built-in functions and operators (null: unknown, so every call is opaque). */
     private readonly functions: FunctionCatalog | null = null,
-    /** The definition of a view by qualified name (null: not a view, or not known). */
-    private viewDefinition: ((qualified: string) => string | null) | null = null,
+    /** The definition of a view by qualified name (null: not a view; undefined: the catalog of
+     *  views could not be read, so whether it is one, and what it runs, cannot be told). */
+    private viewDefinition: ((qualified: string) => string | null | undefined) | null = null,
   ) {
     this.base = [initialPath]
     this.candidates = [initialPath]
@@ -314,6 +315,12 @@ export class SessionSql {
         seen.add(name)
         const def = lookup(name)
         if (def === null) continue
+        // Unknown is not harmless: a relation that may be a view may run anything its definition
+        // calls, so it counts as opaque code (a read becomes a write).
+        if (def === undefined) {
+          add(`VIEW(${name})`)
+          continue
+        }
         if (depth >= 16) {
           add(`VIEW(${name})`)
           continue
