@@ -122,7 +122,8 @@ describe('approvals: held statements in PostgreSQL', () => {
     hook = await WebhookReceiver.start(SECRET, 1)
     gw = await TestGateway.start({
       connections: [{ ...LOCAL_PG, labels: { env: 'prod' } }],
-      config: { approvals: { timeout: '20s', request_ttl: '1h', webhook: { url: hook.url, secret: 'env:GH_TEST_WEBHOOK_SECRET' } } },
+      // Reviewers here are CLI processes; several start one after another while a request waits, which on a loaded two-core machine takes well over 20 s.
+      config: { approvals: { timeout: '60s', request_ttl: '1h', webhook: { url: hook.url, secret: 'env:GH_TEST_WEBHOOK_SECRET' } } },
       env: { GH_TEST_WEBHOOK_SECRET: SECRET },
     })
     alice = gw.token('user:alice', ['--group', 'dba', '--group', 'writers'])
