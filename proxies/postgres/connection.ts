@@ -1866,6 +1866,7 @@ export class PgConnection implements BackendHandler {
             this.lineageSnapshot,
             exec.record.obligations ?? [],
             plan?.active ? columnPlans(plan, fields, fields.length, null) : null,
+            plan?.outputs ?? null,
           )
         : null
       return finding === null ? null : this.withholdResult(exec, finding, 1)
@@ -1878,7 +1879,9 @@ export class PgConnection implements BackendHandler {
       cols = columnPlans(plan, fields, fields.length, null)
       if (changesRows(cols)) this.rowMasker = compileRowMasker(cols, this.maskKeys())
     }
-    const finding = h?.record?.obligations?.length ? backstopFinding(fields, this.lineageSnapshot, h.record.obligations, cols) : null
+    const finding = h?.record?.obligations?.length
+      ? backstopFinding(fields, this.lineageSnapshot, h.record.obligations, cols, plan?.outputs ?? null)
+      : null
     if (finding !== null) return this.withholdResult(h, finding, 0)
     this.updateScan()
     return null

@@ -33,6 +33,8 @@ const STRICTNESS: Record<MaskObligation['strategy'], number> = { null: 0, redact
 export interface OutputPlan {
   readonly name: string
   readonly mask: ColumnAction
+  /** The one base column projected as is (`schema.table.column`), if any. */
+  readonly direct?: string
   /** `*` over a relation the catalog does not know: one or more columns, named by RowDescription. */
   readonly unknownStar?: string
 }
@@ -494,7 +496,8 @@ function planOne(
           rule: mask.rule,
           strategy: mask.derived ? (mask.strategy === 'null' ? 'null' : 'redact') : mask.strategy,
         })
-      return o.unknownStar !== undefined ? { name: o.name, mask, unknownStar: o.unknownStar } : { name: o.name, mask }
+      if (o.unknownStar !== undefined) return { name: o.name, mask, unknownStar: o.unknownStar }
+      return o.direct !== null ? { name: o.name, mask, direct: o.direct } : { name: o.name, mask }
     }) ?? null
   const copy = copyFormat(l)
   const active = outputs === null ? readsClassified : outputs.some((o) => o.mask.action !== 'keep' || o.unknownStar !== undefined)
@@ -632,8 +635,11 @@ export function backstopFinding(
   snap: LineageCatalogSnapshot | null,
   obligations: readonly MaskObligation[],
   cols: readonly ColumnPlan[] | null,
+  outputs: readonly OutputPlan[] | null = null,
 ): string | null {
   if (obligations.length === 0) return null
+  // The plan's outputs line up with the fields only without `*` over unknown relations.
+  const aligned = outputs !== null && outputs.length === fields.length && outputs.every((o) => o.unknownStar === undefined) ? outputs : null
   for (let i = 0; i < fields.length; i++) {
     const f = fields[i] as FieldInfo
     if (f.tableOid === 0 || f.column <= 0) continue
@@ -652,7 +658,12 @@ export function backstopFinding(
       return `column ${i + 1} of the result is a column of ${known.relation.schema}.${known.relation.name} the gateway's catalog snapshot does not know`
     if (masked) continue
     const rel = `${known.relation.schema}.${known.relation.name}`
-    const names = [`${rel}.${known.relation.columns[at] as string}`, `${rel}.${f.name}`]
+    const snapshotName = `${rel}.${known.relation.columns[at] as string}`
+    // The name the server gives the output tells of a rename since the snapshot — unless the
+    // statement chose that name itself for exactly the column the server reports (an alias).
+    const out = aligned?.[i]
+    const aliasOfSameColumn = out !== undefined && out.name === f.name && out.direct === snapshotName
+    const names = aliasOfSameColumn ? [snapshotName] : [snapshotName, `${rel}.${f.name}`]
     if (obligations.some((o) => names.some((n) => columnMatches(o.column, n))))
       return `column ${i + 1} of the result is a masked column that the statement's plan did not mask`
   }
