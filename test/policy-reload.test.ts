@@ -143,7 +143,7 @@ describe('policy hot reload', () => {
     const good = status(gw)
     writeFileSync(join(dir, 'masking.yaml'), 'rules:\n  - name: x\n    columns: [email]\n    strategy: blur\n')
     const { s } = await waitFor(gw, (x) => x.last_error !== null, Date.now())
-    assert.match(s.last_error ?? '', /masking\.yaml: rules\[0\]\.strategy: must be one of redact, partial, hash, null/)
+    assert.match(s.last_error ?? '', /masking\.yaml: rules\[0\]\.strategy: must be one of redact, partial, hash, hash_session, null/)
     assert.equal(s.version, good.version)
     const t0 = Date.now()
     writeFileSync(join(dir, 'masking.yaml'), 'rules:\n  - name: x\n    columns: [email]\n    strategy: hash\n')
