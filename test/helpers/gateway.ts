@@ -121,7 +121,8 @@ export class TestGateway {
     const r = spawnSync(process.execPath, [BIN, ...args, '--config', this.configFile], {
       env: { ...process.env, ...this.env, ...extraEnv },
       encoding: 'utf8',
-      timeout: 30_000,
+      // Generous: a CLI start-up beside a heavy test file (fifty ssh logins, a corpus) on two cores can take tens of seconds.
+      timeout: 120_000,
       maxBuffer: 512 * 1024 * 1024,
     })
     if (r.error) throw r.error
