@@ -1075,7 +1075,10 @@ describe('file transfer: an agent allowed one directory', () => {
     // access for agents is granted over SFTP, where the same link is judged as the file it points to.
     await attempt('preexisting-link', 'cat of the link by exec, read of the link by SFTP', async () => {
       const r = await rawExec(`cat ${A('passwd-link')}`)
-      assert.equal(r.code, 126, `exec cat refused by the policy: ${r.err}`)
+      // The refusal itself is what this case is about; a lost exit status (null, seen once beside
+      // heavy test files) is tracked by the concurrent-exec tests, not here.
+      assert.ok(r.code === 126 || r.code === null, `exec cat refused by the policy: ${r.err}`)
+      assert.match(r.err, /denied/, 'the client is told the exec was refused')
       const s = await RawSftp.open()
       const got = await s.readFile(A('passwd-link'))
       assert.equal(got.status, DENIED, 'SFTP read through the link is judged on the secret file and denied')
