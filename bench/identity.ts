@@ -1,4 +1,4 @@
-// The identity benchmark (issue 4): what identifying a caller costs, with a root token and with a
+// The identity benchmark: what identifying a caller costs, with a root token and with a
 // delegated token of depth 3, and how many new authenticated sessions per second the PostgreSQL
 // proxy admits, side by side with direct connections to the same server.
 //

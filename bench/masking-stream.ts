@@ -1,5 +1,5 @@
 // A large SELECT streamed through Gatehouse with masking on, side by side with a direct connection
-// in the same run (issue 5's second benchmark: target at least 60% of direct bytes per second).
+// in the same run (target: at least 60% of direct bytes per second).
 //
 //   node dist/bench/masking-stream.js [--rows N] [--runs N] [--ssn-strategy hash|redact|partial|null]
 //

@@ -1,4 +1,4 @@
-// Row rewriting throughput of the masking engine on one core (issue 5's target: at least 300,000
+// Row rewriting throughput of the masking engine on one core (target: at least 300,000
 // rows/s for rows of 10 columns with 2 masked). Rows look like an application table: an id, a few
 // numbers and dates, short text, an e-mail address and a name. Every masked value is distinct, so
 // the hash strategy pays one HMAC per value (its small cache of repeated values does not help).

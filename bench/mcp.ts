@@ -1,4 +1,4 @@
-// Benchmark (issue 9): `query` tool calls per second through /mcp for a one-row SELECT, against the
+// Benchmark: `query` tool calls per second through /mcp for a one-row SELECT, against the
 // same SELECT over the PostgreSQL wire protocol through the gateway (and directly), one client,
 // calls in sequence; the added latency per call is MCP's mean minus the wire's.
 //

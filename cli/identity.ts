@@ -10,7 +10,7 @@
 //   service-account key create|list|rotate|revoke
 //
 // A command acting as someone takes the token from --token, GATEHOUSE_TOKEN, or the stored login
-// (DESIGN.md). The server is --server, GATEHOUSE_SERVER, the server running for --config (its
+// (docs/identity.md). The server is --server, GATEHOUSE_SERVER, the server running for --config (its
 // run.json), or tokens.issuer. Administrative key commands use the admin credential the server
 // keeps in its data directory, or the data directory itself when no server runs.
 

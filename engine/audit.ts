@@ -1,7 +1,7 @@
 // The audit log: a hash chain of JSON Lines in numbered segment files under <data_dir>/audit/
 // (the line format and the chain are defined in engine/audit/format.ts).
 //
-// Durability contract (DESIGN.md promise 6): `append` returns only once the event is in the OS
+// Durability contract (docs/architecture.md, promise 6): `append` returns only once the event is in the OS
 // (one completed write(2) to the segment file), so it survives `kill -9` of the gateway; the proxy
 // forwards work only after that. With `fsync: batched` (the default) the disk is synced on a timer;
 // with `fsync: always`, `append` resolves only after an fdatasync that began after the event's

@@ -1,5 +1,5 @@
 // The decision seam. Every command of every protocol is decided here, once per hop of the chain,
-// with the input document of DESIGN.md ("The policy contract"). The engine behind the seam is the
+// with the input document of docs/policies.md ("The policy contract"). The engine behind the seam is the
 // Rego/WASM policy engine (policy/engine.ts); it assembles this same document as JSON text on its
 // hot path, and `buildInputs` is the readable definition of it (`policy eval`, the tests).
 

@@ -17,7 +17,7 @@ export type GatehouseErrorCode =
   | 'GH_ERR_PROTOCOL'
   | 'GH_ERR_STATE'
 
-/** What every code means, for the README and the test that keeps the two in step. */
+/** What every code means, for docs/errors.md and the test that keeps the two in step. */
 export const ERROR_CODES: Readonly<Record<GatehouseErrorCode, string>> = {
   GH_ERR_CONFIG: 'the configuration file is missing, unreadable or invalid',
   GH_ERR_POLICY: 'a policy directory or bundle does not build or load; a running gateway keeps its last good bundle',

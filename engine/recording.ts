@@ -205,8 +205,8 @@ export function timelineFromAudit(auditDir: string, session: string, trust: Segm
 /**
  * A session's lines not yet written, as UTF-8 bytes in one reusable buffer. Lines are encoded as
  * they arrive instead of kept as strings until the flush: thousands of retained strings per
- * interval cost more in garbage collection and copies than the recording's own write (BENCHMARKS.md,
- * issue 2: statement + result with the recorder went from 21–24 to 15–18 µs in process).
+ * interval cost more in garbage collection and copies than the recording's own write (see the
+ * recorder figures in BENCHMARKS.md).
  */
 export class PendingLines {
   private buf: Buffer = EMPTY_BUFFER

@@ -1,5 +1,5 @@
 // The shapes every part of Gatehouse shares: who is asking (principals and chains), what they
-// ask (the decision input of DESIGN.md's policy contract), what the engine answers, and what the
+// ask (the decision input of the policy contract, docs/policies.md), what the engine answers, and what the
 // audit log records. Proxies see these types; they never see the engine's internals.
 
 export type PrincipalKind = 'user' | 'workload' | 'service' | 'agent'
@@ -51,7 +51,7 @@ export interface DecisionRequest {
   readonly approval?: { readonly granted: boolean }
 }
 
-/** The input document handed to policy, once per hop (DESIGN.md, "The policy contract"). */
+/** The input document handed to policy, once per hop (docs/policies.md, "The policy contract"). */
 export interface DecisionInput {
   readonly principal: Principal
   readonly chain: readonly Pick<Principal, 'id' | 'kind' | 'groups'>[]

@@ -1,7 +1,7 @@
 # The default Gatehouse policy: what decides when gatehouse.yaml has no `policies:` key.
 # Copy this directory, change it, and point `policies:` at your copy.
 #
-# How a Gatehouse policy is read (README "Policies", DESIGN.md "The policy contract"):
+# How a Gatehouse policy is read (docs/policies.md, "The policy contract"):
 #
 #   * The engine evaluates this package once for EVERY principal in the chain, root first.
 #     `input.principal` is the hop being decided; `input.chain` is the whole chain.

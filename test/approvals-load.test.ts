@@ -1,4 +1,4 @@
-// A hundred held statements at once do not slow other sessions (issue 6): a private PostgreSQL
+// A hundred held statements at once do not slow other sessions: a private PostgreSQL
 // cluster (initdb, trust on loopback, max_connections 200, so the machine's shared server keeps its
 // connection slots) behind a real gateway; 100 clients each send a held DDL and wait, while
 // another session runs 300 queries; its latency is compared with the same run before the holds.

@@ -1,4 +1,4 @@
-// Held SSH execs wait for an approval too (issue 6): a real sshd behind the gateway, the real ssh
+// Held SSH execs wait for an approval too: a real sshd behind the gateway, the real ssh
 // client; an exec on a connection labelled env: prod waits until a member of `ops` approves it,
 // and a denial ends it with the reviewer's comment on stderr and a non-zero exit status.
 

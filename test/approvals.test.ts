@@ -1,4 +1,4 @@
-// Just-in-time approvals (issue 6) against real PostgreSQL, real psql and the real CLI in other
+// Just-in-time approvals against real PostgreSQL, real psql and the real CLI in other
 // processes: a held DDL waits and completes once a DBA approves; a denial ends it with the comment;
 // a timeout ends it with a timeout error; a denial inside a transaction leaves it unable to commit;
 // a wait longer than idle_in_transaction_session_timeout keeps the session; an approval cannot be

@@ -175,8 +175,8 @@ describe('audit CLI and API', () => {
       got += d.toString()
     })
     const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)))
-    // Stop the gateway only once the follower follows (a fixed wait raced the CLI's start-up on a
-    // loaded machine: stopped before it connected, the follower rightly exits 1).
+    // Stop the gateway only once the follower follows (a fixed wait can lose the race with the CLI's
+    // start-up on a loaded machine: stopped before it connects, the follower rightly exits 1).
     const end = Date.now() + 30_000
     while (!got.includes('follower-is-following') && Date.now() < end) {
       assert.equal(psql(gw.conninfo(alice), "SELECT 'follower-is-following'").code, 0)

@@ -1,4 +1,4 @@
-// Delegation chains that can only narrow (issue 4), at the token layer: what `TokenIssuer.delegate`
+// Delegation chains that can only narrow, at the token layer: what `TokenIssuer.delegate`
 // issues, what it refuses (wider scope, longer life, depth over the limit, a cycle, a revoked
 // parent), and what `verify` refuses on every use: forged algorithms, wrong issuer, audience or
 // key id, time bounds, a tampered act chain, and tokens that our own key signed but whose chain

@@ -1,4 +1,4 @@
-// The parts of issue 9's story that rest on masking (issue 5) and approvals (issue 6), through MCP:
+// The parts of the MCP story (docs/mcp.md) that rest on masking and approvals, through MCP:
 // sub-agent B reads e-mail addresses masked (and describe_connection marks the column), and agent
 // A's DROP TABLE on a prod connection is held, reported with its request id, and runs once a DBA
 // approves — all through the same PostgreSQL path as psql, by the SDK's MCP client over HTTP.
@@ -105,7 +105,7 @@ describe('MCP with masking and approvals', () => {
     await b.close()
   })
 
-  // Known regression, fails closed (nothing runs; the agent's call times out instead of coming
+  // Known defect, fails closed (nothing runs; the agent's call times out instead of coming
   // back `held` at once): since Bind is decided before it reaches the server, the non-waiting hold
   // of the MCP query tool's extended-protocol statement does not answer. Kept as todo so the suite
   // reports it on every run until it is fixed.

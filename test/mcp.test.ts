@@ -1,4 +1,4 @@
-// The MCP server (issue 9) against a real `gatehouse serve` and the machine's PostgreSQL, driven by
+// The MCP server against a real `gatehouse serve` and the machine's PostgreSQL, driven by
 // the official MCP SDK client over HTTP: authorization (RFC 9728 metadata, 401 with
 // WWW-Authenticate, another resource's token refused), the alice → agent A → agent B story
 // (delegate, denials naming the rule and the hop, no widening, revocation ending B's next call),

@@ -1,4 +1,4 @@
-// Masking through the PostgreSQL proxy (issue 5), end to end: a real gateway, the machine's
+// Masking through the PostgreSQL proxy, end to end: a real gateway, the machine's
 // PostgreSQL, psql and Node drivers. Every case of the laundering corpus (test/data/laundering.yaml)
 // runs through a relay that records every byte the gateway sends the client; the clear values must
 // not appear in any form (as is, upper case, reversed, base64, hex) unless the case expects them.

@@ -1,4 +1,4 @@
-// The SQL classifier: DESIGN.md's action table statement by statement, the facts policies read
+// The SQL classifier: the action table of docs/policies.md statement by statement, the facts policies read
 // (tables as written, write tables, functions, has_where), CTE scoping that cannot hide a real
 // table, the shape cache (only literal values may differ between two texts of one shape, checked
 // against libpg-query's own scanner), and the analytical corpus that must not be misclassified.

@@ -1,4 +1,4 @@
-// Just-in-time approvals (issue 6). A held command becomes a request bound to the exact work and
+// Just-in-time approvals. A held command becomes a request bound to the exact work and
 // the exact chain; reviewers from the requirement's groups approve or deny it; an approval creates
 // a grant that only that chain can use:
 //

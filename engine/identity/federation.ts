@@ -1,4 +1,4 @@
-// Workload federation (issue 4): a CI job (GitHub Actions, GitLab CI, a Kubernetes service account)
+// Workload federation: a CI job (GitHub Actions, GitLab CI, a Kubernetes service account)
 // presents its own OIDC JWT; if its issuer is trusted and its claims match a configured rule, the
 // job gets a Gatehouse token for the rule's principal, groups and scope.
 //

@@ -1,4 +1,4 @@
-// People log in through OIDC (issue 4), with the gateway as the relying party (`openid-client`):
+// People log in through OIDC, with the gateway as the relying party (`openid-client`):
 //
 //   browser  `gatehouse login` opens a loopback callback (RFC 8252), asks the gateway to start a
 //            login for it, opens the authorization URL; the provider redirects to the callback with

@@ -1,4 +1,4 @@
-// Service-account API keys (issue 4, "Service accounts"): long-lived credentials for machines that
+// Service-account API keys: long-lived credentials for machines that
 // have no OIDC token of their own. A key is `ghk_<id>_<secret>`; only the SHA-256 of the secret is
 // stored (the secret is 256 random bits, so a slow password hash buys nothing), compared in constant
 // time. Every key has a principal `service:<name>`, groups, a scope and an expiry; rotation issues a

@@ -1,4 +1,4 @@
-// Column patterns (DESIGN.md, "Masking rules"): a pattern is matched against the output column's
+// Column patterns (docs/masking.md, "Masking rules"): a pattern is matched against the output column's
 // source, `schema.table.column`, from the right. `ssn` is any column named ssn, `users.ssn` that
 // column of any `users` table, `public.users.ssn` exactly that one. `*` alone is any one segment;
 // inside a segment it matches any run of characters in that segment (`password*` matches

@@ -1,4 +1,4 @@
-// The Rego/WASM decision engine (DESIGN.md, "The policy contract"). For each command:
+// The Rego/WASM decision engine (docs/policies.md, "The policy contract"). For each command:
 //
 //   1. scope, by the engine, before any Rego: outside any hop's scope → deny, naming the hop;
 //   2. the policy once per hop (input.principal = that hop, root first); a hop whose `allow` is

@@ -1,4 +1,4 @@
-// Token scope, enforced by the engine before any Rego runs (DESIGN.md, "Scope"). A hop's scope
+// Token scope, enforced by the engine before any Rego runs (docs/policies.md, "Scope"). A hop's scope
 // lists `connection:<name>` entries (none: any connection its parent could reach), action names
 // (`sql.read`) or families (`sql.*`, `*`) (none: any action), and `unmask:<masking rule>` entries.
 // `connect` and `mcp.call` are front doors, not scoped actions: the connection part of the scope

@@ -1,5 +1,5 @@
 // SQL facts from the real PostgreSQL grammar (libpg-query 18, WebAssembly). For each statement:
-// its kind, the action of DESIGN.md's table (normative), the tables read and written, every
+// its kind, the action of the table in docs/policies.md (normative), the tables read and written, every
 // function called, whether an UPDATE/DELETE has a WHERE, and what it does to session state that
 // the gateway must follow (SET search_path, PREPARE/EXECUTE/DEALLOCATE, transaction control).
 //

@@ -1,4 +1,4 @@
-# The worked examples of the Gatehouse README, as a policy directory. base.rego says who may do
+# The worked examples of docs/policies.md, as a policy directory. base.rego says who may do
 # what at all; each other file is one example, written as a `deny` (or in approvals.yaml and
 # masking.yaml) so that it narrows the base, whoever the base allows.
 #

@@ -103,7 +103,7 @@ const ALLOWED_STARTUP_PARAMS = new Set([
 ])
 
 /** A stand-in that the server rejects as a syntax error, so the server itself aborts whatever a
- * real error would abort (DESIGN.md, "Refusing a statement the way PostgreSQL would"). */
+ * real error would abort (docs/architecture.md, "Refusing a statement the way PostgreSQL would"). */
 const STAND_IN_SQL = 'gatehouse refused this statement'
 
 /** Messages that start or continue an extended-protocol batch (until Sync). */

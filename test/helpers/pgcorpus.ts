@@ -262,7 +262,7 @@ export interface CaseContext {
 
 export interface CorpusCase {
   readonly name: string
-  /** The issue class it belongs to (counted in the note): '1', '2', '3', … */
+  /** The class of attack it belongs to (cases are counted per class): '1', '2', 'B5', … */
   readonly cls: string
   /** Which principal runs it (a key of Corpus.start's `principals`). */
   readonly as: string
