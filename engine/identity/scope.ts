@@ -1,4 +1,4 @@
-// Scope narrowing for delegation (docs/identity.md, "Delegation"). A child's scope is computed from
+// Scope narrowing for delegation (docs/identity.md, "Delegation chains that can only narrow"). A child's scope is computed from
 // what it asks for and what its parent holds, and it can only narrow:
 //
 //   - an empty request means "whatever the parent could": the child gets a copy of the parent's scope;
