@@ -105,13 +105,7 @@ describe('MCP with masking and approvals', () => {
     await b.close()
   })
 
-  // Known defect, fails closed (nothing runs; the agent's call times out instead of coming
-  // back `held` at once): since Bind is decided before it reaches the server, the non-waiting hold
-  // of the MCP query tool's extended-protocol statement does not answer. Kept as todo so the suite
-  // reports it on every run until it is fixed.
-  test("A's DROP TABLE is held with a request id, and runs after a DBA approves", {
-    todo: 'held Bind in non-waiting mode does not answer',
-  }, async () => {
+  test("A's DROP TABLE is held with a request id, and runs after a DBA approves", async () => {
     const a = await connect(gw, agentA)
     const drop = `DROP TABLE ${SCHEMA}.scratch`
     const held = await call(a, 'query', { connection: 'app', sql: drop, reason: 'cleanup after the migration' })

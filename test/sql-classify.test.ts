@@ -50,6 +50,12 @@ describe('SQL classification', () => {
     ['UNLISTEN *', 'sql.session'],
     ['SET statement_timeout = 5000', 'sql.session'],
     ['SET search_path = hr, public', 'sql.session'],
+    // The gateway's own approval settings: any chain that may run SQL may steer its wait.
+    ['SET gatehouse.approval_wait = off', 'sql.session'],
+    ["SET gatehouse.reason = 'cleanup'", 'sql.session'],
+    ['RESET gatehouse.reason', 'sql.session'],
+    // Any other custom name may be what a row-level security policy reads.
+    ["SET gatehouse.tenant = '7'", 'sql.admin'],
     ['RESET ALL', 'sql.session'],
     // sql.read
     ['SELECT * FROM t', 'sql.read'],

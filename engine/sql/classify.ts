@@ -230,9 +230,16 @@ export const SESSION_SETTINGS: ReadonlySet<string> = new Set([
   'xmloption',
 ])
 
+/**
+ * The gateway's own placeholders (proxies/postgres/hold.ts): they steer how a held statement waits
+ * and what reviewers read, never what is allowed, so any chain that may run SQL may set them. Only
+ * these two names: any other `gatehouse.*` name is an ordinary custom setting.
+ */
+export const GATEWAY_SETTINGS: ReadonlySet<string> = new Set(['gatehouse.approval_wait', 'gatehouse.reason'])
+
 /** Whether changing setting `name` (lower case) is `sql.admin` rather than `sql.session`. */
 export function settingNeedsAdmin(name: string): boolean {
-  return name !== 'all' && !SESSION_SETTINGS.has(name)
+  return name !== 'all' && !SESSION_SETTINGS.has(name) && !GATEWAY_SETTINGS.has(name)
 }
 
 /** Built-in functions that run SQL (or read a table) named in a string argument: what they read

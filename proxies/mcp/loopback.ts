@@ -103,9 +103,18 @@ export class LoopbackPg {
     try {
       await client.connect()
       // Non-waiting approvals: a held statement fails at once with the request id instead of
-      // blocking the tool call (the agent polls approval_status). Older gateways without the
-      // setting answer with an error, which changes nothing for allowed statements.
-      await client.query('SET gatehouse.approval_wait = off').catch(() => undefined)
+      // blocking the tool call (the agent polls approval_status). Without it a held statement
+      // would block the call until the agent's client gives up, so a refusal ends the session
+      // with the gateway's reason.
+      await client.query('SET gatehouse.approval_wait = off').catch((err: unknown) => {
+        const why = toSqlError(err)
+        throw new LoopbackSqlError(
+          `the gateway refused SET gatehouse.approval_wait = off for this chain, which the query tool needs to report held statements: ${why.message}`,
+          why.sqlstate,
+          null,
+          null,
+        )
+      })
     } catch (err) {
       await client.end().catch(() => undefined)
       throw toSqlError(err)
