@@ -43,6 +43,13 @@ export class ApiError extends Error {
   }
 }
 
+/** No gateway runs for this configuration, or its API did not answer (the CLI exits 3). */
+export class ServerUnreachableError extends ApiError {
+  constructor(message: string) {
+    super(0, message)
+  }
+}
+
 export class ApiClient {
   constructor(
     private readonly base: string,
@@ -59,7 +66,12 @@ export class ApiClient {
 
   /** A GET whose body is read as it arrives (exports, recordings); errors are thrown like `call`'s. */
   async stream(path: string): Promise<Response> {
-    const res = await fetch(this.base + path, { headers: { authorization: `Bearer ${this.token}` } })
+    let res: Response
+    try {
+      res = await fetch(this.base + path, { headers: { authorization: `Bearer ${this.token}` } })
+    } catch (err) {
+      throw new ServerUnreachableError(`the server did not answer at ${this.base} (${(err as Error).message})`)
+    }
     if (!res.ok) {
       const text = await res.text()
       let msg = res.statusText
@@ -86,7 +98,7 @@ export class ApiClient {
         ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
       })
     } catch (err) {
-      throw new ApiError(0, `the server did not answer at ${this.base} (${(err as Error).message})`)
+      throw new ServerUnreachableError(`the server did not answer at ${this.base} (${(err as Error).message})`)
     }
     const text = await res.text()
     let json: unknown

@@ -29,8 +29,8 @@ import { ServiceKeys } from '../engine/identity/service-keys.js'
 import { GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS, TOKEN_TYPE_API_KEY, TOKEN_TYPE_JWT } from '../engine/identity/routes.js'
 import { Store } from '../engine/store.js'
 import { loadOrCreateSigningKey, TokenIssuer } from '../engine/tokens.js'
-import { ApiClient, ApiError, resolveConfig, runningServer } from './client.js'
-import { revokeById } from './revoke.js'
+import { ApiClient, ApiError, resolveConfig, runningServer, ServerUnreachableError } from './client.js'
+import { revokedLine, revokeById } from './revoke.js'
 
 /** A problem the user can fix; printed as `gatehouse: <message>`. */
 export class CliError extends ApiError {
@@ -120,7 +120,7 @@ async function request<T>(
       ...(init.form !== undefined ? { body: new URLSearchParams(init.form).toString() } : {}),
     })
   } catch (err) {
-    throw new CliError(`the server did not answer at ${new URL(url).origin} (${(err as Error).message})`)
+    throw new ServerUnreachableError(`the server did not answer at ${new URL(url).origin} (${(err as Error).message})`)
   }
   const text = await res.text()
   let body: unknown
@@ -522,7 +522,7 @@ export function registerIdentityCommands(program: Command, token: Command): void
       const config = resolveConfig(o.config)
       const api = ApiClient.forServer(config)
       if (!api)
-        throw new CliError(
+        throw new ServerUnreachableError(
           'no Gatehouse server is running for this configuration; rotation goes through the server so the old key ends at once',
         )
       const r = await api.call<{ key: string }>('POST', `/v1/service-keys/${encodeURIComponent(id)}/rotate`, {
@@ -537,8 +537,10 @@ export function registerIdentityCommands(program: Command, token: Command): void
     .addOption(configOpt())
     .argument('<id>', 'key id')
     .option('--reason <text>', 'why, for the audit log')
-    .action(async (id: string, o: { config?: string; reason?: string }) => {
-      out(await revokeById(resolveConfig(o.config), id, o.reason))
+    .option('--json', 'print {revoked, sessions_ended}')
+    .action(async (id: string, o: { config?: string; reason?: string; json?: boolean }) => {
+      const r = await revokeById(resolveConfig(o.config), id, o.reason)
+      out(o.json ? JSON.stringify(r) : revokedLine(r))
     })
 }
 

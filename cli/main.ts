@@ -2,14 +2,15 @@
 // GATEHOUSE_CONFIG) and talks to the running server through its API; it reads the data directory
 // directly only where no server runs. Lists print oldest first; --json prints JSON Lines.
 
-import { readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
-import { Command, Option } from 'commander'
+import { Command, CommanderError, Option } from 'commander'
 import { type Config, parseConfig, parseDuration } from '../engine/config.js'
 import { openLocalAuditLog } from '../engine/audit.js'
 import { registerAuditCommands } from '../engine/audit/cli.js'
 import { isGatehouseError } from '../engine/errors.js'
-import { Gateway, issuerFor } from '../engine/gateway.js'
+import { Gateway, issuerFor, scopeCheckerFor } from '../engine/gateway.js'
+import { loadPlugins } from '../proxies/loader.js'
 import { createLogger } from '../engine/log.js'
 import { buildInputs } from '../engine/decide.js'
 import { instantiate, loadPolicySource } from '../engine/policy/bundle.js'
@@ -25,15 +26,30 @@ import { sshPlugin } from '../proxies/ssh/index.js'
 import { mcpPlugin } from '../proxies/mcp/index.js'
 import { registerMcpCommand } from './mcp.js'
 import { explainSql } from '../engine/sql/explain.js'
-import { ApiClient, ApiError, resolveConfig } from './client.js'
-import { revokeById } from './revoke.js'
+import { ApiClient, ApiError, resolveConfig, ServerUnreachableError } from './client.js'
+import { EXIT_OK, exitCodeFor, FailedError, UsageError } from './exit.js'
+import { revokedLine, revokeById } from './revoke.js'
 import { registerIdentityCommands } from './identity.js'
 import { registerClassifyCommand } from './classify.js'
 import { registerSshCommands } from './ssh.js'
 import { registerApprovalCommands } from './approvals.js'
+import { registerAdminCommands } from './admin.js'
 import { join } from 'node:path'
 
-class UsageError extends Error {}
+const BUILTIN_PLUGINS = [postgresPlugin, sshPlugin, mcpPlugin]
+
+/** The package version (package.json two levels above dist/cli/ and cli/). */
+function packageVersion(): string {
+  for (const rel of ['../../package.json', '../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: unknown; version?: unknown }
+      if (pkg.name === 'gatehouse' && typeof pkg.version === 'string') return pkg.version
+    } catch {
+      // not at this level
+    }
+  }
+  return 'unknown'
+}
 
 function out(line: string): void {
   process.stdout.write(`${line}\n`)
@@ -67,10 +83,32 @@ async function devConfig(): Promise<Config> {
   return parseConfig({ data_dir: './gatehouse-data', connections }, null)
 }
 
+/** Display names of the listeners the banner knows; any other plugin's listener shows its own name. */
+const LISTENER_TITLES: Record<string, string> = { api: 'API', postgres: 'PostgreSQL', ssh: 'SSH', http: 'HTTP' }
+
+/** What `serve` prints once ready: every listener (or `off`), and where the state lives. */
+function banner(config: Config, addresses: Readonly<Record<string, string>>, dataDirExisted: boolean): string {
+  const names = [...new Set(['api', 'postgres', ...Object.keys(config.listen), ...Object.keys(addresses)])]
+  const title = (n: string): string => `${LISTENER_TITLES[n] ?? n}:`
+  const width = Math.max(...names.map((n) => title(n).length), 'data:'.length) + 1
+  const lines = ['Gatehouse is running.']
+  for (const n of names) {
+    const a = addresses[n]
+    lines.push(`  ${title(n).padEnd(width)}${a === undefined ? 'off' : n === 'api' ? `http://${a}` : a}`)
+  }
+  let data = config.dataDir
+  // Without a configuration file the state lands in the current directory: say so, so nobody
+  // is surprised by a ./gatehouse-data they did not ask for.
+  if (config.file === null) data += dataDirExisted ? ' (no configuration file: using it)' : ' (no configuration file: created it)'
+  lines.push(`  ${'data:'.padEnd(width)}${data}`)
+  return `${lines.join('\n')}\n`
+}
+
 async function serve(opts: { config?: string; dev?: boolean }): Promise<void> {
   const config = opts.dev && !opts.config && !process.env.GATEHOUSE_CONFIG ? await devConfig() : resolveConfig(opts.config)
   const log = createLogger(config.logLevel)
-  const gw = await Gateway.start(config, [postgresPlugin, sshPlugin, mcpPlugin], log, { dev: opts.dev === true })
+  const dataDirExisted = existsSync(config.dataDir)
+  const gw = await Gateway.start(config, BUILTIN_PLUGINS, log, { dev: opts.dev === true })
   let stopping = false
   const stop = (signal: string): void => {
     if (stopping) return
@@ -87,9 +125,7 @@ async function serve(opts: { config?: string; dev?: boolean }): Promise<void> {
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
   const pg = gw.addresses.postgres
-  process.stdout.write(
-    `Gatehouse is running.\n  API:        http://${gw.addresses.api ?? '(off)'}\n  PostgreSQL: ${pg ?? '(off)'}\n  data:       ${config.dataDir}\n`,
-  )
+  process.stdout.write(banner(config, gw.addresses, dataDirExisted))
   if (opts.dev) {
     const demo = config.connections.find((c) => c.protocol === 'postgres')
     process.stdout.write(`\nAdmin token (also in ${join(config.dataDir, 'admin.token')}):\n${gw.adminToken}\n`)
@@ -106,7 +142,13 @@ async function serve(opts: { config?: string; dev?: boolean }): Promise<void> {
 
 async function main(argv: string[]): Promise<void> {
   const program = new Command()
-  program.name('gatehouse').description('Policy-as-code access gateway').showHelpAfterError()
+  program
+    .name('gatehouse')
+    .description('Policy-as-code access gateway')
+    .version(packageVersion(), '-V, --version', 'print the version')
+    .showHelpAfterError()
+    // Usage errors throw (exit 2) instead of exiting 1 from inside commander: see cli/exit.ts.
+    .exitOverride()
   const configOpt = (): Option => new Option('-c, --config <file>', 'configuration file (default ./gatehouse.yaml or $GATEHOUSE_CONFIG)')
 
   program
@@ -139,8 +181,13 @@ async function main(argv: string[]): Promise<void> {
         const ttl = o.ttl ? parseDuration(o.ttl) : config.tokens.defaultTtlSeconds
         if (ttl === null || ttl <= 0) throw new UsageError('--ttl must be a duration like 15m or 1h')
         if (ttl > config.tokens.maxTtlSeconds) throw new UsageError(`--ttl exceeds tokens.max_ttl (${config.tokens.maxTtlSeconds}s)`)
-        const issuer = new TokenIssuer(await loadOrCreateSigningKey(config.dataDir), issuerFor(config))
-        const t = await issuer.issue({ subject: o.subject, groups: o.group, scope, ttlSeconds: ttl })
+        const problems = scopeCheckerFor(config, await loadPlugins(BUILTIN_PLUGINS, config.plugins))(scope)
+        if (problems.length > 0) throw new UsageError(`--scope: ${problems.join('; ')}`)
+        const store = new Store(config.dataDir)
+        const issuer = new TokenIssuer(await loadOrCreateSigningKey(config.dataDir), issuerFor(config), {
+          onIssued: (t) => store.recordIssued(t.id, t.subject, t.expiresAt),
+        })
+        const t = await issuer.issue({ subject: o.subject, groups: o.group, scope, ttlSeconds: ttl }).finally(() => store.close())
         const audit = await openLocalAuditLog(config)
         await audit.append({
           type: 'token.issued',
@@ -160,8 +207,10 @@ async function main(argv: string[]): Promise<void> {
     .addOption(configOpt())
     .argument('<id>', 'token id (jti)')
     .option('--reason <text>', 'why, for the audit log')
-    .action(async (id: string, o: { config?: string; reason?: string }) => {
-      out(await revokeById(resolveConfig(o.config), id, o.reason))
+    .option('--json', 'print {revoked, sessions_ended}')
+    .action(async (id: string, o: { config?: string; reason?: string; json?: boolean }) => {
+      const r = await revokeById(resolveConfig(o.config), id, o.reason)
+      out(o.json ? JSON.stringify(r) : revokedLine(r))
     })
 
   // login, logout, whoami, token delegate, token exchange, service-account key …
@@ -232,16 +281,23 @@ async function main(argv: string[]): Promise<void> {
     .addOption(configOpt())
     .argument('<id>', 'session id')
     .option('--reason <text>', 'told to the client and recorded')
-    .action(async (id: string, o: { config?: string; reason?: string }) => {
+    .option('--json', 'print {killed}')
+    .action(async (id: string, o: { config?: string; reason?: string; json?: boolean }) => {
       const config = resolveConfig(o.config)
       const api = ApiClient.forServer(config)
-      if (!api) throw new UsageError('no Gatehouse server is running for this configuration, so there is no live session to end')
+      if (!api)
+        throw new ServerUnreachableError('no Gatehouse server is running for this configuration, so there is no live session to end')
       await api.call('POST', `/v1/sessions/${encodeURIComponent(id)}/kill`, o.reason ? { reason: o.reason } : {})
-      out(`killed ${id}`)
+      out(o.json ? JSON.stringify({ killed: id }) : `killed ${id}`)
     })
 
   // audit list|verify|pubkey|export|sinks, sessions replay|export (engine/audit/cli.ts)
-  registerAuditCommands(program, sessions, { configOption: configOpt, resolveConfig, apiFor: (c) => ApiClient.forServer(c) })
+  registerAuditCommands(program, sessions, {
+    configOption: configOpt,
+    resolveConfig,
+    apiFor: (c) => ApiClient.forServer(c),
+    noServer: (message) => new ServerUnreachableError(message),
+  })
   registerApprovalCommands(program)
 
   // ssh add-key|list-keys|remove-key|host-key (cli/ssh.ts)
@@ -305,7 +361,9 @@ async function main(argv: string[]): Promise<void> {
       const config = resolveConfig(o.config)
       const api = ApiClient.forServer(config)
       if (!api)
-        throw new UsageError('no Gatehouse server is running for this configuration; policy status reports what a running gateway loaded')
+        throw new ServerUnreachableError(
+          'no Gatehouse server is running for this configuration; policy status reports what a running gateway loaded',
+        )
       const st = await api.call<PolicyStatus>('GET', '/v1/policy')
       if (o.json) out(JSON.stringify(st))
       else {
@@ -317,16 +375,20 @@ async function main(argv: string[]): Promise<void> {
     })
 
   registerClassifyCommand(program) // classify CONNECTION (cli/classify.ts)
+  registerAdminCommands(program, configOpt) // admin rotate (cli/admin.ts)
   await program.parseAsync(argv)
 }
 
 main(process.argv).catch((err: unknown) => {
-  if (isGatehouseError(err) || err instanceof UsageError || err instanceof ApiError) {
+  const code = exitCodeFor(err)
+  if (err instanceof CommanderError) {
+    // commander has already printed the problem (or the help, or the version).
+  } else if (isGatehouseError(err) || err instanceof UsageError || err instanceof FailedError || err instanceof ApiError) {
     process.stderr.write(`gatehouse: ${err.message}\n`)
-  } else if (err instanceof Error && 'code' in err && (err as NodeJS.ErrnoException).code === 'ECONNREFUSED') {
+  } else if (code === 3) {
     process.stderr.write('gatehouse: the server did not answer on its API address\n')
   } else {
     process.stderr.write(`gatehouse: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
   }
-  process.exit(1)
+  process.exit(code === EXIT_OK ? EXIT_OK : code)
 })

@@ -46,6 +46,8 @@ export interface ApiDeps {
   readonly approvals?: ApprovalService | null
   /** HTTP handlers mounted by proxy plugins (ProxyContext.mountHttp); public, they authenticate. */
   readonly mounts?: readonly HttpMount[]
+  /** Replaces the admin token and revokes the previous one (`gatehouse admin rotate`). */
+  readonly rotateAdmin?: (chain: readonly string[]) => Promise<{ id: string; revoked: string | null }>
 }
 
 declare module 'fastify' {
@@ -283,10 +285,20 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
         // Delegated token ids grow 9 characters a hop (tokens.ts), up to the hard depth limit of 16.
         params: { type: 'object', properties: { id: { type: 'string', maxLength: 200 } }, required: ['id'] },
         body: { type: ['object', 'null'], properties: { reason: { type: 'string', maxLength: 500 } }, additionalProperties: false },
-        response: { 200: { type: 'object', properties: { revoked: { type: 'string' }, sessions_ended: { type: 'integer' } } } },
+        response: {
+          200: { type: 'object', properties: { revoked: { type: 'string' }, sessions_ended: { type: 'integer' } } },
+          404: errorSchema,
+        },
       },
     },
-    async (req) => {
+    async (req, reply) => {
+      // A typo must not look like a revocation: the id has to name something this gateway issued.
+      if (!deps.store.isKnownCredential(req.params.id)) {
+        return reply.status(404).send({
+          error: `no token or service-account key with id ${JSON.stringify(req.params.id)} was issued by this gateway`,
+          code: 'GH_ERR_NOT_FOUND',
+        })
+      }
       deps.store.revoke(req.params.id, req.body?.reason ?? null)
       await deps.audit.append({
         type: 'token.revoked',
@@ -301,6 +313,20 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
       return { revoked: req.params.id, sessions_ended: n }
     },
   )
+
+  const rotateAdmin = deps.rotateAdmin
+  if (rotateAdmin) {
+    app.post(
+      '/v1/admin/rotate',
+      {
+        schema: {
+          summary: 'Replace the admin token (kept in <data_dir>/admin.token) and revoke the previous one',
+          response: { 200: { type: 'object', properties: { id: { type: 'string' }, revoked: { type: ['string', 'null'] } } } },
+        },
+      },
+      async (req) => rotateAdmin(req.admin?.chain.map((p) => p.id) ?? []),
+    )
+  }
 
   if (deps.identity) await app.register(identityRoutes(deps.identity))
   // Public keys registered to principals (engine/public-keys.ts).

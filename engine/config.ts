@@ -58,6 +58,9 @@ export interface Config {
  * afford that, and no ordinary statement, bind or COPY chunk comes near 16 MiB. */
 export const DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
+/** Listeners that run unless the configuration says `off` for them. */
+export const DEFAULT_LISTEN: Readonly<Record<string, string>> = { api: '127.0.0.1:8080', postgres: '127.0.0.1:15432' }
+
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/
 const TOP_KEYS = [
   'data_dir',
@@ -169,13 +172,16 @@ export function parseConfig(raw: unknown, file: string | null, baseDir = process
 
   const dataDir = rel(str(p, raw, 'data_dir', '') ?? './gatehouse-data')
 
+  // Listing one listener adds it to the defaults; only an explicit `off` turns a default off, so
+  // adding `ssh:` never silently takes the API (and with it every CLI command) away.
   const listen: Record<string, ListenAddress> = {}
-  const listenRaw = raw.listen ?? { api: '127.0.0.1:8080', postgres: '127.0.0.1:15432' }
-  if (!isRecord(listenRaw)) p.add('listen', 'must be a mapping of listener name to host:port')
+  const listenRaw = raw.listen ?? {}
+  if (!isRecord(listenRaw)) p.add('listen', 'must be a mapping of listener name to host:port (or off)')
   else {
-    for (const [k, v] of Object.entries(listenRaw)) {
+    for (const [k, v] of Object.entries({ ...DEFAULT_LISTEN, ...listenRaw })) {
+      if (v === 'off' || v === false) continue
       const a = typeof v === 'string' ? parseAddress(v) : null
-      if (!a) p.add(`listen.${k}`, `must be host:port, e.g. 127.0.0.1:15432 (got ${JSON.stringify(v)})`)
+      if (!a) p.add(`listen.${k}`, `must be host:port, e.g. 127.0.0.1:15432, or off (got ${JSON.stringify(v)})`)
       else listen[k] = a
     }
   }

@@ -1,12 +1,13 @@
 // The composition root: opens the data directory (state, signing key, TLS, audit), loads and
 // starts the proxy plugins with their narrow contexts, starts the API, and stops it all in order.
 
-import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import { ADMIN_GROUP, buildApi } from './api.js'
+import { loadOrMintAdminToken, rotateAdminToken } from './admin-token.js'
+import { buildApi } from './api.js'
 import { AuditLog } from './audit.js'
 import { isExternalAnchor } from './audit/config.js'
 import { type AuditSigner, resolveAuditSigner } from './audit/keys.js'
@@ -14,6 +15,7 @@ import { AuditServices } from './audit/service.js'
 import { type Config, configProblem } from './config.js'
 import { GatehouseError, isGatehouseError } from './errors.js'
 import { IdentityService } from './identity/service.js'
+import { type ScopeVocabulary, scopeSyntaxProblem, scopeVocabularyProblems } from './identity/scope.js'
 import { loadPolicySource } from './policy/bundle.js'
 import { PolicyEngine } from './policy/engine.js'
 import { PolicyReloader } from './policy/reload.js'
@@ -46,9 +48,7 @@ export interface RunInfo {
   readonly started: string
 }
 
-export function adminTokenPath(dataDir: string): string {
-  return join(dataDir, 'admin.token')
-}
+export { adminTokenPath } from './admin-token.js'
 export function runInfoPath(dataDir: string): string {
   return join(dataDir, 'run.json')
 }
@@ -65,9 +65,6 @@ export function issuerFor(config: Config): string {
 
 /** The end reason of sessions a killed gateway left open. */
 const ORPHAN_REASON = 'gateway stopped unexpectedly'
-
-/** Lifetime of the admin token minted at each start; it is re-minted by every restart. */
-const ADMIN_TOKEN_TTL_SECONDS = 30 * 86400
 
 export class Gateway {
   private handles: { name: string; handle: ProxyHandle }[] = []
@@ -115,6 +112,7 @@ export class Gateway {
     log.info({ version: bundle.version, source: bundle.source }, 'policy loaded')
 
     mkdirSync(config.dataDir, { recursive: true, mode: 0o700 })
+    checkDataDirOwnership(config.dataDir)
     const auditLog = log.child({ component: 'audit' })
     const configDir = config.file ? join(config.file, '..') : process.cwd()
     let signer: AuditSigner
@@ -167,6 +165,8 @@ export class Gateway {
       maxDepth: config.identity.delegation.maxDepth,
       // A root may pass unmask:<rule> to an agent when the loaded masking rules clear its groups.
       mayUnmask: (root, rule) => engine.rootMayUnmask(root, rule),
+      onIssued: (t) => store.recordIssued(t.id, t.subject, t.expiresAt),
+      scopeProblems: scopeCheckerFor(config, plugins),
     })
     const identity = new IdentityService({
       config: config.identity,
@@ -222,6 +222,13 @@ export class Gateway {
           policy: () => engine.status(),
           approvals: sessions.approvals,
           mounts: gw.mounts,
+          rotateAdmin: async (chain) => {
+            const r = await rotateAdminToken(config.dataDir, issuer, store, audit, chain)
+            gw.adminToken = r.token
+            // Whoever still holds the replaced token (a psql session opened with it) is cut off now.
+            if (r.replaced) sessions.killByToken(r.replaced, 'the admin token was rotated')
+            return { id: r.id, revoked: r.replaced }
+          },
         })
         await gw.api.listen({ host: apiAddr.host, port: apiAddr.port }).catch((err: unknown) => {
           throw new GatehouseError(
@@ -241,9 +248,12 @@ export class Gateway {
       throw err
     }
 
-    const admin = await issuer.issue({ subject: 'user:admin', groups: [ADMIN_GROUP], ttlSeconds: ADMIN_TOKEN_TTL_SECONDS })
+    // One admin credential across starts (engine/admin-token.ts): reused while it verifies.
+    const admin = await loadOrMintAdminToken(config.dataDir, issuer, store, audit).catch(async (err: unknown) => {
+      await gw.stop('gateway failed to start')
+      throw err
+    })
     gw.adminToken = admin.token
-    writeAtomically(adminTokenPath(config.dataDir), `${admin.token}\n`)
     const run: RunInfo = {
       pid: process.pid,
       api: gw.addresses.api ? `http://${gw.addresses.api}` : null,
@@ -397,8 +407,28 @@ export class Gateway {
   }
 }
 
+/** What scope entries may name here: the loaded plugins' actions and the configured connections. */
+export function scopeVocabularyFor(config: Config, plugins: readonly LoadedPlugin[]): ScopeVocabulary {
+  return { actions: plugins.flatMap((l) => l.plugin.actions ?? []), connections: config.connections.map((c) => c.name) }
+}
+
+/** Checks a requested scope's syntax, then that each entry names a known action or connection. */
+export function scopeCheckerFor(config: Config, plugins: readonly LoadedPlugin[]): (entries: readonly string[]) => string[] {
+  const vocab = scopeVocabularyFor(config, plugins)
+  return (entries) => {
+    const syntax = scopeSyntaxProblem(entries)
+    return syntax ? [syntax] : scopeVocabularyProblems(entries, vocab)
+  }
+}
+
 function validateAgainstPlugins(config: Config, plugins: readonly LoadedPlugin[]): void {
   const problems: string[] = []
+  const vocab = scopeVocabularyFor(config, plugins)
+  config.identity.workloadIssuers.forEach((w, i) => {
+    w.rules.forEach((r, j) => {
+      for (const p of scopeVocabularyProblems(r.scope, vocab)) problems.push(`identity.workload_issuers[${i}].rules[${j}].scope: ${p}`)
+    })
+  })
   const names = plugins.map((l) => l.plugin.name)
   for (const key of Object.keys(config.listen)) {
     if (key !== 'api' && !names.includes(key))
@@ -420,6 +450,29 @@ function validateAgainstPlugins(config: Config, plugins: readonly LoadedPlugin[]
     for (const p of l.plugin.validateConnection?.(c.settings) ?? []) problems.push(`connections[${i}].${p}`)
   })
   if (problems.length > 0) throw configProblem(config, problems)
+}
+
+/**
+ * The data directory holds the signing keys, the admin token and the audit log: a directory
+ * another user owns, or one others may write, would let them swap keys or cut the log, so the
+ * gateway refuses it rather than start on it.
+ */
+export function checkDataDirOwnership(dir: string): void {
+  const st = statSync(dir)
+  if (!st.isDirectory()) throw new GatehouseError('GH_ERR_CONFIG', `data_dir ${dir}: not a directory`)
+  const uid = process.getuid?.()
+  if (uid !== undefined && st.uid !== uid) {
+    throw new GatehouseError(
+      'GH_ERR_CONFIG',
+      `data_dir ${dir}: owned by uid ${st.uid}, but the gateway runs as uid ${uid}; it holds keys and the audit log, so it must belong to the user that runs the gateway (chown it, or choose another data_dir)`,
+    )
+  }
+  if ((st.mode & 0o022) !== 0) {
+    throw new GatehouseError(
+      'GH_ERR_CONFIG',
+      `data_dir ${dir}: mode ${(st.mode & 0o777).toString(8).padStart(4, '0')} lets other users write it; it holds keys and the audit log (chmod 700 ${dir})`,
+    )
+  }
 }
 
 /** Writes a file so that a reader sees either nothing or the whole content, never a torn file. */

@@ -81,6 +81,7 @@ export class Store {
       this.db.pragma('busy_timeout = 5000')
       this.db.exec(`
         CREATE TABLE IF NOT EXISTS revoked_tokens (jti TEXT PRIMARY KEY, revoked_at TEXT NOT NULL, reason TEXT);
+        CREATE TABLE IF NOT EXISTS issued_tokens (jti TEXT PRIMARY KEY, subject TEXT NOT NULL, expires_at INTEGER NOT NULL);
         CREATE TABLE IF NOT EXISTS sessions (
           id TEXT PRIMARY KEY, connection TEXT NOT NULL, protocol TEXT NOT NULL, chain TEXT NOT NULL,
           token_ids TEXT NOT NULL, client TEXT NOT NULL, started_at TEXT NOT NULL,
@@ -100,6 +101,17 @@ export class Store {
 
   isRevoked(jti: string): boolean {
     return this.revokedStmt.get(jti) !== undefined
+  }
+
+  /** Remembers a token id this gateway issued, so a revocation can tell a known id from a typo. */
+  recordIssued(jti: string, subject: string, expiresAt: number): void {
+    this.db.prepare('INSERT OR IGNORE INTO issued_tokens (jti, subject, expires_at) VALUES (?, ?, ?)').run(jti, subject, expiresAt)
+  }
+
+  /** Whether `id` names a token this gateway issued or a service-account key. */
+  isKnownCredential(id: string): boolean {
+    if (this.db.prepare('SELECT 1 FROM issued_tokens WHERE jti = ?').get(id) !== undefined) return true
+    return this.getServiceKey(id) !== null
   }
 
   revoke(jti: string, reason: string | null): boolean {

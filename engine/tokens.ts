@@ -121,6 +121,10 @@ export interface TokenIssuerOptions {
    * scope: the masking rules say its groups see that rule's columns clear. Absent: never.
    */
   readonly mayUnmask?: (root: Principal, rule: string) => boolean
+  /** Told about every token issued or delegated (the state database keeps the ids, for revocation). */
+  readonly onIssued?: (t: { readonly id: string; readonly subject: string; readonly expiresAt: number }) => void
+  /** Problems with scope entries that name no known action or connection (none: not checked). */
+  readonly scopeProblems?: (entries: readonly string[]) => string[]
 }
 
 /** A verified token: its identity plus what delegation and introspection need. */
@@ -192,6 +196,9 @@ const GENERIC = 'authentication failed: the token is not a valid Gatehouse token
 export class TokenIssuer {
   readonly maxDepth: number
   private mayUnmask: (root: Principal, rule: string) => boolean
+  private readonly onIssued: NonNullable<TokenIssuerOptions['onIssued']>
+  /** Entries of a requested scope that name no known action or connection. */
+  readonly scopeProblems: NonNullable<TokenIssuerOptions['scopeProblems']>
   /** The public key as a WebCrypto key, imported once: verifying with it skips a per-call conversion. */
   private cryptoKey: Promise<webcrypto.CryptoKey> | null = null
 
@@ -206,6 +213,8 @@ export class TokenIssuer {
     }
     this.maxDepth = d
     this.mayUnmask = opts.mayUnmask ?? (() => false)
+    this.onIssued = opts.onIssued ?? (() => undefined)
+    this.scopeProblems = opts.scopeProblems ?? (() => [])
   }
 
   /** Replaces the root-unmask rule (the masking rules changed). */
@@ -247,7 +256,7 @@ export class TokenIssuer {
       validateSubject(req.subject) ??
       (req.groups ?? []).map(validateGroup).find((x) => x !== null) ??
       (req.audience !== undefined ? audienceProblem(req.audience) : null) ??
-      null
+      (this.scopeProblems(req.scope ?? []).join('; ') || null)
     if (bad) throw new GatehouseError('GH_ERR_AUTH', bad)
     const id = newTokenId()
     const now = Math.floor(Date.now() / 1000)
@@ -257,6 +266,7 @@ export class TokenIssuer {
     if (req.scope && req.scope.length > 0) claims.scp = req.scope.join(' ')
     if (req.source !== undefined) claims.src = req.source
     const token = await this.sign(claims, req.subject, req.audience ?? this.issuer, id, now, exp)
+    this.onIssued({ id, subject: req.subject, expiresAt: exp })
     return { token, id, expiresAt: exp }
   }
 
@@ -287,6 +297,8 @@ export class TokenIssuer {
     const holder = chain[chain.length - 1]
     const root = chain[0]
     if (!holder || !root) throw new IdentityError('invalid_grant', 'empty chain', { publicMessage: GENERIC })
+    const unknown = this.scopeProblems(req.scope)
+    if (unknown.length > 0) throw refused('invalid_scope', unknown.join('; '))
     const narrowed = narrowScope(holder.scope, req.scope, parent.depth === 0 ? (rule) => this.mayUnmask(root, rule) : () => false)
     if (!narrowed.ok) throw refused('invalid_scope', narrowed.problem)
 
@@ -330,6 +342,7 @@ export class TokenIssuer {
     claims.pth = tokenHash(parentToken)
     claims.dep = parent.depth + 1
     const token = await this.sign(claims, root.id, audience, id, now, exp)
+    this.onIssued({ id, subject: agent, expiresAt: exp })
     const identity: Identity = {
       chain: [...chain, { id: agent, kind: 'agent', groups: [], scope: narrowed.scope }],
       tokenIds: [...parent.identity.tokenIds, id],

@@ -28,6 +28,8 @@ export interface ProxyPlugin<O extends object = Record<string, unknown>> {
   readonly name: string
   /** Connection settings whose values are secret references (`env:…`, `file:…`), never literals. */
   readonly secretKeys?: readonly string[]
+  /** The actions this plugin asks policy about (`sql.read`, `ssh.exec`): scopes are checked against them. */
+  readonly actions?: readonly string[]
   /** Checks protocol-specific connection settings; returns problems as "key: what is wrong". */
   validateConnection?(settings: Readonly<Record<string, unknown>>): string[]
   start(ctx: ProxyContext, opts: O): Promise<ProxyHandle>

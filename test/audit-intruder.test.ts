@@ -191,7 +191,7 @@ describe('audit against an intruder on the gateway host', () => {
     assert.equal(report.ok, true)
     assert.equal(report.unattestedEvents, Number(warning[1]))
     const strict = gw.cli(['audit', 'verify', '--strict'])
-    assert.equal(strict.code, 2, strict.stdout + strict.stderr)
+    assert.equal(strict.code, 1, strict.stdout + strict.stderr)
     assert.match(strict.stdout, /--strict: \d+ unattested event\(s\)/)
 
     // The seal names the range itself, signed: taking the mark out breaks the signature.

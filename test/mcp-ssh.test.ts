@@ -25,7 +25,7 @@ describe('MCP exec over SSH', () => {
     writeFileSync(join(policyDir, 'mcp.rego'), 'package gatehouse\n\nallow if input.action == "mcp.call"\n')
     gw = await TestGateway.start({
       connections: [sshd.connection('web-1', { labels: { env: 'test' } })],
-      config: { listen: { api: '127.0.0.1:0', ssh: '127.0.0.1:0' }, policies: policyDir },
+      config: { listen: { api: '127.0.0.1:0', postgres: 'off', ssh: '127.0.0.1:0' }, policies: policyDir },
     })
     const token = gw.token('user:alice')
     client = new Client({ name: 'gatehouse-test', version: '1.0.0' })

@@ -31,7 +31,7 @@ describe('ssh: fifty concurrent ssh execs', () => {
     sshd = await TestSshd.start({ config: ['AcceptEnv *'] })
     gw = await TestGateway.start({
       connections: [sshd.connection('web-1'), sshd.connection('web-env', { env: ['LANG', 'LC_*', 'TZ'] })],
-      config: { listen: { api: '127.0.0.1:0', ssh: '127.0.0.1:0' }, policies: join(REPO, 'test/data/ssh') },
+      config: { listen: { api: '127.0.0.1:0', postgres: 'off', ssh: '127.0.0.1:0' }, policies: join(REPO, 'test/data/ssh') },
     })
     const run = JSON.parse(readFileSync(join(gw.dataDir, 'run.json'), 'utf8')) as { listeners: Record<string, string> }
     const a = run.listeners.ssh ?? ''

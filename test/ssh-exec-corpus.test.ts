@@ -190,7 +190,7 @@ approval contains {"rule": "needs-approval", "group": "ops", "reason": "this one
     const env = ['LANG', 'LC_*', 'GH_NOTE', 'TERM']
     gw = await TestGateway.start({
       connections: [sshd.connection('web-bash', { user: users.bash, env }), sshd.connection('web-dash', { user: users.dash, env })],
-      config: { listen: { api: '127.0.0.1:0', ssh: '127.0.0.1:0' }, policies: policyDir },
+      config: { listen: { api: '127.0.0.1:0', postgres: 'off', ssh: '127.0.0.1:0' }, policies: policyDir },
     })
     const run = JSON.parse(readFileSync(join(gw.dataDir, 'run.json'), 'utf8')) as { listeners: Record<string, string> }
     const a = run.listeners.ssh ?? ''

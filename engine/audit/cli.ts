@@ -43,6 +43,8 @@ export interface AuditCliDeps {
   readonly configOption: () => Option
   readonly resolveConfig: (file: string | undefined) => Config
   readonly apiFor: (config: Config) => AuditApiClient | null
+  /** The error for "no server runs for this configuration" (the CLI gives it its own exit code). */
+  readonly noServer: (message: string) => Error
 }
 
 function out(line: string): void {
@@ -284,8 +286,8 @@ export function registerAuditCommands(program: Command, sessions: Command, deps:
         for (const l of describeVerify(r, dir, live)) out(l)
         if (strict) out(strict)
       }
-      if (!r.ok) process.exitCode = 1
-      else if (strict) process.exitCode = 2
+      // A strict check that finds the log intact but not fully signed failed what was asked: 1.
+      if (!r.ok || strict) process.exitCode = 1
     })
 
   audit
@@ -347,7 +349,7 @@ export function registerAuditCommands(program: Command, sessions: Command, deps:
     .option('--json', 'JSON Lines')
     .action(async (o: { config?: string; json?: boolean }) => {
       const api = deps.apiFor(deps.resolveConfig(o.config))
-      if (!api) throw usage('no Gatehouse server is running for this configuration; sinks run inside it')
+      if (!api) throw deps.noServer('no Gatehouse server is running for this configuration; sinks run inside it')
       const r = await api.call<{ sinks: Record<string, unknown>[] }>('GET', '/v1/audit/sinks')
       for (const s of r.sinks) {
         if (o.json) out(JSON.stringify(s))

@@ -42,6 +42,44 @@ export function scopeSyntaxProblem(entries: readonly string[]): string | null {
   return null
 }
 
+/** What scope entries may name: the actions of the loaded plugins and the configured connections. */
+export interface ScopeVocabulary {
+  readonly actions: readonly string[]
+  readonly connections: readonly string[]
+}
+
+/** Actions every gateway decides, whatever plugins are loaded. */
+export const CORE_ACTIONS: readonly string[] = ['connect']
+
+/**
+ * Every entry that names something that does not exist, each named: a misspelt action
+ * (`sql.raed`) or an unknown connection would otherwise be accepted and then deny everything.
+ * Families (`sql.*`) must cover at least one known action; `unmask:` rules are checked elsewhere.
+ */
+export function scopeVocabularyProblems(entries: readonly string[], vocab: ScopeVocabulary): string[] {
+  const problems: string[] = []
+  const actions = [...new Set([...CORE_ACTIONS, ...vocab.actions])].sort()
+  for (const e of entries) {
+    if (e.startsWith('unmask:') || e === '*') continue
+    if (e.startsWith('connection:')) {
+      const name = e.slice('connection:'.length)
+      if (!vocab.connections.includes(name)) {
+        problems.push(
+          `scope entry ${JSON.stringify(e)}: no connection named ${JSON.stringify(name)} (configured: ${vocab.connections.join(', ') || 'none'})`,
+        )
+      }
+    } else if (e.endsWith('.*')) {
+      const fam = e.slice(0, -1)
+      if (!actions.some((a) => a.startsWith(fam))) {
+        problems.push(`scope entry ${JSON.stringify(e)}: no action in this family (actions: ${actions.join(', ')})`)
+      }
+    } else if (!actions.includes(e)) {
+      problems.push(`scope entry ${JSON.stringify(e)}: no such action (actions: ${actions.join(', ')})`)
+    }
+  }
+  return problems
+}
+
 function isAction(e: string): boolean {
   return !e.startsWith('connection:') && !e.startsWith('unmask:')
 }

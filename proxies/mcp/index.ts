@@ -324,6 +324,7 @@ export class McpService {
 
 export const mcpPlugin: ProxyPlugin = {
   name: 'mcp',
+  actions: ['mcp.call'],
   async start(ctx: ProxyContext) {
     const service = new McpService(ctx)
     ctx.mountHttp(MCP_PATH, (req, res, body) => service.handle(req, res, body))

@@ -18,6 +18,7 @@ const KNOWN_KEYS = ['database', 'user', 'password', 'tls', 'ca', 'auth', 'detect
 export const postgresPlugin: ProxyPlugin = {
   name: 'postgres',
   secretKeys: ['password'],
+  actions: ['sql.session', 'sql.read', 'sql.write', 'sql.ddl', 'sql.admin', 'sql.other'],
 
   validateConnection(settings) {
     const problems: string[] = []

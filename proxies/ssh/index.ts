@@ -40,6 +40,7 @@ export function loadOrCreateHostKey(dir: string): { private: string; public: str
 export const sshPlugin: ProxyPlugin = {
   name: 'ssh',
   secretKeys: ['private_key', 'password'],
+  actions: ['ssh.exec', 'ssh.shell', 'ssh.shell.command', 'ssh.sftp', 'ssh.forward'],
 
   validateConnection(settings) {
     const problems: string[] = []
