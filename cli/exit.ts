@@ -29,7 +29,8 @@ export function exitCodeFor(err: unknown): number {
   if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE
   if (err instanceof UsageError) return EXIT_USAGE
   if (err instanceof ServerUnreachableError) return EXIT_UNREACHABLE
-  if (isGatehouseError(err)) return err.code === 'GH_ERR_CONFIG' ? EXIT_USAGE : EXIT_FAILED
+  // A configuration or policy bundle that does not load is a usage error of the command that read it.
+  if (isGatehouseError(err)) return err.code === 'GH_ERR_CONFIG' || err.code === 'GH_ERR_POLICY' ? EXIT_USAGE : EXIT_FAILED
   if (err instanceof Error && 'code' in err) {
     const code = (err as NodeJS.ErrnoException).code
     if (code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'EHOSTUNREACH') return EXIT_UNREACHABLE

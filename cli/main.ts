@@ -16,7 +16,7 @@ import { buildInputs } from '../engine/decide.js'
 import { instantiate, loadPolicySource } from '../engine/policy/bundle.js'
 import { buildBundle } from '../engine/policy/build.js'
 import { parseRequest } from '../engine/policy/cases.js'
-import { checkPolicyDir } from '../engine/policy/check.js'
+import { formatJson, formatJunit, formatText, reportOk, runPolicyTests } from '../engine/policy/check.js'
 import { FileProblems, parseYaml } from '../engine/policy/data.js'
 import { PolicyEngine, type PolicyStatus } from '../engine/policy/engine.js'
 import { Store } from '../engine/store.js'
@@ -324,9 +324,31 @@ async function main(argv: string[]): Promise<void> {
     .description('run the opa unit tests (*_test.rego) and the decision tables (*.cases.yaml) through the gateway engine')
     .argument('<dir>', 'policy directory')
     .option('-v, --verbose', 'print passing cases too')
-    .action(async (dir: string, o: { verbose?: boolean }) => {
-      const ok = await checkPolicyDir(dir, out, { verbose: o.verbose === true })
-      if (!ok) process.exitCode = 1
+    .addOption(
+      new Option('--format <format>', 'text, json (one document) or junit (JUnit XML alone on stdout)')
+        .choices(['text', 'json', 'junit'])
+        .default('text'),
+    )
+    .option('--json', 'the same as --format json')
+    .option('--run <pattern>', 'only cases and opa tests whose name matches this regular expression')
+    .option('--no-explain', 'do not trace failing cases with opa')
+    .action(async (dir: string, o: { verbose?: boolean; format: string; json?: boolean; run?: string; explain: boolean }) => {
+      let run: RegExp | undefined
+      if (o.run !== undefined) {
+        try {
+          run = new RegExp(o.run)
+        } catch (err) {
+          throw new UsageError(`--run: not a regular expression (${(err as Error).message})`)
+        }
+      }
+      const report = await runPolicyTests(dir, { ...(run ? { run } : {}), explain: o.explain })
+      const format = o.json ? 'json' : o.format
+      if (format === 'json') out(formatJson(report))
+      else if (format === 'junit') process.stdout.write(formatJunit(report))
+      else for (const line of formatText(report, o.verbose === true)) out(line)
+      // 2: the bundle does not build (nothing could be tested); 1: something tested failed.
+      if (report.buildError !== null) process.exitCode = 2
+      else if (!reportOk(report)) process.exitCode = 1
     })
   policy
     .command('eval')

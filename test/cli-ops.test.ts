@@ -267,3 +267,39 @@ describe('exit codes and --version', () => {
     assert.equal(r.code, 3, r.stderr)
   })
 })
+
+describe('audit list', () => {
+  test('a header row, and the command and chain of SSH and MCP events as of SQL ones', async () => {
+    const dir = mkdtempSync(join(cwd, 'audit-'))
+    const file = join(dir, 'gatehouse.yaml')
+    writeFileSync(file, yaml.dump({ data_dir: join(dir, 'data') }))
+    const { openLocalAuditLog } = await import('../engine/audit.js')
+    const log = await openLocalAuditLog(parseConfig({ data_dir: join(dir, 'data') }, file))
+    const chain = ['user:alice', 'agent:helper']
+    await log.append({ type: 'statement', session: 'S-sql', chain, connection: 'app', sql: 'SELECT 1', decision: 'allow' })
+    await log.append({ type: 'statement', session: 'S-ssh', chain, connection: 'web-1', command: 'uptime', decision: 'allow' })
+    await log.append({
+      type: 'mcp.call',
+      session: 'S-mcp',
+      chain,
+      connection: 'app',
+      tool: 'query',
+      arguments: { sql: 'SELECT ?' },
+      decision: 'deny',
+    })
+    log.close()
+    const r = gatehouse(['audit', 'list', '--config', file])
+    assert.equal(r.code, 0, r.stderr)
+    const lines = r.stdout.trimEnd().split('\n')
+    assert.match(lines[0] ?? '', /^TIME +TYPE +SESSION +CHAIN +CONNECTION +DECISION +COMMAND$/)
+    const row = (session: string): string => lines.find((l) => l.includes(session)) ?? ''
+    assert.match(row('S-sql'), /user:alice>agent:helper +app +allow +SELECT 1$/)
+    assert.match(row('S-ssh'), /user:alice>agent:helper +web-1 +allow +uptime$/)
+    assert.match(row('S-mcp'), /user:alice>agent:helper +app +deny +query \{"sql":"SELECT \?"\}$/)
+    // The columns line up under the header.
+    const at = (lines[0] ?? '').indexOf('COMMAND')
+    assert.equal(row('S-ssh').indexOf('uptime'), at)
+    const text = gatehouse(['audit', 'list', '--config', file, '--text', 'UPTIME'])
+    assert.equal(text.stdout.trimEnd().split('\n').length, 2, text.stdout)
+  })
+})

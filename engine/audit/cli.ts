@@ -71,33 +71,52 @@ function write(chunk: Buffer | string): Promise<void> {
   })
 }
 
-export function printEvents(events: readonly StoredAuditEvent[], json: boolean): void {
-  for (const e of events) {
-    if (json) {
-      out(JSON.stringify(e))
-      continue
-    }
-    const decision = typeof e.decision === 'string' ? e.decision : ''
-    const sql = typeof e.sql === 'string' ? e.sql.replace(/\s+/g, ' ').slice(0, 120) : ''
-    const extra =
-      e.type === 'result'
-        ? `${JSON.stringify(e.tag ?? '')} rows=${String(e.rows ?? '')}`
-        : e.type === 'audit.checkpoint'
-          ? `${String(e.reason ?? '')} checkpoint`
-          : sql
-    out(
-      [
-        e.time,
-        String(e.type).padEnd(15),
-        (e.session ?? '-').padEnd(15),
-        (Array.isArray(e.chain) ? e.chain.join('>') : '') || '-',
-        e.connection ?? '-',
-        decision,
-        extra,
-        ...((e as { unattested?: unknown }).unattested === true ? ['UNATTESTED'] : []),
-      ].join('  '),
-    )
+/** The command an event is about, whatever the protocol: SQL, an SSH command line, an MCP tool call. */
+function eventText(e: StoredAuditEvent): string {
+  if (e.type === 'result' && typeof e.tag === 'string') return `${JSON.stringify(e.tag)} rows=${String(e.rows ?? '')}`
+  if (e.type === 'audit.checkpoint') return `${String(e.reason ?? '')} checkpoint`
+  if (typeof e.sql === 'string') return e.sql
+  if (typeof e.command === 'string') {
+    // An SFTP operation is named by what it did and to which path; a command line by itself.
+    if (typeof e.operation === 'string' && typeof e.path === 'string') return `${e.command}: ${e.operation} ${e.path}`
+    return e.command
   }
+  if (typeof e.tool === 'string') {
+    const args = e.arguments
+    return `${e.tool} ${typeof args === 'object' && args !== null ? JSON.stringify(args) : ''}`.trim()
+  }
+  if (e.type === 'token.issued' || e.type === 'token.revoked') {
+    const t = e.token as { id?: unknown; subject?: unknown } | undefined
+    return [t?.id, t?.subject].filter((x) => typeof x === 'string').join(' ')
+  }
+  return ''
+}
+
+const COLUMNS = ['TIME', 'TYPE', 'SESSION', 'CHAIN', 'CONNECTION', 'DECISION', 'COMMAND'] as const
+
+export function printEvents(events: readonly StoredAuditEvent[], json: boolean): void {
+  if (json) {
+    for (const e of events) out(JSON.stringify(e))
+    return
+  }
+  const rows = events.map((e) => [
+    e.time,
+    String(e.type),
+    e.session ?? '-',
+    (Array.isArray(e.chain) ? e.chain.join('>') : '') || '-',
+    e.connection ?? '-',
+    typeof e.decision === 'string' ? e.decision : '-',
+    `${eventText(e).replace(/\s+/g, ' ').slice(0, 120)}${(e as { unattested?: unknown }).unattested === true ? '  UNATTESTED' : ''}`,
+  ])
+  // Aligned columns under a header, so the listing reads as a table; the last column runs free.
+  const widths = COLUMNS.map((c, i) => Math.max(c.length, ...rows.map((r) => (r[i] ?? '').length)))
+  const line = (cells: readonly string[]): string =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
+      .join('  ')
+      .trimEnd()
+  out(line(COLUMNS))
+  for (const r of rows) out(line(r))
 }
 
 /** Why `verify --strict` refuses a log that verified: events nothing vouches for. Null when none. */

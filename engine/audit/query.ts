@@ -21,7 +21,7 @@ export interface AuditQuery {
   readonly decision?: string
   /** A policy version, or a prefix of one. */
   readonly policy_version?: string
-  /** Case-insensitive text in the statement's SQL (or any of a multi-statement query's). */
+  /** Case-insensitive text in the statement's SQL (or any of a multi-statement query's), or an SSH command line. */
   readonly text?: string
   /** Include the log's own records (segment headers, checkpoints, prunes); a type of `audit.*` implies it. */
   readonly internal?: boolean
@@ -41,6 +41,8 @@ export function parseTimeArg(text: string, now = Date.now()): string | null {
 function sqlTexts(e: StoredAuditEvent): string[] {
   const out: string[] = []
   if (typeof e.sql === 'string') out.push(e.sql)
+  // An SSH command line (or an SFTP operation's command) is searched as a statement's SQL is.
+  if (typeof e.command === 'string') out.push(e.command)
   if (Array.isArray(e.statements)) {
     for (const s of e.statements as unknown[]) {
       if (typeof s === 'object' && s !== null && typeof (s as { sql?: unknown }).sql === 'string') out.push((s as { sql: string }).sql)

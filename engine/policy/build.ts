@@ -212,3 +212,149 @@ export async function runRegoTests(dirArg: string, opts: { verbose?: boolean } =
     st.cleanup()
   }
 }
+
+/** One `*_test.rego` test as `opa test --format json` reports it. */
+export interface RegoTestCase {
+  /** `data.<package>.<test name>`. */
+  readonly name: string
+  /** `<dir>/<file>:<row>`. */
+  readonly where: string
+  readonly file: string
+  readonly passed: boolean
+  readonly durationMs: number
+  /** For a failure: opa's own account (`opa test -v --explain=fails` for that test alone). */
+  readonly explanation: readonly string[]
+}
+
+/**
+ * Runs the unit tests one by one as data: each test's name, place and outcome. A failing test is
+ * run again alone with `--explain=fails`, so its report says which expression failed.
+ */
+export async function runRegoTestCases(dirArg: string): Promise<{ ran: boolean; tests: RegoTestCase[]; error: string | null }> {
+  const src = readPolicyDir(dirArg)
+  if (src.tests.length === 0) return { ran: false, tests: [], error: null }
+  const st = await stage(src)
+  try {
+    const files = [...src.rego, ...src.tests, st.engine, st.data]
+    const r = await runOpa(['test', '--format', 'json', ...files], { cwd: src.dir, timeoutMs: 120_000 })
+    let raw: unknown
+    try {
+      raw = JSON.parse(r.stdout)
+    } catch {
+      const text = `${r.stdout}${r.stderr}`.replaceAll(`${st.dir}/`, '(generated) ').trim()
+      return { ran: true, tests: [], error: text || `opa test exited ${r.code}` }
+    }
+    const tests: RegoTestCase[] = []
+    for (const t of Array.isArray(raw) ? raw : []) {
+      const e = t as {
+        location?: { file?: string; row?: number }
+        package?: string
+        name?: string
+        fail?: boolean
+        error?: unknown
+        duration?: number
+      }
+      const name = `${e.package ?? 'data'}.${e.name ?? '?'}`
+      const file = e.location?.file ?? '?'
+      const passed = e.fail !== true && e.error === undefined
+      let explanation: string[] = []
+      if (!passed) {
+        const again = await runOpa(['test', '-v', '--explain=fails', '--run', `^${name.replaceAll('.', '\\.')}$`, ...files], {
+          cwd: src.dir,
+          timeoutMs: 60_000,
+        })
+        explanation = `${again.stdout}${again.stderr}`
+          .replaceAll(`${st.dir}/`, '(generated) ')
+          .split('\n')
+          .filter((l) => l.trim() !== '' && !/^-{5,}|^(PASS|FAIL): \d+\/\d+$/.test(l.trim()))
+          .slice(0, 60)
+        if (e.error !== undefined) explanation.unshift(`error: ${JSON.stringify(e.error)}`)
+      }
+      tests.push({
+        name,
+        where: `${src.display}/${file}:${e.location?.row ?? 0}`,
+        file,
+        passed,
+        durationMs: (e.duration ?? 0) / 1e6,
+        explanation,
+      })
+    }
+    return { ran: true, tests, error: null }
+  } finally {
+    st.cleanup()
+  }
+}
+
+/** Why one hop got its answer, from opa's own evaluation of the same modules and data. */
+export interface HopTrace {
+  /** Contract rule bodies whose conditions all held: `deny (guardrails.rego:50)`. */
+  readonly fired: readonly string[]
+  /** Contract rule bodies that were tried and did not hold. */
+  readonly notFired: readonly string[]
+  /** Every `input.…` path the evaluation read, with the value it found (or `(absent)`). */
+  readonly read: readonly string[]
+}
+
+const TRACE_LINE = /^(\S+)\s+((?:\| )*)(Enter|Exit|Eval|Unify|Fail|Redo|Index|Note)\s(.*)$/
+const CONTRACT_RULE = new RegExp(`^data\\.gatehouse\\.(${CONTRACT_RULES.join('|')})\\b`)
+const INPUT_PATH = /\binput((?:\.[A-Za-z_][A-Za-z0-9_]*)+)/g
+
+function lookup(doc: unknown, path: readonly string[]): unknown {
+  let v = doc
+  for (const k of path) {
+    if (typeof v !== 'object' || v === null || !(k in v)) return undefined
+    v = (v as Record<string, unknown>)[k]
+  }
+  return v
+}
+
+/**
+ * `opa eval --explain=debug` of the engine's `hop` rule for each input, reduced to what a policy
+ * author needs: the contract rules that fired, those that were tried and did not, and the
+ * inputs read. The same modules and data as the bundle, evaluated by opa rather than WebAssembly.
+ */
+export async function traceHops(dirArg: string, inputs: readonly unknown[]): Promise<HopTrace[]> {
+  const src = readPolicyDir(dirArg)
+  const st = await stage(src)
+  try {
+    const traces: HopTrace[] = []
+    for (const [i, input] of inputs.entries()) {
+      const inputFile = join(st.dir, `input-${i}.json`)
+      writeFileSync(inputFile, JSON.stringify(input))
+      const args = ['eval', '--explain=debug', '--format', 'pretty', '--input', inputFile]
+      for (const f of [...src.rego, st.engine, st.data]) args.push('-d', f)
+      args.push(`data.${ENGINE_PACKAGE}.hop`)
+      const r = await runOpa(args, { cwd: src.dir, timeoutMs: 60_000 })
+      const entered = new Map<string, string>()
+      const fired = new Set<string>()
+      const read = new Map<string, string>()
+      for (const line of r.stdout.split('\n')) {
+        const m = TRACE_LINE.exec(line)
+        if (!m) continue
+        const [, loc = '', , op = '', rest = ''] = m
+        const rule = CONTRACT_RULE.exec(rest)?.[1]
+        // A contract rule's body is entered at its own line and exits there when it holds.
+        if (rule && loc !== 'query:1' && op === 'Enter') entered.set(`${rule}@${loc}`, `${rule} (${loc.replace(`${st.dir}/`, '')})`)
+        if (rule && loc !== 'query:1' && op === 'Exit') fired.add(`${rule}@${loc}`)
+        if (op === 'Eval' || op === 'Unify') {
+          for (const p of rest.matchAll(INPUT_PATH)) {
+            const path = (p[1] ?? '').slice(1).split('.')
+            const key = `input.${path.join('.')}`
+            if (read.has(key)) continue
+            const v = lookup(input, path)
+            const text = v === undefined ? '(absent)' : JSON.stringify(v)
+            read.set(key, text.length > 120 ? `${text.slice(0, 117)}...` : text)
+          }
+        }
+      }
+      traces.push({
+        fired: [...entered].filter(([k]) => fired.has(k)).map(([, v]) => v),
+        notFired: [...entered].filter(([k]) => !fired.has(k)).map(([, v]) => v),
+        read: [...read].map(([k, v]) => `${k} = ${v}`),
+      })
+    }
+    return traces
+  } finally {
+    st.cleanup()
+  }
+}
