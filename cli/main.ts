@@ -20,12 +20,15 @@ import { formatJson, formatJunit, formatText, reportOk, runPolicyTests } from '.
 import { FileProblems, parseYaml } from '../engine/policy/data.js'
 import { PolicyEngine, type PolicyStatus } from '../engine/policy/engine.js'
 import { Store } from '../engine/store.js'
-import { loadOrCreateSigningKey, TokenIssuer, validateGroup, validateSubject } from '../engine/tokens.js'
+import { loadOrCreateSigningKey, principalKind, TokenIssuer, validateGroup, validateSubject } from '../engine/tokens.js'
 import { postgresPlugin } from '../proxies/postgres/index.js'
 import { sshPlugin } from '../proxies/ssh/index.js'
 import { mcpPlugin } from '../proxies/mcp/index.js'
 import { registerMcpCommand } from './mcp.js'
 import { explainSql } from '../engine/sql/explain.js'
+import { defaultPolicyDir } from '../engine/policy/sources.js'
+import type { Identity, PrincipalKind } from '../engine/types.js'
+import { verifyLocally } from './identity.js'
 import { ApiClient, ApiError, resolveConfig, ServerUnreachableError } from './client.js'
 import { EXIT_OK, exitCodeFor, FailedError, UsageError } from './exit.js'
 import { revokedLine, revokeById } from './revoke.js'
@@ -137,6 +140,84 @@ async function serve(opts: { config?: string; dev?: boolean }): Promise<void> {
     } else if (!demo) {
       process.stdout.write('\nNo PostgreSQL answered on 127.0.0.1:5432, so no demo connection was added.\n')
     }
+  }
+}
+
+/**
+ * `policy eval --sql`: the statement classified exactly as the PostgreSQL proxy classifies it,
+ * on a configured connection, for a token's chain or a named principal, each statement decided.
+ */
+async function evalSql(
+  sourceArg: string | undefined,
+  o: {
+    sql?: string
+    connection?: string
+    as?: string
+    subject?: string
+    group: string[]
+    scope?: string
+    searchPath: string
+    config?: string
+  },
+): Promise<unknown> {
+  if (!o.connection) throw new UsageError('--sql needs --connection NAME')
+  if ((o.as === undefined) === (o.subject === undefined)) throw new UsageError('--sql needs --as TOKEN or --subject ID (one of them)')
+  const config = resolveConfig(o.config)
+  const conn = config.connections.find((c) => c.name === o.connection)
+  if (!conn) {
+    throw new UsageError(
+      `--connection: no connection named ${JSON.stringify(o.connection)} (configured: ${config.connections.map((c) => c.name).join(', ') || 'none'})`,
+    )
+  }
+  if (conn.protocol !== 'postgres')
+    throw new UsageError(`--connection ${conn.name} is ${conn.protocol}, not postgres: --sql needs a PostgreSQL connection`)
+  let identity: Identity
+  if (o.as !== undefined) {
+    const me = await verifyLocally(config, o.as).catch((err: unknown) => {
+      throw new FailedError(`--as: the token does not verify here (${err instanceof Error ? err.message : String(err)})`)
+    })
+    identity = {
+      chain: me.chain.map((p) => ({ id: p.id, kind: p.kind as PrincipalKind, groups: p.groups, scope: p.scope })),
+      tokenIds: me.token_ids,
+      expiresAt: Math.floor(Date.parse(me.expires_at) / 1000),
+    }
+  } else {
+    const subject = o.subject ?? ''
+    const bad = validateSubject(subject) ?? o.group.map(validateGroup).find((x) => x !== null) ?? null
+    if (bad) throw new UsageError(bad)
+    const scope = o.scope ? o.scope.split(/\s+/).filter(Boolean) : []
+    const problems = scopeCheckerFor(config, await loadPlugins(BUILTIN_PLUGINS, config.plugins))(scope)
+    if (problems.length > 0) throw new UsageError(`--scope: ${problems.join('; ')}`)
+    identity = {
+      chain: [{ id: subject, kind: principalKind(subject), groups: o.group, scope }],
+      tokenIds: [],
+      expiresAt: Math.floor(Date.now() / 1000) + 3600,
+    }
+  }
+  const source = sourceArg ?? config.policies ?? defaultPolicyDir()
+  const engine = new PolicyEngine(await loadPolicySource(source))
+  const user = typeof conn.settings.user === 'string' ? conn.settings.user : 'postgres'
+  const facts = await explainSql(o.sql ?? '', { searchPath: o.searchPath, user })
+  if (facts.parse_error !== null) throw new UsageError(`--sql: ${facts.parse_error}`)
+  const now = new Date()
+  const connection = { name: conn.name, protocol: conn.protocol, labels: conn.labels }
+  return {
+    policy: engine.version,
+    connection,
+    chain: identity.chain.map((p) => p.id),
+    statements: facts.statements.map((st) => {
+      const request = { identity, connection, action: st.action, command: st.command }
+      const e = engine.explain(request, now)
+      return {
+        sql: st.command.sql,
+        action: st.action,
+        command: st.command,
+        decision: e.decision,
+        hops: e.hops,
+        requirements: e.requirements,
+        ...(e.error ? { error: e.error } : {}),
+      }
+    }),
   }
 }
 
@@ -352,19 +433,50 @@ async function main(argv: string[]): Promise<void> {
     })
   policy
     .command('eval')
-    .description('print the full decision for one input, with what every hop said')
-    .argument('<source>', 'policy directory or bundle.tar.gz')
-    .requiredOption('-i, --input <file>', 'the input (JSON or YAML, as a case input of *.cases.yaml; - for stdin)')
-    .action(async (source: string, o: { input: string }) => {
-      const text = readFileSync(o.input === '-' ? 0 : o.input, 'utf8')
-      const p = new FileProblems(o.input === '-' ? '(stdin)' : o.input)
-      const raw = parseYaml(text, p)
-      const parsed = p.list.length === 0 ? parseRequest(p, raw, 'input', new Date()) : null
-      if (!parsed) throw new UsageError(`invalid input:\n  ${p.list.join('\n  ')}`)
-      const engine = new PolicyEngine(await loadPolicySource(source))
-      const e = engine.explain(parsed.request, parsed.now)
-      out(JSON.stringify({ ...e, inputs: buildInputs(parsed.request, parsed.now) }, null, 2))
-    })
+    .description(
+      'print the full decision for one input, with what every hop said; or, with --sql, for a real statement as the gateway classifies it',
+    )
+    .argument('[source]', "policy directory or bundle.tar.gz (default: the configuration's policies, else the default bundle)")
+    .option('-i, --input <file>', 'the input (JSON or YAML, as a case input of *.cases.yaml; - for stdin)')
+    .option('--sql <text>', 'a statement (or several): classified as the PostgreSQL proxy does, each decided')
+    .option('--connection <name>', 'with --sql: the configured connection it runs on (its labels reach policy)')
+    .option('--as <token>', "with --sql: the chain of this token (verified with the data directory's key)")
+    .option('--subject <id>', 'with --sql: a one-hop chain for this principal instead of a token')
+    .option('--group <group>', 'with --subject: a group (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--scope <scope>', 'with --subject: space-separated scope entries')
+    .option('--search-path <path>', 'with --sql: the session search_path', '"$user", public')
+    .addOption(configOpt())
+    .action(
+      async (
+        sourceArg: string | undefined,
+        o: {
+          input?: string
+          sql?: string
+          connection?: string
+          as?: string
+          subject?: string
+          group: string[]
+          scope?: string
+          searchPath: string
+          config?: string
+        },
+      ) => {
+        if ((o.input === undefined) === (o.sql === undefined)) throw new UsageError('give --input FILE or --sql TEXT (one of them)')
+        if (o.input !== undefined) {
+          if (sourceArg === undefined) throw new UsageError('--input needs the policy directory or bundle as its first argument')
+          const text = readFileSync(o.input === '-' ? 0 : o.input, 'utf8')
+          const p = new FileProblems(o.input === '-' ? '(stdin)' : o.input)
+          const raw = parseYaml(text, p)
+          const parsed = p.list.length === 0 ? parseRequest(p, raw, 'input', new Date()) : null
+          if (!parsed) throw new UsageError(`invalid input:\n  ${p.list.join('\n  ')}`)
+          const engine = new PolicyEngine(await loadPolicySource(sourceArg))
+          const e = engine.explain(parsed.request, parsed.now)
+          out(JSON.stringify({ ...e, inputs: buildInputs(parsed.request, parsed.now) }, null, 2))
+          return
+        }
+        out(JSON.stringify(await evalSql(sourceArg, o), null, 2))
+      },
+    )
   policy
     .command('explain')
     .description('print the facts the SQL classifier extracts, as a policy sees them in input.action and input.command')

@@ -50,8 +50,14 @@ export async function explainSql(
         tables: q(s.tables),
         write_tables: q(s.writeTables),
         functions: s.functions,
+        side_effect_functions: s.sideEffectFunctions,
         has_where: s.hasWhere,
         statements: a.statements.length,
+        // The same fields, in the same form, as the PostgreSQL proxy builds (proxies/postgres/statements.ts).
+        ...(s.wrapper !== null ? { wrapper: s.wrapper } : {}),
+        ...(s.writes.length > 0
+          ? { writes: s.writes.map((w) => ({ kind: w.kind, table: w.table ? (q([w.table])[0] ?? null) : null, has_where: w.hasWhere })) }
+          : {}),
         ...(s.program ? { program: true } : {}),
         ...(s.note ? { note: s.note } : {}),
       },
