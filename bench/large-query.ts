@@ -1,13 +1,14 @@
 // Large query texts through Gatehouse against a direct connection: the time per query of 70 KB,
 // 500 KB and 2 MB texts, in two forms — one long string literal, and a VALUES list of many small
 // rows (many tokens: what the classifier, the shape and the audit line pay per token) — over one
-// open connection each (node-postgres, simple protocol), runs alternated, medians reported.
+// open connection each (node-postgres, simple protocol), runs alternated, medians reported; and the
+// gateway process's own CPU time per query (from /proc: less disturbed by other load than wall time).
 //
 //   node dist/bench/large-query.js [--runs N] [--form literal|values] [--sizes 70,500,2048]
 //
 // Starts its own gateway (default policies, the machine's PostgreSQL at 127.0.0.1:5432 as
 // connection `app`) and stops it at the end. GH_BENCH_CPU_PROF=DIR profiles the gateway
-// (summarise with dist/bench/cpuprofile.js). Prints a markdown table; it is copied into
+// (summarise with dist/bench/cpuprofile.js; GH_BENCH_CPU_PROF_INTERVAL=µs sets the sampling interval). Prints a markdown table; it is copied into
 // BENCHMARKS.md by hand.
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
@@ -50,6 +51,18 @@ function valuesQuery(bytes: number): string {
   return `SELECT count(*) AS n FROM (VALUES ${rows.join(',')}) AS v(a, b)`
 }
 
+/** CPU time (user + system, ms) a process has used so far, from /proc (Linux; 0 elsewhere). */
+function cpuMs(pid: number | undefined): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    // Fields 14 and 15 (utime, stime) in clock ticks of 10 ms.
+    return (Number(f[11]) + Number(f[12])) * 10
+  } catch {
+    return 0
+  }
+}
+
 async function time(c: pg.Client, sql: string): Promise<number> {
   const t0 = performance.now()
   await c.query(sql)
@@ -72,7 +85,10 @@ async function main(): Promise<void> {
         connections: [{ name: 'app', protocol: 'postgres', address: '127.0.0.1:5432', database: 'test', user: 'postgres' }],
       }),
     )
-    const prof = process.env.GH_BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.GH_BENCH_CPU_PROF}`] : []
+    const interval = process.env.GH_BENCH_CPU_PROF_INTERVAL
+    const prof = process.env.GH_BENCH_CPU_PROF
+      ? ['--cpu-prof', `--cpu-prof-dir=${process.env.GH_BENCH_CPU_PROF}`, ...(interval ? [`--cpu-prof-interval=${interval}`] : [])]
+      : []
     server = spawn(process.execPath, [...prof, BIN, 'serve', '--config', configFile], { stdio: 'ignore' })
     const runFile = join(dir, 'data', 'run.json')
     for (let i = 0; i < 1200 && !existsSync(runFile); i++) await new Promise((r) => setTimeout(r, 50))
@@ -92,8 +108,8 @@ async function main(): Promise<void> {
     const lines = [
       `Query texts sent with the simple protocol over one open connection, median of ${runs} (runs alternated):`,
       '',
-      '| query | size | direct (ms) | gateway (ms) | gateway / direct |',
-      '|---|---:|---:|---:|---:|',
+      '| query | size | direct (ms) | gateway (ms) | gateway / direct | first: direct / gateway (ms) | gateway CPU per query (ms) |',
+      '|---|---:|---:|---:|---:|---:|---:|',
     ]
     const fi = process.argv.indexOf('--form')
     const only = fi >= 0 ? process.argv[fi + 1] : null
@@ -106,19 +122,25 @@ async function main(): Promise<void> {
       if (only !== null && only !== key) continue
       for (const kb of sizes) {
         const sql = build(kb * 1024)
-        // Warm-up: the first of each text pays for JIT and first-time allocations on both paths.
-        await time(direct, sql)
-        await time(gateway, sql)
+        // Warm-up: the first of each text pays for JIT and first-time allocations on both paths,
+        // and on the gateway for the first parse of its shape (reported apart).
+        const firstDirect = await time(direct, sql)
+        const firstGateway = await time(gateway, sql)
         const d: number[] = []
         const g: number[] = []
+        let cpu = 0
         for (let r = 0; r < runs; r++) {
           d.push(await time(direct, sql))
+          const c0 = cpuMs(server.pid)
           g.push(await time(gateway, sql))
+          cpu += cpuMs(server.pid) - c0
         }
         const md = median(d)
         const mg = median(g)
         const size = kb >= 1024 ? `${kb / 1024} MB` : `${kb} KB`
-        lines.push(`| ${form} | ${size} | ${md.toFixed(1)} | ${mg.toFixed(1)} | ${(mg / md).toFixed(2)}× |`)
+        lines.push(
+          `| ${form} | ${size} | ${md.toFixed(1)} | ${mg.toFixed(1)} | ${(mg / md).toFixed(2)}× | ${firstDirect.toFixed(1)} / ${firstGateway.toFixed(1)} | ${(cpu / runs).toFixed(1)} |`,
+        )
       }
     }
     process.stdout.write(`${lines.join('\n')}\n`)

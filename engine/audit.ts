@@ -42,9 +42,11 @@ import {
   type CheckpointReason,
   checkpointExtra,
   encodeLineInto,
-  lineBytesBound,
+  type EventText,
   eventId,
+  eventJsonText,
   GENESIS_HASH,
+  lineBytesBound,
   LineFormatError,
   parseLine,
   PRUNE_TYPE,
@@ -107,7 +109,7 @@ export interface RecoveryReport {
 interface Pending {
   readonly time: string
   readonly event: AuditEvent
-  json: string | null
+  json: EventText | null
   readonly make: ((n: number, prev: string) => string) | null
 }
 
@@ -119,6 +121,8 @@ interface Waiter {
 const RESOLVED = Promise.resolve()
 /** Lines are encoded here before their write(2); larger batches get a buffer of their own. */
 const WRITE_SCRATCH = Buffer.allocUnsafeSlow(64 * 1024)
+/** A larger write buffer is kept this long after its last use (see largeScratch). */
+const LARGE_SCRATCH_KEEP_MS = 10_000
 /** Room reserved for one signed record (checkpoint, segment header) before its text is made. */
 const SIGNED_RECORD_BYTES = 4096
 const RESERVED_KEYS = ['h', 'prev', 'id', 'time']
@@ -178,6 +182,10 @@ export class AuditLog {
   private syncRunning = false
   private syncScheduled = false
   private syncWaiters: Waiter[] = []
+  /** largeScratch's buffer, when one is kept, and when it was last used. */
+  private largeBuffer: Buffer | null = null
+  private largeBufferUsed = 0
+  private largeBufferTimer: NodeJS.Timeout | null = null
   private retired: number[] = []
   private readonly keysDir: string
   private readonly checkpointIntervalMs: number
@@ -334,6 +342,32 @@ export class AuditLog {
     this.lostDeferred = 0
   }
 
+  /**
+   * A write buffer of at least `bytes`, kept for reuse while large events keep coming: a fresh
+   * buffer of megabytes costs a page fault per page on first touch, more than encoding the line
+   * into it. Dropped once unused for a while.
+   */
+  private largeScratch(bytes: number): Buffer {
+    let buf = this.largeBuffer
+    if (buf === null || buf.length < bytes) {
+      buf = Buffer.allocUnsafeSlow(bytes)
+      this.largeBuffer = buf
+    }
+    this.largeBufferUsed = Date.now()
+    if (this.largeBufferTimer === null) {
+      const sweep = (): void => {
+        if (Date.now() - this.largeBufferUsed < LARGE_SCRATCH_KEEP_MS) {
+          this.largeBufferTimer = setTimeout(sweep, LARGE_SCRATCH_KEEP_MS).unref()
+          return
+        }
+        this.largeBuffer = null
+        this.largeBufferTimer = null
+      }
+      this.largeBufferTimer = setTimeout(sweep, LARGE_SCRATCH_KEEP_MS).unref()
+    }
+    return buf
+  }
+
   /** Serializes, chains and writes `items`; throws (and changes nothing) when the write fails. */
   private writeItems(items: readonly Pending[]): void {
     let n = this.n
@@ -351,14 +385,14 @@ export class AuditLog {
         bound += lineBytesBound(`${this.logId}-${n + 1}`, p.time, p.json) + 1
       }
     }
-    let buf = bound <= WRITE_SCRATCH.length ? WRITE_SCRATCH : Buffer.allocUnsafeSlow(bound)
+    let buf = bound <= WRITE_SCRATCH.length ? WRITE_SCRATCH : this.largeScratch(bound)
     let length = 0
     const ends: number[] = []
     const hashes: string[] = []
     for (const p of items) {
       n++
       const id = eventId(this.logId, n)
-      const json = p.make ? p.make(n, prev) : (p.json as string)
+      const json = p.make ? p.make(n, prev) : (p.json as EventText)
       const need = length + lineBytesBound(id, p.time, json) + 1
       if (need > buf.length) {
         const bigger = Buffer.allocUnsafeSlow(need + bound)
@@ -595,6 +629,7 @@ export class AuditLog {
     if (this.closed) return
     if (this.checkpointTimer) clearInterval(this.checkpointTimer)
     if (this.syncTimer) clearInterval(this.syncTimer)
+    if (this.largeBufferTimer) clearTimeout(this.largeBufferTimer)
     if (this.opened) {
       try {
         this.writeBatch(this.checkpointItem('shutdown', null))
@@ -760,15 +795,15 @@ export async function openLocalAuditLog(config: Config): Promise<AuditLog> {
 }
 
 /** The event's JSON text; keys the chain owns are dropped so no event can shadow them. */
-function eventJson(event: AuditEvent): string {
+function eventJson(event: AuditEvent): EventText {
   for (const k of RESERVED_KEYS) {
     if (k in event) {
       const copy: Record<string, unknown> = { ...event }
       for (const r of RESERVED_KEYS) delete copy[r]
-      return JSON.stringify(copy)
+      return eventJsonText(copy)
     }
   }
-  return JSON.stringify(event)
+  return eventJsonText(event)
 }
 
 /** Position, hash and log id of a line whose own hash holds; null for a torn or damaged line. */

@@ -211,6 +211,8 @@ export function timelineFromAudit(auditDir: string, session: string, trust: Segm
 export class PendingLines {
   private buf: Buffer = EMPTY_BUFFER
   private used = 0
+  /** When the last line larger than KEEP_BUFFER_BYTES came. */
+  private lastLarge = 0
 
   get empty(): boolean {
     return this.used === 0
@@ -227,6 +229,7 @@ export class PendingLines {
   /** A line already encoded (copied: `bytes` may be a view of a buffer that is reused). */
   pushBytes(bytes: Buffer): void {
     const worst = bytes.length + 1
+    if (worst > KEEP_BUFFER_BYTES) this.lastLarge = Date.now()
     if (this.buf.length - this.used < worst) this.grow(worst)
     this.used += bytes.copy(this.buf, this.used)
     this.buf[this.used++] = 0x0a
@@ -235,8 +238,11 @@ export class PendingLines {
   /** The pending bytes; valid until the next push (the caller writes them synchronously). */
   take(): Buffer {
     const out = this.buf.subarray(0, this.used)
-    // A burst grew the buffer: do not keep a large one for a session that has gone quiet.
-    if (this.buf.length > KEEP_BUFFER_BYTES && this.used * 4 < this.buf.length) this.buf = EMPTY_BUFFER
+    // A burst grew the buffer: do not keep a large one for a session that has gone quiet. One that
+    // keeps sending large statements keeps it (a fresh buffer of megabytes per statement costs a
+    // page fault per page).
+    if (this.buf.length > KEEP_BUFFER_BYTES && this.used * 4 < this.buf.length && Date.now() - this.lastLarge > KEEP_LARGE_MS)
+      this.buf = EMPTY_BUFFER
     this.used = 0
     return out
   }
@@ -256,6 +262,8 @@ export class PendingLines {
 const EMPTY_BUFFER = Buffer.alloc(0)
 const MIN_BUFFER_BYTES = 8 * 1024
 const KEEP_BUFFER_BYTES = 256 * 1024
+/** A large buffer is kept while large lines came within this long. */
+const KEEP_LARGE_MS = 10_000
 
 interface Open {
   readonly path: string

@@ -13,7 +13,7 @@ import { join, resolve } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { AuditLog, readAuditEvents } from '../engine/audit.js'
-import { encodeLine, encodeLineInto, lineBytesBound, sha256Hex } from '../engine/audit/format.js'
+import { encodeLine, encodeLineInto, eventJsonText, lineBytesBound, sha256Hex } from '../engine/audit/format.js'
 import { loadAuditKey } from '../engine/audit/keys.js'
 import { listSegments } from '../engine/audit/segments.js'
 import { SegmentTrust } from '../engine/audit/trusted.js'
@@ -91,6 +91,29 @@ describe('audit line bytes', () => {
       assert.equal(got.h, want.h)
       assert.ok(buf.subarray(7, got.end).equals(Buffer.from(want.line, 'utf8')))
     }
+  })
+
+  test('an event with long strings is written in pieces that make the same line as JSON.stringify', () => {
+    const prev = sha256Hex('y')
+    const long = 'x'.repeat(70_000)
+    const events: Record<string, unknown>[] = [
+      { type: 'statement', seq: 1, sql: `SELECT '${long}'`, params: null, decision: 'allow' },
+      { sql: long, skipped: undefined, f: () => 1, other: long, n: 2, nested: { a: [1, 'é'] } },
+      { sql: `${long}"quoted"\\n\u0000` },
+      { sql: `${long}\n`, astral: `${long}😀`, lone: `${long}\ud800` },
+      { 1: long, a: 'short', [`${long}k`]: 'long key' },
+    ]
+    for (const e of events) {
+      const text = eventJsonText(e)
+      const json = JSON.stringify(e)
+      assert.equal(typeof text === 'string' ? text : text.join(''), json)
+      const want = encodeLine(prev, 'abc-1', '2026-01-01T00:00:00.000Z', json)
+      const buf = Buffer.alloc(lineBytesBound('abc-1', '2026-01-01T00:00:00.000Z', text))
+      const got = encodeLineInto(prev, 'abc-1', '2026-01-01T00:00:00.000Z', text, buf, 0)
+      assert.equal(got.h, want.h)
+      assert.ok(buf.subarray(0, got.end).equals(Buffer.from(want.line, 'utf8')))
+    }
+    assert.ok(Array.isArray(eventJsonText({ sql: long })), 'a long plain string is a piece of its own')
   })
 })
 

@@ -226,6 +226,31 @@ describe('PostgreSQL drivers: protocol edges', { timeout: 240_000 }, () => {
     await received.closed
   })
 
+  test('a 2 MB query written in 1-byte pieces, then in small ones, arrives whole', async () => {
+    const { socket, received } = await rawConnect(gw.pgPort)
+    const frames = new Frames()
+    socket.on('data', (d: Buffer) => frames.push(d))
+    socket.write(serialize.startup({ user: 'alice', database: 'app' }))
+    await frames.until(() => frames.count('R') > 0, 'the password request')
+    socket.write(serialize.password(writer))
+    await frames.until(() => frames.count('Z') > 0, 'ReadyForQuery after authentication')
+    const big = 'z'.repeat(2 * 1024 * 1024)
+    const q = serialize.query(`SELECT length('${big}') AS n`)
+    // Thousands of reads of one incomplete message: the first 16 KiB a byte at a time, the rest in
+    // pieces of 997 bytes (every read ends mid-message).
+    await writeBytewise(socket, q.subarray(0, 16 * 1024))
+    for (let at = 16 * 1024, i = 0; at < q.length; at += 997, i++) {
+      await new Promise<void>((r, j) => socket.write(q.subarray(at, at + 997), (err) => (err ? j(err) : r())))
+      if (i % 16 === 0) await new Promise((r) => setImmediate(r))
+    }
+    await frames.until(() => frames.count('Z') > 1, 'ReadyForQuery after the 2 MB query')
+    assert.deepEqual(frames.errors, [])
+    assert.ok(frames.count('D') === 1, 'one DataRow came back')
+    socket.end(serialize.end())
+    await received.closed
+    assert.doesNotMatch(gw.stderr, /internal error in the PostgreSQL proxy|Maximum call stack/)
+  })
+
   test('when the server ends the session (pg_terminate_backend), the client socket closes at once', async () => {
     const app = `ghd-term-${process.pid}`
     const c = new pg.Client({ host: '127.0.0.1', port: gw.pgPort, database: 'app', user: 'alice', password: writer, application_name: app })

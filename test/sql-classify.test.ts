@@ -11,7 +11,7 @@ import fc from 'fast-check'
 import { scanSync } from 'libpg-query'
 import { analyzeSql, loadSqlParser } from '../engine/sql/classify.js'
 import { createSqlAnalyzer, qualify } from '../engine/sql/index.js'
-import { LITERAL_MARK, sqlShape } from '../engine/sql/shape.js'
+import { LITERAL_MARK, LONG_LITERAL, sqlShape, withoutLongLiterals } from '../engine/sql/shape.js'
 import { REPO } from './helpers/gateway.js'
 
 const rel = (r: { schema: string | null; name: string }): string => (r.schema ? `${r.schema}.${r.name}` : r.name)
@@ -310,6 +310,47 @@ describe('the shape cache', () => {
     const b = a.analyze("SET search_path = 'hr'")
     assert.equal(b.statements[0]?.settings[0]?.value, 'hr')
     assert.equal(a.hits, 1)
+  })
+  test('a text with long literals is classified as the text itself, never from what its literals say', async () => {
+    const long = 'x'.repeat(LONG_LITERAL * 4)
+    const texts = [
+      `SELECT length('${long}') AS n`,
+      `INSERT INTO docs (body, tag) VALUES ('${long}', 'short')`,
+      `UPDATE docs SET body = E'${long}\\n' WHERE id = 1`,
+      `SELECT $body$${long}$body$::text FROM t`,
+      `SELECT x'${'ab'.repeat(LONG_LITERAL)}'`,
+      `SELECT '${long}'\n'${long}' AS joined`,
+      // Facts that depend on a literal's value are never taken from the shorter text.
+      `SET application_name = '${long}'`,
+      `SELECT set_config('search_path', '${long}', false)`,
+      `SELECT nextval('${long}')`,
+      `COPY t FROM STDIN (FORMAT '${long}')`,
+      `DO $$${long}$$`,
+      `CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $f$${long}$f$`,
+      `PREPARE p AS SELECT '${long}'`,
+      `SELECT '${long}'; DELETE FROM t`,
+    ]
+    for (const [i, sql] of texts.entries()) {
+      const a = await createSqlAnalyzer()
+      const got = a.analyze(sql)
+      // The first six, and DO and CREATE FUNCTION (whose bodies are not read), from the shorter text.
+      assert.equal(a.shortened, i < 6 || i === 10 || i === 11 ? 1 : 0, sql.slice(0, 60))
+      const want = analyzeSql(sql)
+      assert.equal(got.error, want.error, sql.slice(0, 60))
+      assert.equal(got.statements.length, want.statements.length, sql.slice(0, 60))
+      for (let i = 0; i < want.statements.length; i++) {
+        const { sql: gotSql, ...g } = got.statements[i] as NonNullable<(typeof got.statements)[number]>
+        const { sql: wantSql, ...w } = want.statements[i] as NonNullable<(typeof want.statements)[number]>
+        assert.deepEqual(g, w, sql.slice(0, 60))
+        // The statement's text is the text itself, not the shorter one.
+        assert.equal(gotSql.length >= long.length, wantSql.length >= long.length, sql.slice(0, 60))
+      }
+    }
+    // The shorter text has the same shape, with each long literal emptied and nothing else touched.
+    const sql = `SELECT 'a', E'${long}' FROM t WHERE b = $$${long}$$`
+    assert.deepEqual(withoutLongLiterals(sql), { text: "SELECT 'a', E'' FROM t WHERE b = $$$$", shape: sqlShape(sql) })
+    assert.equal(withoutLongLiterals("SELECT 'a'"), null)
+    assert.equal(withoutLongLiterals(`SELECT U&'${long}'`), null)
   })
 })
 

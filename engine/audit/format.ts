@@ -76,34 +76,88 @@ export function encodeLine(prev: string, id: string, time: string, eventJson: st
   return { line: `${PREFIX_OPEN}${h}",${body}`, h }
 }
 
+/**
+ * An event's JSON text: the text of `JSON.stringify(event)`, whole, or in pieces that join to it
+ * (`eventJsonText`: a long string value is a piece of its own instead of being copied into the text).
+ */
+export type EventText = string | readonly string[]
+
+/** String values from this length on are kept out of the event's text (they are written straight). */
+const LONG_VALUE = 64 * 1024
+/** What JSON.stringify escapes in a string (any surrogate, paired or not, counts: then it escapes). */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: these are the characters JSON escapes
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/
+
+/**
+ * `JSON.stringify(event)` for a plain object, except that a long string value with nothing to
+ * escape is not copied into the text: the result is then the pieces around it and the value
+ * itself, whose concatenation is the same text. A statement of megabytes would otherwise be copied
+ * into a second string of megabytes only to be encoded once more (the line is written from the
+ * pieces: encodeLineInto).
+ */
+export function eventJsonText(event: Record<string, unknown>): EventText {
+  let long = false
+  for (const k in event) {
+    const v = event[k]
+    if (typeof v === 'string' && v.length >= LONG_VALUE) {
+      long = true
+      break
+    }
+  }
+  if (!long) return JSON.stringify(event)
+  const pieces: string[] = []
+  let text = '{'
+  let first = true
+  for (const k of Object.keys(event)) {
+    const v = event[k]
+    // Members JSON.stringify leaves out.
+    if (v === undefined || typeof v === 'function' || typeof v === 'symbol') continue
+    const member = `${first ? '' : ','}${JSON.stringify(k)}:`
+    first = false
+    if (typeof v === 'string' && v.length >= LONG_VALUE && !NEEDS_ESCAPE.test(v)) {
+      pieces.push(`${text}${member}"`, v)
+      text = '"'
+    } else text += `${member}${JSON.stringify(v)}`
+  }
+  pieces.push(`${text}}`)
+  return pieces
+}
+
+function textLength(t: EventText): number {
+  if (typeof t === 'string') return t.length
+  let n = 0
+  for (const p of t) n += p.length
+  return n
+}
+
 /** Bytes `encodeLineInto` may need for one line (the worst case: 3 bytes per UTF-16 unit). */
-export function lineBytesBound(id: string, time: string, eventJson: string): number {
-  return PREFIX_LENGTH + 3 * (HASH_HEX_LENGTH + id.length + time.length + eventJson.length + 32)
+export function lineBytesBound(id: string, time: string, eventJson: EventText): number {
+  return PREFIX_LENGTH + 3 * (HASH_HEX_LENGTH + id.length + time.length + textLength(eventJson) + 32)
 }
 
 /**
  * `encodeLine` straight into bytes: writes the line (without the newline) into `buf` at `at` and
- * returns its hash and where it ends. The same bytes as `Buffer.from(encodeLine(…).line)`, but
- * the event's text is encoded to UTF-8 once — the hash, the write and the recording all use these
- * bytes — instead of being flattened, encoded for the hash and encoded again for the write (a
- * statement of megabytes spent most of its audit time there). `buf` must hold `lineBytesBound`
- * bytes from `at`.
+ * returns its hash and where it ends. The same bytes as `Buffer.from(encodeLine(…).line)` (of the
+ * joined text), but the event's text is encoded to UTF-8 once — the hash, the write and the
+ * recording all use these bytes — instead of being flattened, encoded for the hash and encoded
+ * again for the write. `buf` must hold `lineBytesBound` bytes from `at`.
  */
 export function encodeLineInto(
   prev: string,
   id: string,
   time: string,
-  eventJson: string,
+  eventJson: EventText,
   buf: Buffer,
   at: number,
 ): { h: string; end: number } {
   const bodyAt = at + PREFIX_LENGTH
   let end = bodyAt + buf.write(`"prev":"${prev}","id":"${id}","time":"${time}"`, bodyAt, 'utf8')
-  if (eventJson.length > 2) {
+  if (textLength(eventJson) > 2) {
     // eventJson is `{…}`: written whole, its `{` then becomes the `,` before its members (one pass
     // over the text, no sliced or joined copy of it).
     const open = end
-    end += buf.write(eventJson, end, 'utf8')
+    if (typeof eventJson === 'string') end += buf.write(eventJson, end, 'utf8')
+    else for (const piece of eventJson) end += buf.write(piece, end, 'utf8')
     buf[open] = 0x2c
   } else buf[end++] = 0x7d
   const h = sha256Hex(buf.subarray(bodyAt, end))

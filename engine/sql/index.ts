@@ -6,9 +6,15 @@
 // ignores too). Facts are the same for any literal values except where a literal is a setting's
 // name or value (SET, set_config): those statements are marked literalSensitive and never cached.
 // Only single-statement texts that parsed cleanly are cached; the rest is parsed every time.
+//
+// The same argument lets a text with long string literals (a document, an image in hex) be parsed
+// without them: the text with each long literal emptied has the same shape, so its facts — when
+// they are cacheable, i.e. depend on no literal's value — are the facts of the text itself, the
+// very facts a cache hit would return had the shorter text come first. Only the classification
+// comes from the shorter text; what is audited, masked, redacted and forwarded is the text itself.
 
 import { analyzeSql, type Analysis, loadSqlParser } from './classify.js'
-import { sqlShape } from './shape.js'
+import { LONG_LITERAL, sqlShape, withoutLongLiterals } from './shape.js'
 
 export { loadSqlParser, moreDangerous, otherFacts, SESSION_SETTINGS, settingNeedsAdmin } from './classify.js'
 export type { Analysis, RelName, SettingChange, SqlAction, StatementFacts } from './classify.js'
@@ -18,6 +24,8 @@ export class SqlAnalyzer {
   private readonly cache = new Map<string, Analysis>()
   hits = 0
   misses = 0
+  /** Misses classified from the text without its long literals. */
+  shortened = 0
 
   constructor(private readonly maxEntries = 10_000) {}
 
@@ -35,18 +43,42 @@ export class SqlAnalyzer {
       }
     }
     this.misses++
-    const a = analyzeSql(sql)
-    const only = a.statements[0]
-    if (shape !== null && a.error === null && a.statements.length === 1 && only && !only.literalSensitive && !containsSensitivePrepare(a)) {
-      if (this.cache.size >= this.maxEntries) {
-        const oldest = this.cache.keys().next().value
-        if (oldest !== undefined) this.cache.delete(oldest)
+    if (shape !== null && sql.length >= LONG_LITERAL) {
+      const shorter = withoutLongLiterals(sql)
+      if (shorter !== null && shorter.shape === shape) {
+        const a = analyzeSql(shorter.text)
+        const f = a.statements[0]
+        // A statement that holds another (PREPARE, DECLARE) keeps that one's text in its facts:
+        // taken from the text itself, so the facts carry no shortened text anywhere.
+        if (cacheable(a) && f?.prepare === null && f.cursor?.query === undefined) {
+          this.remember(shape, a)
+          this.shortened++
+          return { statements: [{ ...f, sql: sql.trim() }], error: null, shape: a }
+        }
       }
-      this.cache.set(shape, a)
+    }
+    const a = analyzeSql(sql)
+    if (shape !== null && cacheable(a)) {
+      this.remember(shape, a)
       return { ...a, shape: a }
     }
     return a
   }
+
+  private remember(shape: string, a: Analysis): void {
+    if (this.cache.size >= this.maxEntries) {
+      const oldest = this.cache.keys().next().value
+      if (oldest !== undefined) this.cache.delete(oldest)
+    }
+    this.cache.set(shape, a)
+  }
+}
+
+/** Whether an analysis holds for every text of its shape: one statement, parsed cleanly, whose
+ * facts depend on no literal's value. */
+function cacheable(a: Analysis): boolean {
+  const only = a.statements[0]
+  return a.error === null && a.statements.length === 1 && only !== undefined && !only.literalSensitive && !containsSensitivePrepare(a)
 }
 
 function containsSensitivePrepare(a: Analysis): boolean {

@@ -165,11 +165,20 @@ function lowerAscii(word: string): string {
   return out
 }
 
+/** A string literal of the text, as the lexer found it: where it starts and ends, and how an empty
+ * literal of the same kind is spelled (`''`, `E''`, `$tag$$tag$`…). */
+export interface LiteralSpan {
+  readonly start: number
+  readonly end: number
+  readonly empty: string
+}
+
 /**
  * The shape key of `sql`, or null when the text must not be cached (see the header).
- * Literal counts are kept in the key implicitly (one `?` each).
+ * Literal counts are kept in the key implicitly (one `?` each). `spans`, when given, receives the
+ * string literals (numbers are not listed).
  */
-export function sqlShape(sql: string): string | null {
+export function sqlShape(sql: string, spans?: LiteralSpan[]): string | null {
   let out = ''
   let i = 0
   const n = sql.length
@@ -178,6 +187,10 @@ export function sqlShape(sql: string): string | null {
     if (pendingSpace && out.length > 0) out += ' '
     pendingSpace = false
     out += t
+  }
+  const literal = (start: number, end: number, empty: string): void => {
+    emit(LIT)
+    spans?.push({ start, end, empty })
   }
   while (i < n) {
     const c = sql.charCodeAt(i)
@@ -213,7 +226,7 @@ export function sqlShape(sql: string): string | null {
     if (c === C.QUOTE) {
       const e = endWithContinuation(sql, i, endStandardString)
       if (e < 0) return null
-      emit(LIT)
+      literal(i, e, "''")
       i = e
       continue
     }
@@ -248,7 +261,7 @@ export function sqlShape(sql: string): string | null {
       if (tag === null) return null
       const e = sql.indexOf(tag, i + tag.length)
       if (e < 0) return null
-      emit(LIT)
+      literal(i, e + tag.length, `${tag}${tag}`)
       i = e + tag.length
       continue
     }
@@ -284,21 +297,21 @@ export function sqlShape(sql: string): string | null {
         if (w === 'e') {
           const e = endWithContinuation(sql, j, endEscapeString)
           if (e < 0) return null
-          emit(LIT)
+          literal(i, e, `${word}''`)
           i = e
           continue
         }
         if (w === 'n') {
           const e = endWithContinuation(sql, j, endStandardString)
           if (e < 0) return null
-          emit(LIT)
+          literal(i, e, `${word}''`)
           i = e
           continue
         }
         if (w === 'b' || w === 'x') {
           const e = endWithContinuation(sql, j, endBitString)
           if (e < 0) return null
-          emit(LIT)
+          literal(i, e, `${word}''`)
           i = e
           continue
         }
@@ -316,4 +329,30 @@ export function sqlShape(sql: string): string | null {
     i++
   }
   return out
+}
+
+/** Literals from this length on are left out of the text a statement is first parsed from. */
+export const LONG_LITERAL = 4096
+
+/**
+ * `sql` with every string literal of at least LONG_LITERAL characters replaced by an empty literal
+ * of the same kind, and its shape; null when there is none, or when the shorter text does not
+ * have the same shape (then only the text itself may be parsed). Two texts of one shape parse to
+ * the same facts unless a statement's facts depend on a literal's value (literalSensitive), which
+ * the caller checks on the shorter text's facts (SqlAnalyzer.analyze).
+ */
+export function withoutLongLiterals(sql: string): { readonly text: string; readonly shape: string } | null {
+  const spans: LiteralSpan[] = []
+  const shape = sqlShape(sql, spans)
+  if (shape === null) return null
+  let text = ''
+  let at = 0
+  for (const sp of spans) {
+    if (sp.end - sp.start < LONG_LITERAL) continue
+    text += sql.slice(at, sp.start) + sp.empty
+    at = sp.end
+  }
+  if (at === 0) return null
+  text += sql.slice(at)
+  return sqlShape(text) === shape ? { text, shape } : null
 }

@@ -94,13 +94,21 @@ interface Token {
   readonly tokenName: string
 }
 
+/** The last text mentionsPassword read, and its answer: a statement's text is asked about for its
+ * audit event and again for its result's, and a text of megabytes costs a pass each time. */
+let lastText = ''
+let lastAnswer = false
+
 /** True when the statement may hold a secret: its bound parameters are then redacted whole. */
 export function mentionsPassword(sql: string): boolean {
-  return MAY_HOLD_SECRET_RE.test(sql)
+  if (sql === lastText) return lastAnswer
+  lastAnswer = MAY_HOLD_SECRET_RE.test(sql)
+  lastText = sql
+  return lastAnswer
 }
 
 export function redactSql(sql: string): string {
-  if (!MAY_HOLD_SECRET_RE.test(sql)) return sql
+  if (!mentionsPassword(sql)) return sql
   let tokens: Token[]
   try {
     tokens = scan(sql)
