@@ -11,7 +11,7 @@ import { registerAuditCommands } from '../engine/audit/cli.js'
 import { isGatehouseError } from '../engine/errors.js'
 import { Gateway, issuerFor, scopeCheckerFor } from '../engine/gateway.js'
 import { loadPlugins } from '../proxies/loader.js'
-import { createLogger } from '../engine/log.js'
+import { createLogger, defaultLogFormat, LOG_FORMATS, type LogFormat } from '../engine/log.js'
 import { buildInputs } from '../engine/decide.js'
 import { instantiate, loadPolicySource } from '../engine/policy/bundle.js'
 import { buildBundle } from '../engine/policy/build.js'
@@ -107,9 +107,9 @@ function banner(config: Config, addresses: Readonly<Record<string, string>>, dat
   return `${lines.join('\n')}\n`
 }
 
-async function serve(opts: { config?: string; dev?: boolean }): Promise<void> {
+async function serve(opts: { config?: string; dev?: boolean; logFormat?: LogFormat }): Promise<void> {
   const config = opts.dev && !opts.config && !process.env.GATEHOUSE_CONFIG ? await devConfig() : resolveConfig(opts.config)
-  const log = createLogger(config.logLevel)
+  const log = createLogger(config.logLevel, opts.logFormat ?? defaultLogFormat())
   const dataDirExisted = existsSync(config.dataDir)
   const gw = await Gateway.start(config, BUILTIN_PLUGINS, log, { dev: opts.dev === true })
   let stopping = false
@@ -237,6 +237,12 @@ async function main(argv: string[]): Promise<void> {
     .description('run the gateway in this process')
     .addOption(configOpt())
     .option('--dev', 'no config needed: ./gatehouse-data, a demo connection to 127.0.0.1:5432/test, prints an admin token and a psql line')
+    .addOption(
+      new Option(
+        '--log-format <format>',
+        'the log on stderr: json (one object a line), or pretty (default: pretty when stderr is a terminal)',
+      ).choices(LOG_FORMATS),
+    )
     .action(serve)
 
   const token = program.command('token').description('issue, delegate, exchange and revoke Gatehouse tokens')

@@ -25,6 +25,9 @@ import { identityRoutes } from './identity/routes.js'
 import { publicKeyRoutes } from './public-keys.js'
 import type { IdentityService } from './identity/service.js'
 import { type ApprovalService, approvalRoutes } from './approvals/index.js'
+import { METRICS_CONTENT_TYPE, type Metrics } from './metrics.js'
+import type { MetricsAuth } from './config.js'
+import type { Readiness } from './gateway.js'
 
 export const ADMIN_GROUP = 'gatehouse-admins'
 
@@ -48,6 +51,11 @@ export interface ApiDeps {
   readonly mounts?: readonly HttpMount[]
   /** Replaces the admin token and revokes the previous one (`gatehouse admin rotate`). */
   readonly rotateAdmin?: (chain: readonly string[]) => Promise<{ id: string; revoked: string | null }>
+  /** /metrics (Prometheus text format), open or for admin tokens (`metrics.auth`). */
+  readonly metrics?: Metrics
+  readonly metricsAuth?: MetricsAuth
+  /** /readyz: listeners bound, audit writable, policy source loaded. */
+  readonly readiness?: () => Readiness
 }
 
 declare module 'fastify' {
@@ -128,6 +136,66 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   })
 
   app.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger())
+
+  // Probes and metrics for orchestrators and Prometheus, outside /v1: liveness says the process
+  // answers; readiness says it can do its work (every listener bound, the audit log writable, the
+  // policy source loaded as it is now), so a gateway that would refuse everything is taken out of
+  // rotation. Neither says more than ok or which check failed.
+  app.get(
+    '/healthz',
+    {
+      config: { auth: 'public' },
+      schema: {
+        summary: 'Liveness: the process is up and answering',
+        security: [],
+        response: { 200: { type: 'object', properties: { status: { type: 'string' } } } },
+      },
+    },
+    async () => ({ status: 'ok' }),
+  )
+
+  const readinessSchema = {
+    type: 'object',
+    properties: {
+      status: { type: 'string' },
+      checks: {
+        type: 'object',
+        additionalProperties: { type: 'object', properties: { ok: { type: 'boolean' }, detail: { type: 'string' } } },
+      },
+    },
+  } as const
+  app.get(
+    '/readyz',
+    {
+      config: { auth: 'public' },
+      schema: {
+        summary: 'Readiness: every listener bound, the audit log writable, the policy source loaded (200 or 503)',
+        security: [],
+        response: { 200: readinessSchema, 503: readinessSchema },
+      },
+    },
+    async (_req, reply) => {
+      const r = deps.readiness?.() ?? null
+      if (!r) return { status: 'ready', checks: {} }
+      return reply.status(r.ready ? 200 : 503).send({ status: r.ready ? 'ready' : 'not ready', checks: r.checks })
+    },
+  )
+
+  const metrics = deps.metrics
+  if (metrics) {
+    app.get(
+      '/metrics',
+      {
+        config: { auth: deps.metricsAuth === 'admin' ? 'admin' : 'public' },
+        schema: {
+          summary: 'Prometheus metrics (text format 0.0.4); open unless metrics.auth is admin',
+          ...(deps.metricsAuth === 'admin' ? {} : { security: [] }),
+          response: { 200: { type: 'string' } },
+        },
+      },
+      async (_req, reply) => reply.type(METRICS_CONTENT_TYPE).send(await metrics.text()),
+    )
+  }
 
   app.get(
     '/v1/health',

@@ -60,6 +60,7 @@ import { type AuditSigner, loadOrCreateAuditKey, resolveAuditSigner } from './au
 import { acquireWriterLock, listSegments, readTail, segmentName } from './audit/segments.js'
 import { SegmentTrust } from './audit/trusted.js'
 import type { AuditEvent, AuditEventType } from './types.js'
+import type { Timing } from './metrics.js'
 
 export { type AuditQuery, readAuditEvents } from './audit/query.js'
 
@@ -194,6 +195,8 @@ export class AuditLog {
   recovery: RecoveryReport | null = null
   /** Counters for tests and benchmarks: write(2) and fdatasync calls, events written. */
   readonly stats = { writes: 0, syncs: 0, events: 0 }
+  /** Where write and fdatasync times go (engine/metrics.ts); null: not measured. */
+  timings: { readonly append: Timing; readonly sync: Timing } | null = null
 
   constructor(
     readonly dir: string,
@@ -337,7 +340,13 @@ export class AuditLog {
     }
     if (last) items = items.length === 0 ? [last] : [...items, last]
     if (items.length === 0) return
-    this.writeItems(items)
+    const t = this.timings
+    if (t === null) this.writeItems(items)
+    else {
+      const started = performance.now()
+      this.writeItems(items)
+      t.append.since(started)
+    }
     this.deferred = []
     this.lostDeferred = 0
   }
@@ -593,8 +602,10 @@ export class AuditLog {
     this.dirty = false
     this.syncRunning = true
     this.stats.syncs++
+    const started = this.timings === null ? 0 : performance.now()
     fdatasync(this.fd, (err) => {
       this.syncRunning = false
+      this.timings?.sync.since(started)
       for (const fd of this.retired.splice(0)) closeSync(fd)
       if (err) this.dirty = true
       this.settleWaiters(waiters, err)
@@ -609,6 +620,16 @@ export class AuditLog {
       const e = new GatehouseError('GH_ERR_AUDIT', `the audit segment could not be synced to disk (${errCode(err)})`, { cause: err })
       for (const w of waiters) w.reject(e)
     } else for (const w of waiters) w.resolve()
+  }
+
+  /** Events accepted but not yet written (deferred), plus appends waiting for their fdatasync. */
+  get backlog(): number {
+    return this.deferred.length + this.syncWaiters.length
+  }
+
+  /** Open for appends: opened, not closed. */
+  get isOpen(): boolean {
+    return this.opened && !this.closed
   }
 
   /** Writes what is queued and syncs to disk. */

@@ -51,8 +51,12 @@ export interface Config {
   readonly identity: IdentityConfig
   /** Held commands: wait timeout, request lifetime, webhook (engine/approvals/config.ts). */
   readonly approvals: ApprovalsConfig
+  /** /metrics on the API listener: open to anyone who reaches it, or for admin tokens only. */
+  readonly metrics: { readonly auth: MetricsAuth }
   readonly logLevel: string
 }
+
+export type MetricsAuth = 'open' | 'admin'
 
 /** PostgreSQL's own cap on a client message is 1 GiB; a gateway holding one per session cannot
  * afford that, and no ordinary statement, bind or COPY chunk comes near 16 MiB. */
@@ -75,6 +79,7 @@ const TOP_KEYS = [
   'identity',
   'log_level',
   'approvals',
+  'metrics',
 ]
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
 
@@ -296,6 +301,16 @@ export function parseConfig(raw: unknown, file: string | null, baseDir = process
 
   const identity = parseIdentityConfig(raw.identity, (path, what) => p.add(path, what))
 
+  const metricsRaw = raw.metrics ?? {}
+  let metrics: Config['metrics'] = { auth: 'open' }
+  if (!isRecord(metricsRaw)) p.add('metrics', 'must be a mapping')
+  else {
+    p.unknownKeys(metricsRaw, 'metrics', ['auth'])
+    const auth = metricsRaw.auth ?? 'open'
+    if (auth !== 'open' && auth !== 'admin') p.add('metrics.auth', `must be open or admin (got ${JSON.stringify(auth)})`)
+    else metrics = { auth }
+  }
+
   const logLevel = str(p, raw, 'log_level', '') ?? 'info'
   if (!LOG_LEVELS.includes(logLevel)) p.add('log_level', `must be one of ${LOG_LEVELS.join(', ')}`)
 
@@ -306,7 +321,7 @@ export function parseConfig(raw: unknown, file: string | null, baseDir = process
   if (p.list.length > 0) {
     throw new GatehouseError('GH_ERR_CONFIG', `${where}: invalid configuration:\n  ${p.list.join('\n  ')}`)
   }
-  return { file, dataDir, listen, tls, audit, limits, tokens, connections, plugins, policies, identity, logLevel, approvals }
+  return { file, dataDir, listen, tls, audit, limits, tokens, connections, plugins, policies, identity, logLevel, approvals, metrics }
 }
 
 /** Re-raises problems that only the loaded plugins can detect, in the same format. */

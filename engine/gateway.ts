@@ -1,7 +1,17 @@
 // The composition root: opens the data directory (state, signing key, TLS, audit), loads and
 // starts the proxy plugins with their narrow contexts, starts the API, and stops it all in order.
 
-import { existsSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import {
+  accessSync,
+  constants as fsConstants,
+  existsSync,
+  mkdirSync,
+  renameSync,
+  rmSync,
+  statfsSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs'
 import { isIP } from 'node:net'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
@@ -14,13 +24,15 @@ import { type AuditSigner, resolveAuditSigner } from './audit/keys.js'
 import { AuditServices } from './audit/service.js'
 import { type Config, configProblem } from './config.js'
 import { GatehouseError, isGatehouseError } from './errors.js'
+import { Metrics } from './metrics.js'
+import { countCommand } from './sessions.js'
 import { IdentityService } from './identity/service.js'
 import { type ScopeVocabulary, scopeSyntaxProblem, scopeVocabularyProblems } from './identity/scope.js'
 import { loadPolicySource } from './policy/bundle.js'
 import { PolicyEngine } from './policy/engine.js'
 import { PolicyReloader } from './policy/reload.js'
 import { PublicKeys } from './public-keys.js'
-import { defaultPolicyDir } from './policy/sources.js'
+import { defaultPolicySource } from './policy/sources.js'
 import { parseSecretRef, resolveSecret } from './secrets.js'
 import { SessionManager } from './sessions.js'
 import { startApprovals } from './approvals/index.js'
@@ -66,6 +78,19 @@ export function issuerFor(config: Config): string {
 /** The end reason of sessions a killed gateway left open. */
 const ORPHAN_REASON = 'gateway stopped unexpectedly'
 
+/** Free space the audit directory needs to count as writable: room for a batch of events. */
+const AUDIT_MIN_FREE_BYTES = 64 * 1024
+
+export interface ReadinessCheck {
+  readonly ok: boolean
+  readonly detail: string
+}
+
+export interface Readiness {
+  readonly ready: boolean
+  readonly checks: { readonly listeners: ReadinessCheck; readonly audit: ReadinessCheck; readonly policy: ReadinessCheck }
+}
+
 export class Gateway {
   private handles: { name: string; handle: ProxyHandle }[] = []
   private api: FastifyInstance | null = null
@@ -78,6 +103,9 @@ export class Gateway {
   /** HTTP handlers plugins mount on the API listener (ProxyContext.mountHttp). */
   private readonly mounts: HttpMount[] = []
   adminToken = ''
+  readonly metrics = new Metrics()
+  /** Set once every listener is bound; cleared when stopping starts. */
+  private serving = false
 
   private constructor(
     readonly config: Config,
@@ -100,7 +128,7 @@ export class Gateway {
     const plugins = await loadPlugins(builtin, config.plugins)
     validateAgainstPlugins(config, plugins)
     // The policy first: a gateway that cannot decide does not start (and touches nothing).
-    const policySource = config.policies ?? defaultPolicyDir()
+    const policySource = config.policies ?? defaultPolicySource()
     let bundle: Awaited<ReturnType<typeof loadPolicySource>>
     try {
       bundle = await loadPolicySource(policySource)
@@ -182,11 +210,22 @@ export class Gateway {
       defaultTtlSeconds: config.tokens.defaultTtlSeconds,
       maxTtlSeconds: config.tokens.maxTtlSeconds,
     })
-    const tlsFiles = config.tls.cert && config.tls.key ? { cert: config.tls.cert, key: config.tls.key } : ensureSelfSigned(config.dataDir)
+    const tlsFiles =
+      config.tls.cert && config.tls.key ? { cert: config.tls.cert, key: config.tls.key } : await ensureSelfSigned(config.dataDir)
     const tls: TlsMaterial = { secureContext: loadSecureContext(tlsFiles), allowPlaintext: config.tls.allowPlaintext }
     const sessions = new SessionManager(engine, audit, store, log)
     const gw = new Gateway(config, log, store, audit, issuer, engine, sessions, identity, tls)
     gw.auditServices = auditServices
+    sessions.metrics = gw.metrics
+    audit.timings = { append: gw.metrics.auditAppendTime, sync: gw.metrics.auditSyncTime }
+    gw.metrics.attach({
+      sessionsOpen: () => sessions.openByProtocol(),
+      auditBacklog: () => audit.backlog,
+      sinks: async () =>
+        (await auditServices.sinkStatus()).map((s) => ({ name: s.name, failures: s.failures, behindBytes: s.behind_bytes })),
+      approvalsPending: () => sessions.approvals?.pendingCount() ?? 0,
+      policy: () => ({ reloads: engine.reloads, reloadFailures: engine.reloadFailures, lastReloadFailed: !engine.upToDate }),
+    })
 
     try {
       // Held commands wait for reviewers (engine/approvals); the webhook secret must resolve.
@@ -229,6 +268,9 @@ export class Gateway {
             if (r.replaced) sessions.killByToken(r.replaced, 'the admin token was rotated')
             return { id: r.id, revoked: r.replaced }
           },
+          metrics: gw.metrics,
+          metricsAuth: config.metrics.auth,
+          readiness: () => gw.readiness(),
         })
         await gw.api.listen({ host: apiAddr.host, port: apiAddr.port }).catch((err: unknown) => {
           throw new GatehouseError(
@@ -262,8 +304,44 @@ export class Gateway {
     }
     // Written whole and renamed into place: the CLI and scripts read it as soon as it exists.
     writeAtomically(runInfoPath(config.dataDir), `${JSON.stringify(run, null, 2)}\n`)
+    gw.serving = true
     log.info({ listeners: gw.addresses, dataDir: config.dataDir }, 'gatehouse ready')
     return gw
+  }
+
+  /** What /readyz reports: every listener bound, the audit log writable, the policy source loaded. */
+  readiness(): Readiness {
+    const listeners: ReadinessCheck = !this.serving
+      ? { ok: false, detail: this.stopping ? 'the gateway is stopping' : 'the gateway is starting' }
+      : {
+          ok: true,
+          detail: Object.entries(this.addresses)
+            .map(([name, a]) => `${name} ${a}`)
+            .join(', '),
+        }
+    const audit = this.auditCheck()
+    const policy = this.policyCheck()
+    return { ready: listeners.ok && audit.ok && policy.ok, checks: { listeners, audit, policy } }
+  }
+
+  private auditCheck(): ReadinessCheck {
+    if (!this.audit.isOpen) return { ok: false, detail: 'the audit log is closed' }
+    try {
+      // Read-only file systems fail this even for root; a full one shows in statfs.
+      accessSync(this.audit.dir, fsConstants.W_OK)
+      const fs = statfsSync(this.audit.dir)
+      const free = fs.bavail * fs.bsize
+      if (free < AUDIT_MIN_FREE_BYTES) return { ok: false, detail: `the audit file system has ${free} bytes free` }
+      return { ok: true, detail: `${free} bytes free` }
+    } catch (err) {
+      return { ok: false, detail: `the audit directory is not writable (${(err as NodeJS.ErrnoException).code ?? String(err)})` }
+    }
+  }
+
+  private policyCheck(): ReadinessCheck {
+    const st = this.engine.status()
+    if (this.engine.upToDate) return { ok: true, detail: `version ${st.version}` }
+    return { ok: false, detail: `the last reload failed (version ${st.version} still decides): ${st.last_error ?? 'no bundle loaded'}` }
   }
 
   private contextFor(plugin: ProxyPlugin<object>): ProxyContext {
@@ -275,8 +353,17 @@ export class Gateway {
       tls: this.tls,
       log: this.log.child({ proxy: plugin.name }),
       openSession: (req) => this.openSession(plugin, req),
-      decide: (req, signal) => this.engine.decide(req, signal),
-      audit: (event) => this.audit.append(event),
+      decide: (req, signal) => {
+        const started = performance.now()
+        const d = this.engine.decide(req, signal)
+        this.metrics.decisionTime.since(started)
+        return d
+      },
+      audit: (event) => {
+        // Commands decided outside a session (MCP tool calls) are counted here.
+        if (event.type === 'statement' || event.type === 'mcp.call') countCommand(this.metrics, event)
+        return this.audit.append(event)
+      },
       dial: directDialer,
       stateDir,
       recordTerminal: (session, meta) => {
@@ -302,6 +389,7 @@ export class Gateway {
   /** Identify first; then the connection, the connect decision, the secrets, the audit record. */
   private async openSession(plugin: ProxyPlugin<object>, req: OpenSessionRequest): Promise<OpenSessionResult> {
     const refuse = (error: GatehouseError, chain: readonly string[]): OpenSessionResult => {
+      this.metrics.sessionRefused(plugin.name).n++
       this.log.warn(
         { proxy: plugin.name, client: req.client.address, connection: req.connection, code: error.code, why: error.message },
         'session refused',
@@ -341,7 +429,9 @@ export class Gateway {
     const connection: ConnectionRef = { name: conf.name, protocol: conf.protocol, labels: conf.labels }
     let decision: Decision
     try {
+      const started = performance.now()
       decision = await this.engine.decide({ identity, connection, action: 'connect', command: {} })
+      this.metrics.decisionTime.since(started)
     } catch (err) {
       return refuse(
         new GatehouseError('GH_ERR_DENIED', 'policy evaluation failed', {
@@ -391,6 +481,7 @@ export class Gateway {
   }
 
   private async doStop(reason: string): Promise<void> {
+    this.serving = false
     await this.reloader?.close().catch(() => undefined)
     await Promise.allSettled(this.handles.map((h) => h.handle.stop(reason)))
     this.sessions.terminateAll(reason)

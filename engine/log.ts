@@ -3,6 +3,7 @@
 // paths are the second line of defence if one ever does.
 
 import { pino, type Logger } from 'pino'
+import { build as prettyStream } from 'pino-pretty'
 
 export const REDACT_PATHS = [
   'password',
@@ -20,9 +21,30 @@ export const REDACT_PATHS = [
   'req.headers.authorization',
 ]
 
-export function createLogger(level: string): Logger {
-  return pino(
-    { level, base: { svc: 'gatehouse' }, redact: { paths: REDACT_PATHS, censor: '[redacted]' } },
-    pino.destination({ fd: 2, sync: false }),
-  )
+/** `json`: one JSON object a line, for collectors. `pretty`: a line a person reads on a terminal. */
+export type LogFormat = 'json' | 'pretty'
+export const LOG_FORMATS: readonly LogFormat[] = ['json', 'pretty']
+
+/** Pretty when the log's own stream (standard error) is a terminal, JSON otherwise. */
+export function defaultLogFormat(): LogFormat {
+  return process.stderr.isTTY ? 'pretty' : 'json'
+}
+
+export function createLogger(level: string, format: LogFormat = 'json'): Logger {
+  const options = { level, base: { svc: 'gatehouse' }, redact: { paths: REDACT_PATHS, censor: '[redacted]' } }
+  if (format === 'pretty') {
+    // Redaction happens before the line reaches the formatter, as for JSON. Synchronous: a person
+    // at a terminal should see the last line before a crash, and the volume is a person's.
+    return pino(
+      options,
+      prettyStream({
+        destination: 2,
+        sync: true,
+        colorize: process.stderr.isTTY === true,
+        translateTime: 'SYS:HH:MM:ss.l',
+        ignore: 'pid,hostname,svc',
+      }),
+    )
+  }
+  return pino(options, pino.destination({ fd: 2, sync: false }))
 }

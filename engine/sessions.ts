@@ -11,6 +11,7 @@ import type { Store } from './store.js'
 import type { AuditEvent, Command, ConnectionRef, Decision, Identity } from './types.js'
 import type { Address, ApprovalAsk, ApprovalOutcome, ProxySession, SessionAuditEvent } from '../proxies/types.js'
 import type { ApprovalService } from './approvals/service.js'
+import type { Metrics } from './metrics.js'
 
 export function newSessionId(): string {
   return `s-${randomBytes(6).toString('hex')}`
@@ -44,11 +45,22 @@ export class LiveSession implements ProxySession {
 
   decide(action: string, command: Command, signal?: AbortSignal, approval?: { readonly granted: boolean }): Promise<Decision> {
     const req = { identity: this.identity, connection: this.connection, action, command }
-    return this.manager.engine.decide(approval ? { ...req, approval } : req, signal)
+    const m = this.manager.metrics
+    if (m === null) return this.manager.engine.decide(approval ? { ...req, approval } : req, signal)
+    // The engine evaluates synchronously inside decide: the time to its answer is the evaluation.
+    const started = performance.now()
+    const d = this.manager.engine.decide(approval ? { ...req, approval } : req, signal)
+    m.decisionTime.since(started)
+    return d
   }
 
   decideNow(action: string, command: Command, signal?: AbortSignal): Decision {
-    return this.manager.engine.decideNow({ identity: this.identity, connection: this.connection, action, command }, signal)
+    const m = this.manager.metrics
+    if (m === null) return this.manager.engine.decideNow({ identity: this.identity, connection: this.connection, action, command }, signal)
+    const started = performance.now()
+    const d = this.manager.engine.decideNow({ identity: this.identity, connection: this.connection, action, command }, signal)
+    m.decisionTime.since(started)
+    return d
   }
 
   decisionEpoch(): object | null {
@@ -69,6 +81,10 @@ export class LiveSession implements ProxySession {
     for (const k in event) {
       if (k !== 'type' && k !== 'session' && k !== 'chain' && k !== 'connection') out[k] = event[k]
     }
+    // Every decided command of every protocol passes here as its `statement` event, including
+    // those whose decision was reused rather than evaluated again: the one place to count them.
+    const m = this.manager.metrics
+    if (m !== null && event.type === 'statement') countCommand(m, event)
     return out as AuditEvent
   }
 
@@ -114,10 +130,26 @@ export class LiveSession implements ProxySession {
   }
 }
 
+/** A statement event's action and decision; a multi-statement string counts each statement
+ * under the decision the string as a whole got. */
+export function countCommand(m: Metrics, event: { readonly [key: string]: unknown }): void {
+  const decision = event.decision
+  if (typeof decision !== 'string') return
+  const action = event.action
+  if (typeof action === 'string') m.command(action, decision)
+  else if (Array.isArray(event.statements)) {
+    for (const st of event.statements as readonly { readonly action?: unknown }[]) {
+      if (typeof st.action === 'string') m.command(st.action, decision)
+    }
+  } else m.command('unknown', decision)
+}
+
 export class SessionManager {
   readonly live = new Map<string, LiveSession>()
   /** Set by the gateway at start (engine/approvals); null: held commands are refused. */
   approvals: ApprovalService | null = null
+  /** Set by the gateway at start; null: nothing is counted. */
+  metrics: Metrics | null = null
 
   constructor(
     readonly engine: DecisionEngine,
@@ -154,6 +186,7 @@ export class SessionManager {
         : err
     }
     this.live.set(session.id, session)
+    if (this.metrics) this.metrics.sessionOpened(s.connection.protocol).n++
     try {
       this.store.recordSessionStart({
         id: session.id,
@@ -202,6 +235,13 @@ export class SessionManager {
       }
     }
     return n
+  }
+
+  /** Live sessions by protocol. */
+  openByProtocol(): Map<string, number> {
+    const by = new Map<string, number>()
+    for (const s of this.live.values()) by.set(s.connection.protocol, (by.get(s.connection.protocol) ?? 0) + 1)
+    return by
   }
 
   terminateAll(reason: string): void {

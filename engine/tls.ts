@@ -1,11 +1,12 @@
 // Client-facing TLS material. With `tls.cert`/`tls.key` in the config those files are used;
-// otherwise a self-signed certificate for localhost is made once in <data_dir>/tls/ (with the
-// `openssl` command the setup installs), so `sslmode=require` works out of the box.
+// otherwise a self-signed certificate for localhost is made once in <data_dir>/tls/ (in process,
+// with the `selfsigned` library: no openssl command needed at run time), so `sslmode=require`
+// works out of the box.
 
-import { execFileSync } from 'node:child_process'
-import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createSecureContext, type SecureContext } from 'node:tls'
+import { generate } from 'selfsigned'
 import { GatehouseError } from './errors.js'
 
 export interface TlsFiles {
@@ -13,39 +14,45 @@ export interface TlsFiles {
   readonly key: string
 }
 
-export function ensureSelfSigned(dataDir: string): TlsFiles {
+/** About 27 months, the longest lifetime clients accept for a server certificate. */
+const SELF_SIGNED_DAYS = 825
+
+export async function ensureSelfSigned(dataDir: string): Promise<TlsFiles> {
   const dir = join(dataDir, 'tls')
   const cert = join(dir, 'cert.pem')
   const key = join(dir, 'key.pem')
   if (existsSync(cert) && existsSync(key)) return { cert, key }
   mkdirSync(dir, { recursive: true, mode: 0o700 })
   try {
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-days',
-        '825',
-        '-subj',
-        '/CN=gatehouse',
-        '-addext',
-        'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1',
-        '-keyout',
-        key,
-        '-out',
-        cert,
+    const now = new Date()
+    const pems = await generate([{ name: 'commonName', value: 'gatehouse' }], {
+      keyType: 'ec',
+      curve: 'P-256',
+      algorithm: 'sha256',
+      notBeforeDate: new Date(now.getTime() - 60_000),
+      notAfterDate: new Date(now.getTime() + SELF_SIGNED_DAYS * 86400_000),
+      extensions: [
+        { name: 'basicConstraints', cA: false },
+        { name: 'keyUsage', digitalSignature: true, critical: true },
+        { name: 'extKeyUsage', serverAuth: true },
+        {
+          name: 'subjectAltName',
+          altNames: [
+            { type: 2, value: 'localhost' },
+            { type: 7, ip: '127.0.0.1' },
+            { type: 7, ip: '::1' },
+          ],
+        },
       ],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
-    )
-    chmodSync(key, 0o600)
+    })
+    // The key first and private from its first byte; each file appears whole (renamed into place).
+    writeFileSync(`${key}.tmp`, pems.private, { mode: 0o600 })
+    chmodSync(`${key}.tmp`, 0o600)
+    renameSync(`${key}.tmp`, key)
+    writeFileSync(`${cert}.tmp`, pems.cert, { mode: 0o644 })
+    renameSync(`${cert}.tmp`, cert)
   } catch (err) {
-    throw new GatehouseError('GH_ERR_STATE', `cannot create a self-signed certificate in ${dir} (is openssl installed?)`, { cause: err })
+    throw new GatehouseError('GH_ERR_STATE', `cannot create a self-signed certificate in ${dir}: ${(err as Error).message}`, { cause: err })
   }
   return { cert, key }
 }

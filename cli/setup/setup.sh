@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 OPA_VERSION="v1.22.3"
-# psql/pgbench/initdb come with PostgreSQL 15; openssl makes the dev TLS certificate; pgbouncer is
+# These are for the tests and the benchmark; the gateway itself needs none of them at run time.
+# psql/pgbench/initdb come with PostgreSQL 15; openssl makes test certificates; pgbouncer is
 # the benchmark's reference pooler; openssh-server is the SSH proxy's test target.
 DEB_PACKAGES=(openssl postgresql-client postgresql-15 pgbouncer openssh-server openssh-client)
 

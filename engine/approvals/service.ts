@@ -110,6 +110,11 @@ export class ApprovalService {
     this.sweeper.unref()
   }
 
+  /** Requests waiting for reviewers now. */
+  pendingCount(): number {
+    return this.deps.store.countPending(Date.now())
+  }
+
   get timeoutSeconds(): number {
     return this.deps.config.timeoutSeconds
   }

@@ -144,6 +144,14 @@ export class ApprovalStore {
     return row ? toRecord(row) : null
   }
 
+  /** How many requests are pending and not expired (the metrics gauge). */
+  countPending(now: number): number {
+    const r = this.db.prepare("SELECT count(*) AS n FROM approval_requests WHERE status = 'pending' AND expires_at > ?").get(now) as {
+      n: number
+    }
+    return r.n
+  }
+
   /** How many requests of chains rooted at `root` are pending (a bound against request floods). */
   countPendingForRoot(root: string, now: number): number {
     const r = this.db

@@ -345,6 +345,10 @@ export class PolicyEngine implements DecisionEngine {
   private active: Active | null = null
   private lastError: string | null = null
   private epoch: { readonly active: Active; readonly second: number } | null = null
+  /** Reloads after a change to the source that loaded (a new bundle or the same one again). */
+  reloads = 0
+  /** Reloads that failed (the loaded bundle kept deciding). */
+  reloadFailures = 0
 
   constructor(
     bundle: LoadedBundle | null,
@@ -361,16 +365,24 @@ export class PolicyEngine implements DecisionEngine {
   swap(bundle: LoadedBundle): void {
     this.active = new Active(bundle)
     this.lastError = null
+    this.reloads++
   }
 
   /** The source compiled again to the bundle already loaded: keep it (and its cache). */
   reloadSucceeded(): void {
     this.lastError = null
+    this.reloads++
   }
 
   /** Records why a reload failed; the loaded bundle keeps deciding. */
   reloadFailed(message: string): void {
     this.lastError = message
+    this.reloadFailures++
+  }
+
+  /** A bundle is loaded and the last reload (if any) did not fail: what decides is the source as it is. */
+  get upToDate(): boolean {
+    return this.active !== null && this.lastError === null
   }
 
   /** The masking rules of the loaded bundle (delegation asks whether a root may pass on unmask:<rule>). */

@@ -106,6 +106,24 @@ export function readPolicyDir(dirArg: string): PolicySources {
   return { dir, display, rego, regoText, tests, cases, masking, approvals, version: shortVersion(digest), digest }
 }
 
+/**
+ * The default bundle as the gateway loads it: the copy compiled when the package was packed
+ * (`dist/policies/default.tar.gz`, so an installed gateway runs without the opa compiler) while
+ * its recorded version is that of `policies/` as it is now; otherwise the directory itself,
+ * compiled with opa (a checkout where someone edits the default bundle).
+ */
+export function defaultPolicySource(): string {
+  const dir = defaultPolicyDir()
+  const prebuilt = join(dirname(dir), 'dist', 'policies')
+  try {
+    const bundle = join(prebuilt, 'default.tar.gz')
+    if (existsSync(bundle) && readFileSync(join(prebuilt, 'default.version'), 'utf8').trim() === readPolicyDir(dir).version) return bundle
+  } catch {
+    // No usable prebuilt copy: compile the directory.
+  }
+  return dir
+}
+
 /** The default bundle shipped in the package's `policies/` directory. */
 export function defaultPolicyDir(): string {
   let d = dirname(fileURLToPath(import.meta.url))
