@@ -11,6 +11,18 @@
 // Streams are piped with backpressure; forwarded channels are bounded per SSH connection.
 
 import type { Duplex } from 'node:stream'
+import type {
+  AcceptConnection,
+  ClientChannel,
+  Connection,
+  RejectConnection,
+  ServerChannel,
+  TcpConnectionDetails,
+  TcpipBindInfo,
+  TcpipRequestInfo,
+} from 'ssh2'
+import { type Admitted, once } from './admitted.js'
+import { judge } from './judge.js'
 
 /** Forwarded TCP channels open at once per SSH connection. */
 export const MAX_FORWARD_CHANNELS = 64
@@ -59,4 +71,118 @@ export function splice(a: Duplex, b: Duplex, done: (bytesIn: number, bytesOut: n
   b.on('close', end)
   a.pipe(b)
   b.pipe(a)
+}
+
+/** One admitted caller's forwards: `ssh -L` channels, `ssh -R` listeners and what arrives on them. */
+export class Forwards {
+  /** Forwarded TCP channels open (both directions), bounded by MAX_FORWARD_CHANNELS. */
+  private channels = 0
+  /** Ports the target listens on for this caller (`ssh -R`). */
+  private readonly remote = new Set<number>()
+
+  constructor(
+    private readonly a: Admitted,
+    private readonly caller: Connection,
+  ) {}
+
+  /** `ssh -L`: one forwarded connection to host:port from the target, if policy allows it. */
+  async local(accept: AcceptConnection<ServerChannel>, reject: RejectConnection, info: TcpipRequestInfo): Promise<void> {
+    const a = this.a
+    if (a.closed || this.channels >= MAX_FORWARD_CHANNELS) return once(reject)
+    this.channels++
+    const cmd: ForwardCommand = {
+      direction: 'local',
+      host: info.destIP,
+      port: info.destPort,
+      origin_host: info.srcIP,
+      origin_port: info.srcPort,
+    }
+    const text = forwardText(cmd)
+    const v = await judge(a.session, a.ctx.log, 'ssh.forward', cmd, text)
+    const u = v.ok ? await a.target.ready : null
+    if (!v.ok || !u?.ok || a.closed) {
+      this.channels--
+      return once(reject)
+    }
+    u.client.forwardOut(info.srcIP, info.srcPort, info.destIP, info.destPort, (err, ch) => {
+      if (err || a.closed) {
+        this.channels--
+        a.session.auditLater({ type: 'result', action: 'ssh.forward', command: text, error: 'the target could not open the forward' })
+        return once(reject)
+      }
+      this.splice(accept(), ch, text)
+    })
+  }
+
+  /** `ssh -R`: the target listens for the caller, if policy allows that address and port. */
+  async remoteRequest(
+    name: 'tcpip-forward' | 'cancel-tcpip-forward',
+    accept: ((port?: number) => void) | undefined,
+    reject: (() => void) | undefined,
+    info: TcpipBindInfo,
+  ): Promise<void> {
+    const a = this.a
+    const u = await a.target.ready
+    if (!u.ok || a.closed) return once(reject)
+    if (name === 'cancel-tcpip-forward') {
+      if (!this.remote.has(info.bindPort)) return once(reject)
+      u.client.unforwardIn(info.bindAddr, info.bindPort, (err) => {
+        this.remote.delete(info.bindPort)
+        if (err) once(reject)
+        else accept?.()
+      })
+      return
+    }
+    if (this.remote.size >= MAX_REMOTE_FORWARDS) return once(reject)
+    const cmd: ForwardCommand = { direction: 'remote', host: info.bindAddr, port: info.bindPort }
+    const v = await judge(a.session, a.ctx.log, 'ssh.forward', { ...cmd, listen: true }, `${forwardText(cmd)} (listen)`)
+    if (!v.ok || a.closed) return once(reject)
+    u.client.forwardIn(info.bindAddr, info.bindPort, (err, port) => {
+      if (err || a.closed) return once(reject)
+      this.remote.add(port || info.bindPort)
+      accept?.(port || info.bindPort)
+    })
+  }
+
+  /** A connection arriving on a remote forward: decided and audited, then handed to the caller. */
+  incoming(d: TcpConnectionDetails, accept: AcceptConnection<ClientChannel>, reject: RejectConnection): void {
+    const a = this.a
+    if (a.closed || !this.remote.has(d.destPort) || this.channels >= MAX_FORWARD_CHANNELS) {
+      once(reject)
+      return
+    }
+    this.channels++
+    const cmd: ForwardCommand = { direction: 'remote', host: d.destIP, port: d.destPort, origin_host: d.srcIP, origin_port: d.srcPort }
+    const text = forwardText(cmd)
+    void judge(a.session, a.ctx.log, 'ssh.forward', cmd, text).then((v) => {
+      if (!v.ok || a.closed) {
+        this.channels--
+        once(reject)
+        return
+      }
+      this.caller.forwardOut(d.destIP, d.destPort, d.srcIP, d.srcPort, (err, ch) => {
+        if (err || a.closed) {
+          this.channels--
+          once(reject)
+          return
+        }
+        this.splice(ch, accept(), text)
+      })
+    })
+  }
+
+  private splice(caller: ServerChannel | ClientChannel, target: ServerChannel | ClientChannel, text: string): void {
+    const t0 = process.hrtime.bigint()
+    splice(caller, target, (bytesIn, bytesOut) => {
+      this.channels--
+      this.a.session.auditLater({
+        type: 'result',
+        action: 'ssh.forward',
+        command: text,
+        bytes_in: bytesIn,
+        bytes_out: bytesOut,
+        duration_ms: Number(process.hrtime.bigint() - t0) / 1e6,
+      })
+    })
+  }
 }

@@ -10,7 +10,8 @@ import ssh2 from 'ssh2'
 import { GatehouseError } from '../../engine/errors.js'
 import type { ProxyContext, ProxyHandle, ProxyPlugin } from '../types.js'
 import { PendingConnections } from './admission.js'
-import { LOGIN_GRACE_MS, parseHostKeyPin, type SshShared, SshConnection } from './connection.js'
+import { LOGIN_GRACE_MS, type SshShared, SshConnection } from './connection.js'
+import { parseHostKeyPin } from './upstream.js'
 import { envSettingProblems } from './env.js'
 
 const { Server, utils } = ssh2
