@@ -6,15 +6,8 @@ import assert from 'node:assert/strict'
 import { posix } from 'node:path'
 import { describe, test } from 'node:test'
 import fc from 'fast-check'
-import {
-  FX_OP_UNSUPPORTED,
-  FX_PERMISSION_DENIED,
-  MAX_SFTP_PACKET,
-  type SftpOperation,
-  SftpReplyInjector,
-  SftpRequestFilter,
-  type SftpVerdict,
-} from '../proxies/ssh/sftp.js'
+import { MAX_SFTP_PACKET, SftpReplyInjector, SftpRequestFilter, type SftpVerdict } from '../proxies/ssh/sftp.js'
+import { FX_OP_UNSUPPORTED, FX_PERMISSION_DENIED, type SftpOperation } from '../proxies/ssh/sftp-wire.js'
 import type { TargetFs } from '../proxies/ssh/sftp-paths.js'
 
 /** A target whose paths are all plain (no links): realpath is the lexical resolution against /home/u. */

@@ -15,7 +15,8 @@
 import type { SFTPWrapper, Stats } from 'ssh2'
 import type { ExecCommand } from './command.js'
 import { expandHome, PathRefused, resolveFollow, type TargetFs } from './sftp-paths.js'
-import type { SftpOperation, SftpVerdict } from './sftp.js'
+import type { SftpVerdict } from './sftp.js'
+import type { SftpOperation } from './sftp-wire.js'
 
 /** Programs that move files: an exec naming one is intercepted or refused, wherever the name stands. */
 const TRANSFER_PROGRAMS = new Set(['scp', 'sftp-server', 'internal-sftp', 'rsync', 'rrsync'])

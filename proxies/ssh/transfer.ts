@@ -7,7 +7,8 @@ import type { Admitted } from './admitted.js'
 import type { ExecCommand } from './command.js'
 import { judge, refuse } from './judge.js'
 import { resolveScpPaths, runScp, type TransferExec } from './scp.js'
-import { type SftpOperation, SftpReplyInjector, SftpRequestFilter, type SftpVerdict } from './sftp.js'
+import { SftpReplyInjector, SftpRequestFilter, type SftpVerdict } from './sftp.js'
+import type { SftpOperation } from './sftp-wire.js'
 import { PathRefused, type TargetFs } from './sftp-paths.js'
 
 /** One SFTP file operation: decided and recorded like a command, refused as permission denied. */
