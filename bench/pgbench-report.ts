@@ -1,0 +1,197 @@
+// The PostgreSQL benchmark's results (bench/pgbench.ts): medians per target and client count, the
+// markdown table and comparisons printed and written to BENCHMARKS.md, and the machine they ran on.
+
+import { existsSync, readFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { CLK_TCK, PG_DB, PG_HOST, PG_PORT, PG_USER, pgEnv, run, type Target } from './pgbench-servers.js'
+
+/** Scale of the pgbench tables (`pgbench -i -s`). */
+export const SCALE = 10
+
+/** What the report says about how the runs were made. */
+export interface RunShape {
+  readonly duration: number
+  readonly runs: number
+  readonly clients: readonly number[]
+  readonly warmup: number
+}
+
+export interface Sample {
+  readonly tps: number
+  readonly latencyMs: number
+  readonly transactions: number
+  /** Proxy CPU per statement in microseconds; null for direct. */
+  readonly cpuUsPerStmt: number | null
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  const mid = Math.floor(s.length / 2)
+  const hi = s[mid] ?? Number.NaN
+  const lo = s[mid - 1] ?? hi
+  return s.length % 2 === 1 ? hi : (lo + hi) / 2
+}
+
+export const fmtInt = (n: number): string => Math.round(n).toLocaleString('en-US')
+export const fmt = (n: number, digits: number): string => (Number.isFinite(n) ? n.toFixed(digits) : '–')
+
+export interface Summary {
+  readonly target: Target
+  readonly clients: number
+  readonly samples: readonly Sample[]
+  readonly tps: number
+  readonly latencyMs: number
+  readonly cpuUsPerStmt: number | null
+}
+
+export function summarise(target: Target, clients: number, samples: readonly Sample[]): Summary {
+  const cpu = samples.map((s) => s.cpuUsPerStmt).filter((c): c is number => c !== null)
+  return {
+    target,
+    clients,
+    samples,
+    tps: median(samples.map((s) => s.tps)),
+    latencyMs: median(samples.map((s) => s.latencyMs)),
+    cpuUsPerStmt: cpu.length > 0 ? median(cpu) : null,
+  }
+}
+
+export function table(summaries: readonly Summary[]): string {
+  const rows: string[] = [
+    '| clients | target | TPS (median) | vs direct | latency avg (ms) | added latency per query (µs) | proxy CPU per statement (µs) | TPS of each run |',
+    '|---:|---|---:|---:|---:|---:|---:|---|',
+  ]
+  for (const s of summaries) {
+    const d = summaries.find((x) => x.clients === s.clients && x.target.key === 'direct')
+    const ratio = d ? s.tps / d.tps : Number.NaN
+    const added = d && s.target.key !== 'direct' ? fmt((s.latencyMs - d.latencyMs) * 1000, 1) : '–'
+    rows.push(
+      `| ${s.clients} | ${s.target.label} | ${fmtInt(s.tps)} | ${fmt(ratio, 3)} | ${fmt(s.latencyMs, 3)} | ${added} | ${
+        s.cpuUsPerStmt !== null ? fmt(s.cpuUsPerStmt, 1) : '–'
+      } | ${s.samples.map((x) => fmtInt(x.tps)).join(', ')} |`,
+    )
+  }
+  return rows.join('\n')
+}
+
+export function comparisons(summaries: readonly Summary[], clientCounts: readonly number[]): string {
+  const lines: string[] = []
+  for (const c of clientCounts) {
+    const get = (k: Target['key']): Summary | undefined => summaries.find((s) => s.clients === c && s.target.key === k)
+    const d = get('direct')
+    const p = get('pump')
+    const b = get('pgbouncer')
+    const g = get('gatehouse')
+    const off = get('gatehouse-off')
+    if (!d || !p || !b || !g) continue
+    const cpuRatio = g.cpuUsPerStmt !== null && p.cpuUsPerStmt !== null ? g.cpuUsPerStmt / p.cpuUsPerStmt : Number.NaN
+    const cpuExtra = g.cpuUsPerStmt !== null && p.cpuUsPerStmt !== null ? g.cpuUsPerStmt - p.cpuUsPerStmt : Number.NaN
+    lines.push(
+      `- **${c} client${c === 1 ? '' : 's'}**: Gatehouse ${fmt(g.tps / d.tps, 3)}× direct TPS, ${fmt(g.tps / p.tps, 3)}× the pump's, ` +
+        `${fmt(g.tps / b.tps, 3)}× PgBouncer's; added latency ${fmt((g.latencyMs - d.latencyMs) * 1000, 1)} µs/query ` +
+        `(pump ${fmt((p.latencyMs - d.latencyMs) * 1000, 1)}, PgBouncer ${fmt((b.latencyMs - d.latencyMs) * 1000, 1)}); ` +
+        `gateway CPU ${fmt(g.cpuUsPerStmt ?? Number.NaN, 1)} µs/statement = ${fmt(cpuRatio, 1)}× the pump's ` +
+        `(+${fmt(cpuExtra, 1)} µs), PgBouncer ${fmt(b.cpuUsPerStmt ?? Number.NaN, 1)} µs.`,
+    )
+    // Runs are alternated, so run r of the pump and of Gatehouse are neighbours in time: their ratio
+    // cancels most of the drift of a shared host that the medians of each target keep.
+    const paired = g.samples.map((x, i) => x.tps / (p.samples[i]?.tps ?? Number.NaN)).filter(Number.isFinite)
+    if (paired.length > 0) {
+      lines.push(
+        `  Run by run (each Gatehouse run next to a pump run): ${paired.map((r) => fmt(r, 3)).join(', ')} of the pump's TPS, ` +
+          `median ${fmt(median(paired), 3)}.`,
+      )
+    }
+    if (off && off.cpuUsPerStmt !== null && g.cpuUsPerStmt !== null) {
+      lines.push(
+        `  Decisions (classification + policy, default bundle, one hop) cost ${fmt(g.cpuUsPerStmt - off.cpuUsPerStmt, 1)} µs of CPU per statement ` +
+          `and ${fmt((1 - g.tps / off.tps) * 100, 1)}% of TPS (${fmtInt(g.tps)} vs ${fmtInt(off.tps)} with decisions off).`,
+      )
+    }
+  }
+  return lines.join('\n')
+}
+
+interface Machine {
+  readonly nproc: string
+  readonly cpu: string
+  readonly node: string
+  readonly pgbench: string
+  readonly pgbouncer: string
+  readonly server: string
+  readonly load: string
+}
+
+export async function machine(): Promise<Machine> {
+  const cpuinfo = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : ''
+  const model = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1]?.trim() ?? 'unknown'
+  const first = (cmd: string, args: string[]): string => spawnSync(cmd, args, { encoding: 'utf8' }).stdout?.split('\n')[0]?.trim() ?? '?'
+  const bouncerBin = ['/usr/sbin/pgbouncer', '/usr/bin/pgbouncer'].find((p) => existsSync(p)) ?? 'pgbouncer'
+  const server = await run(
+    'psql',
+    ['-X', '-At', '-h', PG_HOST, '-p', String(PG_PORT), '-U', PG_USER, '-d', PG_DB, '-c', 'show server_version'],
+    pgEnv(),
+    15_000,
+  )
+  return {
+    nproc: first('nproc', []),
+    cpu: model,
+    node: process.version,
+    pgbench: first('pgbench', ['--version']),
+    pgbouncer: first(bouncerBin, ['--version']),
+    server: server.code === 0 ? `PostgreSQL ${server.stdout.trim()}` : '?',
+    load: existsSync('/proc/loadavg') ? readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ') : '?',
+  }
+}
+
+export function report(opts: RunShape, m: Machine, summaries: readonly Summary[], command: string, elapsedS: number): string {
+  const date = new Date().toISOString().replace(/\.\d+Z$/, 'Z')
+  return `# Benchmarks
+
+PostgreSQL through Gatehouse, side by side with a direct connection, a bare Node byte pump and
+PgBouncer, measured in the same run. Generated by \`bench/pgbench.ts\`; rerun it to refresh this file.
+
+- **Date**: ${date}
+- **Machine**: ${m.nproc} CPUs, ${m.cpu}; ${m.server}, ${m.pgbench}, ${m.pgbouncer}, Node ${m.node}
+  (load average ${m.load} when the run started)
+- **Command**: \`${command}\` (${Math.round(elapsedS)} s)
+- **Workload**: \`pgbench -n -S -M simple -T ${opts.duration}\` (one primary-key SELECT per transaction, simple
+  query protocol) on \`pgbench -i -s ${SCALE}\` tables, ${opts.runs} runs per target and client count,
+  alternated, medians; threads \`-j\` = min(clients, 2).
+
+${table(summaries)}
+
+${comparisons(summaries, opts.clients)}
+
+## Method
+
+- **Targets.** *direct*: PostgreSQL 15 on 127.0.0.1:5432. *Node byte pump* (\`bench/pump.ts\`): a
+  separate Node process that accepts a socket, connects to the server and \`pipe\`s both ways with
+  \`noDelay\`, nothing else — the floor cost of any proxy written in Node. *PgBouncer* in session mode
+  (\`auth_type = trust\`), as \`postgres\`. *Gatehouse*: \`gatehouse serve\` with its own temporary data
+  directory and one connection \`bench\` (→ 127.0.0.1:5432, database test, user postgres), the client
+  authenticating with a token from \`gatehouse token create --subject user:bench\`, default settings
+  otherwise (no \`policies:\` key, so the bundle shipped in \`policies/\`; default \`audit\`): every
+  statement is classified, decided by the policy engine and audited durably before it is forwarded.
+- **Order.** The tables are initialised once, directly. Each target gets a ${opts.warmup} s warm-up
+  (not counted, so the JIT has compiled the hot paths). Then for each client count the runs go
+  direct, pump, PgBouncer, Gatehouse, direct, pump, … so that drift on the machine hits all targets
+  alike; the table shows the median of the runs (and every run's TPS).
+- **TPS and latency** are pgbench's own figures (\`tps … without initial connection time\`,
+  \`latency average\`). *vs direct* is TPS divided by direct's median; *added latency per query* is
+  the median average latency minus direct's, at the same client count (at 1 client this is the
+  round-trip cost the proxy adds; at more clients it also includes queueing for the CPUs).
+- **Proxy CPU per statement**: utime + stime of the proxy process (all its threads) from
+  \`/proc/<pid>/stat\` just before and just after each pgbench run, in clock ticks
+  (CLK_TCK = ${CLK_TCK}), divided by the transactions pgbench reports (each \`-S\` transaction is one
+  statement). It includes each run's connection set-up (a few sessions per run, negligible next to
+  tens of thousands of statements). It is the least machine-dependent number here: TPS ratios depend
+  on how many CPUs pgbench, the server and the proxy share (${m.nproc} here), CPU per statement does not.
+- **Where the gateway's time goes**: \`node dist/bench/pgbench.js --clients 1 --runs 1 --cpu-prof DIR\`
+  runs the gateway under \`node --cpu-prof\` (those numbers are not written here), then
+  \`node dist/bench/cpuprofile.js DIR/*.cpuprofile\` lists the functions and files with the most self
+  time. The profile samples wall time while the main thread is busy, so on a machine with few CPUs a
+  socket \`write\` that wakes the peer is charged for the time spent waiting to be scheduled again.
+- Everything listens on loopback only; every process started is stopped at the end.
+`
+}
