@@ -200,3 +200,27 @@ export interface TerminalMeta {
   /** Record what the caller types too (connection setting `record_input: true`). */
   readonly recordInput?: boolean
 }
+
+/**
+ * The gateway's own verdict on a command that did not run, as data for a caller that asked for it
+ * (the SSH status line, the MCP tools' results): denied (by which rule, at which hop of the chain),
+ * or held for approval (the request to poll and who may approve it).
+ */
+export type GatewayRefusal =
+  | {
+      readonly status: 'denied'
+      readonly rule: string | null
+      readonly hop: string | null
+      readonly reason: string
+      readonly message: string
+    }
+  | {
+      readonly status: 'held'
+      readonly request_id: string | null
+      readonly approvers: readonly string[]
+      readonly rules: readonly string[]
+      readonly message: string
+    }
+
+/** A refusal, or `error`: the gateway could not decide, record or reach the target. */
+export type GatewayStatus = GatewayRefusal | { readonly status: 'error'; readonly message: string }

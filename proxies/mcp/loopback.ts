@@ -10,8 +10,8 @@ import { join } from 'node:path'
 import pg from 'pg'
 import { Client as SshClient } from 'ssh2'
 import { HOST_KEY_FILE } from '../ssh/index.js'
-import { type GatewayStatus, STATUS_ENV, takeStatus } from '../ssh/status.js'
-import type { Address } from '../types.js'
+import { STATUS_ENV, takeStatus } from '../ssh/status.js'
+import type { Address, GatewayStatus } from '../types.js'
 
 /** What a finished statement returns to the agent: column names, a window of rows, the counts. */
 export interface QueryOutcome {

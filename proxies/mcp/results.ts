@@ -4,23 +4,7 @@
 // ask a person, wait for the named approvers and poll `approval_status` with the request id).
 
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js'
-import type { Decision } from '../types.js'
-
-export type Refusal =
-  | {
-      readonly status: 'denied'
-      readonly rule: string | null
-      readonly hop: string | null
-      readonly reason: string
-      readonly message: string
-    }
-  | {
-      readonly status: 'held'
-      readonly request_id: string | null
-      readonly approvers: readonly string[]
-      readonly rules: readonly string[]
-      readonly message: string
-    }
+import type { Decision, GatewayRefusal } from '../types.js'
 
 /** `gatehouse: denied by <rule> (<hop>): <reason>` (proxies/postgres denialMessage). */
 const DENIED_RE = /^gatehouse: denied by (\S+)(?: \(([^)]+)\))?: ([\s\S]*)$/
@@ -32,7 +16,7 @@ const GROUPS_RE = /\b(?:from|for) group ([\w.:-]+(?:, [\w.:-]+)*)/
 const LEGACY_HOLD_RE = /^gatehouse: approval required from ([^()]+?) \(([^)]*)\)/
 
 /** Reads a gateway refusal out of a PostgreSQL error message; null when it is not one. */
-export function parseRefusal(message: string): Refusal | null {
+export function parseRefusal(message: string): GatewayRefusal | null {
   if (!message.startsWith('gatehouse:')) return null
   const d = DENIED_RE.exec(message)
   if (d) return { status: 'denied', rule: d[1] ?? null, hop: d[2] ?? null, reason: d[3] ?? '', message }
@@ -62,7 +46,7 @@ export function parseRefusal(message: string): Refusal | null {
 }
 
 /** The refusal of an `mcp.call` decision (the tool itself was refused before anything ran). */
-export function refusalOfDecision(d: Exclude<Decision, { effect: 'allow' }>): Refusal {
+export function refusalOfDecision(d: Exclude<Decision, { effect: 'allow' }>): GatewayRefusal {
   if (d.effect === 'hold') {
     return {
       status: 'held',
@@ -81,7 +65,7 @@ export function refusalOfDecision(d: Exclude<Decision, { effect: 'allow' }>): Re
 }
 
 /** What the agent can do about a refusal, in one sentence. */
-export function advice(r: Refusal): string {
+export function advice(r: GatewayRefusal): string {
   if (r.status === 'held') {
     const who = r.approvers.length > 0 ? `a member of ${r.approvers.join(' or ')}` : 'a reviewer'
     return r.request_id
@@ -94,7 +78,7 @@ export function advice(r: Refusal): string {
   return `Nothing ran. The policy refuses this for your chain${r.hop ? ` (at ${r.hop})` : ''}; retrying will not change the answer. Change the request, or ask a person who may do it.`
 }
 
-export function refusalResult(r: Refusal, extra: Record<string, unknown> = {}): CallToolResult {
+export function refusalResult(r: GatewayRefusal, extra: Record<string, unknown> = {}): CallToolResult {
   const body = { ...r, ...extra, what_you_can_do: advice(r) }
   return {
     isError: true,

@@ -4,14 +4,14 @@
 // asciicast recording. Agent and X11 forwarding requests are refused and recorded.
 
 import type { ClientChannel, PseudoTtyInfo, ServerChannel, Session } from 'ssh2'
-import type { TerminalRecording } from '../types.js'
+import type { GatewayStatus, TerminalRecording } from '../types.js'
 import { type Admitted, once } from './admitted.js'
 import { analyzeExec, type ExecCommand } from './command.js'
 import { EnvRequests, TERM_NAME } from './env.js'
 import { judge, refusedFeature, refuse } from './judge.js'
 import { classifyTransferExec } from './scp.js'
 import { ShellCommandDetector } from './shell-detect.js'
-import { type GatewayStatus, isStatusTag, STATUS_ENV, statusLine } from './status.js'
+import { isStatusTag, STATUS_ENV, statusLine } from './status.js'
 import { gateSftp, transferExec } from './transfer.js'
 import { channelOf, exitOf, type SshClient, type Upstream } from './upstream.js'
 

@@ -4,9 +4,9 @@
 
 import type { ServerChannel } from 'ssh2'
 import { awaitApproval } from '../approval.js'
-import type { Decision, ProxyContext, ProxySession } from '../types.js'
+import type { Decision, GatewayStatus, ProxyContext, ProxySession } from '../types.js'
 import { auditEnv } from './env.js'
-import { deniedStatus, type GatewayStatus, heldStatus } from './status.js'
+import { deniedStatus, heldStatus } from './status.js'
 
 export type Verdict = { ok: true } | { ok: false; message: string; status: GatewayStatus }
 

@@ -7,28 +7,11 @@
 // can write that line.
 
 import type { HeldVerdict } from '../approval.js'
-import type { Decision } from '../types.js'
+import type { Decision, GatewayStatus } from '../types.js'
 
 export const STATUS_ENV = 'GATEHOUSE_STATUS'
 const TAG = /^[0-9a-f]{32}$/
 const PREFIX = 'gatehouse-status '
-
-export type GatewayStatus =
-  | {
-      readonly status: 'denied'
-      readonly rule: string | null
-      readonly hop: string | null
-      readonly reason: string
-      readonly message: string
-    }
-  | {
-      readonly status: 'held'
-      readonly request_id: string | null
-      readonly approvers: readonly string[]
-      readonly rules: readonly string[]
-      readonly message: string
-    }
-  | { readonly status: 'error'; readonly message: string }
 
 export function isStatusTag(v: string): boolean {
   return TAG.test(v)
