@@ -10,15 +10,13 @@
 // caller who sees them masked (every row rewritten). Medians reported; the result bytes are the
 // size of the direct run's output. Everything listens on loopback and is stopped at the end.
 
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import yaml from 'js-yaml'
+import { REPO, TestGateway } from '../test/helpers/gateway.js'
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
-const BIN = join(REPO, 'cli/bin/gatehouse.js')
 const DB = 'gh_bench_masking'
 
 function arg(name: string, def: number): number {
@@ -74,38 +72,23 @@ async function main(): Promise<void> {
        lpad((i % 1000)::text, 3, '0') || '-45-' || lpad((i % 10000)::text, 4, '0'), now(), 'note ' || i FROM generate_series(1, ${rows}) i`,
   )
   const dir = mkdtempSync(join(tmpdir(), 'gh-bench-mask-'))
-  let server: ChildProcess | null = null
+  mkdirPolicies(dir, strategy)
+  // GH_BENCH_CPU_PROF=DIR profiles the gateway (summarise with dist/bench/cpuprofile.js).
+  const prof = process.env.GH_BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.GH_BENCH_CPU_PROF}`] : []
+  let gw: TestGateway | null = null
   try {
-    mkdirPolicies(dir, strategy)
-    const configFile = join(dir, 'gatehouse.yaml')
-    writeFileSync(
-      configFile,
-      yaml.dump({
-        data_dir: join(dir, 'data'),
-        listen: { api: '127.0.0.1:0', postgres: '127.0.0.1:0' },
-        policies: join(dir, 'policies'),
-        connections: [{ name: 'app', protocol: 'postgres', address: '127.0.0.1:5432', database: DB, user: 'postgres' }],
-      }),
-    )
-    // GH_BENCH_CPU_PROF=DIR profiles the gateway (summarise with dist/bench/cpuprofile.js).
-    const prof = process.env.GH_BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.GH_BENCH_CPU_PROF}`] : []
-    server = spawn(process.execPath, [...prof, BIN, 'serve', '--config', configFile], { stdio: 'ignore' })
-    const runFile = join(dir, 'data', 'run.json')
-    for (let i = 0; i < 400 && !existsSync(runFile); i++) await new Promise((r) => setTimeout(r, 50))
-    const info = JSON.parse(readFileSync(runFile, 'utf8')) as { listeners: Record<string, string> }
-    const pg = info.listeners.postgres ?? ''
-    const port = Number(pg.slice(pg.lastIndexOf(':') + 1))
-    const token = (...groups: string[]): string => {
-      const r = spawnSync(
-        process.execPath,
-        [BIN, 'token', 'create', '--config', configFile, '--subject', 'user:bench', ...groups.flatMap((g) => ['--group', g])],
-        {
-          encoding: 'utf8',
-        },
+    gw = await TestGateway.start({
+      connections: [{ name: 'app', protocol: 'postgres', address: '127.0.0.1:5432', database: DB, user: 'postgres' }],
+      config: { policies: join(dir, 'policies') },
+      nodeArgs: prof,
+    })
+    const g = gw
+    const port = g.pgPort
+    const token = (...groups: string[]): string =>
+      g.token(
+        'user:bench',
+        groups.flatMap((x) => ['--group', x]),
       )
-      if (r.status !== 0) throw new Error(r.stderr)
-      return r.stdout.trim()
-    }
     const targets = {
       direct: `host=127.0.0.1 port=5432 dbname=${DB} user=postgres sslmode=disable`,
       clear: `host=127.0.0.1 port=${port} dbname=app user=b sslmode=disable password=${token('pii-readers')}`,
@@ -115,7 +98,7 @@ async function main(): Promise<void> {
     const bytes = spawnSync('psql', ['-X', '-At', '-d', targets.direct, '-c', sql], { maxBuffer: 2 ** 31 }).stdout.length
     const samples: Record<keyof typeof targets, number[]> = { direct: [], clear: [], masked: [] }
     const cpu: Record<keyof typeof targets, number[]> = { direct: [], clear: [], masked: [] }
-    const pid = server.pid ?? 0
+    const pid = g.proc?.pid ?? 0
     for (const conninfo of Object.values(targets)) await timed(conninfo, sql) // warm up
     for (let r = 0; r < runs; r++) {
       for (const [name, conninfo] of Object.entries(targets) as [keyof typeof targets, string][]) {
@@ -146,8 +129,7 @@ async function main(): Promise<void> {
     ]
     process.stdout.write(`${lines.join('\n')}\n`)
   } finally {
-    server?.kill('SIGTERM')
-    await new Promise((r) => setTimeout(r, 1500))
+    await gw?.cleanup()
     rmSync(dir, { recursive: true, force: true })
     admin(`DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`, 'test')
   }

@@ -35,6 +35,8 @@ export interface GatewayOptions {
   readonly env?: Record<string, string>
   /** Use this data directory (e.g. one on a tmpfs) instead of a fresh one. */
   readonly dataDir?: string
+  /** Arguments for the server's node process (a benchmark's `--cpu-prof`). */
+  readonly nodeArgs?: readonly string[]
 }
 
 export class TestGateway {
@@ -52,6 +54,7 @@ export class TestGateway {
     readonly configFile: string,
     readonly dataDir: string,
     readonly env: Record<string, string>,
+    readonly nodeArgs: readonly string[] = [],
   ) {}
 
   static async start(opts: GatewayOptions = {}): Promise<TestGateway> {
@@ -66,7 +69,7 @@ export class TestGateway {
       ...opts.config,
     }
     writeFileSync(configFile, yaml.dump(doc))
-    const gw = new TestGateway(dir, configFile, dataDir, opts.env ?? {})
+    const gw = new TestGateway(dir, configFile, dataDir, opts.env ?? {}, opts.nodeArgs ?? [])
     await gw.launch()
     return gw
   }
@@ -77,7 +80,7 @@ export class TestGateway {
     rmSync(runFile, { force: true })
     this.exitCode = null
     this.exitSignal = null
-    const proc = spawn(process.execPath, [BIN, 'serve', '--config', this.configFile], {
+    const proc = spawn(process.execPath, [...this.nodeArgs, BIN, 'serve', '--config', this.configFile], {
       env: { ...process.env, ...this.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     })
