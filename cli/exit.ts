@@ -3,7 +3,7 @@
 //   0  ok
 //   1  what was asked failed: denied, not found, a failing policy case, a broken audit chain
 //   2  usage or configuration error: a bad option or argument, an invalid gatehouse.yaml, a
-//      policy bundle that does not build
+//      configured plugin that does not load, a policy bundle that does not build
 //   3  the server is unreachable: no gateway runs for this configuration, or it did not answer
 //
 // Every error leaves through `exitCodeFor`, so a new command cannot invent its own meaning.
@@ -29,8 +29,9 @@ export function exitCodeFor(err: unknown): number {
   if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE
   if (err instanceof UsageError) return EXIT_USAGE
   if (err instanceof ServerUnreachableError) return EXIT_UNREACHABLE
-  // A configuration or policy bundle that does not load is a usage error of the command that read it.
-  if (isGatehouseError(err)) return err.code === 'GH_ERR_CONFIG' || err.code === 'GH_ERR_POLICY' ? EXIT_USAGE : EXIT_FAILED
+  // A configuration, a configured plugin or a policy bundle that does not load is a usage error
+  // of the command that read it.
+  if (isGatehouseError(err)) return ['GH_ERR_CONFIG', 'GH_ERR_POLICY', 'GH_ERR_PLUGIN'].includes(err.code) ? EXIT_USAGE : EXIT_FAILED
   if (err instanceof Error && 'code' in err) {
     const code = (err as NodeJS.ErrnoException).code
     if (code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'EHOSTUNREACH') return EXIT_UNREACHABLE

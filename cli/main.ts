@@ -5,11 +5,11 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { Command, CommanderError, Option } from 'commander'
-import { type Config, parseConfig, parseDuration } from '../engine/config.js'
+import { type Config, configJsonSchema, parseConfig, parseDuration } from '../engine/config.js'
 import { openLocalAuditLog } from '../engine/audit.js'
 import { registerAuditCommands } from '../engine/audit/cli.js'
 import { isGatehouseError } from '../engine/errors.js'
-import { Gateway, issuerFor, scopeCheckerFor } from '../engine/gateway.js'
+import { checkConfigAgainstPlugins, Gateway, issuerFor, scopeCheckerFor } from '../engine/gateway.js'
 import { loadPlugins } from '../proxies/loader.js'
 import { createLogger, defaultLogFormat, LOG_FORMATS, type LogFormat } from '../engine/log.js'
 import { buildInputs } from '../engine/decide.js'
@@ -516,6 +516,25 @@ async function main(argv: string[]): Promise<void> {
 
   registerClassifyCommand(program) // classify CONNECTION (cli/classify.ts)
   registerAdminCommands(program, configOpt) // admin rotate (cli/admin.ts)
+
+  const configCmd = program.command('config').description('the configuration file: its schema, and whether a file is valid')
+  configCmd
+    .command('schema')
+    .description('print the JSON Schema of gatehouse.yaml (for editors: yaml-language-server, VS Code)')
+    .action(async () => {
+      const plugins = await loadPlugins(BUILTIN_PLUGINS, [])
+      out(JSON.stringify(configJsonSchema(plugins.map((l) => l.plugin)), null, 2))
+    })
+  configCmd
+    .command('check')
+    .description('validate a configuration file (the schema, then each connection against its plugin) without starting anything')
+    .addOption(configOpt())
+    .option('--json', 'print {ok, file}')
+    .action(async (o: { config?: string; json?: boolean }) => {
+      const config = resolveConfig(o.config)
+      await checkConfigAgainstPlugins(config, await loadPlugins(BUILTIN_PLUGINS, config.plugins))
+      out(o.json ? JSON.stringify({ ok: true, file: config.file }) : `${config.file ?? '(built-in configuration)'}: valid`)
+    })
   await program.parseAsync(argv)
 }
 

@@ -1,14 +1,31 @@
-// Loads and validates gatehouse.yaml. Everything arrives as `unknown` and leaves as a typed,
-// normalized Config; every problem is reported with the file, the key path and what is wrong,
-// all at once, so an operator fixes a broken file in one pass.
+// Loads and validates gatehouse.yaml with one zod schema (`configSchema`, composed of the
+// sections' own schemas). Everything arrives as `unknown` and leaves as a typed, normalized
+// Config; every problem is reported with the file, its line, the key path and what is wrong, all
+// at once, so an operator fixes a broken file in one pass. `gatehouse config schema` prints the
+// same schema as JSON Schema for editors.
 
 import { readFileSync } from 'node:fs'
 import { dirname, isAbsolute, resolve } from 'node:path'
 import yaml from 'js-yaml'
+import { isNode, LineCounter, parseDocument } from 'yaml'
+import { z } from 'zod'
+import { type ApprovalsConfig, approvalsFromSection, approvalsSchema } from './approvals/config.js'
+import { type AuditConfig, auditFromSection, auditSchema } from './audit/config.js'
+import {
+  ADDRESS_RE,
+  address,
+  bool,
+  duration,
+  int,
+  issueLines,
+  NAME_RE,
+  parseDurationText,
+  strict,
+  text,
+  uniqueNames,
+} from './config-zod.js'
 import { GatehouseError } from './errors.js'
-import { type AuditConfig, parseAuditConfig } from './audit/config.js'
-import { type IdentityConfig, parseIdentityConfig } from './identity/config.js'
-import { type ApprovalsConfig, parseApprovalsConfig } from './approvals/config.js'
+import { type IdentityConfig, identityFromSection, identitySchema } from './identity/config.js'
 
 export type TlsMode = 'disable' | 'require' | 'verify-full'
 export type FsyncMode = 'batched' | 'always'
@@ -65,34 +82,14 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 /** Listeners that run unless the configuration says `off` for them. */
 export const DEFAULT_LISTEN: Readonly<Record<string, string>> = { api: '127.0.0.1:8080', postgres: '127.0.0.1:15432' }
 
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/
-const TOP_KEYS = [
-  'data_dir',
-  'listen',
-  'tls',
-  'audit',
-  'limits',
-  'tokens',
-  'connections',
-  'plugins',
-  'policies',
-  'identity',
-  'log_level',
-  'approvals',
-  'metrics',
-]
-const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 
 export function parseDuration(text: string): number | null {
-  const m = /^(\d+)(s|m|h|d)$/.exec(text.trim())
-  if (!m) return null
-  const n = Number(m[1])
-  const unit = m[2] === 's' ? 1 : m[2] === 'm' ? 60 : m[2] === 'h' ? 3600 : 86400
-  return n * unit
+  return parseDurationText(text)
 }
 
 export function parseAddress(text: string): ListenAddress | null {
-  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(text.trim())
+  const m = ADDRESS_RE.exec(text.trim())
   if (!m || m[1] === undefined) return null
   const port = Number(m[2])
   if (port > 65535) return null
@@ -100,45 +97,73 @@ export function parseAddress(text: string): ListenAddress | null {
   return { host, port }
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
+const connectionSchema = z
+  .looseObject(
+    {
+      name: text().regex(NAME_RE, { error: 'must be letters, digits, _ . - (at most 63)' }),
+      protocol: text(),
+      address: address('is required as host:port'),
+      labels: z
+        .record(z.string(), z.union([z.string(), z.number(), z.boolean()], { error: 'must be a string' }), {
+          error: 'must be a mapping of strings',
+        })
+        .optional(),
+    },
+    { error: 'must be a mapping with name, protocol and address' },
+  )
+  // Protocol-specific keys (database, user, tls, …) pass through here and are checked by the
+  // plugin that serves the protocol (ProxyPlugin.connectionSchema / validateConnection).
+  .describe('a connection; keys beyond name, protocol, address and labels belong to its protocol plugin')
 
-/** Collects problems as "path: what is wrong" so all of them are reported at once. */
-class Problems {
-  readonly list: string[] = []
-  add(path: string, what: string): void {
-    this.list.push(`${path}: ${what}`)
-  }
-  unknownKeys(obj: Record<string, unknown>, path: string, allowed: readonly string[]): void {
-    for (const key of Object.keys(obj)) {
-      if (!allowed.includes(key)) {
-        this.add(path ? `${path}.${key}` : key, `unknown key (allowed: ${allowed.join(', ')})`)
-      }
-    }
-  }
-}
+const pluginSchema = z.union(
+  [text(), strict({ module: text(), options: z.record(z.string(), z.unknown(), { error: 'must be a mapping' }).optional() })],
+  { error: 'must be a module path or {module, options}' },
+)
 
-function str(p: Problems, obj: Record<string, unknown>, key: string, path: string): string | undefined {
-  const v = obj[key]
-  if (v === undefined || v === null) return undefined
-  if (typeof v !== 'string' || v.length === 0) {
-    p.add(`${path}${key}`, `must be a non-empty string (got ${JSON.stringify(v)})`)
-    return undefined
-  }
-  return v
-}
+/**
+ * The one schema of gatehouse.yaml: every section, each with the messages an operator reads.
+ * Sections live beside the code that uses them (audit, identity, approvals); connection keys
+ * beyond the common ones are validated by the protocol's plugin, so a new protocol (or a new
+ * top-level section: add it here) extends the schema without touching the others.
+ */
+export const configSchema = strict(
+  {
+    data_dir: text().optional().describe('state.db, keys/, tls/, audit/, admin.token, run.json (relative to this file)'),
+    listen: z
+      .record(
+        z.string(),
+        z.union([z.literal('off'), z.literal(false), address('must be host:port, e.g. 127.0.0.1:15432, or off')], {
+          error: (iss) => `must be host:port, e.g. 127.0.0.1:15432, or off (got ${JSON.stringify(iss.input)})`,
+        }),
+        { error: 'must be a mapping of listener name to host:port (or off)' },
+      )
+      .optional()
+      .describe('host:port per listener (api, postgres, ssh, or a plugin name), or off; api and postgres are on by default'),
+    tls: strict({ cert: text().optional(), key: text().optional(), allow_plaintext: bool().optional() })
+      .refine((t) => (t.cert === undefined) === (t.key === undefined), { error: 'cert and key must be given together' })
+      .optional(),
+    audit: auditSchema,
+    limits: strict({
+      max_message_bytes: int(1024, 1024 * 1024 * 1024, 'must be an integer between 1024 and 1073741824').optional(),
+    }).optional(),
+    tokens: strict({ default_ttl: duration().optional(), max_ttl: duration().optional(), issuer: text().optional() }).optional(),
+    connections: uniqueNames(z.array(connectionSchema, { error: 'must be a list' }), 'connection name').optional(),
+    plugins: z.array(pluginSchema, { error: 'must be a list of module paths or {module, options}' }).optional(),
+    policies: text().optional().describe('a policy directory or bundle.tar.gz (default: the bundle in policies/)'),
+    identity: identitySchema,
+    log_level: z.enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(', ')}` }).optional(),
+    approvals: approvalsSchema,
+    metrics: strict({
+      auth: z
+        .enum(['open', 'admin'], { error: (iss) => `must be open or admin (got ${JSON.stringify(iss.input)})` })
+        .optional()
+        .describe('who may scrape /metrics: open (default) or admin (the admin token)'),
+    }).optional(),
+  },
+  'the top level must be a mapping of keys',
+)
 
-function duration(p: Problems, obj: Record<string, unknown>, key: string, path: string, dflt: number): number {
-  const v = str(p, obj, key, path)
-  if (v === undefined) return dflt
-  const s = parseDuration(v)
-  if (s === null || s === 0) {
-    p.add(`${path}${key}`, `must be a duration like 30s, 15m, 1h or 7d (got ${JSON.stringify(v)})`)
-    return dflt
-  }
-  return s
-}
+export type ConfigDocument = z.output<typeof configSchema>
 
 export interface LoadOptions {
   /** Protocols that loaded plugins serve, to check `connections[].protocol` and `listen` keys. */
@@ -161,167 +186,125 @@ export function loadConfigFile(file: string): Config {
   } catch (err) {
     throw new GatehouseError('GH_ERR_CONFIG', `${abs}: not valid YAML: ${(err as Error).message}`, { cause: err })
   }
-  return parseConfig(raw ?? {}, abs)
+  return parseConfig(raw ?? {}, abs, process.cwd(), text)
+}
+
+/** The line (1-based) of the node at `path` in YAML `text`, or of its nearest ancestor there. */
+function lineOf(text: string, path: readonly (string | number)[]): number | null {
+  const counter = new LineCounter()
+  const doc = parseDocument(text, { lineCounter: counter })
+  for (let n = path.length; n >= 0; n--) {
+    const node = doc.getIn(path.slice(0, n), true)
+    // An unknown key is best shown at the key itself: its pair's key node.
+    if (isNode(node) && node.range) return counter.linePos(node.range[0]).line
+  }
+  return null
 }
 
 /** Validates a parsed document. `file` is used in messages and to resolve relative paths. */
-export function parseConfig(raw: unknown, file: string | null, baseDir = process.cwd()): Config {
+export function parseConfig(raw: unknown, file: string | null, baseDir = process.cwd(), text?: string): Config {
   const where = file ?? '(built-in configuration)'
   const base = file ? dirname(file) : baseDir
-  const p = new Problems()
-  if (!isRecord(raw)) {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new GatehouseError('GH_ERR_CONFIG', `${where}: the top level must be a mapping of keys`)
   }
-  p.unknownKeys(raw, '', TOP_KEYS)
+  const r = configSchema.safeParse(raw)
+  if (!r.success) {
+    const lines = issueLines(r.error.issues).map((l) => {
+      // file:line first when the text is at hand, so an editor jumps to it.
+      const line = text === undefined ? null : lineOf(text, l.path)
+      return line === null ? l.line : `${where}:${line}: ${l.line}`
+    })
+    throw new GatehouseError('GH_ERR_CONFIG', `${where}: invalid configuration:\n  ${lines.join('\n  ')}`)
+  }
+  return configFromDocument(r.data, file, base)
+}
+
+/** The validated document as the engine uses it: defaults filled in, paths made absolute. */
+function configFromDocument(d: ConfigDocument, file: string | null, base: string): Config {
   const rel = (v: string): string => (isAbsolute(v) ? v : resolve(base, v))
-
-  const dataDir = rel(str(p, raw, 'data_dir', '') ?? './gatehouse-data')
-
   // Listing one listener adds it to the defaults; only an explicit `off` turns a default off, so
   // adding `ssh:` never silently takes the API (and with it every CLI command) away.
   const listen: Record<string, ListenAddress> = {}
-  const listenRaw = raw.listen ?? {}
-  if (!isRecord(listenRaw)) p.add('listen', 'must be a mapping of listener name to host:port (or off)')
-  else {
-    for (const [k, v] of Object.entries({ ...DEFAULT_LISTEN, ...listenRaw })) {
-      if (v === 'off' || v === false) continue
-      const a = typeof v === 'string' ? parseAddress(v) : null
-      if (!a) p.add(`listen.${k}`, `must be host:port, e.g. 127.0.0.1:15432, or off (got ${JSON.stringify(v)})`)
-      else listen[k] = a
+  for (const [k, v] of Object.entries({ ...DEFAULT_LISTEN, ...(d.listen ?? {}) })) {
+    const a = typeof v === 'string' && v !== 'off' ? parseAddress(v) : null
+    if (a) listen[k] = a
+  }
+  const tls = {
+    cert: d.tls?.cert ? rel(d.tls.cert) : null,
+    key: d.tls?.key ? rel(d.tls.key) : null,
+    allowPlaintext: d.tls?.allow_plaintext === true,
+  }
+  const connections: ConnectionConfig[] = (d.connections ?? []).map((c) => {
+    const addr = parseAddress(c.address) as ListenAddress
+    const labels: Record<string, string> = {}
+    for (const [k, v] of Object.entries(c.labels ?? {})) labels[k] = String(v)
+    const settings: Record<string, unknown> = {}
+    for (const [k, v] of Object.entries(c)) {
+      if (['name', 'protocol', 'address', 'labels'].includes(k)) continue
+      // File paths in connection settings (a CA certificate) are relative to the config file.
+      settings[k] = (k === 'ca' || k.endsWith('_file')) && typeof v === 'string' ? rel(v) : v
     }
+    return { name: c.name, protocol: c.protocol, host: addr.host, port: addr.port, labels, settings }
+  })
+  const resolveModule = (m: string): string => (m.startsWith('.') || isAbsolute(m) ? rel(m) : m)
+  const plugins: PluginRef[] = (d.plugins ?? []).map((e) =>
+    typeof e === 'string' ? { module: resolveModule(e), options: {} } : { module: resolveModule(e.module), options: e.options ?? {} },
+  )
+  return {
+    file,
+    dataDir: rel(d.data_dir ?? './gatehouse-data'),
+    listen,
+    tls,
+    audit: auditFromSection(d.audit, base),
+    limits: { maxMessageBytes: d.limits?.max_message_bytes ?? DEFAULT_MAX_MESSAGE_BYTES },
+    tokens: {
+      defaultTtlSeconds: d.tokens?.default_ttl ? (parseDurationText(d.tokens.default_ttl) ?? 3600) : 3600,
+      maxTtlSeconds: d.tokens?.max_ttl ? (parseDurationText(d.tokens.max_ttl) ?? 7 * 86400) : 7 * 86400,
+      issuer: d.tokens?.issuer ?? '',
+    },
+    connections,
+    plugins,
+    // A policy directory (compiled at start and on every change) or a prebuilt bundle.tar.gz.
+    policies: d.policies === undefined ? null : rel(d.policies),
+    identity: identityFromSection(d.identity),
+    logLevel: d.log_level ?? 'info',
+    approvals: approvalsFromSection(d.approvals, base),
+    metrics: { auth: d.metrics?.auth ?? 'open' },
   }
+}
 
-  const tlsRaw = raw.tls ?? {}
-  let tls: Config['tls'] = { cert: null, key: null, allowPlaintext: false }
-  if (!isRecord(tlsRaw)) p.add('tls', 'must be a mapping')
-  else {
-    p.unknownKeys(tlsRaw, 'tls', ['cert', 'key', 'allow_plaintext'])
-    const cert = str(p, tlsRaw, 'cert', 'tls.')
-    const key = str(p, tlsRaw, 'key', 'tls.')
-    if ((cert === undefined) !== (key === undefined)) p.add('tls', 'cert and key must be given together')
-    const ap = tlsRaw.allow_plaintext ?? false
-    if (typeof ap !== 'boolean') p.add('tls.allow_plaintext', 'must be true or false')
-    tls = { cert: cert ? rel(cert) : null, key: key ? rel(key) : null, allowPlaintext: ap === true }
-  }
+type JsonObject = Record<string, unknown>
 
-  // The audit section (durability, checkpoints, retention, sinks, recordings) has its own parser.
-  const parsedAudit = parseAuditConfig(raw.audit, base)
-  for (const problem of parsedAudit.problems) p.list.push(problem)
-  const audit = parsedAudit.config
-
-  const limitsRaw = raw.limits ?? {}
-  let limits: Config['limits'] = { maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES }
-  if (!isRecord(limitsRaw)) p.add('limits', 'must be a mapping')
-  else {
-    p.unknownKeys(limitsRaw, 'limits', ['max_message_bytes'])
-    const m = limitsRaw.max_message_bytes ?? DEFAULT_MAX_MESSAGE_BYTES
-    if (typeof m !== 'number' || !Number.isInteger(m) || m < 1024 || m > 1024 * 1024 * 1024) {
-      p.add('limits.max_message_bytes', 'must be an integer between 1024 and 1073741824')
-    } else limits = { maxMessageBytes: m }
-  }
-
-  const tokRaw = raw.tokens ?? {}
-  let tokens: Config['tokens'] = { defaultTtlSeconds: 3600, maxTtlSeconds: 7 * 86400, issuer: '' }
-  if (!isRecord(tokRaw)) p.add('tokens', 'must be a mapping')
-  else {
-    p.unknownKeys(tokRaw, 'tokens', ['default_ttl', 'max_ttl', 'issuer'])
-    const issuer = str(p, tokRaw, 'issuer', 'tokens.') ?? ''
-    tokens = {
-      defaultTtlSeconds: duration(p, tokRaw, 'default_ttl', 'tokens.', 3600),
-      maxTtlSeconds: duration(p, tokRaw, 'max_ttl', 'tokens.', 7 * 86400),
-      issuer,
+/**
+ * The configuration's JSON Schema (draft 2020-12), for editors: `gatehouse config schema`. Each
+ * protocol plugin's connection schema applies to connections of its protocol (if/then), with the
+ * common keys (name, protocol, address, labels) beside it.
+ */
+export function configJsonSchema(protocols: readonly { readonly name: string; readonly connectionSchema?: z.ZodType }[]): JsonObject {
+  const doc = z.toJSONSchema(configSchema, { io: 'input', unrepresentable: 'any' }) as JsonObject
+  const conns = (doc.properties as JsonObject | undefined)?.connections as JsonObject | undefined
+  const item = conns?.items as JsonObject | undefined
+  if (conns && item) {
+    const common = (item.properties ?? {}) as JsonObject
+    const branches: JsonObject[] = []
+    for (const p of protocols) {
+      if (!p.connectionSchema) continue
+      const own = z.toJSONSchema(p.connectionSchema, { io: 'input', unrepresentable: 'any' }) as JsonObject
+      const { $schema: _s, ...ownRest } = own
+      branches.push({
+        if: { properties: { protocol: { const: p.name } }, required: ['protocol'] },
+        then: {
+          ...ownRest,
+          properties: { ...common, ...((own.properties ?? {}) as JsonObject) },
+          required: [...new Set([...((item.required ?? []) as string[]), ...((own.required ?? []) as string[])])],
+          additionalProperties: false,
+        },
+      })
     }
+    if (branches.length > 0) conns.items = { ...item, allOf: branches }
   }
-
-  const connections: ConnectionConfig[] = []
-  const connRaw = raw.connections ?? []
-  if (!Array.isArray(connRaw)) p.add('connections', 'must be a list')
-  else {
-    const seen = new Set<string>()
-    connRaw.forEach((c: unknown, i: number) => {
-      const path = `connections[${i}]`
-      if (!isRecord(c)) {
-        p.add(path, 'must be a mapping with name, protocol and address')
-        return
-      }
-      const name = str(p, c, 'name', `${path}.`)
-      if (name === undefined) p.add(`${path}.name`, 'is required')
-      else if (!NAME_RE.test(name)) p.add(`${path}.name`, 'must be letters, digits, _ . - (at most 63)')
-      else if (seen.has(name)) p.add(`${path}.name`, `duplicate connection name ${JSON.stringify(name)}`)
-      else seen.add(name)
-      const protocol = str(p, c, 'protocol', `${path}.`)
-      if (protocol === undefined) p.add(`${path}.protocol`, 'is required')
-      const address = str(p, c, 'address', `${path}.`)
-      const addr = address === undefined ? null : parseAddress(address)
-      if (!addr) p.add(`${path}.address`, `is required as host:port (got ${JSON.stringify(c.address)})`)
-      const labels: Record<string, string> = {}
-      const l = c.labels ?? {}
-      if (!isRecord(l)) p.add(`${path}.labels`, 'must be a mapping of strings')
-      else {
-        for (const [k, v] of Object.entries(l)) {
-          if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') {
-            p.add(`${path}.labels.${k}`, 'must be a string')
-          } else labels[k] = String(v)
-        }
-      }
-      const settings: Record<string, unknown> = {}
-      for (const [k, v] of Object.entries(c)) {
-        if (['name', 'protocol', 'address', 'labels'].includes(k)) continue
-        // File paths in connection settings (a CA certificate) are relative to the config file.
-        settings[k] = (k === 'ca' || k.endsWith('_file')) && typeof v === 'string' ? rel(v) : v
-      }
-      if (name && protocol && addr) {
-        connections.push({ name, protocol, host: addr.host, port: addr.port, labels, settings })
-      }
-    })
-  }
-
-  const plugins: PluginRef[] = []
-  const plRaw = raw.plugins ?? []
-  if (!Array.isArray(plRaw)) p.add('plugins', 'must be a list of module paths or {module, options}')
-  else {
-    plRaw.forEach((e: unknown, i: number) => {
-      const path = `plugins[${i}]`
-      const resolveModule = (m: string): string => (m.startsWith('.') || isAbsolute(m) ? rel(m) : m)
-      if (typeof e === 'string' && e.length > 0) plugins.push({ module: resolveModule(e), options: {} })
-      else if (isRecord(e)) {
-        p.unknownKeys(e, path, ['module', 'options'])
-        const m = str(p, e, 'module', `${path}.`)
-        const o = e.options ?? {}
-        if (m === undefined) p.add(`${path}.module`, 'is required')
-        if (!isRecord(o)) p.add(`${path}.options`, 'must be a mapping')
-        if (m !== undefined && isRecord(o)) plugins.push({ module: resolveModule(m), options: o })
-      } else p.add(path, 'must be a module path or {module, options}')
-    })
-  }
-
-  // A policy directory (compiled at start and on every change) or a prebuilt bundle.tar.gz.
-  const policiesRaw = str(p, raw, 'policies', '')
-  const policies = policiesRaw === undefined ? null : rel(policiesRaw)
-
-  const identity = parseIdentityConfig(raw.identity, (path, what) => p.add(path, what))
-
-  const metricsRaw = raw.metrics ?? {}
-  let metrics: Config['metrics'] = { auth: 'open' }
-  if (!isRecord(metricsRaw)) p.add('metrics', 'must be a mapping')
-  else {
-    p.unknownKeys(metricsRaw, 'metrics', ['auth'])
-    const auth = metricsRaw.auth ?? 'open'
-    if (auth !== 'open' && auth !== 'admin') p.add('metrics.auth', `must be open or admin (got ${JSON.stringify(auth)})`)
-    else metrics = { auth }
-  }
-
-  const logLevel = str(p, raw, 'log_level', '') ?? 'info'
-  if (!LOG_LEVELS.includes(logLevel)) p.add('log_level', `must be one of ${LOG_LEVELS.join(', ')}`)
-
-  if (p.list.length > 0) {
-    throw new GatehouseError('GH_ERR_CONFIG', `${where}: invalid configuration:\n  ${p.list.join('\n  ')}`)
-  }
-  const approvals = parseApprovalsConfig(raw.approvals, base, (path, what) => p.add(path, what))
-  if (p.list.length > 0) {
-    throw new GatehouseError('GH_ERR_CONFIG', `${where}: invalid configuration:\n  ${p.list.join('\n  ')}`)
-  }
-  return { file, dataDir, listen, tls, audit, limits, tokens, connections, plugins, policies, identity, logLevel, approvals, metrics }
+  return { title: 'gatehouse.yaml', ...doc }
 }
 
 /** Re-raises problems that only the loaded plugins can detect, in the same format. */

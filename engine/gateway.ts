@@ -23,6 +23,7 @@ import { isExternalAnchor } from './audit/config.js'
 import { type AuditSigner, resolveAuditSigner } from './audit/keys.js'
 import { AuditServices } from './audit/service.js'
 import { type Config, configProblem } from './config.js'
+import { issueLines } from './config-zod.js'
 import { GatehouseError, isGatehouseError } from './errors.js'
 import { Metrics } from './metrics.js'
 import { countCommand } from './sessions.js'
@@ -126,7 +127,7 @@ export class Gateway {
     opts: { readonly dev?: boolean } = {},
   ): Promise<Gateway> {
     const plugins = await loadPlugins(builtin, config.plugins)
-    validateAgainstPlugins(config, plugins)
+    checkConfigAgainstPlugins(config, plugins)
     // The policy first: a gateway that cannot decide does not start (and touches nothing).
     const policySource = config.policies ?? defaultPolicySource()
     let bundle: Awaited<ReturnType<typeof loadPolicySource>>
@@ -512,7 +513,8 @@ export function scopeCheckerFor(config: Config, plugins: readonly LoadedPlugin[]
   }
 }
 
-function validateAgainstPlugins(config: Config, plugins: readonly LoadedPlugin[]): void {
+/** What only the loaded plugins can check: listener names, protocols, each connection's own keys. Throws GH_ERR_CONFIG. */
+export function checkConfigAgainstPlugins(config: Config, plugins: readonly LoadedPlugin[]): void {
   const problems: string[] = []
   const vocab = scopeVocabularyFor(config, plugins)
   config.identity.workloadIssuers.forEach((w, i) => {
@@ -537,6 +539,11 @@ function validateAgainstPlugins(config: Config, plugins: readonly LoadedPlugin[]
       if (v !== undefined && parseSecretRef(v, base) === null) {
         problems.push(`connections[${i}].${key}: must be a secret reference (env:NAME or file:PATH), never the secret itself`)
       }
+    }
+    const schema = l.plugin.connectionSchema
+    if (schema) {
+      const r = schema.safeParse(c.settings)
+      if (!r.success) for (const x of issueLines(r.error.issues, ['connections', i])) problems.push(x.line)
     }
     for (const p of l.plugin.validateConnection?.(c.settings) ?? []) problems.push(`connections[${i}].${p}`)
   })

@@ -6,6 +6,7 @@
 // A third-party plugin is an ES module whose default export (or named export `plugin`) is a
 // ProxyPlugin; it is loaded from `plugins:` in the config by path or package name.
 
+import type { ZodType } from 'zod'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { SecureContext } from 'node:tls'
@@ -30,6 +31,12 @@ export interface ProxyPlugin<O extends object = Record<string, unknown>> {
   readonly secretKeys?: readonly string[]
   /** The actions this plugin asks policy about (`sql.read`, `ssh.exec`): scopes are checked against them. */
   readonly actions?: readonly string[]
+  /**
+   * The schema of this protocol's connection keys (beyond name, protocol, address, labels): part
+   * of the configuration's schema, checked at start with the same "key: what is wrong" messages,
+   * and included in `gatehouse config schema`. A zod schema (zod is a dependency of Gatehouse).
+   */
+  readonly connectionSchema?: ZodType
   /** Checks protocol-specific connection settings; returns problems as "key: what is wrong". */
   validateConnection?(settings: Readonly<Record<string, unknown>>): string[]
   start(ctx: ProxyContext, opts: O): Promise<ProxyHandle>

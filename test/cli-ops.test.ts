@@ -368,3 +368,77 @@ describe('policy eval --sql', () => {
     assert.equal(forged.code, 1)
   })
 })
+
+describe('configuration: one schema', () => {
+  test('problems name file:line, the key path and what is wrong, all at once; secrets are not echoed', () => {
+    const dir = mkdtempSync(join(cwd, 'conf-'))
+    const file = join(dir, 'gatehouse.yaml')
+    writeFileSync(
+      file,
+      [
+        `data_dir: ${join(dir, 'data')}`,
+        'listen:',
+        '  api: nowhere',
+        'audit:',
+        '  fsync: never',
+        '  colour: blue',
+        'connections:',
+        '  - name: app',
+        '    protocol: postgres',
+        '    address: 127.0.0.1:5432',
+        '    password: hunter2',
+        '    tls: maybe',
+        '  - name: app',
+        '    protocol: postgres',
+        '    address: nope',
+        '',
+      ].join('\n'),
+    )
+    const r = gatehouse(['config', 'check', '--config', file])
+    assert.equal(r.code, 2, r.stderr)
+    assert.match(r.stderr, new RegExp(`${file}:3: listen\\.api: must be host:port`))
+    assert.match(r.stderr, new RegExp(`${file}:5: audit\\.fsync: must be batched or always \\(got "never"\\)`))
+    assert.match(r.stderr, new RegExp(`${file}:6: audit\\.colour: unknown key \\(allowed: fsync, `))
+    assert.match(r.stderr, new RegExp(`${file}:13: connections\\[1\\]\\.name: duplicate connection name "app"`))
+    assert.match(r.stderr, new RegExp(`${file}:15: connections\\[1\\]\\.address: is required as host:port`))
+    // The plugins' part is checked once the schema holds.
+    writeFileSync(
+      file,
+      yaml.dump({ data_dir: join(dir, 'data'), connections: [{ ...LOCAL_PG, password: 'hunter2', tls: 'maybe', colour: 1 }] }),
+    )
+    const p = gatehouse(['config', 'check', '--config', file])
+    assert.equal(p.code, 2)
+    assert.match(p.stderr, /connections\[0\]\.password: must be a secret reference/)
+    assert.match(p.stderr, /connections\[0\]\.tls: must be one of disable, require, verify-full \(got "maybe"\)/)
+    assert.match(p.stderr, /connections\[0\]\.colour: unknown key for a postgres connection/)
+    assert.doesNotMatch(p.stderr, /hunter2/)
+    writeFileSync(file, yaml.dump({ data_dir: join(dir, 'data'), connections: [LOCAL_PG] }))
+    const ok = gatehouse(['config', 'check', '--config', file, '--json'])
+    assert.equal(ok.code, 0, ok.stderr)
+    assert.deepEqual(JSON.parse(ok.stdout), { ok: true, file })
+  })
+
+  test("config schema prints the JSON Schema, with each protocol plugin's connection keys", () => {
+    const r = gatehouse(['config', 'schema'])
+    assert.equal(r.code, 0, r.stderr)
+    type Schema = {
+      $schema: string
+      properties: Record<
+        string,
+        { items?: { allOf: { if: { properties: { protocol: { const: string } } }; then: { properties: Record<string, unknown> } }[] } }
+      >
+      additionalProperties: boolean
+    }
+    const s = JSON.parse(r.stdout) as Schema
+    assert.match(s.$schema, /json-schema\.org/)
+    assert.equal(s.additionalProperties, false)
+    for (const k of ['data_dir', 'listen', 'tls', 'audit', 'tokens', 'connections', 'plugins', 'policies', 'identity', 'approvals']) {
+      assert.ok(k in s.properties, k)
+    }
+    const branches = s.properties.connections?.items?.allOf ?? []
+    const pg = branches.find((b) => b.if.properties.protocol.const === 'postgres')
+    const ssh = branches.find((b) => b.if.properties.protocol.const === 'ssh')
+    assert.ok(pg && 'tls' in pg.then.properties && 'address' in pg.then.properties)
+    assert.ok(ssh && 'host_key' in ssh.then.properties)
+  })
+})

@@ -169,7 +169,7 @@ describe('configuration and plugin errors are refused at start', () => {
       const file = join(dir, `${c.name.replace(/\W+/g, '-')}.yaml`)
       writeFileSync(file, yaml.dump({ data_dir: join(dir, 'data'), listen: { api: '127.0.0.1:0', postgres: '127.0.0.1:0' }, ...c.doc }))
       const r = spawnSync(process.execPath, [BIN, 'serve', '--config', file], { encoding: 'utf8', timeout: 20_000 })
-      assert.equal(r.status, 1, `should refuse to start: ${r.stdout}`)
+      assert.equal(r.status, 2, `should refuse to start (exit 2: configuration): ${r.stdout}`)
       assert.ok(r.stderr.includes(file) || /plugin/.test(r.stderr), `names the file: ${r.stderr}`)
       for (const w of c.want) assert.match(r.stderr, w)
       assert.doesNotMatch(r.stderr, /^\s+at /m, 'no stack trace for a configuration error')
@@ -180,7 +180,7 @@ describe('configuration and plugin errors are refused at start', () => {
     const file = join(dir, 'broken.yaml')
     writeFileSync(file, 'connections:\n  - name: app\n   protocol: postgres\n')
     const r = spawnSync(process.execPath, [BIN, 'serve', '--config', file], { encoding: 'utf8', timeout: 20_000 })
-    assert.equal(r.status, 1)
+    assert.equal(r.status, 2)
     assert.match(r.stderr, new RegExp(`${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: not valid YAML`))
     assert.match(r.stderr, /\(3:4\)/) // line 3, column 4
   })

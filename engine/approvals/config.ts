@@ -10,9 +10,12 @@
 //       url: https://hooks.slack.com/services/…
 //       secret: env:GATEHOUSE_WEBHOOK_SECRET    HMAC-SHA256 key (a secret reference, never a literal)
 //
-// Every problem is reported with its key path, like the rest of the configuration.
+// Validated by `approvalsSchema`, part of the configuration's one schema; every problem is
+// reported with its key path, like the rest of the configuration.
 
+import { z } from 'zod'
 import { parseDuration } from '../config.js'
+import { duration, issueLines, parseDurationText, secretRef, strict } from '../config-zod.js'
 import { parseSecretRef, type SecretRef } from '../secrets.js'
 
 export interface WebhookConfig {
@@ -37,65 +40,70 @@ export const DEFAULT_APPROVALS: ApprovalsConfig = {
   webhook: null,
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
+const DURATION = 'must be a duration like 30s, 5m, 1h or 1d'
+const SECRET = 'is required: a secret reference (env:NAME or file:PATH), never the secret itself'
+
+/** The `approvals:` section of the configuration schema (engine/config.ts composes it). */
+export const approvalsSchema = strict(
+  {
+    timeout: duration(DURATION).optional(),
+    request_ttl: duration(DURATION).optional(),
+    max_window: duration(DURATION).optional(),
+    max_pending: z
+      .number({ error: (iss) => `must be an integer from 1 to 100000 (got ${JSON.stringify(iss.input)})` })
+      .int({ error: (iss) => `must be an integer from 1 to 100000 (got ${JSON.stringify(iss.input)})` })
+      .min(1, { error: (iss) => `must be an integer from 1 to 100000 (got ${JSON.stringify(iss.input)})` })
+      .max(100_000, { error: (iss) => `must be an integer from 1 to 100000 (got ${JSON.stringify(iss.input)})` })
+      .optional(),
+    webhook: strict(
+      {
+        url: z
+          .string({ error: 'is required: an http(s) URL' })
+          .refine((u) => URL.canParse(u), { error: (iss) => `is not a URL (got ${JSON.stringify(iss.input)})`, abort: true })
+          .refine((u) => ['http:', 'https:'].includes(new URL(u).protocol), { error: 'must be an http or https URL' }),
+        // Every delivery is signed, so the receiver can tell a forged approval request from ours.
+        secret: secretRef(SECRET),
+      },
+      'must be a mapping with url and secret',
+    )
+      .nullable()
+      .optional(),
+  },
+  'must be a mapping (timeout, request_ttl, max_window, max_pending, webhook)',
+)
+  .superRefine((a, ctx) => {
+    const timeout = parseDurationText(a.timeout ?? '5m') ?? 0
+    if (a.request_ttl !== undefined && (parseDurationText(a.request_ttl) ?? 0) < timeout) {
+      ctx.addIssue({ code: 'custom', path: ['request_ttl'], message: 'must be at least approvals.timeout' })
+    }
+  })
+  .nullable()
+  .optional()
+
+export type ApprovalsSection = z.output<typeof approvalsSchema>
+
+/** The validated section as the engine uses it; relative secret files against `baseDir`. */
+export function approvalsFromSection(a: ApprovalsSection, baseDir: string): ApprovalsConfig {
+  if (a === undefined || a === null) return DEFAULT_APPROVALS
+  const dur = (v: string | undefined, dflt: number): number => (v === undefined ? dflt : (parseDuration(v) ?? dflt))
+  const timeoutSeconds = dur(a.timeout, DEFAULT_APPROVALS.timeoutSeconds)
+  const webhook = a.webhook ? { url: a.webhook.url, secret: parseSecretRef(a.webhook.secret, baseDir) } : null
+  return {
+    timeoutSeconds,
+    requestTtlSeconds: dur(a.request_ttl, Math.max(DEFAULT_APPROVALS.requestTtlSeconds, timeoutSeconds)),
+    maxWindowSeconds: dur(a.max_window, DEFAULT_APPROVALS.maxWindowSeconds),
+    maxPending: a.max_pending ?? DEFAULT_APPROVALS.maxPending,
+    webhook: webhook?.secret ? { url: webhook.url, secret: webhook.secret } : null,
+  }
 }
 
+/** Validates and converts `approvals:` alone; problems go to `problem` as (key path, what). */
 export function parseApprovalsConfig(raw: unknown, baseDir: string, problem: (path: string, what: string) => void): ApprovalsConfig {
-  if (raw === undefined || raw === null) return DEFAULT_APPROVALS
-  if (!isRecord(raw)) {
-    problem('approvals', 'must be a mapping (timeout, request_ttl, max_window, max_pending, webhook)')
+  const r = approvalsSchema.safeParse(raw)
+  if (!r.success) {
+    for (const l of issueLines(r.error.issues, ['approvals']))
+      problem(l.line.slice(0, l.line.indexOf(': ')), l.line.slice(l.line.indexOf(': ') + 2))
     return DEFAULT_APPROVALS
   }
-  for (const k of Object.keys(raw)) {
-    if (!['timeout', 'request_ttl', 'max_window', 'max_pending', 'webhook'].includes(k))
-      problem(`approvals.${k}`, 'unknown key (allowed: timeout, request_ttl, max_window, max_pending, webhook)')
-  }
-  const dur = (key: string, dflt: number): number => {
-    const v = raw[key]
-    if (v === undefined) return dflt
-    const s = typeof v === 'string' ? parseDuration(v) : null
-    if (s === null || s <= 0) {
-      problem(`approvals.${key}`, `must be a duration like 30s, 5m, 1h or 1d (got ${JSON.stringify(v)})`)
-      return dflt
-    }
-    return s
-  }
-  const timeoutSeconds = dur('timeout', DEFAULT_APPROVALS.timeoutSeconds)
-  const requestTtlSeconds = dur('request_ttl', Math.max(DEFAULT_APPROVALS.requestTtlSeconds, timeoutSeconds))
-  if (requestTtlSeconds < timeoutSeconds) problem('approvals.request_ttl', 'must be at least approvals.timeout')
-  const maxWindowSeconds = dur('max_window', DEFAULT_APPROVALS.maxWindowSeconds)
-  let maxPending = DEFAULT_APPROVALS.maxPending
-  if (raw.max_pending !== undefined) {
-    const n = raw.max_pending
-    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 100_000) {
-      problem('approvals.max_pending', `must be an integer from 1 to 100000 (got ${JSON.stringify(n)})`)
-    } else maxPending = n
-  }
-  let webhook: WebhookConfig | null = null
-  const w = raw.webhook
-  if (w !== undefined && w !== null) {
-    if (!isRecord(w)) problem('approvals.webhook', 'must be a mapping with url and secret')
-    else {
-      for (const k of Object.keys(w)) {
-        if (!['url', 'secret'].includes(k)) problem(`approvals.webhook.${k}`, 'unknown key (allowed: url, secret)')
-      }
-      let url: string | null = null
-      if (typeof w.url !== 'string') problem('approvals.webhook.url', 'is required: an http(s) URL')
-      else {
-        try {
-          const u = new URL(w.url)
-          if (u.protocol !== 'https:' && u.protocol !== 'http:') problem('approvals.webhook.url', 'must be an http or https URL')
-          else url = w.url
-        } catch {
-          problem('approvals.webhook.url', `is not a URL (got ${JSON.stringify(w.url)})`)
-        }
-      }
-      // Every delivery is signed, so the receiver can tell a forged approval request from ours.
-      const secret = parseSecretRef(w.secret, baseDir)
-      if (!secret) problem('approvals.webhook.secret', 'is required: a secret reference (env:NAME or file:PATH), never the secret itself')
-      if (url && secret) webhook = { url, secret }
-    }
-  }
-  return { timeoutSeconds, requestTtlSeconds, maxWindowSeconds, maxPending, webhook }
+  return approvalsFromSection(r.data, baseDir)
 }

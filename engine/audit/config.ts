@@ -1,6 +1,6 @@
 // The `audit:` section of gatehouse.yaml: durability, checkpoints, segments, retention, sinks and
-// recordings. Everything arrives as `unknown`; every problem is returned as "key.path: what is
-// wrong" so config.ts reports them with the rest, all at once.
+// recordings. `auditSchema` validates it as part of the configuration's one schema; every problem
+// is reported as "key.path: what is wrong" with the rest, all at once.
 //
 //   audit:
 //     fsync: batched            # batched (default): in the OS before forwarding, disk sync every
@@ -21,6 +21,22 @@
 //       connections: { app: { retention: 30d } }
 
 import { isAbsolute, resolve } from 'node:path'
+import { z } from 'zod'
+import {
+  ADDRESS_RE,
+  bool,
+  int,
+  issueLines,
+  list,
+  NAME_RE,
+  parseDurationText,
+  retention,
+  SECRET_REF_RE,
+  secretRef,
+  strict,
+  text,
+  uniqueNames,
+} from '../config-zod.js'
 import type { FsyncMode } from '../config.js'
 
 export interface FileSinkConfig {
@@ -99,199 +115,144 @@ export const DEFAULT_AUDIT_CONFIG: AuditConfig = {
   recordings: { enabled: true, retentionSeconds: null, connections: {} },
 }
 
-const AUDIT_KEYS = [
-  'fsync',
-  'fsync_interval_ms',
-  'checkpoint_interval_ms',
-  'signing_key',
-  'segment_max_bytes',
-  'retention',
-  'sinks',
-  'recordings',
-]
-const SINK_KEYS: Record<SinkConfig['type'], readonly string[]> = {
-  file: ['name', 'type', 'path', 'max_bytes', 'keep', 'checkpoints_only'],
-  http: ['name', 'type', 'url', 'secret', 'batch_max', 'timeout_ms', 'checkpoints_only'],
-  syslog: ['name', 'type', 'address', 'tls', 'ca', 'facility', 'checkpoints_only'],
-}
-const SECRET_REF_RE = /^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$/
-const SINK_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/
+const checkpointsOnly = bool().optional()
+const sinkName = z
+  .string({ error: (iss) => (iss.input === undefined ? 'is required' : `must be a non-empty string (got ${JSON.stringify(iss.input)})`) })
+  .regex(NAME_RE, { error: 'must be letters, digits, _ . - (up to 63)' })
+const fileSink = strict({
+  name: sinkName,
+  type: z.literal('file'),
+  path: text(),
+  max_bytes: int(4096, 2 ** 40).optional(),
+  keep: int(0, 10_000).optional(),
+  checkpoints_only: checkpointsOnly,
+})
+const httpSink = strict({
+  name: sinkName,
+  type: z.literal('http'),
+  url: text().regex(/^https?:\/\/[^\s]+$/, { error: 'must be an http:// or https:// URL' }),
+  secret: secretRef('must be a secret reference (env:NAME or file:PATH), never the secret itself').optional(),
+  batch_max: int(1, 100_000).optional(),
+  timeout_ms: int(100, 600_000).optional(),
+  checkpoints_only: checkpointsOnly,
+})
+const syslogSink = strict({
+  name: sinkName,
+  type: z.literal('syslog'),
+  address: z.string({ error: 'must be host:port' }).regex(ADDRESS_RE, { error: 'must be host:port' }),
+  tls: bool().optional(),
+  ca: text().optional(),
+  facility: int(0, 23).optional(),
+  checkpoints_only: checkpointsOnly,
+})
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
+/** The `audit:` section of the configuration schema (engine/config.ts composes it). */
+export const auditSchema = strict({
+  fsync: z.enum(['batched', 'always'], { error: (iss) => `must be batched or always (got ${JSON.stringify(iss.input)})` }).optional(),
+  fsync_interval_ms: int(1, 60_000).optional(),
+  checkpoint_interval_ms: int(10, 1000).optional(),
+  signing_key: text()
+    .regex(SECRET_REF_RE, { error: 'must be a secret reference (env:NAME or file:PATH), never the key itself' })
+    .nullable()
+    .optional(),
+  segment_max_bytes: int(64 * 1024, 1024 * 1024 * 1024).optional(),
+  retention: retention().optional(),
+  sinks: uniqueNames(
+    list(
+      z.discriminatedUnion('type', [fileSink, httpSink, syslogSink], {
+        error: (iss) =>
+          typeof iss.input !== 'object' || iss.input === null || Array.isArray(iss.input)
+            ? 'must be a mapping'
+            : `must be file, http or syslog (got ${JSON.stringify((iss.input as { type?: unknown }).type)})`,
+      }),
+    ),
+    'sink name',
+  ).optional(),
+  recordings: strict({
+    enabled: bool().optional(),
+    retention: retention().optional(),
+    connections: z
+      .record(z.string(), strict({ retention: retention().optional() }, 'must be a mapping like { retention: 30d }'), {
+        error: 'must be a mapping of connection name to { retention }',
+      })
+      .optional(),
+  }).optional(),
+})
+  .nullable()
+  .optional()
+
+export type AuditSection = z.output<typeof auditSchema>
+
+function retentionSeconds(v: string | null | undefined, dflt: number | null): number | null {
+  if (v === undefined) return dflt
+  if (v === null || v === 'forever') return null
+  return parseDurationText(v)
 }
 
-function parseDurationText(text: string): number | null {
-  const m = /^(\d+)(s|m|h|d)$/.exec(text.trim())
-  if (!m) return null
-  const unit = m[2] === 's' ? 1 : m[2] === 'm' ? 60 : m[2] === 'h' ? 3600 : 86400
-  return Number(m[1]) * unit
-}
-
-class Collector {
-  readonly problems: string[] = []
-  add(path: string, what: string): void {
-    this.problems.push(`${path}: ${what}`)
-  }
-  unknown(obj: Record<string, unknown>, path: string, allowed: readonly string[]): void {
-    for (const k of Object.keys(obj)) if (!allowed.includes(k)) this.add(`${path}.${k}`, `unknown key (allowed: ${allowed.join(', ')})`)
-  }
-  int(obj: Record<string, unknown>, key: string, path: string, min: number, max: number, dflt: number): number {
-    const v = obj[key]
-    if (v === undefined) return dflt
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
-      this.add(`${path}.${key}`, `must be an integer between ${min} and ${max}`)
-      return dflt
-    }
-    return v
-  }
-  text(obj: Record<string, unknown>, key: string, path: string): string | null {
-    const v = obj[key]
-    if (v === undefined || v === null) return null
-    if (typeof v !== 'string' || v === '') {
-      this.add(`${path}.${key}`, `must be a non-empty string (got ${JSON.stringify(v)})`)
-      return null
-    }
-    return v
-  }
-  retention(obj: Record<string, unknown>, key: string, path: string, dflt: number | null): number | null {
-    const v = obj[key]
-    if (v === undefined) return dflt
-    if (v === null || v === 'forever') return null
-    const s = typeof v === 'string' ? parseDurationText(v) : null
-    if (s === null || s <= 0) {
-      this.add(`${path}.${key}`, `must be a duration like 30d or 12h, or "forever" (got ${JSON.stringify(v)})`)
-      return dflt
-    }
-    return s
-  }
-}
-
-/** Parses `audit:`; relative paths are resolved against `baseDir` (the config file's folder). */
-export function parseAuditConfig(raw: unknown, baseDir: string): { config: AuditConfig; problems: string[] } {
-  const c = new Collector()
-  if (raw === undefined || raw === null) return { config: DEFAULT_AUDIT_CONFIG, problems: [] }
-  if (!isRecord(raw)) return { config: DEFAULT_AUDIT_CONFIG, problems: ['audit: must be a mapping'] }
+/** The validated section as the engine uses it; relative paths against `baseDir`. */
+export function auditFromSection(a: AuditSection, baseDir: string): AuditConfig {
+  if (a === undefined || a === null) return DEFAULT_AUDIT_CONFIG
   const rel = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p))
-  c.unknown(raw, 'audit', AUDIT_KEYS)
-  const f = raw.fsync ?? 'batched'
-  if (f !== 'batched' && f !== 'always') c.add('audit.fsync', `must be batched or always (got ${JSON.stringify(f)})`)
-  const fsync: FsyncMode = f === 'always' ? 'always' : 'batched'
-  const fsyncIntervalMs = c.int(raw, 'fsync_interval_ms', 'audit', 1, 60_000, 200)
-  const checkpointIntervalMs = c.int(raw, 'checkpoint_interval_ms', 'audit', 10, 1000, 1000)
-  const segmentMaxBytes = c.int(raw, 'segment_max_bytes', 'audit', 64 * 1024, 1024 * 1024 * 1024, 64 * 1024 * 1024)
-  const retentionSeconds = c.retention(raw, 'retention', 'audit', null)
-  const signingKeyText = c.text(raw, 'signing_key', 'audit')
-  let signingKey: string | null = null
-  if (signingKeyText !== null) {
-    if (!SECRET_REF_RE.test(signingKeyText)) {
-      c.add('audit.signing_key', 'must be a secret reference (env:NAME or file:PATH), never the key itself')
-    } else signingKey = signingKeyText.startsWith('file:') ? `file:${rel(signingKeyText.slice(5))}` : signingKeyText
-  }
-
-  const sinks: SinkConfig[] = []
-  const sinksRaw = raw.sinks ?? []
-  if (!Array.isArray(sinksRaw)) c.add('audit.sinks', 'must be a list')
-  else {
-    const names = new Set<string>()
-    sinksRaw.forEach((s: unknown, i) => {
-      const path = `audit.sinks[${i}]`
-      if (!isRecord(s)) {
-        c.add(path, 'must be a mapping')
-        return
+  const ref = (r: string): string => (r.startsWith('file:') ? `file:${rel(r.slice(5))}` : r)
+  const sinks: SinkConfig[] = (a.sinks ?? []).map((s: NonNullable<NonNullable<AuditSection>['sinks']>[number]): SinkConfig => {
+    const checkpointsOnly = s.checkpoints_only === true
+    if (s.type === 'file') {
+      return {
+        type: 'file',
+        name: s.name,
+        checkpointsOnly,
+        path: rel(s.path),
+        maxBytes: s.max_bytes ?? 100 * 1024 * 1024,
+        keep: s.keep ?? 10,
       }
-      const name = c.text(s, 'name', path)
-      if (name === null) c.add(`${path}.name`, 'is required')
-      else if (!SINK_NAME_RE.test(name)) c.add(`${path}.name`, 'must be letters, digits, _ . - (up to 63)')
-      else if (names.has(name)) c.add(`${path}.name`, `duplicate sink name ${JSON.stringify(name)}`)
-      else names.add(name)
-      const type = s.type
-      if (type !== 'file' && type !== 'http' && type !== 'syslog') {
-        c.add(`${path}.type`, `must be file, http or syslog (got ${JSON.stringify(type)})`)
-        return
-      }
-      c.unknown(s, path, SINK_KEYS[type])
-      const n = name ?? `sink${i}`
-      const checkpointsOnly = s.checkpoints_only ?? false
-      if (typeof checkpointsOnly !== 'boolean') c.add(`${path}.checkpoints_only`, 'must be true or false')
-      if (type === 'file') {
-        const p = c.text(s, 'path', path)
-        if (p === null) c.add(`${path}.path`, 'is required')
-        sinks.push({
-          type,
-          name: n,
-          checkpointsOnly: checkpointsOnly === true,
-          path: rel(p ?? 'audit-sink.jsonl'),
-          maxBytes: c.int(s, 'max_bytes', path, 4096, 2 ** 40, 100 * 1024 * 1024),
-          keep: c.int(s, 'keep', path, 0, 10_000, 10),
-        })
-      } else if (type === 'http') {
-        const url = c.text(s, 'url', path)
-        if (url === null) c.add(`${path}.url`, 'is required')
-        else if (!/^https?:\/\/[^\s]+$/.test(url)) c.add(`${path}.url`, 'must be an http:// or https:// URL')
-        const secret = c.text(s, 'secret', path)
-        if (secret !== null && !SECRET_REF_RE.test(secret)) {
-          c.add(`${path}.secret`, 'must be a secret reference (env:NAME or file:PATH), never the secret itself')
-        }
-        sinks.push({
-          type,
-          name: n,
-          checkpointsOnly: checkpointsOnly === true,
-          url: url ?? '',
-          secret: secret === null ? null : secret.startsWith('file:') ? `file:${rel(secret.slice(5))}` : secret,
-          batchMax: c.int(s, 'batch_max', path, 1, 100_000, 500),
-          timeoutMs: c.int(s, 'timeout_ms', path, 100, 600_000, 10_000),
-        })
-      } else {
-        const addr = c.text(s, 'address', path)
-        const m = addr === null ? null : /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(addr)
-        if (!m) c.add(`${path}.address`, 'must be host:port')
-        const tls = s.tls ?? false
-        if (typeof tls !== 'boolean') c.add(`${path}.tls`, 'must be true or false')
-        const ca = c.text(s, 'ca', path)
-        const host = m?.[1] ?? '127.0.0.1'
-        sinks.push({
-          type,
-          name: n,
-          checkpointsOnly: checkpointsOnly === true,
-          host: host.startsWith('[') ? host.slice(1, -1) : host,
-          port: Number(m?.[2] ?? 514),
-          tls: tls === true,
-          ca: ca === null ? null : rel(ca),
-          facility: c.int(s, 'facility', path, 0, 23, 13),
-        })
-      }
-    })
-  }
-
-  let recordings: RecordingsConfig = DEFAULT_AUDIT_CONFIG.recordings
-  const recRaw = raw.recordings
-  if (recRaw !== undefined) {
-    if (!isRecord(recRaw)) c.add('audit.recordings', 'must be a mapping')
-    else {
-      c.unknown(recRaw, 'audit.recordings', ['enabled', 'retention', 'connections'])
-      const enabled = recRaw.enabled ?? true
-      if (typeof enabled !== 'boolean') c.add('audit.recordings.enabled', 'must be true or false')
-      const retention = c.retention(recRaw, 'retention', 'audit.recordings', null)
-      const connections: Record<string, { retentionSeconds: number | null }> = {}
-      const connRaw = recRaw.connections ?? {}
-      if (!isRecord(connRaw)) c.add('audit.recordings.connections', 'must be a mapping of connection name to { retention }')
-      else {
-        for (const [name, v] of Object.entries(connRaw)) {
-          const path = `audit.recordings.connections.${name}`
-          if (!isRecord(v)) {
-            c.add(path, 'must be a mapping like { retention: 30d }')
-            continue
-          }
-          c.unknown(v, path, ['retention'])
-          connections[name] = { retentionSeconds: c.retention(v, 'retention', path, retention) }
-        }
-      }
-      recordings = { enabled: enabled !== false, retentionSeconds: retention, connections }
     }
+    if (s.type === 'http') {
+      return {
+        type: 'http',
+        name: s.name,
+        checkpointsOnly,
+        url: s.url,
+        secret: s.secret === undefined ? null : ref(s.secret),
+        batchMax: s.batch_max ?? 500,
+        timeoutMs: s.timeout_ms ?? 10_000,
+      }
+    }
+    const m = ADDRESS_RE.exec(s.address)
+    const host = m?.[1] ?? '127.0.0.1'
+    return {
+      type: 'syslog',
+      name: s.name,
+      checkpointsOnly,
+      host: host.startsWith('[') ? host.slice(1, -1) : host,
+      port: Number(m?.[2] ?? 514),
+      tls: s.tls === true,
+      ca: s.ca === undefined ? null : rel(s.ca),
+      facility: s.facility ?? 13,
+    }
+  })
+  let recordings: RecordingsConfig = DEFAULT_AUDIT_CONFIG.recordings
+  if (a.recordings) {
+    const def = retentionSeconds(a.recordings.retention, null)
+    const connections: Record<string, { retentionSeconds: number | null }> = {}
+    for (const [name, v] of Object.entries(a.recordings.connections ?? {}))
+      connections[name] = { retentionSeconds: retentionSeconds(v.retention, def) }
+    recordings = { enabled: a.recordings.enabled !== false, retentionSeconds: def, connections }
   }
   return {
-    config: { fsync, fsyncIntervalMs, checkpointIntervalMs, signingKey, segmentMaxBytes, retentionSeconds, sinks, recordings },
-    problems: c.problems,
+    fsync: a.fsync === 'always' ? 'always' : 'batched',
+    fsyncIntervalMs: a.fsync_interval_ms ?? 200,
+    checkpointIntervalMs: a.checkpoint_interval_ms ?? 1000,
+    signingKey: a.signing_key ? ref(a.signing_key) : null,
+    segmentMaxBytes: a.segment_max_bytes ?? 64 * 1024 * 1024,
+    retentionSeconds: retentionSeconds(a.retention, null),
+    sinks,
+    recordings,
   }
+}
+
+/** Validates and converts `audit:` alone; problems are "audit.key.path: what is wrong". */
+export function parseAuditConfig(raw: unknown, baseDir: string): { config: AuditConfig; problems: string[] } {
+  const r = auditSchema.safeParse(raw)
+  if (!r.success) return { config: DEFAULT_AUDIT_CONFIG, problems: issueLines(r.error.issues, ['audit']).map((l) => l.line) }
+  return { config: auditFromSection(r.data, baseDir), problems: [] }
 }

@@ -1,6 +1,6 @@
 // The `identity:` section of gatehouse.yaml: OIDC providers for people, trusted workload issuers
-// with claim-matching rules, delegation limits and service-account key lifetimes. Parsed from
-// `unknown` like the rest of the config; every problem is reported as "path: what is wrong".
+// with claim-matching rules, delegation limits and service-account key lifetimes. `identitySchema`
+// validates it as part of the configuration's one schema; every problem is "path: what is wrong".
 //
 //   identity:
 //     delegation: { max_depth: 4, default_ttl: 15m }
@@ -28,6 +28,8 @@
 // `allow_insecure_http: true` lets a provider or issuer on a loopback address speak plain HTTP
 // (tests, a laptop); it is refused for any other host.
 
+import { z } from 'zod'
+import { bool, duration, int, issueLines, NAME_RE, parseDurationText, strict, text, uniqueNames } from '../config-zod.js'
 import { DEFAULT_MAX_DELEGATION_DEPTH, HARD_MAX_DELEGATION_DEPTH, validateGroup, validateSubject } from '../tokens.js'
 import { scopeSyntaxProblem } from './scope.js'
 
@@ -78,249 +80,214 @@ export const DEFAULT_IDENTITY: IdentityConfig = {
   serviceKeys: { defaultTtlSeconds: 90 * 86400, maxTtlSeconds: 365 * 86400 },
 }
 
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/
 const CLAIM_RE = /^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$/
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
-
-export function parseDurationText(text: string): number | null {
-  const m = /^(\d+)(s|m|h|d)$/.exec(text.trim())
-  if (!m) return null
-  const unit = m[2] === 's' ? 1 : m[2] === 'm' ? 60 : m[2] === 'h' ? 3600 : 86400
-  return Number(m[1]) * unit
-}
+export { parseDurationText }
 
 function isLoopbackUrl(u: URL): boolean {
   return u.hostname === '127.0.0.1' || u.hostname === '[::1]' || u.hostname === 'localhost'
 }
 
+/** Why `value` is not an acceptable provider URL (https, or http on loopback with allow_insecure_http), or null. */
+function urlProblem(value: string, insecureOk: boolean): string | null {
+  if (!URL.canParse(value)) return `must be a URL (got ${JSON.stringify(value)})`
+  const u = new URL(value)
+  if (u.protocol === 'https:') return null
+  if (u.protocol === 'http:' && insecureOk && isLoopbackUrl(u)) return null
+  return u.protocol === 'http:' && insecureOk
+    ? 'allow_insecure_http is only allowed for a loopback address (127.0.0.1, [::1], localhost)'
+    : 'must be an https URL (plain http only on loopback with allow_insecure_http: true)'
+}
+
+const nameField = (what: string) =>
+  text().regex(NAME_RE, { error: 'must be letters, digits, _ . - (at most 63)' }).describe(`the ${what}'s name`)
+const strList = () =>
+  z.array(z.string().min(1), { error: 'must be a list of non-empty strings' }).refine((l) => l.every((x) => x.length > 0), {
+    error: 'must be a list of non-empty strings',
+  })
+const DURATION = 'must be a duration like 30s, 15m, 1h or 7d'
+
+const oidcProvider = strict(
+  {
+    name: nameField('provider'),
+    issuer: text(),
+    client_id: text(),
+    client_secret: text()
+      .regex(/^(env|file):./, { error: 'must be a secret reference (env:NAME or file:PATH), never the secret itself' })
+      .optional(),
+    scopes: strList()
+      .refine((l) => l.includes('openid'), { error: 'must include openid' })
+      .optional(),
+    username_claim: text()
+      .regex(CLAIM_RE, { error: (iss) => `is not a claim name (got ${JSON.stringify(iss.input)})` })
+      .optional(),
+    groups_claim: z
+      .union([z.literal(''), z.null(), z.string().regex(CLAIM_RE)], {
+        error: (iss) => `is not a claim name (got ${JSON.stringify(iss.input)})`,
+      })
+      .optional(),
+    token_ttl: duration(DURATION).optional(),
+    allow_insecure_http: bool().optional(),
+  },
+  'must be a mapping with name, issuer and client_id',
+).superRefine((p, ctx) => {
+  const bad = urlProblem(p.issuer, p.allow_insecure_http === true)
+  if (bad) ctx.addIssue({ code: 'custom', path: ['issuer'], message: bad })
+})
+
+const workloadRule = strict(
+  {
+    match: z
+      .record(
+        z.string().regex(CLAIM_RE, { error: 'is not a claim name' }),
+        z
+          .union([z.string(), z.number(), z.boolean()], { error: 'must be a string' })
+          .refine((v) => String(v) !== '*' && String(v) !== '', { error: 'must constrain the claim (not empty, not a lone *)' }),
+        { error: 'must be a non-empty mapping of claim name to value' },
+      )
+      .refine((m) => Object.keys(m).length > 0, { error: 'must be a non-empty mapping of claim name to value' }),
+    principal: text().refine((v) => validateSubject(v) === null && v.startsWith('workload:'), {
+      error: (iss) => `must be workload:<name> (got ${JSON.stringify(iss.input)})`,
+    }),
+    groups: strList()
+      .superRefine((groups, ctx) => {
+        for (const g of groups) {
+          const bad = validateGroup(g)
+          if (bad) ctx.addIssue({ code: 'custom', message: bad })
+        }
+      })
+      .optional(),
+    scope: strList()
+      .superRefine((scope, ctx) => {
+        const bad = scopeSyntaxProblem(scope)
+        if (bad) ctx.addIssue({ code: 'custom', message: bad })
+      })
+      .optional(),
+  },
+  'must be a mapping with match and principal',
+)
+
+const workloadIssuer = strict(
+  {
+    name: nameField('issuer'),
+    issuer: text(),
+    audience: text(),
+    jwks_uri: text().optional(),
+    token_ttl: duration(DURATION).optional(),
+    allow_insecure_http: bool().optional(),
+    rules: z
+      .array(workloadRule, { error: 'must be a list' })
+      .refine((r) => r.length > 0, { error: 'needs at least one rule: a token that matches no rule is refused' })
+      .optional(),
+  },
+  'must be a mapping with name, issuer, audience and rules',
+).superRefine((w, ctx) => {
+  const insecure = w.allow_insecure_http === true
+  const bad = urlProblem(w.issuer, insecure)
+  if (bad) ctx.addIssue({ code: 'custom', path: ['issuer'], message: bad })
+  const jwks = w.jwks_uri === undefined ? null : urlProblem(w.jwks_uri, insecure)
+  if (jwks) ctx.addIssue({ code: 'custom', path: ['jwks_uri'], message: jwks })
+  if (w.rules === undefined)
+    ctx.addIssue({ code: 'custom', path: ['rules'], message: 'needs at least one rule: a token that matches no rule is refused' })
+})
+
+/** The `identity:` section of the configuration schema (engine/config.ts composes it). */
+export const identitySchema = strict({
+  delegation: strict({
+    max_depth: int(0, HARD_MAX_DELEGATION_DEPTH, `must be an integer from 0 to ${HARD_MAX_DELEGATION_DEPTH}`).optional(),
+    default_ttl: duration(DURATION).optional(),
+  })
+    .nullable()
+    .optional(),
+  oidc: uniqueNames(z.array(oidcProvider, { error: 'must be a list' }), 'provider name')
+    .nullable()
+    .optional(),
+  workload_issuers: uniqueNames(z.array(workloadIssuer, { error: 'must be a list' }), 'issuer name')
+    .superRefine(
+      (ws: unknown[], ctx) => {
+        if (!Array.isArray(ws)) return
+        const seen = new Set<string>()
+        for (const w of ws) {
+          const issuer = typeof w === 'object' && w !== null ? (w as { issuer?: unknown }).issuer : undefined
+          if (typeof issuer !== 'string') continue
+          if (seen.has(issuer))
+            ctx.addIssue({ code: 'custom', message: `issuer ${issuer} is listed twice: put all its rules in one entry` })
+          seen.add(issuer)
+        }
+      },
+      { when: () => true },
+    )
+    .nullable()
+    .optional(),
+  service_keys: strict({ default_ttl: duration(DURATION).optional(), max_ttl: duration(DURATION).optional() })
+    .superRefine((sk, ctx) => {
+      const d = parseDurationText(sk.default_ttl ?? '90d') ?? 0
+      const m = parseDurationText(sk.max_ttl ?? '365d') ?? 0
+      if (d > m) ctx.addIssue({ code: 'custom', path: ['default_ttl'], message: 'is longer than max_ttl' })
+    })
+    .nullable()
+    .optional(),
+})
+  .nullable()
+  .optional()
+
+export type IdentitySection = z.output<typeof identitySchema>
+
+/** The validated section as the engine uses it. */
+export function identityFromSection(raw: IdentitySection): IdentityConfig {
+  if (raw === undefined || raw === null) return DEFAULT_IDENTITY
+  const secs = (v: string | undefined): number | null => (v === undefined ? null : parseDurationText(v))
+  const d = raw.delegation
+  const delegation = d
+    ? {
+        maxDepth: d.max_depth ?? DEFAULT_MAX_DELEGATION_DEPTH,
+        defaultTtlSeconds: secs(d.default_ttl) ?? DEFAULT_IDENTITY.delegation.defaultTtlSeconds,
+      }
+    : DEFAULT_IDENTITY.delegation
+  const oidc: OidcProviderConfig[] = (raw.oidc ?? []).map((p) => ({
+    name: p.name,
+    issuer: p.issuer,
+    clientId: p.client_id,
+    clientSecret: p.client_secret ?? null,
+    scopes: p.scopes ?? ['openid', 'profile', 'email'],
+    usernameClaim: p.username_claim ?? 'sub',
+    groupsClaim: p.groups_claim === null || p.groups_claim === '' ? null : (p.groups_claim ?? 'groups'),
+    tokenTtlSeconds: secs(p.token_ttl),
+    allowInsecureHttp: p.allow_insecure_http === true,
+  }))
+  const workloadIssuers: WorkloadIssuerConfig[] = (raw.workload_issuers ?? []).map((w) => ({
+    name: w.name,
+    issuer: w.issuer,
+    audience: w.audience,
+    jwksUri: w.jwks_uri ?? null,
+    tokenTtlSeconds: secs(w.token_ttl) ?? 15 * 60,
+    allowInsecureHttp: w.allow_insecure_http === true,
+    rules: (w.rules ?? []).map((r) => ({
+      match: Object.fromEntries(Object.entries(r.match).map(([k, v]) => [k, String(v)])),
+      principal: r.principal,
+      groups: r.groups ?? [],
+      scope: r.scope ?? [],
+    })),
+  }))
+  const sk = raw.service_keys
+  const serviceKeys = sk
+    ? {
+        defaultTtlSeconds: secs(sk.default_ttl) ?? DEFAULT_IDENTITY.serviceKeys.defaultTtlSeconds,
+        maxTtlSeconds: secs(sk.max_ttl) ?? DEFAULT_IDENTITY.serviceKeys.maxTtlSeconds,
+      }
+    : DEFAULT_IDENTITY.serviceKeys
+  return { delegation, oidc, workloadIssuers, serviceKeys }
+}
+
 type Add = (path: string, what: string) => void
 
-function unknownKeys(add: Add, obj: Record<string, unknown>, path: string, allowed: readonly string[]): void {
-  for (const k of Object.keys(obj)) if (!allowed.includes(k)) add(`${path}.${k}`, `unknown key (allowed: ${allowed.join(', ')})`)
-}
-
-function str(add: Add, obj: Record<string, unknown>, key: string, path: string, required = false): string | undefined {
-  const v = obj[key]
-  if (v === undefined || v === null) {
-    if (required) add(`${path}.${key}`, 'is required')
-    return undefined
-  }
-  if (typeof v !== 'string' || v.length === 0) {
-    add(`${path}.${key}`, `must be a non-empty string (got ${JSON.stringify(v)})`)
-    return undefined
-  }
-  return v
-}
-
-function dur(add: Add, obj: Record<string, unknown>, key: string, path: string): number | null {
-  const v = str(add, obj, key, path)
-  if (v === undefined) return null
-  const s = parseDurationText(v)
-  if (s === null || s === 0) {
-    add(`${path}.${key}`, `must be a duration like 30s, 15m, 1h or 7d (got ${JSON.stringify(v)})`)
-    return null
-  }
-  return s
-}
-
-function bool(add: Add, obj: Record<string, unknown>, key: string, path: string): boolean {
-  const v = obj[key] ?? false
-  if (typeof v !== 'boolean') {
-    add(`${path}.${key}`, 'must be true or false')
-    return false
-  }
-  return v
-}
-
-function strList(add: Add, obj: Record<string, unknown>, key: string, path: string): string[] | undefined {
-  const v = obj[key]
-  if (v === undefined || v === null) return undefined
-  if (!Array.isArray(v) || !v.every((x): x is string => typeof x === 'string' && x.length > 0)) {
-    add(`${path}.${key}`, 'must be a list of non-empty strings')
-    return undefined
-  }
-  return v
-}
-
-/** An https URL, or http on a loopback host when `allow_insecure_http` is set. */
-function url(add: Add, value: string | undefined, path: string, insecureOk: boolean): string | undefined {
-  if (value === undefined) return undefined
-  let u: URL
-  try {
-    u = new URL(value)
-  } catch {
-    add(path, `must be a URL (got ${JSON.stringify(value)})`)
-    return undefined
-  }
-  if (u.protocol === 'https:') return value
-  if (u.protocol === 'http:' && insecureOk && isLoopbackUrl(u)) return value
-  add(
-    path,
-    u.protocol === 'http:' && insecureOk
-      ? 'allow_insecure_http is only allowed for a loopback address (127.0.0.1, [::1], localhost)'
-      : 'must be an https URL (plain http only on loopback with allow_insecure_http: true)',
-  )
-  return undefined
-}
-
-function list(add: Add, raw: unknown, path: string): unknown[] {
-  if (raw === undefined || raw === null) return []
-  if (!Array.isArray(raw)) {
-    add(path, 'must be a list')
-    return []
-  }
-  return raw
-}
-
-/** Parses `identity:`; `defaultTokenTtl` is tokens.default_ttl. Problems go to `add`. */
+/** Validates and converts `identity:` alone; problems go to `add` as (key path, what). */
 export function parseIdentityConfig(raw: unknown, add: Add): IdentityConfig {
-  if (raw === undefined || raw === null) return DEFAULT_IDENTITY
-  if (!isRecord(raw)) {
-    add('identity', 'must be a mapping')
+  const r = identitySchema.safeParse(raw)
+  if (!r.success) {
+    for (const l of issueLines(r.error.issues, ['identity']))
+      add(l.line.slice(0, l.line.indexOf(': ')), l.line.slice(l.line.indexOf(': ') + 2))
     return DEFAULT_IDENTITY
   }
-  unknownKeys(add, raw, 'identity', ['delegation', 'oidc', 'workload_issuers', 'service_keys'])
-
-  let delegation = DEFAULT_IDENTITY.delegation
-  const d = raw.delegation
-  if (d !== undefined && d !== null) {
-    if (!isRecord(d)) add('identity.delegation', 'must be a mapping')
-    else {
-      unknownKeys(add, d, 'identity.delegation', ['max_depth', 'default_ttl'])
-      const md = d.max_depth ?? DEFAULT_MAX_DELEGATION_DEPTH
-      if (typeof md !== 'number' || !Number.isInteger(md) || md < 0 || md > HARD_MAX_DELEGATION_DEPTH) {
-        add('identity.delegation.max_depth', `must be an integer from 0 to ${HARD_MAX_DELEGATION_DEPTH}`)
-      }
-      delegation = {
-        maxDepth: typeof md === 'number' && Number.isInteger(md) ? md : DEFAULT_MAX_DELEGATION_DEPTH,
-        defaultTtlSeconds: dur(add, d, 'default_ttl', 'identity.delegation') ?? DEFAULT_IDENTITY.delegation.defaultTtlSeconds,
-      }
-    }
-  }
-
-  const oidc: OidcProviderConfig[] = []
-  const names = new Set<string>()
-  list(add, raw.oidc, 'identity.oidc').forEach((p, i) => {
-    const path = `identity.oidc[${i}]`
-    if (!isRecord(p)) {
-      add(path, 'must be a mapping with name, issuer and client_id')
-      return
-    }
-    unknownKeys(add, p, path, [
-      'name',
-      'issuer',
-      'client_id',
-      'client_secret',
-      'scopes',
-      'username_claim',
-      'groups_claim',
-      'token_ttl',
-      'allow_insecure_http',
-    ])
-    const name = str(add, p, 'name', path, true)
-    if (name !== undefined && !NAME_RE.test(name)) add(`${path}.name`, 'must be letters, digits, _ . - (at most 63)')
-    else if (name !== undefined && names.has(name)) add(`${path}.name`, `duplicate provider name ${JSON.stringify(name)}`)
-    else if (name !== undefined) names.add(name)
-    const insecure = bool(add, p, 'allow_insecure_http', path)
-    const issuer = url(add, str(add, p, 'issuer', path, true), `${path}.issuer`, insecure)
-    const clientId = str(add, p, 'client_id', path, true)
-    const clientSecret = str(add, p, 'client_secret', path) ?? null
-    if (clientSecret !== null && !/^(env|file):./.test(clientSecret)) {
-      add(`${path}.client_secret`, 'must be a secret reference (env:NAME or file:PATH), never the secret itself')
-    }
-    const scopes = strList(add, p, 'scopes', path) ?? ['openid', 'profile', 'email']
-    if (!scopes.includes('openid')) add(`${path}.scopes`, 'must include openid')
-    const usernameClaim = str(add, p, 'username_claim', path) ?? 'sub'
-    const groupsRaw = p.groups_claim
-    const groupsClaim = groupsRaw === null || groupsRaw === '' ? null : (str(add, p, 'groups_claim', path) ?? 'groups')
-    for (const [k, v] of [
-      ['username_claim', usernameClaim],
-      ['groups_claim', groupsClaim],
-    ] as const) {
-      if (v !== null && !CLAIM_RE.test(v)) add(`${path}.${k}`, `is not a claim name (got ${JSON.stringify(v)})`)
-    }
-    const tokenTtlSeconds = dur(add, p, 'token_ttl', path)
-    if (name && issuer && clientId) {
-      oidc.push({ name, issuer, clientId, clientSecret, scopes, usernameClaim, groupsClaim, tokenTtlSeconds, allowInsecureHttp: insecure })
-    }
-  })
-
-  const workloadIssuers: WorkloadIssuerConfig[] = []
-  const wnames = new Set<string>()
-  list(add, raw.workload_issuers, 'identity.workload_issuers').forEach((w, i) => {
-    const path = `identity.workload_issuers[${i}]`
-    if (!isRecord(w)) {
-      add(path, 'must be a mapping with name, issuer, audience and rules')
-      return
-    }
-    unknownKeys(add, w, path, ['name', 'issuer', 'audience', 'jwks_uri', 'token_ttl', 'allow_insecure_http', 'rules'])
-    const name = str(add, w, 'name', path, true)
-    if (name !== undefined && !NAME_RE.test(name)) add(`${path}.name`, 'must be letters, digits, _ . - (at most 63)')
-    else if (name !== undefined && wnames.has(name)) add(`${path}.name`, `duplicate issuer name ${JSON.stringify(name)}`)
-    else if (name !== undefined) wnames.add(name)
-    const insecure = bool(add, w, 'allow_insecure_http', path)
-    const issuer = url(add, str(add, w, 'issuer', path, true), `${path}.issuer`, insecure)
-    const audience = str(add, w, 'audience', path, true)
-    const jwksUri = url(add, str(add, w, 'jwks_uri', path), `${path}.jwks_uri`, insecure) ?? null
-    const tokenTtlSeconds = dur(add, w, 'token_ttl', path) ?? 15 * 60
-    const rules: WorkloadRule[] = []
-    const rulesRaw = list(add, w.rules, `${path}.rules`)
-    if (rulesRaw.length === 0) add(`${path}.rules`, 'needs at least one rule: a token that matches no rule is refused')
-    rulesRaw.forEach((r, j) => {
-      const rp = `${path}.rules[${j}]`
-      if (!isRecord(r)) {
-        add(rp, 'must be a mapping with match and principal')
-        return
-      }
-      unknownKeys(add, r, rp, ['match', 'principal', 'groups', 'scope'])
-      const match: Record<string, string> = {}
-      if (!isRecord(r.match) || Object.keys(r.match).length === 0) add(`${rp}.match`, 'must be a non-empty mapping of claim name to value')
-      else {
-        for (const [k, v] of Object.entries(r.match)) {
-          if (!CLAIM_RE.test(k)) add(`${rp}.match.${k}`, 'is not a claim name')
-          else if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') add(`${rp}.match.${k}`, 'must be a string')
-          else if (String(v) === '*' || String(v) === '') add(`${rp}.match.${k}`, 'must constrain the claim (not empty, not a lone *)')
-          else match[k] = String(v)
-        }
-      }
-      const principal = str(add, r, 'principal', rp, true)
-      if (principal !== undefined && (validateSubject(principal) !== null || !principal.startsWith('workload:'))) {
-        add(`${rp}.principal`, `must be workload:<name> (got ${JSON.stringify(principal)})`)
-      }
-      const groups = strList(add, r, 'groups', rp) ?? []
-      for (const g of groups) {
-        const bad = validateGroup(g)
-        if (bad) add(`${rp}.groups`, bad)
-      }
-      const scope = strList(add, r, 'scope', rp) ?? []
-      const sbad = scopeSyntaxProblem(scope)
-      if (sbad) add(`${rp}.scope`, sbad)
-      if (principal && Object.keys(match).length > 0) rules.push({ match, principal, groups, scope })
-    })
-    if (name && issuer && audience)
-      workloadIssuers.push({ name, issuer, audience, jwksUri, tokenTtlSeconds, allowInsecureHttp: insecure, rules })
-  })
-  const issuersSeen = new Set<string>()
-  for (const w of workloadIssuers) {
-    if (issuersSeen.has(w.issuer)) add('identity.workload_issuers', `issuer ${w.issuer} is listed twice: put all its rules in one entry`)
-    issuersSeen.add(w.issuer)
-  }
-
-  let serviceKeys = DEFAULT_IDENTITY.serviceKeys
-  const sk = raw.service_keys
-  if (sk !== undefined && sk !== null) {
-    if (!isRecord(sk)) add('identity.service_keys', 'must be a mapping')
-    else {
-      unknownKeys(add, sk, 'identity.service_keys', ['default_ttl', 'max_ttl'])
-      serviceKeys = {
-        defaultTtlSeconds: dur(add, sk, 'default_ttl', 'identity.service_keys') ?? serviceKeys.defaultTtlSeconds,
-        maxTtlSeconds: dur(add, sk, 'max_ttl', 'identity.service_keys') ?? serviceKeys.maxTtlSeconds,
-      }
-      if (serviceKeys.defaultTtlSeconds > serviceKeys.maxTtlSeconds) add('identity.service_keys.default_ttl', 'is longer than max_ttl')
-    }
-  }
-  return { delegation, oidc, workloadIssuers, serviceKeys }
+  return identityFromSection(r.data)
 }

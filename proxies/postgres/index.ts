@@ -3,6 +3,7 @@
 // decide and audit. See README.md in this folder for what it accepts and refuses.
 
 import { createServer, type Server } from 'node:net'
+import { z } from 'zod'
 import { GatehouseError } from '../../engine/errors.js'
 import type { Address, ProxyContext, ProxyHandle, ProxyPlugin } from '../types.js'
 import { createSqlAnalyzer } from '../../engine/sql/index.js'
@@ -12,45 +13,52 @@ import { CatalogCache } from './catalog.js'
 import { type PgShared, PgConnection } from './connection.js'
 import { UPSTREAM_AUTH_MODES } from './upstream.js'
 
-const TLS_MODES = ['disable', 'require', 'verify-full']
+const TLS_MODES = ['disable', 'require', 'verify-full'] as const
 const KNOWN_KEYS = ['database', 'user', 'password', 'tls', 'ca', 'auth', 'detectors']
+
+/** The keys of a `protocol: postgres` connection, in the configuration's schema. */
+export const postgresConnectionSchema = z
+  .strictObject(
+    {
+      database: z.string({ error: 'must be a non-empty string' }).min(1, { error: 'must be a non-empty string' }).optional(),
+      user: z.string({ error: 'must be a non-empty string' }).min(1, { error: 'must be a non-empty string' }).optional(),
+      // A secret reference (env:NAME or file:PATH): the gateway checks it for every plugin's secretKeys.
+      password: z.string({ error: 'must be a secret reference (env:NAME or file:PATH), never the secret itself' }).optional(),
+      tls: z.enum(TLS_MODES, { error: (iss) => `must be one of ${TLS_MODES.join(', ')} (got ${JSON.stringify(iss.input)})` }).optional(),
+      ca: z.string({ error: 'must be a file path' }).optional(),
+      auth: z
+        .enum(UPSTREAM_AUTH_MODES, {
+          error: (iss) =>
+            `the weakest password exchange to accept, one of ${UPSTREAM_AUTH_MODES.join(', ')} (got ${JSON.stringify(iss.input)})`,
+        })
+        .optional(),
+      // Value detectors for this connection: a list replaces masking.yaml's `detectors` (empty: none).
+      detectors: z
+        .array(
+          z.string().refine((d) => DETECTOR_NAMES.includes(d), {
+            error: (iss) => `unknown detector ${JSON.stringify(iss.input)} (known: ${DETECTOR_NAMES.join(', ')})`,
+          }),
+          { error: 'must be a list of detector names' },
+        )
+        .optional(),
+    },
+    {
+      error: (iss) =>
+        iss.code === 'unrecognized_keys' ? `unknown key for a postgres connection (allowed: ${KNOWN_KEYS.join(', ')})` : undefined,
+    },
+  )
+  .superRefine((c, ctx) => {
+    if (c.tls === 'verify-full' && c.ca === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['ca'], message: 'verify-full needs ca: the path of the CA certificate' })
+    }
+  })
 
 export const postgresPlugin: ProxyPlugin = {
   name: 'postgres',
   secretKeys: ['password'],
   actions: ['sql.session', 'sql.read', 'sql.write', 'sql.ddl', 'sql.admin', 'sql.other'],
 
-  validateConnection(settings) {
-    const problems: string[] = []
-    for (const k of Object.keys(settings)) {
-      if (!KNOWN_KEYS.includes(k)) problems.push(`${k}: unknown key for a postgres connection (allowed: ${KNOWN_KEYS.join(', ')})`)
-    }
-    for (const k of ['database', 'user']) {
-      const v = settings[k]
-      if (v !== undefined && (typeof v !== 'string' || v === '')) problems.push(`${k}: must be a non-empty string`)
-    }
-    const tls = settings.tls ?? 'disable'
-    if (typeof tls !== 'string' || !TLS_MODES.includes(tls)) {
-      problems.push(`tls: must be one of ${TLS_MODES.join(', ')} (got ${JSON.stringify(tls)})`)
-    }
-    if (tls === 'verify-full' && typeof settings.ca !== 'string') problems.push('ca: verify-full needs ca: the path of the CA certificate')
-    if (settings.ca !== undefined && typeof settings.ca !== 'string') problems.push('ca: must be a file path')
-    const auth = settings.auth
-    if (auth !== undefined && (typeof auth !== 'string' || !(UPSTREAM_AUTH_MODES as readonly string[]).includes(auth))) {
-      problems.push(`auth: the weakest password exchange to accept, one of ${UPSTREAM_AUTH_MODES.join(', ')} (got ${JSON.stringify(auth)})`)
-    }
-    // Value detectors for this connection: a list replaces masking.yaml's `detectors` (empty: none).
-    const det = settings.detectors
-    if (det !== undefined) {
-      if (!Array.isArray(det)) problems.push('detectors: must be a list of detector names')
-      else
-        for (const d of det as unknown[])
-          if (typeof d !== 'string' || !DETECTOR_NAMES.includes(d)) {
-            problems.push(`detectors: unknown detector ${JSON.stringify(d)} (known: ${DETECTOR_NAMES.join(', ')})`)
-          }
-    }
-    return problems
-  },
+  connectionSchema: postgresConnectionSchema,
 
   async start(ctx: ProxyContext): Promise<ProxyHandle> {
     const shared: PgShared = {

@@ -7,6 +7,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { createServer, type Socket } from 'node:net'
 import { join } from 'node:path'
 import ssh2 from 'ssh2'
+import { z } from 'zod'
 import { GatehouseError } from '../../engine/errors.js'
 import type { ProxyContext, ProxyHandle, ProxyPlugin } from '../types.js'
 import { PendingConnections } from './admission.js'
@@ -20,6 +21,44 @@ export { HANDSHAKE_TIMEOUT_MS, MAX_PENDING_AUTH, MAX_PENDING_PER_SOURCE } from '
 /** SSH connections open at once on the listener. */
 export const MAX_CONNECTIONS = 1024
 const KNOWN_KEYS = ['user', 'private_key', 'password', 'host_key', 'record', 'record_input', 'env']
+
+/** The keys of a `protocol: ssh` connection, in the configuration's schema. */
+export const sshConnectionSchema = z
+  .strictObject(
+    {
+      user: z
+        .string({ error: 'the user to log in as on the target is required' })
+        .min(1, { error: 'the user to log in as on the target is required' }),
+      // Secret references (env:NAME or file:PATH): the gateway checks them for every plugin's secretKeys.
+      private_key: z.string({ error: 'must be a secret reference (env:NAME or file:PATH)' }).optional(),
+      password: z.string({ error: 'must be a secret reference (env:NAME or file:PATH)' }).optional(),
+      host_key: z.unknown().refine((hk) => hk === 'trust-on-first-use' || parseHostKeyPin(hk) !== null, {
+        // trust-on-first-use: the first key the target shows is remembered (hostkeys.ts).
+        error: 'must be the target\'s public host key, e.g. "ssh-ed25519 AAAAC3Nza…" (ssh-keyscan prints it)',
+      }),
+      record: z.boolean({ error: 'must be true or false' }).optional(),
+      record_input: z.boolean({ error: 'must be true or false' }).optional(),
+      env: z.unknown().optional(),
+    },
+    {
+      error: (iss) =>
+        iss.code === 'unrecognized_keys' ? `unknown key for an ssh connection (allowed: ${KNOWN_KEYS.join(', ')})` : undefined,
+    },
+  )
+  .superRefine(
+    (c, ctx) => {
+      if (typeof c !== 'object' || c === null) return
+      if (c.private_key === undefined && c.password === undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['private_key'],
+          message: 'an ssh connection needs private_key (or password): a secret reference',
+        })
+      }
+      for (const p of envSettingProblems(c.env)) ctx.addIssue({ code: 'custom', path: ['env'], message: p.replace(/^env: /, '') })
+    },
+    { when: () => true },
+  )
 
 export const HOST_KEY_FILE = 'ssh_host_ed25519_key'
 
@@ -43,27 +82,7 @@ export const sshPlugin: ProxyPlugin = {
   secretKeys: ['private_key', 'password'],
   actions: ['ssh.exec', 'ssh.shell', 'ssh.shell.command', 'ssh.sftp', 'ssh.forward'],
 
-  validateConnection(settings) {
-    const problems: string[] = []
-    for (const k of Object.keys(settings)) {
-      if (!KNOWN_KEYS.includes(k)) problems.push(`${k}: unknown key for an ssh connection (allowed: ${KNOWN_KEYS.join(', ')})`)
-    }
-    if (typeof settings.user !== 'string' || settings.user === '') problems.push('user: the user to log in as on the target is required')
-    if (settings.private_key === undefined && settings.password === undefined) {
-      problems.push('private_key: an ssh connection needs private_key (or password): a secret reference')
-    }
-    const hk = settings.host_key
-    if (hk === 'trust-on-first-use') {
-      // accepted: the first key the target shows is remembered (hostkeys.ts)
-    } else if (parseHostKeyPin(hk) === null) {
-      problems.push('host_key: must be the target\'s public host key, e.g. "ssh-ed25519 AAAAC3Nza…" (ssh-keyscan prints it)')
-    }
-    for (const k of ['record', 'record_input']) {
-      if (settings[k] !== undefined && typeof settings[k] !== 'boolean') problems.push(`${k}: must be true or false`)
-    }
-    problems.push(...envSettingProblems(settings.env))
-    return problems
-  },
+  connectionSchema: sshConnectionSchema,
 
   async start(ctx: ProxyContext): Promise<ProxyHandle> {
     const listen = ctx.listen
