@@ -2,15 +2,17 @@
 // session (statement counters by action and decision, sessions, decision and audit times moved),
 // /healthz and /readyz unauthenticated; readiness 503 while the policy source does not compile and
 // while the audit file system is full (a real tmpfs, filled with dd), 200 again once fixed;
-// `metrics.auth: admin` keeps /metrics for admin tokens.
+// `metrics.auth: admin` keeps /metrics for admin tokens. The log is JSON Lines when stderr is not a
+// terminal, pretty lines on a terminal (a real pty, through `script`) or with --log-format pretty.
 
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
-import { appendFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { spawn, spawnSync } from 'node:child_process'
+import { appendFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { LOCAL_PG, psql, REPO, TestGateway } from './helpers/gateway.js'
+import { BIN, LOCAL_PG, psql, REPO, TestGateway } from './helpers/gateway.js'
+import { freePort } from './helpers/sshd.js'
 
 type Samples = Map<string, number>
 
@@ -192,5 +194,65 @@ describe('readyz fails when the policy does not compile or the audit disk is ful
     assert.equal(r.body.checks.policy?.ok, true)
     rmSync(filler)
     await waitReady(gw, 200, 'room again')
+  })
+})
+
+describe('log format', () => {
+  let dir: string
+  let config: string
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'gh-logfmt-'))
+    config = join(dir, 'gatehouse.yaml')
+    writeFileSync(
+      config,
+      `data_dir: ${join(dir, 'data')}\nlisten: { api: 127.0.0.1:${await freePort()}, postgres: 127.0.0.1:${await freePort()} }\n`,
+    )
+  })
+  after(() => {
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  /** Starts serve through `command` (bash), reads its output until it is ready, then stops it
+   * (by the pid in run.json, whatever wraps it); returns the output. */
+  const firstLines = async (command: string): Promise<string> => {
+    const run = join(dir, 'data', 'run.json')
+    rmSync(run, { force: true })
+    const p = spawn('bash', ['-c', command], { env: { ...process.env, GH_BIN: BIN, GH_CONFIG: config }, stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    p.stdout?.on('data', (b: Buffer) => {
+      out += b.toString()
+    })
+    p.stderr?.on('data', (b: Buffer) => {
+      out += b.toString()
+    })
+    const exited = new Promise((r) => p.once('exit', r))
+    const deadline = Date.now() + 90_000
+    while (!(existsSync(run) && /gatehouse ready/.test(out))) {
+      if (p.exitCode !== null) assert.fail(`serve exited:\n${out}`)
+      if (Date.now() > deadline) assert.fail(`serve did not become ready:\n${out}`)
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    process.kill((JSON.parse(readFileSync(run, 'utf8')) as { pid: number }).pid, 'SIGINT')
+    await exited
+    return out
+  }
+
+  const serve = 'node "$GH_BIN" serve --config "$GH_CONFIG"'
+
+  test('JSON Lines when stderr is not a terminal', async () => {
+    const out = await firstLines(`${serve} 2>&1 >/dev/null`)
+    const ready = out.split('\n').find((l) => l.includes('gatehouse ready'))
+    assert.ok(ready, out)
+    assert.equal((JSON.parse(ready) as { msg: string }).msg, 'gatehouse ready')
+  })
+
+  test('pretty on a terminal, and with --log-format pretty', async () => {
+    // `script` gives the gateway a real pseudo-terminal for stdout and stderr.
+    const tty = await firstLines(`script -qefc '${serve}' /dev/null`)
+    assert.match(tty, /INFO.*gatehouse ready/)
+    assert.doesNotMatch(tty, /"msg":"gatehouse ready"/)
+    const flag = await firstLines(`${serve} --log-format pretty 2>&1 >/dev/null`)
+    assert.match(flag, /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO.*: gatehouse ready/m)
+    assert.doesNotMatch(flag, /"msg":/)
   })
 })
