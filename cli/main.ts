@@ -398,13 +398,14 @@ async function main(argv: string[]): Promise<void> {
     .description('compile a policy directory into a bundle (policy.wasm + data.json); prints its version')
     .argument('<dir>', 'policy directory: *.rego, masking.yaml, approvals.yaml')
     .option('-o, --output <file>', 'where to write the bundle', 'bundle.tar.gz')
-    .action(async (dir: string, o: { output: string }) => {
+    .option('--json', 'print {version, file, bytes}')
+    .action(async (dir: string, o: { output: string; json?: boolean }) => {
       const built = await buildBundle(dir)
       // Load it as the gateway would, so a bundle that builds but cannot load fails here.
       await instantiate(built.sources.dir, built.version, built.wasm, built.data, built.sources.regoText)
       writeFileSync(o.output, built.archive)
       process.stderr.write(`wrote ${o.output} (${built.archive.length} bytes)\n`)
-      out(built.version)
+      out(o.json ? JSON.stringify({ version: built.version, file: o.output, bytes: built.archive.length }) : built.version)
     })
   policy
     .command('test')

@@ -174,12 +174,14 @@ export function registerSshCommands(program: Command, configOption: () => Option
     .description('remove a public key (by id or fingerprint); sessions it opened end at once')
     .addOption(configOption())
     .argument('<key>', 'the key id (pk_…) or its fingerprint (SHA256:…)')
-    .action(async (id: string, o: { config?: string }) => {
+    .option('--json', 'print {removed, fingerprint, sessions_ended}')
+    .action(async (id: string, o: { config?: string; json?: boolean }) => {
       const config = resolveConfig(o.config)
       const api = ApiClient.forServer(config)
       if (api) {
         const r = await api.call<{ removed: KeyRow; sessions_ended: number }>('POST', `/v1/public-keys/${encodeURIComponent(id)}/remove`)
-        out(`removed ${r.removed.id} ${r.removed.fingerprint} (${r.sessions_ended} session${r.sessions_ended === 1 ? '' : 's'} ended)`)
+        if (o.json) out(JSON.stringify({ removed: r.removed.id, fingerprint: r.removed.fingerprint, sessions_ended: r.sessions_ended }))
+        else out(`removed ${r.removed.id} ${r.removed.fingerprint} (${r.sessions_ended} session${r.sessions_ended === 1 ? '' : 's'} ended)`)
         return
       }
       const store = new Store(config.dataDir)
@@ -197,13 +199,15 @@ export function registerSshCommands(program: Command, configOption: () => Option
         subject: removed.principal,
         fingerprint: removed.fingerprint,
       })
-      out(`removed ${removed.id} ${removed.fingerprint}`)
+      if (o.json) out(JSON.stringify({ removed: removed.id, fingerprint: removed.fingerprint, sessions_ended: null }))
+      else out(`removed ${removed.id} ${removed.fingerprint}`)
     })
   ssh
     .command('host-key')
     .description("the gateway's SSH host key as a known_hosts line")
     .addOption(configOption())
-    .action((o: { config?: string }) => {
+    .option('--json', 'print {key, address, known_hosts}')
+    .action((o: { config?: string; json?: boolean }) => {
       const config = resolveConfig(o.config)
       const file = join(config.dataDir, 'plugins', 'ssh', 'ssh_host_ed25519_key.pub')
       if (!existsSync(file)) throw new CliError(`${file} does not exist yet: it is created when the gateway first starts with listen.ssh`)
@@ -212,6 +216,7 @@ export function registerSshCommands(program: Command, configOption: () => Option
       const run = runningServer(config)?.listeners.ssh
       const l = config.listen.ssh
       const at = run ? { host: run.slice(0, run.lastIndexOf(':')), port: Number(run.slice(run.lastIndexOf(':') + 1)) } : l
-      out(at ? `${at.port === 22 ? at.host : `[${at.host}]:${at.port}`} ${key}` : key)
+      const line = at ? `${at.port === 22 ? at.host : `[${at.host}]:${at.port}`} ${key}` : key
+      out(o.json ? JSON.stringify({ key, address: at ? `${at.host}:${at.port}` : null, known_hosts: line }) : line)
     })
 }

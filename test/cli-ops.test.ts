@@ -226,6 +226,27 @@ describe('exit codes and --version', () => {
     assert.equal(r.stdout.trim(), pkg.version)
   })
 
+  test('--json where a command printed only text: policy build, ssh host-key', () => {
+    const out = join(cwd, 'b.tar.gz')
+    const b = gatehouse(['policy', 'build', join(REPO, 'policies'), '-o', out, '--json'])
+    assert.equal(b.code, 0, b.stderr)
+    const doc = JSON.parse(b.stdout) as { version: string; file: string; bytes: number }
+    assert.match(doc.version, /^sha256:[0-9a-f]{12}$/)
+    assert.equal(doc.file, out)
+    const dir = mkdtempSync(join(cwd, 'hostkey-'))
+    mkdirSync(join(dir, 'data', 'plugins', 'ssh'), { recursive: true, mode: 0o700 })
+    writeFileSync(join(dir, 'data', 'plugins', 'ssh', 'ssh_host_ed25519_key.pub'), 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample\n')
+    const file = join(dir, 'gatehouse.yaml')
+    writeFileSync(file, yaml.dump({ data_dir: join(dir, 'data'), listen: { ssh: '127.0.0.1:2222' } }))
+    const h = gatehouse(['ssh', 'host-key', '--config', file, '--json'])
+    assert.equal(h.code, 0, h.stderr)
+    assert.deepEqual(JSON.parse(h.stdout), {
+      key: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample',
+      address: '127.0.0.1:2222',
+      known_hosts: '[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample',
+    })
+  })
+
   test('2: an unknown option, a missing argument, an invalid configuration', () => {
     assert.equal(gatehouse(['token', 'create', '--nope']).code, 2)
     assert.equal(gatehouse(['token', 'revoke']).code, 2)
