@@ -11,16 +11,9 @@
 // (summarise with dist/bench/cpuprofile.js; GH_BENCH_CPU_PROF_INTERVAL=µs sets the sampling interval). Prints a markdown table; it is copied into
 // BENCHMARKS.md by hand.
 
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import yaml from 'js-yaml'
+import { readFileSync } from 'node:fs'
 import pg from 'pg'
-
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
-const BIN = join(REPO, 'cli/bin/gatehouse.js')
+import { TestGateway } from '../test/helpers/gateway.js'
 
 function arg(name: string, def: number): number {
   const i = process.argv.indexOf(name)
@@ -71,36 +64,20 @@ async function time(c: pg.Client, sql: string): Promise<number> {
 
 async function main(): Promise<void> {
   const runs = arg('--runs', 7)
-  const dir = mkdtempSync(join(tmpdir(), 'gh-bench-large-'))
-  let server: ChildProcess | null = null
+  const interval = process.env.GH_BENCH_CPU_PROF_INTERVAL
+  const prof = process.env.GH_BENCH_CPU_PROF
+    ? ['--cpu-prof', `--cpu-prof-dir=${process.env.GH_BENCH_CPU_PROF}`, ...(interval ? [`--cpu-prof-interval=${interval}`] : [])]
+    : []
+  const gw = await TestGateway.start({
+    connections: [{ name: 'app', protocol: 'postgres', address: '127.0.0.1:5432', database: 'test', user: 'postgres' }],
+    config: { log_level: 'warn' },
+    nodeArgs: prof,
+  })
+  const pid = gw.proc?.pid
   const clients: pg.Client[] = []
   try {
-    const configFile = join(dir, 'gatehouse.yaml')
-    writeFileSync(
-      configFile,
-      yaml.dump({
-        data_dir: join(dir, 'data'),
-        listen: { api: '127.0.0.1:0', postgres: '127.0.0.1:0' },
-        log_level: 'warn',
-        connections: [{ name: 'app', protocol: 'postgres', address: '127.0.0.1:5432', database: 'test', user: 'postgres' }],
-      }),
-    )
-    const interval = process.env.GH_BENCH_CPU_PROF_INTERVAL
-    const prof = process.env.GH_BENCH_CPU_PROF
-      ? ['--cpu-prof', `--cpu-prof-dir=${process.env.GH_BENCH_CPU_PROF}`, ...(interval ? [`--cpu-prof-interval=${interval}`] : [])]
-      : []
-    server = spawn(process.execPath, [...prof, BIN, 'serve', '--config', configFile], { stdio: 'ignore' })
-    const runFile = join(dir, 'data', 'run.json')
-    for (let i = 0; i < 1200 && !existsSync(runFile); i++) await new Promise((r) => setTimeout(r, 50))
-    const info = JSON.parse(readFileSync(runFile, 'utf8')) as { listeners: Record<string, string> }
-    const listen = info.listeners.postgres ?? ''
-    const port = Number(listen.slice(listen.lastIndexOf(':') + 1))
-    const tok = spawnSync(process.execPath, [BIN, 'token', 'create', '--config', configFile, '--subject', 'user:bench'], {
-      encoding: 'utf8',
-    })
-    if (tok.status !== 0) throw new Error(tok.stderr)
     const direct = new pg.Client({ host: '127.0.0.1', port: 5432, database: 'test', user: 'postgres' })
-    const gateway = new pg.Client({ host: '127.0.0.1', port, database: 'app', user: 'bench', password: tok.stdout.trim() })
+    const gateway = new pg.Client({ host: '127.0.0.1', port: gw.pgPort, database: 'app', user: 'bench', password: gw.token('user:bench') })
     clients.push(direct, gateway)
     await direct.connect()
     await gateway.connect()
@@ -131,9 +108,9 @@ async function main(): Promise<void> {
         let cpu = 0
         for (let r = 0; r < runs; r++) {
           d.push(await time(direct, sql))
-          const c0 = cpuMs(server.pid)
+          const c0 = cpuMs(pid)
           g.push(await time(gateway, sql))
-          cpu += cpuMs(server.pid) - c0
+          cpu += cpuMs(pid) - c0
         }
         const md = median(d)
         const mg = median(g)
@@ -146,12 +123,7 @@ async function main(): Promise<void> {
     process.stdout.write(`${lines.join('\n')}\n`)
   } finally {
     for (const c of clients) await c.end().catch(() => undefined)
-    if (server) {
-      const exited = new Promise((r) => server?.on('exit', r))
-      server.kill('SIGTERM')
-      await exited
-    }
-    rmSync(dir, { recursive: true, force: true })
+    await gw.cleanup()
   }
 }
 
