@@ -36,9 +36,7 @@ export function exitCodeFor(err: unknown): number {
     const code = (err as NodeJS.ErrnoException).code
     if (code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'EHOSTUNREACH') return EXIT_UNREACHABLE
   }
-  if (err instanceof Error && 'status' in err && typeof (err as { status: unknown }).status === 'number') {
-    // An API answer: 400 is a request the caller got wrong; anything else a refusal or failure.
-    return (err as { status: number }).status === 400 ? EXIT_USAGE : EXIT_FAILED
-  }
+  // An API refusal (a delegation outside the parent's scope, an unknown id, a conflict) is a
+  // failure of what was asked; the CLI checks what it can itself first and calls that usage.
   return EXIT_FAILED
 }

@@ -260,6 +260,9 @@ async function main(argv: string[]): Promise<void> {
       const bad = validateSubject(o.subject) ?? o.group.map(validateGroup).find((x) => x !== null) ?? null
       if (bad) throw new UsageError(bad)
       const scope = o.scope ? o.scope.split(/\s+/).filter(Boolean) : []
+      // Checked here too (the server checks again), so a typo is a usage error either way.
+      const problems = scopeCheckerFor(config, await loadPlugins(BUILTIN_PLUGINS, config.plugins))(scope)
+      if (problems.length > 0) throw new UsageError(`--scope: ${problems.join('; ')}`)
       const api = ApiClient.forServer(config)
       let r: { token: string; id: string; expires_at: string }
       if (api) {
@@ -268,8 +271,6 @@ async function main(argv: string[]): Promise<void> {
         const ttl = o.ttl ? parseDuration(o.ttl) : config.tokens.defaultTtlSeconds
         if (ttl === null || ttl <= 0) throw new UsageError('--ttl must be a duration like 15m or 1h')
         if (ttl > config.tokens.maxTtlSeconds) throw new UsageError(`--ttl exceeds tokens.max_ttl (${config.tokens.maxTtlSeconds}s)`)
-        const problems = scopeCheckerFor(config, await loadPlugins(BUILTIN_PLUGINS, config.plugins))(scope)
-        if (problems.length > 0) throw new UsageError(`--scope: ${problems.join('; ')}`)
         const store = new Store(config.dataDir)
         const issuer = new TokenIssuer(await loadOrCreateSigningKey(config.dataDir), issuerFor(config), {
           onIssued: (t) => store.recordIssued(t.id, t.subject, t.expiresAt),

@@ -77,7 +77,7 @@ export function registerMcpCommand(program: Command): void {
       }
       if (!server) {
         say('no Gatehouse server: give --server URL, set GATEHOUSE_SERVER, or run this where the server for --config runs')
-        process.exitCode = 2
+        process.exitCode = 3 // the exit code table (cli/exit.ts): server unreachable
         return
       }
       server = server.replace(/\/+$/, '')

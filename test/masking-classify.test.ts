@@ -149,10 +149,10 @@ describe('gatehouse classify', () => {
 
   test('bad input gets clear errors', () => {
     const missing = cli(['classify', 'nope', '--config', config])
-    assert.equal(missing.code, 1)
+    assert.equal(missing.code, 2)
     assert.match(missing.stderr, /gatehouse: no connection named "nope" in \S*gatehouse\.yaml/)
     const sample = cli(['classify', 'app', '--config', config, '--sample', '0'])
-    assert.equal(sample.code, 1)
+    assert.equal(sample.code, 2)
     assert.match(sample.stderr, /--sample must be a whole number from 1 to 10000/)
     const secret = cli(['classify', 'withsecret', '--config', config])
     assert.equal(secret.code, 1)
