@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import yaml from 'js-yaml'
-import { AuditLog } from '../engine/audit.js'
+import { AuditLog } from '../engine/audit/writer.js'
 import { encodeLine, GENESIS_HASH } from '../engine/audit/format.js'
 import type { AuditEvent } from '../engine/types.js'
 

@@ -6,7 +6,7 @@
 import { loadPolicySource } from '../engine/policy/bundle.js'
 import { PolicyEngine } from '../engine/policy/engine.js'
 import { defaultPolicyDir } from '../engine/policy/sources.js'
-import { createSqlAnalyzer, qualify, type SqlAnalyzer } from '../engine/sql/index.js'
+import { createSqlAnalyzer, qualify, type SqlAnalyzer } from '../proxies/postgres/sql/index.js'
 import type { DecisionRequest, Principal } from '../engine/types.js'
 
 const alice: Principal = { id: 'user:alice', kind: 'user', groups: ['writers'], scope: [] }

@@ -7,10 +7,10 @@
 //   node dist/bench/gateway-nodecide.js CONFIG.yaml
 
 import { loadConfigFile } from '../engine/config.js'
-import { Gateway } from '../engine/gateway.js'
-import { createLogger } from '../engine/log.js'
-import { SqlAnalyzer } from '../engine/sql/index.js'
-import type { Analysis } from '../engine/sql/index.js'
+import { Gateway } from '../gateway/gateway.js'
+import { createLogger } from '../engine/server/log.js'
+import { SqlAnalyzer } from '../proxies/postgres/sql/index.js'
+import type { Analysis } from '../proxies/postgres/sql/index.js'
 import type { Decision } from '../engine/types.js'
 import { postgresPlugin } from '../proxies/postgres/index.js'
 import { sshPlugin } from '../proxies/ssh/index.js'

@@ -20,10 +20,10 @@ import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import yaml from 'js-yaml'
 import { loadConfigFile } from '../engine/config.js'
-import { issuerFor } from '../engine/gateway.js'
+import { issuerFor } from '../gateway/gateway.js'
 import { ServiceKeys } from '../engine/identity/service-keys.js'
 import { Store } from '../engine/store.js'
-import { loadOrCreateSigningKey, TokenIssuer } from '../engine/tokens.js'
+import { loadOrCreateSigningKey, TokenIssuer } from '../engine/identity/tokens.js'
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 const BIN = join(REPO, 'cli/bin/gatehouse.js')

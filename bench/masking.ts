@@ -6,7 +6,7 @@
 // Run: npx tsc -p . && node dist/bench/masking.js
 
 import os from 'node:os'
-import { type ColumnAction, type ColumnPlan, compileRowMasker, type RowMasker } from '../engine/masking/rows.js'
+import { type ColumnAction, type ColumnPlan, compileRowMasker, type RowMasker } from '../proxies/postgres/datarow-masker.js'
 import { dataRow } from '../test/helpers/pgwire.js'
 
 const KEY = Buffer.alloc(32, 1)

@@ -6,12 +6,12 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { Command, CommanderError, Option } from 'commander'
 import { type Config, configJsonSchema, parseConfig, parseDuration } from '../engine/config.js'
-import { openLocalAuditLog } from '../engine/audit.js'
-import { registerAuditCommands } from '../engine/audit/cli.js'
+import { openLocalAuditLog } from '../engine/audit/writer.js'
+import { registerAuditCommands } from './audit.js'
 import { isGatehouseError } from '../engine/errors.js'
-import { checkConfigAgainstPlugins, Gateway, issuerFor, scopeCheckerFor } from '../engine/gateway.js'
+import { checkConfigAgainstPlugins, Gateway, issuerFor, scopeCheckerFor } from '../gateway/gateway.js'
 import { loadPlugins } from '../proxies/loader.js'
-import { createLogger, defaultLogFormat, LOG_FORMATS, type LogFormat } from '../engine/log.js'
+import { createLogger, defaultLogFormat, LOG_FORMATS, type LogFormat } from '../engine/server/log.js'
 import { buildInputs } from '../engine/decide.js'
 import { instantiate, loadPolicySource } from '../engine/policy/bundle.js'
 import { buildBundle } from '../engine/policy/build.js'
@@ -20,12 +20,12 @@ import { formatJson, formatJunit, formatText, reportOk, runPolicyTests } from '.
 import { FileProblems, parseYaml } from '../engine/policy/data.js'
 import { PolicyEngine, type PolicyStatus } from '../engine/policy/engine.js'
 import { Store } from '../engine/store.js'
-import { loadOrCreateSigningKey, principalKind, TokenIssuer, validateGroup, validateSubject } from '../engine/tokens.js'
+import { loadOrCreateSigningKey, principalKind, TokenIssuer, validateGroup, validateSubject } from '../engine/identity/tokens.js'
 import { postgresPlugin } from '../proxies/postgres/index.js'
 import { sshPlugin } from '../proxies/ssh/index.js'
 import { mcpPlugin } from '../proxies/mcp/index.js'
 import { registerMcpCommand } from './mcp.js'
-import { explainSql } from '../engine/sql/explain.js'
+import { explainSql } from '../proxies/postgres/sql/explain.js'
 import { defaultPolicyDir } from '../engine/policy/sources.js'
 import type { Identity, PrincipalKind } from '../engine/types.js'
 import { verifyLocally } from './identity.js'
@@ -379,7 +379,7 @@ async function main(argv: string[]): Promise<void> {
       out(o.json ? JSON.stringify({ killed: id }) : `killed ${id}`)
     })
 
-  // audit list|verify|pubkey|export|sinks, sessions replay|export (engine/audit/cli.ts)
+  // audit list|verify|pubkey|export|sinks, sessions replay|export (cli/audit.ts)
   registerAuditCommands(program, sessions, {
     configOption: configOpt,
     resolveConfig,

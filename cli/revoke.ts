@@ -3,7 +3,7 @@
 // data directory, with its audit record, when no server runs. An id this gateway never issued is
 // an error, never a silent "revoked".
 
-import { openLocalAuditLog } from '../engine/audit.js'
+import { openLocalAuditLog } from '../engine/audit/writer.js'
 import type { Config } from '../engine/config.js'
 import { Store } from '../engine/store.js'
 import { ApiClient } from './client.js'

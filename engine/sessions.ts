@@ -4,12 +4,12 @@
 
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
-import type { AuditLog } from './audit.js'
+import type { AuditLog } from './audit/writer.js'
 import type { DecisionEngine } from './decide.js'
 import { GatehouseError } from './errors.js'
 import type { Store } from './store.js'
-import type { AuditEvent, Command, ConnectionRef, Decision, Identity } from './types.js'
-import type { Address, ApprovalAsk, ApprovalOutcome, ProxySession, SessionAuditEvent } from '../proxies/types.js'
+import type { Address, AuditEvent, Command, ConnectionRef, Decision, Identity, SessionAuditEvent } from './types.js'
+import type { ApprovalAsk, ApprovalOutcome } from './approvals/types.js'
 import type { ApprovalService } from './approvals/service.js'
 import type { Metrics } from './metrics.js'
 
@@ -17,7 +17,8 @@ export function newSessionId(): string {
   return `s-${randomBytes(6).toString('hex')}`
 }
 
-export class LiveSession implements ProxySession {
+/** Satisfies the plugin contract's ProxySession (checked where the gateway hands it to a plugin). */
+export class LiveSession {
   readonly chainIds: readonly string[]
   private terminateHandler: ((reason: string) => void) | null = null
   private pendingTerminate: string | null = null

@@ -1,7 +1,7 @@
 // Embedded state in <data_dir>/state.db (SQLite through better-sqlite3): revoked token ids, the
 // session index (live and ended), and service-account API keys (hashes only), so the CLI can answer
 // when no server runs and a restart knows what was revoked. The audit log is not here: it is
-// append-only files (engine/audit.ts).
+// append-only files (engine/audit/writer.ts).
 
 import Database from 'better-sqlite3'
 import { join } from 'node:path'
@@ -199,7 +199,7 @@ export class Store {
     return new Set(ids.filter((id) => this.isRevoked(id)))
   }
 
-  // ---- Public keys registered to principals (engine/public-keys.ts; the SSH proxy logs callers in
+  // ---- Public keys registered to principals (engine/identity/public-keys.ts; the SSH proxy logs callers in
   // with them). Generic key storage: the engine stores and finds keys by fingerprint, nothing more.
   private publicKeysReady = false
 

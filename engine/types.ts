@@ -150,3 +150,15 @@ export interface StoredAuditEvent extends AuditEvent {
   readonly id: string
   readonly time: string
 }
+
+/** A host and port: a listener or a connection's target. */
+export interface Address {
+  readonly host: string
+  readonly port: number
+}
+
+/** An audit event as a plugin writes it: the session fills in session, chain and connection. */
+export interface SessionAuditEvent {
+  readonly type: AuditEventType
+  readonly [key: string]: unknown
+}

@@ -7,22 +7,29 @@
 // ProxyPlugin; it is loaded from `plugins:` in the config by path or package name.
 
 import type { ZodType } from 'zod'
-import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { SecureContext } from 'node:tls'
 import type { Logger } from 'pino'
 import type { GatehouseError } from '../engine/errors.js'
 import type { TerminalRecording } from '../engine/recording.js'
-import type { AuditEvent, AuditEventType, Command, ConnectionRef, Decision, DecisionRequest, Identity } from '../engine/types.js'
+import type { Address, AuditEvent, Command, ConnectionRef, Decision, DecisionRequest, Identity, SessionAuditEvent } from '../engine/types.js'
+import type { ApprovalAsk, ApprovalOutcome } from '../engine/approvals/types.js'
+import type { HttpHandler } from '../engine/server/api.js'
 
-export type { AuditEvent, Command, ConnectionRef, Decision, DecisionRequest, Identity } from '../engine/types.js'
+export type {
+  Address,
+  AuditEvent,
+  Command,
+  ConnectionRef,
+  Decision,
+  DecisionRequest,
+  Identity,
+  SessionAuditEvent,
+} from '../engine/types.js'
+export type { ApprovalAsk, ApprovalOutcome } from '../engine/approvals/types.js'
+export type { HttpHandler, HttpMount } from '../engine/server/api.js'
 export type { GatehouseError, GatehouseErrorCode } from '../engine/errors.js'
 export type { TerminalRecording } from '../engine/recording.js'
-
-export interface Address {
-  readonly host: string
-  readonly port: number
-}
 
 export interface ProxyPlugin<O extends object = Record<string, unknown>> {
   /** The protocol name: `connections[].protocol` and the `listen:` key refer to it. Unique. */
@@ -111,42 +118,6 @@ export interface ProxySession {
   end(reason: string): void
 }
 
-/** What a plugin asks for when a command is held (engine/approvals). */
-export interface ApprovalAsk {
-  /** The held command's action (a window grant covers this action). */
-  readonly action: string
-  /** The hold decision. */
-  readonly decision: Extract<Decision, { effect: 'hold' }>
-  /** What reviewers are shown: the statement (passwords redacted), argv, … */
-  readonly display: string
-  /** Hex SHA-256 of the exact command (SQL text and parameters): a once-grant is bound to it. */
-  readonly fingerprint: string
-  /** The requester's justification (`SET gatehouse.reason`), if any. */
-  readonly reason?: string | null
-  /** false: file the request and answer `pending` at once (clients that cannot wait). */
-  readonly wait: boolean
-  /** Aborts the wait (the session ended, the client cancelled). */
-  readonly signal?: AbortSignal
-  /** Called once a new request is recorded, before waiting (the plugin tells its client). */
-  readonly onRequested?: (request: string, approvers: readonly string[]) => void
-}
-
-export type ApprovalOutcome =
-  /** A usable grant covers the command (and a once-grant was consumed): decide it again with
-   * `{granted: true}`. */
-  | { readonly status: 'granted'; readonly request: string; readonly grant: 'once' | 'window' }
-  | { readonly status: 'denied'; readonly request: string; readonly reviewer: string; readonly comment: string | null }
-  | { readonly status: 'timeout'; readonly request: string; readonly after_seconds: number }
-  /** Not waiting: the request is filed; the identical command sent again after approval runs once. */
-  | { readonly status: 'pending'; readonly request: string; readonly approvers: readonly string[] }
-  | { readonly status: 'aborted'; readonly request: string }
-
-/** An audit event as a plugin writes it: the session fills in session, chain and connection. */
-export interface SessionAuditEvent {
-  readonly type: AuditEventType
-  readonly [key: string]: unknown
-}
-
 export interface TlsMaterial {
   /** The gateway's server certificate for client-facing TLS. */
   readonly secureContext: SecureContext
@@ -189,14 +160,6 @@ export interface ProxyContext {
    * starts after the plugins). The routes are public: the handler authenticates its callers.
    */
   mountHttp(path: string, handler: HttpHandler): void
-}
-
-/** A plugin's HTTP handler on the API listener; `body` is the parsed JSON body (undefined if none). */
-export type HttpHandler = (req: IncomingMessage, res: ServerResponse, body: unknown) => void | Promise<void>
-
-export interface HttpMount {
-  readonly path: string
-  readonly handler: HttpHandler
 }
 
 export interface TerminalMeta {

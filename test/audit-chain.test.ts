@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { fileURLToPath } from 'node:url'
-import { AuditLog, readAuditEvents } from '../engine/audit.js'
+import { AuditLog, readAuditEvents } from '../engine/audit/writer.js'
 import { encodeLine, encodeLineInto, eventJsonText, lineBytesBound, sha256Hex } from '../engine/audit/format.js'
 import { loadAuditKey } from '../engine/audit/keys.js'
 import { listSegments } from '../engine/audit/segments.js'
@@ -20,7 +20,7 @@ import { SegmentTrust } from '../engine/audit/trusted.js'
 import { type VerifyResult, verifyAuditLog } from '../engine/audit/verify.js'
 import type { AuditEvent } from '../engine/types.js'
 
-const AUDIT_JS = resolve(fileURLToPath(import.meta.url), '../../engine/audit.js')
+const AUDIT_JS = resolve(fileURLToPath(import.meta.url), '../../engine/audit/writer.js')
 
 function stmt(i: number, session = 's-test'): AuditEvent {
   return {

@@ -1,9 +1,9 @@
-// The audit log's clock (engine/audit.ts isoNow): the hot path formats the part up to the second
+// The audit log's clock (engine/audit/writer.ts isoNow): the hot path formats the part up to the second
 // once per second; every timestamp must still be exactly what Date#toISOString gives.
 
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { isoNow } from '../engine/audit.js'
+import { isoNow } from '../engine/audit/writer.js'
 
 test('isoNow equals toISOString at every millisecond of a second, across second, day and year edges', () => {
   const starts = [Date.UTC(2026, 10, 26, 3, 59, 59), Date.UTC(2026, 11, 31, 23, 59, 59), 0, Date.now() - (Date.now() % 1000)]

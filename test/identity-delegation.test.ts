@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test'
 import { SignJWT } from 'jose'
 import { IdentityError } from '../engine/identity/errors.js'
 import { minimalRequest, narrowScope, scopeWithinProblem } from '../engine/identity/scope.js'
-import { lineage, loadOrCreateSigningKey, MAX_TOKEN_CHARS, type SigningKey, TokenIssuer, tokenHash } from '../engine/tokens.js'
+import { lineage, loadOrCreateSigningKey, MAX_TOKEN_CHARS, type SigningKey, TokenIssuer, tokenHash } from '../engine/identity/tokens.js'
 
 const ISSUER = 'https://gatehouse.example-corp.com'
 

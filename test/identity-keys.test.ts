@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test'
 import { IdentityError } from '../engine/identity/errors.js'
 import { ServiceKeys } from '../engine/identity/service-keys.js'
 import { Store } from '../engine/store.js'
-import { loadOrCreateSigningKey, TokenIssuer } from '../engine/tokens.js'
+import { loadOrCreateSigningKey, TokenIssuer } from '../engine/identity/tokens.js'
 
 function refused(f: () => unknown, re: RegExp): void {
   assert.throws(f, (err: unknown) => err instanceof IdentityError && re.test(err.publicMessage) && !/[0-9a-f]{64}/.test(err.publicMessage))

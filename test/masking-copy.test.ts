@@ -1,4 +1,4 @@
-// The COPY … TO STDOUT masker (engine/masking/copy.ts) on rows produced by the real PostgreSQL:
+// The COPY … TO STDOUT masker (proxies/postgres/copy-masker.ts) on rows produced by the real PostgreSQL:
 // text and CSV formats with custom delimiters, quotes, escapes and NULL strings, values holding
 // tabs, newlines, backslashes, delimiters, quotes, the NULL marker and multi-byte characters. The
 // masked rows are fed back to PostgreSQL with COPY … FROM STDIN, so they are proven valid COPY,
@@ -10,9 +10,9 @@ import { createHmac } from 'node:crypto'
 import { connect, type Socket } from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import fc from 'fast-check'
-import { type CopyFormat, compileCopyMasker } from '../engine/masking/copy.js'
+import { type CopyFormat, compileCopyMasker } from '../proxies/postgres/copy-masker.js'
 import { MaskingError } from '../engine/masking/errors.js'
-import type { ColumnAction, ColumnPlan } from '../engine/masking/rows.js'
+import type { ColumnAction, ColumnPlan } from '../proxies/postgres/datarow-masker.js'
 import { cstr, int32, msg } from './helpers/wire.js'
 
 const KEY = Buffer.alloc(32, 3)

@@ -1,4 +1,4 @@
-// The DataRow masker (engine/masking/rows.ts): every strategy on every text-like type in text and
+// The DataRow masker (proxies/postgres/datarow-masker.ts): every strategy on every text-like type in text and
 // binary format, NULL handling, non-text and unknown types becoming NULL, derived values redacted,
 // multi-byte characters, the keyed hash (stable across calls and tables, keyed), rows returned
 // untouched when nothing changes, malformed rows refused, and random rows round-tripping
@@ -15,7 +15,7 @@ import { MaskingError } from '../engine/masking/errors.js'
 import { HmacSha256 } from '../engine/masking/hmac.js'
 import { loadMaskingKey, maskingKeyPath } from '../engine/masking/keys.js'
 import { columnMatches } from '../engine/masking/patterns.js'
-import { type ColumnAction, type ColumnPlan, compileRowMasker } from '../engine/masking/rows.js'
+import { type ColumnAction, type ColumnPlan, compileRowMasker } from '../proxies/postgres/datarow-masker.js'
 import { dataRow } from './helpers/pgwire.js'
 
 const KEY = Buffer.alloc(32, 7)

@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import pg from 'pg'
-import { createSqlAnalyzer } from '../engine/sql/index.js'
+import { createSqlAnalyzer } from '../proxies/postgres/sql/index.js'
 import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { type CaseContext, Corpus, type CorpusCase, type CorpusStep, serialize } from './helpers/pgcorpus.js'

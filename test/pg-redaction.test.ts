@@ -10,7 +10,7 @@ import assert from 'node:assert/strict'
 import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { loadSqlParser } from '../engine/sql/index.js'
+import { loadSqlParser } from '../proxies/postgres/sql/index.js'
 import { mentionsPassword, redactSql } from '../proxies/postgres/redact.js'
 import { Corpus, executedStatements, serialize } from './helpers/pgcorpus.js'
 

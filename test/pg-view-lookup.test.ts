@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import pino from 'pino'
-import { createSqlAnalyzer } from '../engine/sql/index.js'
+import { createSqlAnalyzer } from '../proxies/postgres/sql/index.js'
 import { SessionSql } from '../proxies/postgres/statements.js'
 import type { ProxySession } from '../proxies/types.js'
 

@@ -9,9 +9,9 @@ import { join } from 'node:path'
 import { before, describe, test } from 'node:test'
 import fc from 'fast-check'
 import { scanSync } from 'libpg-query'
-import { analyzeSql, loadSqlParser } from '../engine/sql/classify.js'
-import { createSqlAnalyzer, qualify } from '../engine/sql/index.js'
-import { LITERAL_MARK, LONG_LITERAL, sqlShape, withoutLongLiterals } from '../engine/sql/shape.js'
+import { analyzeSql, loadSqlParser } from '../proxies/postgres/sql/classify.js'
+import { createSqlAnalyzer, qualify } from '../proxies/postgres/sql/index.js'
+import { LITERAL_MARK, LONG_LITERAL, sqlShape, withoutLongLiterals } from '../proxies/postgres/sql/shape.js'
 import { REPO } from './helpers/gateway.js'
 
 const rel = (r: { schema: string | null; name: string }): string => (r.schema ? `${r.schema}.${r.name}` : r.name)

@@ -1,4 +1,4 @@
-// The function catalog (engine/sql/functions.ts) against the machine's PostgreSQL 15: every
+// The function catalog (proxies/postgres/sql/functions.ts) against the machine's PostgreSQL 15: every
 // built-in the server has is classified (the review is complete), every VOLATILE built-in is listed
 // by hand as harmless or with its effect, the non-volatile list agrees with pg_proc, and a name the
 // review does not know, a qualified call outside pg_catalog or a user function shadowing a
@@ -14,8 +14,8 @@ import {
   isHarmless,
   SIDE_EFFECT_FUNCTIONS,
   sideEffectCalls,
-} from '../engine/sql/functions.js'
-import { PG15_NON_VOLATILE_BUILTINS } from '../engine/sql/functions-pg15.js'
+} from '../proxies/postgres/sql/functions.js'
+import { PG15_NON_VOLATILE_BUILTINS } from '../proxies/postgres/sql/functions-pg15.js'
 
 describe('function catalog', () => {
   let client: pg.Client

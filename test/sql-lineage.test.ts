@@ -1,4 +1,4 @@
-// Column lineage (engine/sql/lineage.ts) against a catalog read from the real PostgreSQL with the
+// Column lineage (proxies/postgres/sql/lineage.ts) against a catalog read from the real PostgreSQL with the
 // lineage-catalog SQL: the laundering corpus (test/data/laundering.yaml) case by case — each case's
 // SQL also runs on the server (and is rolled back) so the corpus holds only real attacks — plus
 // targeted checks of names, `direct`, predicates, COPY options, unknown relations, view cycles and
@@ -18,8 +18,8 @@ import {
   type OutputLineage,
   type RelationInfo,
   type StatementLineage,
-} from '../engine/sql/lineage.js'
-import { buildLineageCatalog, type CatalogRow, LINEAGE_CATALOG_SQL, parseLineageCatalog } from '../engine/sql/lineage-catalog.js'
+} from '../proxies/postgres/sql/lineage.js'
+import { buildLineageCatalog, type CatalogRow, LINEAGE_CATALOG_SQL, parseLineageCatalog } from '../proxies/postgres/sql/lineage-catalog.js'
 import { REPO } from './helpers/gateway.js'
 
 interface Case {

@@ -3,7 +3,7 @@
 // requirements of the loaded policy bundle for access requests.
 
 import type { Logger } from 'pino'
-import type { AuditLog } from '../audit.js'
+import type { AuditLog } from '../audit/writer.js'
 import type { Config } from '../config.js'
 import type { ApprovalRequirement } from '../policy/data.js'
 import { resolveSecret } from '../secrets.js'

@@ -1,4 +1,4 @@
-// The approvals routes of the HTTP API (a fastify plugin that engine/api.ts registers). Each
+// The approvals routes of the HTTP API (a fastify plugin that engine/server/api.ts registers). Each
 // route authenticates its caller itself (`config.auth: 'public'` in the API's sense): reviewers and
 // requesters act as the identity of their own token, not the admin credential.
 //

@@ -19,13 +19,21 @@
 import { GatehouseError } from '../errors.js'
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
-import type { AuditLog } from '../audit.js'
-import type { ConnectionRef, Decision, HoldRequirement, Identity } from '../types.js'
-import type { ApprovalAsk, ApprovalOutcome, ProxySession } from '../../proxies/types.js'
+import type { AuditLog } from '../audit/writer.js'
+import type { ConnectionRef, Decision, HoldRequirement, Identity, SessionAuditEvent } from '../types.js'
+import type { ApprovalAsk, ApprovalOutcome } from './types.js'
 import type { ApprovalsConfig } from './config.js'
 import { ApprovalError } from './errors.js'
 import { type ApprovalRecord, type ApprovalStore, chainKey, type GrantType, type Requirement, type VoteRecord } from './store.js'
 import type { WebhookNotifier } from './webhook.js'
+
+/** The session asking: what the service reads of it, and where it writes the request's events. */
+export interface ApprovalRequester {
+  readonly id: string
+  readonly identity: Identity
+  readonly connection: ConnectionRef
+  audit(event: SessionAuditEvent): Promise<void>
+}
 
 /** The group whose members may read every request (they approve only where they are reviewers). */
 const ADMIN_GROUP = 'gatehouse-admins'
@@ -127,7 +135,7 @@ export class ApprovalService {
 
   // ---- held commands ------------------------------------------------------------------------
 
-  async request(session: ProxySession, ask: ApprovalAsk): Promise<ApprovalOutcome> {
+  async request(session: ApprovalRequester, ask: ApprovalAsk): Promise<ApprovalOutcome> {
     const { store } = this.deps
     const id = session.identity
     const chain = id.chain.map((p) => p.id)
@@ -265,7 +273,7 @@ export class ApprovalService {
   }
 
   /** A grant let a command through: recorded durably before the command is forwarded. */
-  private async used(session: ProxySession, r: ApprovalRecord, ask: ApprovalAsk): Promise<void> {
+  private async used(session: ApprovalRequester, r: ApprovalRecord, ask: ApprovalAsk): Promise<void> {
     await session.audit({
       type: 'approval.used',
       request: r.id,

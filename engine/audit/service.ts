@@ -3,8 +3,8 @@
 // written (so the sinks get it too).
 
 import type { Logger } from 'pino'
-import type { AuditLog } from '../audit.js'
-import { Recorder, recordingsDir } from '../recording.js'
+import type { AuditLog } from './writer.js'
+import { Recorder, recordingsDir } from './recording.js'
 import type { AuditConfig } from './config.js'
 import { bytesBehind, type SinkRunner, type SinkStatus, startSinks } from './sinks.js'
 

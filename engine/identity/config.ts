@@ -30,7 +30,7 @@
 
 import { z } from 'zod'
 import { bool, duration, int, issueLines, NAME_RE, parseDurationText, strict, text, uniqueNames } from '../config-zod.js'
-import { DEFAULT_MAX_DELEGATION_DEPTH, HARD_MAX_DELEGATION_DEPTH, validateGroup, validateSubject } from '../tokens.js'
+import { DEFAULT_MAX_DELEGATION_DEPTH, HARD_MAX_DELEGATION_DEPTH, validateGroup, validateSubject } from './tokens.js'
 import { scopeSyntaxProblem } from './scope.js'
 
 export interface OidcProviderConfig {

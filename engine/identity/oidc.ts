@@ -15,7 +15,7 @@
 import { randomBytes } from 'node:crypto'
 import * as oidc from 'openid-client'
 import type { Logger } from 'pino'
-import { validateGroup, validateSubject } from '../tokens.js'
+import { validateGroup, validateSubject } from './tokens.js'
 import type { OidcProviderConfig } from './config.js'
 import { IdentityError, refused } from './errors.js'
 

@@ -1,4 +1,4 @@
-// The identity routes of the HTTP API (a fastify plugin that engine/api.ts registers):
+// The identity routes of the HTTP API (a fastify plugin that engine/server/api.ts registers):
 //
 //   POST /oauth/token                          RFC 8693 token exchange (form or JSON body), public:
 //        subject_token_type …:access_token      a Gatehouse token → a child for `agent` (delegation)
@@ -17,7 +17,7 @@
 // RFC 6749 §5.2 ({error, error_description}); the others the API's {error, code}.
 
 import type { FastifyInstance, FastifyReply } from 'fastify'
-import { audienceProblem, MAX_TOKEN_CHARS } from '../tokens.js'
+import { audienceProblem, MAX_TOKEN_CHARS } from './tokens.js'
 import type { Identity } from '../types.js'
 import { parseDurationText } from './config.js'
 import { type IdentityError, isIdentityError, refused } from './errors.js'

@@ -10,7 +10,7 @@
 
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { ServiceKeyRecord, Store } from '../store.js'
-import { validateGroup } from '../tokens.js'
+import { validateGroup } from './tokens.js'
 import type { Identity } from '../types.js'
 import { IdentityError, refused } from './errors.js'
 import { scopeSyntaxProblem } from './scope.js'

@@ -4,7 +4,7 @@
 
 import type { Logger } from 'pino'
 import type { Store } from '../store.js'
-import type { TokenIssuer } from '../tokens.js'
+import type { TokenIssuer } from './tokens.js'
 import type { AuditEvent, Identity } from '../types.js'
 import type { IdentityConfig } from './config.js'
 import { WorkloadFederation } from './federation.js'

@@ -9,7 +9,7 @@
 
 import type { MaskObligation } from '../types.js'
 import { columnMatches } from './patterns.js'
-import type { ColumnAction } from './rows.js'
+import type { ColumnAction } from './values.js'
 
 const RANK: Readonly<Record<MaskObligation['strategy'], number>> = { null: 5, redact: 4, hash_session: 3, hash: 2, partial: 1 }
 

@@ -1,5 +1,5 @@
 // What happens to one value: the column's plan compiled once into an operation, then applied to the
-// value's bytes. Shared by the DataRow masker (rows.ts) and the COPY masker (copy.ts).
+// value's bytes. Shared by the PostgreSQL proxy's DataRow and COPY maskers.
 //
 // Rules (README.md in this folder has the table):
 //   - NULL stays NULL under every strategy (masking cannot hide that a value is absent, and
@@ -16,7 +16,26 @@
 
 import { DETECTOR_NAMES, detect } from './detectors.js'
 import { HmacSha256 } from './hmac.js'
-import type { ColumnPlan } from './rows.js'
+
+export type ColumnAction =
+  | { readonly action: 'keep' }
+  | {
+      readonly action: 'mask'
+      readonly rule: string
+      readonly strategy: 'redact' | 'partial' | 'hash' | 'hash_session' | 'null'
+      readonly keep?: number
+      /** derived from the classified column rather than projected as is */
+      readonly derived: boolean
+    }
+  | { readonly action: 'detect'; readonly detectors: readonly string[] }
+
+export interface ColumnPlan {
+  readonly mask: ColumnAction
+  /** The column's type OID from RowDescription; null when unknown (then a masked value becomes NULL). */
+  readonly typeOid: number | null
+  /** 0 text, 1 binary (per column, as the result is actually encoded). */
+  readonly format: 0 | 1
+}
 
 /** Type OIDs whose text and binary forms are both the UTF-8 characters of the value. */
 export const TEXT_TYPE_OIDS: ReadonlySet<number> = new Set([25, 1043, 1042, 19, 705])

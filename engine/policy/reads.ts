@@ -1,7 +1,7 @@
 // Whether a policy can read the statement text (`input.command.sql`), decided from its Rego source.
 //
 // Why: a statement's facts (kind, tables, functions, …) are the same for every literal value
-// (engine/sql/index.ts caches them by shape), so a policy that never looks at the text itself
+// (proxies/postgres/sql/index.ts caches them by shape), so a policy that never looks at the text itself
 // decides `SELECT … WHERE aid = 1` and `… aid = 2` alike, and the engine can key its decision cache
 // on the input without the text (engine.ts). That saves the policy evaluation on almost every
 // statement of a busy session.

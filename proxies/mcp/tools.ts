@@ -4,7 +4,7 @@
 // (token exchange, approvals), so every rule that applies to a person's psql applies here too.
 
 import type { CallToolResult, Tool } from '@modelcontextprotocol/sdk/types.js'
-import { LITERAL_MARK, sqlShape } from '../../engine/sql/shape.js'
+import { LITERAL_MARK, sqlShape } from '../postgres/sql/shape.js'
 import { redactSql } from '../postgres/redact.js'
 import type { MaskObligation } from '../../engine/types.js'
 import type { ConnectionRef, Decision, Identity, ProxyContext } from '../types.js'

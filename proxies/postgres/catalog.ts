@@ -6,8 +6,8 @@
 import type { Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
 import { serialize } from 'pg-protocol'
-import type { Catalog } from '../../engine/sql/index.js'
-import type { FunctionCatalog } from '../../engine/sql/functions.js'
+import type { Catalog } from './sql/index.js'
+import type { FunctionCatalog } from './sql/functions.js'
 import {
   CATALOG_CHECK_SQL,
   type CatalogCheck,
@@ -15,7 +15,7 @@ import {
   LINEAGE_CATALOG_SQL,
   type LineageCatalogSnapshot,
   parseLineageCatalog,
-} from '../../engine/sql/lineage-catalog.js'
+} from './sql/lineage-catalog.js'
 import { BackendCode, INTERNAL_SQL_MARK, readErrorFields } from './messages.js'
 
 /** Relations in a busy database change rarely; sessions of one connection share a snapshot this long. */

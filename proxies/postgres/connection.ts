@@ -62,18 +62,18 @@ import {
   type UpstreamTls,
 } from './upstream.js'
 import { holdsSecret, mentionsPassword, redactSql } from './redact.js'
-import { type Analysis, parseSearchPath, type SqlAnalyzer, type StatementFacts } from '../../engine/sql/index.js'
+import { type Analysis, parseSearchPath, type SqlAnalyzer, type StatementFacts } from './sql/index.js'
 import { type CatalogCache, readSessionStart } from './catalog.js'
 import { SessionSql, type StatementEffect, type Verdict } from './statements.js'
-import { lexicallySensitive } from '../../engine/sql/lexical.js'
+import { lexicallySensitive } from './sql/lexical.js'
 import { encodeStartupOptions, parseStartupOptions, setStatement, type StartupSetting, StartupOptionError } from './startup-options.js'
 import { NAME_LOOKUP_SQL, type ServerName, type ServerNames, textArrayLiteral } from './names.js'
 import * as hold from './hold.js'
-import { compileCopyMasker } from '../../engine/masking/copy.js'
-import { compileRowMasker, type RowMasker } from '../../engine/masking/rows.js'
+import { compileCopyMasker } from './copy-masker.js'
+import { compileRowMasker, type RowMasker } from './datarow-masker.js'
 import type { MaskingKeys } from '../../engine/masking/values.js'
-import { type CatalogCheck, type LineageCatalogSnapshot, lineageCatalogFor, snapshotCurrent } from '../../engine/sql/lineage-catalog.js'
-import type { LineageCatalog } from '../../engine/sql/lineage.js'
+import { type CatalogCheck, type LineageCatalogSnapshot, lineageCatalogFor, snapshotCurrent } from './sql/lineage-catalog.js'
+import type { LineageCatalog } from './sql/lineage.js'
 import type { MaskObligation } from '../../engine/types.js'
 import {
   backstopFinding,
@@ -776,7 +776,7 @@ export class PgConnection implements BackendHandler {
     // ParameterStatus and clients adopt it.
     params.set('client_encoding', 'UTF8')
     // Pinned the same way: startup parameters win over role, database and server defaults, and
-    // every later change is refused (engine/sql/lexical.ts) or ends the session (onParameterStatus).
+    // every later change is refused (proxies/postgres/sql/lexical.ts) or ends the session (onParameterStatus).
     params.set('standard_conforming_strings', 'on')
     params.set('backslash_quote', 'safe_encoding')
     return {

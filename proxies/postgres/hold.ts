@@ -12,7 +12,7 @@
 // wait and the text reviewers read, never what is allowed).
 
 import { createHash } from 'node:crypto'
-import type { SqlAnalyzer } from '../../engine/sql/index.js'
+import type { SqlAnalyzer } from './sql/index.js'
 import type { ApprovalOutcome } from '../types.js'
 import type { ErrorFields } from './messages.js'
 import type { Verdict } from './statements.js'

@@ -1,7 +1,7 @@
 // Masking results on their way to the client, for one PostgreSQL session.
 //
 // When a decision carries mask obligations, every statement is traced to the table columns its
-// output values come from (engine/sql/lineage.ts: through aliases, expressions, subqueries, CTEs,
+// output values come from (proxies/postgres/sql/lineage.ts: through aliases, expressions, subqueries, CTEs,
 // views, cursors, prepared statements), and each output column gets an action: keep, mask with the
 // strictest matching rule (projected as is: the rule's strategy; derived: redacted), or run the value
 // detectors. The plan is fixed before the statement is forwarded; the result's RowDescription then
@@ -9,18 +9,12 @@
 // when masking.yaml says `unknown_lineage: mask`, every output column is redacted), and statements
 // that would copy a masked column somewhere else are refused: a write launders as well as a read.
 
-import type { CopyFormat } from '../../engine/masking/copy.js'
+import type { CopyFormat } from './copy-masker.js'
 import { columnMatches } from '../../engine/masking/patterns.js'
-import type { ColumnAction, ColumnPlan } from '../../engine/masking/rows.js'
-import {
-  analyzeLineage,
-  type LineageCatalog,
-  type OutputLineage,
-  type RelationInfo,
-  type StatementLineage,
-} from '../../engine/sql/lineage.js'
-import { classifyCall, isHarmless } from '../../engine/sql/functions.js'
-import type { CatalogCheck, LineageCatalogSnapshot } from '../../engine/sql/lineage-catalog.js'
+import type { ColumnAction, ColumnPlan } from './datarow-masker.js'
+import { analyzeLineage, type LineageCatalog, type OutputLineage, type RelationInfo, type StatementLineage } from './sql/lineage.js'
+import { classifyCall, isHarmless } from './sql/functions.js'
+import type { CatalogCheck, LineageCatalogSnapshot } from './sql/lineage-catalog.js'
 import type { MaskObligation } from '../../engine/types.js'
 
 const KEEP: ColumnAction = { action: 'keep' }

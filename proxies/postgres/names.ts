@@ -9,7 +9,7 @@
 // only if something earlier in the same text could create names the gateway cannot see (a
 // function, a write's trigger): such a statement is refused rather than guessed.
 
-import type { Analysis, StatementFacts } from '../../engine/sql/index.js'
+import type { Analysis, StatementFacts } from './sql/index.js'
 import { INTERNAL_SQL_MARK } from './messages.js'
 
 /** What the server holds under a name: `c:<name>` for a cursor or portal, `p:<name>` for a

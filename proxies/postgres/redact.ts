@@ -25,7 +25,7 @@
 // Over-redaction costs a little audit detail; under-redaction leaks a credential.
 
 import { parseSync, scanSync } from 'libpg-query'
-import { arr, nodeType, type Obj, obj, str, stringList } from '../../engine/sql/lineage-ast.js'
+import { arr, nodeType, type Obj, obj, str, stringList } from './sql/lineage-ast.js'
 
 /** Cheap filter: a text without any of these cannot hold a secret this module redacts. A backslash
  * may spell any of them inside an E'' string, and `@` ends the credentials of a URI. */

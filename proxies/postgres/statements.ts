@@ -1,4 +1,4 @@
-// Judging SQL for one PostgreSQL session: every statement of a query is classified (engine/sql),
+// Judging SQL for one PostgreSQL session: every statement of a query is classified (proxies/postgres/sql),
 // its tables named as the server resolves them through the session's real search_path, and decided
 // for every hop of the chain; the query runs only if every statement is allowed. The session state
 // the server keeps and the classifier depends on — search_path, SQL-level prepared statements — is
@@ -6,16 +6,9 @@
 // its transaction rolls back).
 
 import type { Logger } from 'pino'
-import type { Analysis, Catalog, SqlAnalyzer, SqlAction, StatementFacts } from '../../engine/sql/index.js'
-import { moreDangerous, otherFacts, parseSearchPath, qualify } from '../../engine/sql/index.js'
-import {
-  builtinFunctionClass,
-  type FunctionCatalog,
-  classifyCall,
-  isHarmless,
-  opaqueCasts,
-  opaqueOperators,
-} from '../../engine/sql/functions.js'
+import type { Analysis, Catalog, SqlAnalyzer, SqlAction, StatementFacts } from './sql/index.js'
+import { moreDangerous, otherFacts, parseSearchPath, qualify } from './sql/index.js'
+import { builtinFunctionClass, type FunctionCatalog, classifyCall, isHarmless, opaqueCasts, opaqueOperators } from './sql/functions.js'
 import { type InnerSource, type Resolved, resolveServerText, type ServerNames } from './names.js'
 import type { Decision, MaskObligation } from '../../engine/types.js'
 import type { ProxySession } from '../types.js'
@@ -498,7 +491,7 @@ export function effectOf(f: StatementFacts): StatementEffect {
   }
 }
 
-/** A statement that could change how the server reads SQL (engine/sql/lexical.ts) is refused
+/** A statement that could change how the server reads SQL (proxies/postgres/sql/lexical.ts) is refused
  * whatever the policy says: the gateway could no longer judge what the server runs. */
 export function lexicalDenial(reason: string): Decision {
   return {

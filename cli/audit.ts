@@ -15,8 +15,8 @@
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Command, Option } from 'commander'
-import type { Config } from '../config.js'
-import { GatehouseError } from '../errors.js'
+import type { Config } from '../engine/config.js'
+import { GatehouseError } from '../engine/errors.js'
 import {
   findRecording,
   formatTimeline,
@@ -24,14 +24,14 @@ import {
   recordingsDir,
   timelineFromAudit,
   timelineFromRecording,
-} from '../recording.js'
-import type { StoredAuditEvent } from '../types.js'
-import { type AuditSigner, parsePublicKey, publicKeyPem, resolveAuditSigner } from './keys.js'
-import { type AuditQuery, parseTimeArg, readAuditEvents, unattestedSummary } from './query.js'
-import { listSegments, liveWriter } from './segments.js'
-import { AuditTail, logEdge, positionAt } from './tail.js'
-import { describeRejected, SegmentTrust } from './trusted.js'
-import { type VerifyResult, verifyAuditLog } from './verify.js'
+} from '../engine/audit/recording.js'
+import type { StoredAuditEvent } from '../engine/types.js'
+import { type AuditSigner, parsePublicKey, publicKeyPem, resolveAuditSigner } from '../engine/audit/keys.js'
+import { type AuditQuery, parseTimeArg, readAuditEvents, unattestedSummary } from '../engine/audit/query.js'
+import { listSegments, liveWriter } from '../engine/audit/segments.js'
+import { AuditTail, logEdge, positionAt } from '../engine/audit/tail.js'
+import { describeRejected, SegmentTrust } from '../engine/audit/trusted.js'
+import { type VerifyResult, verifyAuditLog } from '../engine/audit/verify.js'
 
 /** What the CLI needs from the running server: JSON calls and a streamed GET. */
 export interface AuditApiClient {

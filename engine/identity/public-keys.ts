@@ -13,14 +13,14 @@
 
 import { createHash, randomBytes } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
-import type { AuditLog } from './audit.js'
-import { parseDuration } from './config.js'
-import { GatehouseError } from './errors.js'
-import { scopeSyntaxProblem } from './identity/scope.js'
-import type { SessionManager } from './sessions.js'
-import type { PublicKeyRecord, Store } from './store.js'
+import type { AuditLog } from '../audit/writer.js'
+import { parseDuration } from '../config.js'
+import { GatehouseError } from '../errors.js'
+import { scopeSyntaxProblem } from './scope.js'
+import type { SessionManager } from '../sessions.js'
+import type { PublicKeyRecord, Store } from '../store.js'
 import { validateGroup, validateSubject } from './tokens.js'
-import type { Identity, PrincipalKind } from './types.js'
+import type { Identity, PrincipalKind } from '../types.js'
 
 /** Key types callers may register: those the SSH proxy's library verifies. */
 export const PUBLIC_KEY_TYPES = ['ssh-ed25519', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521', 'ssh-rsa'] as const

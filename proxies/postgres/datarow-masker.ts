@@ -8,28 +8,10 @@
 // up, whose column count differs from the plan, or with trailing bytes is a MaskingError (the proxy
 // ends the result rather than forward a row it could not mask).
 
-import { MaskingError } from './errors.js'
-import { compileOp, type MaskingKeys, Op, ValueMasker, type ValueOp } from './values.js'
+import { MaskingError } from '../../engine/masking/errors.js'
+import { type ColumnPlan, compileOp, type MaskingKeys, Op, ValueMasker, type ValueOp } from '../../engine/masking/values.js'
 
-export type ColumnAction =
-  | { readonly action: 'keep' }
-  | {
-      readonly action: 'mask'
-      readonly rule: string
-      readonly strategy: 'redact' | 'partial' | 'hash' | 'hash_session' | 'null'
-      readonly keep?: number
-      /** derived from the classified column rather than projected as is */
-      readonly derived: boolean
-    }
-  | { readonly action: 'detect'; readonly detectors: readonly string[] }
-
-export interface ColumnPlan {
-  readonly mask: ColumnAction
-  /** The column's type OID from RowDescription; null when unknown (then a masked value becomes NULL). */
-  readonly typeOid: number | null
-  /** 0 text, 1 binary (per column, as the result is actually encoded). */
-  readonly format: 0 | 1
-}
+export type { ColumnAction, ColumnPlan } from '../../engine/masking/values.js'
 
 export interface RowMasker {
   /** One whole DataRow message ('D', int32 length, int16 count, values) → the message to send.

@@ -7,27 +7,45 @@
 
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import swagger from '@fastify/swagger'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
-import { auditRoutes } from './audit/api.js'
-import type { AuditServices } from './audit/service.js'
-import { recordingsDir } from './recording.js'
-import { isGatehouseError } from './errors.js'
-import type { SessionManager } from './sessions.js'
-import type { Store } from './store.js'
-import { validateGroup, validateSubject, type TokenIssuer } from './tokens.js'
-import { parseDuration } from './config.js'
-import type { AuditLog } from './audit.js'
-import type { Identity } from './types.js'
-import type { HttpMount } from '../proxies/types.js'
-import type { PolicyStatus } from './policy/engine.js'
-import { identityRoutes } from './identity/routes.js'
-import { publicKeyRoutes } from './public-keys.js'
-import type { IdentityService } from './identity/service.js'
-import { type ApprovalService, approvalRoutes } from './approvals/index.js'
-import { METRICS_CONTENT_TYPE, type Metrics } from './metrics.js'
-import type { MetricsAuth } from './config.js'
-import type { Readiness } from './gateway.js'
+import { auditRoutes } from '../audit/api.js'
+import type { AuditServices } from '../audit/service.js'
+import { recordingsDir } from '../audit/recording.js'
+import { isGatehouseError } from '../errors.js'
+import type { SessionManager } from '../sessions.js'
+import type { Store } from '../store.js'
+import { validateGroup, validateSubject, type TokenIssuer } from '../identity/tokens.js'
+import { parseDuration } from '../config.js'
+import type { AuditLog } from '../audit/writer.js'
+import type { Identity } from '../types.js'
+import type { PolicyStatus } from '../policy/engine.js'
+import { identityRoutes } from '../identity/routes.js'
+import { publicKeyRoutes } from '../identity/public-keys.js'
+import type { IdentityService } from '../identity/service.js'
+import { type ApprovalService, approvalRoutes } from '../approvals/index.js'
+import { METRICS_CONTENT_TYPE, type Metrics } from '../metrics.js'
+import type { MetricsAuth } from '../config.js'
+
+/** A plugin's HTTP handler on the API listener; `body` is the parsed JSON body (undefined if none). */
+export type HttpHandler = (req: IncomingMessage, res: ServerResponse, body: unknown) => void | Promise<void>
+
+export interface HttpMount {
+  readonly path: string
+  readonly handler: HttpHandler
+}
+
+/** What /readyz reports: each check passed or why not. */
+export interface ReadinessCheck {
+  readonly ok: boolean
+  readonly detail: string
+}
+
+export interface Readiness {
+  readonly ready: boolean
+  readonly checks: { readonly listeners: ReadinessCheck; readonly audit: ReadinessCheck; readonly policy: ReadinessCheck }
+}
 
 export const ADMIN_GROUP = 'gatehouse-admins'
 

@@ -1,12 +1,12 @@
 // Micro-benchmark of the decision engine with the default bundle: µs per decision for a one-hop
 // and a three-hop chain, with the hop cache missing (every statement different) and hitting (the
-// same statement again within the second). Run: npx tsc -p . && node dist/engine/policy/bench.js
+// same statement again within the second). Run: npx tsc -p . && node dist/bench/policy.js
 
-import { defaultPolicyDir } from './sources.js'
-import { loadPolicySource } from './bundle.js'
-import { PolicyEngine } from './engine.js'
-import { buildInputs } from '../decide.js'
-import type { DecisionRequest, Principal } from '../types.js'
+import { defaultPolicyDir } from '../engine/policy/sources.js'
+import { loadPolicySource } from '../engine/policy/bundle.js'
+import { PolicyEngine } from '../engine/policy/engine.js'
+import { buildInputs } from '../engine/decide.js'
+import type { DecisionRequest, Principal } from '../engine/types.js'
 
 const alice: Principal = { id: 'user:alice', kind: 'user', groups: ['analysts', 'writers'], scope: [] }
 const planner: Principal = { id: 'agent:planner', kind: 'agent', groups: [], scope: ['connection:app', 'sql.*'] }

@@ -35,8 +35,8 @@ import {
   writeSync,
 } from 'node:fs'
 import { dirname, join } from 'node:path'
-import type { Config, FsyncMode } from './config.js'
-import { GatehouseError } from './errors.js'
+import type { Config, FsyncMode } from '../config.js'
+import { GatehouseError } from '../errors.js'
 import {
   CHECKPOINT_TYPE,
   type CheckpointReason,
@@ -55,14 +55,14 @@ import {
   signedMessage,
   splitLines,
   type UnattestedRange,
-} from './audit/format.js'
-import { type AuditSigner, loadOrCreateAuditKey, resolveAuditSigner } from './audit/keys.js'
-import { acquireWriterLock, listSegments, readTail, segmentName } from './audit/segments.js'
-import { SegmentTrust } from './audit/trusted.js'
-import type { AuditEvent, AuditEventType } from './types.js'
-import type { Timing } from './metrics.js'
+} from './format.js'
+import { type AuditSigner, loadOrCreateAuditKey, resolveAuditSigner } from './keys.js'
+import { acquireWriterLock, listSegments, readTail, segmentName } from './segments.js'
+import { SegmentTrust } from './trusted.js'
+import type { AuditEvent, AuditEventType } from '../types.js'
+import type { Timing } from '../metrics.js'
 
-export { type AuditQuery, readAuditEvents } from './audit/query.js'
+export { type AuditQuery, readAuditEvents } from './query.js'
 
 /** Segments roll over past this size so no single file grows without bound. */
 export const SEGMENT_MAX_BYTES = 64 * 1024 * 1024

@@ -1,5 +1,5 @@
 // The operational log (pino), with redaction configured once by path. The audit stream is not a
-// log: it lives in engine/audit.ts. Nothing secret should reach a log call, and the redaction
+// log: it lives in engine/audit/writer.ts. Nothing secret should reach a log call, and the redaction
 // paths are the second line of defence if one ever does.
 
 import { pino, type Logger } from 'pino'

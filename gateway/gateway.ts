@@ -16,31 +16,31 @@ import { isIP } from 'node:net'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import { loadOrMintAdminToken, rotateAdminToken } from './admin-token.js'
-import { buildApi } from './api.js'
-import { AuditLog } from './audit.js'
-import { isExternalAnchor } from './audit/config.js'
-import { type AuditSigner, resolveAuditSigner } from './audit/keys.js'
-import { AuditServices } from './audit/service.js'
-import { type Config, configProblem } from './config.js'
-import { issueLines } from './config-zod.js'
-import { GatehouseError, isGatehouseError } from './errors.js'
-import { Metrics } from './metrics.js'
-import { countCommand } from './sessions.js'
-import { IdentityService } from './identity/service.js'
-import { type ScopeVocabulary, scopeSyntaxProblem, scopeVocabularyProblems } from './identity/scope.js'
-import { loadPolicySource } from './policy/bundle.js'
-import { PolicyEngine } from './policy/engine.js'
-import { PolicyReloader } from './policy/reload.js'
-import { PublicKeys } from './public-keys.js'
-import { defaultPolicySource } from './policy/sources.js'
-import { parseSecretRef, resolveSecret } from './secrets.js'
-import { SessionManager } from './sessions.js'
-import { startApprovals } from './approvals/index.js'
-import { Store } from './store.js'
-import { ensureSelfSigned, loadSecureContext } from './tls.js'
-import { loadOrCreateSigningKey, TokenIssuer } from './tokens.js'
-import type { ConnectionRef, Decision, Identity } from './types.js'
+import { loadOrMintAdminToken, rotateAdminToken } from '../engine/admin-token.js'
+import { buildApi, type Readiness, type ReadinessCheck } from '../engine/server/api.js'
+import { AuditLog } from '../engine/audit/writer.js'
+import { isExternalAnchor } from '../engine/audit/config.js'
+import { type AuditSigner, resolveAuditSigner } from '../engine/audit/keys.js'
+import { AuditServices } from '../engine/audit/service.js'
+import { type Config, configProblem } from '../engine/config.js'
+import { issueLines } from '../engine/config-zod.js'
+import { GatehouseError, isGatehouseError } from '../engine/errors.js'
+import { Metrics } from '../engine/metrics.js'
+import { countCommand } from '../engine/sessions.js'
+import { IdentityService } from '../engine/identity/service.js'
+import { type ScopeVocabulary, scopeSyntaxProblem, scopeVocabularyProblems } from '../engine/identity/scope.js'
+import { loadPolicySource } from '../engine/policy/bundle.js'
+import { PolicyEngine } from '../engine/policy/engine.js'
+import { PolicyReloader } from '../engine/policy/reload.js'
+import { PublicKeys } from '../engine/identity/public-keys.js'
+import { defaultPolicySource } from '../engine/policy/sources.js'
+import { parseSecretRef, resolveSecret } from '../engine/secrets.js'
+import { SessionManager } from '../engine/sessions.js'
+import { startApprovals } from '../engine/approvals/index.js'
+import { Store } from '../engine/store.js'
+import { ensureSelfSigned, loadSecureContext } from '../engine/server/tls.js'
+import { loadOrCreateSigningKey, TokenIssuer } from '../engine/identity/tokens.js'
+import type { ConnectionRef, Decision, Identity } from '../engine/types.js'
 import { directDialer } from '../proxies/dialer.js'
 import { loadPlugins, type LoadedPlugin } from '../proxies/loader.js'
 import type {
@@ -61,7 +61,7 @@ export interface RunInfo {
   readonly started: string
 }
 
-export { adminTokenPath } from './admin-token.js'
+export { adminTokenPath } from '../engine/admin-token.js'
 export function runInfoPath(dataDir: string): string {
   return join(dataDir, 'run.json')
 }
@@ -81,16 +81,6 @@ const ORPHAN_REASON = 'gateway stopped unexpectedly'
 
 /** Free space the audit directory needs to count as writable: room for a batch of events. */
 const AUDIT_MIN_FREE_BYTES = 64 * 1024
-
-export interface ReadinessCheck {
-  readonly ok: boolean
-  readonly detail: string
-}
-
-export interface Readiness {
-  readonly ready: boolean
-  readonly checks: { readonly listeners: ReadinessCheck; readonly audit: ReadinessCheck; readonly policy: ReadinessCheck }
-}
 
 export class Gateway {
   private handles: { name: string; handle: ProxyHandle }[] = []

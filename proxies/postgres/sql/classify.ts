@@ -82,7 +82,7 @@ export interface StatementFacts {
   /** Types named in casts (`x::t`, CAST(x AS t)), `schema.name` when qualified: a cast to a
    *  user-defined type or domain can run user code (input function, domain CHECK, user cast). */
   readonly castTypes: readonly string[]
-  /** Calls that are not known-harmless built-ins by name alone (engine/sql/functions.ts): a side
+  /** Calls that are not known-harmless built-ins by name alone (proxies/postgres/sql/functions.ts): a side
    *  effect, a user-defined or unknown function. The catalog can only add to them. */
   readonly sideEffectFunctions: readonly string[]
   /** Every INSERT/UPDATE/DELETE/MERGE the statement runs, wherever it sits (the statement itself,
@@ -108,7 +108,7 @@ export interface Analysis {
   readonly statements: readonly StatementFacts[]
   /** Set when the text could not be parsed: then `statements` holds one `sql.other` entry. */
   readonly error: string | null
-  /** The analyzer's cache entry for the text's shape (engine/sql/index.ts): the same object for
+  /** The analyzer's cache entry for the text's shape (proxies/postgres/sql/index.ts): the same object for
    * every text that differs only in literal values; absent when the text was not cached. */
   readonly shape?: object
 }

@@ -7,7 +7,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSy
 import { join } from 'node:path'
 import { createSecureContext, type SecureContext } from 'node:tls'
 import { generate } from 'selfsigned'
-import { GatehouseError } from './errors.js'
+import { GatehouseError } from '../errors.js'
 
 export interface TlsFiles {
   readonly cert: string

@@ -16,11 +16,11 @@ import { readdir, rm, stat } from 'node:fs/promises'
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
-import type { AuditLog, WrittenEvent } from './audit.js'
-import type { RecordingsConfig } from './audit/config.js'
-import { readAuditEvents } from './audit/query.js'
-import type { SegmentTrust } from './audit/trusted.js'
-import type { StoredAuditEvent } from './types.js'
+import type { AuditLog, WrittenEvent } from './writer.js'
+import type { RecordingsConfig } from './config.js'
+import { readAuditEvents } from './query.js'
+import type { SegmentTrust } from './trusted.js'
+import type { StoredAuditEvent } from '../types.js'
 
 export const RECORDING_VERSION = 1
 

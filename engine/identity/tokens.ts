@@ -28,10 +28,10 @@ import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, typ
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { calculateJwkThumbprint, decodeProtectedHeader, errors as joseErrors, type JWK, jwtVerify, SignJWT } from 'jose'
-import { GatehouseError } from './errors.js'
-import { IdentityError, refused } from './identity/errors.js'
-import { minimalRequest, narrowScope, scopeWithinProblem } from './identity/scope.js'
-import type { Identity, Principal, PrincipalKind } from './types.js'
+import { GatehouseError } from '../errors.js'
+import { IdentityError, refused } from './errors.js'
+import { minimalRequest, narrowScope, scopeWithinProblem } from './scope.js'
+import type { Identity, Principal, PrincipalKind } from '../types.js'
 
 export const PRINCIPAL_RE = /^(user|workload|service|agent):[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$/
 const GROUP_RE = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$/
