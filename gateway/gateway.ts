@@ -41,8 +41,8 @@ import { Store } from '../engine/store.js'
 import { ensureSelfSigned, loadSecureContext } from '../engine/server/tls.js'
 import { loadOrCreateSigningKey, TokenIssuer } from '../engine/identity/tokens.js'
 import type { ConnectionRef, Decision, Identity } from '../engine/types.js'
-import { directDialer } from '../proxies/dialer.js'
-import { loadPlugins, type LoadedPlugin } from '../proxies/loader.js'
+import { directDialer } from './dialer.js'
+import { loadPlugins, type LoadedPlugin } from './loader.js'
 import type {
   Address,
   OpenSessionRequest,

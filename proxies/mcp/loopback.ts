@@ -9,8 +9,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import pg from 'pg'
 import { Client as SshClient } from 'ssh2'
-import { HOST_KEY_FILE } from '../ssh/index.js'
-import { STATUS_ENV, takeStatus } from '../ssh/status.js'
+import { HOST_KEY_FILE, STATUS_ENV, takeStatus } from '../ssh/public.js'
 import type { Address, GatewayStatus } from '../types.js'
 
 /** What a finished statement returns to the agent: column names, a window of rows, the counts. */

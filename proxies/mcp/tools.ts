@@ -4,9 +4,8 @@
 // (token exchange, approvals), so every rule that applies to a person's psql applies here too.
 
 import type { CallToolResult, Tool } from '@modelcontextprotocol/sdk/types.js'
-import { LITERAL_MARK, sqlShape } from '../postgres/sql/shape.js'
-import { redactSql } from '../postgres/redact.js'
-import type { MaskObligation } from '../../engine/types.js'
+import { LITERAL_MARK, redactSql, sqlShape } from '../postgres/public.js'
+import type { MaskObligation } from '../kit/index.js'
 import type { ConnectionRef, Decision, Identity, ProxyContext } from '../types.js'
 import { gatewayHostKeyFile, LoopbackSqlError, type LoopbackPg, sshExec } from './loopback.js'
 import { errorResult, okResult, parseRefusal, refusalOfDecision, refusalResult } from './results.js'

@@ -16,7 +16,7 @@ import type { Socket } from 'node:net'
 import { TLSSocket } from 'node:tls'
 import { serialize } from 'pg-protocol'
 import type { Logger } from 'pino'
-import { type GatehouseError, isGatehouseError } from '../../engine/errors.js'
+import { type GatehouseError, isGatehouseError, type MaskingKeys, type MaskObligation } from '../kit/index.js'
 import type { ApprovalOutcome, Decision, ProxyContext, ProxySession, SessionAuditEvent } from '../types.js'
 import { BackendProtocolError, BackendScanner, type BackendHandler } from './backend.js'
 import {
@@ -71,10 +71,8 @@ import { NAME_LOOKUP_SQL, type ServerName, type ServerNames, textArrayLiteral } 
 import * as hold from './hold.js'
 import { compileCopyMasker } from './copy-masker.js'
 import { compileRowMasker, type RowMasker } from './datarow-masker.js'
-import type { MaskingKeys } from '../../engine/masking/values.js'
 import { type CatalogCheck, type LineageCatalogSnapshot, lineageCatalogFor, snapshotCurrent } from './sql/lineage-catalog.js'
 import type { LineageCatalog } from './sql/lineage.js'
-import type { MaskObligation } from '../../engine/types.js'
 import {
   backstopFinding,
   changesRows,

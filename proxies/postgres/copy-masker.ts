@@ -13,9 +13,8 @@
 // single-byte ASCII characters (PostgreSQL requires that), so they never occur inside a
 // multi-byte UTF-8 character and the byte scan is safe.
 
-import { MaskingError } from '../../engine/masking/errors.js'
+import { compileOp, MaskingError, type MaskingKeys, Op, ValueMasker, type ValueOp } from '../kit/index.js'
 import type { ColumnPlan } from './datarow-masker.js'
-import { compileOp, type MaskingKeys, Op, ValueMasker, type ValueOp } from '../../engine/masking/values.js'
 
 export interface CopyFormat {
   readonly format: 'text' | 'csv'

@@ -8,10 +8,9 @@
 // up, whose column count differs from the plan, or with trailing bytes is a MaskingError (the proxy
 // ends the result rather than forward a row it could not mask).
 
-import { MaskingError } from '../../engine/masking/errors.js'
-import { type ColumnPlan, compileOp, type MaskingKeys, Op, ValueMasker, type ValueOp } from '../../engine/masking/values.js'
+import { type ColumnPlan, compileOp, MaskingError, type MaskingKeys, Op, ValueMasker, type ValueOp } from '../kit/index.js'
 
-export type { ColumnAction, ColumnPlan } from '../../engine/masking/values.js'
+export type { ColumnAction, ColumnPlan } from '../kit/index.js'
 
 export interface RowMasker {
   /** One whole DataRow message ('D', int32 length, int16 count, values) → the message to send.

@@ -3,7 +3,7 @@
 // before buffering, bounds-checked everywhere; every failure is a ProtocolError that closes only
 // the offending session. Message formats: PostgreSQL docs, "Message Formats" (protocol 3.0).
 
-import { GatehouseError } from '../../engine/errors.js'
+import { GatehouseError } from '../kit/index.js'
 
 /** PostgreSQL's MAX_STARTUP_PACKET_LENGTH (src/include/libpq/pqcomm.h): the server's own cap. */
 export const MAX_STARTUP_PACKET = 10000

@@ -4,11 +4,9 @@
 
 import { createServer, type Server } from 'node:net'
 import { z } from 'zod'
-import { GatehouseError } from '../../engine/errors.js'
 import type { Address, ProxyContext, ProxyHandle, ProxyPlugin } from '../types.js'
 import { createSqlAnalyzer } from './sql/index.js'
-import { loadMaskingKey } from '../../engine/masking/keys.js'
-import { DETECTOR_NAMES } from '../../engine/masking/detectors.js'
+import { DETECTOR_NAMES, GatehouseError, loadMaskingKey } from '../kit/index.js'
 import { CatalogCache } from './catalog.js'
 import { type PgShared, PgConnection } from './connection.js'
 import { UPSTREAM_AUTH_MODES } from './upstream.js'

@@ -10,12 +10,11 @@
 // that would copy a masked column somewhere else are refused: a write launders as well as a read.
 
 import type { CopyFormat } from './copy-masker.js'
-import { columnMatches } from '../../engine/masking/patterns.js'
+import { columnMatches, type MaskObligation } from '../kit/index.js'
 import type { ColumnAction, ColumnPlan } from './datarow-masker.js'
 import { analyzeLineage, type LineageCatalog, type OutputLineage, type RelationInfo, type StatementLineage } from './sql/lineage.js'
 import { classifyCall, isHarmless } from './sql/functions.js'
 import type { CatalogCheck, LineageCatalogSnapshot } from './sql/lineage-catalog.js'
-import type { MaskObligation } from '../../engine/types.js'
 
 const KEEP: ColumnAction = { action: 'keep' }
 

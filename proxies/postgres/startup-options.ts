@@ -8,7 +8,7 @@
 // each is then judged and audited as the SET it is (connection.ts). Upstream the gateway sends its
 // own re-escaped string of exactly the settings it accepted, so the server sets what was judged.
 
-import { GatehouseError } from '../../engine/errors.js'
+import { GatehouseError } from '../kit/index.js'
 
 /** Settings a client may set through `options` (lower case, as GUC names compare). */
 export const STARTUP_OPTION_SETTINGS: ReadonlySet<string> = new Set([

@@ -10,8 +10,8 @@ import type { Analysis, Catalog, SqlAnalyzer, SqlAction, StatementFacts } from '
 import { moreDangerous, otherFacts, parseSearchPath, qualify } from './sql/index.js'
 import { builtinFunctionClass, type FunctionCatalog, classifyCall, isHarmless, opaqueCasts, opaqueOperators } from './sql/functions.js'
 import { type InnerSource, type Resolved, resolveServerText, type ServerNames } from './names.js'
-import type { Decision, MaskObligation } from '../../engine/types.js'
-import type { ProxySession } from '../types.js'
+import type { MaskObligation } from '../kit/index.js'
+import type { Decision, ProxySession } from '../types.js'
 
 /** What a completed statement changes in the session, applied when its CommandComplete arrives. */
 export interface StatementEffect {

@@ -5,7 +5,7 @@
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import type { Socket } from 'node:net'
 import { serialize } from 'pg-protocol'
-import { GatehouseError } from '../../engine/errors.js'
+import { GatehouseError } from '../kit/index.js'
 import type { Address } from '../types.js'
 import { BackendCode, readErrorFields } from './messages.js'
 import { md5Password, ScramClient, ScramError } from './scram.js'

@@ -3,7 +3,7 @@
 // (proxies/approval.ts). Also how a refusal reaches the caller on a channel.
 
 import type { ServerChannel } from 'ssh2'
-import { awaitApproval } from '../approval.js'
+import { awaitApproval } from '../kit/index.js'
 import type { Decision, GatewayStatus, ProxyContext, ProxySession } from '../types.js'
 import { auditEnv } from './env.js'
 import { deniedStatus, heldStatus } from './status.js'

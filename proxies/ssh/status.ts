@@ -6,7 +6,7 @@
 // `gatehouse-status <tag> <json>` on stderr. Only the gateway knows the tag, so only the gateway
 // can write that line.
 
-import type { HeldVerdict } from '../approval.js'
+import type { HeldVerdict } from '../kit/index.js'
 import type { Decision, GatewayStatus } from '../types.js'
 
 export const STATUS_ENV = 'GATEHOUSE_STATUS'

@@ -4,8 +4,8 @@
 // The PostgreSQL proxy has its own richer version (proxies/postgres/hold.ts).
 
 import { createHash } from 'node:crypto'
-import { isGatehouseError } from '../engine/errors.js'
-import type { Command, Decision, ProxySession } from './types.js'
+import { isGatehouseError } from '../../engine/errors.js'
+import type { Command, Decision, ProxySession } from '../types.js'
 
 export type HeldVerdict =
   | { readonly ok: true; readonly request: string }

@@ -3,7 +3,7 @@
 
 import { connect, type Socket } from 'node:net'
 import { GatehouseError } from '../engine/errors.js'
-import type { Address } from './types.js'
+import type { Address } from '../engine/types.js'
 
 /** A target that does not answer within this time is reported unreachable, not waited on. */
 export const DIAL_TIMEOUT_MS = 10_000

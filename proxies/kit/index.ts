@@ -1,0 +1,24 @@
+// The kit: everything a protocol plugin may use beyond the contract (`proxies/types.ts`). A plugin
+// imports the engine only through this module (`gatehouse/proxies/kit`), so the engine's inside can
+// move without breaking plugins, and `npm run check` refuses any other path into the engine.
+//
+// What is here is what more than one protocol needs: the error type that carries a stable
+// `GH_ERR_*` code and the message a client may see; the value side of masking (strategies, detectors,
+// the masking key, column patterns); and waiting for an approval of a held command.
+
+export { GatehouseError, type GatehouseErrorCode, isGatehouseError } from '../../engine/errors.js'
+export type { MaskObligation } from '../../engine/types.js'
+export { MaskingError } from '../../engine/masking/errors.js'
+export {
+  type ColumnAction,
+  type ColumnPlan,
+  compileOp,
+  type MaskingKeys,
+  Op,
+  ValueMasker,
+  type ValueOp,
+} from '../../engine/masking/values.js'
+export { DETECTOR_NAMES } from '../../engine/masking/detectors.js'
+export { loadMaskingKey } from '../../engine/masking/keys.js'
+export { columnMatches } from '../../engine/masking/patterns.js'
+export { awaitApproval, type HeldVerdict } from './approval.js'
