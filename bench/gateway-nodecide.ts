@@ -9,43 +9,17 @@
 import { loadConfigFile } from '../engine/config.js'
 import { Gateway } from '../gateway/gateway.js'
 import { createLogger } from '../engine/server/log.js'
-import { SqlAnalyzer } from '../proxies/postgres/sql/index.js'
-import type { Analysis } from '../proxies/postgres/sql/index.js'
+import { type Analysis, otherFacts, SqlAnalyzer } from '../proxies/postgres/sql/index.js'
 import type { Decision } from '../engine/types.js'
 import { postgresPlugin } from '../proxies/postgres/index.js'
 import { sshPlugin } from '../proxies/ssh/index.js'
 
 const ALLOW: Decision = { effect: 'allow', rules: [], mask: [], policy: 'bench:decisions-off' }
 
+// Every text is one plain SELECT: the facts of an unclassified statement, made a harmless read.
 SqlAnalyzer.prototype.analyze = (sql: string): Analysis => ({
   error: null,
-  statements: [
-    {
-      sql,
-      kind: 'select',
-      action: 'sql.read',
-      tables: [],
-      writeTables: [],
-      functions: [],
-      hasWhere: false,
-      note: null,
-      settings: [],
-      prepare: null,
-      execute: null,
-      deallocate: null,
-      program: false,
-      literalSensitive: false,
-      cursor: null,
-      lexical: null,
-      calls: [],
-      operators: [],
-      castTypes: [],
-      sideEffectFunctions: [],
-      writes: [],
-      wrapper: null,
-      createsRoutine: null,
-    },
-  ],
+  statements: [{ ...otherFacts(sql, ''), kind: 'select', action: 'sql.read', note: null, literalSensitive: false }],
 })
 
 const file = process.argv[2]

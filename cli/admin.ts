@@ -3,13 +3,13 @@
 // token end at once), else straight in the data directory.
 
 import type { Command, Option } from 'commander'
-import { rotateAdminToken } from '../engine/admin-token.js'
-import { openLocalAuditLog } from '../engine/audit.js'
-import { issuerFor } from '../engine/gateway.js'
+import { rotateAdminToken } from '../engine/server/admin-token.js'
+import { openLocalAuditLog } from '../engine/audit/writer.js'
+import { issuerFor } from '../gateway/gateway.js'
 import { Store } from '../engine/store.js'
-import { loadOrCreateSigningKey, TokenIssuer } from '../engine/tokens.js'
+import { loadOrCreateSigningKey, TokenIssuer } from '../engine/identity/tokens.js'
 import { ApiClient, resolveConfig } from './client.js'
-import { adminTokenPath } from '../engine/admin-token.js'
+import { adminTokenPath } from '../engine/server/admin-token.js'
 
 export function registerAdminCommands(program: Command, configOpt: () => Option): void {
   const admin = program.command('admin').description('the admin credential the CLI uses (<data_dir>/admin.token)')

@@ -23,7 +23,7 @@ import { type Command, Option } from 'commander'
 import { openLocalAuditLog } from '../engine/audit/writer.js'
 import type { Config } from '../engine/config.js'
 import { issuerFor } from '../gateway/gateway.js'
-import { parseDurationText } from '../engine/identity/config.js'
+import { parseDuration } from '../engine/duration.js'
 import { splitScope } from '../engine/identity/scope.js'
 import { ServiceKeys } from '../engine/identity/service-keys.js'
 import { GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS, TOKEN_TYPE_API_KEY, TOKEN_TYPE_JWT } from '../engine/identity/routes.js'
@@ -435,7 +435,7 @@ export function registerIdentityCommands(program: Command, token: Command): void
         let r: { key: string; id: string; principal: string; expires_at: string }
         if (api) r = await api.call('POST', '/v1/service-keys', body)
         else {
-          const ttl = o.ttl ? parseDurationText(o.ttl) : config.identity.serviceKeys.defaultTtlSeconds
+          const ttl = o.ttl ? parseDuration(o.ttl) : config.identity.serviceKeys.defaultTtlSeconds
           if (ttl === null || ttl <= 0) throw new CliError('--ttl must be a duration like 90d')
           if (ttl > config.identity.serviceKeys.maxTtlSeconds) throw new CliError('--ttl exceeds identity.service_keys.max_ttl')
           const store = new Store(config.dataDir)

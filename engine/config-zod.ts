@@ -4,18 +4,12 @@
 // value that may be a secret is never echoed in a message.
 
 import { z } from 'zod'
+import { parseDuration } from './duration.js'
 
 /** `env:NAME` or `file:PATH`: how a secret is named in configuration (never the secret itself). */
 export const SECRET_REF_RE = /^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$/
 export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/
 export const ADDRESS_RE = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/
-
-export function parseDurationText(text: string): number | null {
-  const m = /^(\d+)(s|m|h|d)$/.exec(text.trim())
-  if (!m) return null
-  const unit = m[2] === 's' ? 1 : m[2] === 'm' ? 60 : m[2] === 'h' ? 3600 : 86400
-  return Number(m[1]) * unit
-}
 
 /** A mapping with exactly these keys; any other key is reported by name with the allowed ones. */
 export function strict<T extends z.ZodRawShape>(shape: T, what = 'must be a mapping') {
@@ -48,7 +42,7 @@ export function int(min: number, max: number, message = `must be an integer betw
 export function duration(message = 'must be a duration like 30s, 15m, 1h or 7d') {
   return z.string({ error: (iss) => `${message} (got ${JSON.stringify(iss.input)})` }).refine(
     (v) => {
-      const s = parseDurationText(v)
+      const s = parseDuration(v)
       return s !== null && s > 0
     },
     { error: (iss) => `${message} (got ${JSON.stringify(iss.input)})` },
@@ -132,5 +126,5 @@ export function retention(message = 'must be a duration like 30d or 12h, or "for
   return z
     .string({ error: (iss) => msg(iss.input) })
     .nullable()
-    .refine((v) => v === null || v === 'forever' || (parseDurationText(v) ?? 0) > 0, { error: (iss) => msg(iss.input) })
+    .refine((v) => v === null || v === 'forever' || (parseDuration(v) ?? 0) > 0, { error: (iss) => msg(iss.input) })
 }

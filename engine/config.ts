@@ -11,24 +11,12 @@ import { isNode, LineCounter, parseDocument } from 'yaml'
 import { z } from 'zod'
 import { type ApprovalsConfig, approvalsFromSection, approvalsSchema } from './approvals/config.js'
 import { type AuditConfig, auditFromSection, auditSchema } from './audit/config.js'
-import {
-  ADDRESS_RE,
-  address,
-  bool,
-  duration,
-  int,
-  issueLines,
-  NAME_RE,
-  parseDurationText,
-  strict,
-  text,
-  uniqueNames,
-} from './config-zod.js'
+import { ADDRESS_RE, address, bool, duration, int, issueLines, NAME_RE, strict, text, uniqueNames } from './config-zod.js'
+import { parseDuration } from './duration.js'
 import { GatehouseError } from './errors.js'
 import { type IdentityConfig, identityFromSection, identitySchema } from './identity/config.js'
 
 export type TlsMode = 'disable' | 'require' | 'verify-full'
-export type FsyncMode = 'batched' | 'always'
 
 export interface ConnectionConfig {
   readonly name: string
@@ -83,10 +71,6 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 export const DEFAULT_LISTEN: Readonly<Record<string, string>> = { api: '127.0.0.1:8080', postgres: '127.0.0.1:15432' }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
-
-export function parseDuration(text: string): number | null {
-  return parseDurationText(text)
-}
 
 export function parseAddress(text: string): ListenAddress | null {
   const m = ADDRESS_RE.exec(text.trim())
@@ -259,8 +243,8 @@ function configFromDocument(d: ConfigDocument, file: string | null, base: string
     audit: auditFromSection(d.audit, base),
     limits: { maxMessageBytes: d.limits?.max_message_bytes ?? DEFAULT_MAX_MESSAGE_BYTES },
     tokens: {
-      defaultTtlSeconds: d.tokens?.default_ttl ? (parseDurationText(d.tokens.default_ttl) ?? 3600) : 3600,
-      maxTtlSeconds: d.tokens?.max_ttl ? (parseDurationText(d.tokens.max_ttl) ?? 7 * 86400) : 7 * 86400,
+      defaultTtlSeconds: d.tokens?.default_ttl ? (parseDuration(d.tokens.default_ttl) ?? 3600) : 3600,
+      maxTtlSeconds: d.tokens?.max_ttl ? (parseDuration(d.tokens.max_ttl) ?? 7 * 86400) : 7 * 86400,
       issuer: d.tokens?.issuer ?? '',
     },
     connections,

@@ -16,7 +16,7 @@ import { isIP } from 'node:net'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import { loadOrMintAdminToken, rotateAdminToken } from '../engine/admin-token.js'
+import { loadOrMintAdminToken, rotateAdminToken } from '../engine/server/admin-token.js'
 import { buildApi, type Readiness, type ReadinessCheck } from '../engine/server/api.js'
 import { AuditLog } from '../engine/audit/writer.js'
 import { isExternalAnchor } from '../engine/audit/config.js'
@@ -61,7 +61,7 @@ export interface RunInfo {
   readonly started: string
 }
 
-export { adminTokenPath } from '../engine/admin-token.js'
+export { adminTokenPath } from '../engine/server/admin-token.js'
 export function runInfoPath(dataDir: string): string {
   return join(dataDir, 'run.json')
 }
@@ -281,7 +281,7 @@ export class Gateway {
       throw err
     }
 
-    // One admin credential across starts (engine/admin-token.ts): reused while it verifies.
+    // One admin credential across starts (engine/server/admin-token.ts): reused while it verifies.
     const admin = await loadOrMintAdminToken(config.dataDir, issuer, store, audit).catch(async (err: unknown) => {
       await gw.stop('gateway failed to start')
       throw err

@@ -11,8 +11,17 @@ import type { Socket } from 'node:net'
 import type { SecureContext } from 'node:tls'
 import type { Logger } from 'pino'
 import type { GatehouseError } from '../engine/errors.js'
-import type { TerminalRecording } from '../engine/recording.js'
-import type { Address, AuditEvent, Command, ConnectionRef, Decision, DecisionRequest, Identity, SessionAuditEvent } from '../engine/types.js'
+import type { TerminalRecording } from '../engine/audit/recording.js'
+import type {
+  Address,
+  AuditEvent,
+  Command,
+  ConnectionRef,
+  Decision,
+  DecisionRequest,
+  Identity,
+  SessionAuditEvent,
+} from '../engine/types.js'
 import type { ApprovalAsk, ApprovalOutcome } from '../engine/approvals/types.js'
 import type { HttpHandler } from '../engine/server/api.js'
 
@@ -29,7 +38,7 @@ export type {
 export type { ApprovalAsk, ApprovalOutcome } from '../engine/approvals/types.js'
 export type { HttpHandler, HttpMount } from '../engine/server/api.js'
 export type { GatehouseError, GatehouseErrorCode } from '../engine/errors.js'
-export type { TerminalRecording } from '../engine/recording.js'
+export type { TerminalRecording } from '../engine/audit/recording.js'
 
 export interface ProxyPlugin<O extends object = Record<string, unknown>> {
   /** The protocol name: `connections[].protocol` and the `listen:` key refer to it. Unique. */

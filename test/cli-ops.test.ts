@@ -294,7 +294,7 @@ describe('audit list', () => {
     const dir = mkdtempSync(join(cwd, 'audit-'))
     const file = join(dir, 'gatehouse.yaml')
     writeFileSync(file, yaml.dump({ data_dir: join(dir, 'data') }))
-    const { openLocalAuditLog } = await import('../engine/audit.js')
+    const { openLocalAuditLog } = await import('../engine/audit/writer.js')
     const log = await openLocalAuditLog(parseConfig({ data_dir: join(dir, 'data') }, file))
     const chain = ['user:alice', 'agent:helper']
     await log.append({ type: 'statement', session: 'S-sql', chain, connection: 'app', sql: 'SELECT 1', decision: 'allow' })

@@ -14,8 +14,8 @@
 // reported with its key path, like the rest of the configuration.
 
 import { z } from 'zod'
-import { parseDuration } from '../config.js'
-import { duration, issueLines, parseDurationText, secretRef, strict } from '../config-zod.js'
+import { duration, issueLines, secretRef, strict } from '../config-zod.js'
+import { parseDuration } from '../duration.js'
 import { parseSecretRef, type SecretRef } from '../secrets.js'
 
 export interface WebhookConfig {
@@ -72,8 +72,8 @@ export const approvalsSchema = strict(
   'must be a mapping (timeout, request_ttl, max_window, max_pending, webhook)',
 )
   .superRefine((a, ctx) => {
-    const timeout = parseDurationText(a.timeout ?? '5m') ?? 0
-    if (a.request_ttl !== undefined && (parseDurationText(a.request_ttl) ?? 0) < timeout) {
+    const timeout = parseDuration(a.timeout ?? '5m') ?? 0
+    if (a.request_ttl !== undefined && (parseDuration(a.request_ttl) ?? 0) < timeout) {
       ctx.addIssue({ code: 'custom', path: ['request_ttl'], message: 'must be at least approvals.timeout' })
     }
   })

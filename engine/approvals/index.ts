@@ -6,32 +6,14 @@ import type { Logger } from 'pino'
 import type { AuditLog } from '../audit/writer.js'
 import type { Config } from '../config.js'
 import type { ApprovalRequirement } from '../policy/data.js'
+import { matchingRequirements } from '../policy/match.js'
 import { resolveSecret } from '../secrets.js'
-import type { ConnectionRef, HoldRequirement } from '../types.js'
 import { ApprovalService } from './service.js'
 import { ApprovalStore } from './store.js'
 import { WebhookNotifier } from './webhook.js'
 
 export { ApprovalService } from './service.js'
 export { approvalRoutes } from './routes.js'
-
-function actionMatches(patterns: readonly string[], action: string): boolean {
-  return patterns.some((a) => a === action || a === '*' || (a.endsWith('.*') && action.startsWith(a.slice(0, -1))))
-}
-
-/** The requirements that would hold `action` on `connection`, as the engine matches them. */
-export function matchingRequirements(all: readonly ApprovalRequirement[], action: string, connection: ConnectionRef): HoldRequirement[] {
-  return all
-    .filter((r) => actionMatches(r.action, action) && Object.entries(r.labels).every(([k, v]) => connection.labels[k] === v))
-    .map((r) => ({
-      rule: r.name,
-      group: r.approvers.group,
-      count: r.approvers.count,
-      grant: r.grant === 'window' && r.window_seconds !== null ? 'window' : 'once',
-      window_seconds: r.window_seconds,
-      reason: r.reason,
-    }))
-}
 
 export async function startApprovals(opts: {
   config: Config

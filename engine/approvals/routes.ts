@@ -10,7 +10,7 @@
 //   POST /v1/approvals/requests        {connection, action, for, reason?}   an access request ahead of time
 
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { parseDuration } from '../config.js'
+import { parseDuration } from '../duration.js'
 import type { Identity } from '../types.js'
 import { isApprovalError } from './errors.js'
 import type { ApprovalService } from './service.js'

@@ -29,7 +29,6 @@ import {
   issueLines,
   list,
   NAME_RE,
-  parseDurationText,
   retention,
   SECRET_REF_RE,
   secretRef,
@@ -37,7 +36,10 @@ import {
   text,
   uniqueNames,
 } from '../config-zod.js'
-import type { FsyncMode } from '../config.js'
+import { parseDuration } from '../duration.js'
+
+/** When an appended event counts as durable: in the OS (batched fsync) or on disk (fsync per write). */
+export type FsyncMode = 'batched' | 'always'
 
 export interface FileSinkConfig {
   /** A witness: only the signed records (segment headers, checkpoints) are sent. */
@@ -186,7 +188,7 @@ export type AuditSection = z.output<typeof auditSchema>
 function retentionSeconds(v: string | null | undefined, dflt: number | null): number | null {
   if (v === undefined) return dflt
   if (v === null || v === 'forever') return null
-  return parseDurationText(v)
+  return parseDuration(v)
 }
 
 /** The validated section as the engine uses it; relative paths against `baseDir`. */

@@ -35,7 +35,8 @@ import {
   writeSync,
 } from 'node:fs'
 import { dirname, join } from 'node:path'
-import type { Config, FsyncMode } from '../config.js'
+import type { Config } from '../config.js'
+import type { FsyncMode } from './config.js'
 import { GatehouseError } from '../errors.js'
 import {
   CHECKPOINT_TYPE,

@@ -29,7 +29,8 @@
 // (tests, a laptop); it is refused for any other host.
 
 import { z } from 'zod'
-import { bool, duration, int, issueLines, NAME_RE, parseDurationText, strict, text, uniqueNames } from '../config-zod.js'
+import { bool, duration, int, issueLines, NAME_RE, strict, text, uniqueNames } from '../config-zod.js'
+import { parseDuration } from '../duration.js'
 import { DEFAULT_MAX_DELEGATION_DEPTH, HARD_MAX_DELEGATION_DEPTH, validateGroup, validateSubject } from './tokens.js'
 import { scopeSyntaxProblem } from './scope.js'
 
@@ -81,8 +82,6 @@ export const DEFAULT_IDENTITY: IdentityConfig = {
 }
 
 const CLAIM_RE = /^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$/
-
-export { parseDurationText }
 
 function isLoopbackUrl(u: URL): boolean {
   return u.hostname === '127.0.0.1' || u.hostname === '[::1]' || u.hostname === 'localhost'
@@ -221,8 +220,8 @@ export const identitySchema = strict({
     .optional(),
   service_keys: strict({ default_ttl: duration(DURATION).optional(), max_ttl: duration(DURATION).optional() })
     .superRefine((sk, ctx) => {
-      const d = parseDurationText(sk.default_ttl ?? '90d') ?? 0
-      const m = parseDurationText(sk.max_ttl ?? '365d') ?? 0
+      const d = parseDuration(sk.default_ttl ?? '90d') ?? 0
+      const m = parseDuration(sk.max_ttl ?? '365d') ?? 0
       if (d > m) ctx.addIssue({ code: 'custom', path: ['default_ttl'], message: 'is longer than max_ttl' })
     })
     .nullable()
@@ -236,7 +235,7 @@ export type IdentitySection = z.output<typeof identitySchema>
 /** The validated section as the engine uses it. */
 export function identityFromSection(raw: IdentitySection): IdentityConfig {
   if (raw === undefined || raw === null) return DEFAULT_IDENTITY
-  const secs = (v: string | undefined): number | null => (v === undefined ? null : parseDurationText(v))
+  const secs = (v: string | undefined): number | null => (v === undefined ? null : parseDuration(v))
   const d = raw.delegation
   const delegation = d
     ? {

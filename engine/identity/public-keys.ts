@@ -14,7 +14,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import type { AuditLog } from '../audit/writer.js'
-import { parseDuration } from '../config.js'
+import { parseDuration } from '../duration.js'
 import { GatehouseError } from '../errors.js'
 import { scopeSyntaxProblem } from './scope.js'
 import type { SessionManager } from '../sessions.js'

@@ -19,7 +19,7 @@
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import { audienceProblem, MAX_TOKEN_CHARS } from './tokens.js'
 import type { Identity } from '../types.js'
-import { parseDurationText } from './config.js'
+import { parseDuration } from '../duration.js'
 import { type IdentityError, isIdentityError, refused } from './errors.js'
 import { splitScope } from './scope.js'
 import type { IdentityService } from './service.js'
@@ -77,7 +77,7 @@ interface TokenRequest {
 
 function ttlSeconds(text: string | undefined): number | undefined {
   if (text === undefined || text === '') return undefined
-  const s = /^\d+$/.test(text) ? Number(text) : parseDurationText(text)
+  const s = /^\d+$/.test(text) ? Number(text) : parseDuration(text)
   if (s === null || !Number.isSafeInteger(s) || s <= 0)
     throw refused('invalid_request', 'ttl must be a duration like 15m or 1h, or seconds')
   return s
@@ -545,7 +545,7 @@ export function identityRoutes(svc: IdentityService) {
       async (req, reply) => {
         try {
           const graceText = req.body?.grace
-          const grace = graceText === undefined || graceText === '0' ? 0 : parseDurationText(graceText)
+          const grace = graceText === undefined || graceText === '0' ? 0 : parseDuration(graceText)
           if (grace === null) throw refused('invalid_request', 'grace must be a duration like 10m or 1h, or 0')
           const k = svc.keys.rotate(req.params.id, {
             graceSeconds: grace,
@@ -570,7 +570,7 @@ export function identityRoutes(svc: IdentityService) {
 
 function keyTtl(svc: IdentityService, text: string | undefined): number {
   if (text === undefined) return svc.config.serviceKeys.defaultTtlSeconds
-  const s = parseDurationText(text)
+  const s = parseDuration(text)
   if (s === null || s <= 0) throw refused('invalid_request', 'ttl must be a duration like 30d or 90d')
   if (s > svc.config.serviceKeys.maxTtlSeconds) {
     throw refused('invalid_request', `ttl exceeds the maximum of ${svc.config.serviceKeys.maxTtlSeconds}s (identity.service_keys.max_ttl)`)

@@ -32,6 +32,7 @@ import { GatehouseError } from '../errors.js'
 import { IdentityError, refused } from './errors.js'
 import { minimalRequest, narrowScope, scopeWithinProblem } from './scope.js'
 import type { Identity, Principal, PrincipalKind } from '../types.js'
+import { isRecord } from '../record.js'
 
 export const PRINCIPAL_RE = /^(user|workload|service|agent):[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$/
 const GROUP_RE = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$/
@@ -159,10 +160,6 @@ export function audienceProblem(aud: string): string | null {
   if (!/^[a-z][a-z0-9+.-]*:[^\s]+$/i.test(aud))
     return `the audience must be an absolute URI such as https://api.example.com (got ${JSON.stringify(aud)})`
   return null
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
 
 /** The ids of a token and of every ancestor, root first (each a prefix of the next). */

@@ -13,6 +13,7 @@ import { shortVersion } from './sources.js'
 import { MAX_BUNDLE_BYTES, readTarGz } from './tar.js'
 import { regoMayReadSqlText } from './reads.js'
 import { PolicyModule } from './wasm.js'
+import { isRecord } from '../record.js'
 
 export interface LoadedBundle {
   readonly version: string
@@ -35,10 +36,6 @@ export interface LoadedBundle {
 
 export function isArchivePath(p: string): boolean {
   return p.endsWith('.tar.gz') || p.endsWith('.tgz')
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
 
 /** Instantiates a compiled module with its data; checks the data's gatehouse part. */

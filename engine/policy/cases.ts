@@ -20,6 +20,7 @@ import { join } from 'node:path'
 import type { Decision, DecisionRequest, MaskObligation, Principal, PrincipalKind } from '../types.js'
 import { FileProblems, parseYaml } from './data.js'
 import type { Explanation, PolicyEngine } from './engine.js'
+import { isRecord } from '../record.js'
 
 /** Decision tables run at a fixed instant unless a case says otherwise, so they never flake. */
 export const DEFAULT_CASE_TIME = '2026-01-07T12:00:00Z'
@@ -50,10 +51,6 @@ export interface DecisionCase {
   readonly request: DecisionRequest
   readonly now: Date
   readonly want: Want
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
 
 function strings(p: FileProblems, v: unknown, key: string): string[] | undefined {

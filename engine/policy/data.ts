@@ -5,9 +5,10 @@
 // itself valid input, so a prebuilt bundle's data.json is checked by the same code when loaded.
 
 import yaml from 'js-yaml'
-import { parseDuration } from '../config.js'
+import { parseDuration } from '../duration.js'
 import type { MaskObligation } from '../types.js'
 import { DETECTOR_NAMES } from '../masking/detectors.js'
+import { isRecord } from '../record.js'
 
 export type MaskStrategy = MaskObligation['strategy']
 export const MASK_STRATEGIES: readonly MaskStrategy[] = ['redact', 'partial', 'hash', 'hash_session', 'null']
@@ -72,10 +73,6 @@ const GROUP_RE = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$/
 const ACTION_RE = /^(\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*)?)$/
 // A segment is a name, `*` (any one segment), or a name with `*` globs inside (`password*`).
 const SEGMENT_RE = /^[^.\s"]+$/
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
 
 /** Collects `file: key: problem` lines so every problem of a file is reported at once. */
 export class FileProblems {

@@ -33,6 +33,8 @@ import { type ApprovalRequirement, MASK_STRATEGIES, type MaskingRule, type MaskS
 import type { LoadedBundle } from './bundle.js'
 import { actionInScope, connectionInScope, scopeOf } from './scope.js'
 import { strictestPerColumn } from '../masking/plan.js'
+import { isRecord } from '../record.js'
+import { actionMatches, labelsMatch } from './match.js'
 
 export const NO_BUNDLE_VERSION = 'none'
 
@@ -86,10 +88,6 @@ export interface Explanation {
 
 export class PolicyEvaluationError extends Error {
   override readonly name = 'PolicyEvaluationError'
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
 
 function list(v: unknown, what: string): unknown[] {
@@ -253,18 +251,6 @@ function obligation(r: MaskingRule, column: string): MaskObligation {
   return r.keep === undefined
     ? { rule: r.name, column, strategy: r.strategy }
     : { rule: r.name, column, strategy: r.strategy, keep: r.keep }
-}
-
-function actionMatches(patterns: readonly string[], action: string): boolean {
-  for (const a of patterns) {
-    if (a === action || a === '*' || (a.endsWith('.*') && action.startsWith(a.slice(0, -1)))) return true
-  }
-  return false
-}
-
-function labelsMatch(want: Readonly<Record<string, string>>, have: Readonly<Record<string, string>>): boolean {
-  for (const k in want) if (have[k] !== want[k]) return false
-  return true
 }
 
 function uniq(xs: Iterable<string>): string[] {

@@ -21,4 +21,5 @@ export {
 export { DETECTOR_NAMES } from '../../engine/masking/detectors.js'
 export { loadMaskingKey } from '../../engine/masking/keys.js'
 export { columnMatches } from '../../engine/masking/patterns.js'
+export { isRecord } from '../../engine/record.js'
 export { awaitApproval, type HeldVerdict } from './approval.js'

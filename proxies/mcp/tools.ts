@@ -9,6 +9,7 @@ import type { MaskObligation } from '../kit/index.js'
 import type { ConnectionRef, Decision, Identity, ProxyContext } from '../types.js'
 import { gatewayHostKeyFile, LoopbackSqlError, type LoopbackPg, sshExec } from './loopback.js'
 import { errorResult, okResult, parseRefusal, refusalOfDecision, refusalResult } from './results.js'
+import { isRecord } from '../kit/index.js'
 
 /** Rows a `query` returns when the agent does not say (and the most it may ask for). */
 export const DEFAULT_MAX_ROWS = 100
@@ -176,10 +177,6 @@ export async function visibleTools(ctx: ProxyContext, identity: Identity): Promi
     }
   }
   return out
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
 
 /** The arguments as the audit log and the policy see them: SQL literals replaced by `?`. */

@@ -7,7 +7,8 @@
 // harmless: a parse error, an unknown statement type, DO, CALL, COPY … PROGRAM, set_config with a
 // computed name or value, EXECUTE of a statement the session never prepared.
 
-import { type FunctionCall, opaqueOperators, sideEffectCalls } from './functions.js'
+import { type FunctionCall, opaqueOperators, SQL_TEXT_FUNCTIONS, sideEffectCalls } from './functions.js'
+import type { RelName } from './resolve.js'
 import { arr, nodeType, type Obj, obj, str, stringList } from './lineage-ast.js'
 import { loadModule, parseSync } from 'libpg-query'
 import { lexicalChange } from './lexical.js'
@@ -27,12 +28,6 @@ const DANGER: Record<SqlAction, number> = {
 
 export function moreDangerous(a: SqlAction, b: SqlAction): SqlAction {
   return DANGER[a] >= DANGER[b] ? a : b
-}
-
-/** A relation as written: schema null when unqualified (resolved later through search_path). */
-export interface RelName {
-  readonly schema: string | null
-  readonly name: string
 }
 
 export interface SettingChange {
@@ -241,25 +236,6 @@ export const GATEWAY_SETTINGS: ReadonlySet<string> = new Set(['gatehouse.approva
 export function settingNeedsAdmin(name: string): boolean {
   return name !== 'all' && !SESSION_SETTINGS.has(name) && !GATEWAY_SETTINGS.has(name)
 }
-
-/** Built-in functions that run SQL (or read a table) named in a string argument: what they read
- * cannot be seen in the statement's tree, so a statement calling one is `sql.other`. */
-export const SQL_TEXT_FUNCTIONS: ReadonlySet<string> = new Set([
-  'query_to_xml',
-  'query_to_xmlschema',
-  'query_to_xml_and_xmlschema',
-  'table_to_xml',
-  'table_to_xmlschema',
-  'table_to_xml_and_xmlschema',
-  'schema_to_xml',
-  'schema_to_xmlschema',
-  'schema_to_xml_and_xmlschema',
-  'database_to_xml',
-  'database_to_xmlschema',
-  'database_to_xml_and_xmlschema',
-  'ts_stat',
-  'ts_rewrite',
-])
 
 /** A constant's text value (A_Const with sval/ival/fval/boolval), else null. */
 function constText(v: unknown): string | null {

@@ -17,6 +17,26 @@
 
 import { PG15_NON_VOLATILE_BUILTINS, PG15_OPERATORS } from './functions-pg15.js'
 
+/** Built-in functions that run SQL (or read a table) named in a string argument: what they read
+ * cannot be seen in the statement's tree, so a statement calling one is `sql.other`.
+ * `cursor_to_xml` and `cursor_to_xmlschema` read a cursor instead: also `runs-sql`, not listed here. */
+export const SQL_TEXT_FUNCTIONS: ReadonlySet<string> = new Set([
+  'query_to_xml',
+  'query_to_xmlschema',
+  'query_to_xml_and_xmlschema',
+  'table_to_xml',
+  'table_to_xmlschema',
+  'table_to_xml_and_xmlschema',
+  'schema_to_xml',
+  'schema_to_xmlschema',
+  'schema_to_xml_and_xmlschema',
+  'database_to_xml',
+  'database_to_xmlschema',
+  'database_to_xml_and_xmlschema',
+  'ts_stat',
+  'ts_rewrite',
+])
+
 /** What calling a function can do beyond computing its result. */
 export type SideEffectClass =
   /** pg_advisory_lock…: a lock other sessions see in pg_locks, held past the statement. */
@@ -180,24 +200,7 @@ export const SIDE_EFFECT_FUNCTIONS: ReadonlyMap<string, SideEffectClass> = new M
     'pg_import_system_collations',
     'amvalidate',
   ]),
-  ...names('runs-sql', [
-    'query_to_xml',
-    'query_to_xmlschema',
-    'query_to_xml_and_xmlschema',
-    'table_to_xml',
-    'table_to_xmlschema',
-    'table_to_xml_and_xmlschema',
-    'schema_to_xml',
-    'schema_to_xmlschema',
-    'schema_to_xml_and_xmlschema',
-    'database_to_xml',
-    'database_to_xmlschema',
-    'database_to_xml_and_xmlschema',
-    'cursor_to_xml',
-    'cursor_to_xmlschema',
-    'ts_stat',
-    'ts_rewrite',
-  ]),
+  ...names('runs-sql', [...SQL_TEXT_FUNCTIONS, 'cursor_to_xml', 'cursor_to_xmlschema']),
   ...names('remote', [
     'dblink',
     'dblink_exec',

@@ -17,8 +17,8 @@ import { analyzeSql, type Analysis, loadSqlParser } from './classify.js'
 import { LONG_LITERAL, sqlShape, withoutLongLiterals } from './shape.js'
 
 export { loadSqlParser, moreDangerous, otherFacts, SESSION_SETTINGS, settingNeedsAdmin } from './classify.js'
-export type { Analysis, RelName, SettingChange, SqlAction, StatementFacts } from './classify.js'
-export { type Catalog, effectivePath, parseSearchPath, qualify } from './resolve.js'
+export type { Analysis, SettingChange, SqlAction, StatementFacts } from './classify.js'
+export { type Catalog, effectivePath, parseSearchPath, qualify, type RelName } from './resolve.js'
 
 export class SqlAnalyzer {
   private readonly cache = new Map<string, Analysis>()

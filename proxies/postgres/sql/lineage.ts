@@ -27,7 +27,7 @@ import {
 } from './lineage-ast.js'
 
 export { loadSqlParser } from './classify.js'
-import { SQL_TEXT_FUNCTIONS } from './classify.js'
+import { SQL_TEXT_FUNCTIONS } from './functions.js'
 
 export interface RelationInfo {
   readonly schema: string

@@ -4,7 +4,11 @@
 // back), every candidate path is tried and every distinct resolution is reported: a policy then sees
 // each table the statement could read.
 
-import type { RelName } from './classify.js'
+/** A relation as written: schema null when unqualified (resolved later through search_path). */
+export interface RelName {
+  readonly schema: string | null
+  readonly name: string
+}
 
 export interface Catalog {
   /** Schema names that exist. */

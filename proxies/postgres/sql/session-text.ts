@@ -4,7 +4,7 @@
 // a statement that names one of these relations or functions is `sql.admin`, which policy grants
 // to administrators only.
 
-import type { RelName } from './classify.js'
+import type { RelName } from './resolve.js'
 
 /** Relations that carry the SQL text of other sessions, by name in any schema (an extension such as
  * pg_stat_statements can live in any schema). */

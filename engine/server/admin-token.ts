@@ -7,9 +7,9 @@
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { ADMIN_GROUP } from './api.js'
-import type { AuditLog } from './audit.js'
-import type { Store } from './store.js'
-import type { TokenIssuer } from './tokens.js'
+import type { AuditLog } from '../audit/writer.js'
+import type { Store } from '../store.js'
+import type { TokenIssuer } from '../identity/tokens.js'
 
 export const ADMIN_SUBJECT = 'user:admin'
 /** Lifetime of the admin token: long, because it is reused until rotated. */
