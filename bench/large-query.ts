@@ -14,13 +14,7 @@
 import { readFileSync } from 'node:fs'
 import pg from 'pg'
 import { TestGateway } from '../test/helpers/gateway.js'
-
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(name)
-  const v = i >= 0 ? Number(process.argv[i + 1]) : def
-  if (!Number.isInteger(v) || v < 1) throw new Error(`${name} needs a positive integer`)
-  return v
-}
+import { arg } from './common.js'
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b)

@@ -12,29 +12,15 @@
 //   masked — SELECT email FROM t WHERE id = … (a masked relation: checked, and masked)
 // Writes nothing but its scratch database, dropped at the end.
 
-import { spawnSync } from 'node:child_process'
 import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import yaml from 'js-yaml'
 import pg from 'pg'
 import { LOCAL_PG, REPO, TestGateway } from '../test/helpers/gateway.js'
+import { admin, arg } from './common.js'
 
 const DB = 'gh_bench_mcheck'
-
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(name)
-  const v = i >= 0 ? Number(process.argv[i + 1]) : def
-  if (!Number.isInteger(v) || v < 1) throw new Error(`${name} needs a positive integer`)
-  return v
-}
-
-function admin(sql: string, db = DB): void {
-  const r = spawnSync('psql', ['-X', '-At', '-h', '127.0.0.1', '-U', 'postgres', '-d', db, '-v', 'ON_ERROR_STOP=1', '-c', sql], {
-    encoding: 'utf8',
-  })
-  if (r.status !== 0) throw new Error(`psql failed: ${r.stderr}`)
-}
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0
 
@@ -45,6 +31,7 @@ async function main(): Promise<void> {
   admin(`CREATE DATABASE ${DB}`, 'postgres')
   admin(
     "CREATE TABLE t (id int PRIMARY KEY, email text, note text); CREATE TABLE p (id int PRIMARY KEY, v text); CREATE VIEW vt AS SELECT id, note FROM t; INSERT INTO t SELECT g, 'u' || g || '@example.com', 'n' || g FROM generate_series(1, 1000) g; INSERT INTO p SELECT g, 'v' || g FROM generate_series(1, 1000) g",
+    DB,
   )
   const policyDir = mkdtempSync(join(tmpdir(), 'gh-bench-mcheck-'))
   for (const f of ['gatehouse.rego', 'guardrails.rego', 'approvals.yaml']) copyFileSync(join(REPO, 'policies', f), join(policyDir, f))

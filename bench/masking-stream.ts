@@ -16,23 +16,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import yaml from 'js-yaml'
 import { REPO, TestGateway } from '../test/helpers/gateway.js'
+import { admin, arg } from './common.js'
 
 const DB = 'gh_bench_masking'
-
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(name)
-  const v = i >= 0 ? Number(process.argv[i + 1]) : def
-  if (!Number.isInteger(v) || v < 1) throw new Error(`${name} needs a positive integer`)
-  return v
-}
-
-function admin(sql: string, db = DB): string {
-  const r = spawnSync('psql', ['-X', '-At', '-h', '127.0.0.1', '-U', 'postgres', '-d', db, '-v', 'ON_ERROR_STOP=1', '-c', sql], {
-    encoding: 'utf8',
-  })
-  if (r.status !== 0) throw new Error(`psql failed: ${r.stderr}`)
-  return r.stdout.trim()
-}
 
 function timed(conninfo: string, sql: string): Promise<{ ms: number; ok: boolean; err: string }> {
   return new Promise((done) => {
@@ -70,6 +56,7 @@ async function main(): Promise<void> {
     `CREATE TABLE t (id int, a text, b text, c text, d int, e text, email text, ssn text, f timestamptz, g text);
      INSERT INTO t SELECT i, md5(i::text), 'alpha beta', 'gamma', i * 7, 'x' || i, 'user' || i || '@example.com',
        lpad((i % 1000)::text, 3, '0') || '-45-' || lpad((i % 10000)::text, 4, '0'), now(), 'note ' || i FROM generate_series(1, ${rows}) i`,
+    DB,
   )
   const dir = mkdtempSync(join(tmpdir(), 'gh-bench-mask-'))
   mkdirPolicies(dir, strategy)

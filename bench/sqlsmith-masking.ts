@@ -23,16 +23,10 @@ import yaml from 'js-yaml'
 import pg from 'pg'
 import { BIN, REPO, TestGateway } from '../test/helpers/gateway.js'
 import { PgCluster } from '../test/helpers/pgserver.js'
+import { arg } from './common.js'
 
 const DB = 'shop'
 const CUSTOMERS = 60
-
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(name)
-  const v = i >= 0 ? Number(process.argv[i + 1]) : def
-  if (!Number.isInteger(v) || v < 1) throw new Error(`${name} needs a positive integer`)
-  return v
-}
 
 /** Deterministic secrets, distinctive enough that a byte match is not chance. */
 const email = (i: number): string => `cust${i}.q7x${(i * 7919) % 9973}@secretmail.example`
