@@ -144,23 +144,23 @@ async function serve(opts: { config?: string; dev?: boolean; logFormat?: LogForm
   }
 }
 
+/** `policy eval --sql`'s options. */
+interface EvalSqlOptions {
+  sql?: string
+  connection?: string
+  as?: string
+  subject?: string
+  group: string[]
+  scope?: string
+  searchPath: string
+  config?: string
+}
+
 /**
  * `policy eval --sql`: the statement classified exactly as the PostgreSQL proxy classifies it,
  * on a configured connection, for a token's chain or a named principal, each statement decided.
  */
-async function evalSql(
-  sourceArg: string | undefined,
-  o: {
-    sql?: string
-    connection?: string
-    as?: string
-    subject?: string
-    group: string[]
-    scope?: string
-    searchPath: string
-    config?: string
-  },
-): Promise<unknown> {
+async function evalSql(sourceArg: string | undefined, o: EvalSqlOptions): Promise<unknown> {
   if (!o.connection) throw new UsageError('--sql needs --connection NAME')
   if ((o.as === undefined) === (o.subject === undefined)) throw new UsageError('--sql needs --as TOKEN or --subject ID (one of them)')
   const config = resolveConfig(o.config)
@@ -455,37 +455,22 @@ async function main(argv: string[]): Promise<void> {
     .option('--scope <scope>', 'with --subject: space-separated scope entries')
     .option('--search-path <path>', 'with --sql: the session search_path', '"$user", public')
     .addOption(configOpt())
-    .action(
-      async (
-        sourceArg: string | undefined,
-        o: {
-          input?: string
-          sql?: string
-          connection?: string
-          as?: string
-          subject?: string
-          group: string[]
-          scope?: string
-          searchPath: string
-          config?: string
-        },
-      ) => {
-        if ((o.input === undefined) === (o.sql === undefined)) throw new UsageError('give --input FILE or --sql TEXT (one of them)')
-        if (o.input !== undefined) {
-          if (sourceArg === undefined) throw new UsageError('--input needs the policy directory or bundle as its first argument')
-          const text = readFileSync(o.input === '-' ? 0 : o.input, 'utf8')
-          const p = new FileProblems(o.input === '-' ? '(stdin)' : o.input)
-          const raw = parseYaml(text, p)
-          const parsed = p.list.length === 0 ? parseRequest(p, raw, 'input', new Date()) : null
-          if (!parsed) throw new UsageError(`invalid input:\n  ${p.list.join('\n  ')}`)
-          const engine = new PolicyEngine(await loadPolicySource(sourceArg))
-          const e = engine.explain(parsed.request, parsed.now)
-          out(JSON.stringify({ ...e, inputs: buildInputs(parsed.request, parsed.now) }, null, 2))
-          return
-        }
-        out(JSON.stringify(await evalSql(sourceArg, o), null, 2))
-      },
-    )
+    .action(async (sourceArg: string | undefined, o: EvalSqlOptions & { input?: string }) => {
+      if ((o.input === undefined) === (o.sql === undefined)) throw new UsageError('give --input FILE or --sql TEXT (one of them)')
+      if (o.input !== undefined) {
+        if (sourceArg === undefined) throw new UsageError('--input needs the policy directory or bundle as its first argument')
+        const text = readFileSync(o.input === '-' ? 0 : o.input, 'utf8')
+        const p = new FileProblems(o.input === '-' ? '(stdin)' : o.input)
+        const raw = parseYaml(text, p)
+        const parsed = p.list.length === 0 ? parseRequest(p, raw, 'input', new Date()) : null
+        if (!parsed) throw new UsageError(`invalid input:\n  ${p.list.join('\n  ')}`)
+        const engine = new PolicyEngine(await loadPolicySource(sourceArg))
+        const e = engine.explain(parsed.request, parsed.now)
+        out(JSON.stringify({ ...e, inputs: buildInputs(parsed.request, parsed.now) }, null, 2))
+        return
+      }
+      out(JSON.stringify(await evalSql(sourceArg, o), null, 2))
+    })
   policy
     .command('explain')
     .description('print the facts the SQL classifier extracts, as a policy sees them in input.action and input.command')
