@@ -13,11 +13,13 @@
 // very facts a cache hit would return had the shorter text come first. Only the classification
 // comes from the shorter text; what is audited, masked, redacted and forwarded is the text itself.
 
-import { analyzeSql, type Analysis, loadSqlParser } from './classify.js'
+import { analyzeSql, loadSqlParser } from './classify.js'
+import type { Analysis } from './facts.js'
 import { LONG_LITERAL, sqlShape, withoutLongLiterals } from './shape.js'
 
-export { loadSqlParser, moreDangerous, otherFacts, SESSION_SETTINGS, settingNeedsAdmin } from './classify.js'
-export type { Analysis, SettingChange, SqlAction, StatementFacts } from './classify.js'
+export { loadSqlParser } from './classify.js'
+export { type Analysis, moreDangerous, otherFacts, type SettingChange, type SqlAction, type StatementFacts } from './facts.js'
+export { SESSION_SETTINGS, settingNeedsAdmin } from './settings.js'
 export { type Catalog, effectivePath, parseSearchPath, qualify, type RelName } from './resolve.js'
 
 export class SqlAnalyzer {
