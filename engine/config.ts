@@ -278,6 +278,7 @@ export function configJsonSchema(protocols: readonly { readonly name: string; re
       const { $schema: _s, ...ownRest } = own
       branches.push({
         if: { properties: { protocol: { const: p.name } }, required: ['protocol'] },
+        // biome-ignore lint/suspicious/noThenProperty: JSON Schema's if/then keyword, a plain data object that is never awaited
         then: {
           ...ownRest,
           properties: { ...common, ...((own.properties ?? {}) as JsonObject) },
