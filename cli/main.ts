@@ -38,6 +38,7 @@ import { registerClassifyCommand } from './classify.js'
 import { registerSshCommands } from './ssh.js'
 import { registerApprovalCommands } from './approvals.js'
 import { registerAdminCommands } from './admin.js'
+import { registerConnectorCommands } from './connector.js'
 import { join } from 'node:path'
 
 const BUILTIN_PLUGINS = [postgresPlugin, sshPlugin, mcpPlugin]
@@ -523,6 +524,7 @@ async function main(argv: string[]): Promise<void> {
       await checkConfigAgainstPlugins(config, await loadPlugins(BUILTIN_PLUGINS, config.plugins))
       out(o.json ? JSON.stringify({ ok: true, file: config.file }) : `${config.file ?? '(built-in configuration)'}: valid`)
     })
+  registerConnectorCommands(program, configOpt, packageVersion()) // connector, connectors list (cli/connector.ts)
   await program.parseAsync(argv)
 }
 

@@ -24,8 +24,16 @@ export interface ConnectionConfig {
   readonly host: string
   readonly port: number
   readonly labels: Readonly<Record<string, string>>
+  /** Connectors that reach this target (any attached one carries a session); empty: dialled directly. */
+  readonly via: readonly string[]
   /** Protocol-specific keys (database, user, password, tls, ca, …), checked by the plugin. */
   readonly settings: Readonly<Record<string, unknown>>
+}
+
+export interface ConnectorConfig {
+  readonly name: string
+  /** The principal whose credential attaches as this connector; default `service:<name>`. */
+  readonly principal: string
 }
 
 export interface PluginRef {
@@ -50,6 +58,8 @@ export interface Config {
   readonly tokens: { readonly defaultTtlSeconds: number; readonly maxTtlSeconds: number; readonly issuer: string }
   readonly connections: readonly ConnectionConfig[]
   readonly plugins: readonly PluginRef[]
+  /** Connectors: agents in private networks that dial out to `listen.connectors` (engine/connector). */
+  readonly connectors: readonly ConnectorConfig[]
   /** Policy directory or bundle.tar.gz (absolute); null: the default bundle shipped in policies/. */
   readonly policies: string | null
   /** OIDC providers, trusted workload issuers, delegation limits, service-account keys. */
@@ -81,6 +91,20 @@ export function parseAddress(text: string): ListenAddress | null {
   return { host, port }
 }
 
+const CONNECTOR_PRINCIPAL_RE = /^(service|workload):[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$/
+
+function connectorName(): z.ZodString {
+  return text().regex(NAME_RE, { error: 'must be letters, digits, _ . - (at most 63)' })
+}
+
+const connectorSchema = strict({
+  name: connectorName(),
+  principal: text()
+    .regex(CONNECTOR_PRINCIPAL_RE, { error: 'must be a service: or workload: principal' })
+    .optional()
+    .describe('whose credential attaches as this connector (default service:<name>)'),
+})
+
 const connectionSchema = z
   .looseObject(
     {
@@ -92,6 +116,10 @@ const connectionSchema = z
           error: 'must be a mapping of strings',
         })
         .optional(),
+      via: z
+        .union([connectorName(), z.array(connectorName())], { error: 'must be a connector name or a list of them' })
+        .optional()
+        .describe('the connector(s) that reach this target from inside its network (connectors:); absent: dialled directly'),
     },
     { error: 'must be a mapping with name, protocol and address' },
   )
@@ -132,6 +160,9 @@ export const configSchema = strict(
     }).optional(),
     tokens: strict({ default_ttl: duration().optional(), max_ttl: duration().optional(), issuer: text().optional() }).optional(),
     connections: uniqueNames(z.array(connectionSchema, { error: 'must be a list' }), 'connection name').optional(),
+    connectors: uniqueNames(z.array(connectorSchema, { error: 'must be a list of {name, principal}' }), 'connector name')
+      .optional()
+      .describe('connectors: agents in private networks that dial out to listen.connectors; connections name them in via:'),
     plugins: z.array(pluginSchema, { error: 'must be a list of module paths or {module, options}' }).optional(),
     policies: text().optional().describe('a policy directory or bundle.tar.gz (default: the bundle in policies/)'),
     identity: identitySchema,
@@ -145,7 +176,38 @@ export const configSchema = strict(
     }).optional(),
   },
   'the top level must be a mapping of keys',
-)
+).superRefine((d, ctx) => {
+  // Every via: names a configured connector, each principal attaches as one connector only, and
+  // connectors have an address to dial.
+  const names = new Set((d.connectors ?? []).map((c) => c.name))
+  ;(d.connections ?? []).forEach((c, i) => {
+    const via = c.via === undefined ? [] : typeof c.via === 'string' ? [c.via] : c.via
+    for (const v of via) {
+      if (!names.has(v))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['connections', i, 'via'],
+          message: `no connector named ${JSON.stringify(v)} (connectors: lists them)`,
+        })
+    }
+  })
+  const principals = new Map<string, string>()
+  ;(d.connectors ?? []).forEach((c, i) => {
+    const p = c.principal ?? `service:${c.name}`
+    const other = principals.get(p)
+    if (other !== undefined)
+      ctx.addIssue({ code: 'custom', path: ['connectors', i, 'principal'], message: `${p} is already the principal of connector ${other}` })
+    principals.set(p, c.name)
+  })
+  const at = d.listen?.connectors
+  if ((d.connectors ?? []).length > 0 && (at === undefined || at === 'off' || at === false)) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['listen', 'connectors'],
+      message: 'is required when connectors are configured: the TLS address connectors dial (e.g. 0.0.0.0:8443)',
+    })
+  }
+})
 
 export type ConfigDocument = z.output<typeof configSchema>
 
@@ -225,11 +287,12 @@ function configFromDocument(d: ConfigDocument, file: string | null, base: string
     for (const [k, v] of Object.entries(c.labels ?? {})) labels[k] = String(v)
     const settings: Record<string, unknown> = {}
     for (const [k, v] of Object.entries(c)) {
-      if (['name', 'protocol', 'address', 'labels'].includes(k)) continue
+      if (['name', 'protocol', 'address', 'labels', 'via'].includes(k)) continue
       // File paths in connection settings (a CA certificate) are relative to the config file.
       settings[k] = (k === 'ca' || k.endsWith('_file')) && typeof v === 'string' ? rel(v) : v
     }
-    return { name: c.name, protocol: c.protocol, host: addr.host, port: addr.port, labels, settings }
+    const via = c.via === undefined ? [] : typeof c.via === 'string' ? [c.via] : c.via
+    return { name: c.name, protocol: c.protocol, host: addr.host, port: addr.port, labels, via, settings }
   })
   const resolveModule = (m: string): string => (m.startsWith('.') || isAbsolute(m) ? rel(m) : m)
   const plugins: PluginRef[] = (d.plugins ?? []).map((e) =>
@@ -249,6 +312,7 @@ function configFromDocument(d: ConfigDocument, file: string | null, base: string
     },
     connections,
     plugins,
+    connectors: (d.connectors ?? []).map((c) => ({ name: c.name, principal: c.principal ?? `service:${c.name}` })),
     // A policy directory (compiled at start and on every change) or a prebuilt bundle.tar.gz.
     policies: d.policies === undefined ? null : rel(d.policies),
     identity: identityFromSection(d.identity),

@@ -174,6 +174,7 @@ export class SessionManager {
       await session.audit({
         type: 'session.start',
         protocol: s.connection.protocol,
+        ...(s.connection.via !== undefined ? { via: s.connection.via } : {}),
         client: s.client,
         decision: s.decision.effect,
         rules: s.decision.rules,

@@ -27,6 +27,9 @@ export interface ConnectionRef {
   readonly name: string
   readonly protocol: string
   readonly labels: Readonly<Record<string, string>>
+  /** The connector carrying this session, for connections configured `via` connectors (policy
+   * reads it as `input.connection.via`). Absent: the gateway dials the target itself. */
+  readonly via?: string
 }
 
 /** The `command` part of the decision input; proxies add their own fields. */
@@ -130,6 +133,10 @@ export type AuditEventType =
   | 'token.revoked'
   // An MCP tool call (proxies/mcp): chain, tool, arguments (SQL literals as `?`) and the decision.
   | 'mcp.call'
+  // Connectors (engine/connector): a link authenticated, refused, or dropped (with the sessions it carried).
+  | 'connector.attached'
+  | 'connector.refused'
+  | 'connector.detached'
   // The audit log's own records (engine/audit/format.ts): segment headers, signed checkpoints,
   // retention prunes, and a count of result events dropped while the disk refused writes.
   | 'audit.segment'

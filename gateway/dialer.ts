@@ -1,5 +1,5 @@
-// The one way every proxy reaches its target. Today a direct TCP connection; the connector issue
-// swaps in an outbound tunnel behind the same function, and no proxy changes.
+// A direct TCP connection to a target. ProxyContext.dial uses it for connections without `via:`;
+// the others go through a connector's tunnel (engine/connector) behind the same function.
 
 import { connect, type Socket } from 'node:net'
 import { GatehouseError } from '../engine/errors.js'

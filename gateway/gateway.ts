@@ -6,13 +6,14 @@ import {
   constants as fsConstants,
   existsSync,
   mkdirSync,
+  readFileSync,
   renameSync,
   rmSync,
   statfsSync,
   statSync,
   writeFileSync,
 } from 'node:fs'
-import { isIP } from 'node:net'
+import { isIP, type Socket } from 'node:net'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
@@ -43,6 +44,8 @@ import { loadOrCreateSigningKey, TokenIssuer } from '../engine/identity/tokens.j
 import type { ConnectionRef, Decision, Identity } from '../engine/types.js'
 import { directDialer } from './dialer.js'
 import { loadPlugins, type LoadedPlugin } from './loader.js'
+import { ConnectorHub } from '../engine/connector/hub.js'
+import { authorityOf } from '../engine/connector/protocol.js'
 import type {
   Address,
   OpenSessionRequest,
@@ -97,6 +100,10 @@ export class Gateway {
   readonly metrics = new Metrics()
   /** Set once every listener is bound; cleared when stopping starts. */
   private serving = false
+  /** Links from connectors (engine/connector); null when no connector is configured. */
+  connectors: ConnectorHub | null = null
+  /** Targets reachable only through a connector: never dialled directly. */
+  private readonly tunnelOnly = new Set<string>()
 
   private constructor(
     readonly config: Config,
@@ -219,6 +226,33 @@ export class Gateway {
     })
 
     try {
+      const connectorsAt = config.listen.connectors
+      if (config.connectors.length > 0 && connectorsAt) {
+        for (const c of config.connections) {
+          if (c.via.length > 0) gw.tunnelOnly.add(authorityOf(c.host, c.port))
+        }
+        for (const c of config.connections) {
+          if (c.via.length === 0) gw.tunnelOnly.delete(authorityOf(c.host, c.port))
+        }
+        gw.connectors = new ConnectorHub({
+          listen: connectorsAt,
+          certificate: { cert: readFileSync(tlsFiles.cert), key: readFileSync(tlsFiles.key) },
+          connectors: config.connectors,
+          targetsFor: (name) => [
+            ...new Set(config.connections.filter((c) => c.via.includes(name)).map((c) => authorityOf(c.host, c.port))),
+          ],
+          identify: (credential) => identity.identify(credential),
+          revoked: (id) => id.tokenIds.some((jti) => store.isRevoked(jti)),
+          audit: (event) => audit.appendDeferred(event),
+          killSession: (id, reason) => sessions.kill(id, reason),
+          log: log.child({ component: 'connectors' }),
+        })
+        await gw.connectors.start()
+        if (gw.connectors.address) {
+          gw.bound.set('connectors', gw.connectors.address)
+          gw.addresses.connectors = fmt(gw.connectors.address)
+        }
+      }
       // Held commands wait for reviewers (engine/approvals); the webhook secret must resolve.
       sessions.approvals = await startApprovals({
         config,
@@ -252,6 +286,7 @@ export class Gateway {
           policy: () => engine.status(),
           approvals: sessions.approvals,
           mounts: gw.mounts,
+          connectors: () => gw.connectors?.list() ?? [],
           rotateAdmin: async (chain) => {
             const r = await rotateAdminToken(config.dataDir, issuer, store, audit, chain)
             gw.adminToken = r.token
@@ -355,7 +390,7 @@ export class Gateway {
         if (event.type === 'statement' || event.type === 'mcp.call') countCommand(this.metrics, event)
         return this.audit.append(event)
       },
-      dial: directDialer,
+      dial: (target, signal) => this.dial(target, signal),
       stateDir,
       recordTerminal: (session, meta) => {
         const recorder = this.auditServices?.recorder
@@ -375,6 +410,21 @@ export class Gateway {
         this.mounts.push({ path, handler })
       },
     }
+  }
+
+  /** Through the session's connector when its connection says `via`, else directly. */
+  private dial(target: Address, signal?: AbortSignal): Promise<Socket> {
+    const tunnelled = this.connectors?.dial(target, signal)
+    if (tunnelled) return tunnelled
+    if (this.tunnelOnly.has(authorityOf(target.host, target.port))) {
+      // A copy of a session's target lost its route: the gateway never reaches such a target itself.
+      return Promise.reject(
+        new GatehouseError('GH_ERR_UPSTREAM', `${authorityOf(target.host, target.port)} is reachable only through a connector`, {
+          publicMessage: 'the target server is reachable only through a connector',
+        }),
+      )
+    }
+    return directDialer(target, signal)
   }
 
   /** Identify first; then the connection, the connect decision, the secrets, the audit record. */
@@ -417,7 +467,14 @@ export class Gateway {
         chainIds,
       )
     }
-    const connection: ConnectionRef = { name: conf.name, protocol: conf.protocol, labels: conf.labels }
+    // A connection behind connectors is carried by one live link, chosen now: policy decides with
+    // it in the input (`connection.via`) and the audit names it.
+    const picked = conf.via.length > 0 ? (this.connectors?.pick(conf.via) ?? null) : null
+    const via = conf.via.length > 0 ? (picked?.name ?? conf.via[0]) : undefined
+    const connection: ConnectionRef =
+      via === undefined
+        ? { name: conf.name, protocol: conf.protocol, labels: conf.labels }
+        : { name: conf.name, protocol: conf.protocol, labels: conf.labels, via }
     let decision: Decision
     try {
       const started = performance.now()
@@ -439,6 +496,15 @@ export class Gateway {
         chainIds,
       )
     }
+    if (conf.via.length > 0 && picked === null) {
+      const names = conf.via.join(' or ')
+      return refuse(
+        new GatehouseError('GH_ERR_UPSTREAM', `connection ${conf.name}: connector ${names} is not connected`, {
+          publicMessage: `connection ${conf.name} is reached through connector ${names}, which is not connected`,
+        }),
+        chainIds,
+      )
+    }
     const secrets = new Map<string, string>()
     const base = this.config.file ? join(this.config.file, '..') : process.cwd()
     try {
@@ -450,15 +516,17 @@ export class Gateway {
       return refuse(isGatehouseError(err) ? err : new GatehouseError('GH_ERR_SECRET', 'secret resolution failed'), chainIds)
     }
     try {
+      const target: Address = { host: conf.host, port: conf.port }
       const session = await this.sessions.admit({
         identity,
         connection,
-        target: { host: conf.host, port: conf.port },
+        target,
         settings: conf.settings,
         secrets,
         client: req.client,
         decision,
       })
+      if (picked) this.connectors?.bind(target, picked, session.id)
       return { ok: true, session }
     } catch (err) {
       return refuse(isGatehouseError(err) ? err : new GatehouseError('GH_ERR_AUDIT', 'cannot record the session'), chainIds)
@@ -476,6 +544,7 @@ export class Gateway {
     await this.reloader?.close().catch(() => undefined)
     await Promise.allSettled(this.handles.map((h) => h.handle.stop(reason)))
     this.sessions.terminateAll(reason)
+    await this.connectors?.stop(reason)
     if (this.api) await this.api.close().catch(() => undefined)
     this.identity.close()
     this.sessions.approvals?.close()
@@ -514,7 +583,7 @@ export function checkConfigAgainstPlugins(config: Config, plugins: readonly Load
   })
   const names = plugins.map((l) => l.plugin.name)
   for (const key of Object.keys(config.listen)) {
-    if (key !== 'api' && !names.includes(key))
+    if (key !== 'api' && key !== 'connectors' && !names.includes(key))
       problems.push(`listen.${key}: no plugin named ${JSON.stringify(key)} (loaded: ${names.join(', ')})`)
   }
   config.connections.forEach((c, i) => {

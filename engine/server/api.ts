@@ -46,6 +46,7 @@ export interface Readiness {
   readonly ready: boolean
   readonly checks: { readonly listeners: ReadinessCheck; readonly audit: ReadinessCheck; readonly policy: ReadinessCheck }
 }
+import type { ConnectorInfo } from '../connector/hub.js'
 
 export const ADMIN_GROUP = 'gatehouse-admins'
 
@@ -67,6 +68,8 @@ export interface ApiDeps {
   readonly approvals?: ApprovalService | null
   /** HTTP handlers mounted by proxy plugins (ProxyContext.mountHttp); public, they authenticate. */
   readonly mounts?: readonly HttpMount[]
+  /** Live connector links (engine/connector); absent: no connector is configured. */
+  readonly connectors?: () => readonly ConnectorInfo[]
   /** Replaces the admin token and revokes the previous one (`gatehouse admin rotate`). */
   readonly rotateAdmin?: (chain: readonly string[]) => Promise<{ id: string; revoked: string | null }>
   /** /metrics (Prometheus text format), open or for admin tokens (`metrics.auth`). */
@@ -247,6 +250,36 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
       },
     },
     async () => deps.policy(),
+  )
+
+  app.get(
+    '/v1/connectors',
+    {
+      schema: {
+        summary: 'Connector links attached now: name, principal, address, version, last seen, open streams and sessions',
+        response: {
+          200: {
+            type: 'array',
+            items: {
+              type: 'object',
+              properties: {
+                name: { type: 'string' },
+                link: { type: 'string' },
+                principal: { type: 'string' },
+                address: { type: 'string' },
+                version: { type: 'string' },
+                hostname: { type: 'string' },
+                attached_at: { type: 'string' },
+                last_seen: { type: 'string' },
+                streams: { type: 'integer' },
+                sessions: { type: 'integer' },
+              },
+            },
+          },
+        },
+      },
+    },
+    async () => deps.connectors?.() ?? [],
   )
 
   app.get<{ Querystring: { active?: boolean; limit?: number } }>(

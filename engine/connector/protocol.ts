@@ -1,0 +1,93 @@
+// The wire contract between the gateway and a connector, shared by both ends.
+//
+// The connector dials out over TLS (ALPN `h2`) and then serves HTTP/2 on the socket it dialled:
+// the gateway is the HTTP/2 client. So only the gateway can open streams (server push is off), and
+// a connector can never open a stream into the gateway. The gateway's requests:
+//
+//   GET  /attach       the connector answers with its credential, version and host name (JSON)
+//   POST /targets      the gateway tells an authenticated connector which addresses it may dial
+//   POST /refused      the gateway tells a refused connector why, then closes the link
+//   CONNECT host:port  one stream per dial; 200 and then the target's bytes both ways, or an error
+//                      status with the reason in the `gatehouse-error` header
+//
+// HTTP/2 gives each stream its own flow-control window, so a stream whose reader stalls (a large
+// COPY to a slow client) stops only itself; the other sessions on the link keep flowing.
+
+/** The only ALPN protocol either side offers. */
+export const ALPN = 'h2'
+export const ATTACH_PATH = '/attach'
+export const TARGETS_PATH = '/targets'
+export const REFUSED_PATH = '/refused'
+/** The reason a dial failed, in CONNECT's error response. */
+export const ERROR_HEADER = 'gatehouse-error'
+/** The session a stream belongs to (for the connector's log). */
+export const SESSION_HEADER = 'gatehouse-session'
+
+/** Per-stream receive window: enough for a fast stream over a long link, small enough to bound memory. */
+export const STREAM_WINDOW_BYTES = 1024 * 1024
+/** The link's total receive window across streams. */
+export const LINK_WINDOW_BYTES = 32 * 1024 * 1024
+/** Both ends ping this often and drop a link whose ping is not answered within PING_TIMEOUT_MS. */
+export const PING_INTERVAL_MS = 5_000
+export const PING_TIMEOUT_MS = 10_000
+/** A connector must answer /attach this fast, or the gateway drops it. */
+export const ATTACH_TIMEOUT_MS = 5_000
+/** Bodies of /attach, /targets and /refused are small JSON documents. */
+export const MAX_CONTROL_BODY_BYTES = 64 * 1024
+
+/** What the connector answers to GET /attach. */
+export interface AttachHello {
+  /** A service-account key (`ghk_…`) or a Gatehouse token whose principal is a configured connector. */
+  readonly credential: string
+  readonly version: string
+  readonly hostname: string
+}
+
+/** What the gateway sends to POST /targets after the connector is authenticated. */
+export interface AttachTargets {
+  readonly name: string
+  /** `host:port` (IPv6 in brackets) of every connection configured `via` this connector. */
+  readonly targets: readonly string[]
+}
+
+export interface AttachRefused {
+  readonly reason: string
+}
+
+/** `host:port` as CONNECT's :authority spells it (IPv6 in brackets). */
+export function authorityOf(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
+}
+
+/** Splits a CONNECT :authority; null when it is not host:port. */
+export function parseAuthority(text: string): { host: string; port: number } | null {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(text)
+  if (!m || m[1] === undefined) return null
+  const port = Number(m[2])
+  if (port < 1 || port > 65535) return null
+  return { host: m[1].startsWith('[') ? m[1].slice(1, -1) : m[1], port }
+}
+
+/** Reads a small JSON body from a stream, refusing more than MAX_CONTROL_BODY_BYTES. */
+export function readJsonBody(stream: NodeJS.ReadableStream): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    stream.on('data', (d: Buffer) => {
+      size += d.length
+      if (size > MAX_CONTROL_BODY_BYTES) {
+        reject(new Error('control message too large'))
+        return
+      }
+      chunks.push(d)
+    })
+    stream.on('error', reject)
+    stream.on('end', () => {
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown)
+      } catch {
+        reject(new Error('control message is not JSON'))
+      }
+    })
+  })
+}

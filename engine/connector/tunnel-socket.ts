@@ -1,0 +1,46 @@
+// A tunnelled stream dressed as a net.Socket, so every proxy's `dial` keeps returning a Socket and
+// no plugin changes: reads and writes go to the HTTP/2 stream; there is no file descriptor
+// (no _handle), which net.Socket, tls.connect({socket}) and ssh2 all accept.
+
+import { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
+
+export class TunnelSocket extends Socket {
+  constructor(
+    private readonly inner: Duplex,
+    /** Called once when the stream is cut (not ended), before this socket reports the error:
+     * returns the error to report (naming the connector). */
+    private readonly cut: (err: Error) => Error,
+  ) {
+    super({ allowHalfOpen: true })
+    inner.on('data', (d: Buffer) => {
+      if (!this.push(d)) inner.pause()
+    })
+    inner.on('end', () => this.push(null))
+    inner.on('error', (err: Error) => {
+      if (!this.destroyed) this.destroy(this.cut(err))
+    })
+    inner.on('close', () => {
+      // A stream closed before its far side ended was cut (its link dropped, or it was reset).
+      if (!this.destroyed) this.destroy(this.readableEnded ? undefined : this.cut(new Error('the stream was closed')))
+    })
+  }
+
+  override _read(): void {
+    this.inner.resume()
+  }
+
+  override _write(chunk: Buffer, encoding: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.inner.write(chunk, encoding, cb)
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    this.inner.end()
+    cb()
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    this.inner.destroy()
+    super._destroy(err, cb)
+  }
+}
