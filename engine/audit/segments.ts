@@ -2,9 +2,10 @@
 // 1 and grow by one, so a missing segment is visible from the names alone. Each process that
 // writes opens a new segment; one process writes at a time (the lock).
 
-import { closeSync, type Dirent, openSync, readdirSync, readFileSync, readSync, fstatSync, unlinkSync, writeSync } from 'node:fs'
+import { closeSync, type Dirent, fsyncSync, openSync, readdirSync, readFileSync, readSync, fstatSync, unlinkSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { GatehouseError } from '../errors.js'
+import { splitLines } from './format.js'
 
 const SEGMENT_RE = /^(\d{8,})-(\d{8}T\d{6}Z)\.jsonl$/
 
@@ -161,4 +162,27 @@ export function acquireWriterLock(dir: string): () => void {
     }
   }
   throw new GatehouseError('GH_ERR_AUDIT', `${file}: cannot take the audit writer lock`)
+}
+
+/** The time of the last whole event of a segment file, or null if none can be read. */
+export function lastEventTime(path: string): string | null {
+  const { lines } = splitLines(readTail(path, 64 * 1024))
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const m = /"time":"([^"]+)"/.exec((lines[i] as Buffer).toString('latin1', 0, 300))
+    if (m) return m[1] as string
+  }
+  return null
+}
+
+/** Makes a new file's directory entry durable. */
+export function syncDir(dir: string): void {
+  let fd = -1
+  try {
+    fd = openSync(dir, 'r')
+    fsyncSync(fd)
+  } catch {
+    /* not supported everywhere; the data itself is what is synced */
+  } finally {
+    if (fd >= 0) closeSync(fd)
+  }
 }

@@ -21,19 +21,7 @@
 // where they are instead of vouching for them, and `audit verify` reports them.
 
 import { randomBytes } from 'node:crypto'
-import {
-  closeSync,
-  fdatasync,
-  fdatasyncSync,
-  fsyncSync,
-  ftruncateSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  statSync,
-  unlinkSync,
-  writeSync,
-} from 'node:fs'
+import { closeSync, fdatasync, fdatasyncSync, ftruncateSync, mkdirSync, openSync, statSync, unlinkSync, writeSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import type { Config } from '../config.js'
 import type { FsyncMode } from './config.js'
@@ -48,22 +36,21 @@ import {
   eventJsonText,
   GENESIS_HASH,
   lineBytesBound,
-  LineFormatError,
-  parseLine,
   PRUNE_TYPE,
   SEGMENT_TYPE,
   sha256Hex,
   signedMessage,
-  splitLines,
   type UnattestedRange,
 } from './format.js'
 import { type AuditSigner, loadOrCreateAuditKey, resolveAuditSigner } from './keys.js'
-import { acquireWriterLock, listSegments, readTail, segmentName } from './segments.js'
+import { acquireWriterLock, lastEventTime, listSegments, segmentName, syncDir } from './segments.js'
+import { findChainEnd, type RecoveryReport } from './recovery.js'
 import { SegmentTrust } from './trusted.js'
 import type { AuditEvent, AuditEventType } from '../types.js'
 import type { Timing } from '../metrics.js'
 
 export { type AuditQuery, readAuditEvents } from './query.js'
+export type { RecoveryReport } from './recovery.js'
 
 /** Segments roll over past this size so no single file grows without bound. */
 export const SEGMENT_MAX_BYTES = 64 * 1024 * 1024
@@ -98,15 +85,6 @@ export interface WrittenEvent {
 
 export type AuditListener = (written: WrittenEvent) => void
 
-/** What recovery found when the log was opened. */
-export interface RecoveryReport {
-  readonly segment: string
-  readonly tornBytes: number
-  readonly damagedLines: number
-  /** Positions of the events after the last signed record: sealed, not vouched for. */
-  readonly unattested: UnattestedRange | null
-}
-
 /** One line to write. `json` is the event's JSON, or built at write time from its position. */
 interface Pending {
   readonly time: string
@@ -128,8 +106,6 @@ const LARGE_SCRATCH_KEEP_MS = 10_000
 /** Room reserved for one signed record (checkpoint, segment header) before its text is made. */
 const SIGNED_RECORD_BYTES = 4096
 const RESERVED_KEYS = ['h', 'prev', 'id', 'time']
-/** Every segment header and checkpoint line holds this; other lines mostly do not. */
-const SIGNED_TYPE_MARK = '"type":"audit.'
 
 function errCode(err: unknown): string {
   return (err as NodeJS.ErrnoException).code ?? 'error'
@@ -720,60 +696,12 @@ export class AuditLog {
 
   /** Finds the end of the chain; seals a crash's leftovers in the last segment with a signed record. */
   private recover(): void {
-    const { segments } = listSegments(this.dir)
-    // A segment created just before a crash and left empty holds nothing: remove it.
-    for (let last = segments.at(-1); last && statSync(last.path).size === 0; last = segments.at(-1)) {
-      unlinkSync(last.path)
-      segments.pop()
-    }
-    const last = segments.at(-1)
-    if (!last) {
+    const end = findChainEnd(this.dir)
+    if (!end) {
       this.logId = randomBytes(6).toString('hex')
       return
     }
-    let tail: { n: number; h: string; prev: unknown; log: string; type: unknown } | null = null
-    let torn: Buffer | null = null
-    let damaged = 0
-    /** Position of the last segment header or checkpoint: what the key vouched for before the crash. */
-    let lastSigned = 0
-    let foundSigned = false
-    for (let i = segments.length - 1; i >= 0 && !foundSigned; i--) {
-      const seg = segments[i] as (typeof segments)[number]
-      const { lines, rest } = splitLines(readFileSync(seg.path))
-      if (i === segments.length - 1 && rest.length > 0) torn = Buffer.from(rest)
-      for (let j = lines.length - 1; j >= 0; j--) {
-        const line = lines[j] as Buffer
-        // Past the tail, only signed records matter: skip the parse for every other line.
-        if (tail && !line.includes(SIGNED_TYPE_MARK)) continue
-        const found = lastChained(line)
-        if (!found) {
-          if (!tail) damaged++
-          continue
-        }
-        tail ??= found
-        if (found.type === CHECKPOINT_TYPE || found.type === SEGMENT_TYPE) {
-          lastSigned = found.n
-          foundSigned = true
-          break
-        }
-      }
-    }
-    if (!tail) {
-      throw new GatehouseError(
-        'GH_ERR_AUDIT',
-        `${this.dir}: no intact audit event found in ${segments.length} segment(s); move the damaged files aside (keep them as evidence) to start a new log`,
-      )
-    }
-    // A write cut just before its newline leaves a whole event: it only needs the newline.
-    const newline = torn !== null
-    if (torn && damaged === 0) {
-      const whole = lastChained(torn)
-      if (whole && whole.log === tail.log && whole.n === tail.n + 1 && whole.prev === tail.h) {
-        tail = whole
-        torn = null
-      }
-    }
-    const unattested: UnattestedRange | null = lastSigned < tail.n ? { from: lastSigned + 1, to: tail.n } : null
+    const { last, tail, torn, newline, damaged, unattested } = end
     this.logId = tail.log
     this.n = tail.n
     this.lastHash = tail.h
@@ -826,44 +754,4 @@ function eventJson(event: AuditEvent): EventText {
     }
   }
   return eventJsonText(event)
-}
-
-/** Position, hash and log id of a line whose own hash holds; null for a torn or damaged line. */
-function lastChained(line: Buffer): { n: number; h: string; prev: unknown; log: string; type: unknown } | null {
-  try {
-    const p = parseLine(line)
-    if (!p.hashOk) return null
-    const id = p.event.id
-    if (typeof id !== 'string') return null
-    const dash = id.lastIndexOf('-')
-    const n = Number(id.slice(dash + 1))
-    if (dash <= 0 || !Number.isSafeInteger(n) || n < 1) return null
-    return { n, h: p.h, prev: p.event.prev, log: id.slice(0, dash), type: p.event.type }
-  } catch (err) {
-    if (err instanceof LineFormatError) return null
-    throw err
-  }
-}
-
-/** The time of the last whole event of a segment file, or null if none can be read. */
-function lastEventTime(path: string): string | null {
-  const { lines } = splitLines(readTail(path, 64 * 1024))
-  for (let i = lines.length - 1; i >= 0; i--) {
-    const m = /"time":"([^"]+)"/.exec((lines[i] as Buffer).toString('latin1', 0, 300))
-    if (m) return m[1] as string
-  }
-  return null
-}
-
-/** Makes a new file's directory entry durable. */
-function syncDir(dir: string): void {
-  let fd = -1
-  try {
-    fd = openSync(dir, 'r')
-    fsyncSync(fd)
-  } catch {
-    /* not supported everywhere; the data itself is what is synced */
-  } finally {
-    if (fd >= 0) closeSync(fd)
-  }
 }
