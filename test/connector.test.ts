@@ -94,18 +94,28 @@ interface LinkRow {
   sessions: number
 }
 
-/** The API behind `connectors list` (the CLI itself is tested once: its start-up is slow here). */
-async function links(): Promise<LinkRow[]> {
+/** The admin API (what the CLI calls; the CLI itself is run once per command here: its start-up is slow). */
+async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
   const admin = readFileSync(join(gw.dataDir, 'admin.token'), 'utf8').trim()
-  const res = await fetch(`${gw.apiUrl}/v1/connectors`, { headers: { authorization: `Bearer ${admin}` } })
-  assert.equal(res.status, 200)
-  return (await res.json()) as LinkRow[]
+  const res = await fetch(`${gw.apiUrl}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${admin}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  })
+  assert.equal(res.status, 200, `${method} ${path}: ${await res.clone().text()}`)
+  return (await res.json()) as T
 }
 
-function createKey(name: string): { key: string; id: string } {
-  const r = gw.cli(['service-account', 'key', 'create', '--name', name, '--json'])
-  assert.equal(r.code, 0, r.stderr)
-  return JSON.parse(r.stdout) as { key: string; id: string }
+function links(): Promise<LinkRow[]> {
+  return api<LinkRow[]>('GET', '/v1/connectors')
+}
+
+async function auditEvents(type: string): Promise<Record<string, unknown>[]> {
+  return (await api<{ events: Record<string, unknown>[] }>('GET', `/v1/audit?type=${encodeURIComponent(type)}`)).events
+}
+
+function createKey(name: string): Promise<{ key: string; id: string }> {
+  return api<{ key: string; id: string }>('POST', '/v1/service-keys', { name })
 }
 
 before(async () => {
@@ -141,7 +151,7 @@ before(async () => {
     const a = run.listeners.connectors ?? ''
     connectorPort = Number(a.slice(a.lastIndexOf(':') + 1))
     fingerprint = new X509Certificate(readFileSync(join(gw.dataDir, 'tls/cert.pem'))).fingerprint256
-    ;({ key, id: keyId } = createKey('edge-1'))
+    ;({ key, id: keyId } = await createKey('edge-1'))
     token = gw.token('user:alice')
   } catch (err) {
     // `after` still runs, but a half-made network must not outlive a failed setup either.
@@ -191,12 +201,12 @@ describe('connector', () => {
   })
 
   test('a valid key of a principal that is not a configured connector cannot attach', async () => {
-    const other = createKey('not-a-connector')
+    const other = await createKey('not-a-connector')
     const c = startConnector(other.key)
     await until('the refusal', () => /is not a configured connector/.test(c.log()))
     assert.equal((await links()).length, 0)
     await stopConnector(c.proc)
-    const refused = gw.auditEvents(['--type', 'connector.refused'])
+    const refused = await auditEvents('connector.refused')
     assert.ok(refused.some((e) => e.reason === 'service:not-a-connector is not a configured connector'))
     assert.ok(!JSON.stringify(refused).includes(other.key.slice(-20)), 'the credential never reaches the audit log')
   })
@@ -226,10 +236,10 @@ describe('connector', () => {
     const r = psql(gw.conninfo(token, 'private'), 'select inet_server_addr()')
     assert.equal(r.code, 0, r.stderr)
     assert.equal(r.stdout.trim(), net.privateAddress)
-    const starts = gw.auditEvents(['--type', 'session.start']).filter((e) => e.connection === 'private')
+    const starts = (await auditEvents('session.start')).filter((e) => e.connection === 'private')
     assert.ok(starts.length > 0)
     assert.ok(starts.every((e) => e.via === 'edge-1'))
-    assert.ok(gw.auditEvents(['--type', 'connector.attached']).some((e) => e.connector === 'edge-1'))
+    assert.ok((await auditEvents('connector.attached')).some((e) => e.connector === 'edge-1'))
   })
 
   test('edge-1 does not carry a connection configured via another connector', () => {
@@ -294,8 +304,7 @@ describe('connector', () => {
       },
       30_000,
     )
-    const r = gw.cli(['service-account', 'key', 'revoke', keyId, '--reason', 'test'])
-    assert.equal(r.code, 0, r.stderr)
+    await api('POST', `/v1/tokens/${keyId}/revoke`, { reason: 'test' })
     const revokedAt = Date.now()
     const code = await exited
     const tookMs = Date.now() - revokedAt
