@@ -9,7 +9,7 @@
 // is untouched afterwards. Run it outside a transaction block (at session start): inside one, SET
 // LOCAL would last until the client's COMMIT.
 
-import type { LineageCatalog, RelationInfo } from './lineage.js'
+import type { LineageCatalog, RelationInfo } from './lineage-types.js'
 import { effectivePath, parseSearchPath } from './resolve.js'
 
 /** The query (two statements, one Query message). Its second result holds the rows

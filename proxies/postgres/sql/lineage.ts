@@ -27,217 +27,33 @@ import {
 } from './lineage-ast.js'
 
 export { loadSqlParser } from './classify.js'
-import { SQL_TEXT_FUNCTIONS } from './functions.js'
+import { INERT_STATEMENTS, OPAQUE_BUILTINS, OPAQUE_RELATIONS, SINK_FUNCTIONS } from './lineage-lists.js'
+import type {
+  LineageCall,
+  LineageCatalog,
+  LineageDdl,
+  LineageWrite,
+  OutputLineage,
+  RelationInfo,
+  StatementLineage,
+} from './lineage-types.js'
 
-export interface RelationInfo {
-  readonly schema: string
-  readonly name: string
-  readonly kind: 'table' | 'view' // materialized views and foreign tables: 'view' / 'table'
-  readonly columns: readonly string[] // in attnum order, dropped columns excluded
-  /** Views and materialized views: the SELECT that defines them, names schema-qualified. */
-  readonly definition: string | null
-}
-export interface LineageCatalog {
-  /** A relation as the server would resolve it (unqualified: through the session's search_path); null if unknown. */
-  relation(schema: string | null, name: string): RelationInfo | null
-  /** True when a function of this (unqualified, lower-case) name exists outside pg_catalog. The name
-   *  is passed as parsed (unquoted names are lower-case; a quoted "LOWER" stays as is). */
-  isUserFunction(name: string): boolean
-  /** True when an operator of this name exists outside pg_catalog (its function may run anything). */
-  isUserOperator?(name: string): boolean
-  /** The same catalog seen through another search_path (a SET search_path earlier in the same query). */
-  withSearchPath?(searchPath: string): LineageCatalog
-  /** Every relation of this name in any schema: an unqualified name the path does not resolve may
-   *  still be one of them (a search_path the caller did not follow), so its columns count too. */
-  relationsNamed?(name: string): readonly RelationInfo[]
-  /** Casts whose function is user-defined in a language that can run SQL (`source -> target`): the
-   *  server may call one implicitly wherever a value changes type, so a computed value may reach it. */
-  userCasts?(): readonly string[]
-}
-/** 'schema.table.column'. For a relation the catalog does not know: the schema as written, or '?'. */
-export type Source = string
-export interface OutputLineage {
-  /** The column's name as PostgreSQL labels it where cheap (alias, column, function name, ?column?). */
-  readonly name: string
-  /** Every base column the value derives from (through views: the view column AND its base columns). */
-  readonly sources: readonly Source[]
-  /** The one base column projected as is (alias allowed; a cast or any function makes it derived); else null. */
-  readonly direct: Source | null
-  /** Every column projected as is on the way (view columns and the base column); empty when derived. */
-  readonly directVia: readonly Source[]
-  /** Why the value may depend on data the gateway cannot see; null otherwise. */
-  readonly opaque: string | null
-  /** `*` over a relation the catalog does not know: stands for one or more columns the caller
-   *  resolves from RowDescription; `sources` then empty. */
-  readonly unknownStar?: string
-}
-export interface LineageWrite {
-  /** 'schema.relation.column' where the column is known, else 'schema.relation' (or 'file:…', 'program'). */
-  readonly target: string
-  readonly sources: readonly Source[]
-  /** The written value may carry data the analysis cannot see (a user-defined function…). */
-  readonly opaque: string | null
-}
-export interface LineageCall {
-  /** The function's name as parsed (unquoted names lower-case). */
-  readonly name: string
-  /** The schema as written, or null when unqualified. */
-  readonly schema: string | null
-  /** Every base column its arguments derive from. */
-  readonly sources: readonly Source[]
-  readonly opaque: string | null
-}
-/** A column or expression that DDL attaches to a relation or type (index, constraint, statistics,
- *  default, domain check): the server evaluates it over stored rows, now and on later writes. */
-export interface LineageDdl {
-  readonly what: string
-  readonly sources: readonly Source[]
-  /** Code the analysis cannot see into runs there (a user-defined function, a new operator…). */
-  readonly opaque: string | null
-}
-export interface StatementLineage {
-  /** The statement's own text. */
-  readonly sql: string
-  /** Output columns in order; null when the statement returns no rows. */
-  readonly outputs: readonly OutputLineage[] | null
-  /** Every relation read (schema.name). */
-  readonly relations: readonly string[]
-  /** Base columns read outside output values (WHERE, JOIN, GROUP BY, ORDER BY, window, LIMIT…). */
-  readonly predicates: readonly Source[]
-  /** Values that flow into stored data, each with its target and the sources of what flows in. */
-  readonly writes: readonly LineageWrite[]
-  /** Opaque calls anywhere in the statement (also in WHERE or FROM): code that may read or write anything. */
-  readonly opaqueCalls: readonly string[]
-  /** Function calls whose arguments carry table data (or an opaque value), anywhere in the statement. */
-  readonly calls?: readonly LineageCall[]
-  /** Base columns whose values something computes on (a function, an operator, a cast, CASE, a
-   *  whole row…), anywhere in the statement: any such expression may fail for some values only. A
-   *  column passed through as is, or only counted (`count(col)`), is not listed. */
-  readonly computed?: readonly Source[]
-  /** What DDL attaches to relations or types (see LineageDdl). */
-  readonly ddl?: readonly LineageDdl[]
-  /** `COPY … (ENCODING …)`: the encoding named (the fields are then split in it, not in UTF-8). */
-  readonly copyEncoding?: string
-  /** Functions this statement creates or renames (by their new name): later statements must treat
-   *  the name as user-defined before any catalog snapshot knows it. */
-  readonly definesFunctions?: readonly string[]
-  /** Non-null when lineage could not be established; the caller fails closed. */
-  readonly unresolved: string | null
-  readonly declare?: string
-  readonly fetch?: string
-  readonly prepare?: string
-  readonly execute?: string
-  readonly copy?: {
-    readonly format: 'text' | 'csv' | 'binary'
-    readonly delimiter: string
-    readonly null: string
-    readonly quote: string
-    readonly escape: string
-    readonly header: boolean
-  }
-}
+export type {
+  LineageCall,
+  LineageCatalog,
+  LineageDdl,
+  LineageWrite,
+  OutputLineage,
+  RelationInfo,
+  Source,
+  StatementLineage,
+} from './lineage-types.js'
+export { OPAQUE_BUILTINS, SINK_FUNCTIONS } from './lineage-lists.js'
 
 /** Views inside views inside views…: deeper than this is refused rather than followed. */
 export const MAX_VIEW_DEPTH = 16
 /** Rounds of the recursive-CTE fixpoint; sources only grow, so this is reached only by pathological input. */
 const MAX_FIXPOINT_ROUNDS = 32
-
-/** Builtins that run SQL given as text, read a table or a cursor by name, read files, large objects,
- *  WAL or another database: what they return is not visible in the statement's tree. */
-export const OPAQUE_BUILTINS: ReadonlySet<string> = new Set([
-  ...SQL_TEXT_FUNCTIONS,
-  'cursor_to_xml',
-  'cursor_to_xmlschema',
-  'pg_read_file',
-  'pg_read_binary_file',
-  'lo_get',
-  'loread',
-  'lo_export',
-  'lo_import',
-  'pg_logical_slot_get_changes',
-  'pg_logical_slot_peek_changes',
-  'pg_logical_slot_get_binary_changes',
-  'pg_logical_slot_peek_binary_changes',
-  'dblink',
-  'dblink_exec',
-  'dblink_fetch',
-  'dblink_open',
-  'dblink_get_result',
-  'xpath_table',
-  'crosstab',
-])
-
-/** Builtins that send or store their arguments where the result stream never shows them:
- *  calling one with a classified value copies it out (a write). */
-export const SINK_FUNCTIONS: ReadonlySet<string> = new Set([
-  'pg_notify',
-  'set_config',
-  'lo_from_bytea',
-  'lo_put',
-  'lowrite',
-  'pg_logical_emit_message',
-  'dblink_exec',
-  'dblink_send_query',
-  'dblink',
-  'dblink_open',
-  'pg_file_write',
-])
-
-/** Relations whose rows are sample values of every column (planner statistics). */
-const OPAQUE_RELATIONS: ReadonlySet<string> = new Set([
-  'pg_catalog.pg_statistic',
-  'pg_catalog.pg_stats',
-  'pg_catalog.pg_stats_ext',
-  'pg_catalog.pg_stats_ext_exprs',
-  'pg_catalog.pg_statistic_ext_data',
-])
-
-/** Statement types that return no table data and move no data between columns. */
-const INERT_STATEMENTS: ReadonlySet<string> = new Set([
-  'TransactionStmt',
-  'VariableSetStmt',
-  'DeallocateStmt',
-  'DiscardStmt',
-  'ClosePortalStmt',
-  'ListenStmt',
-  'UnlistenStmt',
-  'NotifyStmt',
-  'LockStmt',
-  'TruncateStmt',
-  'VacuumStmt',
-  'CheckPointStmt',
-  'DropStmt',
-  'IndexStmt',
-  'GrantStmt',
-  'GrantRoleStmt',
-  'CommentStmt',
-  'CreateSeqStmt',
-  'AlterSeqStmt',
-  'CreateFunctionStmt',
-  'AlterFunctionStmt',
-  'CreateRoleStmt',
-  'AlterRoleStmt',
-  'AlterRoleSetStmt',
-  'DropRoleStmt',
-  'DefineStmt',
-  'CreateDomainStmt',
-  'CompositeTypeStmt',
-  'CreateEnumStmt',
-  'AlterEnumStmt',
-  'RefreshMatViewStmt',
-  'ReindexStmt',
-  'ClusterStmt',
-  'CreateExtensionStmt',
-  'AlterDefaultPrivilegesStmt',
-  'AlterOwnerStmt',
-  'CreateStatsStmt',
-  'ConstraintsSetStmt',
-  'LoadStmt',
-  'CreatedbStmt',
-  'DropdbStmt',
-  'AlterDatabaseSetStmt',
-  'AlterSystemStmt',
-])
 
 interface Out {
   readonly name: string
