@@ -297,6 +297,14 @@ describe('PostgreSQL drivers: protocol edges', { timeout: 240_000 }, () => {
       assert.equal(e.action, 'sql.session')
       assert.equal(e.decision, 'allow')
     }
+    // The session's statements continue the startup settings' numbering: no seq is used twice.
+    const session = sets[0]?.session
+    const seqs = gw
+      .auditEvents()
+      .filter((e) => e.type === 'statement' && e.session === session)
+      .map((e) => e.seq)
+    assert.equal(seqs.length, 6, 'five SETs and the query')
+    assert.equal(new Set(seqs).size, seqs.length, `distinct seqs: ${seqs.join(', ')}`)
   })
 
   test('PGOPTIONS: a setting the policy denies, one off the allow-list, and one that changes lexing refuse the connection', () => {

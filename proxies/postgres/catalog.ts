@@ -8,6 +8,7 @@ import type { TLSSocket } from 'node:tls'
 import { serialize } from 'pg-protocol'
 import type { Catalog } from './sql/index.js'
 import type { FunctionCatalog } from './sql/functions.js'
+import type { Logger } from 'pino'
 import {
   CATALOG_CHECK_SQL,
   type CatalogCheck,
@@ -15,8 +16,10 @@ import {
   LINEAGE_CATALOG_SQL,
   type LineageCatalogSnapshot,
   parseLineageCatalog,
+  snapshotCurrent,
 } from './sql/lineage-catalog.js'
 import { BackendCode, INTERNAL_SQL_MARK, readErrorFields } from './messages.js'
+import { connectUpstream, type UpstreamOptions } from './upstream.js'
 
 /** Relations in a busy database change rarely; sessions of one connection share a snapshot this long. */
 export const CATALOG_TTL_MS = 30_000
@@ -249,6 +252,78 @@ export class CatalogCache {
 
   private readonly checkers = new Map<string, Socket | TLSSocket>()
   private readonly checkQueue = new Map<string, Promise<void>>()
+}
+
+/**
+ * One session's view of the lineage catalog: the snapshot its statements are classified (views)
+ * and masked against, checked against the server before a statement that touches a masked relation
+ * or a view, and read anew when it may be stale (docs/masking.md, "Catalog freshness").
+ */
+export class SessionCatalog {
+  constructor(
+    private readonly cache: CatalogCache,
+    /** The Gatehouse connection's name (the cache's key). */
+    private readonly connection: string,
+    /** The lineage snapshot as last read (null: the catalog of relations could not be read). */
+    public snapshot: LineageCatalogSnapshot | null,
+    private readonly upstream: UpstreamOptions,
+    private readonly signal: AbortSignal,
+    private readonly log: Logger,
+    private readonly sessionId: string,
+  ) {}
+
+  /** The definition of a view by qualified name (null: not a view; undefined: the catalog of views
+   * could not be read), from the current snapshot. */
+  readonly viewDefinition = (qualified: string): string | null | undefined => {
+    if (this.snapshot === null) return undefined
+    const rel = this.snapshot.relations.get(qualified)
+    return rel?.kind === 'view' ? rel.definition : null
+  }
+
+  /** Whether the snapshot still holds for the names of `check`; null when it cannot be told. */
+  async current(check: CatalogCheck): Promise<boolean | null> {
+    const snap = this.snapshot
+    if (!snap) return null
+    try {
+      const rows = await this.cache.check(
+        this.connection,
+        async () => {
+          // The gateway's own connection, shared by sessions: none of this client's startup settings.
+          const params = new Map([
+            ['client_encoding', 'UTF8'],
+            ['application_name', 'gatehouse catalog check'],
+            ['plan_cache_mode', 'force_generic_plan'],
+          ])
+          return (await connectUpstream({ ...this.upstream, params })).socket
+        },
+        check,
+      )
+      return snapshotCurrent(snap, check, rows)
+    } catch (err) {
+      this.log.warn({ session: this.sessionId, err: String(err) }, 'cannot check the catalog for masking')
+      return null
+    }
+  }
+
+  /** Re-reads the snapshot over a separate server connection; false when it could not. */
+  async refresh(): Promise<boolean> {
+    try {
+      const snap = await this.cache.refresh(this.connection, async () => {
+        const up = await connectUpstream(this.upstream, this.signal)
+        return up.socket
+      })
+      this.snapshot = snap.lineage
+      return true
+    } catch (err) {
+      this.log.warn({ session: this.sessionId, err: String(err) }, 'cannot refresh the catalog for masking')
+      return false
+    }
+  }
+
+  /** The shared snapshot may be stale (DDL passed, or a result was withheld): the next read is fresh. */
+  invalidate(): void {
+    this.cache.invalidate(this.connection)
+  }
 }
 
 /** A catalog check answers in well under a millisecond; a server that takes this long is not usable. */

@@ -1,4 +1,4 @@
-// Masking results on their way to the client, for one PostgreSQL session.
+// Masking plans for one PostgreSQL session's statements (applied to results: result-masking.ts).
 //
 // When a decision carries mask obligations, every statement is traced to the table columns its
 // output values come from (proxies/postgres/sql/lineage.ts: through aliases, expressions, subqueries, CTEs,
@@ -10,13 +10,13 @@
 // that would copy a masked column somewhere else are refused: a write launders as well as a read.
 
 import type { CopyFormat } from './copy-masker.js'
-import { columnMatches, type MaskObligation } from '../kit/index.js'
-import type { ColumnAction, ColumnPlan } from './datarow-masker.js'
+import type { ColumnAction } from './datarow-masker.js'
 import { analyzeLineage, type LineageCatalog, type OutputLineage, type RelationInfo, type StatementLineage } from './sql/lineage.js'
 import { classifyCall, isHarmless } from './sql/functions.js'
-import type { CatalogCheck, LineageCatalogSnapshot } from './sql/lineage-catalog.js'
+import type { CatalogCheck } from './sql/lineage-catalog.js'
+import { columnMatches, type MaskObligation } from '../kit/index.js'
 
-const KEEP: ColumnAction = { action: 'keep' }
+export const KEEP: ColumnAction = { action: 'keep' }
 
 /** Strictest first: null and redact reveal nothing, hash_session reveals equality within one
  *  session, hash equality across sessions, partial reveals characters. */
@@ -67,36 +67,6 @@ export interface MaskOptions {
 }
 
 const DEFAULT_OPTIONS: MaskOptions = { strictPredicates: false, unknownLineage: 'refuse' }
-
-/** A field of a RowDescription. */
-export interface FieldInfo {
-  readonly name: string
-  readonly tableOid: number
-  readonly column: number
-  readonly typeOid: number
-  readonly format: 0 | 1
-}
-
-export function parseRowDescription(body: Buffer): FieldInfo[] {
-  const n = body.readInt16BE(0)
-  const out: FieldInfo[] = []
-  let pos = 2
-  for (let i = 0; i < n; i++) {
-    const end = body.indexOf(0, pos)
-    if (end < 0) throw new Error('malformed RowDescription')
-    const name = body.toString('utf8', pos, end)
-    pos = end + 1
-    out.push({
-      name,
-      tableOid: body.readInt32BE(pos),
-      column: body.readInt16BE(pos + 4),
-      typeOid: body.readInt32BE(pos + 6),
-      format: body.readInt16BE(pos + 16) === 1 ? 1 : 0,
-    })
-    pos += 18
-  }
-  return out
-}
 
 /** The text the server holds for a name a statement reaches (names.ts), and where it was read. */
 export interface HeldText {
@@ -309,13 +279,13 @@ function unresolvedLineage(reason: string): StatementLineage {
   return { sql: '', outputs: null, relations: [], predicates: [], writes: [], opaqueCalls: [], unresolved: reason }
 }
 
-function matching(sources: readonly string[], rules: readonly MaskObligation[]): MaskObligation[] {
+export function matching(sources: readonly string[], rules: readonly MaskObligation[]): MaskObligation[] {
   const out: MaskObligation[] = []
   for (const r of rules) if (sources.some((s) => columnMatches(r.column, s))) out.push(r)
   return out
 }
 
-function strictest(list: readonly MaskObligation[]): MaskObligation | null {
+export function strictest(list: readonly MaskObligation[]): MaskObligation | null {
   let best: MaskObligation | null = null
   for (const m of list) {
     if (
@@ -547,118 +517,4 @@ function actionFor(o: OutputLineage, rules: readonly MaskObligation[], detectors
     return { action: 'mask', rule: m.rule, strategy: m.strategy, ...(m.keep !== undefined ? { keep: m.keep } : {}), derived: !direct }
   }
   return detectors.length > 0 ? { action: 'detect', detectors } : KEEP
-}
-
-/**
- * The column plans for a result, once its shape is known (RowDescription, or the fields of a
- * described statement/portal). `fields` null: only the column count is known (from a DataRow).
- */
-export function columnPlans(
-  plan: StatementMaskPlan,
-  fields: readonly FieldInfo[] | null,
-  count: number,
-  formats: readonly number[] | null,
-): ColumnPlan[] {
-  const n = fields?.length ?? count
-  const fmt = (i: number): 0 | 1 => {
-    if (formats && formats.length > 0) return (formats.length === 1 ? formats[0] : formats[i]) === 1 ? 1 : 0
-    return fields?.[i]?.format ?? 0
-  }
-  const typeOf = (i: number): number | null => fields?.[i]?.typeOid ?? null
-  const actions = alignOutputs(plan, fields, n)
-  return actions.map((mask, i) => ({ mask, typeOid: typeOf(i), format: fmt(i) }))
-}
-
-function alignOutputs(plan: StatementMaskPlan, fields: readonly FieldInfo[] | null, n: number): ColumnAction[] {
-  const outputs = plan.outputs
-  if (outputs === null) return new Array<ColumnAction>(n).fill(plan.fallback)
-  const stars = outputs.filter((o) => o.unknownStar !== undefined)
-  if (stars.length === 0) {
-    if (outputs.length === n) return outputs.map((o) => o.mask)
-    return new Array<ColumnAction>(n).fill(plan.fallback)
-  }
-  // `*` over relations the catalog does not know: the star takes whatever columns are left, which
-  // are judged by the names the server gives them.
-  // Two such stars cannot be told apart by column count: every column gets the fallback.
-  const starCols = n - (outputs.length - stars.length)
-  if (stars.length > 1 || starCols < 1) return new Array<ColumnAction>(n).fill(plan.fallback)
-  const out: ColumnAction[] = []
-  let col = 0
-  for (const o of outputs) {
-    if (o.unknownStar === undefined) {
-      out.push(o.mask)
-      col++
-      continue
-    }
-    for (let k = 0; k < starCols; k++, col++) {
-      const name = fields?.[col]?.name
-      if (name === undefined) {
-        out.push(plan.fallback)
-        continue
-      }
-      const rel = o.unknownStar.includes('.') ? o.unknownStar : `?.${o.unknownStar}`
-      const m = strictest(matching([`${rel}.${name}`], plan.obligations))
-      out.push(
-        m
-          ? { action: 'mask', rule: m.rule, strategy: m.strategy, ...(m.keep !== undefined ? { keep: m.keep } : {}), derived: false }
-          : plan.detectors.length > 0
-            ? { action: 'detect', detectors: plan.detectors }
-            : KEEP,
-      )
-    }
-  }
-  return out
-}
-
-/** Whether any column of a compiled plan changes values (otherwise rows are forwarded as they are). */
-export function changesRows(cols: readonly ColumnPlan[]): boolean {
-  return cols.some((c) => c.mask.action !== 'keep')
-}
-
-/**
- * The server's word on where each output column comes from, checked against the catalog snapshot
- * the statement was planned on. A RowDescription names, for every output that is a plain column,
- * the OID of its relation and its attnum: ground truth, whatever another client changed since the
- * snapshot was read. Returns why the result may not be sent (null: it may): a relation or column
- * the snapshot does not know, or a column a rule masks (by its name in the snapshot or the name the
- * server gives it) that the result's plan would send in clear. Costs a map lookup per field.
- */
-export function backstopFinding(
-  fields: readonly FieldInfo[],
-  snap: LineageCatalogSnapshot | null,
-  obligations: readonly MaskObligation[],
-  cols: readonly ColumnPlan[] | null,
-  outputs: readonly OutputPlan[] | null = null,
-): string | null {
-  if (obligations.length === 0) return null
-  // The plan's outputs line up with the fields only without `*` over unknown relations.
-  const aligned = outputs !== null && outputs.length === fields.length && outputs.every((o) => o.unknownStar === undefined) ? outputs : null
-  for (let i = 0; i < fields.length; i++) {
-    const f = fields[i] as FieldInfo
-    if (f.tableOid === 0 || f.column <= 0) continue
-    const masked = cols?.[i]?.mask.action === 'mask'
-    if (!snap) {
-      if (masked) continue
-      return 'the gateway has no catalog snapshot to check the result against'
-    }
-    const known = snap.byOid.get(f.tableOid)
-    if (!known) {
-      if (snap.outside.has(f.tableOid)) continue
-      return `column ${i + 1} of the result comes from a relation the gateway's catalog snapshot does not know`
-    }
-    const at = known.attnums.indexOf(f.column)
-    if (at < 0)
-      return `column ${i + 1} of the result is a column of ${known.relation.schema}.${known.relation.name} the gateway's catalog snapshot does not know`
-    if (masked) continue
-    const rel = `${known.relation.schema}.${known.relation.name}`
-    const snapshotName = `${rel}.${known.relation.columns[at] as string}`
-    // The name the server gives the output tells of a rename since the snapshot — unless the
-    // statement chose that name itself for exactly the column the server reports (an alias).
-    const out = aligned?.[i]
-    const aliasOfSameColumn = out !== undefined && out.name === f.name && out.direct === snapshotName
-    const names = aliasOfSameColumn ? [snapshotName] : [snapshotName, `${rel}.${f.name}`]
-    if (obligations.some((o) => names.some((n) => columnMatches(o.column, n))))
-      return `column ${i + 1} of the result is a masked column that the statement's plan did not mask`
-  }
-  return null
 }

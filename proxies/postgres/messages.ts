@@ -124,3 +124,33 @@ export function rowsFromTag(tag: string): number | null {
   const m = / (\d+)$/.exec(tag)
   return m ? Number(m[1]) : null
 }
+
+/** A field of a RowDescription. */
+export interface FieldInfo {
+  readonly name: string
+  readonly tableOid: number
+  readonly column: number
+  readonly typeOid: number
+  readonly format: 0 | 1
+}
+
+export function parseRowDescription(body: Buffer): FieldInfo[] {
+  const n = body.readInt16BE(0)
+  const out: FieldInfo[] = []
+  let pos = 2
+  for (let i = 0; i < n; i++) {
+    const end = body.indexOf(0, pos)
+    if (end < 0) throw new Error('malformed RowDescription')
+    const name = body.toString('utf8', pos, end)
+    pos = end + 1
+    out.push({
+      name,
+      tableOid: body.readInt32BE(pos),
+      column: body.readInt16BE(pos + 4),
+      typeOid: body.readInt32BE(pos + 6),
+      format: body.readInt16BE(pos + 16) === 1 ? 1 : 0,
+    })
+    pos += 18
+  }
+  return out
+}

@@ -9,7 +9,7 @@ import type { Logger } from 'pino'
 import type { Analysis, Catalog, SqlAnalyzer, SqlAction, StatementFacts } from './sql/index.js'
 import { moreDangerous, otherFacts, parseSearchPath, qualify } from './sql/index.js'
 import { builtinFunctionClass, type FunctionCatalog, classifyCall, isHarmless, opaqueCasts, opaqueOperators } from './sql/functions.js'
-import { type InnerSource, type Resolved, resolveServerText, type ServerNames } from './names.js'
+import { effectiveFacts, type InnerSource, type ServerNames, TextNames } from './names.js'
 import type { MaskObligation } from '../kit/index.js'
 import type { Decision, ProxySession } from '../types.js'
 
@@ -166,7 +166,7 @@ export class SessionSql {
         paths = unique([...(eff.searchPath.local ? paths : []), eff.searchPath.path === 'initial' ? this.initialPath : eff.searchPath.path])
       // A routine created earlier in the text may shadow a built-in for the statements after it.
       if (eff.createsRoutine) this.noteCreatedRoutine(eff.createsRoutine.kind, eff.createsRoutine.name)
-      names.after(raw, facts)
+      names.after(raw, lexicallyInert(facts))
       const d = facts.lexical !== null ? lexicalDenial(facts.lexical) : await this.decide(facts.action, command, signal, approval)
       inert &&= lexicallyInert(facts)
       policy = d.policy
@@ -516,104 +516,6 @@ export function lexicallyInert(f: StatementFacts): boolean {
   if (f.execute !== null || f.cursor?.op === 'fetch') return false
   for (const fn of f.functions) if (!isHarmless(builtinFunctionClass(fn))) return false
   return true
-}
-
-/**
- * The names one query text reaches (EXECUTE, FETCH, MOVE): resolved from the text itself when an
- * earlier statement of it prepared, declared, deallocated or closed them, from the server's own
- * tables otherwise (read once per text, before it runs), and refused when neither is exact.
- */
-class TextNames {
-  private readonly local = new Map<string, { readonly facts: StatementFacts | null; readonly text: string }>()
-  private clearedPrepared = false
-  private clearedCursors = false
-  /** An earlier statement of this text that could create names the gateway cannot see. */
-  private opaque: string | null = null
-  private server: Promise<ServerNames | string> | null = null
-
-  constructor(
-    private readonly stmts: readonly StatementFacts[],
-    private readonly lookup: (names: readonly string[]) => Promise<ServerNames | string>,
-  ) {}
-
-  async resolve(raw: StatementFacts, analyzer: SqlAnalyzer): Promise<Resolved> {
-    const kind = raw.execute !== null ? 'p' : 'c'
-    const name = raw.execute ?? raw.cursor?.name ?? ''
-    const what = kind === 'p' ? 'prepared statement' : 'cursor'
-    const unknown = (why: string): Resolved => ({ facts: null, why, text: null, source: null })
-    const here = this.local.get(`${kind}:${name}`)
-    if (here !== undefined) {
-      if (here.facts === null) return unknown(`the ${what} ${JSON.stringify(name)} was dropped earlier in this query`)
-      return { facts: here.facts, why: '', text: here.text, source: 'this query' }
-    }
-    if (kind === 'p' ? this.clearedPrepared : this.clearedCursors) return unknown(`every ${what} was dropped earlier in this query`)
-    if (this.opaque !== null) {
-      return unknown(
-        `${JSON.stringify(this.opaque)} runs before it in the same query and may create server-side names the gateway cannot see; send it in a query of its own`,
-      )
-    }
-    this.server ??= this.lookup([
-      ...new Set(this.stmts.flatMap((s) => (s.execute !== null ? [s.execute] : s.cursor?.op === 'fetch' ? [s.cursor.name ?? ''] : []))),
-    ])
-    const server = await this.server
-    if (typeof server === 'string') return unknown(server)
-    const held = server.get(`${kind}:${name}`)
-    if (held === undefined) return unknown(`the server has no ${what} named ${JSON.stringify(name)}`)
-    return resolveServerText(kind, name, held, (sql) => analyzer.analyze(sql))
-  }
-
-  /** What a statement of the text does to names, for the statements after it. */
-  after(raw: StatementFacts, effective: StatementFacts): void {
-    if (raw.prepare) this.local.set(`p:${raw.prepare.name}`, { facts: raw.prepare.inner, text: raw.sql })
-    if (raw.deallocate) {
-      if (raw.deallocate.name !== null) this.local.set(`p:${raw.deallocate.name}`, { facts: null, text: raw.sql })
-      else {
-        this.clearedPrepared = true
-        for (const k of [...this.local.keys()]) if (k.startsWith('p:')) this.local.delete(k)
-        // DISCARD ALL closes every cursor too.
-        if (raw.kind === 'discard') this.clearedCursors = true
-      }
-    }
-    const c = raw.cursor
-    if (c?.op === 'declare' && c.query) this.local.set(`c:${c.name ?? ''}`, { facts: c.query, text: raw.sql })
-    if (c?.op === 'close') {
-      if (c.name !== null) this.local.set(`c:${c.name}`, { facts: null, text: raw.sql })
-      else {
-        this.clearedCursors = true
-        for (const k of [...this.local.keys()]) if (k.startsWith('c:')) this.local.delete(k)
-      }
-    }
-    if (this.opaque === null && c?.op !== 'declare' && raw.prepare === null && !lexicallyInert(effective)) this.opaque = raw.sql
-  }
-}
-
-/** EXECUTE/FETCH/MOVE judged as what runs: the inner statement's facts under the outer text. */
-function effectiveFacts(raw: StatementFacts, r: Resolved): StatementFacts {
-  if (r.facts === null) return { ...raw, action: 'sql.other', note: r.why }
-  const inner = r.facts
-  // The parameters of EXECUTE p(…) may call functions too.
-  const functions = [...new Set([...inner.functions, ...raw.functions])].sort()
-  const calls = [...inner.calls, ...raw.calls]
-  const castTypes = [...new Set([...inner.castTypes, ...raw.castTypes])]
-  const sideEffectFunctions = [...new Set([...inner.sideEffectFunctions, ...raw.sideEffectFunctions])].sort()
-  const action =
-    sideEffectFunctions.length > 0 && (inner.action === 'sql.read' || inner.action === 'sql.session') ? 'sql.write' : inner.action
-  // `kind` is the inner statement's (`delete`, not `execute:delete`), so rules on kind and
-  // has_where (no-unbounded-write) hold for it; `wrapper` and `via` say which verb reached it.
-  return {
-    ...inner,
-    sql: raw.sql,
-    functions,
-    calls,
-    castTypes,
-    sideEffectFunctions,
-    action,
-    wrapper: raw.execute !== null ? 'execute' : raw.kind,
-    prepare: null,
-    deallocate: null,
-    cursor: null,
-    execute: null,
-  }
 }
 
 /** A decision that reports an evaluation failure rather than the policy's answer. */
