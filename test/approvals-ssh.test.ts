@@ -34,7 +34,8 @@ describe('approvals: held SSH execs', () => {
       config: {
         listen: { api: '127.0.0.1:0', postgres: '127.0.0.1:0', ssh: '127.0.0.1:0' },
         policies: policyDir,
-        approvals: { timeout: '30s' },
+        // Long enough for three CLI start-ups on a loaded two-core machine before the approval.
+        approvals: { timeout: '180s' },
       },
     })
     const run = JSON.parse(readFileSync(join(gw.dataDir, 'run.json'), 'utf8')) as { listeners: Record<string, string> }
