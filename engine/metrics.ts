@@ -6,9 +6,15 @@
 // Everything else (sessions open, audit backlog, approvals pending, sinks, policy) is read from the
 // component that owns it at scrape time, so it costs nothing between scrapes.
 
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { createRequire } from 'node:module'
+import type { Counter, Gauge, Histogram, Registry } from 'prom-client'
 
-export const METRICS_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE
+/** Loaded when a gateway starts, not by every CLI command that imports the engine (it costs
+ * hundreds of milliseconds of start-up). */
+const load = (): typeof import('prom-client') => createRequire(import.meta.url)('prom-client') as typeof import('prom-client')
+
+/** Prometheus text format 0.0.4 (prom-client's `Registry.PROMETHEUS_CONTENT_TYPE`). */
+export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
 
 /** One counter value for one label combination. */
 export class Cell {
@@ -57,29 +63,22 @@ interface BucketValue {
  * histogram for `getForPromString()` (and `get()` goes through it), so answering that from the
  * Timing's buckets is all it takes for the text format and the JSON form alike.
  */
-class TimingHistogram extends Histogram {
-  constructor(
-    private readonly metricName: string,
-    private readonly metricHelp: string,
-    private readonly timing: Timing,
-    registry: Registry,
-  ) {
-    super({ name: metricName, help: metricHelp, buckets: [...timing.bounds], registers: [registry] })
+function timingHistogram(prom: typeof import('prom-client'), name: string, help: string, timing: Timing, registry: Registry): Histogram {
+  class TimingHistogram extends prom.Histogram {
+    async getForPromString(): Promise<{ name: string; help: string; type: string; values: BucketValue[]; aggregator: string }> {
+      const values: BucketValue[] = []
+      let acc = 0
+      timing.bounds.forEach((le, i) => {
+        acc += timing.counts[i] as number
+        values.push({ labels: { le }, value: acc, metricName: `${name}_bucket` })
+      })
+      values.push({ labels: { le: '+Inf' }, value: timing.count, metricName: `${name}_bucket` })
+      values.push({ labels: {}, value: timing.sum, metricName: `${name}_sum` })
+      values.push({ labels: {}, value: timing.count, metricName: `${name}_count` })
+      return { name, help, type: 'histogram', values, aggregator: 'sum' }
+    }
   }
-
-  async getForPromString(): Promise<{ name: string; help: string; type: string; values: BucketValue[]; aggregator: string }> {
-    const t = this.timing
-    const values: BucketValue[] = []
-    let acc = 0
-    t.bounds.forEach((le, i) => {
-      acc += t.counts[i] as number
-      values.push({ labels: { le }, value: acc, metricName: `${this.metricName}_bucket` })
-    })
-    values.push({ labels: { le: '+Inf' }, value: t.count, metricName: `${this.metricName}_bucket` })
-    values.push({ labels: {}, value: t.sum, metricName: `${this.metricName}_sum` })
-    values.push({ labels: {}, value: t.count, metricName: `${this.metricName}_count` })
-    return { name: this.metricName, help: this.metricHelp, type: 'histogram', values, aggregator: 'sum' }
-  }
+  return new TimingHistogram({ name, help, buckets: [...timing.bounds], registers: [registry] })
 }
 
 /** Decisions as the audit log records them; anything else is counted as `other`. */
@@ -97,7 +96,7 @@ export interface MetricSources {
 }
 
 export class Metrics {
-  readonly registry = new Registry()
+  readonly registry: Registry
   /** Time of each policy evaluation (every hop of the chain), the decisions reused by shape aside. */
   readonly decisionTime = new Timing()
   /** Time of each write of audit events (serialize, hash-chain, write(2)). */
@@ -110,22 +109,26 @@ export class Metrics {
   private sources: MetricSources | null = null
 
   constructor() {
-    collectDefaultMetrics({ register: this.registry, prefix: 'gatehouse_' })
+    const prom = load()
+    this.registry = new prom.Registry()
+    prom.collectDefaultMetrics({ register: this.registry, prefix: 'gatehouse_' })
     const self = this
-    new TimingHistogram(
+    timingHistogram(
+      prom,
       'gatehouse_decision_seconds',
       'Time to evaluate a decision (all hops of the chain).',
       this.decisionTime,
       this.registry,
     )
-    new TimingHistogram(
+    timingHistogram(
+      prom,
       'gatehouse_audit_append_seconds',
       'Time to write audit events before the work they record goes ahead (one write per batch).',
       this.auditAppendTime,
       this.registry,
     )
-    new TimingHistogram('gatehouse_audit_sync_seconds', 'Time of each fdatasync of the audit log.', this.auditSyncTime, this.registry)
-    new Counter({
+    timingHistogram(prom, 'gatehouse_audit_sync_seconds', 'Time of each fdatasync of the audit log.', this.auditSyncTime, this.registry)
+    new prom.Counter({
       name: 'gatehouse_commands_total',
       help: 'Commands decided and audited (SQL statements, SSH execs and file operations, MCP calls), by action and decision.',
       labelNames: ['action', 'decision'],
@@ -139,7 +142,7 @@ export class Metrics {
         }
       },
     })
-    new Counter({
+    new prom.Counter({
       name: 'gatehouse_sessions_opened_total',
       help: 'Sessions admitted, by protocol.',
       labelNames: ['protocol'],
@@ -149,7 +152,7 @@ export class Metrics {
         for (const [protocol, c] of self.opened) this.inc({ protocol }, c.n)
       },
     })
-    new Counter({
+    new prom.Counter({
       name: 'gatehouse_sessions_refused_total',
       help: 'Sessions refused before they opened (authentication, unknown connection, connect denied), by protocol.',
       labelNames: ['protocol'],
@@ -159,7 +162,7 @@ export class Metrics {
         for (const [protocol, c] of self.refused) this.inc({ protocol }, c.n)
       },
     })
-    new Gauge({
+    new prom.Gauge({
       name: 'gatehouse_sessions_open',
       help: 'Sessions open now, by protocol.',
       labelNames: ['protocol'],
@@ -171,7 +174,7 @@ export class Metrics {
         for (const [protocol, n] of self.sources?.sessionsOpen() ?? []) this.set({ protocol }, n)
       },
     })
-    new Gauge({
+    new prom.Gauge({
       name: 'gatehouse_audit_backlog_events',
       help: 'Audit events accepted but not yet written, or written and waiting for their fdatasync.',
       registers: [this.registry],
@@ -190,7 +193,7 @@ export class Metrics {
       }
       return sinkSnapshot
     }
-    new Counter({
+    new prom.Counter({
       name: 'gatehouse_audit_sink_failures_total',
       help: 'Failed deliveries to an audit sink (each is retried), by sink.',
       labelNames: ['sink'],
@@ -201,7 +204,7 @@ export class Metrics {
         for (const s of list) this.inc({ sink: s.name }, s.failures)
       },
     })
-    new Gauge({
+    new prom.Gauge({
       name: 'gatehouse_audit_sink_behind_bytes',
       help: 'Bytes of the audit log an audit sink has yet to deliver, by sink.',
       labelNames: ['sink'],
@@ -212,7 +215,7 @@ export class Metrics {
         for (const s of list) this.set({ sink: s.name }, s.behindBytes)
       },
     })
-    new Gauge({
+    new prom.Gauge({
       name: 'gatehouse_approvals_pending',
       help: 'Approval requests waiting for reviewers.',
       registers: [this.registry],
@@ -220,7 +223,7 @@ export class Metrics {
         this.set(self.sources?.approvalsPending() ?? 0)
       },
     })
-    new Counter({
+    new prom.Counter({
       name: 'gatehouse_policy_reloads_total',
       help: 'Policy reloads after a change to the source, by result (ok: the new bundle decides; failed: the last good one still does).',
       labelNames: ['result'],
@@ -232,7 +235,7 @@ export class Metrics {
         this.inc({ result: 'failed' }, p?.reloadFailures ?? 0)
       },
     })
-    new Gauge({
+    new prom.Gauge({
       name: 'gatehouse_policy_last_reload_failed',
       help: '1 while the last reload of the policy source failed (the previous bundle keeps deciding), else 0.',
       registers: [this.registry],

@@ -58,7 +58,9 @@ describe('session lifecycle and audit durability', () => {
       assert.equal(rows.length, 1)
       assert.deepEqual(rows[0]?.chain, ['user:alice'])
       assert.equal(direct("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ghl-kill'"), '1')
-      const err = nextError(c)
+      // The CLI runs synchronously: its start-up (seconds on a loaded machine) counts against the
+      // wait, and the error that arrived meanwhile is only read once it returns.
+      const err = nextError(c, 120_000)
       const k = gw.cli(['sessions', 'kill', rows[0]?.id ?? ''])
       assert.equal(k.code, 0, k.stderr)
       assert.equal((await err)?.code, '57P01')

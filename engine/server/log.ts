@@ -3,7 +3,12 @@
 // paths are the second line of defence if one ever does.
 
 import { pino, type Logger } from 'pino'
-import { build as prettyStream } from 'pino-pretty'
+import { createRequire } from 'node:module'
+import type { PrettyOptions, PrettyStream } from 'pino-pretty'
+
+/** pino-pretty, loaded only for a pretty log (JSON, the default off a terminal, does not need it). */
+const prettyStream = (options: PrettyOptions): PrettyStream =>
+  (createRequire(import.meta.url)('pino-pretty') as { build: (o: PrettyOptions) => PrettyStream }).build(options)
 
 export const REDACT_PATHS = [
   'password',

@@ -6,7 +6,6 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createSecureContext, type SecureContext } from 'node:tls'
-import { generate } from 'selfsigned'
 import { GatehouseError } from '../errors.js'
 
 export interface TlsFiles {
@@ -24,6 +23,8 @@ export async function ensureSelfSigned(dataDir: string): Promise<TlsFiles> {
   if (existsSync(cert) && existsSync(key)) return { cert, key }
   mkdirSync(dir, { recursive: true, mode: 0o700 })
   try {
+    // Loaded only when a certificate is made: it costs most of a second of start-up.
+    const { generate } = await import('selfsigned')
     const now = new Date()
     const pems = await generate([{ name: 'commonName', value: 'gatehouse' }], {
       keyType: 'ec',
