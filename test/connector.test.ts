@@ -281,6 +281,31 @@ describe('connector', () => {
     assert.equal(r.code, 0, r.stderr)
   })
 
+  test('two connector replicas share sessions; killing one fails no new session', async () => {
+    const second = startConnector(key)
+    await until('two links', async () => (await links()).length === 2)
+    // Two live sessions at once: the least busy link takes each, so both links carry one.
+    const sleepers = ['share-a', 'share-b'].map((app) =>
+      spawn('psql', ['-X', '-At', '-d', gw.conninfo(token, 'private', `application_name=${app}`), '-c', 'select pg_sleep(60)'], {
+        stdio: 'ignore',
+      }),
+    )
+    try {
+      await until('both links carrying a session', async () => {
+        const l = await links()
+        return l.length === 2 && l.every((x) => x.sessions === 1)
+      })
+    } finally {
+      for (const p of sleepers) p.kill('SIGKILL')
+    }
+    await stopConnector(second.proc, 'SIGKILL')
+    await until('one link left', async () => (await links()).length === 1)
+    for (let i = 0; i < 3; i++) {
+      const r = psql(gw.conninfo(token, 'private'), 'select 1')
+      assert.equal(r.code, 0, r.stderr)
+    }
+  })
+
   test('revoking the connector key drops its link within a second and ends its sessions', async () => {
     await until('edge-1 attached', async () => (await links()).length > 0)
     const live = spawn(
