@@ -17,7 +17,27 @@ export function newSessionId(): string {
   return `s-${randomBytes(6).toString('hex')}`
 }
 
-/** Satisfies the plugin contract's ProxySession (checked where the gateway hands it to a plugin). */
+/**
+ * Whether a plugin serving `protocol` may write an event of `type`: the shared statement/result,
+ * or its own namespace `<protocol>.<event>`. Session and approval records are the engine's.
+ */
+export function pluginMayWrite(protocol: string, type: string): boolean {
+  return (
+    type === 'statement' ||
+    type === 'result' ||
+    (type.length > protocol.length + 1 && type.charCodeAt(protocol.length) === 46 && type.startsWith(protocol))
+  )
+}
+
+function refuseType(protocol: string, type: string): GatehouseError {
+  return new GatehouseError(
+    'GH_ERR_AUDIT',
+    `plugin ${protocol} may write audit events "statement", "result" or "${protocol}.<event>", not ${JSON.stringify(type)}`,
+    { publicMessage: 'the gateway could not record this command' },
+  )
+}
+
+/** Satisfies the plugin contract's FastPathSession (checked where the gateway hands it to a plugin). */
 export class LiveSession {
   readonly chainIds: readonly string[]
   private terminateHandler: ((reason: string) => void) | null = null
@@ -77,7 +97,7 @@ export class LiveSession {
 
   /** The event with this session's fields first (and never overridden by the caller's). One
    * object built in place: this runs twice per statement on the hot path. */
-  private stamp(event: SessionAuditEvent): AuditEvent {
+  private stamp(event: { readonly type: AuditEvent['type']; readonly [key: string]: unknown }): AuditEvent {
     const out: Record<string, unknown> = { type: event.type, session: this.id, chain: this.chainIds, connection: this.connection.name }
     for (const k in event) {
       if (k !== 'type' && k !== 'session' && k !== 'chain' && k !== 'connection') out[k] = event[k]
@@ -90,10 +110,12 @@ export class LiveSession {
   }
 
   audit(event: SessionAuditEvent): Promise<void> {
+    if (!pluginMayWrite(this.connection.protocol, event.type)) return Promise.reject(refuseType(this.connection.protocol, event.type))
     return this.manager.audit.append(this.stamp(event))
   }
 
   auditNow(event: SessionAuditEvent): boolean {
+    if (!pluginMayWrite(this.connection.protocol, event.type)) throw refuseType(this.connection.protocol, event.type)
     const log = this.manager.audit
     if (log.fsyncMode === 'always') return false
     log.appendSync(this.stamp(event))
@@ -101,7 +123,13 @@ export class LiveSession {
   }
 
   auditLater(event: SessionAuditEvent): void {
+    if (!pluginMayWrite(this.connection.protocol, event.type)) throw refuseType(this.connection.protocol, event.type)
     this.manager.audit.appendDeferred(this.stamp(event))
+  }
+
+  /** The engine's own records about this session (start, end, approvals): any type. */
+  engineAudit(event: { readonly type: AuditEvent['type']; readonly [key: string]: unknown }): Promise<void> {
+    return this.manager.audit.append(this.stamp(event))
   }
 
   onTerminate(handler: (reason: string) => void): void {
@@ -171,7 +199,7 @@ export class SessionManager {
   }): Promise<LiveSession> {
     const session = new LiveSession(newSessionId(), s.identity, s.connection, s.target, s.settings, s.secrets, this)
     try {
-      await session.audit({
+      await session.engineAudit({
         type: 'session.start',
         protocol: s.connection.protocol,
         ...(s.connection.via !== undefined ? { via: s.connection.via } : {}),
@@ -216,7 +244,13 @@ export class SessionManager {
     } catch (err) {
       this.log.error({ err, session: session.id }, 'cannot record session end in the state database')
     }
-    session.auditLater({ type: 'session.end', reason })
+    this.audit.appendDeferred({
+      type: 'session.end',
+      session: session.id,
+      chain: session.chainIds,
+      connection: session.connection.name,
+      reason,
+    })
     this.log.info({ session: session.id, chain: session.chainIds, reason }, 'session ended')
   }
 

@@ -131,8 +131,6 @@ export type AuditEventType =
   | 'approval.used'
   | 'token.issued'
   | 'token.revoked'
-  // An MCP tool call (proxies/mcp): chain, tool, arguments (SQL literals as `?`) and the decision.
-  | 'mcp.call'
   // Connectors (engine/connector): a link authenticated, refused, or dropped (with the sessions it carried).
   | 'connector.attached'
   | 'connector.refused'
@@ -144,9 +142,15 @@ export type AuditEventType =
   | 'audit.prune'
   | 'audit.lost'
 
+/**
+ * A plugin's own event type, in its namespace: `<plugin name>.<event>` (`mcp.call`, `http.retry`).
+ * The gateway refuses a plugin's event outside its namespace and the shared statement/result.
+ */
+export type PluginEventType = `${string}.${string}`
+
 /** One audit record. Every event has id, time, type, session, chain and connection. */
 export interface AuditEvent {
-  readonly type: AuditEventType
+  readonly type: AuditEventType | PluginEventType
   readonly session: string | null
   readonly chain: readonly string[]
   readonly connection: string | null
@@ -164,8 +168,11 @@ export interface Address {
   readonly port: number
 }
 
-/** An audit event as a plugin writes it: the session fills in session, chain and connection. */
+/**
+ * An audit event as a plugin writes it: the session fills in session, chain and connection. Its
+ * type is `statement`, `result` or `<plugin name>.<event>`; any other is refused (GH_ERR_AUDIT).
+ */
 export interface SessionAuditEvent {
-  readonly type: AuditEventType
+  readonly type: 'statement' | 'result' | PluginEventType
   readonly [key: string]: unknown
 }

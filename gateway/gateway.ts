@@ -48,14 +48,19 @@ import { ConnectorHub } from '../engine/connector/hub.js'
 import { authorityOf } from '../engine/connector/protocol.js'
 import type {
   Address,
+  AnyProxyPlugin,
+  Capabilities,
+  CapabilityName,
   OpenSessionRequest,
   OpenSessionResult,
+  PluginContext,
   ProxyContext,
   ProxyHandle,
-  ProxyPlugin,
   TlsMaterial,
   HttpMount,
+  FastPathSession,
 } from '../proxies/types.js'
+import { type LiveSession, pluginMayWrite } from '../engine/sessions.js'
 
 export interface RunInfo {
   readonly pid: number
@@ -119,7 +124,7 @@ export class Gateway {
 
   static async start(
     config: Config,
-    builtin: readonly ProxyPlugin<object>[],
+    builtin: readonly AnyProxyPlugin[],
     log: Logger,
     opts: { readonly dev?: boolean } = {},
   ): Promise<Gateway> {
@@ -370,10 +375,11 @@ export class Gateway {
     return { ok: false, detail: `the last reload failed (version ${st.version} still decides): ${st.last_error ?? 'no bundle loaded'}` }
   }
 
-  private contextFor(plugin: ProxyPlugin<object>): ProxyContext {
+  private contextFor(plugin: AnyProxyPlugin): PluginContext<CapabilityName> {
     const stateDir = join(this.config.dataDir, 'plugins', plugin.name.replace(/[^A-Za-z0-9_.-]/g, '_'))
     mkdirSync(stateDir, { recursive: true, mode: 0o700 })
-    return {
+    const core: ProxyContext = {
+      plugin: plugin.name,
       listen: this.config.listen[plugin.name] ?? null,
       limits: this.config.limits,
       tls: this.tls,
@@ -386,30 +392,61 @@ export class Gateway {
         return d
       },
       audit: (event) => {
+        if (!pluginMayWrite(plugin.name, event.type)) {
+          return Promise.reject(
+            new GatehouseError('GH_ERR_AUDIT', `plugin ${plugin.name} may not write audit events of type ${JSON.stringify(event.type)}`),
+          )
+        }
         // Commands decided outside a session (MCP tool calls) are counted here.
         if (event.type === 'statement' || event.type === 'mcp.call') countCommand(this.metrics, event)
         return this.audit.append(event)
       },
       dial: (target, signal) => this.dial(target, signal),
       stateDir,
-      recordTerminal: (session, meta) => {
-        const recorder = this.auditServices?.recorder
-        if (!recorder) return null
-        return recorder.openTerminal(session.id, session.connection.name, {
-          ...meta,
-          gatehouse: { session: session.id, connection: session.connection.name, chain: session.identity.chain.map((p) => p.id) },
-        })
+    }
+    // Only what the plugin asked for: the others are absent, not stubs.
+    const granted: Partial<Record<CapabilityName, Capabilities[CapabilityName]>> = {}
+    for (const name of plugin.capabilities ?? []) granted[name] = this.capability(plugin, name)
+    return { ...core, ...granted } as PluginContext<CapabilityName>
+  }
+
+  private capability<K extends CapabilityName>(plugin: AnyProxyPlugin, name: K): Capabilities[K] {
+    const all: Capabilities = {
+      fastPath: {
+        // The sessions a plugin opens are LiveSessions; the fast path is their synchronous side.
+        session: (session) => session as LiveSession as FastPathSession,
       },
-      issuer: this.issuer.issuer,
-      identify: (credential) => this.identity.identify(credential),
-      revoked: (identity) => identity.tokenIds.some((jti) => this.store.isRevoked(jti)),
-      listener: (name) => this.bound.get(name) ?? null,
-      connections: () => this.config.connections.map((c) => ({ name: c.name, protocol: c.protocol, labels: c.labels })),
-      mountHttp: (path, handler) => {
-        if (this.api) throw new GatehouseError('GH_ERR_CONFIG', `plugin ${plugin.name}: mountHttp(${path}) after the API started`)
-        this.mounts.push({ path, handler })
+      httpMounts: {
+        mount: (path, handler) => {
+          if (this.api) throw new GatehouseError('GH_ERR_CONFIG', `plugin ${plugin.name}: mount(${path}) after the API started`)
+          this.mounts.push({ path, handler })
+        },
+      },
+      gateway: {
+        issuer: this.issuer.issuer,
+        identify: (credential) => this.identity.identify(credential),
+        revoked: (identity) => identity.tokenIds.some((jti) => this.store.isRevoked(jti)),
+        listener: (n) => this.bound.get(n) ?? null,
+        connections: () => this.config.connections.map((c) => ({ name: c.name, protocol: c.protocol, labels: c.labels })),
+      },
+      recordings: {
+        terminal: (session, meta) => {
+          const recorder = this.auditServices?.recorder
+          if (!recorder) return null
+          return recorder.openTerminal(session.id, session.connection.name, {
+            ...meta,
+            gatehouse: { session: session.id, connection: session.connection.name, chain: session.identity.chain.map((p) => p.id) },
+          })
+        },
+        entry: (session, type, fields) => {
+          if (!pluginMayWrite(plugin.name, type) || type === 'statement' || type === 'result') {
+            throw new GatehouseError('GH_ERR_PLUGIN', `plugin ${plugin.name}: a recording entry's type must be "${plugin.name}.<entry>"`)
+          }
+          this.auditServices?.recorder?.entry(session.id, type, fields)
+        },
       },
     }
+    return all[name]
   }
 
   /** Through the session's connector when its connection says `via`, else directly. */
@@ -428,7 +465,7 @@ export class Gateway {
   }
 
   /** Identify first; then the connection, the connect decision, the secrets, the audit record. */
-  private async openSession(plugin: ProxyPlugin<object>, req: OpenSessionRequest): Promise<OpenSessionResult> {
+  private async openSession(plugin: AnyProxyPlugin, req: OpenSessionRequest): Promise<OpenSessionResult> {
     const refuse = (error: GatehouseError, chain: readonly string[]): OpenSessionResult => {
       this.metrics.sessionRefused(plugin.name).n++
       this.log.warn(

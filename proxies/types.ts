@@ -5,6 +5,11 @@
 //
 // A third-party plugin is an ES module whose default export (or named export `plugin`) is a
 // ProxyPlugin; it is loaded from `plugins:` in the config by path or package name.
+//
+// What a plugin receives has two parts: the core every plugin gets (ProxyContext: openSession,
+// decide, audit, dial, log, TLS, limits, its state directory) and capabilities it asks for by name
+// (`capabilities: ['httpMounts']`), typed so that a plugin that did not ask cannot reach them.
+// docs/plugins.md walks through writing one.
 
 import type { ZodType } from 'zod'
 import type { Socket } from 'node:net'
@@ -12,16 +17,7 @@ import type { SecureContext } from 'node:tls'
 import type { Logger } from 'pino'
 import type { GatehouseError } from '../engine/errors.js'
 import type { TerminalRecording } from '../engine/audit/recording.js'
-import type {
-  Address,
-  AuditEvent,
-  Command,
-  ConnectionRef,
-  Decision,
-  DecisionRequest,
-  Identity,
-  SessionAuditEvent,
-} from '../engine/types.js'
+import type { Address, Command, ConnectionRef, Decision, DecisionRequest, Identity, SessionAuditEvent } from '../engine/types.js'
 import type { ApprovalAsk, ApprovalOutcome } from '../engine/approvals/types.js'
 import type { HttpHandler } from '../engine/server/api.js'
 
@@ -40,9 +36,27 @@ export type { HttpHandler, HttpMount } from '../engine/server/api.js'
 export type { GatehouseError, GatehouseErrorCode } from '../engine/errors.js'
 export type { TerminalRecording } from '../engine/audit/recording.js'
 
-export interface ProxyPlugin<O extends object = Record<string, unknown>> {
+/**
+ * The version of this contract. A plugin declares the version it was written for (`contract`);
+ * the loader refuses any other with a message naming both, instead of failing later at a call.
+ */
+export const PLUGIN_CONTRACT = 1
+
+/** Audit event types any plugin may write; everything else it writes is `<plugin name>.<event>`. */
+export const PLUGIN_AUDIT_TYPES = ['statement', 'result'] as const
+
+/** An audit event type a plugin writes: a shared one, or one in its own namespace (`http.retry`). */
+export type PluginAuditEventType = (typeof PLUGIN_AUDIT_TYPES)[number] | `${string}.${string}`
+
+export interface ProxyPlugin<O extends object = Record<string, unknown>, C extends CapabilityName = never> {
   /** The protocol name: `connections[].protocol` and the `listen:` key refer to it. Unique. */
   readonly name: string
+  /** The contract version the plugin was written for: PLUGIN_CONTRACT. */
+  readonly contract: number
+  /** Other plugins this one needs loaded (by name), checked at load with a clear error. */
+  readonly requires?: readonly string[]
+  /** Capabilities beyond the core context; each one named here appears on `ctx`. */
+  readonly capabilities?: readonly C[]
   /** Connection settings whose values are secret references (`env:…`, `file:…`), never literals. */
   readonly secretKeys?: readonly string[]
   /** The actions this plugin asks policy about (`sql.read`, `ssh.exec`): scopes are checked against them. */
@@ -55,8 +69,11 @@ export interface ProxyPlugin<O extends object = Record<string, unknown>> {
   readonly connectionSchema?: ZodType
   /** Checks protocol-specific connection settings; returns problems as "key: what is wrong". */
   validateConnection?(settings: Readonly<Record<string, unknown>>): string[]
-  start(ctx: ProxyContext, opts: O): Promise<ProxyHandle>
+  start(ctx: PluginContext<C>, opts: O): Promise<ProxyHandle>
 }
+
+/** Any plugin, whatever its options and capabilities (what the loader holds). */
+export type AnyProxyPlugin = ProxyPlugin<object, CapabilityName>
 
 export interface ProxyHandle {
   /** Where the listener is bound (the real port when the config asked for port 0). */
@@ -104,27 +121,43 @@ export interface ProxySession {
    * `approval` is passed to policy as input.approval; only after `requestApproval` answered
    * `granted` for this very command may a plugin pass `{granted: true}`. */
   decide(action: string, command: Command, signal?: AbortSignal, approval?: { readonly granted: boolean }): Promise<Decision>
-  /** `decide`, answered directly (the same decision; for a plugin's per-command hot path). */
-  decideNow(action: string, command: Command, signal?: AbortSignal): Decision
-  /** While this returns the same object, `decideNow` answers commands that differ only in
-   * `command.sql` alike (DecisionEngine.decisionEpoch); null: no such promise. */
-  decisionEpoch?(): object | null
   /** A held command: uses a matching grant, or files an approval request and (unless `wait` is
    * false) waits for the reviewers' decision. Never blocks other sessions. Rejects only when the
    * request cannot be recorded (audit or state failure): the plugin then refuses the command. */
   requestApproval?(req: ApprovalAsk): Promise<ApprovalOutcome>
   /** Appends an event stamped with this session; resolves when durable, rejects when not. */
   audit(event: SessionAuditEvent): Promise<void>
-  /** `audit` without a promise where the log allows it: true once the event is durable (in the OS,
-   * with `fsync: batched`); false, having written nothing, when durability needs an await (`fsync:
-   * always`: use `audit`). Throws GH_ERR_AUDIT when the append fails. */
-  auditNow(event: SessionAuditEvent): boolean
   /** Appends an event describing finished work; written with the next durable append. */
   auditLater(event: SessionAuditEvent): void
   /** Called at most once when the engine ends the session (kill, revocation, shutdown). */
   onTerminate(handler: (reason: string) => void): void
   /** Records the session's end. Idempotent. */
   end(reason: string): void
+}
+
+/**
+ * A session with the synchronous fast path (capability `fastPath`): for a plugin whose per-command
+ * cost matters (the PostgreSQL proxy). The answers are the same as `decide` and `audit`.
+ */
+export interface FastPathSession extends ProxySession {
+  /** `decide`, answered directly (the same decision). */
+  decideNow(action: string, command: Command, signal?: AbortSignal): Decision
+  /** While this returns the same object, `decideNow` answers commands that differ only in
+   * `command.sql` alike; null: no such promise. */
+  decisionEpoch(): object | null
+  /** `audit` without a promise where the log allows it: true once the event is durable (in the OS,
+   * with `fsync: batched`); false, having written nothing, when durability needs an await (`fsync:
+   * always`: use `audit`). Throws GH_ERR_AUDIT when the append fails. */
+  auditNow(event: SessionAuditEvent): boolean
+}
+
+/** An audit event outside a session, as a plugin writes it (same type rule as SessionAuditEvent). */
+export interface PluginAuditEvent {
+  readonly type: PluginAuditEventType
+  readonly session: string | null
+  readonly chain: readonly string[]
+  readonly connection: string | null
+  readonly [key: string]: unknown
 }
 
 export interface TlsMaterial {
@@ -134,7 +167,10 @@ export interface TlsMaterial {
   readonly allowPlaintext: boolean
 }
 
+/** The core every plugin gets. */
 export interface ProxyContext {
+  /** This plugin's name (its audit namespace). */
+  readonly plugin: string
   /** From `listen.<plugin name>` in the config; null when the config gives none. */
   readonly listen: Address | null
   readonly limits: { readonly maxMessageBytes: number }
@@ -144,16 +180,48 @@ export interface ProxyContext {
   openSession(req: OpenSessionRequest): Promise<OpenSessionResult>
   /** Decides a command outside a session (most plugins use ProxySession.decide). */
   decide(req: DecisionRequest, signal?: AbortSignal): Promise<Decision>
-  audit(event: AuditEvent): Promise<void>
+  /** Appends an event outside a session; resolves when durable. */
+  audit(event: PluginAuditEvent): Promise<void>
   /** Opens a byte stream to a target: direct TCP today, a connector's tunnel later. */
   dial(target: Address, signal?: AbortSignal): Promise<Socket>
   /** This plugin's own directory under the data directory (created, mode 0700): keys it must keep. */
   readonly stateDir: string
+}
+
+/** What a plugin may ask for beyond the core, by name in `capabilities`. */
+export interface Capabilities {
+  /** The synchronous decide/audit path (see FastPathSession). */
+  readonly fastPath: FastPath
+  /** Handlers on the API listener. */
+  readonly httpMounts: HttpMounts
+  /** The rest of the gateway: its issuer, token checks, other listeners, the connection list. */
+  readonly gateway: GatewayDirectory
+  /** Session recordings: terminals (asciicast) and entries on a session's timeline. */
+  readonly recordings: Recordings
+}
+
+export type CapabilityName = keyof Capabilities
+
+/** The names the loader accepts in `capabilities`. */
+export const CAPABILITY_NAMES: readonly CapabilityName[] = ['fastPath', 'httpMounts', 'gateway', 'recordings']
+
+/** The context a plugin that asked for capabilities `C` receives. */
+export type PluginContext<C extends CapabilityName = never> = ProxyContext & { readonly [K in C]: Capabilities[K] }
+
+export interface FastPath {
+  /** The fast path of a session this plugin opened. */
+  session(session: ProxySession): FastPathSession
+}
+
+export interface HttpMounts {
   /**
-   * Opens an asciicast v2 recording of a terminal (shell or exec) of `session`, with the session,
-   * its chain and connection in the header; null when recordings are switched off.
+   * Serves `path` and everything under it on the API listener. Call it during `start` (the API
+   * starts after the plugins). The routes are public: the handler authenticates its callers.
    */
-  recordTerminal(session: ProxySession, meta: TerminalMeta): TerminalRecording | null
+  mount(path: string, handler: HttpHandler): void
+}
+
+export interface GatewayDirectory {
   /** The gateway's token issuer URL: the default audience of its tokens and the API's public URL. */
   readonly issuer: string
   /** Identifies a bearer credential exactly as openSession does (audience: the issuer), with no connection. */
@@ -164,11 +232,20 @@ export interface ProxyContext {
   listener(name: string): Address | null
   /** The configured connections: names, protocols and labels only (no settings, no secrets). */
   connections(): readonly ConnectionRef[]
+}
+
+export interface Recordings {
   /**
-   * Serves `path` and everything under it on the API listener. Call it during `start` (the API
-   * starts after the plugins). The routes are public: the handler authenticates its callers.
+   * Opens an asciicast v2 recording of a terminal (shell or exec) of `session`, with the session,
+   * its chain and connection in the header; null when recordings are switched off.
    */
-  mountHttp(path: string, handler: HttpHandler): void
+  terminal(session: ProxySession, meta: TerminalMeta): TerminalRecording | null
+  /**
+   * Adds an entry to `session`'s timeline recording (what `gatehouse sessions replay` shows), never
+   * to the audit log: the plugin redacts credentials and caps sizes before calling. `type` is
+   * `<plugin name>.<entry>`. Does nothing when recordings are off for the connection.
+   */
+  entry(session: ProxySession, type: string, fields: Readonly<Record<string, unknown>>): void
 }
 
 export interface TerminalMeta {

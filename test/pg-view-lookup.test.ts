@@ -9,11 +9,11 @@ import { describe, test } from 'node:test'
 import pino from 'pino'
 import { createSqlAnalyzer } from '../proxies/postgres/sql/index.js'
 import { SessionSql } from '../proxies/postgres/statements.js'
-import type { ProxySession } from '../proxies/types.js'
+import type { FastPathSession } from '../proxies/types.js'
 
 // SessionSql keeps the session for deciding; withCatalog never touches it, so an empty stand-in
 // is enough here (what is tested is classification alone).
-const noSession = {} as ProxySession
+const noSession = {} as FastPathSession
 
 async function sessionWith(viewDefinition: (name: string) => string | null | undefined): Promise<SessionSql> {
   const analyzer = await createSqlAnalyzer()

@@ -10,12 +10,19 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import yaml from 'js-yaml'
+import { pluginMayWrite } from '../engine/sessions.js'
 import { BIN, LOCAL_PG, REPO, TestGateway } from './helpers/gateway.js'
 
 async function lineClient(
   port: number,
   first: string,
-): Promise<{ send: (l: string) => Promise<string>; close: () => void; greeting: string }> {
+): Promise<{
+  send: (l: string) => Promise<string>
+  next: () => Promise<string>
+  raw: (s: string) => void
+  close: () => void
+  greeting: string
+}> {
   const sock = connect({ host: '127.0.0.1', port })
   let buf = ''
   const waiters: ((l: string) => void)[] = []
@@ -45,6 +52,8 @@ async function lineClient(
       sock.write(`${l}\n`)
       return p
     },
+    next,
+    raw: (s: string) => sock.write(s),
     close: () => sock.destroy(),
   }
 }
@@ -94,7 +103,7 @@ describe('third-party proxy plugins', () => {
     assert.equal(await c.send('my secret'), 'DENIED no secrets on the line')
     c.close()
     const events = gw.auditEvents()
-    const st = events.find((e) => e.type === 'statement' && e.sql === 'hello plugin')
+    const st = events.find((e) => e.type === 'statement' && e.command === 'hello plugin')
     assert.ok(st)
     assert.deepEqual(st.chain, ['user:carol'])
     assert.equal(st.connection, 'shout')
@@ -103,6 +112,30 @@ describe('third-party proxy plugins', () => {
     const bad = await lineClient(port, 'forged-token shout')
     assert.match(bad.greeting, /^ERR authentication failed/)
     bad.close()
+    // Pipelined lines are decided and forwarded one at a time, in order (one write, many lines).
+    const p = await lineClient(port, `${token} shout`)
+    const sent = Array.from({ length: 12 }, (_, i) => (i === 5 ? `line ${i} secret` : `line ${i}`))
+    const answers = Promise.all(sent.map(() => p.next()))
+    p.raw(`${sent.join('\n')}\n`)
+    const got = await answers
+    assert.ok(got.includes('DENIED no secrets on the line'), got.join('|'))
+    assert.deepEqual(
+      got.filter((l) => !l.startsWith('DENIED')),
+      sent.filter((l) => !l.includes('secret')).map((l) => l.toUpperCase()),
+    )
+    p.close()
+    const order = gw
+      .auditEvents()
+      .filter((e) => e.type === 'statement' && typeof e.command === 'string' && e.command.startsWith('line '))
+      .map((e) => e.command)
+    assert.deepEqual(order, sent)
+    // A line longer than the cap ends the connection, recorded in the plugin's own event type.
+    const long = await lineClient(port, `${token} shout`)
+    long.raw(`${'x'.repeat(5000)}\n`)
+    assert.equal(await long.next(), 'ERR line too long')
+    long.close()
+    await new Promise((r) => setTimeout(r, 200))
+    assert.ok(gw.auditEvents().some((e) => e.type === 'line.too_long' && e.connection === 'shout'))
     // A postgres connection name is not reachable through the line plugin.
     const wrong = await lineClient(port, `${token} app`)
     assert.match(wrong.greeting, /^ERR no line connection named "app"/)
@@ -150,6 +183,26 @@ describe('configuration and plugin errors are refused at start', () => {
       want: [/plugin .*dup-plugin\.js: name "postgres" is already used by built-in postgres/],
     },
     {
+      name: 'a plugin that declares no contract version',
+      doc: { plugins: ['./no-contract.js'] },
+      want: [/no-contract\.js: declares no contract version \(this gateway speaks plugin contract 1: add contract: 1\)/],
+    },
+    {
+      name: 'a plugin written for another contract version',
+      doc: { plugins: ['./old-contract.js'] },
+      want: [/old-contract\.js: written for plugin contract 0, this gateway speaks contract 1/],
+    },
+    {
+      name: 'a plugin asking for an unknown capability',
+      doc: { plugins: ['./greedy.js'] },
+      want: [/greedy\.js: asks for unknown capability "engine" \(known: fastPath, httpMounts, gateway, recordings\)/],
+    },
+    {
+      name: 'a plugin whose dependency is not loaded',
+      doc: { plugins: ['./needs-mysql.js'] },
+      want: [/needs-mysql\.js: needs plugin "mysql", which is not loaded/],
+    },
+    {
       name: 'a module that is not a plugin',
       doc: { plugins: ['./not-a-plugin.js'] },
       want: [/not-a-plugin\.js: its default export .* must be an object with a name and a start/],
@@ -162,6 +215,11 @@ describe('configuration and plugin errors are refused at start', () => {
       "export default { name: 'postgres', async start() { return { address: null, async stop() {} } } }\n",
     )
     writeFileSync(join(dir, 'not-a-plugin.js'), 'export default 42\n')
+    const stub = (fields: string): string => `export default { ${fields}, async start() { return { address: null, async stop() {} } } }\n`
+    writeFileSync(join(dir, 'no-contract.js'), stub("name: 'nocontract'"))
+    writeFileSync(join(dir, 'old-contract.js'), stub("name: 'oldcontract', contract: 0"))
+    writeFileSync(join(dir, 'greedy.js'), stub("name: 'greedy', contract: 1, capabilities: ['engine']"))
+    writeFileSync(join(dir, 'needs-mysql.js'), stub("name: 'needsmysql', contract: 1, requires: ['postgres', 'mysql']"))
   })
 
   for (const c of cases) {
@@ -183,5 +241,26 @@ describe('configuration and plugin errors are refused at start', () => {
     assert.equal(r.status, 2)
     assert.match(r.stderr, new RegExp(`${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: not valid YAML`))
     assert.match(r.stderr, /\(3:4\)/) // line 3, column 4
+  })
+})
+
+describe('a plugin writes audit events only in its own namespace', () => {
+  test('statement, result and <plugin>.<event> are its own; engine records are not', () => {
+    assert.equal(pluginMayWrite('line', 'statement'), true)
+    assert.equal(pluginMayWrite('line', 'result'), true)
+    assert.equal(pluginMayWrite('line', 'line.too_long'), true)
+    for (const t of [
+      'session.start',
+      'session.end',
+      'approval.granted',
+      'token.revoked',
+      'audit.checkpoint',
+      'mcp.call',
+      'line.',
+      'line',
+      'liner.x',
+    ]) {
+      assert.equal(pluginMayWrite('line', t), false, t)
+    }
   })
 })

@@ -20,7 +20,7 @@ import { GatehouseError } from '../errors.js'
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { AuditLog } from '../audit/writer.js'
-import type { ConnectionRef, Decision, HoldRequirement, Identity, SessionAuditEvent } from '../types.js'
+import type { AuditEvent, ConnectionRef, Decision, HoldRequirement, Identity } from '../types.js'
 import type { ApprovalAsk, ApprovalOutcome } from './types.js'
 import type { ApprovalsConfig } from './config.js'
 import { ApprovalError } from './errors.js'
@@ -32,7 +32,8 @@ export interface ApprovalRequester {
   readonly id: string
   readonly identity: Identity
   readonly connection: ConnectionRef
-  audit(event: SessionAuditEvent): Promise<void>
+  /** The engine's own records in the session's name (approval events are not a plugin's to write). */
+  engineAudit(event: { readonly type: AuditEvent['type']; readonly [key: string]: unknown }): Promise<void>
 }
 
 /** The group whose members may read every request (they approve only where they are reviewers). */
@@ -204,7 +205,7 @@ export class ApprovalService {
     const approvers = [...new Set(record.requirements.map((r) => r.group))]
     // Durable before anyone is told: a request the audit cannot record is not filed.
     try {
-      await session.audit({ type: 'approval.requested', ...this.eventFields(record) })
+      await session.engineAudit({ type: 'approval.requested', ...this.eventFields(record) })
     } catch (err) {
       store.expire(record.id)
       throw err
@@ -274,7 +275,7 @@ export class ApprovalService {
 
   /** A grant let a command through: recorded durably before the command is forwarded. */
   private async used(session: ApprovalRequester, r: ApprovalRecord, ask: ApprovalAsk): Promise<void> {
-    await session.audit({
+    await session.engineAudit({
       type: 'approval.used',
       request: r.id,
       grant: r.grant,

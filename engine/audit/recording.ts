@@ -375,6 +375,18 @@ export class Recorder {
     this.markDirty(r)
   }
 
+  /**
+   * Adds a plugin's entry (already redacted and capped by the plugin) to a live session's timeline;
+   * like rows, it never goes to the audit log. The entry's own fields cannot overwrite t, time or type.
+   */
+  entry(session: string, type: string, fields: Readonly<Record<string, unknown>>): void {
+    const r = this.open.get(session)
+    if (!r) return
+    const time = new Date().toISOString()
+    r.pending.push(JSON.stringify({ ...fields, t: Math.max(0, (Date.parse(time) - r.start) / 1000), time, type }))
+    this.markDirty(r)
+  }
+
   /** Opens an asciicast v2 recording for a terminal session (the SSH proxy's side of recording). */
   openTerminal(session: string, connection: string, meta: TerminalMetaFull): TerminalRecording {
     const conn = SAFE_NAME.test(connection) ? connection : '_'
@@ -493,7 +505,14 @@ export function formatTimeline(lines: readonly string[]): string[] {
     const seq = e.seq !== undefined ? `#${String(e.seq)}` : ''
     switch (e.type) {
       case 'statement': {
-        const sql = typeof e.sql === 'string' ? e.sql : '(unknown statement)'
+        const sql =
+          typeof e.sql === 'string'
+            ? e.sql
+            : typeof e.command === 'string'
+              ? e.command
+              : typeof e.method === 'string' && typeof e.path === 'string'
+                ? `${e.method} ${e.path}${e.query && typeof e.query === 'object' && Object.keys(e.query).length > 0 ? `?${new URLSearchParams(e.query as Record<string, string>).toString()}` : ''}`
+                : '(unknown statement)'
         const params = Array.isArray(e.params) && e.params.length > 0 ? `  params ${JSON.stringify(e.params)}` : ''
         const rules = Array.isArray(e.rules) && e.rules.length > 0 ? ` [${(e.rules as string[]).join(', ')}]` : ''
         out.push(

@@ -1,7 +1,7 @@
 // The MCP plugin: an MCP server for AI agents at `/mcp` on the API listener, on the same
 // ProxyPlugin interface as every other protocol. It owns no listener of its own: it mounts its
-// HTTP handlers through ProxyContext.mountHttp, authenticates every HTTP request with the caller's
-// Gatehouse bearer token (ProxyContext.identify: the audience must be the gateway's issuer), and
+// HTTP handlers through the httpMounts capability, authenticates every HTTP request with the caller's
+// Gatehouse bearer token (the gateway capability's identify: the audience must be the gateway's issuer), and
 // runs tools through the gateway's own PostgreSQL and SSH listeners with that same token.
 //
 //   POST|GET|DELETE /mcp           streamable HTTP (protocol 2025-03-26 and later)
@@ -14,9 +14,9 @@ import { Server } from '@modelcontextprotocol/sdk/server/index.js'
 import { SSEServerTransport } from '@modelcontextprotocol/sdk/server/sse.js'
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js'
 import { CallToolRequestSchema, isInitializeRequest, ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js'
-import type { Identity, ProxyContext, ProxyPlugin } from '../types.js'
+import { type Identity, PLUGIN_CONTRACT, type ProxyPlugin } from '../types.js'
 import { LoopbackPg } from './loopback.js'
-import { callTool, visibleTools } from './tools.js'
+import { callTool, type McpContext, visibleTools } from './tools.js'
 
 export const MCP_PATH = '/mcp'
 export const SSE_PATH = '/mcp/sse'
@@ -89,7 +89,7 @@ export class McpService {
   private readonly sweeper: NodeJS.Timeout
   private stopped = false
 
-  constructor(private readonly ctx: ProxyContext) {
+  constructor(private readonly ctx: McpContext) {
     this.sweeper = setInterval(() => this.sweep(), 60_000)
     this.sweeper.unref()
   }
@@ -99,8 +99,8 @@ export class McpService {
    * config that asks for port 0 has an issuer naming port 0; the bound API address stands in.
    */
   private get base(): string {
-    const issuer = this.ctx.issuer.replace(/\/+$/, '')
-    const api = this.ctx.listener('api')
+    const issuer = this.ctx.gateway.issuer.replace(/\/+$/, '')
+    const api = this.ctx.gateway.listener('api')
     if (api && /:0$/.test(issuer)) return `${issuer.slice(0, -2)}:${api.port}`
     return issuer
   }
@@ -158,10 +158,10 @@ export class McpService {
     }
     const s = sessionId === null ? undefined : this.sessions.get(sessionId)
     if (s && !s.closed && JWT_SHAPE.test(token) && sameSecret(token, s.token)) {
-      if (s.identity.expiresAt * 1000 > Date.now() && !this.ctx.revoked(s.identity)) return { identity: s.identity, token: s.token }
+      if (s.identity.expiresAt * 1000 > Date.now() && !this.ctx.gateway.revoked(s.identity)) return { identity: s.identity, token: s.token }
     }
     try {
-      return { identity: await this.ctx.identify(token), token }
+      return { identity: await this.ctx.gateway.identify(token), token }
     } catch (err) {
       // The token that opened this session is no longer good (revoked, expired): end the session
       // and its PostgreSQL sessions now rather than at the idle sweep.
@@ -284,7 +284,7 @@ export class McpService {
           pg: (connection) => {
             let p = s.pgs.get(connection)
             if (!p) {
-              p = new LoopbackPg(() => this.ctx.listener('postgres'), connection, s.token, s.id)
+              p = new LoopbackPg(() => this.ctx.gateway.listener('postgres'), connection, s.token, s.id)
               s.pgs.set(connection, p)
             }
             return p
@@ -322,13 +322,17 @@ export class McpService {
   }
 }
 
-export const mcpPlugin: ProxyPlugin = {
+export const mcpPlugin: ProxyPlugin<Record<string, unknown>, 'gateway' | 'httpMounts'> = {
   name: 'mcp',
+  contract: PLUGIN_CONTRACT,
   actions: ['mcp.call'],
-  async start(ctx: ProxyContext) {
+  // Its tools run through the gateway's own PostgreSQL and SSH listeners.
+  requires: ['postgres', 'ssh'],
+  capabilities: ['gateway', 'httpMounts'],
+  async start(ctx) {
     const service = new McpService(ctx)
-    ctx.mountHttp(MCP_PATH, (req, res, body) => service.handle(req, res, body))
-    ctx.mountHttp(METADATA_PATH, (req, res) => service.metadata(req, res))
+    ctx.httpMounts.mount(MCP_PATH, (req, res, body) => service.handle(req, res, body))
+    ctx.httpMounts.mount(METADATA_PATH, (req, res) => service.metadata(req, res))
     return { address: null, stop: () => service.stop() }
   },
 }

@@ -6,7 +6,10 @@
 import type { CallToolResult, Tool } from '@modelcontextprotocol/sdk/types.js'
 import { LITERAL_MARK, redactSql, sqlShape } from '../postgres/public.js'
 import type { MaskObligation } from '../kit/index.js'
-import type { ConnectionRef, Decision, Identity, ProxyContext } from '../types.js'
+import type { ConnectionRef, Decision, Identity, PluginContext } from '../types.js'
+
+/** What the MCP plugin asks for: the API listener and the rest of the gateway. */
+export type McpContext = PluginContext<'gateway' | 'httpMounts'>
 import { gatewayHostKeyFile, LoopbackSqlError, type LoopbackPg, sshExec } from './loopback.js'
 import { errorResult, okResult, parseRefusal, refusalOfDecision, refusalResult } from './results.js'
 import { isRecord } from '../kit/index.js'
@@ -24,7 +27,7 @@ const TOKEN_TYPE_ACCESS = 'urn:ietf:params:oauth:token-type:access_token'
 
 /** Everything a tool call needs: the caller (as the HTTP request proved it) and its MCP session. */
 export interface CallContext {
-  readonly ctx: ProxyContext
+  readonly ctx: McpContext
   readonly identity: Identity
   readonly token: string
   readonly session: string
@@ -132,14 +135,14 @@ export const TOOLS: readonly ToolSpec[] = [
 const BY_NAME = new Map(TOOLS.map((t) => [t.tool.name, t]))
 
 /** The connections a tool could work on, by protocol; every connection for connection-free tools. */
-function candidates(ctx: ProxyContext, spec: ToolSpec): ConnectionRef[] {
-  const all = ctx.connections()
+function candidates(ctx: McpContext, spec: ToolSpec): ConnectionRef[] {
+  const all = ctx.gateway.connections()
   return spec.protocol ? all.filter((c) => c.protocol === spec.protocol) : [...all]
 }
 
 /** True when the plugin can serve the tool at all (a listener of its protocol is running). */
-function served(ctx: ProxyContext, spec: ToolSpec): boolean {
-  return spec.protocol === null || ctx.listener(spec.protocol) !== null
+function served(ctx: McpContext, spec: ToolSpec): boolean {
+  return spec.protocol === null || ctx.gateway.listener(spec.protocol) !== null
 }
 
 /**
@@ -148,7 +151,7 @@ function served(ctx: ProxyContext, spec: ToolSpec): boolean {
  * the connection part of each hop's scope applies, its action part does not.
  */
 async function decideCall(
-  ctx: ProxyContext,
+  ctx: McpContext,
   identity: Identity,
   spec: ToolSpec,
   connection: ConnectionRef | null,
@@ -165,7 +168,7 @@ async function decideCall(
 }
 
 /** The tools this chain may call: those whose `mcp.call` some connection allows. */
-export async function visibleTools(ctx: ProxyContext, identity: Identity): Promise<Tool[]> {
+export async function visibleTools(ctx: McpContext, identity: Identity): Promise<Tool[]> {
   const out: Tool[] = []
   for (const spec of TOOLS) {
     if (!served(ctx, spec)) continue
@@ -236,7 +239,7 @@ export async function callTool(cc: CallContext, name: string, rawArgs: unknown):
     checkKnown(spec, args)
     if (spec.protocol) {
       const wanted = str(args, 'connection', 128, true)
-      connection = cc.ctx.connections().find((c) => c.name === wanted && c.protocol === spec.protocol) ?? null
+      connection = cc.ctx.gateway.connections().find((c) => c.name === wanted && c.protocol === spec.protocol) ?? null
       if (!connection)
         throw new BadArguments(`no ${spec.protocol} connection named ${JSON.stringify(wanted)} (list_connections shows yours)`)
     }
@@ -321,8 +324,8 @@ function sqlFailure(err: LoopbackSqlError): CallToolResult {
 
 async function listConnections(cc: CallContext): Promise<CallToolResult> {
   const out: ConnectionRef[] = []
-  for (const c of cc.ctx.connections()) {
-    if (cc.ctx.listener(c.protocol) === null) continue
+  for (const c of cc.ctx.gateway.connections()) {
+    if (cc.ctx.gateway.listener(c.protocol) === null) continue
     const d = await cc.ctx.decide({ identity: cc.identity, connection: c, action: 'connect', command: {} }).catch(() => null)
     if (d?.effect === 'allow') out.push({ name: c.name, protocol: c.protocol, labels: c.labels })
   }
@@ -417,7 +420,7 @@ async function runQuery(cc: CallContext, connection: ConnectionRef, args: Record
 
 async function runExec(cc: CallContext, connection: ConnectionRef, args: Record<string, unknown>): Promise<CallToolResult> {
   const command = str(args, 'command', MAX_COMMAND_CHARS, true)
-  const address = cc.ctx.listener('ssh')
+  const address = cc.ctx.gateway.listener('ssh')
   if (!address) return errorResult('this gateway has no SSH listener (listen.ssh)')
   try {
     const r = await sshExec(address, gatewayHostKeyFile(cc.ctx.stateDir), connection.name, cc.token, command)
@@ -440,8 +443,8 @@ async function runExec(cc: CallContext, connection: ConnectionRef, args: Record<
   }
 }
 
-function apiBase(ctx: ProxyContext): string {
-  const a = ctx.listener('api')
+function apiBase(ctx: McpContext): string {
+  const a = ctx.gateway.listener('api')
   if (!a) throw new Error('the API listener is not running')
   const host = a.host === '0.0.0.0' ? '127.0.0.1' : a.host === '::' ? '::1' : a.host
   return `http://${host.includes(':') ? `[${host}]` : host}:${a.port}`

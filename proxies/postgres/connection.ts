@@ -19,7 +19,7 @@ import { serialize } from 'pg-protocol'
 import type { Logger } from 'pino'
 import { type GatehouseError, isGatehouseError } from '../kit/index.js'
 import { parseSearchPath } from './sql/index.js'
-import type { Decision, ProxySession } from '../types.js'
+import type { Decision, FastPathSession } from '../types.js'
 import { BackendProtocolError } from './backend.js'
 import { readSessionStart, SessionCatalog } from './catalog.js'
 import {
@@ -76,7 +76,7 @@ export class PgConnection implements LiveConnection {
   /** What the client's `options` sets, judged and audited as SETs before the server is reached. */
   private startupSettings: readonly StartupSetting[] = []
   /** Set once the client is identified; the relay's from admission on. */
-  private session: ProxySession | null = null
+  private session: FastPathSession | null = null
   private upstream: Upstream | null = null
   /** The admitted session (null until the server connection is ready). */
   private relay: Relay | null = null
@@ -267,7 +267,7 @@ export class PgConnection implements LiveConnection {
       this.refuseStartup(result.error, database)
       return
     }
-    const session = result.session
+    const session = this.shared.ctx.fastPath.session(result.session)
     this.session = session
     if (this.startupSettings.length > 0 && !(await this.judgeStartupSettings(session))) return
     let upstream: Upstream
@@ -332,7 +332,7 @@ export class PgConnection implements LiveConnection {
    * classifier and the engine like any statement, before the server is reached; a refusal (or a
    * failure to decide or audit) refuses the connection.
    */
-  private async judgeStartupSettings(session: ProxySession): Promise<boolean> {
+  private async judgeStartupSettings(session: FastPathSession): Promise<boolean> {
     for (const setting of this.startupSettings) {
       const sql = setStatement(setting)
       const facts = this.shared.analyzer.analyze(sql).statements
@@ -397,13 +397,13 @@ export class PgConnection implements LiveConnection {
     return true
   }
 
-  private endRefused(session: ProxySession, code: string, message: string): void {
+  private endRefused(session: FastPathSession, code: string, message: string): void {
     session.end('startup setting refused')
     this.session = null
     this.fatal(code, message)
   }
 
-  private upstreamOptions(session: ProxySession): UpstreamOptions {
+  private upstreamOptions(session: FastPathSession): UpstreamOptions {
     const s = session.settings
     const params = new Map<string, string>()
     for (const [k, v] of this.startupParams) {
@@ -450,7 +450,7 @@ export class PgConnection implements LiveConnection {
     }
   }
 
-  private startRelay(session: ProxySession, upstream: Upstream, sql: SessionSql, catalog: SessionCatalog, sessionUser: string): void {
+  private startRelay(session: FastPathSession, upstream: Upstream, sql: SessionSql, catalog: SessionCatalog, sessionUser: string): void {
     if (this.authTimer) clearTimeout(this.authTimer)
     const relay = new Relay({
       host: this,

@@ -4,7 +4,7 @@
 
 import { createServer, type Server } from 'node:net'
 import { z } from 'zod'
-import type { Address, ProxyContext, ProxyHandle, ProxyPlugin } from '../types.js'
+import { type Address, type PluginContext, PLUGIN_CONTRACT, type ProxyHandle, type ProxyPlugin } from '../types.js'
 import { createSqlAnalyzer } from './sql/index.js'
 import { DETECTOR_NAMES, GatehouseError, loadMaskingKey } from '../kit/index.js'
 import { CatalogCache } from './catalog.js'
@@ -51,14 +51,16 @@ export const postgresConnectionSchema = z
     }
   })
 
-export const postgresPlugin: ProxyPlugin = {
+export const postgresPlugin: ProxyPlugin<Record<string, unknown>, 'fastPath'> = {
   name: 'postgres',
+  contract: PLUGIN_CONTRACT,
+  capabilities: ['fastPath'],
   secretKeys: ['password'],
   actions: ['sql.session', 'sql.read', 'sql.write', 'sql.ddl', 'sql.admin', 'sql.other'],
 
   connectionSchema: postgresConnectionSchema,
 
-  async start(ctx: ProxyContext): Promise<ProxyHandle> {
+  async start(ctx: PluginContext<'fastPath'>): Promise<ProxyHandle> {
     const shared: PgShared = {
       ctx,
       cancelKeys: new Map(),

@@ -8,7 +8,7 @@ import type { TLSSocket } from 'node:tls'
 import type { Logger } from 'pino'
 import { lexicallySensitive } from './sql/lexical.js'
 import type { SqlAnalyzer } from './sql/index.js'
-import type { ProxyContext, ProxySession } from '../types.js'
+import type { FastPathSession, PluginContext } from '../types.js'
 import { BackendScanner } from './backend.js'
 import type { CatalogCache, SessionCatalog } from './catalog.js'
 import type { MessageReader } from './frontend.js'
@@ -33,7 +33,7 @@ export interface LiveConnection {
 
 /** State the plugin shares across connections: the cancel-key registry and live connections. */
 export interface PgShared {
-  readonly ctx: ProxyContext
+  readonly ctx: PluginContext<'fastPath'>
   readonly cancelKeys: Map<number, CancelTarget>
   readonly connections: Set<LiveConnection>
   readonly analyzer: SqlAnalyzer
@@ -59,7 +59,7 @@ export interface Admitted {
   readonly client: Socket | TLSSocket
   /** The client's framed messages (bytes sent before admission are already in it). */
   readonly reader: MessageReader
-  readonly session: ProxySession
+  readonly session: FastPathSession
   readonly upstream: Upstream
   /** How the gateway reaches the server for this session (cancel, catalog re-reads). */
   readonly upstreamOptions: UpstreamOptions
@@ -125,7 +125,7 @@ export abstract class RelayBase implements BackendHandler {
   protected readonly log: Logger
   protected readonly client: Socket | TLSSocket
   protected readonly reader: MessageReader
-  protected readonly session: ProxySession
+  protected readonly session: FastPathSession
   readonly upstream: Upstream
   protected readonly upstreamOptions: UpstreamOptions
   protected readonly sql: SessionSql

@@ -11,7 +11,7 @@ import { moreDangerous, otherFacts, parseSearchPath, qualify } from './sql/index
 import { builtinFunctionClass, type FunctionCatalog, classifyCall, isHarmless, opaqueCasts, opaqueOperators } from './sql/functions.js'
 import { effectiveFacts, type InnerSource, type ServerNames, TextNames } from './names.js'
 import type { MaskObligation } from '../kit/index.js'
-import type { Decision, ProxySession } from '../types.js'
+import type { Decision, FastPathSession } from '../types.js'
 
 /** What a completed statement changes in the session, applied when its CommandComplete arrives. */
 export interface StatementEffect {
@@ -68,7 +68,7 @@ export class SessionSql {
 
   constructor(
     private readonly analyzer: SqlAnalyzer,
-    private readonly session: ProxySession,
+    private readonly session: FastPathSession,
     private readonly initialPath: string[],
     private readonly user: string,
     private readonly catalog: Catalog | null,
@@ -189,7 +189,7 @@ export class SessionSql {
    * comes from the shape's facts. This skips building the command and the engine's input keys.
    */
   private decideShape(shape: object | null, only: StatementFacts, signal: AbortSignal): Decision {
-    const epoch = shape !== null && !signal.aborted ? (this.session.decisionEpoch?.() ?? null) : null
+    const epoch = shape !== null && !signal.aborted ? (this.session.decisionEpoch() ?? null) : null
     if (epoch !== null) {
       const hit = this.reuse.get(shape as object)
       if (hit !== undefined && hit.epoch === epoch && hit.paths === this.candidates) return hit.decision
@@ -197,7 +197,7 @@ export class SessionSql {
     const d = this.decideNow(only.action, this.command(only, 1, this.candidates), signal)
     // Kept only when the second did not turn during the decision (the input's time is that second)
     // and the engine answered: a failure is not an answer to reuse.
-    if (epoch !== null && this.session.decisionEpoch?.() === epoch && !isFailure(d)) {
+    if (epoch !== null && this.session.decisionEpoch() === epoch && !isFailure(d)) {
       this.reuse.set(shape as object, { epoch, paths: this.candidates, decision: d })
     }
     return d

@@ -2,11 +2,11 @@
 // transfer): it exists only once the caller is identified, so its session and target are never null.
 
 import type { ServerChannel } from 'ssh2'
-import type { ProxyContext, ProxySession } from '../types.js'
+import type { PluginContext, ProxySession } from '../types.js'
 import type { Target } from './upstream.js'
 
 export interface Admitted {
-  readonly ctx: ProxyContext
+  readonly ctx: PluginContext<'recordings'>
   readonly session: ProxySession
   readonly target: Target
   /** True once the caller's connection is closing: nothing new starts. */

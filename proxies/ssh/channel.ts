@@ -118,7 +118,7 @@ export function handleSession(a: Admitted, s: Session): void {
     // as its command, exit status and byte counts (the `result` event), never its bytes.
     if ((kind === 'shell' || pty !== null) && action !== 'ssh.sftp' && session.settings.record !== false) {
       const p = pty as PseudoTtyInfo | null
-      recording = a.ctx.recordTerminal(session, {
+      recording = a.ctx.recordings.terminal(session, {
         cols: p?.cols || 80,
         rows: p?.rows || 24,
         title: `${session.connection.name}: ${text}`,

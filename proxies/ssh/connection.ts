@@ -15,7 +15,7 @@ import type {
   ClientInfo as SshClientInfo,
   TcpipBindInfo,
 } from 'ssh2'
-import type { OpenSessionRequest, ProxyContext, ProxySession } from '../types.js'
+import type { OpenSessionRequest, PluginContext, ProxySession } from '../types.js'
 import { type Admitted, once } from './admitted.js'
 import { handleSession } from './channel.js'
 import { Forwards } from './forward.js'
@@ -36,7 +36,7 @@ export const MAX_AUTH_TRIES = 3
 export const LOGIN_GRACE_MS = 30_000
 
 export interface SshShared {
-  readonly ctx: ProxyContext
+  readonly ctx: PluginContext<'recordings'>
   readonly connections: Set<SshConnection>
   /** Tells the listener that the caller at `address` authenticated (it stops counting as pending). */
   authenticated(address: string): void

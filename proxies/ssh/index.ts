@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import ssh2 from 'ssh2'
 import { z } from 'zod'
 import { GatehouseError } from '../kit/index.js'
-import type { ProxyContext, ProxyHandle, ProxyPlugin } from '../types.js'
+import { type PluginContext, PLUGIN_CONTRACT, type ProxyHandle, type ProxyPlugin } from '../types.js'
 import { PendingConnections } from './admission.js'
 import { LOGIN_GRACE_MS, type SshShared, SshConnection } from './connection.js'
 import { parseHostKeyPin } from './upstream.js'
@@ -77,14 +77,16 @@ export function loadOrCreateHostKey(dir: string): { private: string; public: str
   return { private: priv, public: `${key.type} ${key.getPublicSSH().toString('base64')}` }
 }
 
-export const sshPlugin: ProxyPlugin = {
+export const sshPlugin: ProxyPlugin<Record<string, unknown>, 'recordings'> = {
   name: 'ssh',
+  contract: PLUGIN_CONTRACT,
+  capabilities: ['recordings'],
   secretKeys: ['private_key', 'password'],
   actions: ['ssh.exec', 'ssh.shell', 'ssh.shell.command', 'ssh.sftp', 'ssh.forward'],
 
   connectionSchema: sshConnectionSchema,
 
-  async start(ctx: ProxyContext): Promise<ProxyHandle> {
+  async start(ctx: PluginContext<'recordings'>): Promise<ProxyHandle> {
     const listen = ctx.listen
     if (!listen) return { address: null, stop: async () => undefined }
     const hostKey = loadOrCreateHostKey(ctx.stateDir)
