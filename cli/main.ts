@@ -25,6 +25,7 @@ import { loadOrCreateSigningKey, principalKind, TokenIssuer, validateGroup, vali
 import { postgresPlugin } from '../proxies/postgres/index.js'
 import { sshPlugin } from '../proxies/ssh/index.js'
 import { mcpPlugin } from '../proxies/mcp/index.js'
+import { httpPlugin } from '../proxies/http/index.js'
 import { registerMcpCommand } from './mcp.js'
 import { explainSql } from '../proxies/postgres/sql/explain.js'
 import { defaultPolicyDir } from '../engine/policy/sources.js'
@@ -41,7 +42,7 @@ import { registerAdminCommands } from './admin.js'
 import { registerConnectorCommands } from './connector.js'
 import { join } from 'node:path'
 
-const BUILTIN_PLUGINS = [postgresPlugin, sshPlugin, mcpPlugin]
+const BUILTIN_PLUGINS = [postgresPlugin, sshPlugin, mcpPlugin, httpPlugin]
 
 /** The package version (package.json two levels above dist/cli/ and cli/). */
 function packageVersion(): string {

@@ -104,13 +104,25 @@ const connectorSchema = strict({
     .optional()
     .describe('whose credential attaches as this connector (default service:<name>)'),
 })
+/** host and port of an http(s) URL (default ports 80 and 443), or null. */
+function addressOfUrl(url: string): ListenAddress | null {
+  try {
+    const u = new URL(url)
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') return null
+    return { host: u.hostname.replace(/^\[|\]$/g, ''), port: u.port ? Number(u.port) : u.protocol === 'https:' ? 443 : 80 }
+  } catch {
+    return null
+  }
+}
 
 const connectionSchema = z
   .looseObject(
     {
       name: text().regex(NAME_RE, { error: 'must be letters, digits, _ . - (at most 63)' }),
       protocol: text(),
-      address: address('is required as host:port'),
+      // An HTTP-style connection names its target by `url:` instead; its host and port are the address.
+      address: address('is required as host:port').optional(),
+      url: z.string({ error: 'must be http(s)://host[:port]' }).optional(),
       labels: z
         .record(z.string(), z.union([z.string(), z.number(), z.boolean()], { error: 'must be a string' }), {
           error: 'must be a mapping of strings',
@@ -123,6 +135,14 @@ const connectionSchema = z
     },
     { error: 'must be a mapping with name, protocol and address' },
   )
+  .refine((c) => c.address !== undefined || (c.url !== undefined && addressOfUrl(c.url) !== null), {
+    error: (iss) => {
+      const c = iss.input as { url?: unknown; address?: unknown }
+      return c.url !== undefined
+        ? `url: must be http(s)://host[:port] (got ${JSON.stringify(c.url)})`
+        : `address: is required as host:port (got ${JSON.stringify(c.address)})`
+    },
+  })
   // Protocol-specific keys (database, user, tls, …) pass through here and are checked by the
   // plugin that serves the protocol (ProxyPlugin.connectionSchema / validateConnection).
   .describe('a connection; keys beyond name, protocol, address and labels belong to its protocol plugin')
@@ -282,14 +302,14 @@ function configFromDocument(d: ConfigDocument, file: string | null, base: string
     allowPlaintext: d.tls?.allow_plaintext === true,
   }
   const connections: ConnectionConfig[] = (d.connections ?? []).map((c) => {
-    const addr = parseAddress(c.address) as ListenAddress
+    const addr = (c.address !== undefined ? parseAddress(c.address) : addressOfUrl(c.url ?? '')) as ListenAddress
     const labels: Record<string, string> = {}
     for (const [k, v] of Object.entries(c.labels ?? {})) labels[k] = String(v)
     const settings: Record<string, unknown> = {}
     for (const [k, v] of Object.entries(c)) {
       if (['name', 'protocol', 'address', 'labels', 'via'].includes(k)) continue
       // File paths in connection settings (a CA certificate) are relative to the config file.
-      settings[k] = (k === 'ca' || k.endsWith('_file')) && typeof v === 'string' ? rel(v) : v
+      settings[k] = (k === 'ca' || k === 'client_cert' || k.endsWith('_file')) && typeof v === 'string' ? rel(v) : v
     }
     const via = c.via === undefined ? [] : typeof c.via === 'string' ? [c.via] : c.via
     return { name: c.name, protocol: c.protocol, host: addr.host, port: addr.port, labels, via, settings }

@@ -546,7 +546,16 @@ export class Gateway {
     const base = this.config.file ? join(this.config.file, '..') : process.cwd()
     try {
       for (const key of plugin.secretKeys ?? []) {
-        const ref = parseSecretRef(conf.settings[key], base)
+        const value = conf.settings[key]
+        // A map of secret references (HTTP headers to inject) resolves entry by entry as `key.name`.
+        if (isRefMap(value)) {
+          for (const [name, v] of Object.entries(value)) {
+            const ref = parseSecretRef(v, base)
+            if (ref) secrets.set(`${key}.${name}`, await resolveSecret(ref))
+          }
+          continue
+        }
+        const ref = parseSecretRef(value, base)
         if (ref) secrets.set(key, await resolveSecret(ref))
       }
     } catch (err) {
@@ -632,7 +641,13 @@ export function checkConfigAgainstPlugins(config: Config, plugins: readonly Load
     const base = config.file ? join(config.file, '..') : process.cwd()
     for (const key of l.plugin.secretKeys ?? []) {
       const v = c.settings[key]
-      if (v !== undefined && parseSecretRef(v, base) === null) {
+      if (isRefMap(v)) {
+        for (const [name, entry] of Object.entries(v)) {
+          if (parseSecretRef(entry, base) === null) {
+            problems.push(`connections[${i}].${key}.${name}: must be a secret reference (env:NAME or file:PATH), never the secret itself`)
+          }
+        }
+      } else if (v !== undefined && parseSecretRef(v, base) === null) {
         problems.push(`connections[${i}].${key}: must be a secret reference (env:NAME or file:PATH), never the secret itself`)
       }
     }
@@ -667,6 +682,11 @@ export function checkDataDirOwnership(dir: string): void {
       `data_dir ${dir}: mode ${(st.mode & 0o777).toString(8).padStart(4, '0')} lets other users write it; it holds keys and the audit log (chmod 700 ${dir})`,
     )
   }
+}
+
+/** A secret key's value given as a mapping of names to references. */
+function isRefMap(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
 
 /** Writes a file so that a reader sees either nothing or the whole content, never a torn file. */

@@ -1,0 +1,468 @@
+// One request through the gateway: read the body up to the cap, decide `http.request` for the
+// whole chain, audit it durably, apply the decision (403, the approval flow, or forward), stream
+// the response back with injected secrets masked, and record the result.
+
+import { createHash } from 'node:crypto'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { Readable, Transform, type TransformCallback } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import type { Pool } from 'undici'
+import type { ApprovalOutcome, Decision, PluginContext, ProxySession } from '../types.js'
+import { type Problem, sendProblem } from './respond.js'
+import { maskString, Scrubber } from './scrub.js'
+import { parseQuery } from './target.js'
+
+export type HttpContext = PluginContext<'gateway' | 'recordings'>
+
+/** Per-connection settings the pipeline needs, parsed once per session. */
+export interface ConnectionPlan {
+  readonly pool: Pool
+  /** Header name (lower case) → value to send upstream, resolved secrets. */
+  readonly inject: ReadonlyMap<string, string>
+  /** Byte strings masked in responses (the injected values in their echo forms). */
+  readonly needles: readonly Buffer[]
+  /** JSON bodies up to this size are parsed for policy; larger ones are `body_opaque`. */
+  readonly bodyLimit: number
+  /** Bytes of each body kept in recordings. */
+  readonly recordBytes: number
+}
+
+export interface Exchange {
+  readonly ctx: HttpContext
+  readonly session: ProxySession
+  readonly plan: ConnectionPlan
+  readonly seq: number
+  readonly method: string
+  readonly path: string
+  readonly rawQuery: string
+  readonly req: IncomingMessage
+  readonly res: ServerResponse
+}
+
+/** Headers that describe one hop, never forwarded either way (RFC 9110 §7.6.1). */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'host',
+  'authorization',
+  'proxy-authorization',
+  'prefer',
+])
+/** Request headers policy never sees (credentials of the caller or for the caller). */
+const HIDDEN_FROM_POLICY = new Set(['authorization', 'proxy-authorization', 'cookie'])
+/** Header values recordings redact. */
+const REDACTED_IN_RECORDINGS = new Set(['authorization', 'proxy-authorization', 'cookie', 'set-cookie'])
+/** Longest wait `Prefer: wait=N` may ask for. */
+const MAX_WAIT_SECONDS = 300
+
+function isJson(contentType: string | undefined): boolean {
+  if (!contentType) return false
+  const t = (contentType.split(';')[0] ?? '').trim().toLowerCase()
+  return t === 'application/json' || (t.startsWith('application/') && t.endsWith('+json'))
+}
+
+interface ReadBody {
+  /** The whole body when it ended within the cap. */
+  readonly whole: Buffer | null
+  /** What was read so far (all of it when `whole`). */
+  readonly head: Buffer
+  readonly hasBody: boolean
+}
+
+/** Reads the body up to `limit` bytes; a longer body stays in the request to be streamed on. */
+async function readHead(req: IncomingMessage, limit: number): Promise<ReadBody> {
+  const cl = req.headers['content-length']
+  const chunked = req.headers['transfer-encoding'] !== undefined
+  if (!chunked && (cl === undefined || cl === '0')) return { whole: Buffer.alloc(0), head: Buffer.alloc(0), hasBody: false }
+  if (!chunked && Number(cl) > limit) return { whole: null, head: Buffer.alloc(0), hasBody: true }
+  const chunks: Buffer[] = []
+  let size = 0
+  return new Promise((resolve, reject) => {
+    const onData = (c: Buffer): void => {
+      chunks.push(c)
+      size += c.length
+      if (size > limit) {
+        cleanup()
+        req.pause()
+        resolve({ whole: null, head: Buffer.concat(chunks), hasBody: true })
+      }
+    }
+    const onEnd = (): void => {
+      cleanup()
+      const b = Buffer.concat(chunks)
+      resolve({ whole: b, head: b, hasBody: true })
+    }
+    const onError = (err: Error): void => {
+      cleanup()
+      reject(err)
+    }
+    const cleanup = (): void => {
+      req.off('data', onData)
+      req.off('end', onEnd)
+      req.off('error', onError)
+      req.off('aborted', onAborted)
+    }
+    const onAborted = (): void => onError(new Error('the client went away'))
+    req.on('data', onData)
+    req.once('end', onEnd)
+    req.once('error', onError)
+    req.once('aborted', onAborted)
+  })
+}
+
+/** The headers policy sees: lower-case names, credentials left out, repeated ones joined. */
+function policyHeaders(req: IncomingMessage): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [k, v] of Object.entries(req.headers)) {
+    if (v === undefined || HIDDEN_FROM_POLICY.has(k)) continue
+    out[k] = Array.isArray(v) ? v.join(', ') : v
+  }
+  return out
+}
+
+/** The headers sent upstream: the caller's (hop-by-hop and credentials removed) and the injected ones. */
+function upstreamHeaders(req: IncomingMessage, plan: ConnectionPlan): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {}
+  const raw = req.rawHeaders
+  const connectionTokens = new Set(
+    String(req.headers.connection ?? '')
+      .toLowerCase()
+      .split(',')
+      .map((s) => s.trim()),
+  )
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase()
+    if (HOP_BY_HOP.has(name) || connectionTokens.has(name) || plan.inject.has(name)) continue
+    if (plan.needles.length > 0 && name === 'accept-encoding') continue
+    const prev = out[name]
+    const value = raw[i + 1] as string
+    out[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value]
+  }
+  // Responses are scanned for injected secrets: they must come uncompressed.
+  if (plan.needles.length > 0) out['accept-encoding'] = 'identity'
+  for (const [k, v] of plan.inject) out[k] = v
+  return out
+}
+
+function redactHeaders(headers: Record<string, unknown>, plan: ConnectionPlan): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(headers)) {
+    const lower = k.toLowerCase()
+    out[lower] = REDACTED_IN_RECORDINGS.has(lower) || plan.inject.has(lower) ? '[redacted]' : v
+  }
+  return out
+}
+
+function bodyForRecording(b: Buffer, cap: number): { body?: string; body_base64?: string; body_truncated?: number } {
+  if (b.length === 0) return {}
+  const part = b.subarray(0, cap)
+  const truncated = b.length > cap ? { body_truncated: b.length } : {}
+  const text = part.toString('utf8')
+  return Buffer.from(text, 'utf8').equals(part) ? { body: text, ...truncated } : { body_base64: part.toString('base64'), ...truncated }
+}
+
+function deniedProblem(decision: Extract<Decision, { effect: 'deny' }>): Problem {
+  return { status: 403, title: 'Forbidden by policy', detail: decision.reason, rules: decision.rules }
+}
+
+/** `Prefer: wait=N` (RFC 7240): seconds the caller is willing to wait for an approval, or null. */
+function preferWait(req: IncomingMessage): number | null {
+  const p = req.headers.prefer
+  if (typeof p !== 'string') return null
+  const m = /(?:^|[,;\s])wait\s*=\s*"?(\d{1,6})"?/i.exec(p)
+  if (!m) return null
+  return Math.min(Number(m[1]), MAX_WAIT_SECONDS)
+}
+
+export async function runExchange(x: Exchange): Promise<void> {
+  const { ctx, session, plan, req, res } = x
+  const started = process.hrtime.bigint()
+  const abort = new AbortController()
+  res.once('close', () => abort.abort())
+  const query = parseQuery(x.rawQuery)
+  let body: ReadBody
+  try {
+    body = await readHead(req, plan.bodyLimit)
+  } catch {
+    res.destroy()
+    return
+  }
+  const command: Record<string, unknown> = { method: x.method, path: x.path, query, headers: policyHeaders(req) }
+  if (body.hasBody) {
+    let parsed: unknown
+    let ok = false
+    if (body.whole && isJson(req.headers['content-type'])) {
+      try {
+        parsed = JSON.parse(body.whole.toString('utf8'))
+        ok = true
+      } catch {
+        ok = false
+      }
+    }
+    if (ok) command.body = parsed
+    else command.body_opaque = true
+  }
+  const fail = (p: Problem): void => sendProblem(res, p)
+  let decision: Decision
+  try {
+    decision = await session.decide('http.request', command, abort.signal)
+  } catch (err) {
+    ctx.log.error({ err: String(err), session: session.id }, 'policy evaluation failed; request refused')
+    return fail({ status: 503, title: 'Refused', detail: 'the gateway could not decide this request' })
+  }
+  const statement = {
+    type: 'statement' as const,
+    action: 'http.request',
+    seq: x.seq,
+    method: x.method,
+    path: x.path,
+    query,
+    ...(command.body_opaque ? { body_opaque: true } : {}),
+    decision: decision.effect,
+    rules: decision.rules,
+    policy_version: decision.policy,
+  }
+  try {
+    // Durable before anything reaches the upstream.
+    await session.audit(statement)
+  } catch (err) {
+    ctx.log.error({ err: String(err), session: session.id }, 'audit append failed; request refused')
+    return fail({ status: 503, title: 'Refused', detail: 'the gateway could not record this request' })
+  }
+  if (decision.effect === 'deny') return fail(deniedProblem(decision))
+  if (decision.effect === 'hold') {
+    const verdict = await holdFlow(x, command, decision, body, abort.signal)
+    if (verdict === 'answered') return
+    if (verdict !== null) return fail(verdict.problem)
+  }
+  await forward(x, body, abort, started)
+}
+
+/** The approval flow for a held request; null: granted and allowed, go on. */
+async function holdFlow(
+  x: Exchange,
+  command: Record<string, unknown>,
+  decision: Extract<Decision, { effect: 'hold' }>,
+  body: ReadBody,
+  signal: AbortSignal,
+): Promise<{ problem: Problem } | 'answered' | null> {
+  const { session, req, res } = x
+  if (!session.requestApproval) {
+    return {
+      problem: { status: 403, title: 'Approval required', detail: `held: this needs an approval (${decision.approvers.join(', ')})` },
+    }
+  }
+  if (!body.whole) {
+    return {
+      problem: {
+        status: 413,
+        title: 'Body too large for an approval',
+        detail: `a held request's body must be at most ${x.plan.bodyLimit} bytes (the approval is bound to it)`,
+      },
+    }
+  }
+  const wait = preferWait(req)
+  const display = `${x.method} ${x.path}${x.rawQuery ? `?${x.rawQuery}` : ''}`
+  // A once-grant is bound to exactly this request: method, path, query, content type and body.
+  const fingerprint = createHash('sha256')
+    .update(JSON.stringify(['http.request', x.method, x.path, x.rawQuery, String(req.headers['content-type'] ?? '')]))
+    .update(body.whole)
+    .digest('hex')
+  const waitSignal = wait === null ? signal : AbortSignal.any([signal, AbortSignal.timeout(wait * 1000)])
+  let outcome: ApprovalOutcome
+  try {
+    outcome = await session.requestApproval({
+      action: 'http.request',
+      decision,
+      display,
+      fingerprint,
+      reason: typeof req.headers['gatehouse-reason'] === 'string' ? req.headers['gatehouse-reason'].slice(0, 500) : null,
+      wait: wait !== null && wait > 0,
+      signal: waitSignal,
+    })
+  } catch {
+    return { problem: { status: 503, title: 'Refused', detail: 'the approval request could not be recorded' } }
+  }
+  const pending = (request: string, approvers: readonly string[]): 'answered' => {
+    // 202: filed, not run. The identical request sent again after approval runs once.
+    const body = JSON.stringify({
+      type: 'urn:gatehouse:problem:approval-pending',
+      title: 'Approval required',
+      status: 202,
+      detail: `held for approval (${approvers.join(', ')}); send the identical request again once request ${request} is approved`,
+      request,
+      approvers,
+      rules: decision.rules,
+    })
+    if (!res.headersSent) {
+      res.writeHead(202, {
+        'content-type': 'application/problem+json',
+        'content-length': Buffer.byteLength(body),
+        'gatehouse-approval-request': request,
+        'retry-after': '5',
+        'cache-control': 'no-store',
+        ...(wait !== null ? { 'preference-applied': `wait=${wait}` } : {}),
+      })
+      res.end(body)
+    }
+    return 'answered'
+  }
+  switch (outcome.status) {
+    case 'granted': {
+      let again: Decision
+      try {
+        again = await session.decide('http.request', command, signal, { granted: true })
+      } catch {
+        return { problem: { status: 503, title: 'Refused', detail: 'the gateway could not decide this request' } }
+      }
+      if (again.effect === 'allow') return null
+      if (again.effect === 'deny') return { problem: deniedProblem(again) }
+      return { problem: { status: 403, title: 'Approval required', detail: 'the approval does not cover this request' } }
+    }
+    case 'pending':
+      return pending(outcome.request, outcome.approvers)
+    case 'aborted':
+      return pending(outcome.request, decision.approvers)
+    case 'denied':
+      return {
+        problem: {
+          status: 403,
+          title: 'Approval denied',
+          detail: `request ${outcome.request} was denied by ${outcome.reviewer}${outcome.comment ? `: ${outcome.comment}` : ''}`,
+          request: outcome.request,
+        },
+      }
+    case 'timeout':
+      return {
+        problem: {
+          status: 403,
+          title: 'Approval timed out',
+          detail: `approval request ${outcome.request} timed out after ${outcome.after_seconds}s without a decision`,
+          request: outcome.request,
+        },
+      }
+  }
+}
+
+async function forward(x: Exchange, body: ReadBody, abort: AbortController, started: bigint): Promise<void> {
+  const { ctx, session, plan, req, res } = x
+  // The whole body when it was read; otherwise what was read and the rest of the stream.
+  let upstreamBody: Buffer | Readable | null = null
+  if (body.whole) upstreamBody = body.whole.length > 0 ? body.whole : null
+  else {
+    const head = body.head
+    upstreamBody = Readable.from(
+      (async function* () {
+        if (head.length > 0) yield head
+        for await (const c of req) yield c as Buffer
+      })(),
+    )
+  }
+  const headers = upstreamHeaders(req, plan)
+  if (upstreamBody === null && body.hasBody) headers['content-length'] = '0'
+  let status = 502
+  let bytesOut = 0
+  let error: string | null = null
+  const respCapture: Buffer[] = []
+  let respHeaders: Record<string, unknown> = {}
+  try {
+    const up = await plan.pool.request({
+      method: x.method,
+      path: `${x.path}${x.rawQuery ? `?${x.rawQuery}` : ''}`,
+      headers,
+      body: upstreamBody,
+      signal: abort.signal,
+    })
+    status = up.statusCode
+    const out: Record<string, string | string[]> = {}
+    const encoded = up.headers['content-encoding']
+    if (plan.needles.length > 0 && encoded !== undefined && String(encoded).toLowerCase() !== 'identity') {
+      // A compressed body cannot be scanned for the injected secret: refuse rather than pass it.
+      up.body.destroy()
+      status = 502
+      error = 'compressed response from an upstream with injected credentials'
+      sendProblem(res, {
+        status: 502,
+        title: 'Bad gateway',
+        detail: 'the upstream answered with a compressed body the gateway cannot check',
+      })
+      return
+    }
+    for (const [k, v] of Object.entries(up.headers)) {
+      if (v === undefined || HOP_BY_HOP.has(k) || k === 'proxy-authenticate') continue
+      out[k] = Array.isArray(v) ? v.map((s) => maskString(s, plan.needles)) : maskString(v, plan.needles)
+    }
+    respHeaders = out
+    res.writeHead(status, out)
+    const tap = new Tap(plan.recordBytes, (c, keep) => {
+      bytesOut += c.length
+      if (keep > 0) respCapture.push(Buffer.from(c.subarray(0, keep)))
+    })
+    if (plan.needles.length > 0) await pipeline(up.body, new Scrubber(plan.needles), tap, res)
+    else await pipeline(up.body, tap, res)
+  } catch (err) {
+    error = abort.signal.aborted ? 'the request was ended' : errorText(err)
+    if (!res.headersSent && !abort.signal.aborted) {
+      sendProblem(res, { status: 502, title: 'Bad gateway', detail: 'the upstream could not be reached or failed' })
+    } else res.destroy()
+  } finally {
+    const duration = Number(process.hrtime.bigint() - started) / 1e6
+    try {
+      session.auditLater({
+        type: 'result',
+        action: 'http.request',
+        seq: x.seq,
+        status,
+        bytes: bytesOut,
+        bytes_in: body.whole ? body.whole.length : null,
+        duration_ms: Math.round(duration * 100) / 100,
+        ...(error ? { error } : {}),
+      })
+    } catch (err) {
+      ctx.log.error({ err: String(err), session: session.id }, 'cannot record a request result')
+    }
+    try {
+      ctx.recordings.entry(session, 'http.exchange', {
+        seq: x.seq,
+        request: {
+          method: x.method,
+          path: x.path,
+          query: x.rawQuery,
+          headers: redactHeaders(req.headers, plan),
+          ...bodyForRecording(body.head, plan.recordBytes),
+        },
+        response: { status, headers: redactHeaders(respHeaders, plan), ...bodyForRecording(Buffer.concat(respCapture), plan.recordBytes) },
+      })
+    } catch {
+      // Recording is best effort; the audit has the request.
+    }
+  }
+}
+
+function errorText(err: unknown): string {
+  const code = (err as { code?: unknown }).code
+  return typeof code === 'string' ? code : 'upstream failure'
+}
+
+/** Counts bytes and hands the first `cap` of them to a recorder, passing everything through. */
+class Tap extends Transform {
+  private kept = 0
+  constructor(
+    private readonly cap: number,
+    private readonly onChunk: (chunk: Buffer, keep: number) => void,
+  ) {
+    super()
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    const keep = Math.min(chunk.length, Math.max(0, this.cap - this.kept))
+    this.kept += keep
+    this.onChunk(chunk, keep)
+    done(null, chunk)
+  }
+}
