@@ -3,7 +3,7 @@
 // decided per request (`http.request`), audited, and forwarded with credentials the gateway
 // injects. See README.md in this folder and docs/http.md.
 
-import { GatehouseError } from '../../engine/errors.js'
+import { GatehouseError } from '../kit/index.js'
 import { PLUGIN_CONTRACT, type ProxyHandle, type ProxyPlugin } from '../types.js'
 import { HttpProxyServer } from './server.js'
 import { parseUpstreamUrl } from './upstream.js'
