@@ -1,0 +1,85 @@
+// The HTTP proxy's pure parts on their own: the secret scrubber across every chunk split, and the
+// path normaliser's decisions (what is decoded, kept, merged, or refused).
+
+import assert from 'node:assert/strict'
+import { Readable } from 'node:stream'
+import { describe, test } from 'node:test'
+import { needlesFor, Scrubber } from '../proxies/http/scrub.js'
+import { normalisePath, TargetError } from '../proxies/http/target.js'
+
+async function scrub(chunks: Buffer[], needles: Buffer[]): Promise<string> {
+  const out: Buffer[] = []
+  for await (const c of Readable.from(chunks).pipe(new Scrubber(needles))) out.push(c as Buffer)
+  return Buffer.concat(out).toString()
+}
+
+describe('secret scrubber', () => {
+  const secret = 'Bearer sk-live-0123456789abcdef'
+  const needles = needlesFor([secret])
+  const forms = [
+    secret,
+    'sk-live-0123456789abcdef',
+    JSON.stringify({ h: secret }),
+    encodeURIComponent(secret),
+    Buffer.from('sk-live-0123456789abcdef').toString('base64'),
+  ]
+  test('every echo form is masked, at every split point, with the length kept', async () => {
+    for (const form of forms) {
+      const body = `before ${form} after`
+      for (let cut = 0; cut <= body.length; cut++) {
+        const got = await scrub([Buffer.from(body.slice(0, cut)), Buffer.from(body.slice(cut))], needles)
+        assert.equal(got.length, body.length)
+        assert.ok(!got.includes('sk-live-0123456789abcdef'), `${form} split at ${cut}: ${got}`)
+        assert.ok(!got.includes(Buffer.from('sk-live-0123456789abcdef').toString('base64')), `${form} at ${cut}`)
+      }
+    }
+  })
+  test('a Basic credential is masked decoded too (user:password and the password)', async () => {
+    const basic = `Basic ${Buffer.from('svc:pa55word-xyz').toString('base64')}`
+    const got = await scrub([Buffer.from('u=svc:pa55word-xyz p=pa55word-xyz')], needlesFor([basic]))
+    assert.ok(!got.includes('pa55word-xyz'), got)
+  })
+})
+
+describe('path normalisation', () => {
+  const rules = { caseInsensitive: false, pathParams: false }
+  const ok: [string, string][] = [
+    ['/a/b', '/a/b'],
+    ['/%61dmin', '/admin'],
+    ['/a//b///c', '/a/b/c'],
+    ['/a/./b/../c', '/a/c'],
+    ['/../../a', '/a'],
+    ['/a/%2e%2e/b', '/b'],
+    ['/a/b/', '/a/b/'],
+    ['/a/b/..', '/a/'],
+    ['/caf%c3%a9', '/caf%C3%A9'],
+    ['/a%20b', '/a%20b'],
+    ['/~user/-._', '/~user/-._'],
+  ]
+  test('decoded, merged and resolved forms', () => {
+    for (const [raw, want] of ok) assert.equal(normalisePath(raw, rules), want, raw)
+    assert.equal(normalisePath('/Admin/X', { caseInsensitive: true, pathParams: false }), '/admin/x')
+    assert.equal(normalisePath('/a;b', { caseInsensitive: false, pathParams: true }), '/a;b')
+  })
+  test('refused forms', () => {
+    for (const raw of [
+      '/a%2fb',
+      '/a%2Fb',
+      '/a%5cb',
+      '/a\\b',
+      '/a%00',
+      '/a%0a',
+      '/%c0%ae%c0%ae/x',
+      '/%e0%80%ae',
+      '/%ff',
+      '/a%zz',
+      '/a%2',
+      '/a;b',
+      '/a%3bb',
+      '/a b',
+      '/é',
+    ]) {
+      assert.throws(() => normalisePath(raw, rules), TargetError, raw)
+    }
+  })
+})
