@@ -24,12 +24,10 @@ import { isExternalAnchor } from '../engine/audit/config.js'
 import { type AuditSigner, resolveAuditSigner } from '../engine/audit/keys.js'
 import { AuditServices } from '../engine/audit/service.js'
 import { type Config, configProblem } from '../engine/config.js'
-import { issueLines } from '../engine/config-zod.js'
 import { GatehouseError, isGatehouseError } from '../engine/errors.js'
 import { Metrics } from '../engine/metrics.js'
 import { countCommand } from '../engine/sessions.js'
 import { IdentityService } from '../engine/identity/service.js'
-import { type ScopeVocabulary, scopeSyntaxProblem, scopeVocabularyProblems } from '../engine/identity/scope.js'
 import { loadPolicySource } from '../engine/policy/bundle.js'
 import { PolicyEngine } from '../engine/policy/engine.js'
 import { PolicyReloader } from '../engine/policy/reload.js'
@@ -43,7 +41,9 @@ import { ensureSelfSigned, loadSecureContext } from '../engine/server/tls.js'
 import { loadOrCreateSigningKey, TokenIssuer } from '../engine/identity/tokens.js'
 import type { ConnectionRef, Decision, Identity } from '../engine/types.js'
 import { directDialer } from './dialer.js'
-import { loadPlugins, type LoadedPlugin } from './loader.js'
+import { loadPlugins } from './loader.js'
+import { isRecord } from '../engine/record.js'
+import { checkConfigAgainstPlugins, scopeCheckerFor } from './plugin-checks.js'
 import { ConnectorHub } from '../engine/connector/hub.js'
 import { authorityOf } from '../engine/connector/protocol.js'
 import type {
@@ -548,7 +548,7 @@ export class Gateway {
       for (const key of plugin.secretKeys ?? []) {
         const value = conf.settings[key]
         // A map of secret references (HTTP headers to inject) resolves entry by entry as `key.name`.
-        if (isRefMap(value)) {
+        if (isRecord(value)) {
           for (const [name, v] of Object.entries(value)) {
             const ref = parseSecretRef(v, base)
             if (ref) secrets.set(`${key}.${name}`, await resolveSecret(ref))
@@ -604,63 +604,6 @@ export class Gateway {
   }
 }
 
-/** What scope entries may name here: the loaded plugins' actions and the configured connections. */
-export function scopeVocabularyFor(config: Config, plugins: readonly LoadedPlugin[]): ScopeVocabulary {
-  return { actions: plugins.flatMap((l) => l.plugin.actions ?? []), connections: config.connections.map((c) => c.name) }
-}
-
-/** Checks a requested scope's syntax, then that each entry names a known action or connection. */
-export function scopeCheckerFor(config: Config, plugins: readonly LoadedPlugin[]): (entries: readonly string[]) => string[] {
-  const vocab = scopeVocabularyFor(config, plugins)
-  return (entries) => {
-    const syntax = scopeSyntaxProblem(entries)
-    return syntax ? [syntax] : scopeVocabularyProblems(entries, vocab)
-  }
-}
-
-/** What only the loaded plugins can check: listener names, protocols, each connection's own keys. Throws GH_ERR_CONFIG. */
-export function checkConfigAgainstPlugins(config: Config, plugins: readonly LoadedPlugin[]): void {
-  const problems: string[] = []
-  const vocab = scopeVocabularyFor(config, plugins)
-  config.identity.workloadIssuers.forEach((w, i) => {
-    w.rules.forEach((r, j) => {
-      for (const p of scopeVocabularyProblems(r.scope, vocab)) problems.push(`identity.workload_issuers[${i}].rules[${j}].scope: ${p}`)
-    })
-  })
-  const names = plugins.map((l) => l.plugin.name)
-  for (const key of Object.keys(config.listen)) {
-    if (key !== 'api' && key !== 'connectors' && !names.includes(key))
-      problems.push(`listen.${key}: no plugin named ${JSON.stringify(key)} (loaded: ${names.join(', ')})`)
-  }
-  config.connections.forEach((c, i) => {
-    const l = plugins.find((p) => p.plugin.name === c.protocol)
-    if (!l) {
-      problems.push(`connections[${i}].protocol: no plugin serves ${JSON.stringify(c.protocol)} (loaded: ${names.join(', ')})`)
-      return
-    }
-    const base = config.file ? join(config.file, '..') : process.cwd()
-    for (const key of l.plugin.secretKeys ?? []) {
-      const v = c.settings[key]
-      if (isRefMap(v)) {
-        for (const [name, entry] of Object.entries(v)) {
-          if (parseSecretRef(entry, base) === null) {
-            problems.push(`connections[${i}].${key}.${name}: must be a secret reference (env:NAME or file:PATH), never the secret itself`)
-          }
-        }
-      } else if (v !== undefined && parseSecretRef(v, base) === null) {
-        problems.push(`connections[${i}].${key}: must be a secret reference (env:NAME or file:PATH), never the secret itself`)
-      }
-    }
-    const schema = l.plugin.connectionSchema
-    if (schema) {
-      const r = schema.safeParse(c.settings)
-      if (!r.success) for (const x of issueLines(r.error.issues, ['connections', i])) problems.push(x.line)
-    }
-    for (const p of l.plugin.validateConnection?.(c.settings) ?? []) problems.push(`connections[${i}].${p}`)
-  })
-  if (problems.length > 0) throw configProblem(config, problems)
-}
-
 /**
  * The data directory holds the signing keys, the admin token and the audit log: a directory
  * another user owns, or one others may write, would let them swap keys or cut the log, so the
@@ -682,11 +625,6 @@ export function checkDataDirOwnership(dir: string): void {
       `data_dir ${dir}: mode ${(st.mode & 0o777).toString(8).padStart(4, '0')} lets other users write it; it holds keys and the audit log (chmod 700 ${dir})`,
     )
   }
-}
-
-/** A secret key's value given as a mapping of names to references. */
-function isRefMap(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
 
 /** Writes a file so that a reader sees either nothing or the whole content, never a torn file. */
