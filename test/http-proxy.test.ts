@@ -328,6 +328,12 @@ describe('HTTP proxy', () => {
         'absolute-form with another host in the target',
         `GET https://evil.example/c/web/index.html HTTP/1.1\r\nHost: localhost\r\n${auth}\r\n`,
       ],
+      [
+        'X-HTTP-Method-Override',
+        `POST /c/api/posts HTTP/1.1\r\nHost: localhost\r\n${auth}X-HTTP-Method-Override: DELETE\r\nContent-Length: 2\r\n\r\n{}`,
+      ],
+      ['X-HTTP-Method', `GET /c/web/index.html HTTP/1.1\r\nHost: localhost\r\n${auth}X-HTTP-Method: DELETE\r\n\r\n`],
+      ['X-Method-Override', `GET /c/web/index.html HTTP/1.1\r\nHost: localhost\r\n${auth}x-method-override: PUT\r\n\r\n`],
       ['two Host headers', `GET /c/web/index.html HTTP/1.1\r\nHost: localhost\r\nHost: other\r\n${auth}\r\n`],
       ['no Host header', `GET /c/web/index.html HTTP/1.1\r\n${auth}\r\n`],
       ['CONNECT', `CONNECT 127.0.0.1:${nginx.port} HTTP/1.1\r\nHost: 127.0.0.1:${nginx.port}\r\n${auth}\r\n`],

@@ -9,6 +9,13 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 /** Field-value characters: visible ASCII, space, tab, and obs-text (no CR, LF, NUL or other controls). */
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/
 
+/**
+ * Headers with which many frameworks (Express method-override, Rails, Laravel, Google APIs) run a
+ * method other than the request line's: the policy judges the request line, so a request that
+ * carries one is refused rather than have the upstream run something else than what was judged.
+ */
+const METHOD_OVERRIDE = new Set(['x-http-method-override', 'x-http-method', 'x-method-override'])
+
 /** Null when the request's framing is unambiguous; otherwise why it is refused. */
 export function framingProblem(req: IncomingMessage): string | null {
   if (req.httpVersionMajor !== 1) return 'only HTTP/1.x is served'
@@ -29,6 +36,7 @@ export function framingProblem(req: IncomingMessage): string | null {
       transferEncoding++
       if (value.trim().toLowerCase() !== 'chunked') return 'Transfer-Encoding other than "chunked" is refused'
     } else if (lower === 'host') host++
+    else if (METHOD_OVERRIDE.has(lower)) return `${name} is refused: the method judged is the request line's`
   }
   if (contentLength > 1) return 'more than one Content-Length'
   if (transferEncoding > 1) return 'more than one Transfer-Encoding'
