@@ -357,6 +357,14 @@ describe('HTTP proxy', () => {
       `GET http://localhost/c/web/index.html HTTP/1.1\r\nHost: localhost\r\n${auth}Connection: close\r\n\r\n`,
     )
     assert.equal(statusOf(own), 200)
+    // Expect: 100-continue is answered by the gateway; the upstream gets the request with its body.
+    const body = '{"title":"expect-continue"}'
+    const cont = await rawExchange(
+      port,
+      `POST /c/api/posts HTTP/1.1\r\nHost: localhost\r\n${auth}Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+    )
+    assert.match(cont, /HTTP\/1\.1 201 /, cont.slice(0, 400))
+    assert.match(cont, /expect-continue/)
   })
 
   test('held: 202 with the request id, approved by a DBA, the identical request runs once; Prefer: wait waits', async () => {

@@ -34,6 +34,35 @@ describe('secret scrubber', () => {
       }
     }
   })
+  test('base64 of the secret wherever it starts in the encoded bytes, and of a whole echoed header set', async () => {
+    const raw = 'sk-live-0123456789abcdef'
+    for (const before of ['', 'x', 'xy', 'xyz', '{"authorization":"']) {
+      for (const after of ['', '"', '"}', 'abc']) {
+        for (const enc of ['base64', 'base64url'] as const) {
+          const body = Buffer.from(before + secret + after).toString(enc)
+          const got = await scrub([Buffer.from(body)], needles)
+          assert.equal(got.length, body.length)
+          const back = Buffer.from(got.replaceAll('*', 'A'), enc).toString('latin1')
+          assert.ok(!back.includes(raw), `${enc} of ${before}…${after}: ${back}`)
+        }
+      }
+    }
+  })
+  test('URL-encoded with lower-case escapes and form encoding', async () => {
+    const slashy = 'Bearer ab/cd+ef==ghIJ/kl~mn'
+    const n = needlesFor([slashy])
+    const upper = encodeURIComponent(slashy)
+    for (const form of [upper, upper.replace(/%[0-9A-F]{2}/g, (m) => m.toLowerCase()), upper.replaceAll('%20', '+')]) {
+      const got = await scrub([Buffer.from(`e=${form}`)], n)
+      assert.ok(!decodeURIComponent(got.replaceAll('+', ' ')).includes('ab/cd+ef==ghIJ/kl~mn'), `${form}: ${got}`)
+    }
+  })
+  test('a Basic password alone in base64 is masked', async () => {
+    const basic = `Basic ${Buffer.from('user:hunter2-password').toString('base64')}`
+    const body = `pwb64=${Buffer.from('hunter2-password').toString('base64')}`
+    const got = await scrub([Buffer.from(body)], needlesFor([basic]))
+    assert.ok(!Buffer.from(got.slice(6).replaceAll('*', 'A'), 'base64').toString('latin1').includes('hunter2-password'), got)
+  })
   test('a Basic credential is masked decoded too (user:password and the password)', async () => {
     const basic = `Basic ${Buffer.from('svc:pa55word-xyz').toString('base64')}`
     const got = await scrub([Buffer.from('u=svc:pa55word-xyz p=pa55word-xyz')], needlesFor([basic]))

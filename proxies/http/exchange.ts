@@ -52,6 +52,9 @@ const HOP_BY_HOP = new Set([
   'authorization',
   'proxy-authorization',
   'prefer',
+  // The gateway answers `Expect: 100-continue` to the caller itself (node:http); the upstream
+  // request is sent with its whole body.
+  'expect',
 ])
 /** Request headers policy never sees (credentials of the caller or for the caller). */
 const HIDDEN_FROM_POLICY = new Set(['authorization', 'proxy-authorization', 'cookie'])

@@ -8,6 +8,32 @@ import { Transform, type TransformCallback } from 'node:stream'
 /** Shorter fragments are not masked: they would match ordinary text. */
 export const MIN_NEEDLE = 6
 
+/**
+ * The base64 (and base64url) spellings of `s` wherever it starts in the encoded bytes: base64 works
+ * in 3-byte groups, so a secret after 0, 1 or 2 other bytes is spelt three different ways. Only
+ * the characters that depend on the secret alone are kept (the first group's mixed characters and
+ * the last partial group's are dropped), so each form matches whatever surrounds the secret.
+ */
+function base64Forms(s: string): string[] {
+  const out: string[] = []
+  const bytes = Buffer.from(s)
+  for (const lead of [0, 1, 2]) {
+    const b = Buffer.concat([Buffer.alloc(lead), bytes])
+    let enc = b.toString('base64').replace(/=+$/, '')
+    if (b.length % 3 !== 0) enc = enc.slice(0, -1)
+    enc = enc.slice([0, 2, 3][lead])
+    out.push(enc, enc.replaceAll('+', '-').replaceAll('/', '_'))
+  }
+  return out
+}
+
+/** URL-encoded spellings: upper- and lower-case escapes, and `+` for a space (form encoding). */
+function urlForms(s: string): string[] {
+  const upper = encodeURIComponent(s)
+  const lower = upper.replace(/%[0-9A-F]{2}/g, (m) => m.toLowerCase())
+  return [upper, lower, upper.replaceAll('%20', '+'), lower.replaceAll('%20', '+')]
+}
+
 /** The byte strings to mask for a set of injected header values. */
 export function needlesFor(values: Iterable<string>): Buffer[] {
   const out = new Set<string>()
@@ -15,23 +41,23 @@ export function needlesFor(values: Iterable<string>): Buffer[] {
     if (s.length >= MIN_NEEDLE) out.add(s)
   }
   for (const v of values) {
-    add(v)
     // `Bearer <token>`, `Basic <base64>`, `Token <x>`: the credential without its scheme.
     const sp = v.indexOf(' ')
     const cred = sp > 0 ? v.slice(sp + 1).trim() : v
-    add(cred)
+    const secrets = [v, cred]
     if (/^basic$/i.test(v.slice(0, sp))) {
       const decoded = Buffer.from(cred, 'base64').toString('utf8')
-      add(decoded)
+      secrets.push(decoded)
       const colon = decoded.indexOf(':')
-      if (colon >= 0) add(decoded.slice(colon + 1))
+      if (colon >= 0) secrets.push(decoded.slice(colon + 1))
     }
-    for (const s of [v, cred]) {
+    for (const s of secrets) {
+      add(s)
       // As a JSON string, URL-encoded, and base64 (an echo that re-encodes it).
       add(JSON.stringify(s).slice(1, -1))
       add(JSON.stringify(s).slice(1, -1).replaceAll('/', '\\/'))
-      add(encodeURIComponent(s))
-      add(Buffer.from(s).toString('base64').replace(/=+$/, ''))
+      for (const f of urlForms(s)) add(f)
+      for (const f of base64Forms(s)) add(f)
     }
   }
   return [...out].map((s) => Buffer.from(s))
