@@ -72,7 +72,7 @@ describe('npm pack, npm install -g, gatehouse serve from the installed package',
     for (const p of ['package.json', 'README.md', 'cli', 'policies', 'examples', 'docs', 'test/README.md']) {
       if (existsSync(join(REPO, p))) cpSync(join(REPO, p), join(pkg, p), { recursive: true })
     }
-    for (const d of ['cli', 'engine', 'proxies', 'test']) cpSync(join(REPO, 'dist', d), join(pkg, 'dist', d), { recursive: true })
+    for (const d of ['cli', 'engine', 'gateway', 'proxies', 'test']) cpSync(join(REPO, 'dist', d), join(pkg, 'dist', d), { recursive: true })
     symlinkSync(join(REPO, 'node_modules'), join(pkg, 'node_modules'))
     const packed = JSON.parse(
       run('npm', ['pack', '--json', '--pack-destination', root], { cwd: pkg, env: { ...process.env, GATEHOUSE_PACK_BUILT: '1' } }),
@@ -108,16 +108,17 @@ describe('npm pack, npm install -g, gatehouse serve from the installed package',
   })
 
   test('the tarball holds the built code, the bin, the default bundle precompiled; no tests, sources or maps', () => {
-    for (const f of ['cli/bin/gatehouse.js', 'dist/cli/main.js', 'dist/engine/gateway.js', 'dist/proxies/postgres/index.js']) {
+    for (const f of ['cli/bin/gatehouse.js', 'dist/cli/main.js', 'dist/gateway/gateway.js', 'dist/proxies/postgres/index.js']) {
       assert.ok(files.includes(f), `${f} is in the tarball`)
     }
     assert.ok(files.includes('dist/policies/default.tar.gz'))
     assert.ok(files.includes('dist/proxies/types.d.ts'), 'the plugin types ship (exports ./proxies/types)')
+    assert.ok(files.includes('dist/proxies/kit/index.d.ts'), 'the plugin kit ships (exports ./proxies/kit)')
     assert.ok(files.includes('policies/gatehouse.rego'))
     assert.ok(files.includes('examples/deploy/gatehouse.service'))
     for (const f of files) {
       assert.ok(!f.startsWith('dist/test/') && !f.startsWith('test/') && !f.endsWith('.map'), `${f} does not belong in the package`)
-      assert.ok(!/^(engine|proxies|bench)\//.test(f) && !(f.startsWith('cli/') && f.endsWith('.ts')), `${f}: TypeScript sources stay out`)
+      assert.ok(!/^(engine|gateway|proxies|bench)\//.test(f) && !(f.startsWith('cli/') && f.endsWith('.ts')), `${f}: TypeScript sources stay out`)
     }
   })
 
