@@ -72,7 +72,8 @@ describe('npm pack, npm install -g, gatehouse serve from the installed package',
     for (const p of ['package.json', 'README.md', 'cli', 'policies', 'examples', 'docs', 'test/README.md']) {
       if (existsSync(join(REPO, p))) cpSync(join(REPO, p), join(pkg, p), { recursive: true })
     }
-    for (const d of ['cli', 'engine', 'gateway', 'proxies', 'test']) cpSync(join(REPO, 'dist', d), join(pkg, 'dist', d), { recursive: true })
+    for (const d of ['cli', 'engine', 'gateway', 'proxies', 'test'])
+      cpSync(join(REPO, 'dist', d), join(pkg, 'dist', d), { recursive: true })
     symlinkSync(join(REPO, 'node_modules'), join(pkg, 'node_modules'))
     const packed = JSON.parse(
       run('npm', ['pack', '--json', '--pack-destination', root], { cwd: pkg, env: { ...process.env, GATEHOUSE_PACK_BUILT: '1' } }),
@@ -118,7 +119,10 @@ describe('npm pack, npm install -g, gatehouse serve from the installed package',
     assert.ok(files.includes('examples/deploy/gatehouse.service'))
     for (const f of files) {
       assert.ok(!f.startsWith('dist/test/') && !f.startsWith('test/') && !f.endsWith('.map'), `${f} does not belong in the package`)
-      assert.ok(!/^(engine|gateway|proxies|bench)\//.test(f) && !(f.startsWith('cli/') && f.endsWith('.ts')), `${f}: TypeScript sources stay out`)
+      assert.ok(
+        !/^(engine|gateway|proxies|bench)\//.test(f) && !(f.startsWith('cli/') && f.endsWith('.ts')),
+        `${f}: TypeScript sources stay out`,
+      )
     }
   })
 

@@ -67,7 +67,15 @@ describe('policy build', () => {
     const files = readTarGz(b.archive)
     // The Rego modules travel with the bundle (not the tests): the loader reads them to tell
     // whether the policy can see the statement text (engine/policy/reads.ts).
-    assert.deepEqual([...files.keys()].sort(), ['.manifest', 'data.json', 'gatehouse.rego', 'guardrails.rego', 'http.rego', 'mcp.rego', 'policy.wasm'])
+    assert.deepEqual([...files.keys()].sort(), [
+      '.manifest',
+      'data.json',
+      'gatehouse.rego',
+      'guardrails.rego',
+      'http.rego',
+      'mcp.rego',
+      'policy.wasm',
+    ])
     assert.equal(files.get('guardrails.rego')?.toString(), readFileSync(join(REPO, 'policies', 'guardrails.rego'), 'utf8'))
     const manifest = JSON.parse(files.get('.manifest')?.toString() ?? '{}') as { revision: string; wasm: { entrypoint: string }[] }
     assert.equal(manifest.revision, b.version)

@@ -159,7 +159,8 @@ function serveExpectingFailure(dir: string, policies: string): string {
   const config = join(dir, 'gatehouse.yaml')
   writeFileSync(config, JSON.stringify({ data_dir: join(dir, 'data'), listen: { api: '127.0.0.1:0', postgres: '127.0.0.1:0' }, policies }))
   const r = spawnSync(process.execPath, [BIN, 'serve', '--config', config], { encoding: 'utf8', timeout: 30_000 })
-  assert.equal(r.status, 1, `gatehouse serve must refuse to start:\n${r.stdout}${r.stderr}`)
+  // Exit 2: a configuration or policy that cannot be used (docs/cli.md, exit codes).
+  assert.equal(r.status, 2, `gatehouse serve must refuse to start:\n${r.stdout}${r.stderr}`)
   assert.ok(!existsSync(join(dir, 'data')), 'nothing was created before the policy loaded')
   return r.stderr
 }
