@@ -98,9 +98,9 @@ export class TestGateway {
         r()
       }),
     )
-    // Generous: on a loaded two-core machine a cold start (WASM compile, SQLite, TLS) can take
-    // well over the usual second.
-    const deadline = Date.now() + 60_000
+    // Generous: on a loaded two-core machine a cold start (WASM compile, SQLite, TLS, SSH host keys)
+    // can take well over the usual second (over a minute was seen beside another test file).
+    const deadline = Date.now() + 120_000
     while (Date.now() < deadline) {
       if (this.exitCode !== null || this.exitSignal !== null) {
         throw new Error(`gatehouse exited during start (${this.exitCode ?? this.exitSignal}):\n${this.stderr}`)
