@@ -13,7 +13,7 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs'
-import { isIP, type Socket } from 'node:net'
+import { isIP } from 'node:net'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
@@ -26,12 +26,10 @@ import { AuditServices } from '../engine/audit/service.js'
 import { type Config, configProblem } from '../engine/config.js'
 import { GatehouseError, isGatehouseError } from '../engine/errors.js'
 import { Metrics } from '../engine/metrics.js'
-import { countCommand } from '../engine/sessions.js'
 import { IdentityService } from '../engine/identity/service.js'
 import { loadPolicySource } from '../engine/policy/bundle.js'
 import { PolicyEngine } from '../engine/policy/engine.js'
 import { PolicyReloader } from '../engine/policy/reload.js'
-import { PublicKeys } from '../engine/identity/public-keys.js'
 import { defaultPolicySource } from '../engine/policy/sources.js'
 import { parseSecretRef, resolveSecret } from '../engine/secrets.js'
 import { SessionManager } from '../engine/sessions.js'
@@ -39,28 +37,12 @@ import { startApprovals } from '../engine/approvals/index.js'
 import { Store } from '../engine/store.js'
 import { ensureSelfSigned, loadSecureContext } from '../engine/server/tls.js'
 import { loadOrCreateSigningKey, TokenIssuer } from '../engine/identity/tokens.js'
-import type { ConnectionRef, Decision, Identity } from '../engine/types.js'
-import { directDialer } from './dialer.js'
+import { pluginContext } from './context.js'
 import { loadPlugins } from './loader.js'
-import { isRecord } from '../engine/record.js'
 import { checkConfigAgainstPlugins, scopeCheckerFor } from './plugin-checks.js'
 import { ConnectorHub } from '../engine/connector/hub.js'
 import { authorityOf } from '../engine/connector/protocol.js'
-import type {
-  Address,
-  AnyProxyPlugin,
-  Capabilities,
-  CapabilityName,
-  OpenSessionRequest,
-  OpenSessionResult,
-  PluginContext,
-  ProxyContext,
-  ProxyHandle,
-  TlsMaterial,
-  HttpMount,
-  FastPathSession,
-} from '../proxies/types.js'
-import { type LiveSession, pluginMayWrite } from '../engine/sessions.js'
+import type { Address, AnyProxyPlugin, CapabilityName, HttpMount, PluginContext, ProxyHandle, TlsMaterial } from '../proxies/types.js'
 
 export interface RunInfo {
   readonly pid: number
@@ -376,207 +358,13 @@ export class Gateway {
   }
 
   private contextFor(plugin: AnyProxyPlugin): PluginContext<CapabilityName> {
-    const stateDir = join(this.config.dataDir, 'plugins', plugin.name.replace(/[^A-Za-z0-9_.-]/g, '_'))
-    mkdirSync(stateDir, { recursive: true, mode: 0o700 })
-    const core: ProxyContext = {
-      plugin: plugin.name,
-      listen: this.config.listen[plugin.name] ?? null,
-      limits: this.config.limits,
+    return pluginContext(this, plugin, {
       tls: this.tls,
-      log: this.log.child({ proxy: plugin.name }),
-      openSession: (req) => this.openSession(plugin, req),
-      decide: (req, signal) => {
-        const started = performance.now()
-        const d = this.engine.decide(req, signal)
-        this.metrics.decisionTime.since(started)
-        return d
-      },
-      audit: (event) => {
-        if (!pluginMayWrite(plugin.name, event.type)) {
-          return Promise.reject(
-            new GatehouseError('GH_ERR_AUDIT', `plugin ${plugin.name} may not write audit events of type ${JSON.stringify(event.type)}`),
-          )
-        }
-        // Commands decided outside a session (MCP tool calls) are counted here.
-        if (event.type === 'statement' || event.type === 'mcp.call') countCommand(this.metrics, event)
-        return this.audit.append(event)
-      },
-      dial: (target, signal) => this.dial(target, signal),
-      stateDir,
-    }
-    // Only what the plugin asked for: the others are absent, not stubs.
-    const granted: Partial<Record<CapabilityName, Capabilities[CapabilityName]>> = {}
-    for (const name of plugin.capabilities ?? []) granted[name] = this.capability(plugin, name)
-    return { ...core, ...granted } as PluginContext<CapabilityName>
-  }
-
-  private capability<K extends CapabilityName>(plugin: AnyProxyPlugin, name: K): Capabilities[K] {
-    const all: Capabilities = {
-      fastPath: {
-        // The sessions a plugin opens are LiveSessions; the fast path is their synchronous side.
-        session: (session) => session as LiveSession as FastPathSession,
-      },
-      httpMounts: {
-        mount: (path, handler) => {
-          if (this.api) throw new GatehouseError('GH_ERR_CONFIG', `plugin ${plugin.name}: mount(${path}) after the API started`)
-          this.mounts.push({ path, handler })
-        },
-      },
-      gateway: {
-        issuer: this.issuer.issuer,
-        identify: (credential) => this.identity.identify(credential),
-        revoked: (identity) => identity.tokenIds.some((jti) => this.store.isRevoked(jti)),
-        listener: (n) => this.bound.get(n) ?? null,
-        connections: () => this.config.connections.map((c) => ({ name: c.name, protocol: c.protocol, labels: c.labels })),
-      },
-      recordings: {
-        terminal: (session, meta) => {
-          const recorder = this.auditServices?.recorder
-          if (!recorder) return null
-          return recorder.openTerminal(session.id, session.connection.name, {
-            ...meta,
-            gatehouse: { session: session.id, connection: session.connection.name, chain: session.identity.chain.map((p) => p.id) },
-          })
-        },
-        entry: (session, type, fields) => {
-          if (!pluginMayWrite(plugin.name, type) || type === 'statement' || type === 'result') {
-            throw new GatehouseError('GH_ERR_PLUGIN', `plugin ${plugin.name}: a recording entry's type must be "${plugin.name}.<entry>"`)
-          }
-          this.auditServices?.recorder?.entry(session.id, type, fields)
-        },
-      },
-    }
-    return all[name]
-  }
-
-  /** Through the session's connector when its connection says `via`, else directly. */
-  private dial(target: Address, signal?: AbortSignal): Promise<Socket> {
-    const tunnelled = this.connectors?.dial(target, signal)
-    if (tunnelled) return tunnelled
-    if (this.tunnelOnly.has(authorityOf(target.host, target.port))) {
-      // A copy of a session's target lost its route: the gateway never reaches such a target itself.
-      return Promise.reject(
-        new GatehouseError('GH_ERR_UPSTREAM', `${authorityOf(target.host, target.port)} is reachable only through a connector`, {
-          publicMessage: 'the target server is reachable only through a connector',
-        }),
-      )
-    }
-    return directDialer(target, signal)
-  }
-
-  /** Identify first; then the connection, the connect decision, the secrets, the audit record. */
-  private async openSession(plugin: AnyProxyPlugin, req: OpenSessionRequest): Promise<OpenSessionResult> {
-    const refuse = (error: GatehouseError, chain: readonly string[]): OpenSessionResult => {
-      this.metrics.sessionRefused(plugin.name).n++
-      this.log.warn(
-        { proxy: plugin.name, client: req.client.address, connection: req.connection, code: error.code, why: error.message },
-        'session refused',
-      )
-      this.audit.appendDeferred({
-        type: 'session.refused',
-        session: null,
-        chain,
-        connection: req.connection.slice(0, 128),
-        protocol: plugin.name,
-        client: req.client,
-        code: error.code,
-        reason: error.publicMessage,
-      })
-      return { ok: false, error }
-    }
-    let identity: Identity
-    try {
-      // A Gatehouse token (root or delegated: every rule of the chain rechecked) or an API key.
-      identity = req.publicKey
-        ? new PublicKeys(this.store, this.config.tokens.maxTtlSeconds).identify(req.publicKey.fingerprint)
-        : await this.identity.identify(req.credential)
-    } catch (err) {
-      return refuse(
-        isGatehouseError(err) ? err : new GatehouseError('GH_ERR_AUTH', String(err), { publicMessage: 'authentication failed' }),
-        [],
-      )
-    }
-    const chainIds = identity.chain.map((p) => p.id)
-    const conf = this.config.connections.find((c) => c.name === req.connection && c.protocol === plugin.name)
-    if (!conf) {
-      return refuse(
-        new GatehouseError('GH_ERR_UNKNOWN_CONNECTION', `no ${plugin.name} connection named ${JSON.stringify(req.connection)}`),
-        chainIds,
-      )
-    }
-    // A connection behind connectors is carried by one live link, chosen now: policy decides with
-    // it in the input (`connection.via`) and the audit names it.
-    const picked = conf.via.length > 0 ? (this.connectors?.pick(conf.via) ?? null) : null
-    const via = conf.via.length > 0 ? (picked?.name ?? conf.via[0]) : undefined
-    const connection: ConnectionRef =
-      via === undefined
-        ? { name: conf.name, protocol: conf.protocol, labels: conf.labels }
-        : { name: conf.name, protocol: conf.protocol, labels: conf.labels, via }
-    let decision: Decision
-    try {
-      const started = performance.now()
-      decision = await this.engine.decide({ identity, connection, action: 'connect', command: {} })
-      this.metrics.decisionTime.since(started)
-    } catch (err) {
-      return refuse(
-        new GatehouseError('GH_ERR_DENIED', 'policy evaluation failed', {
-          cause: err,
-          publicMessage: 'access denied: the policy could not be evaluated',
-        }),
-        chainIds,
-      )
-    }
-    if (decision.effect !== 'allow') {
-      const reason = decision.effect === 'deny' ? decision.reason : 'connecting requires an approval'
-      return refuse(
-        new GatehouseError('GH_ERR_DENIED', `connect denied: ${reason}`, { publicMessage: `access denied: ${reason}` }),
-        chainIds,
-      )
-    }
-    if (conf.via.length > 0 && picked === null) {
-      const names = conf.via.join(' or ')
-      return refuse(
-        new GatehouseError('GH_ERR_UPSTREAM', `connection ${conf.name}: connector ${names} is not connected`, {
-          publicMessage: `connection ${conf.name} is reached through connector ${names}, which is not connected`,
-        }),
-        chainIds,
-      )
-    }
-    const secrets = new Map<string, string>()
-    const base = this.config.file ? join(this.config.file, '..') : process.cwd()
-    try {
-      for (const key of plugin.secretKeys ?? []) {
-        const value = conf.settings[key]
-        // A map of secret references (HTTP headers to inject) resolves entry by entry as `key.name`.
-        if (isRecord(value)) {
-          for (const [name, v] of Object.entries(value)) {
-            const ref = parseSecretRef(v, base)
-            if (ref) secrets.set(`${key}.${name}`, await resolveSecret(ref))
-          }
-          continue
-        }
-        const ref = parseSecretRef(value, base)
-        if (ref) secrets.set(key, await resolveSecret(ref))
-      }
-    } catch (err) {
-      return refuse(isGatehouseError(err) ? err : new GatehouseError('GH_ERR_SECRET', 'secret resolution failed'), chainIds)
-    }
-    try {
-      const target: Address = { host: conf.host, port: conf.port }
-      const session = await this.sessions.admit({
-        identity,
-        connection,
-        target,
-        settings: conf.settings,
-        secrets,
-        client: req.client,
-        decision,
-      })
-      if (picked) this.connectors?.bind(target, picked, session.id)
-      return { ok: true, session }
-    } catch (err) {
-      return refuse(isGatehouseError(err) ? err : new GatehouseError('GH_ERR_AUDIT', 'cannot record the session'), chainIds)
-    }
+      bound: this.bound,
+      mounts: this.mounts,
+      tunnelOnly: this.tunnelOnly,
+      apiStarted: () => this.api !== null,
+    })
   }
 
   /** Ends every session with `reason`, stops listeners and the API, flushes the audit. */

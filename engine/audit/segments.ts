@@ -186,3 +186,19 @@ export function syncDir(dir: string): void {
     if (fd >= 0) closeSync(fd)
   }
 }
+
+/**
+ * The sealed segments before segment `current` whose last event is older than `before` (RFC 3339),
+ * oldest first and without gaps: what retention may remove.
+ */
+export function prunableSegments(dir: string, current: number, before: string): SegmentFile[] {
+  const cutoff = Date.parse(before)
+  const removable: SegmentFile[] = []
+  for (const seg of listSegments(dir).segments) {
+    if (seg.index >= current) break
+    const last = lastEventTime(seg.path)
+    if (last === null || Date.parse(last) >= cutoff) break
+    removable.push(seg)
+  }
+  return removable
+}

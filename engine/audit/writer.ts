@@ -21,34 +21,35 @@
 // where they are instead of vouching for them, and `audit verify` reports them.
 
 import { randomBytes } from 'node:crypto'
-import { closeSync, fdatasync, fdatasyncSync, ftruncateSync, mkdirSync, openSync, statSync, unlinkSync, writeSync } from 'node:fs'
+import { closeSync, fdatasyncSync, ftruncateSync, mkdirSync, openSync, statSync, unlinkSync, writeSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import type { Config } from '../config.js'
 import type { FsyncMode } from './config.js'
 import { GatehouseError } from '../errors.js'
+import { encodeBatch, LargeScratch } from './batch.js'
+import { isoNow } from './clock.js'
 import {
   CHECKPOINT_TYPE,
   type CheckpointReason,
-  checkpointExtra,
   encodeLineInto,
   type EventText,
   eventId,
-  eventJsonText,
   GENESIS_HASH,
   lineBytesBound,
   PRUNE_TYPE,
-  SEGMENT_TYPE,
   sha256Hex,
-  signedMessage,
   type UnattestedRange,
 } from './format.js'
+import { errCode, GroupCommit } from './group-commit.js'
 import { type AuditSigner, loadOrCreateAuditKey, resolveAuditSigner } from './keys.js'
-import { acquireWriterLock, lastEventTime, listSegments, segmentName, syncDir } from './segments.js'
+import { checkpointRecord, eventJson, internalEvent, type Pending, segmentRecord } from './records.js'
+import { acquireWriterLock, prunableSegments, segmentName, syncDir } from './segments.js'
 import { findChainEnd, type RecoveryReport } from './recovery.js'
 import { SegmentTrust } from './trusted.js'
-import type { AuditEvent, AuditEventType } from '../types.js'
+import type { AuditEvent } from '../types.js'
 import type { Timing } from '../metrics.js'
 
+export { isoNow } from './clock.js'
 export { type AuditQuery, readAuditEvents } from './query.js'
 export type { RecoveryReport } from './recovery.js'
 
@@ -85,53 +86,7 @@ export interface WrittenEvent {
 
 export type AuditListener = (written: WrittenEvent) => void
 
-/** One line to write. `json` is the event's JSON, or built at write time from its position. */
-interface Pending {
-  readonly time: string
-  readonly event: AuditEvent
-  json: EventText | null
-  readonly make: ((n: number, prev: string) => string) | null
-}
-
-interface Waiter {
-  readonly resolve: () => void
-  readonly reject: (err: Error) => void
-}
-
 const RESOLVED = Promise.resolve()
-/** Lines are encoded here before their write(2); larger batches get a buffer of their own. */
-const WRITE_SCRATCH = Buffer.allocUnsafeSlow(64 * 1024)
-/** A larger write buffer is kept this long after its last use (see largeScratch). */
-const LARGE_SCRATCH_KEEP_MS = 10_000
-/** Room reserved for one signed record (checkpoint, segment header) before its text is made. */
-const SIGNED_RECORD_BYTES = 4096
-const RESERVED_KEYS = ['h', 'prev', 'id', 'time']
-
-function errCode(err: unknown): string {
-  return (err as NodeJS.ErrnoException).code ?? 'error'
-}
-
-function internalEvent(type: AuditEventType, fields: Record<string, unknown>): AuditEvent {
-  return { type, session: null, chain: [], connection: null, ...fields }
-}
-
-let isoSecond = -1
-let isoPrefix = ''
-
-/** `new Date().toISOString()`, twice per statement on the hot path: the part up to the second is
- * formatted once per second (V8 formats a Date through snprintf). */
-export function isoNow(ms = Date.now()): string {
-  const sec = Math.floor(ms / 1000)
-  if (sec !== isoSecond) {
-    const full = new Date(sec * 1000).toISOString()
-    // `YYYY-MM-DDTHH:MM:SS.` (years past 9999 keep the slow path's format by falling back to it)
-    if (full.length !== 24) return new Date(ms).toISOString()
-    isoPrefix = full.slice(0, 20)
-    isoSecond = sec
-  }
-  const m = ms - sec * 1000
-  return `${isoPrefix}${m < 10 ? '00' : m < 100 ? '0' : ''}${m}Z`
-}
 
 export class AuditLog {
   private fd = -1
@@ -154,17 +109,10 @@ export class AuditLog {
   private closed = false
   /** Set once open() has the lock and a segment: only then may anything be written. */
   private opened = false
-  private dirty = false
   private syncTimer: NodeJS.Timeout | null = null
   private checkpointTimer: NodeJS.Timeout | null = null
-  private syncRunning = false
-  private syncScheduled = false
-  private syncWaiters: Waiter[] = []
-  /** largeScratch's buffer, when one is kept, and when it was last used. */
-  private largeBuffer: Buffer | null = null
-  private largeBufferUsed = 0
-  private largeBufferTimer: NodeJS.Timeout | null = null
-  private retired: number[] = []
+  private readonly syncs: GroupCommit
+  private readonly largeScratch = new LargeScratch()
   private readonly keysDir: string
   private readonly checkpointIntervalMs: number
   private readonly segmentMaxBytes: number
@@ -186,6 +134,11 @@ export class AuditLog {
     this.checkpointIntervalMs = opts.checkpointIntervalMs ?? CHECKPOINT_INTERVAL_MS
     this.segmentMaxBytes = opts.segmentMaxBytes ?? SEGMENT_MAX_BYTES
     this.onProblem = opts.onProblem ?? (() => undefined)
+    this.syncs = new GroupCommit(
+      () => this.fd,
+      this.stats,
+      () => this.timings?.sync ?? null,
+    )
   }
 
   /** Takes the writer lock, seals what a crash left, and starts a new segment. */
@@ -203,7 +156,7 @@ export class AuditLog {
         : new GatehouseError('GH_ERR_AUDIT', `${this.dir}: cannot open the audit log`, { cause: err })
     }
     this.opened = true
-    this.syncTimer = setInterval(() => this.startSync(), this.fsyncIntervalMs)
+    this.syncTimer = setInterval(() => this.syncs.start(), this.fsyncIntervalMs)
     this.syncTimer.unref()
     this.checkpointTimer = setInterval(() => this.checkpointIfNeeded(), this.checkpointIntervalMs)
     this.checkpointTimer.unref()
@@ -252,10 +205,7 @@ export class AuditLog {
       return Promise.reject(err)
     }
     if (this.fsyncMode !== 'always') return RESOLVED
-    return new Promise<void>((resolve, reject) => {
-      this.syncWaiters.push({ resolve, reject })
-      this.scheduleSync()
-    })
+    return this.syncs.wait()
   }
 
   /** Synchronous `append`: with `always` it syncs alone (no group commit). Throws GH_ERR_AUDIT. */
@@ -328,71 +278,9 @@ export class AuditLog {
     this.lostDeferred = 0
   }
 
-  /**
-   * A write buffer of at least `bytes`, kept for reuse while large events keep coming: a fresh
-   * buffer of megabytes costs a page fault per page on first touch, more than encoding the line
-   * into it. Dropped once unused for a while.
-   */
-  private largeScratch(bytes: number): Buffer {
-    let buf = this.largeBuffer
-    if (buf === null || buf.length < bytes) {
-      buf = Buffer.allocUnsafeSlow(bytes)
-      this.largeBuffer = buf
-    }
-    this.largeBufferUsed = Date.now()
-    if (this.largeBufferTimer === null) {
-      const sweep = (): void => {
-        if (Date.now() - this.largeBufferUsed < LARGE_SCRATCH_KEEP_MS) {
-          this.largeBufferTimer = setTimeout(sweep, LARGE_SCRATCH_KEEP_MS).unref()
-          return
-        }
-        this.largeBuffer = null
-        this.largeBufferTimer = null
-      }
-      this.largeBufferTimer = setTimeout(sweep, LARGE_SCRATCH_KEEP_MS).unref()
-    }
-    return buf
-  }
-
   /** Serializes, chains and writes `items`; throws (and changes nothing) when the write fails. */
   private writeItems(items: readonly Pending[]): void {
-    let n = this.n
-    let prev = this.lastHash
-    let checkpointN = 0
-    // Each line is encoded to UTF-8 once, straight into the buffer that is written; its hash and
-    // the listeners (the recorder) use those same bytes. Room is reserved from the events' texts;
-    // a signed record's text depends on the hash before it, so it is made in the loop.
-    let bound = 0
-    for (const p of items) {
-      if (p.make) bound += SIGNED_RECORD_BYTES
-      else {
-        // Kept, so a batch retried after a failed write is not serialized twice.
-        if (p.json === null) p.json = eventJson(p.event)
-        bound += lineBytesBound(`${this.logId}-${n + 1}`, p.time, p.json) + 1
-      }
-    }
-    let buf = bound <= WRITE_SCRATCH.length ? WRITE_SCRATCH : this.largeScratch(bound)
-    let length = 0
-    const ends: number[] = []
-    const hashes: string[] = []
-    for (const p of items) {
-      n++
-      const id = eventId(this.logId, n)
-      const json = p.make ? p.make(n, prev) : (p.json as EventText)
-      const need = length + lineBytesBound(id, p.time, json) + 1
-      if (need > buf.length) {
-        const bigger = Buffer.allocUnsafeSlow(need + bound)
-        buf.copy(bigger, 0, 0, length)
-        buf = bigger
-      }
-      const { h, end } = encodeLineInto(prev, id, p.time, json, buf, length)
-      buf[end] = 0x0a
-      length = end + 1
-      ends.push(end)
-      hashes.push(h)
-      if (p.make && p.event.type === CHECKPOINT_TYPE) checkpointN = n
-      prev = h
-    }
+    const { buf, length, ends, hashes, n, prev, checkpointN } = encodeBatch(items, this.logId, this.n, this.lastHash, this.largeScratch)
     this.writeBytes(buf, length)
     const first = this.n
     this.stats.events += n - this.n
@@ -444,7 +332,7 @@ export class AuditLog {
     }
     if (written !== length) throw new GatehouseError('GH_ERR_AUDIT', 'audit write was cut short (disk full?)')
     this.size += written
-    this.dirty = true
+    this.syncs.wrote()
     this.stats.writes++
   }
 
@@ -455,43 +343,7 @@ export class AuditLog {
     torn: { bytes: number; sha256: string } | null,
     unattested?: UnattestedRange | null,
   ): Pending {
-    const time = new Date().toISOString()
-    const signer = this.signer as AuditSigner
-    const log = this.logId
-    const event = internalEvent(CHECKPOINT_TYPE, { log, reason })
-    const marked =
-      unattested === undefined
-        ? {}
-        : {
-            unattested: unattested
-              ? { from: eventId(log, unattested.from), to: eventId(log, unattested.to), events: unattested.to - unattested.from + 1 }
-              : null,
-          }
-    return {
-      time,
-      event,
-      json: null,
-      make: (n, prev) => {
-        const sig = signer.sign(signedMessage('checkpoint', log, n - 1, prev, time, checkpointExtra(torn ? torn.sha256 : null, unattested)))
-        return JSON.stringify({ ...event, ...(torn ? { torn } : {}), ...marked, key: signer.kid, sig })
-      },
-    }
-  }
-
-  private segmentItem(index: number): Pending {
-    const time = new Date().toISOString()
-    const signer = this.signer as AuditSigner
-    const log = this.logId
-    const event = internalEvent(SEGMENT_TYPE, { log, segment: index })
-    return {
-      time,
-      event,
-      json: null,
-      make: (n, prev) => {
-        const sig = signer.sign(signedMessage('segment', log, n, prev, time, String(index)))
-        return JSON.stringify({ ...event, key: signer.kid, sig })
-      },
-    }
+    return checkpointRecord(this.signer as AuditSigner, this.logId, reason, torn, unattested)
   }
 
   /** Writes a signed checkpoint now (after any queued events). Throws GH_ERR_AUDIT on failure. */
@@ -532,7 +384,7 @@ export class AuditLog {
     this.size = 0
     syncDir(this.dir)
     try {
-      this.writeItems([this.segmentItem(index)])
+      this.writeItems([segmentRecord(this.signer as AuditSigner, this.logId, index)])
     } catch (err) {
       // Leave no empty segment behind: the next attempt creates it again.
       this.fd = -1
@@ -550,58 +402,12 @@ export class AuditLog {
   private retireSegment(): void {
     const fd = this.fd
     this.fd = -1
-    try {
-      fdatasyncSync(fd)
-      this.settleWaiters(this.syncWaiters.splice(0), null)
-    } catch (err) {
-      this.settleWaiters(this.syncWaiters.splice(0), err)
-    }
-    if (this.syncRunning) this.retired.push(fd)
-    else closeSync(fd)
-  }
-
-  // ---- disk syncs (group commit) ----------------------------------------------------------------
-
-  private scheduleSync(): void {
-    if (this.syncScheduled || this.syncRunning) return
-    this.syncScheduled = true
-    // Start at the end of this I/O turn, so every session whose statement arrived in the same
-    // turn rides on the same fdatasync.
-    setImmediate(this.startSync)
-  }
-
-  private readonly startSync = (): void => {
-    this.syncScheduled = false
-    if (this.syncRunning || this.fd < 0) return
-    if (this.syncWaiters.length === 0 && !this.dirty) return
-    const waiters = this.syncWaiters
-    this.syncWaiters = []
-    this.dirty = false
-    this.syncRunning = true
-    this.stats.syncs++
-    const started = this.timings === null ? 0 : performance.now()
-    fdatasync(this.fd, (err) => {
-      this.syncRunning = false
-      this.timings?.sync.since(started)
-      for (const fd of this.retired.splice(0)) closeSync(fd)
-      if (err) this.dirty = true
-      this.settleWaiters(waiters, err)
-      // Those who arrived during this sync have waited one sync already: start theirs at once.
-      if (this.syncWaiters.length > 0) this.startSync()
-    })
-  }
-
-  private settleWaiters(waiters: readonly Waiter[], err: unknown): void {
-    if (waiters.length === 0) return
-    if (err) {
-      const e = new GatehouseError('GH_ERR_AUDIT', `the audit segment could not be synced to disk (${errCode(err)})`, { cause: err })
-      for (const w of waiters) w.reject(e)
-    } else for (const w of waiters) w.resolve()
+    this.syncs.syncAndClose(fd)
   }
 
   /** Events accepted but not yet written (deferred), plus appends waiting for their fdatasync. */
   get backlog(): number {
-    return this.deferred.length + this.syncWaiters.length
+    return this.deferred.length + this.syncs.pending
   }
 
   /** Open for appends: opened, not closed. */
@@ -612,14 +418,7 @@ export class AuditLog {
   /** Writes what is queued and syncs to disk. */
   flush(): void {
     this.flushDeferred()
-    if (this.fd >= 0) {
-      try {
-        fdatasyncSync(this.fd)
-        this.settleWaiters(this.syncWaiters.splice(0), null)
-      } catch {
-        /* reported by the next append */
-      }
-    }
+    if (this.fd >= 0) this.syncs.syncNow(this.fd)
   }
 
   /** Writes queued events and a signed `shutdown` checkpoint, syncs, closes, releases the lock. */
@@ -627,7 +426,7 @@ export class AuditLog {
     if (this.closed) return
     if (this.checkpointTimer) clearInterval(this.checkpointTimer)
     if (this.syncTimer) clearInterval(this.syncTimer)
-    if (this.largeBufferTimer) clearTimeout(this.largeBufferTimer)
+    this.largeScratch.dispose()
     if (this.opened) {
       try {
         this.writeBatch(this.checkpointItem('shutdown', null))
@@ -636,14 +435,7 @@ export class AuditLog {
       }
     }
     if (this.fd >= 0) {
-      try {
-        fdatasyncSync(this.fd)
-        this.settleWaiters(this.syncWaiters.splice(0), null)
-      } catch (err) {
-        this.settleWaiters(this.syncWaiters.splice(0), err)
-      }
-      if (this.syncRunning) this.retired.push(this.fd)
-      else closeSync(this.fd)
+      this.syncs.syncAndClose(this.fd)
       this.fd = -1
     }
     this.closed = true
@@ -660,14 +452,7 @@ export class AuditLog {
    */
   prune(before: string): string[] {
     if (this.closed || !this.opened) throw new GatehouseError('GH_ERR_AUDIT', 'the audit log is closed')
-    const cutoff = Date.parse(before)
-    const removable: { index: number; name: string; path: string }[] = []
-    for (const seg of listSegments(this.dir).segments) {
-      if (seg.index >= this.segIndex) break
-      const last = lastEventTime(seg.path)
-      if (last === null || Date.parse(last) >= cutoff) break
-      removable.push(seg)
-    }
+    const removable = prunableSegments(this.dir, this.segIndex, before)
     const lastRemoved = removable[removable.length - 1]
     if (!lastRemoved) return []
     this.appendSync(
@@ -742,16 +527,4 @@ export async function openLocalAuditLog(config: Config): Promise<AuditLog> {
   const log = new AuditLog(join(config.dataDir, 'audit'), 'always', 1000, { signer })
   log.open()
   return log
-}
-
-/** The event's JSON text; keys the chain owns are dropped so no event can shadow them. */
-function eventJson(event: AuditEvent): EventText {
-  for (const k of RESERVED_KEYS) {
-    if (k in event) {
-      const copy: Record<string, unknown> = { ...event }
-      for (const r of RESERVED_KEYS) delete copy[r]
-      return eventJsonText(copy)
-    }
-  }
-  return eventJsonText(event)
 }
