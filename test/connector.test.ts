@@ -118,6 +118,31 @@ function createKey(name: string): Promise<{ key: string; id: string }> {
   return api<{ key: string; id: string }>('POST', '/v1/service-keys', { name })
 }
 
+/**
+ * A psql session through the gateway to the private cluster running a 60 s query, once the query
+ * runs there: `exited` resolves with its exit code, `stderr` is what psql printed so far.
+ */
+async function longQuery(app: string): Promise<{ exited: Promise<number | null>; stderr: () => string }> {
+  const live = spawn('psql', ['-X', '-At', '-d', gw.conninfo(token, 'private', `application_name=${app}`), '-c', 'select pg_sleep(60)'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let err = ''
+  live.stderr?.on('data', (d: Buffer) => {
+    err += d.toString()
+  })
+  // 'close', not 'exit': the exit can come before psql's last words are read from its stderr.
+  const exited = new Promise<number | null>((r) => live.once('close', (code) => r(code)))
+  await until(
+    'the query running on the private cluster',
+    () => {
+      if (live.exitCode !== null) throw new Error(`psql exited early: ${err}`)
+      return net.privateSql(`select count(*) from pg_stat_activity where application_name = '${app}'`) === '1'
+    },
+    30_000,
+  )
+  return { exited, stderr: () => err }
+}
+
 before(async () => {
   try {
     net.setUp()
@@ -249,31 +274,11 @@ describe('connector', () => {
   })
 
   test('killing the connector ends its live sessions with its name; restarted, it attaches again', async () => {
-    const live = spawn(
-      'psql',
-      ['-X', '-At', '-d', gw.conninfo(token, 'private', 'application_name=kill-test'), '-c', 'select pg_sleep(60)'],
-      {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    )
-    let err = ''
-    live.stderr?.on('data', (d: Buffer) => {
-      err += d.toString()
-    })
-    // 'close', not 'exit': the exit can come before psql's last words are read from its stderr.
-    const exited = new Promise<number | null>((r) => live.once('close', (code) => r(code)))
-    await until(
-      'the query running on the private cluster',
-      () => {
-        if (live.exitCode !== null) throw new Error(`psql exited early: ${err}`)
-        return net.privateSql("select count(*) from pg_stat_activity where application_name = 'kill-test'") === '1'
-      },
-      30_000,
-    )
+    const { exited, stderr } = await longQuery('kill-test')
     const running = connectors.filter((p) => p.exitCode === null && p.signalCode === null)
     for (const p of running) await stopConnector(p, 'SIGKILL')
     assert.notEqual(await exited, 0)
-    assert.match(err, /connector edge-1 disconnected/)
+    assert.match(stderr(), /connector edge-1 disconnected/)
     await until('the link gone', async () => (await links()).length === 0)
     startConnector(key)
     await until('edge-1 attached again', async () => (await links()).length > 0)
@@ -308,32 +313,12 @@ describe('connector', () => {
 
   test('revoking the connector key drops its link within a second and ends its sessions', async () => {
     await until('edge-1 attached', async () => (await links()).length > 0)
-    const live = spawn(
-      'psql',
-      ['-X', '-At', '-d', gw.conninfo(token, 'private', 'application_name=revoke-test'), '-c', 'select pg_sleep(60)'],
-      {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    )
-    let err = ''
-    live.stderr?.on('data', (d: Buffer) => {
-      err += d.toString()
-    })
-    // 'close', not 'exit': the exit can come before psql's last words are read from its stderr.
-    const exited = new Promise<number | null>((r) => live.once('close', (code) => r(code)))
-    await until(
-      'the query running on the private cluster',
-      () => {
-        if (live.exitCode !== null) throw new Error(`psql exited early: ${err}`)
-        return net.privateSql("select count(*) from pg_stat_activity where application_name = 'revoke-test'") === '1'
-      },
-      30_000,
-    )
+    const { exited, stderr } = await longQuery('revoke-test')
     await api('POST', `/v1/tokens/${keyId}/revoke`, { reason: 'test' })
     const revokedAt = Date.now()
     const code = await exited
     const tookMs = Date.now() - revokedAt
-    assert.match(err, /connector edge-1 disconnected: its credential was revoked/, `psql exited ${code}: ${err}`)
+    assert.match(stderr(), /connector edge-1 disconnected: its credential was revoked/, `psql exited ${code}: ${stderr()}`)
     assert.ok(tookMs < 1000, `the session ended ${tookMs} ms after the revocation`)
     assert.equal((await links()).length, 0)
     // The connector keeps trying, and is refused.
