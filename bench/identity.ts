@@ -14,11 +14,12 @@
 // root token's. Every process started here is stopped at the end, on error and on SIGINT.
 
 import { type ChildProcess, spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import yaml from 'js-yaml'
+import { gatewayReady, listenerPort } from './common.js'
 import { loadConfigFile } from '../engine/config.js'
 import { issuerFor } from '../gateway/gateway.js'
 import { ServiceKeys } from '../engine/identity/service-keys.js'
@@ -157,11 +158,8 @@ async function startGateway(): Promise<{ pgPort: number; configFile: string; dat
   proc.stderr?.on('data', (d: Buffer) => {
     err += d.toString()
   })
-  const runFile = join(dataDir, 'run.json')
-  for (let i = 0; i < 400 && !existsSync(runFile); i++) await new Promise((r) => setTimeout(r, 50))
-  if (!existsSync(runFile)) throw new Error(`gatehouse did not start:\n${err}`)
-  const pg = (JSON.parse(readFileSync(runFile, 'utf8')) as { listeners: Record<string, string> }).listeners.postgres ?? ''
-  return { pgPort: Number(pg.slice(pg.lastIndexOf(':') + 1)), configFile, dataDir, proc }
+  const run = await gatewayReady(dataDir, proc, () => err)
+  return { pgPort: listenerPort(run.listeners.postgres), configFile, dataDir, proc }
 }
 
 async function pgbenchConnect(port: number, db: string, password: string | null, clients: number, seconds: number, script: string) {

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import yaml from 'js-yaml'
+import { gatewayReady, listenerPort, waitFor } from './common.js'
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 const GATEHOUSE_BIN = join(REPO, 'cli/bin/gatehouse.js')
@@ -152,18 +153,6 @@ function freePort(): Promise<number> {
   })
 }
 
-async function waitFor(what: string, cond: () => boolean, child: ChildProcess, logFile: string, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    if (cond()) return
-    if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`${what} exited during start (${child.exitCode ?? child.signalCode}):\n${tail(logFile)}`)
-    }
-    await sleep(50)
-  }
-  throw new Error(`${what} did not become ready in ${timeoutMs / 1000}s:\n${tail(logFile)}`)
-}
-
 function tail(file: string, lines = 30): string {
   if (!existsSync(file)) return '(no log)'
   return readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n')
@@ -270,7 +259,7 @@ export async function startPgbouncer(): Promise<Target> {
   const child = spawn(cmd, args, { stdio: 'ignore' })
   const entry = { name: 'pgbouncer', pid: child.pid ?? 0, child }
   started.push(entry)
-  await waitFor('pgbouncer', () => existsSync(pidFile) && readFileSync(pidFile, 'utf8').trim() !== '', child, logFile)
+  await waitFor('pgbouncer', () => existsSync(pidFile) && readFileSync(pidFile, 'utf8').trim() !== '', child, () => tail(logFile))
   const pid = Number(readFileSync(pidFile, 'utf8').trim())
   started[started.indexOf(entry)] = { ...entry, pid }
   // The pid file is written before the listener is necessarily up: wait until a query goes through.
@@ -314,11 +303,8 @@ export async function startGatehouse(cpuProfDir: string | null, decisionsOff = f
   const child = spawn(process.execPath, [...profArgs, ...serverArgs], { stdio: ['ignore', logFd, logFd] })
   closeSync(logFd)
   started.push({ name: 'gatehouse', pid: child.pid ?? 0, child })
-  const runFile = join(dataDir, 'run.json')
-  await waitFor('gatehouse', () => existsSync(runFile), child, logFile)
-  const runInfo = JSON.parse(readFileSync(runFile, 'utf8')) as { pid: number; listeners: Record<string, string> }
-  const pg = runInfo.listeners.postgres ?? ''
-  const port = Number(pg.slice(pg.lastIndexOf(':') + 1))
+  const runInfo = await gatewayReady(dataDir, child, () => tail(logFile))
+  const port = listenerPort(runInfo.listeners.postgres)
   const tok = await run(
     process.execPath,
     [GATEHOUSE_BIN, 'token', 'create', '--config', configFile, '--subject', 'user:bench'],
