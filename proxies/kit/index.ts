@@ -4,7 +4,8 @@
 //
 // What is here is what more than one protocol needs: the error type that carries a stable
 // `GH_ERR_*` code and the message a client may see; the value side of masking (strategies, detectors,
-// the masking key, column patterns); and waiting for an approval of a held command.
+// the masking key, column patterns); waiting for an approval of a held command; and how a refusal
+// by policy reads (`gatehouse: denied by <rule> (<hop>): <reason>`).
 
 export { GatehouseError, type GatehouseErrorCode, isGatehouseError } from '../../engine/errors.js'
 export type { MaskObligation } from '../../engine/types.js'
@@ -23,3 +24,4 @@ export { loadMaskingKey } from '../../engine/masking/keys.js'
 export { columnMatches } from '../../engine/masking/patterns.js'
 export { isRecord } from '../../engine/record.js'
 export { awaitApproval, type HeldVerdict } from './approval.js'
+export { type Denial, denialOf, refusalMessage } from './refusal.js'

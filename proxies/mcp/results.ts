@@ -4,9 +4,10 @@
 // ask a person, wait for the named approvers and poll `approval_status` with the request id).
 
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js'
+import { denialOf, refusalMessage } from '../kit/index.js'
 import type { Decision, GatewayRefusal } from '../types.js'
 
-/** `gatehouse: denied by <rule> (<hop>): <reason>` (proxies/postgres denialMessage). */
+/** `gatehouse: denied by <rule> (<hop>): <reason>` (proxies/kit refusalMessage). */
 const DENIED_RE = /^gatehouse: denied by (\S+)(?: \(([^)]+)\))?: ([\s\S]*)$/
 const DENIED_PLAIN_RE = /^gatehouse: denied: ([\s\S]*)$/
 /** The approvals' texts (proxies/postgres/hold.ts): `… (request R-1a2b3c) from group dba; …`. */
@@ -48,20 +49,9 @@ export function parseRefusal(message: string): GatewayRefusal | null {
 /** The refusal of an `mcp.call` decision (the tool itself was refused before anything ran). */
 export function refusalOfDecision(d: Exclude<Decision, { effect: 'allow' }>): GatewayRefusal {
   if (d.effect === 'hold') {
-    return {
-      status: 'held',
-      request_id: null,
-      approvers: d.approvers,
-      rules: d.rules,
-      message: `gatehouse: approval required from ${d.approvers.join(', ') || 'a reviewer'} (${d.rules.join(', ')})`,
-    }
+    return { status: 'held', request_id: null, approvers: d.approvers, rules: d.rules, message: refusalMessage(d) }
   }
-  const first = d.reasons[0]
-  const rule = first ? first.rule || 'policy' : null
-  const hop = first?.hop || null
-  const reason = first?.reason ?? d.reason
-  const message = rule ? `gatehouse: denied by ${rule}${hop ? ` (${hop})` : ''}: ${reason}` : `gatehouse: denied: ${reason}`
-  return { status: 'denied', rule, hop, reason, message }
+  return { status: 'denied', ...denialOf(d), message: refusalMessage(d) }
 }
 
 /** What the agent can do about a refusal, in one sentence. */

@@ -12,7 +12,7 @@
 import { randomBytes } from 'node:crypto'
 import { serialize } from 'pg-protocol'
 import type { Analysis } from './sql/index.js'
-import { isGatehouseError, type MaskObligation } from '../kit/index.js'
+import { isGatehouseError, type MaskObligation, refusalMessage } from '../kit/index.js'
 import type { ApprovalOutcome, Decision, SessionAuditEvent } from '../types.js'
 import * as hold from './hold.js'
 import { errorResponse, noticeResponse } from './messages.js'
@@ -28,12 +28,7 @@ const STAND_IN_SQL = 'gatehouse refused this statement'
 
 /** What a client reads when policy refuses: `gatehouse: denied by <rule> (<hop>): <reason>`. */
 export function denialMessage(d: Decision): string {
-  if (d.effect === 'hold') return `gatehouse: approval required from ${d.approvers.join(', ') || 'a reviewer'} (${d.rules.join(', ')})`
-  if (d.effect !== 'deny') return 'gatehouse: refused'
-  const first = d.reasons[0]
-  if (!first) return `gatehouse: denied: ${d.reason}`
-  const rule = first.rule || 'policy'
-  return `gatehouse: denied by ${rule}${first.hop ? ` (${first.hop})` : ''}: ${first.reason}`
+  return d.effect === 'allow' ? 'gatehouse: refused' : refusalMessage(d)
 }
 
 /** The mask obligations of an allowed statement (none for a cleared chain). */

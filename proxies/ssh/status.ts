@@ -6,7 +6,7 @@
 // `gatehouse-status <tag> <json>` on stderr. Only the gateway knows the tag, so only the gateway
 // can write that line.
 
-import type { HeldVerdict } from '../kit/index.js'
+import { denialOf, type HeldVerdict } from '../kit/index.js'
 import type { Decision, GatewayStatus } from '../types.js'
 
 export const STATUS_ENV = 'GATEHOUSE_STATUS'
@@ -68,11 +68,7 @@ export function takeStatus(stderr: string, tag: string): { status: GatewayStatus
 
 /** The status of a denial decided by policy: the first reason's rule and hop. */
 export function deniedStatus(d: Extract<Decision, { effect: 'deny' }>): GatewayStatus {
-  const first = d.reasons[0]
-  const rule = first ? first.rule || 'policy' : null
-  const hop = first?.hop || null
-  const reason = first?.reason ?? d.reason
-  return { status: 'denied', rule, hop, reason, message: `gatehouse: denied: ${d.reason}` }
+  return { status: 'denied', ...denialOf(d), message: `gatehouse: denied: ${d.reason}` }
 }
 
 /** The status of a held command that did not run: still pending, denied by a reviewer, or given up. */
