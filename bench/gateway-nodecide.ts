@@ -6,7 +6,7 @@
 //
 //   node dist/bench/gateway-nodecide.js CONFIG.yaml
 
-import { loadConfigFile } from '../engine/config.js'
+import { loadConfigFile } from '../engine/config/config.js'
 import { Gateway } from '../gateway/gateway.js'
 import { createLogger } from '../engine/server/log.js'
 import { type Analysis, otherFacts, SqlAnalyzer } from '../proxies/postgres/sql/index.js'

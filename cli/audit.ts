@@ -15,7 +15,7 @@
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Command, Option } from 'commander'
-import type { Config } from '../engine/config.js'
+import type { Config } from '../engine/config/config.js'
 import { GatehouseError } from '../engine/errors.js'
 import {
   findRecording,

@@ -3,7 +3,7 @@
 // revocation or a kill takes effect at once; straight from the data directory only when none runs.
 
 import { existsSync, readFileSync } from 'node:fs'
-import { type Config, loadConfigFile, parseConfig } from '../engine/config.js'
+import { type Config, loadConfigFile, parseConfig } from '../engine/config/config.js'
 import { adminTokenPath, type RunInfo, runInfoPath } from '../gateway/gateway.js'
 
 export function resolveConfig(file: string | undefined): Config {

@@ -5,7 +5,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { Command, CommanderError, Option } from 'commander'
-import { type Config, configJsonSchema, parseConfig } from '../engine/config.js'
+import { type Config, configJsonSchema, parseConfig } from '../engine/config/config.js'
 import { parseDuration } from '../engine/duration.js'
 import { openLocalAuditLog } from '../engine/audit/writer.js'
 import { registerAuditCommands } from './audit.js'

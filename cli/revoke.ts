@@ -4,7 +4,7 @@
 // an error, never a silent "revoked".
 
 import { openLocalAuditLog } from '../engine/audit/writer.js'
-import type { Config } from '../engine/config.js'
+import type { Config } from '../engine/config/config.js'
 import { Store } from '../engine/store.js'
 import { ApiClient } from './client.js'
 import { FailedError } from './exit.js'

@@ -11,7 +11,7 @@ import type { Store } from './store.js'
 import type { Address, AuditEvent, Command, ConnectionRef, Decision, Identity, SessionAuditEvent } from './types.js'
 import type { ApprovalAsk, ApprovalOutcome } from './approvals/types.js'
 import type { ApprovalService } from './approvals/service.js'
-import type { Metrics } from './metrics.js'
+import type { Metrics } from './server/metrics.js'
 
 export function newSessionId(): string {
   return `s-${randomBytes(6).toString('hex')}`

@@ -6,7 +6,7 @@
 import { pathToFileURL } from 'node:url'
 import { isAbsolute } from 'node:path'
 import { GatehouseError } from '../engine/errors.js'
-import type { PluginRef } from '../engine/config.js'
+import type { PluginRef } from '../engine/config/config.js'
 import { type AnyProxyPlugin, CAPABILITY_NAMES, PLUGIN_CONTRACT } from '../proxies/types.js'
 
 export interface LoadedPlugin {

@@ -3,8 +3,8 @@
 // the configured connections) that token scopes and workload rules may name.
 
 import { join } from 'node:path'
-import { type Config, configProblem } from '../engine/config.js'
-import { issueLines } from '../engine/config-zod.js'
+import { type Config, configProblem } from '../engine/config/config.js'
+import { issueLines } from '../engine/config/zod.js'
 import { type ScopeVocabulary, scopeSyntaxProblem, scopeVocabularyProblems } from '../engine/identity/scope.js'
 import { isRecord } from '../engine/record.js'
 import { parseSecretRef } from '../engine/secrets.js'

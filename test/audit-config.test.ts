@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import { DEFAULT_AUDIT_CONFIG, parseAuditConfig } from '../engine/audit/config.js'
-import { parseConfig } from '../engine/config.js'
+import { parseConfig } from '../engine/config/config.js'
 
 describe('audit config', () => {
   test('defaults, and a full section normalized', () => {

@@ -20,7 +20,7 @@ import fc from 'fast-check'
 import { type BackendHandler, BackendProtocolError, BackendScanner } from '../proxies/postgres/backend.js'
 import { cstr, int16, int32 } from './helpers/wire.js'
 
-/** The cap connection.ts gives the scanner (engine/config.ts DEFAULT_MAX_MESSAGE_BYTES). */
+/** The cap connection.ts gives the scanner (engine/config/config.ts DEFAULT_MAX_MESSAGE_BYTES). */
 const CAP = 16 * 1024 * 1024
 
 /** Types the scanner collects whole (CommandComplete, ErrorResponse, ReadyForQuery, ParameterStatus). */

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import yaml from 'js-yaml'
-import { parseConfig } from '../engine/config.js'
+import { parseConfig } from '../engine/config/config.js'
 import { BIN, type CliResult, LOCAL_PG, REPO, TestGateway } from './helpers/gateway.js'
 
 let cwd: string

@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
-import { loadConfigFile } from '../engine/config.js'
+import { loadConfigFile } from '../engine/config/config.js'
 import { BIN, REPO } from './helpers/gateway.js'
 
 const DEPLOY = join(REPO, 'examples', 'deploy')

@@ -39,7 +39,7 @@ import {
 } from '../proxies/postgres/frontend.js'
 import { cstr, int16, int32, msg } from './helpers/wire.js'
 
-/** The gateway's default cap after authentication (engine/config.ts DEFAULT_MAX_MESSAGE_BYTES). */
+/** The gateway's default cap after authentication (engine/config/config.ts DEFAULT_MAX_MESSAGE_BYTES). */
 const CAP = 16 * 1024 * 1024
 
 // ---- building messages ------------------------------------------------------------------------

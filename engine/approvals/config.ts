@@ -14,7 +14,7 @@
 // reported with its key path, like the rest of the configuration.
 
 import { z } from 'zod'
-import { duration, issueLines, secretRef, strict } from '../config-zod.js'
+import { duration, issueLines, secretRef, strict } from '../config/zod.js'
 import { parseDuration } from '../duration.js'
 import { parseSecretRef, type SecretRef } from '../secrets.js'
 
@@ -43,7 +43,7 @@ export const DEFAULT_APPROVALS: ApprovalsConfig = {
 const DURATION = 'must be a duration like 30s, 5m, 1h or 1d'
 const SECRET = 'is required: a secret reference (env:NAME or file:PATH), never the secret itself'
 
-/** The `approvals:` section of the configuration schema (engine/config.ts composes it). */
+/** The `approvals:` section of the configuration schema (engine/config/config.ts composes it). */
 export const approvalsSchema = strict(
   {
     timeout: duration(DURATION).optional(),

@@ -4,7 +4,7 @@
 
 import type { Logger } from 'pino'
 import type { AuditLog } from '../audit/writer.js'
-import type { Config } from '../config.js'
+import type { Config } from '../config/config.js'
 import type { ApprovalRequirement } from '../policy/data.js'
 import { matchingRequirements } from '../policy/match.js'
 import { resolveSecret } from '../secrets.js'

@@ -35,7 +35,7 @@ import {
   strict,
   text,
   uniqueNames,
-} from '../config-zod.js'
+} from '../config/zod.js'
 import { parseDuration } from '../duration.js'
 
 /** When an appended event counts as durable: in the OS (batched fsync) or on disk (fsync per write). */
@@ -148,7 +148,7 @@ const syslogSink = strict({
   checkpoints_only: checkpointsOnly,
 })
 
-/** The `audit:` section of the configuration schema (engine/config.ts composes it). */
+/** The `audit:` section of the configuration schema (engine/config/config.ts composes it). */
 export const auditSchema = strict({
   fsync: z.enum(['batched', 'always'], { error: (iss) => `must be batched or always (got ${JSON.stringify(iss.input)})` }).optional(),
   fsync_interval_ms: int(1, 60_000).optional(),

@@ -4,7 +4,7 @@
 
 import { closeSync, fdatasync, fdatasyncSync } from 'node:fs'
 import { GatehouseError } from '../errors.js'
-import type { Timing } from '../metrics.js'
+import type { Timing } from '../server/metrics.js'
 
 interface Waiter {
   readonly resolve: () => void

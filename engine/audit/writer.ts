@@ -23,7 +23,7 @@
 import { randomBytes } from 'node:crypto'
 import { closeSync, fdatasyncSync, ftruncateSync, mkdirSync, openSync, statSync, unlinkSync, writeSync } from 'node:fs'
 import { dirname, join } from 'node:path'
-import type { Config } from '../config.js'
+import type { Config } from '../config/config.js'
 import type { FsyncMode } from './config.js'
 import { GatehouseError } from '../errors.js'
 import { encodeBatch, LargeScratch } from './batch.js'
@@ -47,7 +47,7 @@ import { acquireWriterLock, prunableSegments, segmentName, syncDir } from './seg
 import { findChainEnd, type RecoveryReport } from './recovery.js'
 import { SegmentTrust } from './trusted.js'
 import type { AuditEvent } from '../types.js'
-import type { Timing } from '../metrics.js'
+import type { Timing } from '../server/metrics.js'
 
 export { isoNow } from './clock.js'
 export { type AuditQuery, readAuditEvents } from './query.js'
@@ -120,7 +120,7 @@ export class AuditLog {
   recovery: RecoveryReport | null = null
   /** Counters for tests and benchmarks: write(2) and fdatasync calls, events written. */
   readonly stats = { writes: 0, syncs: 0, events: 0 }
-  /** Where write and fdatasync times go (engine/metrics.ts); null: not measured. */
+  /** Where write and fdatasync times go (engine/server/metrics.ts); null: not measured. */
   timings: { readonly append: Timing; readonly sync: Timing } | null = null
 
   constructor(

@@ -29,7 +29,7 @@
 // (tests, a laptop); it is refused for any other host.
 
 import { z } from 'zod'
-import { bool, duration, int, issueLines, NAME_RE, strict, text, uniqueNames } from '../config-zod.js'
+import { bool, duration, int, issueLines, NAME_RE, strict, text, uniqueNames } from '../config/zod.js'
 import { parseDuration } from '../duration.js'
 import { DEFAULT_MAX_DELEGATION_DEPTH, HARD_MAX_DELEGATION_DEPTH, validateGroup, validateSubject } from './tokens.js'
 import { scopeSyntaxProblem } from './scope.js'
@@ -190,7 +190,7 @@ const workloadIssuer = strict(
     ctx.addIssue({ code: 'custom', path: ['rules'], message: 'needs at least one rule: a token that matches no rule is refused' })
 })
 
-/** The `identity:` section of the configuration schema (engine/config.ts composes it). */
+/** The `identity:` section of the configuration schema (engine/config/config.ts composes it). */
 export const identitySchema = strict({
   delegation: strict({
     max_depth: int(0, HARD_MAX_DELEGATION_DEPTH, `must be an integer from 0 to ${HARD_MAX_DELEGATION_DEPTH}`).optional(),

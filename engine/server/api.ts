@@ -25,8 +25,8 @@ import { identityRoutes } from '../identity/routes.js'
 import { publicKeyRoutes } from '../identity/public-key-routes.js'
 import type { IdentityService } from '../identity/service.js'
 import { type ApprovalService, approvalRoutes } from '../approvals/index.js'
-import { METRICS_CONTENT_TYPE, type Metrics } from '../metrics.js'
-import type { MetricsAuth } from '../config.js'
+import { METRICS_CONTENT_TYPE, type Metrics } from './metrics.js'
+import type { MetricsAuth } from '../config/config.js'
 
 /** A plugin's HTTP handler on the API listener; `body` is the parsed JSON body (undefined if none). */
 export type HttpHandler = (req: IncomingMessage, res: ServerResponse, body: unknown) => void | Promise<void>

@@ -1,10 +1,10 @@
-// Building blocks of the configuration schema (engine/config.ts composes them with the sections'
+// Building blocks of the configuration schema (engine/config/config.ts composes them with the sections'
 // own schemas into the one schema of gatehouse.yaml). Each carries the message an operator reads,
 // so a problem is reported as "key.path: what is wrong" exactly as before the schema existed; a
 // value that may be a secret is never echoed in a message.
 
 import { z } from 'zod'
-import { parseDuration } from './duration.js'
+import { parseDuration } from '../duration.js'
 
 /** `env:NAME` or `file:PATH`: how a secret is named in configuration (never the secret itself). */
 export const SECRET_REF_RE = /^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$/
