@@ -26,7 +26,13 @@ export function admin(sql: string, db: string): string {
  * Waits until `cond` holds, failing at once (with `log()`, what the server printed) when `child`
  * exits first, and after `timeoutMs`.
  */
-export async function waitFor(what: string, cond: () => boolean, child: ChildProcess, log: () => string, timeoutMs = 20_000): Promise<void> {
+export async function waitFor(
+  what: string,
+  cond: () => boolean,
+  child: ChildProcess,
+  log: () => string,
+  timeoutMs = 20_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {
     if (cond()) return

@@ -259,7 +259,12 @@ export async function startPgbouncer(): Promise<Target> {
   const child = spawn(cmd, args, { stdio: 'ignore' })
   const entry = { name: 'pgbouncer', pid: child.pid ?? 0, child }
   started.push(entry)
-  await waitFor('pgbouncer', () => existsSync(pidFile) && readFileSync(pidFile, 'utf8').trim() !== '', child, () => tail(logFile))
+  await waitFor(
+    'pgbouncer',
+    () => existsSync(pidFile) && readFileSync(pidFile, 'utf8').trim() !== '',
+    child,
+    () => tail(logFile),
+  )
   const pid = Number(readFileSync(pidFile, 'utf8').trim())
   started[started.indexOf(entry)] = { ...entry, pid }
   // The pid file is written before the listener is necessarily up: wait until a query goes through.

@@ -96,10 +96,7 @@ export async function openSession(gw: SessionDeps, plugin: AnyProxyPlugin, req: 
   }
   if (decision.effect !== 'allow') {
     const reason = decision.effect === 'deny' ? decision.reason : 'connecting requires an approval'
-    return refuse(
-      new GatehouseError('GH_ERR_DENIED', `connect denied: ${reason}`, { publicMessage: `access denied: ${reason}` }),
-      chainIds,
-    )
+    return refuse(new GatehouseError('GH_ERR_DENIED', `connect denied: ${reason}`, { publicMessage: `access denied: ${reason}` }), chainIds)
   }
   if (conf.via.length > 0 && picked === null) {
     const names = conf.via.join(' or ')

@@ -28,21 +28,10 @@ import type { FsyncMode } from './config.js'
 import { GatehouseError } from '../errors.js'
 import { encodeBatch, LargeScratch } from './batch.js'
 import { isoNow } from './clock.js'
-import {
-  CHECKPOINT_TYPE,
-  type CheckpointReason,
-  encodeLineInto,
-  type EventText,
-  eventId,
-  GENESIS_HASH,
-  lineBytesBound,
-  PRUNE_TYPE,
-  sha256Hex,
-  type UnattestedRange,
-} from './format.js'
+import { CHECKPOINT_TYPE, type CheckpointReason, eventId, GENESIS_HASH, PRUNE_TYPE, sha256Hex, type UnattestedRange } from './format.js'
 import { errCode, GroupCommit } from './group-commit.js'
 import { type AuditSigner, loadOrCreateAuditKey, resolveAuditSigner } from './keys.js'
-import { checkpointRecord, eventJson, internalEvent, type Pending, segmentRecord } from './records.js'
+import { checkpointRecord, internalEvent, type Pending, segmentRecord } from './records.js'
 import { acquireWriterLock, prunableSegments, segmentName, syncDir } from './segments.js'
 import { findChainEnd, type RecoveryReport } from './recovery.js'
 import { SegmentTrust } from './trusted.js'
