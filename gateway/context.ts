@@ -95,6 +95,10 @@ function capability<K extends CapabilityName>(gw: ContextDeps, plugin: AnyProxyP
       revoked: (identity) => identity.tokenIds.some((jti) => gw.store.isRevoked(jti)),
       listener: (n) => own.bound.get(n) ?? null,
       connections: () => gw.config.connections.map((c) => ({ name: c.name, protocol: c.protocol, labels: c.labels })),
+      connectionSettings: (n) => {
+        const c = gw.config.connections.find((x) => x.name === n && x.protocol === plugin.name)
+        return c ? c.settings : null
+      },
     },
     recordings: {
       terminal: (session, meta) => {

@@ -232,6 +232,12 @@ export interface GatewayDirectory {
   listener(name: string): Address | null
   /** The configured connections: names, protocols and labels only (no settings, no secrets). */
   connections(): readonly ConnectionRef[]
+  /**
+   * The configured settings of a connection of this plugin's own protocol, as written (secret
+   * references, never their values); null for an unknown name or another protocol's connection.
+   * For what a plugin must know before any session exists (the HTTP proxy's host names).
+   */
+  connectionSettings(name: string): Readonly<Record<string, unknown>> | null
 }
 
 export interface Recordings {

@@ -1,11 +1,11 @@
 // The HTTP proxy's pure parts on their own: the secret scrubber across every chunk split, and the
-// path normaliser's decisions (what is decoded, kept, merged, or refused).
+// path normaliser's decisions (what is decoded, kept, merged, or refused), host-name routes.
 
 import assert from 'node:assert/strict'
 import { Readable } from 'node:stream'
 import { describe, test } from 'node:test'
 import { needlesFor, Scrubber } from '../proxies/http/scrub.js'
-import { normalisePath, TargetError } from '../proxies/http/target.js'
+import { HostRoutes, hostEntryProblem, normalisePath, TargetError } from '../proxies/http/target.js'
 
 async function scrub(chunks: Buffer[], needles: Buffer[]): Promise<string> {
   const out: Buffer[] = []
@@ -109,6 +109,54 @@ describe('path normalisation', () => {
       '/é',
     ]) {
       assert.throws(() => normalisePath(raw, rules), TargetError, raw)
+    }
+  })
+})
+
+describe('host-name routes', () => {
+  test('exact names without case; a port only where the entry names one; clashes refused', () => {
+    const r = new HostRoutes()
+    r.add('a', ['api.internal.example'])
+    r.add('b', ['b.internal.example:8443', 'b.internal.example:9443'])
+    assert.equal(r.lookup('API.internal.Example'), 'a')
+    assert.equal(r.lookup('api.internal.example:1'), 'a')
+    assert.equal(r.lookup('b.internal.example:8443'), 'b')
+    for (const h of [
+      'b.internal.example',
+      'b.internal.example:8444',
+      'api.internal.example.',
+      'x.api.internal.example',
+      '',
+      'api.internal.example:',
+      'user@api.internal.example',
+      '[::1]:80',
+    ]) {
+      assert.equal(r.lookup(h), null, h)
+    }
+    assert.throws(() => r.add('c', ['api.internal.example:443']), /connections a and c both claim host/)
+    assert.throws(() => r.add('c', ['B.internal.example']), /connections b and c both claim host/)
+    assert.throws(() => r.add('c', ['b.internal.example:9443']), /connections b and c/)
+    r.add('a', ['api.internal.example:8443'])
+    assert.ok(r.claims('B.internal.example'))
+    assert.ok(!r.claims('c.internal.example'))
+  })
+
+  test('what a hosts: entry may be', () => {
+    for (const ok of ['api.example', 'a', 'x-1.example:8443', 'API.Example']) assert.equal(hostEntryProblem(ok), null, ok)
+    for (const bad of [
+      '*.example',
+      '10.0.0.1',
+      '10.0.0.1:80',
+      '[::1]',
+      'api.example.',
+      'a_b.example',
+      '-a.example',
+      'a.example:0',
+      'a.example:70000',
+      'a.example:',
+      'a..example',
+    ]) {
+      assert.notEqual(hostEntryProblem(bad), null, bad)
     }
   })
 })

@@ -35,6 +35,8 @@ export interface Exchange {
   readonly method: string
   readonly path: string
   readonly rawQuery: string
+  /** The Host that named the connection (host-name routing); null for `/c/<connection>/`. */
+  readonly host: string | null
   readonly req: IncomingMessage
   readonly res: ServerResponse
 }
@@ -225,6 +227,7 @@ export async function runExchange(x: Exchange): Promise<void> {
     method: x.method,
     path: x.path,
     query,
+    ...(x.host !== null ? { host: x.host } : {}),
     ...(command.body_opaque ? { body_opaque: true } : {}),
     decision: decision.effect,
     rules: decision.rules,

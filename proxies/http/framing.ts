@@ -41,7 +41,10 @@ export function framingProblem(req: IncomingMessage): string | null {
   if (contentLength > 1) return 'more than one Content-Length'
   if (transferEncoding > 1) return 'more than one Transfer-Encoding'
   if (contentLength > 0 && transferEncoding > 0) return 'both Content-Length and Transfer-Encoding'
-  if (req.httpVersionMinor >= 1 && host !== 1) return 'exactly one Host header is required'
+  // HTTP/1.0 does not require Host, but the gateway routes by it (a connection's host names) and
+  // checks absolute-form targets against it: a request without one is refused, not guessed at.
+  if (host !== 1)
+    return req.httpVersionMinor >= 1 || host > 1 ? 'exactly one Host header is required' : 'a Host header is required, in HTTP/1.0 too'
   return null
 }
 

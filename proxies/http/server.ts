@@ -14,7 +14,7 @@ import { type ConnectionPlan, type HttpContext, runExchange } from './exchange.j
 import { framingProblem, originTarget } from './framing.js'
 import { quoted, sendProblem } from './respond.js'
 import { needlesFor } from './scrub.js'
-import { normalisePath, route, TargetError, checkQuery } from './target.js'
+import { checkQuery, type HostRoutes, normalisePath, type Routed, route, routeWhole, TargetError } from './target.js'
 import { createPool, upstreamSpec } from './upstream.js'
 
 /** Sessions one client connection may hold (distinct tokens × connections). */
@@ -28,6 +28,13 @@ interface SocketState {
 }
 
 type SessionSlot = { ok: true; session: ProxySession; plan: ConnectionPlan } | { ok: false; status: number; detail: string }
+
+/** The name part of a Host header value, lower-case (no port; brackets kept for IPv6). */
+function hostName(host: string): string {
+  const colon = host.lastIndexOf(':')
+  const name = colon > host.lastIndexOf(']') ? host.slice(0, colon) : host
+  return name.toLowerCase()
+}
 
 function isLoopback(addr: string | undefined): boolean {
   if (!addr) return false
@@ -55,7 +62,10 @@ export class HttpProxyServer {
   private readonly pools = new Map<string, Pool>()
   private stopping = false
 
-  constructor(private readonly ctx: HttpContext) {
+  constructor(
+    private readonly ctx: HttpContext,
+    private readonly hosts: HostRoutes,
+  ) {
     this.http = createHttpServer(
       {
         insecureHTTPParser: false,
@@ -167,8 +177,12 @@ export class HttpProxyServer {
     if (target === null)
       return this.refuse(res, 400, 'the request target must be a path on this gateway (absolute-form to another host is refused)')
     if (target.includes('#')) return this.refuse(res, 400, 'a request target has no fragment')
-    const routed = route(target)
-    if (!routed) return this.refuse(res, 404, 'requests go to /c/<connection>/<path>')
+    const routed = this.routeOf(req, target)
+    if (typeof routed === 'number') {
+      return routed === 421
+        ? this.refuse(res, 421, 'the Host header names another host than the TLS server name (SNI) this connection was opened for')
+        : this.refuse(res, 404, `no connection here: requests go to /c/<connection>/<path>, or to a host name a connection lists in hosts:`)
+    }
     const cred = bearer(req)
     if (cred === null) {
       return sendProblem(
@@ -211,6 +225,7 @@ export class HttpProxyServer {
       method: req.method ?? 'GET',
       path,
       rawQuery: routed.rawQuery,
+      host: routed.byHost ? (req.headers.host ?? null) : null,
       req,
       res,
     }).catch((err: unknown) => {
@@ -220,8 +235,26 @@ export class HttpProxyServer {
     })
   }
 
+  /**
+   * The connection a request names: by its Host header when a connection lists that host in
+   * `hosts:` (the whole path is that connection's), otherwise by the `/c/<connection>/` prefix.
+   * 421 when the TLS server name is one connection's host and the Host header another name; 404
+   * when nothing names a connection.
+   */
+  private routeOf(req: IncomingMessage, target: string): Routed | 404 | 421 {
+    if (this.hosts.size === 0) return route(target) ?? 404
+    const host = req.headers.host ?? ''
+    const sni = (req.socket as Partial<TLSSocket>).servername
+    if (typeof sni === 'string' && this.hosts.claims(sni) && sni.toLowerCase() !== hostName(host)) return 421
+    const byHost = this.hosts.lookup(host)
+    if (byHost !== null) return routeWhole(byHost, target)
+    return route(target) ?? 404
+  }
+
   private refuse(res: ServerResponse, status: number, detail: string): void {
-    sendProblem(res, { status, title: status === 404 ? 'Not found' : status === 405 ? 'Method not allowed' : 'Bad request', detail })
+    const title =
+      status === 404 ? 'Not found' : status === 405 ? 'Method not allowed' : status === 421 ? 'Misdirected request' : 'Bad request'
+    sendProblem(res, { status, title, detail })
     // After a framing refusal the rest of the bytes cannot be trusted: no keep-alive.
     if (status === 400) res.once('finish', () => res.socket?.destroySoon?.())
   }

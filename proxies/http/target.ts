@@ -119,6 +119,8 @@ export interface Routed {
   /** The raw path after the connection prefix (before normalisation). */
   readonly rawPath: string
   readonly rawQuery: string
+  /** Named by the Host header (a connection's `hosts:`), not by the `/c/` prefix. */
+  readonly byHost?: boolean
 }
 
 const CONNECTION_NAME = /^[A-Za-z0-9_.-]{1,63}$/
@@ -137,4 +139,93 @@ export function route(target: string): Routed | null {
   const connection = slash < 0 ? rest : rest.slice(0, slash)
   if (!CONNECTION_NAME.test(connection)) return null
   return { connection, rawPath: slash < 0 ? '/' : rest.slice(slash), rawQuery }
+}
+
+/** An origin-form target as a whole for `connection` (host-name routing: nothing is stripped). */
+export function routeWhole(connection: string, target: string): Routed {
+  const q = target.indexOf('?')
+  return { connection, rawPath: q < 0 ? target : target.slice(0, q), rawQuery: q < 0 ? '' : target.slice(q + 1), byHost: true }
+}
+
+// Host-name routing: a connection's `hosts:` entries are exact host names (compared without
+// case), each optionally with a port. An entry without a port matches that name on any port (the
+// port a client dials depends on forwarding and load balancers, not on the API it means); an entry
+// with a port matches only that port. No wildcards, no IP addresses, no trailing dot: the Host
+// header names a connection exactly or not at all.
+
+const LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/
+const PORT = /^[0-9]{1,5}$/
+
+/** The (lower-case) name and port of a well-formed `name[:port]`, or null. */
+function splitHost(value: string): { name: string; port: number | null } | null {
+  const colon = value.lastIndexOf(':')
+  const name = (colon < 0 ? value : value.slice(0, colon)).toLowerCase()
+  const portText = colon < 0 ? null : value.slice(colon + 1)
+  if (portText !== null && (!PORT.test(portText) || Number(portText) < 1 || Number(portText) > 65535)) return null
+  if (name.length === 0 || name.length > 253) return null
+  const labels = name.split('.')
+  if (!labels.every((l) => LABEL.test(l))) return null
+  // The last label of a DNS name is never all digits: that is an IPv4 address.
+  if (/^[0-9]+$/.test(labels[labels.length - 1] as string)) return null
+  return { name, port: portText === null ? null : Number(portText) }
+}
+
+/** Why a `hosts:` entry is unusable, or null. */
+export function hostEntryProblem(entry: string): string | null {
+  if (entry.includes('*')) return `${JSON.stringify(entry)}: wildcards are not accepted, list each host name`
+  if (entry.endsWith('.') || entry.includes('.:')) return `${JSON.stringify(entry)}: no trailing dot`
+  if (entry.startsWith('[') || /^[0-9.]+(:[0-9]*)?$/.test(entry))
+    return `${JSON.stringify(entry)}: an IP address cannot name a connection (use a host name)`
+  if (splitHost(entry) === null) return `${JSON.stringify(entry)}: must be a host name, or host:port`
+  return null
+}
+
+/** Which connection each configured host name reaches. */
+export class HostRoutes {
+  /** name → connection for entries without a port; `name:port` → connection for the others. */
+  private readonly anyPort = new Map<string, string>()
+  private readonly withPort = new Map<string, string>()
+
+  /** Throws with the two connections' names when one host is claimed twice. */
+  add(connection: string, entries: readonly string[]): void {
+    for (const e of entries) {
+      const h = splitHost(e)
+      if (h === null) throw new Error(`connection ${connection}: hosts: ${JSON.stringify(e)} is not a host name`)
+      const key = h.port === null ? h.name : `${h.name}:${h.port}`
+      const map = h.port === null ? this.anyPort : this.withPort
+      const other = map.get(key) ?? (h.port === null ? undefined : this.anyPort.get(h.name))
+      const clash = other ?? (h.port === null ? [...this.withPort].find(([k]) => k.startsWith(`${h.name}:`))?.[1] : undefined)
+      if (clash !== undefined && clash !== connection) {
+        throw new Error(`connections ${clash} and ${connection} both claim host ${JSON.stringify(e)} in hosts:`)
+      }
+      map.set(key, connection)
+    }
+  }
+
+  get size(): number {
+    return this.anyPort.size + this.withPort.size
+  }
+
+  /**
+   * The connection the Host header names, or null when it names none (then the request must use
+   * `/c/<connection>/`). A Host that is not a well-formed `name[:port]` names none.
+   */
+  lookup(host: string): string | null {
+    if (this.size === 0) return null
+    const h = splitHost(host)
+    if (h === null) return null
+    if (h.port !== null) {
+      const exact = this.withPort.get(`${h.name}:${h.port}`)
+      if (exact !== undefined) return exact
+    }
+    return this.anyPort.get(h.name) ?? null
+  }
+
+  /** True when `name` (a TLS server name) is a configured host of some connection. */
+  claims(name: string): boolean {
+    const n = name.toLowerCase()
+    if (this.anyPort.has(n)) return true
+    for (const k of this.withPort.keys()) if (k.startsWith(`${n}:`)) return true
+    return false
+  }
 }
