@@ -27,6 +27,7 @@ import { postgresPlugin } from '../proxies/postgres/index.js'
 import { sshPlugin } from '../proxies/ssh/index.js'
 import { mcpPlugin } from '../proxies/mcp/index.js'
 import { httpPlugin } from '../proxies/http/index.js'
+import { mcpRemotePlugin } from '../proxies/mcp-remote/index.js'
 import { registerMcpCommand } from './mcp.js'
 import { explainSql } from '../proxies/postgres/sql/explain.js'
 import { defaultPolicyDir } from '../engine/policy/sources.js'
@@ -43,7 +44,7 @@ import { registerAdminCommands } from './admin.js'
 import { registerConnectorCommands } from './connector.js'
 import { join } from 'node:path'
 
-const BUILTIN_PLUGINS = [postgresPlugin, sshPlugin, mcpPlugin, httpPlugin]
+const BUILTIN_PLUGINS = [postgresPlugin, sshPlugin, mcpPlugin, httpPlugin, mcpRemotePlugin]
 
 /** The package version (package.json two levels above dist/cli/ and cli/). */
 function packageVersion(): string {

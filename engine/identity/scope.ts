@@ -6,6 +6,9 @@
 //     parent's connection entries (and so its connection restriction);
 //   - action names (`sql.read`) and families (`sql.*`, `*`): each must be covered by the parent;
 //     none given inherits the parent's action entries;
+//   - `tool:<connection>/<tool>` entries: each must be a tool the parent may call (its connection
+//     reachable, and among the parent's tool entries when it has any); none given inherits the
+//     parent's tool entries;
 //   - `unmask:<rule>`: only those asked for (an agent without one sees the rule's columns masked),
 //     each held by the parent, or for the root hop, allowed by `mayUnmask` (the masking rules say
 //     the root's groups see that rule's columns clear).
@@ -17,6 +20,8 @@ import { parseScope, type Scope } from '../policy/scope.js'
 
 const CONNECTION_RE = /^connection:[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/
 const UNMASK_RE = /^unmask:[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/
+/** An MCP tool name (1–128 characters of the spec's recommended set) on a connection. */
+const TOOL_RE = /^tool:[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\/[A-Za-z0-9_.\-/]{1,128}$/
 const ACTION_RE = /^(\*|[a-z][a-z0-9_]{0,31}(\.[a-z][a-z0-9_]{0,31})*(\.\*)?)$/
 /** Enough for every connection and action of a realistic grant; keeps tokens small. */
 export const MAX_SCOPE_ENTRIES = 32
@@ -35,8 +40,10 @@ export function scopeSyntaxProblem(entries: readonly string[]): string | null {
       if (!CONNECTION_RE.test(e)) return `scope entry ${JSON.stringify(e)} is not connection:<name>`
     } else if (e.startsWith('unmask:')) {
       if (!UNMASK_RE.test(e)) return `scope entry ${JSON.stringify(e)} is not unmask:<masking rule>`
+    } else if (e.startsWith('tool:')) {
+      if (!TOOL_RE.test(e)) return `scope entry ${JSON.stringify(e)} is not tool:<connection>/<tool>`
     } else if (!ACTION_RE.test(e)) {
-      return `scope entry ${JSON.stringify(e)} is not connection:<name>, unmask:<rule>, an action (sql.read) or a family (sql.*)`
+      return `scope entry ${JSON.stringify(e)} is not connection:<name>, tool:<connection>/<tool>, unmask:<rule>, an action (sql.read) or a family (sql.*)`
     }
   }
   return null
@@ -61,8 +68,8 @@ export function scopeVocabularyProblems(entries: readonly string[], vocab: Scope
   const actions = [...new Set([...CORE_ACTIONS, ...vocab.actions])].sort()
   for (const e of entries) {
     if (e.startsWith('unmask:') || e === '*') continue
-    if (e.startsWith('connection:')) {
-      const name = e.slice('connection:'.length)
+    if (e.startsWith('connection:') || e.startsWith('tool:')) {
+      const name = e.startsWith('tool:') ? e.slice('tool:'.length, e.indexOf('/')) : e.slice('connection:'.length)
       if (!vocab.connections.includes(name)) {
         problems.push(
           `scope entry ${JSON.stringify(e)}: no connection named ${JSON.stringify(name)} (configured: ${vocab.connections.join(', ') || 'none'})`,
@@ -81,7 +88,11 @@ export function scopeVocabularyProblems(entries: readonly string[], vocab: Scope
 }
 
 function isAction(e: string): boolean {
-  return !e.startsWith('connection:') && !e.startsWith('unmask:')
+  return !e.startsWith('connection:') && !e.startsWith('unmask:') && !e.startsWith('tool:')
+}
+
+function isTool(e: string): boolean {
+  return e.startsWith('tool:')
 }
 
 /** Whether one requested entry is covered by the parent's parsed scope. */
@@ -90,6 +101,12 @@ function entryWithin(e: string, p: Scope, mayUnmask: (rule: string) => boolean):
   if (e.startsWith('unmask:')) {
     const rule = e.slice('unmask:'.length)
     return p.unmask.has(rule) || mayUnmask(rule)
+  }
+  if (e.startsWith('tool:')) {
+    const key = e.slice('tool:'.length)
+    const connection = key.slice(0, key.indexOf('/'))
+    if (p.connections !== null && !p.connections.has(connection)) return false
+    return p.tools === null || p.tools.has(key)
   }
   if (p.actions === null && p.families.length === 0) return true
   if (e === '*') return p.families.includes('')
@@ -127,9 +144,11 @@ export function narrowScope(
   const conns = requested.filter((e) => e.startsWith('connection:'))
   const actions = requested.filter(isAction)
   const unmask = requested.filter((e) => e.startsWith('unmask:'))
+  const tools = requested.filter(isTool)
   const scope = [
     ...(conns.length > 0 ? conns : parent.filter((e) => e.startsWith('connection:'))),
     ...(actions.length > 0 ? actions : parent.filter(isAction)),
+    ...(tools.length > 0 ? tools : parent.filter(isTool)),
     ...unmask,
   ]
   return { ok: true, scope }
@@ -153,6 +172,7 @@ export function scopeWithinProblem(
   if ((p.actions !== null || p.families.length > 0) && c.actions === null && c.families.length === 0) {
     return "the parent's action restriction is missing"
   }
+  if (p.tools !== null && c.tools === null) return "the parent's tool restriction is missing"
   return null
 }
 
@@ -172,9 +192,16 @@ export function minimalRequest(effective: readonly string[], parent: readonly st
   const conns = effective.filter((e) => e.startsWith('connection:'))
   const actions = effective.filter(isAction)
   const unmask = effective.filter((e) => e.startsWith('unmask:'))
+  const tools = effective.filter(isTool)
   const pConns = parent.filter((e) => e.startsWith('connection:'))
   const pActions = parent.filter(isAction)
-  const req = [...(sameSet(conns, pConns) ? [] : conns), ...(sameSet(actions, pActions) ? [] : actions), ...unmask]
+  const pTools = parent.filter(isTool)
+  const req = [
+    ...(sameSet(conns, pConns) ? [] : conns),
+    ...(sameSet(actions, pActions) ? [] : actions),
+    ...(sameSet(tools, pTools) ? [] : tools),
+    ...unmask,
+  ]
   // An empty request would inherit the parent's unmask entries too: say the scope in full instead.
   return req.length > 0 ? req : [...effective]
 }

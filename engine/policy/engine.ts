@@ -31,7 +31,7 @@ import { decisionTime, type DecisionEngine } from '../decide.js'
 import type { Decision, DecisionRequest, DenyReason, HoldRequirement, Identity, MaskObligation, Principal } from '../types.js'
 import { type ApprovalRequirement, MASK_STRATEGIES, type MaskingRule, type MaskStrategy } from './data.js'
 import type { LoadedBundle } from './bundle.js'
-import { actionInScope, connectionInScope, scopeOf } from './scope.js'
+import { actionInScope, connectionInScope, scopeOf, toolInScope } from './scope.js'
 import { strictestPerColumn } from '../masking/plan.js'
 import { isRecord } from '../record.js'
 import { actionMatches, labelsMatch } from './match.js'
@@ -480,7 +480,11 @@ function decideWith(a: Active, req: DecisionRequest, now: Date | null, report: H
   let reasons: DenyReason[] | null = null
   for (const p of chain) {
     const s = scopeOf(p)
-    if (!connectionInScope(s, req.connection.name) || !actionInScope(s, req.action)) {
+    if (
+      !connectionInScope(s, req.connection.name) ||
+      !actionInScope(s, req.action) ||
+      !toolInScope(s, req.connection.name, req.action, req.command)
+    ) {
       reasons = add(reasons, { rule: 'scope', reason: `outside the scope of ${p.id}`, hop: p.id })
       report?.push({ hop: p.id, in_scope: false, allow: null, deny: [], approval: [], mask: [] })
     } else report?.push({ hop: p.id, in_scope: true, allow: null, deny: [], approval: [], mask: [] })

@@ -1,0 +1,107 @@
+// A real remote MCP server for tests: `@modelcontextprotocol/server-everything` in its Streamable
+// HTTP mode (its own process), behind a small front that requires the credential the gateway
+// injects (as a hosted MCP server would) and records every JSON-RPC message that reaches it, so a
+// test can prove what the upstream did and did not receive.
+
+import { type ChildProcess, spawn } from 'node:child_process'
+import { createServer, request, type Server } from 'node:http'
+import { createServer as createNetServer } from 'node:net'
+import { join } from 'node:path'
+import { REPO } from './gateway.js'
+
+export interface McpUpstream {
+  /** The front's MCP endpoint (what a connection's `url:` names). */
+  readonly url: string
+  /** JSON-RPC messages that reached the upstream (parsed POST bodies, batches flattened). */
+  readonly seen: Record<string, unknown>[]
+  /** Requests the front refused for a missing or wrong credential. */
+  readonly refused: () => number
+  /** Mcp-Session-Id values the upstream saw. */
+  readonly sessions: Set<string>
+  /** DELETEs (session terminations) that reached the upstream. */
+  readonly deletes: () => number
+  stop(): Promise<void>
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createNetServer()
+    s.once('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address()
+      const port = a && typeof a === 'object' ? a.port : 0
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+export async function startEverything(credential: string, env: Record<string, string> = {}): Promise<McpUpstream> {
+  const port = await freePort()
+  const bin = join(REPO, 'node_modules/@modelcontextprotocol/server-everything/dist/index.js')
+  const proc: ChildProcess = spawn(process.execPath, [bin, 'streamableHttp'], {
+    env: { PATH: process.env.PATH ?? '', PORT: String(port), ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let err = ''
+  proc.stderr?.on('data', (d: Buffer) => {
+    err += d.toString()
+  })
+  proc.stdout?.resume()
+  const deadline = Date.now() + 60_000
+  while (!err.includes('listening on port')) {
+    if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`server-everything did not start:\n${err}`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  const seen: Record<string, unknown>[] = []
+  const sessions = new Set<string>()
+  let refused = 0
+  let deletes = 0
+  const front: Server = createServer((req, res) => {
+    if (req.headers.authorization !== credential) {
+      refused++
+      res.writeHead(401, { 'content-type': 'application/json' }).end('{"error":"unauthorized"}')
+      req.resume()
+      return
+    }
+    const sid = req.headers['mcp-session-id']
+    if (typeof sid === 'string') sessions.add(sid)
+    if (req.method === 'DELETE') deletes++
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const body = Buffer.concat(chunks)
+      if (body.length > 0) {
+        try {
+          const parsed = JSON.parse(body.toString('utf8')) as unknown
+          for (const m of Array.isArray(parsed) ? parsed : [parsed]) seen.push(m as Record<string, unknown>)
+        } catch {
+          seen.push({ unparsed: body.toString('utf8') })
+        }
+      }
+      const headers = { ...req.headers }
+      delete headers.authorization
+      const up = request({ host: '127.0.0.1', port, method: req.method, path: req.url, headers }, (r) => {
+        res.writeHead(r.statusCode ?? 502, r.headers)
+        r.pipe(res)
+      })
+      up.on('error', () => res.destroy())
+      res.on('close', () => up.destroy())
+      up.end(body)
+    })
+  })
+  await new Promise<void>((r) => front.listen(0, '127.0.0.1', r))
+  const a = front.address()
+  const frontPort = a && typeof a === 'object' ? a.port : 0
+  return {
+    url: `http://127.0.0.1:${frontPort}/mcp`,
+    seen,
+    sessions,
+    refused: () => refused,
+    deletes: () => deletes,
+    async stop() {
+      front.closeAllConnections()
+      await new Promise<void>((r) => front.close(() => r()))
+      proc.kill('SIGKILL')
+    },
+  }
+}

@@ -1,0 +1,181 @@
+// Remote MCP servers behind the gateway, end to end: the official TypeScript SDK client (and the MCP
+// Inspector CLI) as the agent, Gatehouse at /mcp-remote/<connection>, and
+// @modelcontextprotocol/server-everything over Streamable HTTP as the upstream, behind a front that
+// requires the credential the gateway injects and records what reaches it. Allowed, denied and held
+// tool calls; filtered lists; resource reads decided; the credential masked wherever the upstream
+// echoes it; the audit with the chain.
+
+import assert from 'node:assert/strict'
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { Client } from '@modelcontextprotocol/sdk/client/index.js'
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
+import { McpError } from '@modelcontextprotocol/sdk/types.js'
+import { REPO, TestGateway } from './helpers/gateway.js'
+import { type McpUpstream, startEverything } from './helpers/mcpupstream.js'
+
+const UPSTREAM_AUTH = 'Bearer mcp-upstream-7f3a9c2e5b1d4086'
+
+const POLICY = `package gatehouse
+
+deny contains {"rule": "no-images", "reason": "images are not for agents here"} if {
+	input.action == "mcp.call"
+	input.connection.name == "everything"
+	input.command.tool == "get-tiny-image"
+}
+
+deny contains {"rule": "no-big-sums", "reason": "sums over 1000 are not allowed"} if {
+	input.action == "mcp.call"
+	input.command.tool == "get-sum"
+	input.command.arguments.a > 1000
+}
+
+approval contains {"rule": "annotated-needs-dba", "group": "dba", "reason": "annotated messages need a DBA"} if {
+	input.action == "mcp.call"
+	input.command.tool == "get-annotated-message"
+}
+
+deny contains {"rule": "no-doc-2", "reason": "that document is closed"} if {
+	input.action == "mcp.resource"
+	input.command.uri == "demo://resource/static/document/architecture.md"
+}
+
+deny contains {"rule": "no-args-prompt", "reason": "that prompt is closed"} if {
+	input.action == "mcp.prompt"
+	input.command.prompt == "args-prompt"
+}
+`
+
+export async function connect(gw: TestGateway, token: string, connection = 'everything'): Promise<Client> {
+  const client = new Client({ name: 'test-agent', version: '1.0.0' })
+  const transport = new StreamableHTTPClientTransport(new URL(`${gw.apiUrl}/mcp-remote/${connection}`), {
+    requestInit: { headers: { authorization: `Bearer ${token}` } },
+  })
+  await client.connect(transport)
+  return client
+}
+
+async function rpcError(p: Promise<unknown>): Promise<McpError> {
+  try {
+    await p
+  } catch (err) {
+    if (err instanceof McpError) return err
+    throw err
+  }
+  assert.fail('expected a JSON-RPC error')
+}
+
+describe('remote MCP servers', () => {
+  let dir = ''
+  let up: McpUpstream
+  let gw: TestGateway
+  let alice = ''
+  let bob = ''
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'gh-mcpr-'))
+    // The upstream's environment holds its own copy of the credential: its get-env tool hands it out.
+    up = await startEverything(UPSTREAM_AUTH, { MCP_API_KEY: UPSTREAM_AUTH })
+    const policyDir = join(dir, 'policies')
+    cpSync(join(REPO, 'policies'), policyDir, { recursive: true })
+    rmSync(join(policyDir, 'default.cases.yaml'), { force: true })
+    writeFileSync(join(policyDir, 'mcp_remote_rules.rego'), POLICY)
+    gw = await TestGateway.start({
+      connections: [
+        {
+          name: 'everything',
+          protocol: 'mcp-remote',
+          url: up.url,
+          inject_headers: { Authorization: 'env:GH_TEST_MCP_AUTH' },
+        },
+      ],
+      config: {
+        listen: { api: '127.0.0.1:0', postgres: 'off', ssh: 'off' },
+        policies: policyDir,
+        approvals: { timeout: '60s', request_ttl: '1h' },
+      },
+      env: { GH_TEST_MCP_AUTH: UPSTREAM_AUTH },
+    })
+    alice = gw.token('user:alice', ['--group', 'writers'])
+    bob = gw.token('user:bob', ['--group', 'dba'])
+  })
+
+  after(async () => {
+    await gw?.cleanup()
+    await up?.stop()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  test('the SDK client lists and calls tools through the gateway; the upstream gets the injected credential', async () => {
+    const client = await connect(gw, alice)
+    try {
+      assert.equal(client.getServerVersion()?.name, 'mcp-servers/everything')
+      const { tools } = await client.listTools()
+      const names = tools.map((t) => t.name)
+      assert.ok(names.includes('echo'), names.join(','))
+      assert.ok(names.includes('get-sum'))
+      assert.ok(!names.includes('get-tiny-image'), 'a denied tool is not listed')
+      assert.ok(names.includes('get-annotated-message'), 'a held tool is listed: it can be approved')
+      const echo = await client.callTool({ name: 'echo', arguments: { message: 'hello through gatehouse' } })
+      assert.deepEqual(echo.content, [{ type: 'text', text: 'Echo: hello through gatehouse' }])
+      const sum = await client.callTool({ name: 'get-sum', arguments: { a: 2, b: 40 } })
+      assert.match(JSON.stringify(sum.content), /42/)
+      assert.equal(up.refused(), 0, 'every upstream request carried the injected credential')
+    } finally {
+      await client.close()
+    }
+  })
+
+  test('denied: the JSON-RPC error names the rule and the hop; nothing reaches the upstream', async () => {
+    const client = await connect(gw, alice)
+    try {
+      const before = up.seen.length
+      const e = await rpcError(client.callTool({ name: 'get-tiny-image', arguments: {} }))
+      assert.equal(e.code, -32010)
+      const data = e.data as { status: string; rule: string; hop: string; reason: string }
+      assert.equal(data.status, 'denied')
+      assert.equal(data.rule, 'no-images')
+      assert.equal(data.hop, 'user:alice')
+      assert.equal(data.reason, 'images are not for agents here')
+      const big = await rpcError(client.callTool({ name: 'get-sum', arguments: { a: 5000, b: 1 } }))
+      assert.equal((big.data as { rule: string }).rule, 'no-big-sums')
+      assert.ok(!up.seen.slice(before).some((m) => m.method === 'tools/call'), 'no denied call reached the upstream')
+    } finally {
+      await client.close()
+    }
+  })
+
+  test('held: the JSON-RPC error names the approval request; approved, the identical call runs once', async () => {
+    const client = await connect(gw, alice)
+    try {
+      const args = { messageType: 'success', includeImage: false }
+      const first = await rpcError(client.callTool({ name: 'get-annotated-message', arguments: args }))
+      assert.equal(first.code, -32011)
+      const held = first.data as { status: string; request_id: string; approvers: string[]; rules: string[] }
+      assert.equal(held.status, 'held')
+      assert.match(held.request_id, /\S/)
+      assert.deepEqual(held.rules, ['annotated-needs-dba'])
+      assert.ok(
+        held.approvers.some((a) => a.includes('dba')),
+        held.approvers.join(','),
+      )
+      assert.ok(first.message.includes(held.request_id), first.message)
+      assert.ok(!up.seen.some((m) => m.method === 'tools/call' && (m.params as { name?: string })?.name === 'get-annotated-message'))
+      const ok = gw.cli(['approvals', 'approve', held.request_id, '--token', bob])
+      assert.equal(ok.code, 0, ok.stderr)
+      // Other arguments are another request: still held.
+      const other = await rpcError(
+        client.callTool({ name: 'get-annotated-message', arguments: { messageType: 'error', includeImage: false } }),
+      )
+      assert.equal(other.code, -32011)
+      const ran = await client.callTool({ name: 'get-annotated-message', arguments: { includeImage: false, messageType: 'success' } })
+      assert.ok(Array.isArray(ran.content) && ran.content.length > 0)
+      const again = await rpcError(client.callTool({ name: 'get-annotated-message', arguments: args }))
+      assert.equal(again.code, -32011, 'the once-grant was used up')
+    } finally {
+      await client.close()
+    }
+  })
+})
