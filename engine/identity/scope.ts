@@ -43,7 +43,7 @@ export function scopeSyntaxProblem(entries: readonly string[]): string | null {
     } else if (e.startsWith('tool:')) {
       if (!TOOL_RE.test(e)) return `scope entry ${JSON.stringify(e)} is not tool:<connection>/<tool>`
     } else if (!ACTION_RE.test(e)) {
-      return `scope entry ${JSON.stringify(e)} is not connection:<name>, tool:<connection>/<tool>, unmask:<rule>, an action (sql.read) or a family (sql.*)`
+      return `scope entry ${JSON.stringify(e)} is not connection:<name>, unmask:<rule>, an action (sql.read), a family (sql.*) or tool:<connection>/<tool>`
     }
   }
   return null
