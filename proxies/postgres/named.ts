@@ -16,9 +16,12 @@ export interface NamedEntry {
   /** For a statement created by SQL-level PREPARE: what it runs, as classified then. */
   readonly facts: StatementFacts | null
   readonly params: readonly (string | null)[] | null
-  state: 'pending' | 'ok' | 'failed'
+  /** 'failed': the server refused the message that made it; 'skipped': the server never read it
+   * (it came after an error in its batch), so the name holds what it held before. */
+  state: 'pending' | 'ok' | 'failed' | 'skipped'
   readonly batch: number
-  readonly prev: NamedEntry | null
+  /** What the name held before, while this entry may not take (dropped once it is known). */
+  prev: NamedEntry | null
   /** For a portal: the statement entry it was bound from. */
   readonly statement: NamedEntry | null
   /** A statement's own name; for a portal, the name of the statement it was bound from. */
@@ -29,7 +32,7 @@ export interface NamedEntry {
   /** For a portal: the result format codes of its Bind. */
   resultFormats?: readonly number[]
   /** For a portal: the verdict its Bind was judged and audited with. */
-  judged?: { readonly seq: number; readonly verdict: Verdict }
+  judged?: { readonly seq: number; readonly verdict: Verdict; readonly secret: boolean }
 }
 
 /** What a portal will run. */
@@ -48,13 +51,24 @@ export function andThen<T>(v: T | Promise<T>, f: (value: T) => Promise<void> | u
   return v instanceof Promise ? v.then(f) : f(v)
 }
 
-/** The server answered the message that made the entry. */
-export function settle(e: NamedEntry, state: 'ok' | 'failed'): void {
+/** The server answered the message that made the entry, or skipped it. */
+export function settle(e: NamedEntry, state: 'ok' | 'failed' | 'skipped'): void {
   if (e.state !== 'pending') return
   e.state = state
+  // The earlier holder of the name stands only when this entry did not take. The unnamed statement
+  // is dropped before a Parse of it is parsed (PostgreSQL exec_parse_message): a Parse of it that
+  // failed leaves none.
+  if (state === 'ok' || (state === 'failed' && e.statementName === '')) e.prev = null
   const w = e.waiters
   e.waiters = null
   if (w) for (const f of w) f()
+}
+
+/** The entry that may hold the name: the newest one that is pending or took effect (null: none). */
+function standing(e: NamedEntry | null): NamedEntry | null {
+  let cur = e
+  while (cur !== null && cur.state !== 'ok' && cur.state !== 'pending') cur = cur.prev
+  return cur
 }
 
 const NO_PORTAL: ResolvedPortal = { sql: null, facts: null, name: '', params: null }
@@ -83,7 +97,8 @@ export class NamedObjects {
       params: null,
       state: 'pending',
       batch: this.batch,
-      prev: name === '' ? null : (this.statements.get(name) ?? null),
+      // A Parse the server skips (after an error earlier in its batch) leaves the name as it was.
+      prev: standing(this.statements.get(name) ?? null),
       statement: null,
       waiters: null,
       statementName: name,
@@ -188,7 +203,7 @@ export class NamedObjects {
     let cur = e
     while (cur) {
       if (cur.state === 'pending' && cur.batch < this.batch) return { blockedBy: cur }
-      if (cur.state !== 'failed') return cur
+      if (cur.state === 'ok' || cur.state === 'pending') return cur
       cur = cur.prev
     }
     return null

@@ -107,6 +107,23 @@ export function statementEvent(seq: number, { sql, params, approvedBy }: Outgoin
   return ev as SessionAuditEvent
 }
 
+/** The record of an allowed statement, until its result comes. */
+function allowedRecord(o: Outgoing, verdict: Verdict, seq: number): StatementRecord {
+  return {
+    seq,
+    started: performance.now(),
+    rows: 0,
+    tags: [],
+    error: null,
+    replacement: null,
+    effects: verdict.effects,
+    masks: verdict.masks ?? null,
+    obligations: obligationsOf(verdict),
+    // The server's error text may quote a literal or a bound value: withheld from the audit.
+    secret: (o.sql !== null && mentionsPassword(o.sql)) || (o.params?.some((p) => p !== null && holdsSecret(p)) ?? false),
+  }
+}
+
 export abstract class PipelineRelay extends ResultRelay {
   /** The portal of the Bind being judged (onBind), so a refusal can mark it failed. */
   protected bindInJudgement: NamedEntry | null = null
@@ -183,20 +200,7 @@ export abstract class PipelineRelay extends ResultRelay {
       return undefined
     }
     if (decision.effect === 'allow') {
-      const record: StatementRecord = {
-        seq,
-        started: performance.now(),
-        rows: 0,
-        tags: [],
-        error: null,
-        replacement: null,
-        effects: verdict.effects,
-        masks: verdict.masks ?? null,
-        obligations: obligationsOf(verdict),
-        // The server's error text may quote a literal or a bound value: withheld from the audit.
-        secret: (o.sql !== null && mentionsPassword(o.sql)) || (o.params?.some((p) => p !== null && holdsSecret(p)) ?? false),
-      }
-      this.expect(kind, null, record, o.portal)
+      this.expect(kind, null, allowedRecord(o, verdict, seq), o.portal)
       this.out.push(o.raw)
       this.noteForwarded(kind, verdict.inert === true)
       this.approvalPrefs.note(this.shared.analyzer, verdict, o.sql)
@@ -302,11 +306,14 @@ export abstract class PipelineRelay extends ResultRelay {
     return undefined
   }
 
-  /** An allowed Bind: the portal remembers its verdict, and the Bind goes to the server. */
+  /** An allowed Bind: the portal remembers its verdict, and the Bind goes to the server. Its
+   * record stands for the statement until an Execute runs it: an error at Bind (planning folds
+   * `1/0`) is the statement's result. */
   protected bindAllowed(o: Outgoing, verdict: Verdict, seq: number): void {
     const entry = o.portal as NamedEntry
-    entry.judged = { seq, verdict }
-    this.expect(Expect.Bind, entry, null)
+    const record = allowedRecord(o, verdict, seq)
+    entry.judged = { seq, verdict, secret: record.secret === true }
+    this.expect(Expect.Bind, entry, record)
     this.out.push(o.raw)
     this.noteForwarded(Expect.Execute, verdict.inert === true)
   }

@@ -109,8 +109,11 @@ export interface Expectation {
   readonly kind: Expect
   readonly entry: NamedEntry | null
   readonly record: StatementRecord | null
-  /** For Execute: the portal it runs; for Describe: what is described (result shapes, for masking). */
+  /** For Execute: the portal it runs; for Describe: what is described (result shapes, for masking);
+   * for Close: what the name held when it was sent. */
   readonly target?: NamedEntry | null
+  /** For Close: the name, forgotten once the server confirms (a Close it skips leaves it). */
+  readonly close?: { readonly names: Map<string, NamedEntry>; readonly name: string }
 }
 
 /** Settings the gateway pins (upper case): the server must keep reading SQL as the gateway does. */
@@ -206,9 +209,15 @@ export abstract class RelayBase implements BackendHandler {
     return undefined
   }
 
-  protected expect(kind: Expect, entry: NamedEntry | null, record: StatementRecord | null, target: NamedEntry | null = null): void {
+  protected expect(
+    kind: Expect,
+    entry: NamedEntry | null,
+    record: StatementRecord | null,
+    target: NamedEntry | null = null,
+    close?: Expectation['close'],
+  ): void {
     if (kind === Expect.Query || kind === Expect.Sync) this.readiesPending++
-    this.expectations.push({ kind, entry, record, target })
+    this.expectations.push(close ? { kind, entry, record, target, close } : { kind, entry, record, target })
     if (record?.masks && this.expectations.length - 1 === this.expectHead) this.headChanged()
   }
 

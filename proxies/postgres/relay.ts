@@ -181,8 +181,9 @@ export class Relay extends PipelineRelay {
       }
       case FrontendCode.Close: {
         const m = parseTarget(f.body, 'Close')
-        ;(m.kind === 'S' ? this.named.statements : this.named.portals).delete(m.name)
-        this.expect(Expect.Close, null, null)
+        // The name goes when the server confirms: after an error earlier in the batch it skips the Close.
+        const names = m.kind === 'S' ? this.named.statements : this.named.portals
+        this.expect(Expect.Close, null, null, names.get(m.name) ?? null, { names, name: m.name })
         this.out.push(f.raw)
         return undefined
       }
@@ -322,6 +323,7 @@ export class Relay extends PipelineRelay {
         effects: judged.verdict.effects,
         masks: judged.verdict.masks ?? null,
         obligations: obligationsOf(judged.verdict),
+        secret: judged.secret,
       }
       this.expect(Expect.Execute, null, record, portal)
       this.out.push(raw)

@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto'
 import { serialize } from 'pg-protocol'
 import { BackendCode, frame, readCommandTag, readErrorFields, rowsFromTag } from './messages.js'
-import { settle } from './named.js'
+import { type NamedEntry, settle } from './named.js'
 import { NAME_LOOKUP_SQL, type ServerName, type ServerNames, textArrayLiteral } from './names.js'
 import { Expect, type Expectation } from './relay-base.js'
 import { EMPTY, MaskingRelay, scrubbed } from './result-masking.js'
@@ -35,6 +35,15 @@ function dataRowText(message: Buffer): (string | null)[] {
   return out
 }
 
+/** An extended-protocol batch after its error, until the server's ReadyForQuery for its Sync. */
+interface FailedBatch {
+  readonly error: { code: string; message: string }
+  /** The Parse that failed, if the error was a Parse's: the Binds of its statement failed with it. */
+  readonly parse: NamedEntry | null
+  /** Statements (audit seqs) whose result is recorded. */
+  readonly reported: number[]
+}
+
 /** The gateway's own query on the session's server connection, as its answers arrive. */
 interface NameLookup {
   row(message: Buffer): void
@@ -48,6 +57,8 @@ export abstract class ResultRelay extends MaskingRelay {
   private lastTag: string | null = null
   /** The gateway's own query running on the server connection (lookupNames). */
   private lookup: NameLookup | null = null
+  /** An extended-protocol message failed and the server skips the rest of its batch until Sync. */
+  private failedBatch: FailedBatch | null = null
 
   readonly onServerData = (chunk: Buffer): void => {
     let out: Buffer[]
@@ -93,7 +104,12 @@ export abstract class ResultRelay extends MaskingRelay {
         }
         return
       case BackendCode.CloseComplete:
-        if (h.kind === Expect.Close) this.shift()
+        if (h.kind === Expect.Close) {
+          const c = h.close
+          // Unless a Parse or Bind after the Close has taken the name again.
+          if (c && (c.names.get(c.name) ?? null) === (h.target ?? null)) c.names.delete(c.name)
+          this.shift()
+        }
         return
       case BackendCode.RowDescription:
       case BackendCode.NoData:
@@ -145,7 +161,7 @@ export abstract class ResultRelay extends MaskingRelay {
   }
 
   protected handleMessage(type: number, body: Buffer): Buffer | null {
-    const h = this.head()
+    let h = this.head()
     switch (type) {
       case BackendCode.ParameterStatus:
         this.lexingHolds(body)
@@ -177,6 +193,10 @@ export abstract class ResultRelay extends MaskingRelay {
       return null
     }
     if (type === BackendCode.ReadyForQuery) {
+      if (this.failedBatch !== null) {
+        this.skipUntilSync()
+        h = this.head()
+      }
       this.sql.onReadyForQuery(body[0] ?? 0x49, this.errorSinceReady, this.lastTag)
       this.errorSinceReady = false
       this.lastTag = null
@@ -213,20 +233,48 @@ export abstract class ResultRelay extends MaskingRelay {
       return replacement
     }
     if (h.kind === Expect.Sync) return null
-    // Extended protocol: the failing message, then everything up to the next Sync is skipped.
+    // Extended protocol: the failing message, then everything up to the next Sync is skipped —
+    // what is queued now, and what the client sends before its Sync (skipUntilSync at ReadyForQuery).
     if (h.entry) settle(h.entry, 'failed')
-    if (h.record) h.record.error = error
+    const failed: FailedBatch = { error, parse: h.kind === Expect.Parse ? h.entry : null, reported: [] }
+    this.failedBatch = failed
+    if (h.record) {
+      h.record.error = error
+      failed.reported.push(h.record.seq)
+    }
     this.completeRecord(h)
     this.shift()
-    for (let e = this.head(); e && e.kind !== Expect.Sync; e = this.head()) {
-      if (e.entry) settle(e.entry, 'failed')
-      if (e.record) {
-        e.record.error = { code: 'skipped', message: 'not executed: an earlier message in the batch failed' }
-        this.completeRecord(e)
-      }
-      this.shift()
-    }
+    for (let e = this.head(); e && e.kind !== Expect.Sync; e = this.head()) this.skipped(e, failed)
     return replacement
+  }
+
+  /**
+   * A message the server skipped after an error earlier in its batch. A statement judged at a Bind
+   * whose statement failed to parse failed with that error; one whose Bind already failed has its
+   * result; anything else was not executed.
+   */
+  private skipped(e: Expectation, failed: FailedBatch): void {
+    if (e.entry) settle(e.entry, e.kind === Expect.Parse ? 'skipped' : 'failed')
+    const r = e.record
+    if (r && !failed.reported.includes(r.seq)) {
+      if (e.kind === Expect.Bind && failed.parse !== null && e.entry?.statement === failed.parse) r.error = failed.error
+      else r.error = { code: 'skipped', message: 'not executed: an earlier message in the batch failed' }
+      // One result per statement: its Bind's and its Execute's records are the same statement.
+      failed.reported.push(r.seq)
+      this.completeRecord(e)
+    }
+    // A simple Query in a failed batch is skipped too, and gets no ReadyForQuery of its own.
+    if (e.kind === Expect.Query) this.readiesPending--
+    this.shift()
+  }
+
+  /** At the ReadyForQuery of a failed batch: what the client sent after the error, up to the
+   * batch's Sync, was skipped by the server (it has no answer of its own). */
+  private skipUntilSync(): void {
+    const failed = this.failedBatch
+    if (failed === null) return
+    this.failedBatch = null
+    for (let e = this.head(); e && e.kind !== Expect.Sync; e = this.head()) this.skipped(e, failed)
   }
 
   /** A statement completed on the server: follow what it changed in the session. */
