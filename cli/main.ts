@@ -28,6 +28,7 @@ import { sshPlugin } from '../proxies/ssh/index.js'
 import { mcpPlugin } from '../proxies/mcp/index.js'
 import { httpPlugin } from '../proxies/http/index.js'
 import { mcpRemotePlugin } from '../proxies/mcp-remote/index.js'
+import { kubernetesPlugin } from '../proxies/kubernetes/index.js'
 import { registerMcpCommand } from './mcp.js'
 import { explainSql } from '../proxies/postgres/sql/explain.js'
 import { defaultPolicyDir } from '../engine/policy/sources.js'
@@ -39,12 +40,13 @@ import { revokedLine, revokeById } from './revoke.js'
 import { registerIdentityCommands } from './identity.js'
 import { registerClassifyCommand } from './classify.js'
 import { registerSshCommands } from './ssh.js'
+import { registerKubeCommands } from './kube.js'
 import { registerApprovalCommands } from './approvals.js'
 import { registerAdminCommands } from './admin.js'
 import { registerConnectorCommands } from './connector.js'
 import { join } from 'node:path'
 
-const BUILTIN_PLUGINS = [postgresPlugin, sshPlugin, mcpPlugin, httpPlugin, mcpRemotePlugin]
+const BUILTIN_PLUGINS = [postgresPlugin, sshPlugin, mcpPlugin, httpPlugin, mcpRemotePlugin, kubernetesPlugin]
 
 /** The package version (package.json two levels above dist/cli/ and cli/). */
 function packageVersion(): string {
@@ -92,7 +94,7 @@ async function devConfig(): Promise<Config> {
 }
 
 /** Display names of the listeners the banner knows; any other plugin's listener shows its own name. */
-const LISTENER_TITLES: Record<string, string> = { api: 'API', postgres: 'PostgreSQL', ssh: 'SSH', http: 'HTTP' }
+const LISTENER_TITLES: Record<string, string> = { api: 'API', postgres: 'PostgreSQL', ssh: 'SSH', http: 'HTTP', kubernetes: 'Kubernetes' }
 
 /** What `serve` prints once ready: every listener (or `off`), and where the state lives. */
 function banner(config: Config, addresses: Readonly<Record<string, string>>, dataDirExisted: boolean): string {
@@ -395,6 +397,7 @@ async function main(argv: string[]): Promise<void> {
 
   // ssh add-key|list-keys|remove-key|host-key (cli/ssh.ts)
   registerSshCommands(program, configOpt)
+  registerKubeCommands(program, configOpt)
 
   const policy = program
     .command('policy')

@@ -57,7 +57,8 @@ deny contains {
 }
 
 # An SSH command line the gateway cannot judge (command.opaque: an expansion, a glob, a
-# redirection, a program that runs other commands such as sh -c, sudo or xargs) is never run for
+# redirection, a program that runs other commands such as sh -c, sudo or xargs), or a kubectl exec
+# argv whose program runs other commands, is never run for
 # a chain with an agent in it: what would run is not what policy saw. A human's policy may allow
 # opaque lines on purpose; a plain line is judged as argv lists (command.programs) and sent
 # re-quoted, so the target's shell runs exactly those words.
@@ -65,7 +66,7 @@ deny contains {
 	"rule": "agents-no-opaque-commands",
 	"reason": sprintf("the gateway cannot judge this command line (%s); agents run plain commands only", [object.get(input.command, "opaque_reason", "opaque")]),
 } if {
-	input.action in {"ssh.exec", "ssh.sftp"}
+	input.action in {"ssh.exec", "ssh.sftp", "kube.request"}
 	input.command.opaque == true
 	some p in input.chain
 	p.kind == "agent"

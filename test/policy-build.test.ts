@@ -73,6 +73,7 @@ describe('policy build', () => {
       'gatehouse.rego',
       'guardrails.rego',
       'http.rego',
+      'kube.rego',
       'mcp.rego',
       'policy.wasm',
     ])

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `npm run setup`: everything Gatehouse and its tests need on a fresh Debian machine, and nothing
 # twice: Debian packages (only those missing), the pinned `opa` compiler (Rego → WebAssembly),
-# npm packages from the lock file (native modules built against the local Node headers, no
+# the pinned kube-apiserver and kubectl the Kubernetes proxy tests run against, npm packages from the lock file (native modules built against the local Node headers, no
 # download), and the TypeScript build. Safe to run again; each step skips what is already done.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -9,8 +9,9 @@ cd "$(dirname "$0")/../.."
 OPA_VERSION="v1.22.3"
 # These are for the tests and the benchmark; the gateway itself needs none of them at run time.
 # psql/pgbench/initdb come with PostgreSQL 15; openssl makes test certificates; pgbouncer is
-# the benchmark's reference pooler; openssh-server is the SSH proxy's test target.
-DEB_PACKAGES=(openssl postgresql-client postgresql-15 pgbouncer openssh-server openssh-client nginx)
+# the benchmark's reference pooler; openssh-server is the SSH proxy's test target; etcd-server
+# stores the Kubernetes proxy tests' API server.
+DEB_PACKAGES=(openssl postgresql-client postgresql-15 pgbouncer openssh-server openssh-client nginx etcd-server)
 
 say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 
@@ -35,6 +36,42 @@ elif command -v go >/dev/null; then
   (cd /tmp && go install "github.com/open-policy-agent/opa@${OPA_VERSION}")
 else
   say "warning: Go is not installed, so opa ${OPA_VERSION} cannot be built; install it and put it on PATH (see README)"
+fi
+
+# No kube-apiserver ships as a Debian or npm package: build the release from the Go module proxy
+# (cli/setup/kube/go.mod pins it), stamped with its version so `--version` says which. It takes
+# about as long as the rest of setup and the test suite's first half together, so by default it
+# builds in the background (niced) while the rest of setup and the tests run; the Kubernetes tests
+# wait for it (test/helpers/kube.ts). GATEHOUSE_KUBE_BUILD=foreground builds it here instead.
+KUBE_VERSION="v1.34.3"
+KUBE_BUILD_LOG="$GOBIN_DIR/.kube-build.log"
+KUBE_BUILD_PID="$GOBIN_DIR/.kube-build.pid"
+kube_ok() { [ -x "$GOBIN_DIR/kube-apiserver" ] && [ -x "$GOBIN_DIR/kubectl" ] &&
+  "$GOBIN_DIR/kube-apiserver" --version 2>/dev/null | grep -qx "Kubernetes ${KUBE_VERSION}" &&
+  "$GOBIN_DIR/kubectl" version --client 2>/dev/null | grep -qx "Client Version: ${KUBE_VERSION}"; }
+kube_building() { [ -f "$KUBE_BUILD_PID" ] && kill -0 "$(cat "$KUBE_BUILD_PID")" 2>/dev/null; }
+if kube_ok; then
+  :
+elif kube_building; then
+  say "kube-apiserver and kubectl ${KUBE_VERSION} are still building in the background (log: $KUBE_BUILD_LOG)"
+elif command -v go >/dev/null; then
+  ld="-s -w"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld="$ld -X $p.gitVersion=${KUBE_VERSION} -X $p.gitMajor=1 -X $p.gitMinor=34 -X $p.gitTreeState=clean"
+  done
+  mkdir -p "$GOBIN_DIR"
+  # One build of both: they share most packages (apimachinery, client-go), compiled once.
+  kube_build=(nice -n 19 go build -trimpath -ldflags="$ld" -o "$GOBIN_DIR/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
+  if [ "${GATEHOUSE_KUBE_BUILD:-background}" = foreground ]; then
+    say "building kube-apiserver and kubectl ${KUBE_VERSION} (once; several minutes on two cores)"
+    (cd cli/setup/kube && "${kube_build[@]}")
+  else
+    say "building kube-apiserver and kubectl ${KUBE_VERSION} in the background (once; log: $KUBE_BUILD_LOG)"
+    (cd cli/setup/kube && setsid nohup bash -c 'echo $$ > "$0"; "$@"; echo "exit $?"' \
+      "$KUBE_BUILD_PID" "${kube_build[@]}" > "$KUBE_BUILD_LOG" 2>&1 < /dev/null &)
+  fi
+else
+  say "warning: Go is not installed, so kube-apiserver ${KUBE_VERSION} cannot be built (the Kubernetes proxy tests need it)"
 fi
 
 # Native modules (better-sqlite3) compile against Node's headers where Debian puts them, instead

@@ -55,13 +55,14 @@ export function upstreamSpec(settings: Readonly<Record<string, unknown>>, secret
 }
 
 /** A pool for one connection; sockets through ctx.dial, TLS verified (never `rejectUnauthorized: false`). */
-export function createPool(ctx: ProxyContext, spec: UpstreamSpec): Pool {
+export function createPool(ctx: ProxyContext, spec: UpstreamSpec, timeouts: { readonly bodyTimeout?: number } = {}): Pool {
   return new Pool(spec.origin, {
     connections: 64,
     pipelining: 1,
     keepAliveTimeout: 10_000,
     headersTimeout: 60_000,
-    bodyTimeout: 60_000,
+    // A Kubernetes watch may be quiet for minutes: its plugin passes 0 (no limit between chunks).
+    bodyTimeout: timeouts.bodyTimeout ?? 60_000,
     connect: (_opts, callback) => {
       ctx.dial(spec.address).then(
         (socket) => {

@@ -1,0 +1,88 @@
+# Kubernetes API requests through the Kubernetes proxy (proxies/kubernetes): action `kube.request`,
+# decided per request with `input.command.verb` (get, list, watch, create, update, patch, delete,
+# deletecollection; `proxy` by path prefix), `.group` ("" for core), `.version`, `.resource`,
+# `.subresource` (exec, attach, portforward, log, proxy, status, …), `.namespace`, `.name`, read
+# from the path as the API server reads it; `.resource_request` is false for discovery
+# (`/api`, `/apis`, `/version`, `/openapi/...`). Writes carry `.object` (kind, name, namespace of
+# the body) and `.body`; `.secret_refs` lists the Secrets an object would expose to a container.
+# exec carries `.command.argv`; port-forward `.ports`.
+#
+# Like SQL: everyone may read (discovery, get/list/watch, logs), group writers may change things;
+# exec, attach, port-forward and the proxy subresource run code or reach into the cluster's
+# network, so they are writes here. Secret data is masked for everyone outside `secret-readers`,
+# and whoever sees it masked may not mount it in a pod either.
+package gatehouse
+
+secret_readers := {"secret-readers"} | admins
+
+kube_read_verbs := {"get", "list", "watch"}
+
+kube_stream_subresources := {"exec", "attach", "portforward", "proxy"}
+
+# Discovery and other non-resource reads (kubectl needs them before anything else).
+allow if {
+	input.action == "kube.request"
+	not input.command.resource_request
+	input.command.verb in {"get", "head"}
+}
+
+kube_read if {
+	input.command.resource_request
+	input.command.verb in kube_read_verbs
+	not input.command.subresource in kube_stream_subresources
+}
+
+allow if {
+	input.action == "kube.request"
+	kube_read
+}
+
+# `kubectl auth can-i` and `kubectl auth whoami` ask the cluster about the caller: nothing is written.
+allow if {
+	input.action == "kube.request"
+	input.command.verb == "create"
+	input.command.group in {"authorization.k8s.io", "authentication.k8s.io"}
+	input.command.resource in {"selfsubjectaccessreviews", "selfsubjectrulesreviews", "selfsubjectreviews"}
+}
+
+allow if {
+	input.action == "kube.request"
+	input.command.resource_request
+	not kube_read
+	member_of(writers)
+}
+
+# Secret data is masked in answers (get, list, watch, -o yaml) unless the hop is cleared.
+# Agents have no groups: they see it masked unless their scope carries unmask:kube-secret-data.
+mask contains {"rule": "kube-secret-data", "column": col, "strategy": "redact"} if {
+	input.action == "kube.request"
+	input.command.resource == "secrets"
+	not member_of(secret_readers)
+	some col in {"secrets:data", "secrets:stringData"}
+}
+
+# A pod (or a workload's pod template) that mounts a Secret, or reads it into the environment,
+# hands its data to whoever runs the container: only for those who may read it.
+deny contains {
+	"rule": "kube-secret-mount",
+	"reason": sprintf("this %s uses Secret %v; mounting a Secret needs group secret-readers", [object.get(input.command, ["object", "kind"], "object"), input.command.secret_refs]),
+} if {
+	input.action == "kube.request"
+	input.command.verb in {"create", "update", "patch"}
+	count(input.command.secret_refs) > 0
+	not member_of(secret_readers)
+}
+
+# A write whose body the gateway could not read (not JSON or YAML) cannot be judged on its object.
+deny contains {"rule": "kube-opaque-body", "reason": "the gateway judges writes on their object; send JSON or YAML"} if {
+	input.action == "kube.request"
+	input.command.body_opaque
+}
+
+# Deleting in namespace prod waits for a DBA's approval (the request is held; run it again once
+# approved).
+approval contains {"rule": "kube-prod-delete", "group": "dba", "reason": "deleting in namespace prod needs a DBA's approval"} if {
+	input.action == "kube.request"
+	input.command.verb in {"delete", "deletecollection"}
+	input.command.namespace == "prod"
+}
