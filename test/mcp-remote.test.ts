@@ -6,6 +6,7 @@
 // echoes it; the audit with the chain.
 
 import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -177,5 +178,109 @@ describe('remote MCP servers', () => {
     } finally {
       await client.close()
     }
+  })
+
+  test('resources and prompts: lists show what the chain may use; reads are decided as mcp.resource and mcp.prompt', async () => {
+    const client = await connect(gw, alice)
+    try {
+      const { resources } = await client.listResources()
+      const uris = resources.map((r) => r.uri)
+      assert.ok(uris.includes('demo://resource/static/document/features.md'), uris.join(','))
+      assert.ok(!uris.includes('demo://resource/static/document/architecture.md'), 'a denied resource is not listed')
+      const read = await client.readResource({ uri: 'demo://resource/static/document/features.md' })
+      assert.ok(read.contents.length > 0)
+      const closed = await rpcError(client.readResource({ uri: 'demo://resource/static/document/architecture.md' }))
+      assert.equal(closed.code, -32010)
+      assert.equal((closed.data as { rule: string }).rule, 'no-doc-2')
+      assert.ok(!up.seen.some((m) => m.method === 'resources/read' && JSON.stringify(m.params).includes('architecture.md')))
+      const { prompts } = await client.listPrompts()
+      const names = prompts.map((p) => p.name)
+      assert.ok(names.includes('simple-prompt'), names.join(','))
+      assert.ok(!names.includes('args-prompt'))
+      const simple = await client.getPrompt({ name: 'simple-prompt' })
+      assert.ok(simple.messages.length > 0)
+      const refused = await rpcError(client.getPrompt({ name: 'args-prompt', arguments: { city: 'Paris' } }))
+      assert.equal((refused.data as { rule: string }).rule, 'no-args-prompt')
+    } finally {
+      await client.close()
+    }
+  })
+
+  test('an upstream that hands out the injected credential: the agent sees it masked', async () => {
+    const client = await connect(gw, alice)
+    try {
+      const env = await client.callTool({ name: 'get-env', arguments: {} })
+      const text = JSON.stringify(env)
+      assert.ok(text.includes('MCP_API_KEY'), 'the upstream did print its environment')
+      assert.ok(!text.includes('mcp-upstream-7f3a9c2e5b1d4086'), 'the credential reached the agent')
+      assert.match(text, /\*{20,}/)
+    } finally {
+      await client.close()
+    }
+  })
+
+  test('the MCP Inspector CLI, another real client, lists and calls tools through the gateway', async () => {
+    const build = join(REPO, 'node_modules/@modelcontextprotocol/inspector-cli/build')
+    // Asynchronously: the upstream's front runs in this process and must keep answering.
+    const run = (args: string[]): Promise<Record<string, unknown>> =>
+      new Promise((resolve, reject) => {
+        const c = spawn(
+          process.execPath,
+          [
+            join(build, 'index.js'),
+            `${gw.apiUrl}/mcp-remote/everything`,
+            '--transport',
+            'http',
+            '--header',
+            `Authorization: Bearer ${alice}`,
+            ...args,
+          ],
+          // inspector-cli 1.0.3 looks for its package.json relative to the working directory.
+          { cwd: build, stdio: ['ignore', 'pipe', 'pipe'] },
+        )
+        let out = ''
+        let err = ''
+        c.stdout.on('data', (d: Buffer) => {
+          out += d.toString()
+        })
+        c.stderr.on('data', (d: Buffer) => {
+          err += d.toString()
+        })
+        const timer = setTimeout(() => c.kill('SIGKILL'), 60_000)
+        c.on('exit', (code) => {
+          clearTimeout(timer)
+          if (code !== 0) reject(new Error(`inspector exited ${code}: ${err}`))
+          else resolve(JSON.parse(out) as Record<string, unknown>)
+        })
+      })
+    const list = (await run(['--method', 'tools/list'])) as { tools: { name: string }[] }
+    assert.ok(list.tools.some((t) => t.name === 'echo'))
+    assert.ok(!list.tools.some((t) => t.name === 'get-tiny-image'))
+    const echo = (await run(['--method', 'tools/call', '--tool-name', 'echo', '--tool-arg', 'message=from the inspector'])) as {
+      content: unknown
+    }
+    assert.deepEqual(echo.content, [{ type: 'text', text: 'Echo: from the inspector' }])
+  })
+
+  test('audit: each call is a statement with the chain, durable before it ran, and a result; no credential anywhere', () => {
+    const events = gw.auditEvents()
+    const calls = events.filter((e) => e.type === 'statement' && e.action === 'mcp.call')
+    const echo = calls.find((e) => e.tool === 'echo' && e.decision === 'allow')
+    assert.ok(echo, 'the echo call is audited')
+    assert.deepEqual(echo.chain, ['user:alice'])
+    assert.equal(echo.connection, 'everything')
+    assert.equal(echo.method, 'tools/call')
+    assert.deepEqual(echo.arguments, { message: 'hello through gatehouse' })
+    assert.match(String(echo.policy_version), /\S/)
+    const result = events.find((e) => e.type === 'result' && e.session === echo.session && e.seq === echo.seq)
+    assert.ok(result, 'its result')
+    const denied = calls.find((e) => e.tool === 'get-tiny-image')
+    assert.equal(denied?.decision, 'deny')
+    assert.deepEqual(denied?.rules, ['no-images'])
+    const held = calls.find((e) => e.tool === 'get-annotated-message' && e.decision === 'hold')
+    assert.ok(held)
+    const reads = events.filter((e) => e.type === 'statement' && e.action === 'mcp.resource')
+    assert.ok(reads.some((e) => e.decision === 'deny' && String(e.uri).endsWith('architecture.md')))
+    assert.ok(!JSON.stringify(events).includes('mcp-upstream-7f3a9c2e5b1d4086'), 'the credential is in the audit log')
   })
 })
