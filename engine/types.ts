@@ -72,6 +72,8 @@ export interface MaskObligation {
   readonly keep?: number
   /** A value detector to run on unclassified text columns (rule `detector:<name>`, column ''). */
   readonly detector?: string
+  /** A JSONPath masked in JSON bodies (HTTP and other JSON protocols; column ''). */
+  readonly json_path?: string
 }
 
 export interface DenyReason {

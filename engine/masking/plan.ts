@@ -30,7 +30,7 @@ export function strictestPerColumn(ms: readonly MaskObligation[]): MaskObligatio
   const byKey = new Map<string, number>()
   const out: MaskObligation[] = []
   for (const m of ms) {
-    const key = m.detector !== undefined ? `\0detector:${m.detector}` : m.column
+    const key = m.detector !== undefined ? `\0detector:${m.detector}` : m.json_path !== undefined ? `\0json:${m.json_path}` : m.column
     const at = byKey.get(key)
     if (at === undefined) {
       byKey.set(key, out.length)
@@ -44,7 +44,7 @@ export function strictestPerColumn(ms: readonly MaskObligation[]): MaskObligatio
 export function strictestFor(ms: readonly MaskObligation[], qualified: string): MaskObligation | null {
   let best: MaskObligation | null = null
   for (const m of ms) {
-    if (m.detector !== undefined || !columnMatches(m.column, qualified)) continue
+    if (m.detector !== undefined || m.json_path !== undefined || !columnMatches(m.column, qualified)) continue
     if (best === null || stricter(m, best)) best = m
   }
   return best

@@ -8,6 +8,7 @@ import yaml from 'js-yaml'
 import { parseDuration } from '../duration.js'
 import type { MaskObligation } from '../types.js'
 import { DETECTOR_NAMES } from '../masking/detectors.js'
+import { jsonPathProblem } from '../masking/jsonpath.js'
 import { isRecord } from '../record.js'
 
 export type MaskStrategy = MaskObligation['strategy']
@@ -19,10 +20,17 @@ export const UNKNOWN_LINEAGE = ['refuse', 'mask'] as const
 /** Characters kept by `partial` when `keep` is not given. */
 export const DEFAULT_PARTIAL_KEEP = 4
 
+/** A connection a rule is limited to: its name, or labels that must all be equal. */
+export type ConnectionSelector = string | { readonly labels: Readonly<Record<string, string>> }
+
 export interface MaskingRule {
   readonly name: string
   /** Patterns matched against schema.table.column from the right; `*` is one name segment. */
   readonly columns: readonly string[]
+  /** JSONPath locations masked in JSON bodies (HTTP responses and other JSON protocols). */
+  readonly json_paths?: readonly string[]
+  /** Only these connections (absent: every connection). */
+  readonly connections?: readonly ConnectionSelector[]
   readonly strategy: MaskStrategy
   /** For `partial`: characters kept at the end. */
   readonly keep?: number
@@ -147,7 +155,7 @@ export function parseMasking(raw: unknown, p: FileProblems): MaskingData {
         p.add(path, 'must be a mapping with name, columns and strategy')
         return
       }
-      p.unknownKeys(r, path, ['name', 'columns', 'strategy', 'keep', 'clear_for'])
+      p.unknownKeys(r, path, ['name', 'columns', 'json_paths', 'connections', 'strategy', 'keep', 'clear_for'])
       const before = p.list.length
       const name = r.name
       if (typeof name !== 'string' || !NAME_RE.test(name)) {
@@ -155,9 +163,12 @@ export function parseMasking(raw: unknown, p: FileProblems): MaskingData {
       } else if (seen.has(name)) p.add(`${path}.name`, `duplicate rule name ${JSON.stringify(name)}`)
       else seen.add(name)
       const columns = stringList(p, r.columns, `${path}.columns`, checkColumn)
-      if (r.columns === undefined || (Array.isArray(r.columns) && r.columns.length === 0)) {
-        p.add(`${path}.columns`, 'is required: at least one column pattern')
+      const jsonPaths = stringList(p, r.json_paths, `${path}.json_paths`, jsonPathProblem)
+      const empty = (v: unknown): boolean => v === undefined || v === null || (Array.isArray(v) && v.length === 0)
+      if (empty(r.columns) && empty(r.json_paths)) {
+        p.add(`${path}.columns`, 'is required: at least one column pattern (or json_paths: for JSON bodies)')
       }
+      const connections = r.connections === undefined ? undefined : parseConnections(p, r.connections, `${path}.connections`)
       const strategy = r.strategy
       if (typeof strategy !== 'string' || !(MASK_STRATEGIES as readonly string[]).includes(strategy)) {
         p.add(`${path}.strategy`, `must be one of ${MASK_STRATEGIES.join(', ')} (got ${JSON.stringify(strategy)})`)
@@ -174,6 +185,8 @@ export function parseMasking(raw: unknown, p: FileProblems): MaskingData {
         rules.push({
           name,
           columns,
+          ...(jsonPaths.length > 0 ? { json_paths: jsonPaths } : {}),
+          ...(connections !== undefined ? { connections } : {}),
           strategy: strategy as MaskStrategy,
           ...(keep !== undefined ? { keep } : {}),
           clear_for: clearFor,
@@ -194,6 +207,35 @@ export function parseMasking(raw: unknown, p: FileProblems): MaskingData {
     strict_predicates: strict === true,
     unknown_lineage: lineage === 'mask' ? 'mask' : 'refuse',
   }
+}
+
+/** `connections:` entries: a connection name, or `{labels: {key: value}}` (all must be equal). */
+function parseConnections(p: FileProblems, v: unknown, key: string): ConnectionSelector[] {
+  const items = typeof v === 'string' ? [v] : v
+  if (!Array.isArray(items) || items.length === 0) {
+    p.add(key, 'must be a non-empty list of connection names or {labels: {key: value}} (leave it out for every connection)')
+    return []
+  }
+  const out: ConnectionSelector[] = []
+  items.forEach((c: unknown, i: number) => {
+    if (typeof c === 'string') {
+      if (NAME_RE.test(c)) out.push(c)
+      else p.add(`${key}[${i}]`, `is not a connection name (got ${JSON.stringify(c)})`)
+      return
+    }
+    if (!isRecord(c) || !isRecord(c.labels) || Object.keys(c.labels).length === 0) {
+      p.add(`${key}[${i}]`, 'must be a connection name or {labels: {key: value}} with at least one label')
+      return
+    }
+    p.unknownKeys(c, `${key}[${i}]`, ['labels'])
+    const labels: Record<string, string> = {}
+    for (const [k, l] of Object.entries(c.labels)) {
+      if (typeof l === 'string' || typeof l === 'number' || typeof l === 'boolean') labels[k] = String(l)
+      else p.add(`${key}[${i}].labels.${k}`, 'must be a string')
+    }
+    out.push({ labels })
+  })
+  return out
 }
 
 /** `detectors:` entries: a detector name, or `{name, clear_for: [groups]}`. */

@@ -28,11 +28,21 @@
 
 import type { Logger } from 'pino'
 import { decisionTime, type DecisionEngine } from '../decide.js'
-import type { Decision, DecisionRequest, DenyReason, HoldRequirement, Identity, MaskObligation, Principal } from '../types.js'
+import type {
+  ConnectionRef,
+  Decision,
+  DecisionRequest,
+  DenyReason,
+  HoldRequirement,
+  Identity,
+  MaskObligation,
+  Principal,
+} from '../types.js'
 import { type ApprovalRequirement, MASK_STRATEGIES, type MaskingRule, type MaskStrategy } from './data.js'
 import type { LoadedBundle } from './bundle.js'
 import { actionInScope, connectionInScope, scopeOf, toolInScope } from './scope.js'
 import { strictestPerColumn } from '../masking/plan.js'
+import { jsonPathProblem } from '../masking/jsonpath.js'
 import { isRecord } from '../record.js'
 import { actionMatches, labelsMatch } from './match.js'
 
@@ -129,7 +139,28 @@ function maskEntry(v: unknown): MaskObligation {
     const keep = typeof v.keep === 'number' ? v.keep : strategy === 'partial' ? 4 : undefined
     return keep === undefined ? { rule: v.rule, column: v.column, strategy } : { rule: v.rule, column: v.column, strategy, keep }
   }
-  throw new PolicyEvaluationError(`mask entry ${JSON.stringify(v)} must be {rule, column, strategy: redact|partial|hash|null}`)
+  // A JSON body path: {rule, json_path, strategy}. A path that does not parse denies (fail closed).
+  if (
+    isRecord(v) &&
+    typeof v.rule === 'string' &&
+    typeof v.json_path === 'string' &&
+    v.column === undefined &&
+    typeof v.strategy === 'string' &&
+    (MASK_STRATEGIES as readonly string[]).includes(v.strategy)
+  ) {
+    const bad = jsonPathProblem(v.json_path)
+    if (bad !== null) throw new PolicyEvaluationError(`mask entry ${JSON.stringify(v)}: ${bad}`)
+    const strategy = v.strategy as MaskStrategy
+    if (v.keep !== undefined && (typeof v.keep !== 'number' || !Number.isInteger(v.keep) || v.keep < 0)) {
+      throw new PolicyEvaluationError(`mask entry ${JSON.stringify(v)}: keep must be a non-negative integer`)
+    }
+    const keep = typeof v.keep === 'number' ? v.keep : strategy === 'partial' ? 4 : undefined
+    const base = { rule: v.rule, column: '', json_path: v.json_path, strategy }
+    return keep === undefined ? base : { ...base, keep }
+  }
+  throw new PolicyEvaluationError(
+    `mask entry ${JSON.stringify(v)} must be {rule, column, strategy: redact|partial|hash|null} or {rule, json_path, strategy}`,
+  )
 }
 
 const EMPTY: readonly never[] = Object.freeze([])
@@ -162,8 +193,8 @@ class Active {
   private lookups = 0
   private hits = 0
   private bypass = 0
-  /** masking.yaml obligations per principal (its groups and unmask scope decide them). */
-  private readonly fileMasks = new WeakMap<Principal, readonly MaskObligation[]>()
+  /** masking.yaml obligations per principal (its groups and unmask scope decide them) and connection. */
+  private readonly fileMasks = new WeakMap<Principal, WeakMap<ConnectionRef, readonly MaskObligation[]>>()
   readonly loadedAt = new Date()
 
   constructor(readonly bundle: LoadedBundle) {}
@@ -221,14 +252,22 @@ class Active {
     this.young.set(key, o)
   }
 
-  masksFor(p: Principal): readonly MaskObligation[] {
-    let m = this.fileMasks.get(p)
+  masksFor(p: Principal, conn: ConnectionRef): readonly MaskObligation[] {
+    let byConn = this.fileMasks.get(p)
+    if (!byConn) {
+      byConn = new WeakMap()
+      this.fileMasks.set(p, byConn)
+    }
+    let m = byConn.get(conn)
     if (!m) {
       const unmask = scopeOf(p).unmask
       const out: MaskObligation[] = []
+      // JSON paths mask JSON bodies; a PostgreSQL result has none (its JSON columns are values).
+      const json = conn.protocol !== 'postgres'
       for (const r of this.bundle.masking.rules) {
-        if (unmask.has(r.name) || clearFor(r, p)) continue
+        if (unmask.has(r.name) || clearFor(r, p) || !ruleAppliesTo(r, conn)) continue
         for (const column of r.columns) out.push(obligation(r, column))
+        if (json) for (const path of r.json_paths ?? EMPTY) out.push(jsonObligation(r, path))
       }
       // Value detectors: masked for this hop unless its groups are cleared or its scope unmasks them.
       for (const d of this.bundle.masking.detectors) {
@@ -236,7 +275,7 @@ class Active {
         out.push({ rule: `detector:${d.name}`, column: '', strategy: 'redact', detector: d.name })
       }
       m = out.length === 0 ? EMPTY : out
-      this.fileMasks.set(p, m)
+      byConn.set(conn, m)
     }
     return m
   }
@@ -245,6 +284,20 @@ class Active {
 function clearFor(r: MaskingRule, p: Principal): boolean {
   for (const g of r.clear_for) if (p.groups.includes(g)) return true
   return false
+}
+
+/** A rule without `connections:` applies everywhere; with it, to the connections it names or whose labels it lists. */
+function ruleAppliesTo(r: MaskingRule, conn: ConnectionRef): boolean {
+  if (r.connections === undefined) return true
+  for (const c of r.connections) {
+    if (typeof c === 'string' ? c === conn.name : labelsMatch(c.labels, conn.labels)) return true
+  }
+  return false
+}
+
+function jsonObligation(r: MaskingRule, path: string): MaskObligation {
+  const base = { rule: r.name, column: '', json_path: path, strategy: r.strategy }
+  return r.keep === undefined ? base : { ...base, keep: r.keep }
 }
 
 function obligation(r: MaskingRule, column: string): MaskObligation {
@@ -504,7 +557,7 @@ function decideWith(a: Active, req: DecisionRequest, now: Date | null, report: H
     for (const d of o.deny) reasons = add(reasons, { rule: d.rule, reason: d.reason, hop: p.id })
     for (const ask of o.approval) asks = add(asks, ask)
     const unmask = scopeOf(p).unmask
-    const fileMasks = a.masksFor(p)
+    const fileMasks = a.masksFor(p, req.connection)
     const hopMasks = unmask.size === 0 ? o.mask : o.mask.filter((m) => !unmask.has(m.rule))
     for (const m of hopMasks) masks = add(masks, m)
     for (const m of fileMasks) masks = add(masks, m)
@@ -583,7 +636,7 @@ function dedupeMasks(ms: readonly MaskObligation[]): MaskObligation[] {
   const seen = new Set<string>()
   const out: MaskObligation[] = []
   for (const m of ms) {
-    const k = `${m.rule}\0${m.column}\0${m.strategy}\0${m.keep ?? ''}`
+    const k = `${m.rule}\0${m.column}\0${m.json_path ?? ''}\0${m.strategy}\0${m.keep ?? ''}`
     if (!seen.has(k)) {
       seen.add(k)
       out.push(m)
