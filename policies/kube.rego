@@ -58,7 +58,11 @@ mask contains {"rule": "kube-secret-data", "column": col, "strategy": "redact"} 
 	input.action == "kube.request"
 	input.command.resource == "secrets"
 	not member_of(secret_readers)
-	some col in {"secrets:data", "secrets:stringData"}
+	some col in {
+		"secrets:data", "secrets:stringData",
+		# kubectl apply keeps the whole applied object, data included, in this annotation.
+		"secrets:metadata.annotations['kubectl.kubernetes.io/last-applied-configuration']",
+	}
 }
 
 # A pod (or a workload's pod template) that mounts a Secret, or reads it into the environment,

@@ -114,6 +114,11 @@ describe('kube masking', () => {
   const obligations = [
     { rule: 'kube-secret-data', column: 'secrets:data', strategy: 'redact' as const },
     { rule: 'kube-secret-data', column: 'secrets:stringData', strategy: 'redact' as const },
+    {
+      rule: 'kube-secret-data',
+      column: "secrets:metadata.annotations['kubectl.kubernetes.io/last-applied-configuration']",
+      strategy: 'redact' as const,
+    },
     { rule: 'sql', column: '*.email', strategy: 'redact' as const },
   ]
   test('only obligations for this resource apply', () => {
@@ -123,7 +128,10 @@ describe('kube masking', () => {
   const mask = kubeMaskFor('secrets', obligations)
   assert.ok(mask)
   const secret = (): Record<string, unknown> => ({
-    metadata: { name: 'db' },
+    metadata: {
+      name: 'db',
+      annotations: { 'kubectl.kubernetes.io/last-applied-configuration': '{"data":{"password":"aHVudGVyMg=="}}', keep: 'me' },
+    },
     data: { password: Buffer.from('hunter2').toString('base64') },
     type: 'Opaque',
   })
@@ -141,5 +149,13 @@ describe('kube masking', () => {
     maskDocument(table, mask, 'secrets')
     assert.doesNotMatch(JSON.stringify(table), /aHVudGVyMg/)
     assert.match(JSON.stringify(table), /"name":"db"/)
+    assert.match(JSON.stringify(table), /"keep":"me"/)
+  })
+  test('paths with quoted keys', async () => {
+    const { splitPath } = await import('../proxies/kubernetes/mask.js')
+    assert.deepEqual(splitPath("metadata.annotations['a.b/c']"), ['metadata', 'annotations', 'a.b/c'])
+    assert.deepEqual(splitPath("['x.y'].z"), ['x.y', 'z'])
+    assert.equal(splitPath('a..b'), null)
+    assert.equal(splitPath("a['b"), null)
   })
 })

@@ -29,20 +29,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 GOBIN_DIR="$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"
-if [ -x "$GOBIN_DIR/opa" ] && "$GOBIN_DIR/opa" version 2>/dev/null | grep -q "^Version: ${OPA_VERSION#v}$"; then
-  :
-elif command -v go >/dev/null; then
-  say "building opa ${OPA_VERSION} with go install (a few minutes, once)"
-  (cd /tmp && go install "github.com/open-policy-agent/opa@${OPA_VERSION}")
-else
-  say "warning: Go is not installed, so opa ${OPA_VERSION} cannot be built; install it and put it on PATH (see README)"
-fi
-
 # No kube-apiserver ships as a Debian or npm package: build the release from the Go module proxy
 # (cli/setup/kube/go.mod pins it), stamped with its version so `--version` says which. It takes
 # about as long as the rest of setup and the test suite's first half together, so by default it
-# builds in the background (niced) while the rest of setup and the tests run; the Kubernetes tests
-# wait for it (test/helpers/kube.ts). GATEHOUSE_KUBE_BUILD=foreground builds it here instead.
+# starts first and builds in the background (niced) while the rest of setup and the tests run;
+# the Kubernetes tests wait for it (test/helpers/kube.ts). GATEHOUSE_KUBE_BUILD=foreground builds
+# it here instead.
 KUBE_VERSION="v1.34.3"
 KUBE_BUILD_LOG="$GOBIN_DIR/.kube-build.log"
 KUBE_BUILD_PID="$GOBIN_DIR/.kube-build.pid"
@@ -72,6 +64,15 @@ elif command -v go >/dev/null; then
   fi
 else
   say "warning: Go is not installed, so kube-apiserver ${KUBE_VERSION} cannot be built (the Kubernetes proxy tests need it)"
+fi
+
+if [ -x "$GOBIN_DIR/opa" ] && "$GOBIN_DIR/opa" version 2>/dev/null | grep -q "^Version: ${OPA_VERSION#v}$"; then
+  :
+elif command -v go >/dev/null; then
+  say "building opa ${OPA_VERSION} with go install (a few minutes, once)"
+  (cd /tmp && go install "github.com/open-policy-agent/opa@${OPA_VERSION}")
+else
+  say "warning: Go is not installed, so opa ${OPA_VERSION} cannot be built; install it and put it on PATH (see README)"
 fi
 
 # Native modules (better-sqlite3) compile against Node's headers where Debian puts them, instead

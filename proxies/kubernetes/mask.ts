@@ -1,7 +1,7 @@
 // Masking Kubernetes API responses. A policy's `mask` obligation for `kube.request` names a
 // resource and a JSON path inside its objects, as its `column`: `secrets:data`,
 // `secrets:stringData`, `configmaps:data.password`, `*:metadata.annotations` (`*` is any resource,
-// or any key at one level of the path). The values found there (every string under an object or
+// or any key at one level of the path; `['a.b/c']` is a key with dots, as annotation names have). The values found there (every string under an object or
 // list) are replaced. The path is applied to every object of the answer: the object itself, each
 // of a list's `items`, a watch event's `object`, and a Table's `rows[].object`, so `get`, `list`,
 // `watch` and `kubectl get -o yaml` (which kubectl renders from JSON) are all covered.
@@ -21,6 +21,36 @@ export interface KubeMask {
   readonly rules: readonly string[]
 }
 
+/**
+ * `a.b.*` or `a['key.with.dots']` (a quoted key, for annotation names) as segments; null when
+ * malformed (the obligation is then not ours to read).
+ */
+export function splitPath(text: string): string[] | null {
+  const out: string[] = []
+  let i = 0
+  while (i < text.length) {
+    if (text.startsWith("['", i)) {
+      const end = text.indexOf("']", i + 2)
+      if (end < 0) return null
+      out.push(text.slice(i + 2, end))
+      i = end + 2
+      if (i < text.length && text[i] !== '.' && text[i] !== '[') return null
+      if (text[i] === '.') i++
+      continue
+    }
+    let j = i
+    while (j < text.length && text[j] !== '.' && text[j] !== '[') j++
+    if (j === i) return null
+    out.push(text.slice(i, j))
+    i = j
+    if (text[i] === '.') {
+      i++
+      if (i === text.length) return null
+    }
+  }
+  return out.length > 0 ? out : null
+}
+
 /** The obligations that concern `resource`, as paths; null when nothing is to be masked. */
 export function kubeMaskFor(resource: string, obligations: readonly MaskObligation[]): KubeMask | null {
   const paths: string[][] = []
@@ -30,8 +60,8 @@ export function kubeMaskFor(resource: string, obligations: readonly MaskObligati
     if (i <= 0) continue
     const r = o.column.slice(0, i)
     if (r !== '*' && r !== resource) continue
-    const path = o.column.slice(i + 1).split('.')
-    if (path.some((p) => p === '')) continue
+    const path = splitPath(o.column.slice(i + 1))
+    if (path === null) continue
     paths.push(path)
     rules.push(o.rule)
   }

@@ -466,7 +466,10 @@ export class KubeProxyServer implements StreamHost {
           path: a.info.path,
           query: a.rawQuery,
           status,
-          ...(body.length > 0 && mask === null ? { body: body.subarray(0, plan.recordBytes).toString('utf8') } : {}),
+          // A Secret's body is its data: never in a recording, whoever wrote it.
+          ...(body.length > 0 && mask === null && a.info.resource !== 'secrets'
+            ? { body: body.subarray(0, plan.recordBytes).toString('utf8') }
+            : {}),
         })
       } catch {
         // Recording is best effort; the audit has the request.
