@@ -43,6 +43,11 @@ deny contains {"rule": "no-doc-2", "reason": "that document is closed"} if {
 	input.command.uri == "demo://resource/static/document/architecture.md"
 }
 
+deny contains {"rule": "no-text-2", "reason": "text resource 2 is closed"} if {
+	input.action == "mcp.resource"
+	input.command.uri == "demo://resource/dynamic/text/2"
+}
+
 deny contains {"rule": "no-args-prompt", "reason": "that prompt is closed"} if {
 	input.action == "mcp.prompt"
 	input.command.prompt == "args-prompt"
@@ -201,6 +206,25 @@ describe('remote MCP servers', () => {
       assert.ok(simple.messages.length > 0)
       const refused = await rpcError(client.getPrompt({ name: 'args-prompt', arguments: { city: 'Paris' } }))
       assert.equal((refused.data as { rule: string }).rule, 'no-args-prompt')
+    } finally {
+      await client.close()
+    }
+  })
+
+  test('a resource embedded in a tool result is decided like a read: one the chain may not read is withheld', async () => {
+    const client = await connect(gw, alice)
+    try {
+      const one = await client.callTool({ name: 'get-resource-reference', arguments: { resourceType: 'Text', resourceId: 1 } })
+      assert.match(JSON.stringify(one.content), /demo:\/\/resource\/dynamic\/text\/1/)
+      assert.ok((one.content as { type: string }[]).some((c) => c.type === 'resource'))
+      const two = await client.callTool({ name: 'get-resource-reference', arguments: { resourceType: 'Text', resourceId: 2 } })
+      const items = two.content as { type: string; text?: string }[]
+      assert.ok(!items.some((c) => c.type === 'resource'), JSON.stringify(items))
+      assert.ok(
+        items.some((c) => c.text === 'gatehouse: embedded resource demo://resource/dynamic/text/2 withheld: text resource 2 is closed'),
+      )
+      const direct = await rpcError(client.readResource({ uri: 'demo://resource/dynamic/text/2' }))
+      assert.equal((direct.data as { rule: string }).rule, 'no-text-2')
     } finally {
       await client.close()
     }

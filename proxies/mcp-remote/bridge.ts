@@ -261,6 +261,40 @@ export class Bridge {
   }
 
   /**
+   * Resources embedded in a result (content items of type `resource`) are reads the upstream did
+   * on the agent's behalf: each is decided as `mcp.resource` like a `resources/read`, and one the
+   * chain may not read is replaced by a note saying so. A link (`resource_link`) is only a name;
+   * reading it is decided when it is read.
+   */
+  private async withholdEmbedded(items: readonly unknown[]): Promise<{ items: unknown[]; withheld: number }> {
+    const out: unknown[] = []
+    let withheld = 0
+    for (const item of items) {
+      const resource = (item as { type?: unknown; resource?: { uri?: unknown } } | null)?.resource
+      if ((item as { type?: unknown } | null)?.type !== 'resource' || typeof resource?.uri !== 'string') {
+        out.push(item)
+        continue
+      }
+      let effect: Decision['effect'] = 'deny'
+      let reason = 'the gateway could not decide it'
+      try {
+        const d = await this.session.decide('mcp.resource', { server: this.connectionName, uri: resource.uri, embedded: true })
+        effect = d.effect
+        if (d.effect === 'deny') reason = d.reason
+        else if (d.effect === 'hold') reason = 'reading it needs an approval: read it with resources/read'
+      } catch {
+        // fail closed: withheld
+      }
+      if (effect === 'allow') out.push(item)
+      else {
+        withheld++
+        out.push({ type: 'text', text: `gatehouse: embedded resource ${resource.uri} withheld: ${reason}` })
+      }
+    }
+    return { items: out, withheld }
+  }
+
+  /**
    * Decides one request for the whole chain and records it durably before anything is sent
    * upstream; throws the JSON-RPC error the agent gets when it may not run now.
    */
@@ -429,8 +463,12 @@ export class Bridge {
                 }
               : {}),
           })
-          this.result('mcp.call', seq, started, { is_error: out.isError === true })
-          return this.masked(out)
+          const embedded = await this.withholdEmbedded(out.content)
+          this.result('mcp.call', seq, started, {
+            is_error: out.isError === true,
+            ...(embedded.withheld > 0 ? { withheld_resources: embedded.withheld } : {}),
+          })
+          return this.masked({ ...out, content: embedded.items as typeof out.content })
         } catch (err) {
           this.result('mcp.call', seq, started, { error: err instanceof McpError ? `upstream error ${err.code}` : 'upstream failure' })
           throw this.upstreamError(err)
@@ -515,8 +553,18 @@ export class Bridge {
             GetPromptResultSchema,
             opts(extra.signal),
           )
-          this.result('mcp.prompt', seq, started, { messages: out.messages.length })
-          return this.masked(out)
+          let withheld = 0
+          const messages: typeof out.messages = []
+          for (const m of out.messages) {
+            const e = await this.withholdEmbedded([m.content])
+            withheld += e.withheld
+            messages.push({ ...m, content: e.items[0] as typeof m.content })
+          }
+          this.result('mcp.prompt', seq, started, {
+            messages: out.messages.length,
+            ...(withheld > 0 ? { withheld_resources: withheld } : {}),
+          })
+          return this.masked({ ...out, messages })
         } catch (err) {
           this.result('mcp.prompt', seq, started, { error: err instanceof McpError ? `upstream error ${err.code}` : 'upstream failure' })
           throw this.upstreamError(err)
