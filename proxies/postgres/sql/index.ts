@@ -15,7 +15,7 @@
 
 import { analyzeSql, loadSqlParser } from './classify.js'
 import type { Analysis } from './facts.js'
-import { LONG_LITERAL, sqlShape, withoutLongLiterals } from './shape.js'
+import { LONG_LITERAL, shapeKey, withoutLongLiterals } from './shape.js'
 
 export { loadSqlParser } from './classify.js'
 export { type Analysis, moreDangerous, otherFacts, type SettingChange, type SqlAction, type StatementFacts } from './facts.js'
@@ -35,7 +35,7 @@ export class SqlAnalyzer {
     // An empty text is a query of no statements to PostgreSQL (EmptyQueryResponse), as are
     // whitespace and comments; libpg-query refuses only the empty string, so it is answered here.
     if (sql.length === 0) return { statements: [], error: null }
-    const shape = sqlShape(sql)
+    const shape = shapeKey(sql)
     if (shape !== null) {
       const hit = this.cache.get(shape)
       if (hit) {

@@ -10,10 +10,11 @@
 // which means "do not use the cache": the text is then always parsed in full. A property test checks
 // the literal spans against libpg-query's own scanner.
 
+import { createHash } from 'node:crypto'
+
 /** Stands for a literal in a shape. NUL cannot occur in a query text (a C string), so no operator,
  * word or quoted identifier can produce it: `a ?| b` (a jsonb operator) keeps its `?`. */
 export const LITERAL_MARK = '\u0000'
-const LIT = LITERAL_MARK
 
 enum C {
   TAB = 9,
@@ -173,23 +174,75 @@ export interface LiteralSpan {
   readonly empty: string
 }
 
+/** The shape being built, as UTF-16 code units: one reused buffer, so a text of a million tokens
+ * costs no string per token (the scan is synchronous, so it is never shared). A shape is never
+ * longer than its text (every unit stands for at least one character), so the buffer is sized
+ * once per scan. */
+let units = new Uint16Array(16 * 1024)
+let used = 0
+/** The largest buffer kept between texts (8 MB); a larger text gets its own. */
+const KEPT_UNITS = 4 << 20
+
+/** Done with the buffer. */
+function release(): void {
+  used = 0
+  if (units.length > KEPT_UNITS) units = new Uint16Array(16 * 1024)
+}
+
+/** The buffer as a string (in slices: fromCharCode takes its arguments on the stack). */
+function takeShape(): string {
+  const parts: string[] = []
+  for (let k = 0; k < used; k += 8192)
+    parts.push(String.fromCharCode.apply(null, units.subarray(k, Math.min(used, k + 8192)) as unknown as number[]))
+  release()
+  return parts.length === 1 ? (parts[0] as string) : parts.join('')
+}
+
+/** Shapes longer than this are keyed by their SHA-256 (shapeKey). */
+export const LONG_SHAPE = 4096
+
+/**
+ * The key the classifier caches `sql`'s facts under: its shape, or for a shape longer than
+ * LONG_SHAPE (a VALUES list of a hundred thousand rows), a space and the SHA-256 of the shape —
+ * no shape starts with a space, and SHA-256 is collision-resistant, so two keys are equal exactly
+ * when the shapes are, without building or hashing a megabyte-long string per statement.
+ */
+export function shapeKey(sql: string, spans?: LiteralSpan[]): string | null {
+  used = 0
+  if (!scanShape(sql, spans)) {
+    release()
+    return null
+  }
+  if (used <= LONG_SHAPE) return takeShape()
+  const digest = createHash('sha256')
+    .update(new Uint8Array(units.buffer, 0, used * 2))
+    .digest('hex')
+  release()
+  return ` ${digest}`
+}
+
 /**
  * The shape key of `sql`, or null when the text must not be cached (see the header).
  * Literal counts are kept in the key implicitly (one `?` each). `spans`, when given, receives the
  * string literals (numbers are not listed).
  */
 export function sqlShape(sql: string, spans?: LiteralSpan[]): string | null {
-  let out = ''
+  used = 0
+  if (!scanShape(sql, spans)) {
+    release()
+    return null
+  }
+  return takeShape()
+}
+
+function scanShape(sql: string, spans?: LiteralSpan[]): boolean {
   let i = 0
   const n = sql.length
+  if (units.length < n) units = new Uint16Array(Math.max(n, units.length * 2))
+  const u = units
+  let p = 0
   let pendingSpace = false
-  const emit = (t: string): void => {
-    if (pendingSpace && out.length > 0) out += ' '
-    pendingSpace = false
-    out += t
-  }
   const literal = (start: number, end: number, empty: string): void => {
-    emit(LIT)
     spans?.push({ start, end, empty })
   }
   while (i < n) {
@@ -218,14 +271,19 @@ export function sqlShape(sql: string, spans?: LiteralSpan[]): string | null {
           j += 2
         } else j++
       }
-      if (depth > 0) return null
+      if (depth > 0) return false
       i = j
       pendingSpace = true
       continue
     }
     if (c === C.QUOTE) {
       const e = endWithContinuation(sql, i, endStandardString)
-      if (e < 0) return null
+      if (e < 0) return false
+      if (pendingSpace) {
+        if (p > 0) u[p++] = C.SPACE
+        pendingSpace = false
+      }
+      u[p++] = 0
       literal(i, e, "''")
       i = e
       continue
@@ -234,7 +292,7 @@ export function sqlShape(sql: string, spans?: LiteralSpan[]): string | null {
       let j = i + 1
       for (;;) {
         const q = sql.indexOf('"', j)
-        if (q < 0) return null
+        if (q < 0) return false
         if (sql.charCodeAt(q + 1) === C.DQUOTE) {
           j = q + 2
           continue
@@ -242,7 +300,11 @@ export function sqlShape(sql: string, spans?: LiteralSpan[]): string | null {
         j = q + 1
         break
       }
-      emit(sql.slice(i, j))
+      if (pendingSpace) {
+        if (p > 0) u[p++] = C.SPACE
+        pendingSpace = false
+      }
+      for (let k = i; k < j; k++) u[p++] = sql.charCodeAt(k)
       i = j
       continue
     }
@@ -252,15 +314,24 @@ export function sqlShape(sql: string, spans?: LiteralSpan[]): string | null {
         // A parameter: $1, $23. A parameter running into identifier characters is not PostgreSQL's.
         let j = i + 1
         while (j < n && isDigit(sql.charCodeAt(j))) j++
-        if (j < n && isIdentCont(sql.charCodeAt(j))) return null
-        emit(sql.slice(i, j))
+        if (j < n && isIdentCont(sql.charCodeAt(j))) return false
+        if (pendingSpace) {
+          if (p > 0) u[p++] = C.SPACE
+          pendingSpace = false
+        }
+        for (let k = i; k < j; k++) u[p++] = sql.charCodeAt(k)
         i = j
         continue
       }
       const tag = dollarTag(sql, i)
-      if (tag === null) return null
+      if (tag === null) return false
       const e = sql.indexOf(tag, i + tag.length)
-      if (e < 0) return null
+      if (e < 0) return false
+      if (pendingSpace) {
+        if (p > 0) u[p++] = C.SPACE
+        pendingSpace = false
+      }
+      u[p++] = 0
       literal(i, e + tag.length, `${tag}${tag}`)
       i = e + tag.length
       continue
@@ -277,58 +348,92 @@ export function sqlShape(sql: string, spans?: LiteralSpan[]): string | null {
         let k = j + 1
         const sc = sql.charCodeAt(k)
         if (sc === 43 || sc === C.MINUS) k++
-        if (!isDigit(sql.charCodeAt(k))) return null
+        if (!isDigit(sql.charCodeAt(k))) return false
         while (k < n && isDigit(sql.charCodeAt(k))) k++
         j = k
       }
       // `1from`, `0x1f`, `1_000`: lexed differently across PostgreSQL versions. Not cached.
-      if (j < n && (isIdentCont(sql.charCodeAt(j)) || sql.charCodeAt(j) === C.DOT)) return null
-      emit(LIT)
+      if (j < n && (isIdentCont(sql.charCodeAt(j)) || sql.charCodeAt(j) === C.DOT)) return false
+      if (pendingSpace) {
+        if (p > 0) u[p++] = C.SPACE
+        pendingSpace = false
+      }
+      u[p++] = 0
       i = j
       continue
     }
     if (isIdentStart(c)) {
       let j = i + 1
       while (j < n && isIdentCont(sql.charCodeAt(j))) j++
-      const word = sql.slice(i, j)
       const next = sql.charCodeAt(j)
-      if (next === C.QUOTE) {
-        const w = lowerAscii(word)
+      if (next === C.QUOTE && j - i <= 7) {
+        // A prefix of a string literal (E'', N'', B'', X'', U&''), told apart by the word.
+        const w = lowerAscii(sql.slice(i, j))
+        const word = sql.slice(i, j)
         if (w === 'e') {
           const e = endWithContinuation(sql, j, endEscapeString)
-          if (e < 0) return null
+          if (e < 0) return false
+          if (pendingSpace) {
+            if (p > 0) u[p++] = C.SPACE
+            pendingSpace = false
+          }
+          u[p++] = 0
           literal(i, e, `${word}''`)
           i = e
           continue
         }
         if (w === 'n') {
           const e = endWithContinuation(sql, j, endStandardString)
-          if (e < 0) return null
+          if (e < 0) return false
+          if (pendingSpace) {
+            if (p > 0) u[p++] = C.SPACE
+            pendingSpace = false
+          }
+          u[p++] = 0
           literal(i, e, `${word}''`)
           i = e
           continue
         }
         if (w === 'b' || w === 'x') {
           const e = endWithContinuation(sql, j, endBitString)
-          if (e < 0) return null
+          if (e < 0) return false
+          if (pendingSpace) {
+            if (p > 0) u[p++] = C.SPACE
+            pendingSpace = false
+          }
+          u[p++] = 0
           literal(i, e, `${word}''`)
           i = e
           continue
         }
-        if (w === 'u' || w === 'uescape') return null
+        if (w === 'u' || w === 'uescape') return false
       }
-      if (next === 38 /* & */ && (word === 'u' || word === 'U')) return null
-      emit(lowerAscii(word))
+      if (next === 38 /* & */ && j === i + 1 && (c === 117 || c === 85)) return false
+      if (pendingSpace) {
+        if (p > 0) u[p++] = C.SPACE
+        pendingSpace = false
+      }
+      for (let k = i; k < j; k++) {
+        const w = sql.charCodeAt(k)
+        u[p++] = w >= 65 && w <= 90 ? w + 32 : w
+      }
       i = j
       continue
     }
-    if (c === C.BACKSLASH) return null // psql meta-commands never reach the server; anything else is odd
+    if (c === C.BACKSLASH) return false // psql meta-commands never reach the server; anything else is odd
     // Operators and punctuation, kept as they are; an operator never contains -- or /*.
-    emit(sql[i] as string)
-    pendingSpace = false
+    if (pendingSpace) {
+      if (p > 0) u[p++] = C.SPACE
+      pendingSpace = false
+    }
+    u[p++] = c
     i++
   }
-  return out
+  // Never more units than characters (see `units`); were it otherwise, writes past the end would
+  // have been dropped and the key would stand for other texts too: not cached then.
+  if (p > u.length) return false
+  used = p
+  return true
 }
 
 /** Literals from this length on are left out of the text a statement is first parsed from. */
@@ -336,14 +441,14 @@ export const LONG_LITERAL = 4096
 
 /**
  * `sql` with every string literal of at least LONG_LITERAL characters replaced by an empty literal
- * of the same kind, and its shape; null when there is none, or when the shorter text does not
+ * of the same kind, and its shape key (shapeKey); null when there is none, or when the shorter text does not
  * have the same shape (then only the text itself may be parsed). Two texts of one shape parse to
  * the same facts unless a statement's facts depend on a literal's value (literalSensitive), which
  * the caller checks on the shorter text's facts (SqlAnalyzer.analyze).
  */
 export function withoutLongLiterals(sql: string): { readonly text: string; readonly shape: string } | null {
   const spans: LiteralSpan[] = []
-  const shape = sqlShape(sql, spans)
+  const shape = shapeKey(sql, spans)
   if (shape === null) return null
   let text = ''
   let at = 0
@@ -354,5 +459,5 @@ export function withoutLongLiterals(sql: string): { readonly text: string; reado
   }
   if (at === 0) return null
   text += sql.slice(at)
-  return sqlShape(text) === shape ? { text, shape } : null
+  return shapeKey(text) === shape ? { text, shape } : null
 }
