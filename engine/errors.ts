@@ -33,9 +33,10 @@ export const ERROR_CODES: Readonly<Record<GatehouseErrorCode, string>> = {
 }
 
 /** Codes the HTTP API answers with in `{error, code}` bodies beyond the ones above. */
-export const API_ERROR_CODES: Readonly<Record<ApprovalErrorCode | 'GH_ERR_REQUEST' | 'GH_ERR_NOT_FOUND', string>> = {
+export const API_ERROR_CODES: Readonly<Record<ApprovalErrorCode | 'GH_ERR_REQUEST' | 'GH_ERR_NOT_FOUND' | 'GH_ERR_CSRF', string>> = {
   GH_ERR_REQUEST: 'a malformed request body or parameter (HTTP 400)',
   GH_ERR_NOT_FOUND: 'no such session or resource (HTTP 404)',
+  GH_ERR_CSRF: "a web console request without its session's CSRF token, or from another site (HTTP 403)",
   GH_ERR_APPROVAL_NOT_FOUND: 'no such approval request, or one the caller may not see (HTTP 404)',
   GH_ERR_APPROVAL_CLOSED: 'the approval request is already decided, used or expired (HTTP 409)',
   GH_ERR_APPROVAL_FORBIDDEN: "the caller may not vote: in the request's chain, a delegated token, or in no required group (HTTP 403)",

@@ -137,6 +137,9 @@ export type AuditEventType =
   | 'connector.attached'
   | 'connector.refused'
   | 'connector.detached'
+  // The web console (engine/console): a person signed in or out.
+  | 'console.login'
+  | 'console.logout'
   // The audit log's own records (engine/audit/format.ts): segment headers, signed checkpoints,
   // retention prunes, and a count of result events dropped while the disk refused writes.
   | 'audit.segment'

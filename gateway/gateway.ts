@@ -284,6 +284,7 @@ export class Gateway {
           metrics: gw.metrics,
           metricsAuth: config.metrics.auth,
           readiness: () => gw.readiness(),
+          console: { url: config.console.url, tokenLogin: config.console.tokenLogin || opts.dev === true },
         })
         await gw.api.listen({ host: apiAddr.host, port: apiAddr.port }).catch((err: unknown) => {
           throw new GatehouseError(

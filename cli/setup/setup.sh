@@ -10,8 +10,9 @@ OPA_VERSION="v1.22.3"
 # These are for the tests and the benchmark; the gateway itself needs none of them at run time.
 # psql/pgbench/initdb come with PostgreSQL 15; openssl makes test certificates; pgbouncer is
 # the benchmark's reference pooler; openssh-server is the SSH proxy's test target; etcd-server
-# stores the Kubernetes proxy tests' API server.
-DEB_PACKAGES=(openssl postgresql-client postgresql-15 pgbouncer openssh-server openssh-client nginx etcd-server)
+# stores the Kubernetes proxy tests' API server;
+# chromium is the browser the console tests drive.
+DEB_PACKAGES=(openssl postgresql-client postgresql-15 pgbouncer openssh-server openssh-client nginx etcd-server chromium)
 
 say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 

@@ -39,6 +39,7 @@ interface ListQuery {
   since?: string
   until?: string
   principal?: string
+  token?: string
   connection?: string
   decision?: string
   policy_version?: string
@@ -72,6 +73,7 @@ export async function auditRoutes(app: FastifyInstance, opts: AuditApiOptions): 
             since: { ...str64, description: 'RFC 3339 time, or a duration ago such as 15m or 7d' },
             until: { ...str64, description: 'RFC 3339 time, or a duration ago' },
             principal: { ...str200, description: 'a principal anywhere in the chain' },
+            token: { ...str200, description: 'a token id: what it and every token delegated from it did' },
             connection: str64,
             decision: { type: 'string', enum: ['allow', 'deny', 'hold'] },
             policy_version: { ...str200, description: 'a policy version or a prefix of one' },

@@ -17,6 +17,11 @@ export interface AuditQuery {
   readonly until?: string
   /** A principal id anywhere in the chain (`user:alice`, `agent:summarizer`). */
   readonly principal?: string
+  /**
+   * A token id: what that token and every token delegated from it did (the sessions they opened
+   * and everything in them), and the tokens' own issue and revocation records.
+   */
+  readonly token?: string
   readonly connection?: string
   readonly decision?: string
   /** A policy version, or a prefix of one. */
@@ -71,6 +76,33 @@ export function matcher(q: AuditQuery): (e: StoredAuditEvent) => boolean {
   }
 }
 
+/**
+ * Events of a token and its descendants, read in log order: a session whose start names the token
+ * among its tokens (every ancestor's id is there) belongs, and so does every later event of it;
+ * token records match their own id and, for a delegation, the parent's.
+ */
+function tokenFilter(token: string): (e: StoredAuditEvent) => boolean {
+  const sessions = new Set<string>()
+  const tokens = new Set<string>([token])
+  return (e) => {
+    if (e.type === 'session.start' && Array.isArray(e.tokens) && e.tokens.includes(token) && typeof e.session === 'string') {
+      sessions.add(e.session)
+      return true
+    }
+    if (typeof e.session === 'string' && sessions.has(e.session)) return true
+    const t = e.token as { id?: unknown; parent?: unknown } | undefined
+    if (t && typeof t === 'object' && typeof t.id === 'string') {
+      if (tokens.has(t.id)) return true
+      if (typeof t.parent === 'string' && tokens.has(t.parent)) {
+        tokens.add(t.id)
+        return true
+      }
+    }
+    if (Array.isArray(e.tokens) && e.tokens.includes(token)) return true
+    return false
+  }
+}
+
 /** Segment stamps are to the second and events may be queued briefly before they are written. */
 const STAMP_SLACK_MS = 5000
 
@@ -96,6 +128,7 @@ export function readAuditEvents(dir: string, query: AuditQuery, trust: SegmentTr
     if (!Number.isNaN(until) && stampTime(seg.name) - STAMP_SLACK_MS > until) break
     files.push(seg.path)
   }
+  const byToken = query.token !== undefined ? tokenFilter(query.token) : null
   // A raw-text pre-filter before JSON.parse, for values JSON writes unescaped.
   const candidate = query.session ?? query.principal
   const needle = candidate !== undefined && /^[\w:.@+/-]+$/.test(candidate) ? candidate : undefined
@@ -115,7 +148,7 @@ export function readAuditEvents(dir: string, query: AuditQuery, trust: SegmentTr
       } catch {
         continue // a torn line; `audit verify` reports it
       }
-      if (match(ev)) out.push(ev)
+      if (match(ev) && (byToken === null || byToken(ev))) out.push(ev)
     }
   }
   const marked = recovered.size === 0 ? out : out.map((e) => (isUnattested(e.id, recovered) ? { ...e, unattested: true } : e))

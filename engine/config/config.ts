@@ -68,7 +68,16 @@ export interface Config {
   readonly approvals: ApprovalsConfig
   /** /metrics on the API listener: open to anyone who reaches it, or for admin tokens only. */
   readonly metrics: { readonly auth: MetricsAuth }
+  /** The web console at / on the API listener (engine/console). */
+  readonly console: ConsoleConfig
   readonly logLevel: string
+}
+
+export interface ConsoleConfig {
+  /** The console's public URL (its OIDC callback is <url>/console/callback); null: loopback only. */
+  readonly url: string | null
+  /** The login form takes a Gatehouse token (always on with --dev). */
+  readonly tokenLogin: boolean
 }
 
 export type MetricsAuth = 'open' | 'admin'
@@ -193,6 +202,13 @@ export const configSchema = strict(
         .enum(['open', 'admin'], { error: (iss) => `must be open or admin (got ${JSON.stringify(iss.input)})` })
         .optional()
         .describe('who may scrape /metrics: open (default) or admin (the admin token)'),
+    }).optional(),
+    console: strict({
+      url: z
+        .url({ protocol: /^https?$/, error: 'must be an http(s) URL such as https://gatehouse.example.com' })
+        .optional()
+        .describe("the console's public URL; its OIDC callback is <url>/console/callback (default: loopback addresses only)"),
+      token_login: z.boolean({ error: 'must be true or false' }).optional().describe('the login page also takes a Gatehouse token'),
     }).optional(),
   },
   'the top level must be a mapping of keys',
@@ -339,6 +355,7 @@ function configFromDocument(d: ConfigDocument, file: string | null, base: string
     logLevel: d.log_level ?? 'info',
     approvals: approvalsFromSection(d.approvals, base),
     metrics: { auth: d.metrics?.auth ?? 'open' },
+    console: { url: d.console?.url?.replace(/\/+$/, '') ?? null, tokenLogin: d.console?.token_login ?? false },
   }
 }
 

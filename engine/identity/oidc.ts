@@ -126,10 +126,17 @@ export class OidcLogin {
     }
   }
 
-  /** Starts a browser login whose provider redirects to `redirectUri` (a loopback URL with a port). */
-  async startBrowser(providerName: string | undefined, redirectUri: string): Promise<{ loginId: string; authorizationUrl: string }> {
+  /**
+   * Starts a browser login whose provider redirects to `redirectUri`: a loopback URL with a port
+   * from a caller, or (`ownCallback`) the console's callback, which the gateway computed itself.
+   */
+  async startBrowser(
+    providerName: string | undefined,
+    redirectUri: string,
+    ownCallback = false,
+  ): Promise<{ loginId: string; authorizationUrl: string }> {
     const p = this.provider(providerName)
-    if (!isLoopbackRedirect(redirectUri)) {
+    if (!ownCallback && !isLoopbackRedirect(redirectUri)) {
       throw refused('invalid_request', 'redirect_uri must be a loopback URL with a port, e.g. http://127.0.0.1:53682/callback (RFC 8252)')
     }
     this.sweep()

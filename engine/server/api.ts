@@ -21,6 +21,8 @@ import { parseDuration } from '../duration.js'
 import type { AuditLog } from '../audit/writer.js'
 import type { Identity } from '../types.js'
 import type { PolicyStatus } from '../policy/engine.js'
+import { policyFiles } from '../policy/files.js'
+import { defaultPolicyDir } from '../policy/sources.js'
 import { identityRoutes } from '../identity/routes.js'
 import { publicKeyRoutes } from '../identity/public-key-routes.js'
 import type { IdentityService } from '../identity/service.js'
@@ -47,6 +49,7 @@ export interface Readiness {
   readonly checks: { readonly listeners: ReadinessCheck; readonly audit: ReadinessCheck; readonly policy: ReadinessCheck }
 }
 import type { ConnectorInfo } from '../connector/hub.js'
+import { Console } from '../console/routes.js'
 
 export const ADMIN_GROUP = 'gatehouse-admins'
 
@@ -77,6 +80,8 @@ export interface ApiDeps {
   readonly metricsAuth?: MetricsAuth
   /** /readyz: listeners bound, audit writable, policy source loaded. */
   readonly readiness?: () => Readiness
+  /** The web console at / (engine/console): its public URL and whether its login takes a token. */
+  readonly console?: { readonly url: string | null; readonly tokenLogin: boolean }
 }
 
 declare module 'fastify' {
@@ -135,7 +140,21 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
       .send({ error: e.statusCode && e.statusCode < 500 ? (e.message ?? 'bad request') : 'internal error' })
   })
 
+  const identify = (t: string): Promise<Identity> => deps.identity?.identify(t) ?? deps.issuer.verify(t, (j) => deps.store.isRevoked(j))
+  const web = deps.console
+    ? new Console({
+        identify,
+        identity: deps.identity ?? null,
+        audit: deps.audit,
+        store: deps.store,
+        url: deps.console.url,
+        tokenLogin: deps.console.tokenLogin,
+      })
+    : null
+
   app.addHook('onRequest', async (req, reply) => {
+    // A console session (cookie + CSRF token) stands for its token on /v1 routes.
+    if (web && !(await web.authenticate(req, reply))) return reply
     if (req.url === '/v1/health' || req.url.startsWith('/v1/openapi.json')) return
     if (req.routeOptions.config?.auth === 'public') return
     const h = req.headers.authorization
@@ -250,6 +269,39 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
       },
     },
     async () => deps.policy(),
+  )
+
+  app.get(
+    '/v1/policy/files',
+    {
+      schema: {
+        summary: "The policy's files, read-only: a directory's as on disk now (and that content's version), or a bundle's entries",
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              source: { type: ['string', 'null'] },
+              version: { type: ['string', 'null'] },
+              files: {
+                type: 'array',
+                items: {
+                  type: 'object',
+                  properties: { path: { type: 'string' }, bytes: { type: 'integer' }, text: { type: ['string', 'null'] } },
+                },
+              },
+            },
+          },
+          409: errorSchema,
+        },
+      },
+    },
+    async (_req, reply) => {
+      try {
+        return policyFiles(deps.policy().source, defaultPolicyDir)
+      } catch (err) {
+        return reply.status(409).send({ error: `the policy files cannot be read: ${(err as Error).message}`, code: 'GH_ERR_POLICY' })
+      }
+    },
   )
 
   app.get(
@@ -450,10 +502,8 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   if (deps.identity) await app.register(identityRoutes(deps.identity))
   // Public keys registered to principals (engine/public-keys.ts).
   await app.register(publicKeyRoutes({ store: deps.store, sessions: deps.sessions, audit: deps.audit, maxTtlSeconds: deps.maxTtlSeconds }))
-  if (deps.approvals)
-    await app.register(
-      approvalRoutes(deps.approvals, (t) => deps.identity?.identify(t) ?? deps.issuer.verify(t, (j) => deps.store.isRevoked(j))),
-    )
+  if (deps.approvals) await app.register(approvalRoutes(deps.approvals, identify))
+  if (web) await app.register(web.routes())
   for (const m of deps.mounts ?? []) mountPluginRoute(app, m, deps.log)
   // Audit search, verify, export, sinks and session recordings (engine/audit/api.ts).
   await app.register(auditRoutes, {

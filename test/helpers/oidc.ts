@@ -82,7 +82,8 @@ export class TestOP {
           client_id: CLI_CLIENT_ID,
           application_type: 'native',
           token_endpoint_auth_method: 'none',
-          redirect_uris: ['http://127.0.0.1/callback'],
+          // The CLI's loopback callback, and the console's on a loopback gateway (any port: native client).
+          redirect_uris: ['http://127.0.0.1/callback', 'http://127.0.0.1/console/callback'],
           grant_types: ['authorization_code', 'urn:ietf:params:oauth:grant-type:device_code'],
           response_types: ['code'],
         },
