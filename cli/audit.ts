@@ -185,6 +185,7 @@ export function registerAuditCommands(program: Command, sessions: Command, deps:
     .option('--since <time>', 'from this RFC 3339 time, or a duration ago (15m, 2h, 7d)')
     .option('--until <time>', 'before this time (same forms)')
     .option('--principal <id>', 'a principal anywhere in the chain (user:alice, agent:bot)')
+    .option('--token <id>', 'what this token and every token delegated from it did')
     .option('--connection <name>', 'only this connection')
     .option('--decision <effect>', 'allow, deny or hold')
     .option('--policy-version <version>', 'a policy version, or a prefix of one')
@@ -200,6 +201,7 @@ export function registerAuditCommands(program: Command, sessions: Command, deps:
         since?: string
         until?: string
         principal?: string
+        token?: string
         connection?: string
         decision?: string
         policyVersion?: string
@@ -221,6 +223,7 @@ export function registerAuditCommands(program: Command, sessions: Command, deps:
           ...(since ? { since } : {}),
           ...(until ? { until } : {}),
           ...(o.principal ? { principal: o.principal } : {}),
+          ...(o.token ? { token: o.token } : {}),
           ...(o.connection ? { connection: o.connection } : {}),
           ...(o.decision ? { decision: o.decision } : {}),
           ...(o.policyVersion ? { policy_version: o.policyVersion } : {}),

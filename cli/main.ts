@@ -139,6 +139,7 @@ async function serve(opts: { config?: string; dev?: boolean; logFormat?: LogForm
   if (opts.dev) {
     const demo = config.connections.find((c) => c.protocol === 'postgres')
     process.stdout.write(`\nAdmin token (also in ${join(config.dataDir, 'admin.token')}):\n${gw.adminToken}\n`)
+    if (gw.addresses.api) process.stdout.write(`\nWeb console: http://${gw.addresses.api}/ (sign in with the admin token)\n`)
     if (demo && pg) {
       const [host, port] = [pg.slice(0, pg.lastIndexOf(':')), pg.slice(pg.lastIndexOf(':') + 1)]
       process.stdout.write(

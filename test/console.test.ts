@@ -306,6 +306,10 @@ describe('web console', () => {
     const sub = await exchange(agent, 'fetcher')
     const q = background('psql', ['-X', '-At', '-d', gw.conninfo(sub), '-c', "SELECT 'sub-agent-was-here'"])
     assert.equal(await q.done, 0, q.stderr)
+    // The CLI answers the same search.
+    const cli = gw.auditEvents(['--token', aliceId, '--type', 'statement'])
+    assert.ok(cli.some((e) => String(e.sql).includes('sub-agent-was-here') && (e.chain as string[]).length === 3))
+    assert.ok(!gw.auditEvents(['--token', 'no-such-token']).some((e) => e.type === 'statement'))
     const { ctx, page } = await oidcLogin('bob')
     await page.goto(`${gw.apiUrl}/#audit`)
     await page.getByLabel('Token (and its delegates)').fill(aliceId)
