@@ -124,7 +124,8 @@ export function readAuditEvents(dir: string, query: AuditQuery, trust: SegmentTr
     const seg = segments[i] as (typeof segments)[number]
     // Skip segments that cannot hold a match: written wholly before `since` or begun after `until`.
     const next = segments[i + 1]
-    if (!Number.isNaN(since) && next && stampTime(next.name) + STAMP_SLACK_MS < since) continue
+    // (Not with a token: its sessions may have started before `since`.)
+    if (!Number.isNaN(since) && query.token === undefined && next && stampTime(next.name) + STAMP_SLACK_MS < since) continue
     if (!Number.isNaN(until) && stampTime(seg.name) - STAMP_SLACK_MS > until) break
     files.push(seg.path)
   }
@@ -148,7 +149,10 @@ export function readAuditEvents(dir: string, query: AuditQuery, trust: SegmentTr
       } catch {
         continue // a torn line; `audit verify` reports it
       }
-      if (match(ev) && (byToken === null || byToken(ev))) out.push(ev)
+      // The token filter sees every event (a session's start makes its later events match), even
+      // ones the other filters leave out.
+      const ofToken = byToken === null || byToken(ev)
+      if (ofToken && match(ev)) out.push(ev)
     }
   }
   const marked = recovered.size === 0 ? out : out.map((e) => (isUnattested(e.id, recovered) ? { ...e, unattested: true } : e))

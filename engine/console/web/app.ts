@@ -380,7 +380,10 @@ const AUDIT_FIELDS: [string, string, string][] = [
   ['until', 'Until', ''],
 ]
 
+/** One line for an event: the SQL, the command line, the HTTP request or the MCP tool call. */
 function summary(e: Json): string {
+  if (typeof e.method === 'string' && typeof e.path === 'string') return `${e.method} ${e.path}`
+  if (typeof e.tool === 'string') return `${e.tool} ${e.arguments === undefined ? '' : JSON.stringify(e.arguments)}`.trim()
   for (const k of ['sql', 'command', 'reason', 'method']) if (typeof e[k] === 'string') return String(e[k])
   const t = e.token as { id?: string } | undefined
   if (t?.id) return `token ${t.id}`
