@@ -52,17 +52,22 @@ allow if {
 	member_of(writers)
 }
 
-# Secret data is masked in answers (get, list, watch, -o yaml) unless the hop is cleared.
-# Agents have no groups: they see it masked unless their scope carries unmask:kube-secret-data.
-mask contains {"rule": "kube-secret-data", "column": col, "strategy": "redact"} if {
+# Secret data is masked in answers (get, list, watch, -o yaml) unless the hop is cleared: the
+# values of every `data` and `stringData` member (in an object, a list's items, a watch event, a
+# Table row) become null, and so does the annotation where `kubectl apply` keeps a copy of the
+# whole object, data included. Agents have no groups: they see Secret data masked unless their
+# scope carries unmask:kube-secret-data.
+kube_secret_paths := {
+	"$..data.*",
+	"$..stringData.*",
+	"$..annotations['kubectl.kubernetes.io/last-applied-configuration']",
+}
+
+mask contains {"rule": "kube-secret-data", "json_path": path, "strategy": "null"} if {
 	input.action == "kube.request"
 	input.command.resource == "secrets"
 	not member_of(secret_readers)
-	some col in {
-		"secrets:data", "secrets:stringData",
-		# kubectl apply keeps the whole applied object, data included, in this annotation.
-		"secrets:metadata.annotations['kubectl.kubernetes.io/last-applied-configuration']",
-	}
+	some path in kube_secret_paths
 }
 
 # A pod (or a workload's pod template) that mounts a Secret, or reads it into the environment,

@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
-import { kubeMaskFor, maskDocument } from '../proxies/kubernetes/mask.js'
+import { JsonMaskError, jsonMaskPlan, maskJson } from '../proxies/kit/index.js'
 import { KubePathError, parseKubeRequest } from '../proxies/kubernetes/request.js'
 
 type Row = [method: string, path: string, query: string, want: Partial<ReturnType<typeof parseKubeRequest>>]
@@ -110,52 +110,45 @@ describe('kube.request parsing', () => {
   })
 })
 
-describe('kube masking', () => {
-  const obligations = [
-    { rule: 'kube-secret-data', column: 'secrets:data', strategy: 'redact' as const },
-    { rule: 'kube-secret-data', column: 'secrets:stringData', strategy: 'redact' as const },
-    {
-      rule: 'kube-secret-data',
-      column: "secrets:metadata.annotations['kubectl.kubernetes.io/last-applied-configuration']",
-      strategy: 'redact' as const,
-    },
-    { rule: 'sql', column: '*.email', strategy: 'redact' as const },
-  ]
-  test('only obligations for this resource apply', () => {
-    assert.equal(kubeMaskFor('configmaps', obligations), null)
-    assert.deepEqual(kubeMaskFor('secrets', obligations)?.rules, ['kube-secret-data'])
-  })
-  const mask = kubeMaskFor('secrets', obligations)
-  assert.ok(mask)
+describe("kube masking (the default policy's paths through the engine's JSON masker)", () => {
+  const paths = ['$..data.*', '$..stringData.*', "$..annotations['kubectl.kubernetes.io/last-applied-configuration']"]
+  const plan = jsonMaskPlan(paths.map((json_path) => ({ rule: 'kube-secret-data', column: '', json_path, strategy: 'null' as const })))
+  assert.ok(plan)
+  const key = Buffer.alloc(32, 7)
   const secret = (): Record<string, unknown> => ({
     metadata: {
       name: 'db',
       annotations: { 'kubectl.kubernetes.io/last-applied-configuration': '{"data":{"password":"aHVudGVyMg=="}}', keep: 'me' },
+      managedFields: [{ fieldsV1: { 'f:data': { 'f:password': {} } } }],
     },
     data: { password: Buffer.from('hunter2').toString('base64') },
+    stringData: { token: 'plain-token' },
     type: 'Opaque',
   })
-  test('an object, a list, a watch event and a Table', () => {
-    const one: Record<string, unknown> = { kind: 'Secret', ...secret() }
-    maskDocument(one, mask, 'secrets')
-    assert.equal(Buffer.from(String((one.data as Record<string, string>).password), 'base64').toString(), '[masked]')
-    const list = { kind: 'SecretList', items: [secret(), secret()] }
-    maskDocument(list, mask, 'secrets')
-    assert.doesNotMatch(JSON.stringify(list), /aHVudGVyMg/)
-    const event = { type: 'ADDED', object: { kind: 'Secret', ...secret(), stringData: { x: 'plain' } } }
-    maskDocument(event, mask, 'secrets')
-    assert.doesNotMatch(JSON.stringify(event), /aHVudGVyMg|plain/)
-    const table = { kind: 'Table', rows: [{ cells: ['db'], object: { kind: 'Secret', ...secret() } }] }
-    maskDocument(table, mask, 'secrets')
-    assert.doesNotMatch(JSON.stringify(table), /aHVudGVyMg/)
-    assert.match(JSON.stringify(table), /"name":"db"/)
-    assert.match(JSON.stringify(table), /"keep":"me"/)
+  const mask = (doc: unknown, multiple = false): string =>
+    maskJson(plan, key, Buffer.from(typeof doc === 'string' ? doc : JSON.stringify(doc)), { multiple }).body.toString()
+  const clean = (out: string): void => {
+    assert.doesNotMatch(out, /aHVudGVyMg|plain-token/)
+    assert.match(out, /"keep":"me"/)
+    assert.match(out, /"f:password"/)
+  }
+  test('an object, a list and a Table', () => {
+    const one = mask({ kind: 'Secret', ...secret() })
+    clean(one)
+    assert.equal((JSON.parse(one) as { data: { password: unknown } }).data.password, null)
+    clean(mask({ kind: 'SecretList', items: [secret(), secret()] }))
+    clean(mask({ kind: 'Table', rows: [{ cells: ['db'], object: { kind: 'Secret', ...secret() } }] }))
   })
-  test('paths with quoted keys', async () => {
-    const { splitPath } = await import('../proxies/kubernetes/mask.js')
-    assert.deepEqual(splitPath("metadata.annotations['a.b/c']"), ['metadata', 'annotations', 'a.b/c'])
-    assert.deepEqual(splitPath("['x.y'].z"), ['x.y', 'z'])
-    assert.equal(splitPath('a..b'), null)
-    assert.equal(splitPath("a['b"), null)
+  test('a watch stream: one event after another, each from $', () => {
+    const events = [
+      { type: 'ADDED', object: { kind: 'Secret', ...secret() } },
+      { type: 'MODIFIED', object: { kind: 'Secret', ...secret() } },
+    ]
+    const out = mask(`${events.map((e) => JSON.stringify(e)).join('\n')}\n`, true)
+    clean(out)
+    assert.equal(out.trim().split('\n').length, 2)
+  })
+  test('a body that is not JSON is refused, not passed', () => {
+    assert.throws(() => mask('{"data": {"password": "aHVudGVy'), JsonMaskError)
   })
 })

@@ -4,7 +4,7 @@
 //
 // What is here is what more than one protocol needs: the error type that carries a stable
 // `GH_ERR_*` code and the message a client may see; the value side of masking (strategies, detectors,
-// the masking key, column patterns); waiting for an approval of a held command; and how a refusal
+// the masking key, column patterns, JSON paths and the streaming JSON masker); waiting for an approval of a held command; and how a refusal
 // by policy reads (`gatehouse: denied by <rule> (<hop>): <reason>`).
 
 export { GatehouseError, type GatehouseErrorCode, isGatehouseError } from '../../engine/errors.js'
@@ -22,6 +22,18 @@ export {
 export { DETECTOR_NAMES } from '../../engine/masking/detectors.js'
 export { loadMaskingKey } from '../../engine/masking/keys.js'
 export { columnMatches } from '../../engine/masking/patterns.js'
+export {
+  JsonMaskError,
+  type JsonMaskedPath,
+  JsonMasker,
+  type JsonMaskOptions,
+  JsonMaskPlan,
+  type JsonMaskTarget,
+  jsonMaskPlan,
+  jsonMaskStream,
+  maskJson,
+} from '../../engine/masking/json-stream.js'
+export { JsonPathError, parseJsonPath } from '../../engine/masking/jsonpath.js'
 export { isRecord } from '../../engine/record.js'
 export { awaitApproval, type HeldVerdict } from './approval.js'
 export { type Denial, denialOf, refusalMessage } from './refusal.js'

@@ -14,8 +14,8 @@ import { TLSSocket } from 'node:tls'
 import type { Pool } from 'undici'
 import yaml from 'js-yaml'
 import { createPool, framingProblem, originTarget, route, upstreamSpec } from '../http/public.js'
+import { JsonMasker, type JsonMaskPlan, jsonMaskPlan, loadMaskingKey } from '../kit/index.js'
 import type { Address, ApprovalOutcome, Decision, ProxySession } from '../types.js'
-import { type KubeMask, kubeMaskFor, maskDocument } from './mask.js'
 import { KubePathError, type KubeRequestInfo, parseKubeRequest } from './request.js'
 import {
   type Admission,
@@ -38,10 +38,6 @@ import { handleUpgrade } from './stream.js'
 const MAX_SESSIONS_PER_SOCKET = 8
 /** Request bodies are read whole (the API server's own limit is 3 MiB): every write is judged on its object. */
 export const DEFAULT_BODY_LIMIT = 3 * 1024 * 1024
-/** A masked answer is rewritten whole; larger ones are refused rather than passed unmasked. */
-const MASKED_ANSWER_LIMIT = 64 * 1024 * 1024
-/** A watch event line is capped before it is buffered. */
-const MAX_WATCH_EVENT = 16 * 1024 * 1024
 export const DEFAULT_RECORD_BYTES = 4096
 
 interface SocketState {
@@ -270,7 +266,15 @@ export class KubeProxyServer implements StreamHost {
       this.ctx.log.error({ err: String(err), session: session.id }, 'policy evaluation failed; request refused')
       return sendStatus(res, { code: 503, message: 'gatehouse: the gateway could not decide this request' })
     }
-    const mask = decision.effect === 'allow' ? kubeMaskFor(a.info.resource, decision.mask) : null
+    let mask: JsonMaskPlan | null = null
+    if (decision.effect === 'allow') {
+      try {
+        mask = jsonMaskPlan(decision.mask)
+      } catch (err) {
+        this.ctx.log.error({ err: String(err), session: session.id }, 'a masking path cannot be used; request refused')
+        return sendStatus(res, { code: 503, message: 'gatehouse: the gateway could not plan the masking of this answer' })
+      }
+    }
     try {
       await session.audit({
         type: 'statement',
@@ -287,7 +291,7 @@ export class KubeProxyServer implements StreamHost {
         path: a.info.path,
         ...(command.object ? { object: command.object } : {}),
         ...(command.body_opaque ? { body_opaque: true } : {}),
-        ...(mask ? { masked: mask.rules } : {}),
+        ...(mask ? { masked: [...new Set(mask.compiled.map((c) => c.target.rule))] } : {}),
         decision: decision.effect,
         rules: decision.rules,
         policy_version: decision.policy,
@@ -372,7 +376,7 @@ export class KubeProxyServer implements StreamHost {
     res: ServerResponse,
     a: Admitted,
     body: Buffer,
-    mask: KubeMask | null,
+    mask: JsonMaskPlan | null,
     abort: AbortController,
     started: bigint,
   ): Promise<void> {
@@ -395,7 +399,8 @@ export class KubeProxyServer implements StreamHost {
         if (v === undefined || HOP_BY_HOP.has(k) || k === 'proxy-authenticate' || k === 'www-authenticate') continue
         out[k] = v
       }
-      if (mask === null) {
+      // HEAD, 204 and 304 answers carry no body to mask.
+      if (mask === null || req.method === 'HEAD' || status === 204 || status === 304) {
         res.writeHead(status, out)
         for await (const c of up.body) {
           bytesOut += (c as Buffer).length
@@ -412,31 +417,22 @@ export class KubeProxyServer implements StreamHost {
         error = 'a masked answer was not plain JSON'
         return sendStatus(res, { code: 502, message: 'gatehouse: the API server answered in a form the gateway cannot mask' })
       }
+      // Streamed through the engine's JSON masker (a watch is a sequence of events, each from `$`);
+      // invalid JSON throws, and the answer is cut there, never passed on unmasked.
       delete out['content-length']
-      if (a.info.verb === 'watch' || type.includes('stream=watch')) {
-        res.writeHead(status, out)
-        bytesOut = await maskWatch(up.body, res, mask, a.info.resource)
-        res.end()
-        return
-      }
-      const chunks: Buffer[] = []
-      let size = 0
-      for await (const c of up.body) {
-        size += (c as Buffer).length
-        if (size > MASKED_ANSWER_LIMIT) {
-          up.body.destroy()
-          error = 'masked answer too large'
-          return sendStatus(res, { code: 502, message: 'gatehouse: the answer is too large to mask' })
-        }
-        chunks.push(c as Buffer)
-      }
-      const doc: unknown = JSON.parse(Buffer.concat(chunks).toString('utf8'))
-      maskDocument(doc, mask, a.info.resource)
-      const text = Buffer.from(JSON.stringify(doc))
-      bytesOut = text.length
-      out['content-length'] = String(text.length)
+      const masker = new JsonMasker(mask, this.maskingKey(), { multiple: a.info.verb === 'watch' || type.includes('stream=watch') })
       res.writeHead(status, out)
-      res.end(text)
+      for await (const c of up.body) {
+        for (const part of masker.write(c as Buffer)) {
+          bytesOut += part.length
+          if (!res.write(part)) await new Promise((r) => res.once('drain', r))
+        }
+      }
+      for (const part of masker.end()) {
+        bytesOut += part.length
+        res.write(part)
+      }
+      res.end()
     } catch (err) {
       error = abort.signal.aborted ? 'the request was ended' : String((err as { code?: unknown }).code ?? 'upstream failure')
       if (!res.headersSent && !abort.signal.aborted)
@@ -554,34 +550,15 @@ export class KubeProxyServer implements StreamHost {
     }
   }
 
+  private key: Buffer | null = null
+  /** The key of `hash` masking strategies (the plugin's own, in its state directory). */
+  private maskingKey(): Buffer {
+    this.key ??= loadMaskingKey(this.ctx.stateDir)
+    return this.key
+  }
+
   /** The pool's spec for raw (upgrade) connections. */
   upstreamFor(session: ProxySession): ReturnType<typeof upstreamSpec> {
     return upstreamSpec(session.settings, session.secrets)
   }
-}
-
-/** Masks a watch stream: one JSON event per line, each capped before it is buffered. */
-async function maskWatch(body: AsyncIterable<unknown>, res: ServerResponse, mask: KubeMask, resource: string): Promise<number> {
-  let pending = Buffer.alloc(0)
-  let bytes = 0
-  const emit = async (line: Buffer): Promise<void> => {
-    if (line.length === 0) return
-    const doc: unknown = JSON.parse(line.toString('utf8'))
-    maskDocument(doc, mask, resource)
-    const out = `${JSON.stringify(doc)}\n`
-    bytes += Buffer.byteLength(out)
-    if (!res.write(out)) await new Promise((r) => res.once('drain', r))
-  }
-  for await (const c of body) {
-    pending = Buffer.concat([pending, c as Buffer])
-    let nl = pending.indexOf(10)
-    while (nl >= 0) {
-      await emit(pending.subarray(0, nl))
-      pending = pending.subarray(nl + 1)
-      nl = pending.indexOf(10)
-    }
-    if (pending.length > MAX_WATCH_EVENT) throw new Error('watch event too large to mask')
-  }
-  await emit(pending)
-  return bytes
 }
