@@ -48,6 +48,16 @@ deny contains {"rule": "no-text-2", "reason": "text resource 2 is closed"} if {
 	input.command.uri == "demo://resource/dynamic/text/2"
 }
 
+mask contains {"rule": "weather-humidity", "json_path": "$.humidity", "strategy": "redact"} if {
+	input.action == "mcp.call"
+	input.command.tool == "get-structured-content"
+}
+
+mask contains {"rule": "startup-doc", "json_path": "$.secret", "strategy": "redact"} if {
+	input.action == "mcp.resource"
+	input.command.uri == "demo://resource/static/document/startup.md"
+}
+
 deny contains {"rule": "no-args-prompt", "reason": "that prompt is closed"} if {
 	input.action == "mcp.prompt"
 	input.command.prompt == "args-prompt"
@@ -230,6 +240,29 @@ describe('remote MCP servers', () => {
     }
   })
 
+  test('results masked by JSON path: structured content and JSON text; what cannot be masked is withheld', async () => {
+    const client = await connect(gw, alice)
+    try {
+      const { tools } = await client.listTools()
+      const tool = tools.find((t) => t.name === 'get-structured-content')
+      assert.ok(tool, 'listed')
+      assert.equal(tool.outputSchema, undefined, 'a masked tool is listed without an output schema its results may not fit')
+      const r = await client.callTool({ name: 'get-structured-content', arguments: { location: 'Chicago' } })
+      assert.deepEqual(r.structuredContent, { temperature: 36, conditions: 'Light rain / drizzle', humidity: '****' })
+      const text = (r.content as { type: string; text: string }[])[0]
+      assert.deepEqual(JSON.parse(text?.text ?? ''), { temperature: 36, conditions: 'Light rain / drizzle', humidity: '****' })
+      // A resource under a JSON-path rule that is not JSON (markdown) cannot be masked: withheld.
+      const doc = await client.readResource({ uri: 'demo://resource/static/document/startup.md' })
+      assert.equal(doc.contents.length, 1)
+      assert.match(String((doc.contents[0] as { text?: string }).text), /^gatehouse: withheld /)
+      // Without a rule, the same kind of document passes.
+      const other = await client.readResource({ uri: 'demo://resource/static/document/features.md' })
+      assert.doesNotMatch(String((other.contents[0] as { text?: string }).text), /^gatehouse: withheld/)
+    } finally {
+      await client.close()
+    }
+  })
+
   test('an upstream that hands out the injected credential: the agent sees it masked', async () => {
     const client = await connect(gw, alice)
     try {
@@ -303,6 +336,10 @@ describe('remote MCP servers', () => {
     assert.deepEqual(denied?.rules, ['no-images'])
     const held = calls.find((e) => e.tool === 'get-annotated-message' && e.decision === 'hold')
     assert.ok(held)
+    const weather = calls.find((e) => e.tool === 'get-structured-content' && e.decision === 'allow')
+    assert.ok(weather)
+    const masked = events.find((e) => e.type === 'result' && e.session === weather.session && e.seq === weather.seq)
+    assert.deepEqual(masked?.masked, [{ path: '$.humidity', rule: 'weather-humidity', strategy: 'redact', count: 2 }])
     const reads = events.filter((e) => e.type === 'statement' && e.action === 'mcp.resource')
     assert.ok(reads.some((e) => e.decision === 'deny' && String(e.uri).endsWith('architecture.md')))
     assert.ok(!JSON.stringify(events).includes('mcp-upstream-7f3a9c2e5b1d4086'), 'the credential is in the audit log')

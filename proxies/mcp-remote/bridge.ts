@@ -45,7 +45,9 @@ import {
 } from '@modelcontextprotocol/sdk/types.js'
 import { fetch as undiciFetch, type Pool } from 'undici'
 import { createPool, maskString, needlesFor } from '../http/public.js'
+import type { MaskingKeys } from '../kit/index.js'
 import type { Command, Decision, GatewayRefusal, PluginContext, ProxySession } from '../types.js'
+import { ResultMasker, resultPlan, sessionKeys } from './masking.js'
 
 export type RemoteContext = PluginContext<'gateway' | 'httpMounts'>
 
@@ -108,6 +110,8 @@ function auditArguments(args: unknown): Record<string, unknown> {
   return Buffer.byteLength(text) <= AUDIT_ARGUMENTS_BYTES ? { arguments: args ?? {} } : { arguments_bytes: Buffer.byteLength(text) }
 }
 
+type Allowed = Extract<Decision, { effect: 'allow' }>
+
 export class Bridge {
   closed = false
   lastSeen = Date.now()
@@ -117,6 +121,7 @@ export class Bridge {
   private pool: Pool | null = null
   private needles: Buffer[] = []
   private seq = 0
+  private keys: MaskingKeys | null = null
   private readonly abort = new AbortController()
 
   constructor(
@@ -251,13 +256,26 @@ export class Bridge {
     return this.needles.length === 0 ? s : maskString(s, this.needles)
   }
 
-  /** Whether a listed item may be shown: its decision is not a denial (held items are shown). */
-  private async visible(action: string, command: Command): Promise<boolean> {
+  /** The decision for a listed item: shown unless denied (held items are shown); null: not shown. */
+  private async listed(action: string, command: Command): Promise<Decision | null> {
     try {
-      return (await this.session.decide(action, command)).effect !== 'deny'
+      const d = await this.session.decide(action, command)
+      return d.effect === 'deny' ? null : d
     } catch {
-      return false
+      return null
     }
+  }
+
+  private async visible(action: string, command: Command): Promise<boolean> {
+    return (await this.listed(action, command)) !== null
+  }
+
+  /** The masker for a result of an allowed request, or null when no JSON-path rule applies. */
+  private maskerFor(decision: Allowed): ResultMasker | null {
+    const plan = resultPlan(decision.mask)
+    if (!plan) return null
+    this.keys ??= sessionKeys(this.ctx.stateDir)
+    return new ResultMasker(plan, this.keys)
   }
 
   /**
@@ -305,7 +323,7 @@ export class Bridge {
     audited: Record<string, unknown>,
     display: string,
     signal: AbortSignal,
-  ): Promise<number> {
+  ): Promise<{ seq: number; decision: Allowed }> {
     const seq = ++this.seq
     let decision: Decision
     try {
@@ -330,10 +348,9 @@ export class Bridge {
       this.ctx.log.error({ err: String(err), session: this.session.id }, 'audit append failed; request refused')
       throw new RpcError(GATEWAY_ERROR_CODE, 'gatehouse: the gateway could not record this request')
     }
-    if (decision.effect === 'allow') return seq
+    if (decision.effect === 'allow') return { seq, decision }
     if (decision.effect === 'deny') throw denied(decision)
-    await this.held(action, command, decision, display, signal)
-    return seq
+    return { seq, decision: await this.held(action, command, decision, display, signal) }
   }
 
   /** The approval flow: returns when a grant covers the request; otherwise throws what to wait for. */
@@ -343,7 +360,7 @@ export class Bridge {
     decision: Extract<Decision, { effect: 'hold' }>,
     display: string,
     signal: AbortSignal,
-  ): Promise<void> {
+  ): Promise<Allowed> {
     const heldError = (request: string | null, approvers: readonly string[]): RpcError =>
       refusalError({
         status: 'held',
@@ -373,7 +390,7 @@ export class Bridge {
         } catch {
           throw new RpcError(GATEWAY_ERROR_CODE, 'gatehouse: the gateway could not decide this request')
         }
-        if (again.effect === 'allow') return
+        if (again.effect === 'allow') return again
         if (again.effect === 'deny') throw denied(again)
         throw heldError(null, again.approvers)
       }
@@ -434,13 +451,21 @@ export class Bridge {
             throw this.upstreamError(err)
           })
         const tools = []
-        for (const t of up.tools) if (await this.visible('mcp.call', { server: conn, tool: t.name, arguments: {} })) tools.push(t)
+        for (const t of up.tools) {
+          const d = await this.listed('mcp.call', { server: conn, tool: t.name, arguments: {} })
+          if (!d) continue
+          // Masked values need not fit the tool's output schema: a client would refuse them.
+          if (d.effect === 'allow' && resultPlan(d.mask) !== null && t.outputSchema !== undefined) {
+            const { outputSchema: _dropped, ...rest } = t
+            tools.push(rest)
+          } else tools.push(t)
+        }
         return this.masked({ tools, ...(up.nextCursor ? { nextCursor: up.nextCursor } : {}) })
       })
       server.setRequestHandler(CallToolRequestSchema, async (r, extra) => {
         const name = r.params.name
         const args = r.params.arguments ?? {}
-        const seq = await this.gate(
+        const { seq, decision } = await this.gate(
           'tools/call',
           'mcp.call',
           { server: conn, tool: name, arguments: args },
@@ -464,11 +489,23 @@ export class Bridge {
               : {}),
           })
           const embedded = await this.withholdEmbedded(out.content)
+          const m = this.maskerFor(decision)
+          let result = { ...out, content: embedded.items as typeof out.content }
+          if (m) {
+            result = {
+              ...result,
+              content: result.content.map((c) => m.item(c)) as typeof out.content,
+              ...(out.structuredContent !== undefined
+                ? { structuredContent: m.value(out.structuredContent) as typeof out.structuredContent }
+                : {}),
+            }
+          }
           this.result('mcp.call', seq, started, {
             is_error: out.isError === true,
             ...(embedded.withheld > 0 ? { withheld_resources: embedded.withheld } : {}),
+            ...(m ? m.summary() : {}),
           })
-          return this.masked({ ...out, content: embedded.items as typeof out.content })
+          return this.masked(result)
         } catch (err) {
           this.result('mcp.call', seq, started, { error: err instanceof McpError ? `upstream error ${err.code}` : 'upstream failure' })
           throw this.upstreamError(err)
@@ -508,12 +545,36 @@ export class Bridge {
       })
       server.setRequestHandler(ReadResourceRequestSchema, async (r, extra) => {
         const uri = r.params.uri
-        const seq = await this.gate('resources/read', 'mcp.resource', { server: conn, uri }, { uri }, `resources/read ${uri}`, extra.signal)
+        const { seq, decision } = await this.gate(
+          'resources/read',
+          'mcp.resource',
+          { server: conn, uri },
+          { uri },
+          `resources/read ${uri}`,
+          extra.signal,
+        )
         const started = Date.now()
         try {
           const out = await client.request({ method: 'resources/read', params: { uri } }, ReadResourceResultSchema, opts(extra.signal))
-          this.result('mcp.resource', seq, started, { contents: out.contents.length })
-          return this.masked(out)
+          const m = this.maskerFor(decision)
+          let contents = out.contents
+          if (m) {
+            contents = []
+            for (const c of out.contents) {
+              const masked = m.contents(c) as typeof c | null
+              if (masked) contents.push(masked)
+              else {
+                m.withheld++
+                contents.push({
+                  uri: c.uri,
+                  mimeType: 'text/plain',
+                  text: 'gatehouse: withheld content that cannot be masked: masking rules apply to this result',
+                })
+              }
+            }
+          }
+          this.result('mcp.resource', seq, started, { contents: out.contents.length, ...(m ? m.summary() : {}) })
+          return this.masked({ ...out, contents })
         } catch (err) {
           this.result('mcp.resource', seq, started, { error: err instanceof McpError ? `upstream error ${err.code}` : 'upstream failure' })
           throw this.upstreamError(err)
@@ -538,7 +599,7 @@ export class Bridge {
       server.setRequestHandler(GetPromptRequestSchema, async (r, extra) => {
         const name = r.params.name
         const args = r.params.arguments ?? {}
-        const seq = await this.gate(
+        const { seq, decision } = await this.gate(
           'prompts/get',
           'mcp.prompt',
           { server: conn, prompt: name, arguments: args },
@@ -554,15 +615,18 @@ export class Bridge {
             opts(extra.signal),
           )
           let withheld = 0
+          const masker = this.maskerFor(decision)
           const messages: typeof out.messages = []
           for (const m of out.messages) {
             const e = await this.withholdEmbedded([m.content])
             withheld += e.withheld
-            messages.push({ ...m, content: e.items[0] as typeof m.content })
+            const content = masker ? masker.item(e.items[0]) : e.items[0]
+            messages.push({ ...m, content: content as typeof m.content })
           }
           this.result('mcp.prompt', seq, started, {
             messages: out.messages.length,
             ...(withheld > 0 ? { withheld_resources: withheld } : {}),
+            ...(masker ? masker.summary() : {}),
           })
           return this.masked({ ...out, messages })
         } catch (err) {
