@@ -34,7 +34,7 @@ describe('approvals: held SSH execs', () => {
       config: {
         listen: { api: '127.0.0.1:0', postgres: '127.0.0.1:0', ssh: '127.0.0.1:0' },
         policies: policyDir,
-        // Long enough for three CLI start-ups on a loaded two-core machine before the approval.
+        // Generous: the wait is ended by the approval, and a loaded two-core machine is slow.
         approvals: { timeout: '180s' },
       },
     })
@@ -67,15 +67,36 @@ describe('approvals: held SSH execs', () => {
     return { proc, out, done: new Promise((r) => proc.on('close', (code) => r(code))) }
   }
 
+  // Reviewers act through the admin API: what is tested is the SSH side of a hold, and a CLI
+  // process per step takes seconds on a loaded machine.
+  async function api(method: 'GET' | 'POST', path: string, token: string, body?: unknown): Promise<{ status: number; text: string }> {
+    const res = await fetch(`${gw.apiUrl}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    })
+    return { status: res.status, text: await res.text() }
+  }
+
+  /** The pending request's id, once the held exec has reached the gateway (a bound, not a timing). */
   async function pendingRequest(): Promise<string> {
-    const deadline = Date.now() + 20_000
+    const deadline = Date.now() + 120_000
     while (Date.now() < deadline) {
-      const r = gw.cli(['approvals', 'list', '--json', '--status', 'pending', '--token', olga])
-      const first = r.stdout.split('\n').find(Boolean)
-      if (first) return (JSON.parse(first) as { id: string }).id
+      const r = await api('GET', '/v1/approvals', olga)
+      const list = r.status === 200 ? (JSON.parse(r.text) as { approvals: { id: string; status: string }[] }).approvals : []
+      const pending = list.find((a) => a.status === 'pending')
+      if (pending) return pending.id
       await sleep(200)
     }
     throw new Error('no pending request')
+  }
+
+  async function until(what: string, cond: () => boolean, ms = 60_000): Promise<void> {
+    const deadline = Date.now() + ms
+    while (!cond()) {
+      if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`)
+      await sleep(50)
+    }
   }
 
   test('a held exec waits and runs once approved', async () => {
@@ -84,17 +105,17 @@ describe('approvals: held SSH execs', () => {
     assert.equal(run.proc.exitCode, null)
     assert.equal(run.out.stdout, '')
     // The caller is told at once, on stderr, what it waits for and how to approve it.
-    for (let i = 0; i < 100 && !run.out.stderr.includes(id); i++) await sleep(50)
+    await until('the notice on stderr', () => run.out.stderr.includes(id))
     assert.match(
       run.out.stderr,
       new RegExp(
         `gatehouse: approval required \\(request ${id}\\), waiting for group ops; approve with: gatehouse approvals approve ${id}`,
       ),
     )
-    const self = gw.cli(['approvals', 'approve', id, '--token', alice])
-    assert.notEqual(self.code, 0, 'the requester cannot approve it')
-    const ok = gw.cli(['approvals', 'approve', id, '--token', olga])
-    assert.equal(ok.code, 0, ok.stderr)
+    const self = await api('POST', `/v1/approvals/${id}/approve`, alice, {})
+    assert.notEqual(self.status, 200, 'the requester cannot approve it')
+    const ok = await api('POST', `/v1/approvals/${id}/approve`, olga, {})
+    assert.equal(ok.status, 200, ok.text)
     assert.equal(await run.done, 0, run.out.stderr)
     assert.equal(run.out.stdout, 'approved-run\n')
   })
@@ -102,7 +123,8 @@ describe('approvals: held SSH execs', () => {
   test('a denied exec ends with the comment', async () => {
     const run = sshAsync('echo never')
     const id = await pendingRequest()
-    assert.equal(gw.cli(['approvals', 'deny', id, '--token', olga, '--comment', 'use the runbook']).code, 0)
+    const denied = await api('POST', `/v1/approvals/${id}/deny`, olga, { comment: 'use the runbook' })
+    assert.equal(denied.status, 200, denied.text)
     assert.notEqual(await run.done, 0)
     assert.equal(run.out.stdout, '')
     assert.match(run.out.stderr, new RegExp(`request ${id} was denied by user:olga: use the runbook`))
