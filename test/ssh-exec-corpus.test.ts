@@ -217,7 +217,9 @@ approval contains {"rule": "needs-approval", "group": "ops", "reason": "this one
     await new Promise<void>((resolve, reject) => {
       c.on('ready', () => resolve())
       c.on('error', reject)
-      c.connect({ host: '127.0.0.1', port: sshPort, username: connection, password: token, readyTimeout: 20_000 })
+      // Bounds that only end a failure: a handshake through the gateway to sshd can take many seconds
+      // on a loaded two-core machine, more so while the corpus's first sessions start.
+      c.connect({ host: '127.0.0.1', port: sshPort, username: connection, password: token, readyTimeout: 120_000 })
     })
     c.on('error', () => clients.delete(key))
     c.on('close', () => clients.delete(key))
@@ -231,7 +233,7 @@ approval contains {"rule": "needs-approval", "group": "ops", "reason": "this one
     opts: { env?: Record<string, string>; term?: string } = {},
   ): Promise<Outcome> {
     return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve({ code: null, stdout: '', stderr: '', refused: 'timed out' }), 20_000)
+      const timer = setTimeout(() => resolve({ code: null, stdout: '', stderr: '', refused: 'timed out' }), 120_000)
       const o: ssh2.ExecOptions = {
         ...(opts.env ? { env: opts.env } : {}),
         ...(opts.term ? { pty: { term: opts.term, cols: 80, rows: 24, width: 640, height: 480, modes: {} } } : {}),

@@ -20,8 +20,9 @@ export function freePort(): Promise<number> {
   })
 }
 
-/** Waits until something listens on 127.0.0.1:port; throws `failure()` after `timeoutMs` or once `gaveUp()`. */
-export async function waitPort(port: number, failure: () => string, timeoutMs = 15_000, gaveUp = (): boolean => false): Promise<void> {
+/** Waits until something listens on 127.0.0.1:port; throws `failure()` after `timeoutMs` or once `gaveUp()`
+ * (the bound only ends a failure: a server starting on a loaded two-core machine may take a minute). */
+export async function waitPort(port: number, failure: () => string, timeoutMs = 120_000, gaveUp = (): boolean => false): Promise<void> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const up = await new Promise<boolean>((resolve) => {
@@ -117,7 +118,7 @@ export class TestSshd {
     await waitPort(
       port,
       () => `sshd did not start:\n${d.stderr}`,
-      10_000,
+      120_000,
       () => proc.exitCode !== null,
     )
     return d
