@@ -1,0 +1,118 @@
+// The pieces of remote MCP that need no servers: `tool:<connection>/<tool>` scope entries (syntax,
+// narrowing by delegation, the engine's check before any Rego), the connection settings' checks,
+// and the result masker's fail-closed rules.
+
+import assert from 'node:assert/strict'
+import { describe, test } from 'node:test'
+import { minimalRequest, narrowScope, scopeSyntaxProblem, scopeVocabularyProblems, scopeWithinProblem } from '../engine/identity/scope.js'
+import { parseScope, toolInScope } from '../engine/policy/scope.js'
+import { jsonMaskPlan } from '../proxies/kit/index.js'
+import { mcpRemotePlugin } from '../proxies/mcp-remote/index.js'
+import { ResultMasker } from '../proxies/mcp-remote/masking.js'
+
+const split = (s: string): string[] => s.split(' ').filter(Boolean)
+
+describe('tool: scope entries', () => {
+  test('syntax: tool:<connection>/<tool>', () => {
+    assert.equal(scopeSyntaxProblem(['tool:everything/echo', 'tool:a.b-c/get_x.y-z', 'tool:gh/repos/list']), null)
+    for (const bad of [
+      'tool:',
+      'tool:everything',
+      'tool:everything/',
+      'tool:/echo',
+      'tool:every thing/echo',
+      'tool:x/e cho',
+      `tool:x/${'a'.repeat(129)}`,
+    ]) {
+      assert.match(scopeSyntaxProblem([bad]) ?? '', /is not tool:<connection>\/<tool>/, bad)
+    }
+  })
+
+  test('the connection of a tool entry must be configured', () => {
+    const vocab = { actions: ['mcp.call'], connections: ['everything'] }
+    assert.deepEqual(scopeVocabularyProblems(['tool:everything/echo'], vocab), [])
+    assert.match(scopeVocabularyProblems(['tool:nowhere/echo'], vocab)[0] ?? '', /no connection named "nowhere"/)
+  })
+
+  test('narrowing: a subset, inherited when none is asked, never wider', () => {
+    const parent = split('connection:everything tool:everything/echo tool:everything/get-sum')
+    const sub = narrowScope(parent, ['tool:everything/echo'])
+    assert.deepEqual(sub, { ok: true, scope: ['connection:everything', 'tool:everything/echo'] })
+    const inherit = narrowScope(parent, ['mcp.call'])
+    assert.deepEqual(inherit, { ok: true, scope: ['connection:everything', 'mcp.call', 'tool:everything/echo', 'tool:everything/get-sum'] })
+    const wider = narrowScope(parent, ['tool:everything/get-env'])
+    assert.equal(wider.ok, false)
+    assert.match(wider.ok ? '' : wider.problem, /tool:everything\/get-env is not within/)
+    // A tool on a connection the parent cannot reach is not within it either.
+    const otherConn = narrowScope(split('connection:everything'), ['tool:github/list'])
+    assert.equal(otherConn.ok, false)
+    // From an unrestricted parent any tool may be named.
+    assert.equal(narrowScope([], ['tool:github/list']).ok, true)
+  })
+
+  test('a child that drops the tool restriction is not within its parent; minimal requests keep it', () => {
+    const parent = split('tool:everything/echo')
+    assert.match(scopeWithinProblem(['sql.read'], parent) ?? '', /tool restriction is missing/)
+    assert.equal(scopeWithinProblem(['tool:everything/echo', 'sql.read'], parent), null)
+    const effective = split('connection:x tool:everything/echo')
+    const req = minimalRequest(effective, split('connection:x tool:everything/echo tool:everything/add'))
+    assert.deepEqual(req, ['tool:everything/echo'])
+  })
+
+  test('the engine check: only mcp.call is about tools; a call naming no tool is out', () => {
+    const s = parseScope(split('connection:everything tool:everything/echo'))
+    assert.equal(toolInScope(s, 'everything', 'mcp.call', { tool: 'echo' }), true)
+    assert.equal(toolInScope(s, 'everything', 'mcp.call', { tool: 'get-env' }), false)
+    assert.equal(toolInScope(s, 'other', 'mcp.call', { tool: 'echo' }), false)
+    assert.equal(toolInScope(s, 'everything', 'mcp.call', {}), false)
+    assert.equal(toolInScope(s, 'everything', 'mcp.call', { tool: ['echo'] }), false)
+    assert.equal(toolInScope(s, 'everything', 'mcp.resource', { uri: 'x' }), true)
+    assert.equal(toolInScope(parseScope(['sql.read']), 'everything', 'mcp.call', { tool: 'anything' }), true)
+  })
+})
+
+describe('mcp-remote connection settings', () => {
+  const check = (s: Record<string, unknown>): string[] => mcpRemotePlugin.validateConnection?.(s) ?? []
+  test('a URL with a path; no credentials, query or fragment; injectable headers only', () => {
+    assert.deepEqual(check({ url: 'https://mcp.example.com/mcp', inject_headers: { Authorization: 'env:X' }, call_timeout: 30 }), [])
+    assert.match(check({ url: 'ftp://x/mcp' }).join(), /must be http/)
+    assert.match(check({ url: 'https://u:p@x/mcp' }).join(), /credentials/)
+    assert.match(check({ url: 'https://x/mcp?token=1' }).join(), /query/)
+    assert.match(check({ url: 'https://x/mcp', inject_headers: { 'Mcp-Session-Id': 'env:X' } }).join(), /sets this header itself/)
+    assert.match(check({ url: 'https://x/mcp', call_timeout: 0 }).join(), /call_timeout/)
+    assert.match(check({ url: 'https://x/mcp', path_case: 'insensitive' }).join(), /unknown key/)
+  })
+})
+
+describe('result masker', () => {
+  const plan = jsonMaskPlan([{ rule: 'ssn', column: '', json_path: '$..ssn', strategy: 'redact' }])
+  assert.ok(plan)
+  const keys = { key: Buffer.alloc(32, 1), sessionKey: Buffer.alloc(32, 2) }
+
+  test('JSON documents are masked at their own root; counts per path', () => {
+    const m = new ResultMasker(plan, keys)
+    assert.deepEqual(m.value({ users: [{ ssn: '123-45-6789', name: 'a' }] }), { users: [{ ssn: '****', name: 'a' }] })
+    assert.deepEqual(m.item({ type: 'text', text: '{"ssn":"1","x":1}' }), { type: 'text', text: '{"ssn":"****","x":1}' })
+    assert.deepEqual(m.summary(), { masked: [{ path: '$..ssn', rule: 'ssn', strategy: 'redact', count: 2 }] })
+  })
+
+  test('what cannot be masked is withheld: prose, JSON inside prose, images, blobs; links pass', () => {
+    const m = new ResultMasker(plan, keys)
+    for (const item of [
+      { type: 'text', text: 'the ssn is 123-45-6789' },
+      { type: 'text', text: 'record: {"ssn":"123-45-6789"}' },
+      { type: 'text', text: '{"ssn":"123-45-6789"' },
+      { type: 'image', data: 'aGVsbG8=', mimeType: 'image/png' },
+      { type: 'audio', data: 'aGVsbG8=', mimeType: 'audio/wav' },
+      { type: 'resource', resource: { uri: 'x://y', blob: 'eyJzc24iOiIxIn0=' } },
+    ]) {
+      const out = m.item(item) as { type: string; text: string }
+      assert.equal(out.type, 'text')
+      assert.match(out.text, /^gatehouse: withheld /, JSON.stringify(item))
+      assert.ok(!JSON.stringify(out).includes('123-45-6789'))
+    }
+    const link = { type: 'resource_link', uri: 'x://y', name: 'y' }
+    assert.deepEqual(m.item(link), link)
+    assert.equal(m.summary().withheld_content, 6)
+  })
+})
