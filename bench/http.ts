@@ -2,9 +2,15 @@
 // reverse proxy (node:http piping to a keep-alive agent: the floor cost of any Node HTTP proxy).
 // The load generator is autocannon (npm, pinned), run as its own process; runs alternate, medians
 // are reported: requests/s, ratios, p50/p99 latency, and each proxy's CPU time per request
-// (utime+stime of its process from /proc over the run ÷ requests).
+// (utime+stime of its process from /proc over the run ÷ requests). On a shared, loaded machine
+// the absolute rates swing from one run to the next, so each round's gateway ÷ bare-proxy ratio
+// (the two measured back to back) is reported too, as the median over the rounds.
 //
-//   node dist/bench/http.js [--duration S] [--runs N] [--connections C]
+//   node dist/bench/http.js [--duration S] [--runs N] [--connections C] [--warmup S]
+//                           [--baseline DIR]
+//
+// --baseline DIR: also runs the gateway of another built checkout (DIR/cli/bin/gatehouse.js, e.g.
+// a worktree of main) in the same rounds, so a change is measured before and after in one run.
 //
 // Everything is plain HTTP on loopback (the gateway's TLS would price the handshake, not the
 // proxy). The gateway runs the default decisions with a policy file that allows the GETs, with
@@ -25,21 +31,27 @@ interface Args {
   readonly duration: number
   readonly runs: number
   readonly connections: number
+  readonly warmup: number
+  readonly baseline: string | null
 }
 
 function parseArgs(argv: readonly string[]): Args {
   let duration = 5
   let runs = 3
   let connections = 10
+  let warmup = 5
+  let baseline: string | null = null
   for (let i = 0; i < argv.length; i++) {
     const v = Number(argv[i + 1])
     if (argv[i] === '--duration') duration = v
     else if (argv[i] === '--runs') runs = v
     else if (argv[i] === '--connections') connections = v
+    else if (argv[i] === '--warmup') warmup = v
+    else if (argv[i] === '--baseline') baseline = resolve(String(argv[i + 1]))
     else continue
     i++
   }
-  return { duration, runs, connections }
+  return { duration, runs, connections, warmup, baseline }
 }
 
 const UPSTREAM = `
@@ -134,35 +146,50 @@ async function main(): Promise<void> {
     const policies = join(dir, 'policies')
     cpSync(join(REPO, 'policies'), policies, { recursive: true })
     rmSync(join(policies, 'default.cases.yaml'), { force: true })
-    const config = join(dir, 'gatehouse.yaml')
-    writeFileSync(
-      config,
-      yaml.dump({
-        data_dir: join(dir, 'data'),
-        log_level: 'warn',
-        listen: { api: '127.0.0.1:0', postgres: 'off', ssh: 'off', http: '127.0.0.1:0' },
-        policies,
-        connections: [{ name: 'bench', protocol: 'http', url: `http://127.0.0.1:${upstream.port}` }],
-      }),
-    )
-    const gw = spawn(process.execPath, [BIN, 'serve', '--config', config], { stdio: ['ignore', 'ignore', 'inherit'] })
-    procs.push(gw)
-    const runFile = join(dir, 'data', 'run.json')
-    for (let i = 0; i < 600 && !existsSync(runFile); i++) await new Promise((r) => setTimeout(r, 100))
-    const run = JSON.parse(readFileSync(runFile, 'utf8')) as { listeners: Record<string, string> }
-    const gwPort = Number(run.listeners.http?.split(':').pop())
-    const tok = spawnSync(process.execPath, [BIN, 'token', 'create', '--subject', 'user:bench', '--ttl', '1h', '--config', config], {
-      encoding: 'utf8',
-    })
-    if (tok.status !== 0) throw new Error(`token create: ${tok.stderr}`)
-    const auth = `authorization=Bearer ${tok.stdout.trim()}`
+    /** A gateway of the checkout whose CLI is `bin`, with its own config and data directory. */
+    const startGateway = async (bin: string, name: string): Promise<{ proc: ChildProcess; port: number; auth: string }> => {
+      const config = join(dir, `${name}.yaml`)
+      writeFileSync(
+        config,
+        yaml.dump({
+          data_dir: join(dir, `${name}-data`),
+          log_level: 'warn',
+          listen: { api: '127.0.0.1:0', postgres: 'off', ssh: 'off', http: '127.0.0.1:0' },
+          policies,
+          connections: [{ name: 'bench', protocol: 'http', url: `http://127.0.0.1:${upstream.port}` }],
+        }),
+      )
+      // GH_BENCH_CPU_PROF=DIR: the gateway runs under `node --cpu-prof` (bench/cpuprofile.ts reads it).
+      const prof = process.env.GH_BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.GH_BENCH_CPU_PROF}`] : []
+      const proc = spawn(process.execPath, [...prof, bin, 'serve', '--config', config], { stdio: ['ignore', 'ignore', 'inherit'] })
+      procs.push(proc)
+      const runFile = join(dir, `${name}-data`, 'run.json')
+      for (let i = 0; i < 1200 && !existsSync(runFile); i++) await new Promise((r) => setTimeout(r, 100))
+      const run = JSON.parse(readFileSync(runFile, 'utf8')) as { listeners: Record<string, string> }
+      const port = Number(run.listeners.http?.split(':').pop())
+      const tok = spawnSync(process.execPath, [bin, 'token', 'create', '--subject', 'user:bench', '--ttl', '1h', '--config', config], {
+        encoding: 'utf8',
+      })
+      if (tok.status !== 0) throw new Error(`token create: ${tok.stderr}`)
+      return { proc, port, auth: `authorization=Bearer ${tok.stdout.trim()}` }
+    }
+    const gw = await startGateway(BIN, 'gatehouse')
     const targets = [
       { name: 'direct', url: `http://127.0.0.1:${upstream.port}/item`, headers: [] as string[], pid: null as number | null },
       { name: 'bare Node proxy', url: `http://127.0.0.1:${bare.port}/item`, headers: [], pid: bare.proc.pid ?? null },
-      { name: 'Gatehouse', url: `http://127.0.0.1:${gwPort}/c/bench/item`, headers: [auth], pid: gw.pid ?? null },
+      { name: 'Gatehouse', url: `http://127.0.0.1:${gw.port}/c/bench/item`, headers: [gw.auth], pid: gw.proc.pid ?? null },
     ]
-    // Warm up every path once (JIT, pools, the session per connection).
-    for (const t of targets) load(t.url, { ...a, duration: 2 }, t.headers, null)
+    if (a.baseline) {
+      const base = await startGateway(join(a.baseline, 'cli/bin/gatehouse.js'), 'baseline')
+      targets.push({
+        name: 'Gatehouse (baseline)',
+        url: `http://127.0.0.1:${base.port}/c/bench/item`,
+        headers: [base.auth],
+        pid: base.proc.pid ?? null,
+      })
+    }
+    // Warm up every path (JIT, pools, the session per connection).
+    for (const t of targets) load(t.url, { ...a, duration: a.warmup }, t.headers, null)
     const results = new Map<string, Run[]>(targets.map((t) => [t.name, []]))
     for (let r = 0; r < a.runs; r++) {
       for (const t of targets) {
@@ -196,10 +223,31 @@ async function main(): Promise<void> {
         `| ${t.name} | ${x.rps.toFixed(0)} | ${((100 * x.rps) / direct.rps).toFixed(0)}% | ${((100 * x.rps) / bareRow.rps).toFixed(0)}% | ${x.p50} | ${x.p99} | ${x.cpu === null ? '–' : x.cpu.toFixed(0)} |`,
       )
     }
+    // Per round: each gateway's requests/s ÷ the bare proxy's in the same round, and the bare
+    // proxy's CPU per request ÷ the gateway's (both robust to the machine's load drifting).
+    const bareRuns = results.get('bare Node proxy') ?? []
+    lines.push('', '| per round (median of rounds) | requests/s ÷ bare proxy | bare proxy CPU ÷ gateway CPU |', '|---|---:|---:|')
+    for (const t of targets.filter((x) => x.name.startsWith('Gatehouse'))) {
+      const rs = results.get(t.name) ?? []
+      const rps = rs.map((x, i) => x.rps / (bareRuns[i]?.rps ?? Number.NaN))
+      const cpu = rs.map((x, i) => (bareRuns[i]?.cpuUsPerRequest ?? Number.NaN) / (x.cpuUsPerRequest ?? Number.NaN))
+      lines.push(`| ${t.name} | ${(100 * median(rps)).toFixed(0)}% | ${(100 * median(cpu)).toFixed(0)}% |`)
+    }
     process.stdout.write(`${lines.join('\n')}\n`)
   } finally {
-    for (const p of procs) p.kill('SIGTERM')
-    await new Promise((r) => setTimeout(r, 300))
+    // Each process has exited (a profiled gateway writes its profile on the way out) before the
+    // directory goes.
+    await Promise.all(
+      procs.map(
+        (p) =>
+          new Promise<void>((r) => {
+            if (p.exitCode !== null || p.signalCode !== null) return r()
+            p.once('exit', () => r())
+            p.kill('SIGTERM')
+            setTimeout(r, 10_000).unref()
+          }),
+      ),
+    )
     rmSync(dir, { recursive: true, force: true })
   }
 }

@@ -3,8 +3,9 @@
 // host name gets the whole path unchanged, the Host header is matched exactly (without case; a
 // port only where the entry names one), unknown hosts are refused, and no request reaches one
 // connection's upstream while being decided (and audited) as another. HTTP/1.0 without Host is
-// refused. The connection settings are part of the configuration's schema (`config check`,
-// `config schema`).
+// refused. Decisions reused by request shape on a keep-alive connection follow every header and
+// a policy reload. The connection settings are part of the configuration's schema (`config
+// check`, `config schema`).
 
 import assert from 'node:assert/strict'
 import { execFile, spawnSync } from 'node:child_process'
@@ -16,6 +17,8 @@ import { promisify } from 'node:util'
 import { connect as tlsConnect } from 'node:tls'
 import { after, before, describe, test } from 'node:test'
 import yaml from 'js-yaml'
+import { Agent, request } from 'undici'
+import { readPolicyDir } from '../engine/policy/sources.js'
 import { BIN, REPO, TestGateway } from './helpers/gateway.js'
 import { rawExchange, statusOf } from './helpers/httpd.js'
 
@@ -27,6 +30,20 @@ deny contains {"rule": "no-secret", "reason": "the secret area of b is closed"} 
 	input.action == "http.request"
 	input.connection.name == "b"
 	startswith(concat("", [input.command.path, "/"]), "/secret/")
+}
+
+deny contains {"rule": "not-tenant-b", "reason": "tenant b is closed"} if {
+	input.action == "http.request"
+	input.connection.name == "c"
+	input.command.headers["x-tenant"] == "b"
+}
+`
+
+const CLOSE_Q = `package gatehouse
+
+deny contains {"rule": "no-q", "reason": "q is closed"} if {
+	input.action == "http.request"
+	input.command.path == "/q"
 }
 `
 
@@ -69,12 +86,13 @@ describe('HTTP proxy: host-name routing', () => {
   let gw: TestGateway
   let port = 0
   let token = ''
+  let policyDir = ''
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'gh-http-hosts-'))
     a = await whoAmI('A')
     b = await whoAmI('B')
-    const policyDir = join(dir, 'policies')
+    policyDir = join(dir, 'policies')
     cpSync(join(REPO, 'policies'), policyDir, { recursive: true })
     rmSync(join(policyDir, 'default.cases.yaml'), { force: true })
     writeFileSync(join(policyDir, 'http_hosts_rules.rego'), POLICY)
@@ -202,6 +220,44 @@ describe('HTTP proxy: host-name routing', () => {
     assert.doesNotMatch(misdirected, /upstream=/)
     assert.match(await overTls('b2.internal.example', 'b2.internal.example'), /upstream=B path=\/p /)
     assert.match(await overTls('B2.internal.example', 'b2.internal.example:443'), /upstream=B path=\/p /)
+  })
+
+  test('a decision reused on a keep-alive connection follows every header and a policy reload', async () => {
+    // One socket: one session, whose decisions are reused by request shape.
+    const agent = new Agent({ connections: 1, pipelining: 1 })
+    const get = async (tenant: string): Promise<number> => {
+      const r = await request(`http://127.0.0.1:${port}/c/c/q`, {
+        dispatcher: agent,
+        headers: { authorization: `Bearer ${token}`, 'x-tenant': tenant },
+      })
+      await r.body.text()
+      return r.statusCode
+    }
+    const admin = readFileSync(join(gw.dataDir, 'admin.token'), 'utf8').trim()
+    const reloaded = async (version: string): Promise<void> => {
+      const deadline = Date.now() + 30_000
+      for (;;) {
+        const res = await fetch(`${gw.apiUrl}/v1/policy`, { headers: { authorization: `Bearer ${admin}` } })
+        const st = (await res.json()) as { version: string }
+        if (st.version === version) return
+        assert.ok(Date.now() < deadline, `the policy was not reloaded: ${JSON.stringify(st)}`)
+        await new Promise((r) => setTimeout(r, 50))
+      }
+    }
+    try {
+      for (let i = 0; i < 3; i++) {
+        assert.equal(await get('a'), 200)
+        assert.equal(await get('b'), 403, 'another header value is another shape')
+      }
+      writeFileSync(join(policyDir, 'http_hosts_close_q.rego'), CLOSE_Q)
+      await reloaded(readPolicyDir(policyDir).version)
+      assert.equal(await get('a'), 403, 'the reloaded policy decides the same shape on the same connection')
+      rmSync(join(policyDir, 'http_hosts_close_q.rego'))
+      await reloaded(readPolicyDir(policyDir).version)
+      assert.equal(await get('a'), 200)
+    } finally {
+      await agent.close()
+    }
   })
 })
 

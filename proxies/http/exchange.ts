@@ -4,19 +4,41 @@
 
 import { createHash } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { Readable, Transform, type TransformCallback } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
-import type { Pool } from 'undici'
-import type { ApprovalOutcome, Decision, PluginContext, ProxySession } from '../types.js'
+import { Readable } from 'node:stream'
+import type { Dispatcher, Pool } from 'undici'
+import type { ApprovalOutcome, Decision, FastPathSession, PluginContext, ProxySession, SessionAuditEvent } from '../types.js'
 import { type Problem, sendProblem } from './respond.js'
-import { maskString, Scrubber } from './scrub.js'
+import { maskString, ScrubState } from './scrub.js'
 import { parseQuery } from './target.js'
 
-export type HttpContext = PluginContext<'gateway' | 'recordings'>
+export type HttpContext = PluginContext<'gateway' | 'recordings' | 'fastPath'>
+
+/**
+ * A synchronous transform of a response body on its way to the caller (the secret scrubber; a
+ * masker): `write` returns what may be sent so far, `end` the rest. Either may throw, which ends
+ * the response (it is never sent unfiltered).
+ */
+export interface BodyFilter {
+  write(chunk: Buffer): Buffer[]
+  end(): Buffer[]
+}
+
+/** A decision kept for requests of the same shape while the engine's epoch holds. */
+interface Reused {
+  readonly epoch: object
+  readonly decision: Decision
+}
+
+/** Shapes remembered per session; beyond this the map starts over (a client that never repeats). */
+const MAX_REUSED = 256
 
 /** Per-connection settings the pipeline needs, parsed once per session. */
 export interface ConnectionPlan {
   readonly pool: Pool
+  /** The session's synchronous decide and audit (the same answers as the session's own). */
+  readonly fast: FastPathSession
+  /** Decisions by request shape (method, path, query, headers; no body), see decideShape. */
+  readonly reuse: Map<string, Reused>
   /** Header name (lower case) → value to send upstream, resolved secrets. */
   readonly inject: ReadonlyMap<string, string>
   /** Byte strings masked in responses (the injected values in their echo forms). */
@@ -184,11 +206,82 @@ function preferWait(req: IncomingMessage): number | null {
   return Math.min(Number(m[1]), MAX_WAIT_SECONDS)
 }
 
+/**
+ * The shape of a bodiless request: everything its decision input holds besides the session's own
+ * (identity, connection) and the time (the epoch's second): method, normalised path, raw query and
+ * every header policy sees, as sent. Equal shapes have equal `command`s.
+ */
+function shapeKey(x: Exchange): string {
+  let k = `${x.method}\n${x.path}\n${x.rawQuery}`
+  const raw = x.req.rawHeaders
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string
+    if (HIDDEN_FROM_POLICY.has(name.toLowerCase())) continue
+    k += `\n${name}\0${raw[i + 1] as string}`
+  }
+  return k
+}
+
+/**
+ * decideNow, reusing the decision of an earlier request of the same shape in this session while
+ * the engine's epoch (policy bundle and second) is unchanged: the two inputs are then equal. Only
+ * answers are kept (no failures), and no holds: a held request goes through the approval flow with
+ * a fresh decision every time.
+ */
+function decideShape(x: Exchange, command: () => Record<string, unknown>): Decision {
+  const { fast, reuse } = x.plan
+  const epoch = fast.decisionEpoch()
+  const key = epoch === null ? '' : shapeKey(x)
+  if (epoch !== null) {
+    const hit = reuse.get(key)
+    if (hit !== undefined && hit.epoch === epoch) return hit.decision
+  }
+  const d = fast.decideNow('http.request', command())
+  if (
+    epoch !== null &&
+    d.effect !== 'hold' &&
+    d.policy !== 'error' &&
+    !d.rules.includes('policy-error') &&
+    fast.decisionEpoch() === epoch
+  ) {
+    if (reuse.size >= MAX_REUSED) reuse.clear()
+    reuse.set(key, { epoch, decision: d })
+  }
+  return d
+}
+
+/**
+ * Whether the caller is still there: an AbortSignal made only when something needs one (most
+ * requests finish without), and a hook the forwarding step sets to stop the upstream request.
+ */
+class Liveness {
+  gone = false
+  private controller: AbortController | null = null
+  onGone: (() => void) | null = null
+
+  constructor(res: ServerResponse) {
+    // The caller went away (or the session ended) before the answer was complete: stop the work.
+    res.once('close', () => {
+      if (res.writableFinished) return
+      this.gone = true
+      this.controller?.abort()
+      this.onGone?.()
+    })
+  }
+
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController()
+      if (this.gone) this.controller.abort()
+    }
+    return this.controller.signal
+  }
+}
+
 export async function runExchange(x: Exchange): Promise<void> {
   const { ctx, session, plan, req, res } = x
   const started = process.hrtime.bigint()
-  const abort = new AbortController()
-  res.once('close', () => abort.abort())
+  const live = new Liveness(res)
   const query = parseQuery(x.rawQuery)
   let body: ReadBody
   try {
@@ -197,56 +290,65 @@ export async function runExchange(x: Exchange): Promise<void> {
     res.destroy()
     return
   }
-  const command: Record<string, unknown> = { method: x.method, path: x.path, query, headers: policyHeaders(req) }
-  if (body.hasBody) {
-    let parsed: unknown
-    let ok = false
-    if (body.whole && isJson(req.headers['content-type'])) {
-      try {
-        parsed = JSON.parse(body.whole.toString('utf8'))
-        ok = true
-      } catch {
-        ok = false
+  // Built only when a decision is evaluated (a reused one needs none).
+  let built: Record<string, unknown> | null = null
+  const command = (): Record<string, unknown> => {
+    if (built !== null) return built
+    const c: Record<string, unknown> = { method: x.method, path: x.path, query, headers: policyHeaders(req) }
+    if (body.hasBody) {
+      let parsed: unknown
+      let ok = false
+      if (body.whole && isJson(req.headers['content-type'])) {
+        try {
+          parsed = JSON.parse(body.whole.toString('utf8'))
+          ok = true
+        } catch {
+          ok = false
+        }
       }
+      if (ok) c.body = parsed
+      else c.body_opaque = true
     }
-    if (ok) command.body = parsed
-    else command.body_opaque = true
+    built = c
+    return c
   }
   const fail = (p: Problem): void => sendProblem(res, p)
   let decision: Decision
   try {
-    decision = await session.decide('http.request', command, abort.signal)
+    decision = body.hasBody ? plan.fast.decideNow('http.request', command()) : decideShape(x, command)
   } catch (err) {
     ctx.log.error({ err: String(err), session: session.id }, 'policy evaluation failed; request refused')
     return fail({ status: 503, title: 'Refused', detail: 'the gateway could not decide this request' })
   }
-  const statement = {
-    type: 'statement' as const,
+  const statement: SessionAuditEvent & Record<string, unknown> = {
+    type: 'statement',
     action: 'http.request',
     seq: x.seq,
     method: x.method,
     path: x.path,
     query,
-    ...(x.host !== null ? { host: x.host } : {}),
-    ...(command.body_opaque ? { body_opaque: true } : {}),
-    decision: decision.effect,
-    rules: decision.rules,
-    policy_version: decision.policy,
   }
+  if (x.host !== null) statement.host = x.host
+  if (body.hasBody && command().body_opaque) statement.body_opaque = true
+  statement.decision = decision.effect
+  statement.rules = decision.rules
+  statement.policy_version = decision.policy
   try {
-    // Durable before anything reaches the upstream.
-    await session.audit(statement)
+    // Durable before anything reaches the upstream: in the OS at once (fsync batched), or on disk
+    // with the next group commit (fsync always).
+    if (!plan.fast.auditNow(statement)) await session.audit(statement)
   } catch (err) {
     ctx.log.error({ err: String(err), session: session.id }, 'audit append failed; request refused')
     return fail({ status: 503, title: 'Refused', detail: 'the gateway could not record this request' })
   }
   if (decision.effect === 'deny') return fail(deniedProblem(decision))
   if (decision.effect === 'hold') {
-    const verdict = await holdFlow(x, command, decision, body, abort.signal)
+    const verdict = await holdFlow(x, command(), decision, body, live.signal)
     if (verdict === 'answered') return
     if (verdict !== null) return fail(verdict.problem)
   }
-  await forward(x, body, abort, started)
+  if (live.gone) return
+  await forward(x, body, live, started)
 }
 
 /** The approval flow for a held request; null: granted and allowed, go on. */
@@ -355,7 +457,20 @@ async function holdFlow(
   }
 }
 
-async function forward(x: Exchange, body: ReadBody, abort: AbortController, started: bigint): Promise<void> {
+const NONE: Buffer[] = []
+
+/** Response headers the caller never gets from the upstream. */
+function callerHeaders(up: Dispatcher.ResponseData['headers'], needles: readonly Buffer[]): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {}
+  for (const k in up) {
+    const v = up[k]
+    if (v === undefined || HOP_BY_HOP.has(k) || k === 'proxy-authenticate') continue
+    out[k] = needles.length === 0 ? v : Array.isArray(v) ? v.map((s) => maskString(s, needles)) : maskString(v, needles)
+  }
+  return out
+}
+
+async function forward(x: Exchange, body: ReadBody, live: Liveness, started: bigint): Promise<void> {
   const { ctx, session, plan, req, res } = x
   // The whole body when it was read; otherwise what was read and the rest of the stream.
   let upstreamBody: Buffer | Readable | null = null
@@ -375,45 +490,110 @@ async function forward(x: Exchange, body: ReadBody, abort: AbortController, star
   let bytesOut = 0
   let error: string | null = null
   const respCapture: Buffer[] = []
+  let kept = 0
   let respHeaders: Record<string, unknown> = {}
-  try {
-    const up = await plan.pool.request({
-      method: x.method,
-      path: `${x.path}${x.rawQuery ? `?${x.rawQuery}` : ''}`,
-      headers,
-      body: upstreamBody,
-      signal: abort.signal,
-    })
-    status = up.statusCode
-    const out: Record<string, string | string[]> = {}
-    const encoded = up.headers['content-encoding']
-    if (plan.needles.length > 0 && encoded !== undefined && String(encoded).toLowerCase() !== 'identity') {
-      // A compressed body cannot be scanned for the injected secret: refuse rather than pass it.
-      up.body.destroy()
-      status = 502
-      error = 'compressed response from an upstream with injected credentials'
-      sendProblem(res, {
-        status: 502,
-        title: 'Bad gateway',
-        detail: 'the upstream answered with a compressed body the gateway cannot check',
-      })
-      return
-    }
-    for (const [k, v] of Object.entries(up.headers)) {
-      if (v === undefined || HOP_BY_HOP.has(k) || k === 'proxy-authenticate') continue
-      out[k] = Array.isArray(v) ? v.map((s) => maskString(s, plan.needles)) : maskString(v, plan.needles)
-    }
-    respHeaders = out
-    res.writeHead(status, out)
-    const tap = new Tap(plan.recordBytes, (c, keep) => {
+  // The response streams straight from undici's handler into the caller's response (no stream
+  // objects in between), through the filters, with backpressure both ways.
+  const filters: BodyFilter[] = plan.needles.length > 0 ? [new ScrubState(plan.needles)] : []
+  const send = (chunks: Buffer[], controller: Dispatcher.DispatchController | null): void => {
+    for (const c of chunks) {
+      if (c.length === 0) continue
       bytesOut += c.length
-      if (keep > 0) respCapture.push(Buffer.from(c.subarray(0, keep)))
+      if (kept < plan.recordBytes) {
+        const keep = Math.min(c.length, plan.recordBytes - kept)
+        respCapture.push(Buffer.from(c.subarray(0, keep)))
+        kept += keep
+      }
+      if (!res.write(c) && controller && !controller.paused) {
+        controller.pause()
+        res.once('drain', () => controller.resume())
+      }
+    }
+  }
+  const filtered = (chunk: Buffer | null): Buffer[] => {
+    if (filters.length === 0) return chunk === null ? NONE : [chunk]
+    let parts: Buffer[] = chunk === null ? [] : [chunk]
+    for (const f of filters) {
+      const next: Buffer[] = []
+      for (const p of parts) next.push(...f.write(p))
+      if (chunk === null) next.push(...f.end())
+      parts = next
+    }
+    return parts
+  }
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let controller: Dispatcher.DispatchController | null = null
+      let done = false
+      const finish = (err: Error | null): void => {
+        if (done) return
+        done = true
+        live.onGone = null
+        if (err) reject(err)
+        else resolve()
+      }
+      live.onGone = () => {
+        controller?.abort(new Error('the request was ended'))
+        finish(new Error('the request was ended'))
+      }
+      const fail = (c: Dispatcher.DispatchController, err: Error): void => {
+        if (!c.aborted) c.abort(err)
+        finish(err)
+      }
+      const handler: Dispatcher.DispatchHandler = {
+        onRequestStart(c) {
+          controller = c
+          if (live.gone) c.abort(new Error('the request was ended'))
+        },
+        onResponseStart(c, statusCode, upHeaders) {
+          if (statusCode < 200) return
+          status = statusCode
+          const encoded = upHeaders['content-encoding']
+          if (plan.needles.length > 0 && encoded !== undefined && String(encoded).toLowerCase() !== 'identity') {
+            // A compressed body cannot be scanned for the injected secret: refuse rather than pass it.
+            status = 502
+            error = 'compressed response from an upstream with injected credentials'
+            sendProblem(res, {
+              status: 502,
+              title: 'Bad gateway',
+              detail: 'the upstream answered with a compressed body the gateway cannot check',
+            })
+            c.abort(new Error(error))
+            finish(null)
+            return
+          }
+          const out = callerHeaders(upHeaders, plan.needles)
+          respHeaders = out
+          res.writeHead(statusCode, out)
+        },
+        onResponseData(c, chunk) {
+          if (done) return
+          try {
+            send(filtered(chunk), c)
+          } catch (err) {
+            fail(c, err instanceof Error ? err : new Error(String(err)))
+          }
+        },
+        onResponseEnd(c) {
+          if (done) return
+          try {
+            send(filtered(null), null)
+          } catch (err) {
+            fail(c, err instanceof Error ? err : new Error(String(err)))
+            return
+          }
+          res.end()
+          finish(null)
+        },
+        onResponseError(_c, err) {
+          finish(err)
+        },
+      }
+      plan.pool.dispatch({ method: x.method, path: `${x.path}${x.rawQuery ? `?${x.rawQuery}` : ''}`, headers, body: upstreamBody }, handler)
     })
-    if (plan.needles.length > 0) await pipeline(up.body, new Scrubber(plan.needles), tap, res)
-    else await pipeline(up.body, tap, res)
   } catch (err) {
-    error = abort.signal.aborted ? 'the request was ended' : errorText(err)
-    if (!res.headersSent && !abort.signal.aborted) {
+    error = live.gone ? 'the request was ended' : errorText(err)
+    if (!res.headersSent && !live.gone) {
       sendProblem(res, { status: 502, title: 'Bad gateway', detail: 'the upstream could not be reached or failed' })
     } else res.destroy()
   } finally {
@@ -453,22 +633,4 @@ async function forward(x: Exchange, body: ReadBody, abort: AbortController, star
 function errorText(err: unknown): string {
   const code = (err as { code?: unknown }).code
   return typeof code === 'string' ? code : 'upstream failure'
-}
-
-/** Counts bytes and hands the first `cap` of them to a recorder, passing everything through. */
-class Tap extends Transform {
-  private kept = 0
-  constructor(
-    private readonly cap: number,
-    private readonly onChunk: (chunk: Buffer, keep: number) => void,
-  ) {
-    super()
-  }
-
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    const keep = Math.min(chunk.length, Math.max(0, this.cap - this.kept))
-    this.kept += keep
-    this.onChunk(chunk, keep)
-    done(null, chunk)
-  }
 }

@@ -92,11 +92,11 @@ export const httpConnectionSchema = z
     }
   })
 
-export const httpPlugin: ProxyPlugin<Record<string, unknown>, 'gateway' | 'recordings'> = {
+export const httpPlugin: ProxyPlugin<Record<string, unknown>, 'gateway' | 'recordings' | 'fastPath'> = {
   name: 'http',
   contract: PLUGIN_CONTRACT,
   actions: ['http.request'],
-  capabilities: ['gateway', 'recordings'],
+  capabilities: ['gateway', 'recordings', 'fastPath'],
   // inject_headers is a map of header name → secret reference; each is resolved per session.
   secretKeys: ['inject_headers', 'client_key'],
 

@@ -83,30 +83,54 @@ export function maskString(value: string, needles: readonly Buffer[]): string {
 }
 
 /**
- * A stream that masks needles across chunk boundaries: it holds back the last (longest needle − 1)
+ * Masks needles across chunk boundaries, synchronously: it holds back the last (longest needle − 1)
  * bytes until the next chunk or the end, so a secret split between two chunks is still found.
+ * `write` returns what may be sent so far, `end` the rest.
  */
-export class Scrubber extends Transform {
+export class ScrubState {
   private tail: Buffer = Buffer.alloc(0)
   private readonly keep: number
   masked = 0
 
   constructor(private readonly needles: readonly Buffer[]) {
-    super()
     this.keep = Math.max(0, ...needles.map((n) => n.length)) - 1
   }
 
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+  write(chunk: Buffer): Buffer[] {
     const buf = this.tail.length > 0 ? Buffer.concat([this.tail, chunk]) : Buffer.from(chunk)
     this.masked += maskInPlace(buf, this.needles)
     const cut = Math.max(0, buf.length - this.keep)
     this.tail = buf.subarray(cut)
-    if (cut > 0) this.push(buf.subarray(0, cut))
+    return cut > 0 ? [buf.subarray(0, cut)] : []
+  }
+
+  end(): Buffer[] {
+    const t = this.tail
+    this.tail = Buffer.alloc(0)
+    return t.length > 0 ? [t] : []
+  }
+}
+
+/** ScrubState as a stream. */
+export class Scrubber extends Transform {
+  private readonly state: ScrubState
+
+  constructor(needles: readonly Buffer[]) {
+    super()
+    this.state = new ScrubState(needles)
+  }
+
+  get masked(): number {
+    return this.state.masked
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    for (const b of this.state.write(chunk)) this.push(b)
     done()
   }
 
   override _flush(done: TransformCallback): void {
-    if (this.tail.length > 0) this.push(this.tail)
+    for (const b of this.state.end()) this.push(b)
     done()
   }
 }

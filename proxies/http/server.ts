@@ -25,6 +25,9 @@ export const DEFAULT_RECORD_BYTES = 4096
 interface SocketState {
   readonly sessions: Map<string, Promise<SessionSlot>>
   seq: number
+  /** The last token seen on this client connection and its hash (keep-alive repeats it). */
+  lastToken: string | null
+  lastTokenHash: string
 }
 
 type SessionSlot = { ok: true; session: ProxySession; plan: ConnectionPlan } | { ok: false; status: number; detail: string }
@@ -159,9 +162,10 @@ export class HttpProxyServer {
   private state(req: IncomingMessage): SocketState {
     const s = req.socket as Socket & { gatehouseHttp?: SocketState }
     if (!s.gatehouseHttp) {
-      const st: SocketState = { sessions: new Map(), seq: 0 }
+      const st: SocketState = { sessions: new Map(), seq: 0, lastToken: null, lastTokenHash: '' }
       s.gatehouseHttp = st
       s.once('close', () => {
+        st.lastToken = null
         for (const p of st.sessions.values()) void p.then((slot) => slot.ok && slot.session.end('client closed'))
         st.sessions.clear()
       })
@@ -261,7 +265,11 @@ export class HttpProxyServer {
 
   private sessionFor(req: IncomingMessage, token: string, connection: string): Promise<SessionSlot> {
     const st = this.state(req)
-    const key = `${createHash('sha256').update(token).digest('hex')}\0${connection}`
+    if (st.lastToken !== token) {
+      st.lastToken = token
+      st.lastTokenHash = createHash('sha256').update(token).digest('hex')
+    }
+    const key = `${st.lastTokenHash}\0${connection}`
     const known = st.sessions.get(key)
     if (known) return known
     if (st.sessions.size >= MAX_SESSIONS_PER_SOCKET) {
@@ -320,6 +328,8 @@ export class HttpProxyServer {
     }
     return {
       pool,
+      fast: this.ctx.fastPath.session(session),
+      reuse: new Map(),
       inject,
       needles: needlesFor(inject.values()),
       bodyLimit: typeof s.body_limit === 'number' ? s.body_limit : DEFAULT_BODY_LIMIT,

@@ -45,6 +45,10 @@ function hexValue(c: number): number {
 export function normalisePath(raw: string, rules: PathRules): string {
   if (!PATH_CHARS.test(raw)) throw new TargetError('the path has characters that must be percent-encoded')
   if (!rules.pathParams && raw.includes(';')) throw new TargetError('the path has ";" parameters, which this connection refuses')
+  // Already normal (the common case): ASCII, nothing escaped, no empty or dot segments.
+  if (raw.charCodeAt(0) === 0x2f && !raw.includes('%') && !raw.includes('//') && !raw.includes('/.') && !raw.includes(';')) {
+    return rules.caseInsensitive ? raw.toLowerCase() : raw
+  }
   // Decode unreserved escapes, keep the rest (upper-case hex), and check the decoded bytes.
   let out = ''
   const bytes: number[] = []
