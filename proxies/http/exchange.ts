@@ -564,7 +564,13 @@ async function forward(x: Exchange, body: ReadBody, live: Liveness, started: big
           }
           const out = callerHeaders(upHeaders, plan.needles)
           respHeaders = out
-          res.writeHead(statusCode, out)
+          try {
+            res.writeHead(statusCode, out)
+          } catch (err) {
+            // A header node:http will not send (invalid characters): the answer is a 502.
+            status = 502
+            fail(c, err instanceof Error ? err : new Error(String(err)))
+          }
         },
         onResponseData(c, chunk) {
           if (done) return
