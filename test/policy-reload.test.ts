@@ -1,8 +1,8 @@
 // Hot reload against a real gateway process: an edit to the policy directory is compiled off the
 // data path and swapped in within two seconds (`gatehouse policy status` shows the new version),
 // a live PostgreSQL session carries on and its next statement is decided by the new bundle; a
-// broken edit keeps the last good bundle deciding and shows why. A gateway whose policy does not
-// compile does not start.
+// broken edit keeps the last good bundle deciding and shows why (`/readyz` answers 503 until the
+// source compiles again). A gateway whose policy does not compile does not start.
 
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
@@ -48,6 +48,17 @@ async function waitFor(gw: TestGateway, ok: (s: Status) => boolean, since: numbe
     if (ms > limitMs + 3000) assert.fail(`policy status did not change in time: ${JSON.stringify(s)}`)
     await new Promise((r) => setTimeout(r, 25))
   }
+}
+
+interface Readyz {
+  status: string
+  checks: Record<string, { ok: boolean; detail: string }>
+}
+
+/** GET /readyz (no token: load balancers call it): its status code and answer. */
+async function readyz(gw: TestGateway): Promise<{ code: number; body: Readyz }> {
+  const res = await fetch(`${gw.apiUrl}/readyz`)
+  return { code: res.status, body: (await res.json()) as Readyz }
 }
 
 /** The log is written asynchronously: wait for a line rather than race it. */
@@ -125,6 +136,21 @@ describe('policy hot reload', () => {
     assert.match(s.last_error ?? '', /gatehouse\.rego:\d+: rego_parse_error/)
     await waitForLog(gw, /policy reload failed; the loaded bundle keeps deciding/)
     assert.equal((await statement('SELECT 3 AS while_broken')).policy_version, good.version)
+    // Readiness says the policy in force is not the one on disk (docs/operations.md), and why;
+    // the other checks still pass.
+    const notReady = await readyz(gw)
+    assert.equal(notReady.code, 503, JSON.stringify(notReady.body))
+    assert.equal(notReady.body.status, 'not ready')
+    assert.equal(notReady.body.checks.policy?.ok, false)
+    assert.match(
+      notReady.body.checks.policy?.detail ?? '',
+      new RegExp(
+        `^the last reload failed \\(version ${good.version.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} still decides\\): .*rego_parse_error`,
+        's',
+      ),
+    )
+    assert.equal(notReady.body.checks.audit?.ok, true)
+    assert.equal(notReady.body.checks.listeners?.ok, true)
     const human = gw.cli(['policy', 'status'])
     assert.match(human.stdout, /^last error: [^\n]*the policy does not compile:\n\s+\S*gatehouse\.rego:\d+: rego_parse_error/m)
 
@@ -137,6 +163,10 @@ describe('policy hot reload', () => {
     writeFileSync(file, text)
     const { s: fixed } = await waitFor(gw, (x) => x.last_error === null, Date.now())
     assert.equal(fixed.version, good.version)
+    const ready = await readyz(gw)
+    assert.equal(ready.code, 200, JSON.stringify(ready.body))
+    assert.equal(ready.body.status, 'ready')
+    assert.equal(ready.body.checks.policy?.ok, true)
   })
 
   test('a broken masking.yaml is rejected the same way', async () => {
