@@ -37,6 +37,18 @@ function gatewayCa(config: Config): string {
   return readFileSync(file, 'utf8')
 }
 
+/** The `exp` of a JWT-shaped token (unverified: only to tell kubectl when to ask again), or null. */
+function tokenExpiry(token: string): number | null {
+  const part = token.split('.')[1]
+  if (!part) return null
+  try {
+    const claims = JSON.parse(Buffer.from(part, 'base64url').toString('utf8')) as { exp?: unknown }
+    return typeof claims.exp === 'number' && Number.isFinite(claims.exp) ? claims.exp : null
+  } catch {
+    return null
+  }
+}
+
 export function registerKubeCommands(program: Command, configOption: () => Option): void {
   program
     .command('kubeconfig')
@@ -109,8 +121,10 @@ export function registerKubeCommands(program: Command, configOption: () => Optio
         token = storedLoginToken(o.server) ?? storedLoginToken(process.env.GATEHOUSE_SERVER ?? '')
       }
       if (!token) throw new CliError('no Gatehouse token: set GATEHOUSE_TOKEN, give --token-file, or run gatehouse login')
-      process.stdout.write(
-        `${JSON.stringify({ apiVersion: 'client.authentication.k8s.io/v1', kind: 'ExecCredential', status: { token } })}\n`,
-      )
+      // kubectl runs the plugin again once the token expires (a renewed login is picked up then).
+      const status: Record<string, string> = { token }
+      const exp = tokenExpiry(token)
+      if (exp !== null) status.expirationTimestamp = new Date(exp * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z')
+      process.stdout.write(`${JSON.stringify({ apiVersion: 'client.authentication.k8s.io/v1', kind: 'ExecCredential', status })}\n`)
     })
 }
