@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto'
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http'
 import { createServer as createNetServer, isIP, type Server as NetServer, type Socket } from 'node:net'
 import { TLSSocket } from 'node:tls'
-import type { Pool } from 'undici'
+import type { Dispatcher, Pool } from 'undici'
 import yaml from 'js-yaml'
 import { createPool, framingProblem, originTarget, route, upstreamSpec } from '../http/public.js'
 import { JsonMasker, type JsonMaskPlan, jsonMaskPlan, loadMaskingKey } from '../kit/index.js'
@@ -385,8 +385,9 @@ export class KubeProxyServer implements StreamHost {
     let status = 502
     let bytesOut = 0
     let error: string | null = null
+    let up: Dispatcher.ResponseData | null = null
     try {
-      const up = await plan.pool.request({
+      up = await plan.pool.request({
         method: (req.method ?? 'GET') as 'GET',
         path: `${a.info.path}${a.rawQuery ? `?${a.rawQuery}` : ''}`,
         headers,
@@ -403,8 +404,9 @@ export class KubeProxyServer implements StreamHost {
       if (mask === null || req.method === 'HEAD' || status === 204 || status === 304) {
         res.writeHead(status, out)
         for await (const c of up.body) {
+          if (res.destroyed) throw new Error('the client went away')
           bytesOut += (c as Buffer).length
-          if (!res.write(c)) await new Promise((r) => res.once('drain', r))
+          if (!res.write(c)) await drained(res)
         }
         res.end()
         return
@@ -423,9 +425,10 @@ export class KubeProxyServer implements StreamHost {
       const masker = new JsonMasker(mask, this.maskingKey(), { multiple: a.info.verb === 'watch' || type.includes('stream=watch') })
       res.writeHead(status, out)
       for await (const c of up.body) {
+        if (res.destroyed) throw new Error('the client went away')
         for (const part of masker.write(c as Buffer)) {
           bytesOut += part.length
-          if (!res.write(part)) await new Promise((r) => res.once('drain', r))
+          if (!res.write(part)) await drained(res)
         }
       }
       for (const part of masker.end()) {
@@ -434,7 +437,9 @@ export class KubeProxyServer implements StreamHost {
       }
       res.end()
     } catch (err) {
-      error = abort.signal.aborted ? 'the request was ended' : String((err as { code?: unknown }).code ?? 'upstream failure')
+      up?.body.destroy()
+      error =
+        abort.signal.aborted || res.destroyed ? 'the request was ended' : String((err as { code?: unknown }).code ?? 'upstream failure')
       if (!res.headersSent && !abort.signal.aborted)
         sendStatus(res, { code: 502, message: 'gatehouse: the API server could not be reached or failed' })
       else res.destroy()
@@ -561,4 +566,17 @@ export class KubeProxyServer implements StreamHost {
   upstreamFor(session: ProxySession): ReturnType<typeof upstreamSpec> {
     return upstreamSpec(session.settings, session.secrets)
   }
+}
+
+/** Resolves when the client can take more, or is gone (then the next write fails and ends the copy). */
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done)
+      res.off('close', done)
+      resolve()
+    }
+    res.once('drain', done)
+    res.once('close', done)
+  })
 }
