@@ -188,6 +188,7 @@ describe('web console', () => {
     assert.match(String(await card.locator('pre.statement').textContent()), new RegExp(`CREATE TABLE ${first.table}`))
     assert.match(String(await card.textContent()), /prod-ddl/)
     assert.match(String(await card.textContent()), /user:alice/)
+    assert.match(String(await card.textContent()), /app \(env=prod\)/, 'the connection with its labels')
     await accessible(page, '02-approvals')
     await card.getByLabel('Comment').fill('looks fine')
     await card.getByRole('button', { name: 'Approve' }).click()
@@ -227,6 +228,14 @@ describe('web console', () => {
     const r = gw.cli(['approvals', 'deny', id, '--token', bob, '--comment', 'cleanup'])
     assert.equal(r.code, 0, r.stderr)
     await held.run.done
+    // An access request for a window, filed from the page.
+    const form = page.locator('#access-request')
+    await form.getByLabel('Connection').fill('app')
+    await form.getByLabel('Action').fill('sql.ddl')
+    await form.getByLabel('For').fill('30m')
+    await form.getByLabel('Reason').fill('migration OPS-7')
+    await form.getByRole('button', { name: 'Request access' }).click()
+    await form.locator('.status.ok', { hasText: /Filed R-[0-9a-f]{6} \(pending\)/ }).waitFor({ timeout: 15_000 })
     await ctx.close()
   })
 
@@ -325,6 +334,13 @@ describe('web console', () => {
     const lines = readFileSync(file, 'utf8').trim().split('\n')
     assert.ok(lines.some((l) => l.includes('sub-agent-was-here')))
     for (const l of lines) JSON.parse(l)
+    // The SQL session's replay: a timeline of its statements with their decisions.
+    await row.getByRole('link').click()
+    const stmt = page.locator('table.timeline tr', { hasText: "SELECT 'sub-agent-was-here'" })
+    await stmt.waitFor({ timeout: 30_000 })
+    assert.match(String(await stmt.textContent()), /allow/)
+    assert.match(String(await page.locator('main').textContent()), /user:alice[\s\S]*agent:fetcher/)
+    await accessible(page, '07-replay-sql')
     await page.goto(`${gw.apiUrl}/#policy`)
     await page.getByRole('heading', { name: /Files \(\d+, read-only\)/ }).waitFor()
     assert.match(String(await page.locator('main').textContent()), /gatehouse\.rego/)

@@ -38,6 +38,7 @@ export const approvalSchema = {
     chain: { type: 'array', items: { type: 'string' } },
     token_ids: { type: 'array', items: { type: 'string' } },
     connection: { type: 'string' },
+    connection_labels: { type: 'object', additionalProperties: { type: 'string' } },
     session: nullableString,
     action: { type: 'string' },
     statement: { type: 'string' },

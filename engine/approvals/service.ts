@@ -68,6 +68,8 @@ export interface ApprovalView {
   readonly chain: readonly string[]
   readonly token_ids: readonly string[]
   readonly connection: string
+  /** The connection's labels as configured now (what the requirement matched on). */
+  readonly connection_labels: Readonly<Record<string, string>>
   readonly session: string | null
   readonly action: string
   readonly statement: string
@@ -522,6 +524,7 @@ export class ApprovalService {
       chain: r.chain,
       token_ids: r.tokenIds,
       connection: r.connection,
+      connection_labels: this.deps.connection(r.connection)?.labels ?? {},
       session: r.session,
       action: r.action,
       statement: r.display,

@@ -14,6 +14,7 @@ interface Approval {
   chain: string[]
   token_ids: string[]
   connection: string
+  connection_labels?: Record<string, string>
   session: string | null
   action: string
   statement: string
@@ -187,7 +188,16 @@ function approvalCard(a: Approval, scopes: Map<string, string[]>, refresh: () =>
     chainList(a.chain, scopes, a.token_ids),
     facts([
       ['Requested by', a.requester],
-      ['Connection', a.connection],
+      [
+        'Connection',
+        `${a.connection}${
+          a.connection_labels && Object.keys(a.connection_labels).length > 0
+            ? ` (${Object.entries(a.connection_labels)
+                .map(([k, v]) => `${k}=${v}`)
+                .join(', ')})`
+            : ''
+        }`,
+      ],
       ['Session', a.session ? h('a', { href: `#replay/${a.session}` }, a.session) : '—'],
       ['Rules', a.rules.join(', ') || '—'],
       ['Needs', a.requirements.map((q) => `${q.count} of ${q.group}${q.reason ? ` (${q.reason})` : ''}`).join('; ') || '—'],
@@ -385,6 +395,9 @@ function summary(e: Json): string {
   if (typeof e.method === 'string' && typeof e.path === 'string') return `${e.method} ${e.path}`
   if (typeof e.tool === 'string') return `${e.tool} ${e.arguments === undefined ? '' : JSON.stringify(e.arguments)}`.trim()
   for (const k of ['sql', 'command', 'reason', 'method']) if (typeof e[k] === 'string') return String(e[k])
+  const err = e.error as { code?: string; message?: string } | undefined
+  if (err?.message) return `error ${err.code ?? ''}: ${err.message}`
+  if (typeof e.tag === 'string') return `${e.tag}${typeof e.rows === 'number' ? ` (${e.rows} rows)` : ''}`
   const t = e.token as { id?: string } | undefined
   if (t?.id) return `token ${t.id}`
   return ''
@@ -634,7 +647,15 @@ async function replayView(id: string): Promise<void> {
             h('td', {}, String(e.type)),
             h('td', {}, typeof e.decision === 'string' ? badge(e.decision) : ''),
             h('td', {}, h('code', {}, summary(e))),
-            h('td', {}, Array.isArray(e.masked) ? (e.masked as unknown[]).map((m) => JSON.stringify(m)).join(', ') : ''),
+            h(
+              'td',
+              {},
+              Array.isArray(e.masked)
+                ? (e.masked as { column?: string; strategy?: string; rule?: string }[])
+                    .map((m) => `${m.column ?? '?'}: ${m.strategy ?? ''}${m.rule ? ` (${m.rule})` : ''}`)
+                    .join(', ')
+                : '',
+            ),
             h('td', {}, typeof e.duration_ms === 'number' ? `${e.duration_ms} ms` : ''),
           ),
         ),
