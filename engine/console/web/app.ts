@@ -656,7 +656,7 @@ async function replayView(id: string): Promise<void> {
                     .join(', ')
                 : '',
             ),
-            h('td', {}, typeof e.duration_ms === 'number' ? `${e.duration_ms} ms` : ''),
+            h('td', {}, typeof e.duration_ms === 'number' ? `${e.duration_ms.toFixed(1)} ms` : ''),
           ),
         ),
       ),
