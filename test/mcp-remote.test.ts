@@ -13,7 +13,7 @@ import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
-import { McpError } from '@modelcontextprotocol/sdk/types.js'
+import { CreateMessageRequestSchema, McpError } from '@modelcontextprotocol/sdk/types.js'
 import { REPO, TestGateway } from './helpers/gateway.js'
 import { type McpUpstream, startEverything } from './helpers/mcpupstream.js'
 
@@ -258,6 +258,28 @@ describe('remote MCP servers', () => {
       // Without a rule, the same kind of document passes.
       const other = await client.readResource({ uri: 'demo://resource/static/document/features.md' })
       assert.doesNotMatch(String((other.contents[0] as { text?: string }).text), /^gatehouse: withheld/)
+    } finally {
+      await client.close()
+    }
+  })
+
+  test("the upstream's sampling request reaches an agent that declared sampling, and its answer goes back", async () => {
+    const client = new Client({ name: 'sampling-agent', version: '1.0.0' }, { capabilities: { sampling: {} } })
+    const asked: string[] = []
+    client.setRequestHandler(CreateMessageRequestSchema, async (r) => {
+      asked.push(JSON.stringify(r.params.messages))
+      return { model: 'test-model', role: 'assistant', content: { type: 'text', text: 'sampled by the agent' } }
+    })
+    await client.connect(
+      new StreamableHTTPClientTransport(new URL(`${gw.apiUrl}/mcp-remote/everything`), {
+        requestInit: { headers: { authorization: `Bearer ${alice}` } },
+      }),
+    )
+    try {
+      const r = await client.callTool({ name: 'trigger-sampling-request', arguments: { prompt: 'say hi', maxTokens: 5 } })
+      assert.equal(asked.length, 1)
+      assert.match(asked[0] ?? '', /say hi/)
+      assert.match(JSON.stringify(r.content), /sampled by the agent/)
     } finally {
       await client.close()
     }

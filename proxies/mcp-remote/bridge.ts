@@ -122,6 +122,8 @@ export class Bridge {
   private needles: Buffer[] = []
   private seq = 0
   private keys: MaskingKeys | null = null
+  /** The agent's tools/call requests in flight: an upstream request made during one goes back on its stream. */
+  private readonly inflight: (string | number)[] = []
   private readonly abort = new AbortController()
 
   constructor(
@@ -214,17 +216,17 @@ export class Bridge {
     // they are: the agent answers them; they decide nothing at the gateway.
     if (mirrored.sampling) {
       client.setRequestHandler(CreateMessageRequestSchema, (r, extra) =>
-        server.request({ method: r.method, params: r.params }, CreateMessageResultSchema, { signal: extra.signal }),
+        server.request({ method: r.method, params: this.masked(r.params) }, CreateMessageResultSchema, this.toAgent(extra.signal)),
       )
     }
     if (mirrored.elicitation) {
       client.setRequestHandler(ElicitRequestSchema, (r, extra) =>
-        server.request({ method: r.method, params: r.params }, ElicitResultSchema, { signal: extra.signal }),
+        server.request({ method: r.method, params: this.masked(r.params) }, ElicitResultSchema, this.toAgent(extra.signal)),
       )
     }
     if (mirrored.roots) {
       client.setRequestHandler(ListRootsRequestSchema, (r, extra) =>
-        server.request({ method: r.method, params: r.params }, ListRootsResultSchema, { signal: extra.signal }),
+        server.request({ method: r.method, params: this.masked(r.params) }, ListRootsResultSchema, this.toAgent(extra.signal)),
       )
     }
     client.fallbackNotificationHandler = async (n: Notification): Promise<void> => {
@@ -234,6 +236,12 @@ export class Bridge {
     this.transport = transport
     transport.onclose = () => void this.close('the client ended the session')
     await server.connect(transport)
+  }
+
+  /** Options for a request to the agent: on the stream of the call in flight, if any (else the GET stream). */
+  private toAgent(signal: AbortSignal): { signal: AbortSignal; relatedRequestId?: string | number } {
+    const related = this.inflight.at(-1)
+    return related === undefined ? { signal } : { signal, relatedRequestId: related }
   }
 
   handle(req: IncomingMessage, res: ServerResponse, body: unknown): Promise<void> {
@@ -475,6 +483,7 @@ export class Bridge {
         )
         const started = Date.now()
         const progressToken: ProgressToken | undefined = r.params._meta?.progressToken
+        this.inflight.push(extra.requestId)
         try {
           const out = await client.request({ method: 'tools/call', params: { name, arguments: args } }, CallToolResultSchema, {
             ...opts(extra.signal),
@@ -509,6 +518,9 @@ export class Bridge {
         } catch (err) {
           this.result('mcp.call', seq, started, { error: err instanceof McpError ? `upstream error ${err.code}` : 'upstream failure' })
           throw this.upstreamError(err)
+        } finally {
+          const i = this.inflight.lastIndexOf(extra.requestId)
+          if (i >= 0) this.inflight.splice(i, 1)
         }
       })
     }
