@@ -177,6 +177,15 @@ describe('npm pack, npm install -g, gatehouse serve from the installed package',
     assert.equal(rows.trim(), 'through the installed gateway')
     const res = await fetch(`http://127.0.0.1:${api}/readyz`)
     assert.equal(res.status, 200)
+    // The web console's page, script, style and terminal player ship in the package.
+    const home = await fetch(`http://127.0.0.1:${api}/`)
+    assert.equal(home.status, 200)
+    assert.match(await home.text(), /Gatehouse/)
+    for (const a of ['app.js', 'console.css', 'asciinema-player.min.js', 'asciinema-player.css']) {
+      const r = await fetch(`http://127.0.0.1:${api}/console/assets/${a}`)
+      assert.equal(r.status, 200, `${a} is served by the installed gateway`)
+      assert.ok((await r.arrayBuffer()).byteLength > 100)
+    }
     await stop(proc)
     proc = null
   })
