@@ -347,7 +347,6 @@ export async function runExchange(x: Exchange): Promise<void> {
     if (verdict === 'answered') return
     if (verdict !== null) return fail(verdict.problem)
   }
-  if (live.gone) return
   await forward(x, body, live, started)
 }
 
