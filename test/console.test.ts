@@ -10,6 +10,7 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { copyFileSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { request } from 'node:http'
 import { after, before, describe, test } from 'node:test'
 import type { Browser, BrowserContext, Page } from 'playwright-core'
 import { direct, LOCAL_PG, REPO, TestGateway } from './helpers/gateway.js'
@@ -400,5 +401,62 @@ describe('web console', () => {
     await page.goto(`${gw.apiUrl}/#sessions`)
     await page.getByText('Only members of gatehouse-admins can see sessions.').waitFor()
     await ctx.close()
+  })
+  test('off loopback the cookie is Secure, and a provider login needs console.url', async () => {
+    const url = new URL(gw.apiUrl)
+    const send = (method: string, path: string, body = ''): Promise<{ status: number; headers: Record<string, unknown>; body: string }> =>
+      new Promise((resolve, reject) => {
+        const req = request(
+          {
+            host: url.hostname,
+            port: url.port,
+            method,
+            path,
+            headers: {
+              host: 'gatehouse.example.com',
+              origin: 'https://gatehouse.example.com',
+              'content-type': 'application/x-www-form-urlencoded',
+              'content-length': Buffer.byteLength(body),
+            },
+          },
+          (res) => {
+            let text = ''
+            res.on('data', (d: Buffer) => {
+              text += d.toString()
+            })
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }))
+          },
+        )
+        req.on('error', reject)
+        req.end(body)
+      })
+    const admin = readFileSync(join(gw.dataDir, 'admin.token'), 'utf8').trim()
+    const login = await send('POST', '/console/login/token', new URLSearchParams({ token: admin }).toString())
+    assert.equal(login.status, 303)
+    const cookie = String(login.headers['set-cookie'])
+    assert.match(cookie, /gh_console=[\w-]+; Path=\/; HttpOnly; SameSite=Strict; Max-Age=\d+; Secure/)
+    const oidc = await send('GET', '/console/login/oidc?provider=test-op')
+    assert.equal(oidc.status, 400)
+    assert.match(oidc.body, /Set console\.url/)
+    // A delegated token is not a person's login.
+    const agent = await fetch(`${gw.apiUrl}/oauth/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({
+        grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+        subject_token: alice,
+        subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+        agent: 'helper',
+      }),
+    })
+    const child = ((await agent.json()) as { access_token: string }).access_token
+    const refused = await fetch(`${gw.apiUrl}/console/login/token`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: child }),
+    })
+    assert.equal(refused.status, 403)
+    assert.equal(refused.headers.get('set-cookie'), null)
   })
 })
