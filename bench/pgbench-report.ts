@@ -10,6 +10,7 @@ export const SCALE = 10
 
 /** What the report says about how the runs were made. */
 export interface RunShape {
+  readonly modes: readonly ('simple' | 'prepared')[]
   readonly duration: number
   readonly runs: number
   readonly clients: readonly number[]
@@ -36,6 +37,7 @@ export const fmtInt = (n: number): string => Math.round(n).toLocaleString('en-US
 export const fmt = (n: number, digits: number): string => (Number.isFinite(n) ? n.toFixed(digits) : '–')
 
 export interface Summary {
+  readonly mode: 'simple' | 'prepared'
   readonly target: Target
   readonly clients: number
   readonly samples: readonly Sample[]
@@ -44,9 +46,10 @@ export interface Summary {
   readonly cpuUsPerStmt: number | null
 }
 
-export function summarise(target: Target, clients: number, samples: readonly Sample[]): Summary {
+export function summarise(target: Target, clients: number, samples: readonly Sample[], mode: 'simple' | 'prepared'): Summary {
   const cpu = samples.map((s) => s.cpuUsPerStmt).filter((c): c is number => c !== null)
   return {
+    mode,
     target,
     clients,
     samples,
@@ -58,15 +61,15 @@ export function summarise(target: Target, clients: number, samples: readonly Sam
 
 export function table(summaries: readonly Summary[]): string {
   const rows: string[] = [
-    '| clients | target | TPS (median) | vs direct | latency avg (ms) | added latency per query (µs) | proxy CPU per statement (µs) | TPS of each run |',
-    '|---:|---|---:|---:|---:|---:|---:|---|',
+    '| -M | clients | target | TPS (median) | vs direct | latency avg (ms) | added latency per query (µs) | proxy CPU per statement (µs) | TPS of each run |',
+    '|---|---:|---|---:|---:|---:|---:|---:|---|',
   ]
   for (const s of summaries) {
-    const d = summaries.find((x) => x.clients === s.clients && x.target.key === 'direct')
+    const d = summaries.find((x) => x.mode === s.mode && x.clients === s.clients && x.target.key === 'direct')
     const ratio = d ? s.tps / d.tps : Number.NaN
     const added = d && s.target.key !== 'direct' ? fmt((s.latencyMs - d.latencyMs) * 1000, 1) : '–'
     rows.push(
-      `| ${s.clients} | ${s.target.label} | ${fmtInt(s.tps)} | ${fmt(ratio, 3)} | ${fmt(s.latencyMs, 3)} | ${added} | ${
+      `| ${s.mode} | ${s.clients} | ${s.target.label} | ${fmtInt(s.tps)} | ${fmt(ratio, 3)} | ${fmt(s.latencyMs, 3)} | ${added} | ${
         s.cpuUsPerStmt !== null ? fmt(s.cpuUsPerStmt, 1) : '–'
       } | ${s.samples.map((x) => fmtInt(x.tps)).join(', ')} |`,
     )
@@ -74,39 +77,55 @@ export function table(summaries: readonly Summary[]): string {
   return rows.join('\n')
 }
 
-export function comparisons(summaries: readonly Summary[], clientCounts: readonly number[]): string {
+/** Ratios of two alternated targets, run by run (run r of each was next to the other in time). */
+function paired(a: Summary, b: Summary, f: (x: Sample) => number | null): number[] {
+  return a.samples
+    .map((x, i) => {
+      const y = b.samples[i]
+      const fx = f(x)
+      const fy = y ? f(y) : null
+      return fx !== null && fy !== null ? fx / fy : Number.NaN
+    })
+    .filter(Number.isFinite)
+}
+
+const GATEWAYS: readonly Target['key'][] = ['gatehouse', 'gatehouse-mask', 'gatehouse-off']
+
+export function comparisons(
+  summaries: readonly Summary[],
+  clientCounts: readonly number[],
+  modes: readonly ('simple' | 'prepared')[],
+): string {
   const lines: string[] = []
-  for (const c of clientCounts) {
-    const get = (k: Target['key']): Summary | undefined => summaries.find((s) => s.clients === c && s.target.key === k)
-    const d = get('direct')
-    const p = get('pump')
-    const b = get('pgbouncer')
-    const g = get('gatehouse')
-    const off = get('gatehouse-off')
-    if (!d || !p || !b || !g) continue
-    const cpuRatio = g.cpuUsPerStmt !== null && p.cpuUsPerStmt !== null ? g.cpuUsPerStmt / p.cpuUsPerStmt : Number.NaN
-    const cpuExtra = g.cpuUsPerStmt !== null && p.cpuUsPerStmt !== null ? g.cpuUsPerStmt - p.cpuUsPerStmt : Number.NaN
-    lines.push(
-      `- **${c} client${c === 1 ? '' : 's'}**: Gatehouse ${fmt(g.tps / d.tps, 3)}× direct TPS, ${fmt(g.tps / p.tps, 3)}× the pump's, ` +
-        `${fmt(g.tps / b.tps, 3)}× PgBouncer's; added latency ${fmt((g.latencyMs - d.latencyMs) * 1000, 1)} µs/query ` +
-        `(pump ${fmt((p.latencyMs - d.latencyMs) * 1000, 1)}, PgBouncer ${fmt((b.latencyMs - d.latencyMs) * 1000, 1)}); ` +
-        `gateway CPU ${fmt(g.cpuUsPerStmt ?? Number.NaN, 1)} µs/statement = ${fmt(cpuRatio, 1)}× the pump's ` +
-        `(+${fmt(cpuExtra, 1)} µs), PgBouncer ${fmt(b.cpuUsPerStmt ?? Number.NaN, 1)} µs.`,
-    )
-    // Runs are alternated, so run r of the pump and of Gatehouse are neighbours in time: their ratio
-    // cancels most of the drift of a shared host that the medians of each target keep.
-    const paired = g.samples.map((x, i) => x.tps / (p.samples[i]?.tps ?? Number.NaN)).filter(Number.isFinite)
-    if (paired.length > 0) {
-      lines.push(
-        `  Run by run (each Gatehouse run next to a pump run): ${paired.map((r) => fmt(r, 3)).join(', ')} of the pump's TPS, ` +
-          `median ${fmt(median(paired), 3)}.`,
-      )
-    }
-    if (off && off.cpuUsPerStmt !== null && g.cpuUsPerStmt !== null) {
-      lines.push(
-        `  Decisions (classification + policy, default bundle, one hop) cost ${fmt(g.cpuUsPerStmt - off.cpuUsPerStmt, 1)} µs of CPU per statement ` +
-          `and ${fmt((1 - g.tps / off.tps) * 100, 1)}% of TPS (${fmtInt(g.tps)} vs ${fmtInt(off.tps)} with decisions off).`,
-      )
+  for (const mode of modes) {
+    for (const c of clientCounts) {
+      const get = (k: Target['key']): Summary | undefined => summaries.find((s) => s.mode === mode && s.clients === c && s.target.key === k)
+      const d = get('direct')
+      const p = get('pump')
+      const b = get('pgbouncer')
+      lines.push(`- **-M ${mode}, ${c} client${c === 1 ? '' : 's'}**:`)
+      for (const k of GATEWAYS) {
+        const g = get(k)
+        if (!g) continue
+        const parts: string[] = []
+        if (p && g.cpuUsPerStmt !== null && p.cpuUsPerStmt !== null) {
+          const cpu = paired(g, p, (x) => x.cpuUsPerStmt)
+          parts.push(
+            `CPU ${fmt(g.cpuUsPerStmt, 1)} µs/statement = **${fmt(g.cpuUsPerStmt / p.cpuUsPerStmt, 2)}× the pump's** ` +
+              `(${fmt(p.cpuUsPerStmt, 1)} µs; run by run ${cpu.map((r) => fmt(r, 2)).join(', ')}, median ${fmt(median(cpu), 2)})`,
+          )
+        }
+        if (p) {
+          const tps = paired(g, p, (x) => x.tps)
+          parts.push(
+            `TPS ${fmt(g.tps / p.tps, 3)}× the pump's (run by run ${tps.map((r) => fmt(r, 3)).join(', ')}, median ${fmt(median(tps), 3)})`,
+          )
+        }
+        if (b) parts.push(`${fmt(g.tps / b.tps, 3)}× PgBouncer's TPS`)
+        if (d) parts.push(`added latency ${fmt((g.latencyMs - d.latencyMs) * 1000, 1)} µs/query`)
+        lines.push(`  - ${g.target.label}: ${parts.join('; ')}.`)
+      }
+      if (p && d) lines.push(`  - pump: added latency ${fmt((p.latencyMs - d.latencyMs) * 1000, 1)} µs/query.`)
     }
   }
   return lines.join('\n')
@@ -155,13 +174,14 @@ PgBouncer, measured in the same run. Generated by \`bench/pgbench.ts\`; rerun it
 - **Machine**: ${m.nproc} CPUs, ${m.cpu}; ${m.server}, ${m.pgbench}, ${m.pgbouncer}, Node ${m.node}
   (load average ${m.load} when the run started)
 - **Command**: \`${command}\` (${Math.round(elapsedS)} s)
-- **Workload**: \`pgbench -n -S -M simple -T ${opts.duration}\` (one primary-key SELECT per transaction, simple
-  query protocol) on \`pgbench -i -s ${SCALE}\` tables, ${opts.runs} runs per target and client count,
+- **Workload**: \`pgbench -n -S -M ${opts.modes.join('|')} -T ${opts.duration}\` (one primary-key SELECT per
+  transaction; \`simple\`: the simple query protocol, \`prepared\`: Bind/Execute of a prepared statement, as drivers
+  do) on \`pgbench -i -s ${SCALE}\` tables, ${opts.runs} runs per target and client count,
   alternated, medians; threads \`-j\` = min(clients, 2).
 
 ${table(summaries)}
 
-${comparisons(summaries, opts.clients)}
+${comparisons(summaries, opts.clients, opts.modes)}
 
 ## Method
 
@@ -173,6 +193,12 @@ ${comparisons(summaries, opts.clients)}
   authenticating with a token from \`gatehouse token create --subject user:bench\`, default settings
   otherwise (no \`policies:\` key, so the bundle shipped in \`policies/\`; default \`audit\`): every
   statement is classified, decided by the policy engine and audited durably before it is forwarded.
+  *Gatehouse + one masking rule*: the same, with the shipped bundle plus one masking rule on
+  \`pgbench_branches.filler\` (a table \`-S\` never reads), so every decision carries a mask obligation
+  that cannot apply. *Gatehouse, decisions off*: the same gateway with classification and policy
+  replaced by constants (\`bench/gateway-nodecide.ts\`), which prices the decisions.
+- **Ratios.** What counts is the ratio of two targets measured in the same run: each run of a
+  gateway is next in time to a run of the pump, and the run-by-run ratios are listed with their median.
 - **Order.** The tables are initialised once, directly. Each target gets a ${opts.warmup} s warm-up
   (not counted, so the JIT has compiled the hot paths). Then for each client count the runs go
   direct, pump, PgBouncer, Gatehouse, direct, pump, … so that drift on the machine hits all targets

@@ -173,7 +173,7 @@ export const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf
 // ---- targets ------------------------------------------------------------------------------------
 
 export interface Target {
-  readonly key: 'direct' | 'pump' | 'pgbouncer' | 'gatehouse' | 'gatehouse-off'
+  readonly key: 'direct' | 'pump' | 'pgbouncer' | 'gatehouse' | 'gatehouse-off' | 'gatehouse-mask'
   readonly label: string
   readonly port: number
   readonly user: string
@@ -283,18 +283,37 @@ export async function startPgbouncer(): Promise<Target> {
   return { key: 'pgbouncer', label: 'PgBouncer (session)', port, user: PG_USER, dbname: PG_DB, password: null, pid }
 }
 
-export async function startGatehouse(cpuProfDir: string | null, decisionsOff = false): Promise<Target> {
+/** The one masking rule of the `gatehouse-mask` target: on a table `pgbench -S` never reads. */
+export const BENCH_MASK_RULE = {
+  name: 'branch-filler',
+  columns: ['pgbench_branches.filler'],
+  strategy: 'redact',
+  clear_for: ['pii-readers'],
+}
+
+/**
+ * `masking`: the shipped bundle plus BENCH_MASK_RULE (policies copied to a temporary directory), so
+ * every statement's decision carries a mask obligation that cannot apply to it.
+ */
+export async function startGatehouse(cpuProfDir: string | null, decisionsOff = false, masking = false): Promise<Target> {
   const dir = mkdtempSync(join(tmpdir(), 'gh-bench-gatehouse-'))
   tempDirs.push(dir)
   const dataDir = join(dir, 'data')
   const configFile = join(dir, 'gatehouse.yaml')
   const logFile = join(dir, 'gatehouse.log')
+  let policies: string | undefined
+  if (masking) {
+    policies = join(dir, 'policies')
+    spawnSync('cp', ['-r', join(REPO, 'policies'), policies])
+    writeFileSync(join(policies, 'masking.yaml'), yaml.dump({ rules: [BENCH_MASK_RULE], detectors: [] }))
+  }
   writeFileSync(
     configFile,
     yaml.dump({
       data_dir: dataDir,
       listen: { api: '127.0.0.1:0', postgres: '127.0.0.1:0' },
       connections: [{ name: 'bench', protocol: 'postgres', address: `${PG_HOST}:${PG_PORT}`, database: PG_DB, user: PG_USER }],
+      ...(policies ? { policies } : {}),
     }),
   )
   const logFd = openSync(logFile, 'a')
@@ -318,7 +337,8 @@ export async function startGatehouse(cpuProfDir: string | null, decisionsOff = f
   )
   if (tok.code !== 0) throw new Error(`gatehouse token create failed: ${tok.stderr}`)
   const password = tok.stdout.trim()
-  return decisionsOff
-    ? { key: 'gatehouse-off', label: 'Gatehouse, decisions off', port, user: 'bench', dbname: 'bench', password, pid: runInfo.pid }
-    : { key: 'gatehouse', label: 'Gatehouse', port, user: 'bench', dbname: 'bench', password, pid: runInfo.pid }
+  const common = { port, user: 'bench', dbname: 'bench', password, pid: runInfo.pid }
+  if (decisionsOff) return { key: 'gatehouse-off', label: 'Gatehouse, decisions off', ...common }
+  if (masking) return { key: 'gatehouse-mask', label: 'Gatehouse + one masking rule', ...common }
+  return { key: 'gatehouse', label: 'Gatehouse', ...common }
 }

@@ -2,8 +2,9 @@
 // a direct connection, a bare Node byte pump (bench/pump.ts, the floor of any Node proxy) and
 // PgBouncer in session mode (the reference C proxy), all in the same run on the same machine.
 //
-//   node dist/bench/pgbench.js [--duration S] [--runs N] [--clients 1,8] [--warmup S] [--skip-init] [--no-write]
-//                              [--cpu-prof DIR]
+//   node dist/bench/pgbench.js [--duration S] [--runs N] [--clients 1,8] [--modes simple,prepared]
+//                              [--targets direct,pump,pgbouncer,gatehouse,gatehouse-mask,gatehouse-off]
+//                              [--warmup S] [--skip-init] [--no-write] [--cpu-prof DIR]
 //
 // `--cpu-prof DIR` runs the gateway under `node --cpu-prof` (profile written to DIR when it stops;
 // summarise it with `node dist/bench/cpuprofile.js DIR/*.cpuprofile`). Profiling slows the gateway,
@@ -56,6 +57,7 @@ const OUT_FILE = join(REPO, 'BENCHMARKS.md')
 // ---- options ------------------------------------------------------------------------------------
 
 interface Options extends RunShape {
+  readonly targets: readonly Target['key'][]
   readonly skipInit: boolean
   readonly write: boolean
   readonly cpuProfDir: string | null
@@ -63,14 +65,16 @@ interface Options extends RunShape {
 
 function usage(msg: string): never {
   process.stderr.write(
-    `pgbench bench: ${msg}\nusage: node dist/bench/pgbench.js [--duration S] [--runs N] [--clients 1,8] [--warmup S] [--skip-init] [--no-write] [--cpu-prof DIR]\n`,
+    `pgbench bench: ${msg}\nusage: node dist/bench/pgbench.js [--duration S] [--runs N] [--clients 1,8] [--modes simple,prepared] [--targets direct,pump,…] [--warmup S] [--skip-init] [--no-write] [--cpu-prof DIR]\n`,
   )
   process.exit(2)
 }
 
 function parseOptions(argv: readonly string[]): Options {
   let duration = 10
-  let runs = 3
+  let runs = 5
+  let modes: ('simple' | 'prepared')[] = ['simple', 'prepared']
+  let targets: Target['key'][] = ['direct', 'pump', 'pgbouncer', 'gatehouse', 'gatehouse-mask', 'gatehouse-off']
   let clients: number[] = [1, 8]
   let warmup = 2
   let skipInit = false
@@ -99,6 +103,24 @@ function parseOptions(argv: readonly string[]): Options {
         clients = v.split(',').map((c) => int('--clients', c.trim(), 1))
         break
       }
+      case '--modes': {
+        const v = argv[++i] ?? ''
+        modes = v.split(',').map((m) => {
+          if (m !== 'simple' && m !== 'prepared') usage('--modes takes simple,prepared')
+          return m
+        })
+        break
+      }
+      case '--targets': {
+        const v = argv[++i] ?? ''
+        const known: Target['key'][] = ['direct', 'pump', 'pgbouncer', 'gatehouse', 'gatehouse-mask', 'gatehouse-off']
+        targets = v.split(',').map((k) => {
+          const t = known.find((x) => x === k)
+          if (t === undefined) usage(`--targets takes ${known.join(',')}`)
+          return t
+        })
+        break
+      }
       case '--skip-init':
         skipInit = true
         break
@@ -116,7 +138,7 @@ function parseOptions(argv: readonly string[]): Options {
         usage(`unknown argument ${JSON.stringify(a)}`)
     }
   }
-  return { duration, runs, clients, warmup, skipInit, write, cpuProfDir }
+  return { duration, runs, clients, warmup, skipInit, write, cpuProfDir, modes, targets }
 }
 
 // ---- pgbench ------------------------------------------------------------------------------------
@@ -135,12 +157,12 @@ function num(out: string, re: RegExp, what: string): number {
   return Number(m[1])
 }
 
-async function pgbench(t: Target, clients: number, seconds: number): Promise<Sample> {
+async function pgbench(t: Target, clients: number, seconds: number, mode: 'simple' | 'prepared'): Promise<Sample> {
   const args = [
     '-n',
     '-S',
     '-M',
-    'simple',
+    mode,
     '-T',
     String(seconds),
     '-c',
@@ -192,11 +214,14 @@ async function main(): Promise<void> {
   const m = await machine()
   if (!opts.skipInit) await initTables()
 
-  const targets: Target[] = [direct()]
-  targets.push(await startPump())
-  targets.push(await startPgbouncer())
-  targets.push(await startGatehouse(opts.cpuProfDir))
-  targets.push(await startGatehouse(null, true))
+  const targets: Target[] = []
+  const want = (k: Target['key']): boolean => opts.targets.includes(k)
+  if (want('direct')) targets.push(direct())
+  if (want('pump')) targets.push(await startPump())
+  if (want('pgbouncer')) targets.push(await startPgbouncer())
+  if (want('gatehouse')) targets.push(await startGatehouse(opts.cpuProfDir))
+  if (want('gatehouse-mask')) targets.push(await startGatehouse(null, false, true))
+  if (want('gatehouse-off')) targets.push(await startGatehouse(null, true))
   for (const t of targets) {
     process.stderr.write(`${t.label}: 127.0.0.1:${t.port}${t.pid !== null ? ` (pid ${t.pid})` : ''}\n`)
   }
@@ -205,34 +230,38 @@ async function main(): Promise<void> {
   if (opts.warmup > 0) {
     for (const t of targets) {
       process.stderr.write(`warm-up ${t.label} (${opts.warmup} s, ${maxClients} clients)\n`)
-      await pgbench(t, maxClients, opts.warmup)
+      for (const mode of opts.modes) await pgbench(t, maxClients, opts.warmup, mode)
     }
   }
 
   const samples = new Map<string, Sample[]>()
-  const total = opts.clients.length * opts.runs * targets.length
+  const total = opts.modes.length * opts.clients.length * opts.runs * targets.length
   let n = 0
-  for (const clients of opts.clients) {
-    for (let r = 0; r < opts.runs; r++) {
-      for (const t of targets) {
-        const s = await pgbench(t, clients, opts.duration)
-        n++
-        process.stderr.write(
-          `[${n}/${total}] ${clients} clients, run ${r + 1}, ${t.label}: ${fmtInt(s.tps)} tps, ${fmt(s.latencyMs, 3)} ms` +
-            `${s.cpuUsPerStmt !== null ? `, ${fmt(s.cpuUsPerStmt, 1)} µs CPU/stmt` : ''}\n`,
-        )
-        const key = `${clients}/${t.key}`
-        samples.set(key, [...(samples.get(key) ?? []), s])
+  for (const mode of opts.modes) {
+    for (const clients of opts.clients) {
+      for (let r = 0; r < opts.runs; r++) {
+        for (const t of targets) {
+          const s = await pgbench(t, clients, opts.duration, mode)
+          n++
+          process.stderr.write(
+            `[${n}/${total}] -M ${mode}, ${clients} clients, run ${r + 1}, ${t.label}: ${fmtInt(s.tps)} tps, ${fmt(s.latencyMs, 3)} ms` +
+              `${s.cpuUsPerStmt !== null ? `, ${fmt(s.cpuUsPerStmt, 1)} µs CPU/stmt` : ''}\n`,
+          )
+          const key = `${mode}/${clients}/${t.key}`
+          samples.set(key, [...(samples.get(key) ?? []), s])
+        }
       }
     }
   }
 
   const summaries: Summary[] = []
-  for (const clients of opts.clients) {
-    for (const t of targets) summaries.push(summarise(t, clients, samples.get(`${clients}/${t.key}`) ?? []))
+  for (const mode of opts.modes) {
+    for (const clients of opts.clients) {
+      for (const t of targets) summaries.push(summarise(t, clients, samples.get(`${mode}/${clients}/${t.key}`) ?? [], mode))
+    }
   }
   const md = report(opts, m, summaries, command, (Date.now() - t0) / 1000)
-  process.stdout.write(`${table(summaries)}\n\n${comparisons(summaries, opts.clients)}\n`)
+  process.stdout.write(`${table(summaries)}\n\n${comparisons(summaries, opts.clients, opts.modes)}\n`)
   if (opts.write) {
     // The sections after "## Method" come from the other benchmarks: keep them.
     let rest = ''

@@ -81,6 +81,8 @@ export class SessionMasking {
    *  relation it reads changes, so a newer catalog means analyzing its text again. */
   private readonly prepared = new Map<string, { lineage: StatementLineage; catalog: LineageCatalog | null }>()
   private readonly lineageCache = new Map<string, StatementLineage[]>()
+  /** Plain statements' lineage by shape (the analyzer's cached Analysis object stands for it). */
+  private shapeLineage = new WeakMap<object, StatementLineage[]>()
   private cachedFor: LineageCatalog | null = null
   /** Functions and aggregates this session created or renamed: user-defined whatever a catalog
    *  snapshot says (the snapshot is read on another connection and cannot see them uncommitted). */
@@ -101,6 +103,8 @@ export class SessionMasking {
     /** Per statement of `sql`, for EXECUTE/FETCH/MOVE: the text the server holds for the name
      *  (names.ts), which the statement was judged as; null where there is none. */
     held: readonly (HeldText | null)[] = [],
+    /** The classifier's cached analysis of the text's shape (SqlAnalyzer), when it has one. */
+    shape: object | null = null,
   ): MaskVerdict {
     const options = opts ?? DEFAULT_OPTIONS
     const catalog = this.sessionCatalog(this.catalog())
@@ -108,7 +112,7 @@ export class SessionMasking {
     if (catalog === null) lineages = [unresolvedLineage('the gateway could not read the catalog of this connection')]
     else {
       try {
-        lineages = this.lineage(sql, catalog)
+        lineages = this.lineage(sql, catalog, held.some((h) => h !== null) ? null : shape)
       } catch (err) {
         lineages = [unresolvedLineage(`lineage analysis failed: ${err instanceof Error ? err.message : String(err)}`)]
       }
@@ -220,17 +224,30 @@ export class SessionMasking {
     return this.withDefined.catalog
   }
 
-  /** Lineage of a statement prepared through the protocol (Parse), by its SQL text. */
-  private lineage(sql: string, catalog: LineageCatalog): StatementLineage[] {
+  /**
+   * Lineage of a text, remembered by the text and, for a plain statement, by its shape: texts of
+   * one shape differ only in literal values, and the lineage of a statement that names no
+   * server-side object (PREPARE, DECLARE, EXECUTE, FETCH), defines nothing (functions, DDL) and
+   * copies nothing reads the same relations and columns whatever its literals (a function that
+   * reads a table named in a string is opaque whatever the string says). So a statement run with
+   * ever new values (`WHERE id = 42`) is analyzed once, not once per value.
+   */
+  private lineage(sql: string, catalog: LineageCatalog, shape: object | null = null): StatementLineage[] {
     if (catalog !== this.cachedFor) {
       this.lineageCache.clear()
+      this.shapeLineage = new WeakMap()
       this.cachedFor = catalog
+    }
+    if (shape !== null) {
+      const byShape = this.shapeLineage.get(shape)
+      if (byShape) return byShape
     }
     const hit = this.lineageCache.get(sql)
     if (hit) return hit
     const l = analyzeLineage(sql, catalog)
     if (this.lineageCache.size > 500) this.lineageCache.clear()
     this.lineageCache.set(sql, l)
+    if (shape !== null && l.length === 1 && l.every(plainLineage)) this.shapeLineage.set(shape, l)
     return l
   }
 }
@@ -269,6 +286,21 @@ function catalogCheck(
     }
   }
   return needed ? { relations: [...relations].sort(), functions: [...functions].sort() } : null
+}
+
+/** A lineage that holds for every text of its shape (see SessionMasking.lineage). */
+function plainLineage(l: StatementLineage): boolean {
+  return (
+    l.unresolved === null &&
+    l.declare === undefined &&
+    l.fetch === undefined &&
+    l.prepare === undefined &&
+    l.execute === undefined &&
+    l.copy === undefined &&
+    l.copyEncoding === undefined &&
+    (l.definesFunctions?.length ?? 0) === 0 &&
+    (l.ddl?.length ?? 0) === 0
+  )
 }
 
 function known(rel: string, catalog: LineageCatalog | null): boolean {

@@ -136,7 +136,12 @@ export abstract class PipelineRelay extends ResultRelay {
   protected judgeAndSend(o: Outgoing): Promise<void> | undefined {
     const analysis = o.text === null ? null : this.shared.analyzer.analyze(o.text)
     const now = analysis === null ? null : this.sql.judgeNow(analysis, this.signal)
-    if (now !== null && !needsMasking(now, o.text)) return this.sendOrRefuseNow(o, now)
+    if (now !== null) {
+      if (!needsMasking(now, o.text)) return this.sendOrRefuseNow(o, now)
+      // Masking planned without an await when no catalog question is open (maskNow).
+      const masked = this.maskNow(now, o.text, analysis?.shape ?? null)
+      if (masked !== null) return this.sendOrRefuseNow(o, masked)
+    }
     return this.judgeThenSend(o, now, analysis)
   }
 

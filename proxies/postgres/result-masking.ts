@@ -12,7 +12,7 @@ import { type ColumnAction, type ColumnPlan, compileRowMasker, type RowMasker } 
 import { type LineageCatalogSnapshot, lineageCatalogFor } from './sql/lineage-catalog.js'
 import type { LineageCatalog } from './sql/lineage.js'
 import { columnMatches, type MaskingKeys, type MaskObligation } from '../kit/index.js'
-import { KEEP, matching, type OutputPlan, SessionMasking, type StatementMaskPlan, strictest } from './masking.js'
+import { KEEP, type MaskVerdict, matching, type OutputPlan, SessionMasking, type StatementMaskPlan, strictest } from './masking.js'
 import { type ErrorFields, errorResponse, type FieldInfo, noticeResponse, parseRowDescription, readErrorFields } from './messages.js'
 import type { NamedEntry } from './named.js'
 import { type Admitted, Expect, type Expectation, RelayBase } from './relay-base.js'
@@ -183,6 +183,35 @@ export abstract class MaskingRelay extends RelayBase {
     return true
   }
 
+  /** The session's planner; the first statement with mask obligations switches masking on. */
+  private startMasking(): SessionMasking {
+    this.masking ??= new SessionMasking(
+      () => this.lineageCatalog(),
+      Array.isArray(this.session.settings.detectors) ? (this.session.settings.detectors as string[]) : null,
+    )
+    if (!this.maskingOn) {
+      this.maskingOn = true
+      this.updateScan()
+    }
+    return this.masking
+  }
+
+  /**
+   * applyMasking without an await, for the common case: no catalog re-read pending, no relation
+   * the snapshot lacks, no catalog check needed (the statement reads no classified relation, view
+   * or function over masked columns), no server-side name behind it. Returns null when the
+   * statement needs the full path. `shape`: the classifier's cached analysis of the text's shape,
+   * under which the statement's lineage is remembered (masking.ts).
+   */
+  protected maskNow(verdict: Verdict, sql: string, shape: object | null): Verdict | null {
+    const d = verdict.decision
+    if (d.effect !== 'allow' || this.pendingRefresh !== null) return null
+    if (verdict.statements.some((st) => st.inner !== undefined && st.inner !== null)) return null
+    const mv = this.startMasking().plan(sql, d.mask, d.maskOptions, [], shape)
+    if (mv.unknownRelations.some((r) => !this.refreshedFor.has(r)) || mv.check !== null) return null
+    return this.masked(verdict, mv)
+  }
+
   /**
    * An allowed statement with mask obligations gets a masking plan per statement; one that would
    * launder a masked column, or whose output the gateway cannot trace, becomes a denial.
@@ -195,28 +224,21 @@ export abstract class MaskingRelay extends RelayBase {
       this.pendingRefresh = null
       await refresh
     }
-    this.masking ??= new SessionMasking(
-      () => this.lineageCatalog(),
-      Array.isArray(this.session.settings.detectors) ? (this.session.settings.detectors as string[]) : null,
-    )
-    if (!this.maskingOn) {
-      this.maskingOn = true
-      this.updateScan()
-    }
+    const masking = this.startMasking()
     const held = verdict.statements.map((st) => st.inner ?? null)
-    let mv = this.masking.plan(sql, d.mask, d.maskOptions, held)
+    let mv = masking.plan(sql, d.mask, d.maskOptions, held)
     const fresh = mv.unknownRelations.filter((r) => !this.refreshedFor.has(r))
     if (fresh.length > 0) {
       // A relation created after this session's catalog snapshot (a view over a masked column,
       // say) must not pass as unknown: read the catalog again, once per name, and plan again.
       for (const r of fresh) this.refreshedFor.add(r)
-      if (await this.refreshCatalog()) mv = this.masking.plan(sql, d.mask, d.maskOptions, held)
+      if (await this.refreshCatalog()) mv = masking.plan(sql, d.mask, d.maskOptions, held)
     }
     if (mv.check !== null) {
       // The snapshot may be older than this statement (a view redefined, a table renamed by
       // another client): ask the server, and plan again on a fresh snapshot when it moved.
       const current = await this.catalog.current(mv.check)
-      if (current === false && (await this.refreshCatalog())) mv = this.masking.plan(sql, d.mask, d.maskOptions, held)
+      if (current === false && (await this.refreshCatalog())) mv = masking.plan(sql, d.mask, d.maskOptions, held)
       else if (current !== true)
         mv = {
           ok: false,
@@ -226,6 +248,12 @@ export abstract class MaskingRelay extends RelayBase {
           check: null,
         }
     }
+    return this.masked(verdict, mv)
+  }
+
+  /** The verdict with its masking plans, or the refusal the planner gave. */
+  private masked(verdict: Verdict, mv: MaskVerdict): Verdict {
+    const d = verdict.decision
     if (!mv.ok) {
       const reason = mv.reason
       return {
