@@ -31,7 +31,8 @@ export async function waitFor(
   cond: () => boolean,
   child: ChildProcess,
   log: () => string,
-  timeoutMs = 20_000,
+  // A gateway took over 20 s to start on the shared machine at load average 24.
+  timeoutMs = 120_000,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {
