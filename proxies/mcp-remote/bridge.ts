@@ -92,6 +92,27 @@ function denied(d: Extract<Decision, { effect: 'deny' }>): RpcError {
   })
 }
 
+/** The codes only the gateway's own decisions use: an upstream cannot answer with them. */
+const GATEWAY_CODES = new Set([DENIED_CODE, HELD_CODE, GATEWAY_ERROR_CODE])
+/** What an upstream error that used a gateway code becomes. */
+export const UPSTREAM_ERROR_CODE = -32000
+
+/**
+ * An upstream failure as the agent sees it: the upstream's JSON-RPC error (its message and data
+ * masked), or a gateway error when the upstream could not be reached. An upstream error that uses
+ * one of the gateway's codes loses the code and its data: a refusal or a hold (and the approval
+ * request an agent would wait for) comes from the gateway's own decision only.
+ */
+export function upstreamRpcError(err: unknown, maskText: (s: string) => string, mask: (v: unknown) => unknown): Error {
+  if (err instanceof McpError) {
+    // McpError prefixes "MCP error <code>: "; the agent gets the upstream's own message.
+    const msg = maskText(err.message.replace(/^MCP error -?\d+: /, ''))
+    if (GATEWAY_CODES.has(err.code)) return new RpcError(UPSTREAM_ERROR_CODE, `upstream error: ${msg}`)
+    return new RpcError(err.code, msg, err.data === undefined ? undefined : mask(err.data))
+  }
+  return new RpcError(GATEWAY_ERROR_CODE, 'gatehouse: the upstream MCP server failed or could not be reached')
+}
+
 /** Canonical JSON (sorted keys): a once-grant is bound to the arguments, not to their spelling. */
 function canonical(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`
@@ -436,12 +457,11 @@ export class Bridge {
 
   /** An upstream failure as the agent sees it: the upstream's JSON-RPC error (masked), or a gateway error. */
   private upstreamError(err: unknown): Error {
-    if (err instanceof McpError) {
-      // McpError prefixes "MCP error <code>: "; the agent gets the upstream's own message.
-      const msg = err.message.replace(/^MCP error -?\d+: /, '')
-      return new RpcError(err.code, this.maskText(msg), err.data === undefined ? undefined : this.masked(err.data))
-    }
-    return new RpcError(GATEWAY_ERROR_CODE, 'gatehouse: the upstream MCP server failed or could not be reached')
+    return upstreamRpcError(
+      err,
+      (t) => this.maskText(t),
+      (v) => this.masked(v),
+    )
   }
 
   private register(server: Server, client: Client, caps: ServerCapabilities): void {
