@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict'
 import { type ChildProcess, spawn } from 'node:child_process'
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -38,9 +38,7 @@ describe('approvals: held SSH execs', () => {
         approvals: { timeout: '180s' },
       },
     })
-    const run = JSON.parse(readFileSync(join(gw.dataDir, 'run.json'), 'utf8')) as { listeners: Record<string, string> }
-    const a = run.listeners.ssh ?? ''
-    sshPort = Number(a.slice(a.lastIndexOf(':') + 1))
+    sshPort = gw.port('ssh')
     alice = gw.token('user:alice', ['--group', 'ops'])
     olga = gw.token('user:olga', ['--group', 'ops'])
   })

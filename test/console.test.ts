@@ -92,9 +92,7 @@ describe('web console', () => {
         console: { token_login: true },
       },
     })
-    const run = JSON.parse(readFileSync(join(gw.dataDir, 'run.json'), 'utf8')) as { listeners: Record<string, string> }
-    const a = run.listeners.ssh ?? ''
-    sshPort = Number(a.slice(a.lastIndexOf(':') + 1))
+    sshPort = gw.port('ssh')
     const t = gw.tokenJson('user:alice', ['--group', 'dba', '--group', 'writers'])
     alice = t.token
     aliceId = t.id

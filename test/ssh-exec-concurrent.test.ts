@@ -6,7 +6,6 @@
 
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { MAX_CONNECTIONS_PER_PRINCIPAL } from '../proxies/ssh/connection.js'
@@ -33,9 +32,7 @@ describe('ssh: fifty concurrent ssh execs', () => {
       connections: [sshd.connection('web-1'), sshd.connection('web-env', { env: ['LANG', 'LC_*', 'TZ'] })],
       config: { listen: { api: '127.0.0.1:0', postgres: 'off', ssh: '127.0.0.1:0' }, policies: join(REPO, 'test/data/ssh') },
     })
-    const run = JSON.parse(readFileSync(join(gw.dataDir, 'run.json'), 'utf8')) as { listeners: Record<string, string> }
-    const a = run.listeners.ssh ?? ''
-    sshPort = Number(a.slice(a.lastIndexOf(':') + 1))
+    sshPort = gw.port('ssh')
     tokens.push(gw.token('user:alice'), gw.token('user:bob'))
   })
 

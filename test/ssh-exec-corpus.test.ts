@@ -192,9 +192,7 @@ approval contains {"rule": "needs-approval", "group": "ops", "reason": "this one
       connections: [sshd.connection('web-bash', { user: users.bash, env }), sshd.connection('web-dash', { user: users.dash, env })],
       config: { listen: { api: '127.0.0.1:0', postgres: 'off', ssh: '127.0.0.1:0' }, policies: policyDir },
     })
-    const run = JSON.parse(readFileSync(join(gw.dataDir, 'run.json'), 'utf8')) as { listeners: Record<string, string> }
-    const a = run.listeners.ssh ?? ''
-    sshPort = Number(a.slice(a.lastIndexOf(':') + 1))
+    sshPort = gw.port('ssh')
     humanToken = gw.token('user:alice')
     const d = gw.cli(['token', 'delegate', '--agent', 'corpus', '--token', humanToken, '--json'])
     assert.equal(d.code, 0, d.stderr)

@@ -367,9 +367,7 @@ before(async () => {
       policies: join(REPO, 'test/data/ssh-files'),
     },
   })
-  const run = JSON.parse(readFileSync(join(gw.dataDir, 'run.json'), 'utf8')) as { listeners: Record<string, string> }
-  const a = run.listeners.ssh ?? ''
-  sshPort = Number(a.slice(a.lastIndexOf(':') + 1))
+  sshPort = gw.port('ssh')
   const user = gw.token('user:alice')
   const d = gw.cli(['token', 'delegate', '--agent', 'files-bot', '--token', user, '--json'])
   assert.equal(d.code, 0, d.stderr)

@@ -66,9 +66,7 @@ before(async () => {
       policies: join(REPO, 'test/data/ssh'),
     },
   })
-  const run = JSON.parse(readFileSync(join(gw.dataDir, 'run.json'), 'utf8')) as { listeners: Record<string, string> }
-  const a = run.listeners.ssh ?? ''
-  sshPort = Number(a.slice(a.lastIndexOf(':') + 1))
+  sshPort = gw.port('ssh')
 })
 
 after(async () => {
@@ -212,8 +210,7 @@ describe('ssh public-key login', () => {
     const list = gw.cli(['ssh', 'list-keys', 'user:gina', '--json'])
     assert.equal((JSON.parse(list.stdout) as { id: string }).id, id)
     await gw.launch()
-    const run = JSON.parse(readFileSync(join(gw.dataDir, 'run.json'), 'utf8')) as { listeners: Record<string, string> }
-    sshPort = Number((run.listeners.ssh ?? '').split(':').pop())
+    sshPort = gw.port('ssh')
     const r = sshWithKey(key, ['web-1@127.0.0.1', 'echo offline-added'])
     assert.equal(r.stdout, 'offline-added\n', r.stderr)
   })

@@ -32,9 +32,7 @@ before(async () => {
       policies: join(REPO, 'test/data/ssh'),
     },
   })
-  const run = JSON.parse(readFileSync(join(gw.dataDir, 'run.json'), 'utf8')) as { listeners: Record<string, string> }
-  const a = run.listeners.ssh ?? ''
-  sshPort = Number(a.slice(a.lastIndexOf(':') + 1))
+  sshPort = gw.port('ssh')
   token = gw.token('user:alice')
 })
 

@@ -25,9 +25,7 @@ describe('ssh proxy robustness', () => {
       connections: [sshd.connection('web-1'), sshd.connection('web-tofu', { host_key: 'trust-on-first-use' })],
       config: { listen: { api: '127.0.0.1:0', postgres: 'off', ssh: '127.0.0.1:0' }, policies: join(REPO, 'test/data/ssh') },
     })
-    const run = JSON.parse(readFileSync(join(gw.dataDir, 'run.json'), 'utf8')) as { listeners: Record<string, string> }
-    const a = run.listeners.ssh ?? ''
-    sshPort = Number(a.slice(a.lastIndexOf(':') + 1))
+    sshPort = gw.port('ssh')
     token = gw.token('user:alice')
   })
 

@@ -45,6 +45,8 @@ export class TestGateway {
   stdout = ''
   pgPort = 0
   apiUrl = ''
+  /** Every bound listener by name (`postgres`, `ssh`, `api`, …) as run.json names it (`host:port`). */
+  listeners: Record<string, string> = {}
   exitCode: number | null = null
   exitSignal: NodeJS.Signals | null = null
   private exited: Promise<void> = Promise.resolve()
@@ -107,8 +109,8 @@ export class TestGateway {
       }
       if (existsSync(runFile)) {
         const run = JSON.parse(readFileSync(runFile, 'utf8')) as { api: string; listeners: Record<string, string> }
-        const pg = run.listeners.postgres ?? ''
-        this.pgPort = Number(pg.slice(pg.lastIndexOf(':') + 1))
+        this.listeners = run.listeners
+        this.pgPort = this.port('postgres')
         this.apiUrl = run.api
         return
       }
@@ -143,6 +145,12 @@ export class TestGateway {
     const r = this.cli(['token', 'create', '--subject', subject, '--json', ...args])
     if (r.code !== 0) throw new Error(`token create failed: ${r.stderr}`)
     return JSON.parse(r.stdout) as { token: string; id: string }
+  }
+
+  /** The port listener `name` is bound to (0 when it is not listening). */
+  port(name: string): number {
+    const a = this.listeners[name] ?? ''
+    return Number(a.slice(a.lastIndexOf(':') + 1))
   }
 
   /** A libpq connection string to connection `db` through the gateway. */
