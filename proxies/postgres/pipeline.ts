@@ -4,8 +4,8 @@
 // refused in place: a stand-in the server rejects takes its place, so the server aborts exactly
 // what a real error would, and its error is replaced with the gateway's own (results.ts).
 //
-// The common case — one statement that is not an EXECUTE, no mask obligations, `audit.fsync:
-// batched` — is judged, audited and queued in the same call, without an await (`judgeAndSend` →
+// The common case — one statement that is not an EXECUTE, no mask obligations or obligations
+// planned without a catalog question (maskNow), `audit.fsync: batched` — is judged, audited and queued in the same call, without an await (`judgeAndSend` →
 // `sendOrRefuseNow`); everything else takes the same steps with awaits. Same decision, same audit
 // event, same order.
 
