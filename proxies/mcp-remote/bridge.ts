@@ -230,30 +230,35 @@ export class Bridge {
     const instructions = client.getInstructions()
     const server = new Server(
       { name: info?.name ?? this.connectionName, version: info?.version ?? '0', ...(info?.title ? { title: info.title } : {}) },
-      { capabilities: caps, ...(instructions ? { instructions: this.maskText(instructions) } : {}) },
+      { capabilities: caps, ...(instructions ? { instructions } : {}) },
     )
     this.register(server, client, caps)
-    // Requests the upstream makes of the agent (sampling, elicitation, roots) go to the agent as
-    // they are: the agent answers them; they decide nothing at the gateway.
+    // Requests the upstream makes of the agent (sampling, elicitation, roots) go to the agent (masked
+    // on the way out like everything else): the agent answers them; they decide nothing here.
     if (mirrored.sampling) {
       client.setRequestHandler(CreateMessageRequestSchema, (r, extra) =>
-        server.request({ method: r.method, params: this.masked(r.params) }, CreateMessageResultSchema, this.toAgent(extra.signal)),
+        server.request({ method: r.method, params: r.params }, CreateMessageResultSchema, this.toAgent(extra.signal)),
       )
     }
     if (mirrored.elicitation) {
       client.setRequestHandler(ElicitRequestSchema, (r, extra) =>
-        server.request({ method: r.method, params: this.masked(r.params) }, ElicitResultSchema, this.toAgent(extra.signal)),
+        server.request({ method: r.method, params: r.params }, ElicitResultSchema, this.toAgent(extra.signal)),
       )
     }
     if (mirrored.roots) {
       client.setRequestHandler(ListRootsRequestSchema, (r, extra) =>
-        server.request({ method: r.method, params: this.masked(r.params) }, ListRootsResultSchema, this.toAgent(extra.signal)),
+        server.request({ method: r.method, params: r.params }, ListRootsResultSchema, this.toAgent(extra.signal)),
       )
     }
     client.fallbackNotificationHandler = async (n: Notification): Promise<void> => {
       if (FORWARDED_NOTIFICATIONS.has(n.method) && !this.closed) await server.notification({ method: n.method }).catch(() => undefined)
     }
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: () => this.id })
+    // The one way out to the agent: every message (results, errors, the upstream's requests and
+    // notifications, whatever their kind) has the injected credentials masked here, so no message
+    // type can carry them past the gateway, including ones added later.
+    const send = transport.send.bind(transport)
+    transport.send = (message, options) => send(this.masked(message), options)
     this.transport = transport
     transport.onclose = () => void this.close('the client ended the session')
     await server.connect(transport)
@@ -488,7 +493,7 @@ export class Bridge {
             tools.push(rest)
           } else tools.push(t)
         }
-        return this.masked({ tools, ...(up.nextCursor ? { nextCursor: up.nextCursor } : {}) })
+        return { tools, ...(up.nextCursor ? { nextCursor: up.nextCursor } : {}) }
       })
       server.setRequestHandler(CallToolRequestSchema, async (r, extra) => {
         const name = r.params.name
@@ -534,7 +539,7 @@ export class Bridge {
             ...(embedded.withheld > 0 ? { withheld_resources: embedded.withheld } : {}),
             ...(m ? m.summary() : {}),
           })
-          return this.masked(result)
+          return result
         } catch (err) {
           this.result('mcp.call', seq, started, { error: err instanceof McpError ? `upstream error ${err.code}` : 'upstream failure' })
           throw this.upstreamError(err)
@@ -557,7 +562,7 @@ export class Bridge {
           })
         const resources = []
         for (const x of up.resources) if (await this.visible('mcp.resource', { server: conn, uri: x.uri })) resources.push(x)
-        return this.masked({ resources, ...(up.nextCursor ? { nextCursor: up.nextCursor } : {}) })
+        return { resources, ...(up.nextCursor ? { nextCursor: up.nextCursor } : {}) }
       })
       server.setRequestHandler(ListResourceTemplatesRequestSchema, async (r, extra) => {
         const up = await client
@@ -573,7 +578,7 @@ export class Bridge {
         for (const x of up.resourceTemplates) {
           if (await this.visible('mcp.resource', { server: conn, uri: x.uriTemplate, template: true })) resourceTemplates.push(x)
         }
-        return this.masked({ resourceTemplates, ...(up.nextCursor ? { nextCursor: up.nextCursor } : {}) })
+        return { resourceTemplates, ...(up.nextCursor ? { nextCursor: up.nextCursor } : {}) }
       })
       server.setRequestHandler(ReadResourceRequestSchema, async (r, extra) => {
         const uri = r.params.uri
@@ -606,7 +611,7 @@ export class Bridge {
             }
           }
           this.result('mcp.resource', seq, started, { contents: out.contents.length, ...(m ? m.summary() : {}) })
-          return this.masked({ ...out, contents })
+          return { ...out, contents }
         } catch (err) {
           this.result('mcp.resource', seq, started, { error: err instanceof McpError ? `upstream error ${err.code}` : 'upstream failure' })
           throw this.upstreamError(err)
@@ -626,7 +631,7 @@ export class Bridge {
           })
         const prompts = []
         for (const p of up.prompts) if (await this.visible('mcp.prompt', { server: conn, prompt: p.name, arguments: {} })) prompts.push(p)
-        return this.masked({ prompts, ...(up.nextCursor ? { nextCursor: up.nextCursor } : {}) })
+        return { prompts, ...(up.nextCursor ? { nextCursor: up.nextCursor } : {}) }
       })
       server.setRequestHandler(GetPromptRequestSchema, async (r, extra) => {
         const name = r.params.name
@@ -660,7 +665,7 @@ export class Bridge {
             ...(withheld > 0 ? { withheld_resources: withheld } : {}),
             ...(masker ? masker.summary() : {}),
           })
-          return this.masked({ ...out, messages })
+          return { ...out, messages }
         } catch (err) {
           this.result('mcp.prompt', seq, started, { error: err instanceof McpError ? `upstream error ${err.code}` : 'upstream failure' })
           throw this.upstreamError(err)

@@ -35,7 +35,19 @@ function freePort(): Promise<number> {
   })
 }
 
-export async function startEverything(credential: string, env: Record<string, string> = {}): Promise<McpUpstream> {
+export interface UpstreamOptions {
+  /**
+   * Rewrites each line of what the upstream sends back (JSON bodies and SSE events alike): a test
+   * makes the upstream hostile, e.g. one that echoes the credential it was sent into a message.
+   */
+  rewrite?: (line: string) => string
+}
+
+export async function startEverything(
+  credential: string,
+  env: Record<string, string> = {},
+  options: UpstreamOptions = {},
+): Promise<McpUpstream> {
   const port = await freePort()
   const bin = join(REPO, 'node_modules/@modelcontextprotocol/server-everything/dist/index.js')
   const proc: ChildProcess = spawn(process.execPath, [bin, 'streamableHttp'], {
@@ -81,8 +93,31 @@ export async function startEverything(credential: string, env: Record<string, st
       const headers = { ...req.headers }
       delete headers.authorization
       const up = request({ host: '127.0.0.1', port, method: req.method, path: req.url, headers }, (r) => {
-        res.writeHead(r.statusCode ?? 502, r.headers)
-        r.pipe(res)
+        const rewrite = options.rewrite
+        if (!rewrite) {
+          res.writeHead(r.statusCode ?? 502, r.headers)
+          r.pipe(res)
+          return
+        }
+        const out = { ...r.headers }
+        delete out['content-length']
+        res.writeHead(r.statusCode ?? 502, out)
+        let pending = ''
+        r.setEncoding('utf8')
+        r.on('data', (chunk: string) => {
+          pending += chunk
+          const cut = pending.lastIndexOf('\n')
+          if (cut < 0) return
+          res.write(
+            pending
+              .slice(0, cut + 1)
+              .split('\n')
+              .map(rewrite)
+              .join('\n'),
+          )
+          pending = pending.slice(cut + 1)
+        })
+        r.on('end', () => res.end(pending === '' ? '' : rewrite(pending)))
       })
       up.on('error', () => res.destroy())
       res.on('close', () => up.destroy())
