@@ -78,8 +78,16 @@ function playerFile(name: string): () => Buffer {
   })
 }
 
+/** The page's script: app.js and the modules it imports, compiled from web/ and served beside it. */
+const WEB_MODULES = ['app', 'api', 'dom', 'approvals', 'sessions', 'audit', 'policy', 'replay']
+
 const ASSETS: Record<string, Asset> = {
-  'app.js': { type: 'text/javascript; charset=utf-8', body: once(() => readFileSync(join(here, 'web', 'app.js'))) },
+  ...Object.fromEntries(
+    WEB_MODULES.map((m): [string, Asset] => [
+      `${m}.js`,
+      { type: 'text/javascript; charset=utf-8', body: once(() => readFileSync(join(here, 'web', `${m}.js`))) },
+    ]),
+  ),
   'console.css': { type: 'text/css; charset=utf-8', body: once(() => Buffer.from(CONSOLE_CSS)) },
   'asciinema-player.min.js': { type: 'text/javascript; charset=utf-8', body: playerFile('asciinema-player.min.js') },
   'asciinema-player.css': { type: 'text/css; charset=utf-8', body: playerFile('asciinema-player.css') },
