@@ -83,6 +83,11 @@ export class SessionMasking {
   private readonly lineageCache = new Map<string, StatementLineage[]>()
   /** Plain statements' lineage by shape (the analyzer's cached Analysis object stands for it). */
   private shapeLineage = new WeakMap<object, StatementLineage[]>()
+  /** The last plan of a plain statement's lineage, with what it was planned under. */
+  private readonly planMemo = new WeakMap<
+    readonly StatementLineage[],
+    { mask: readonly MaskObligation[]; opts: MaskOptions | undefined; catalog: LineageCatalog; verdict: MaskVerdict }
+  >()
   private cachedFor: LineageCatalog | null = null
   /** Functions and aggregates this session created or renamed: user-defined whatever a catalog
    *  snapshot says (the snapshot is read on another connection and cannot see them uncommitted). */
@@ -108,6 +113,26 @@ export class SessionMasking {
   ): MaskVerdict {
     const options = opts ?? DEFAULT_OPTIONS
     const catalog = this.sessionCatalog(this.catalog())
+    // A plain statement's plan is a function of its shape's lineage, the obligations, the options
+    // and the catalog: the same objects give the same plan, which is then not worked out again.
+    const plain = shape !== null && catalog !== null && !held.some((h) => h !== null) ? this.shapeLineage.get(shape) : undefined
+    if (plain !== undefined) {
+      const m = this.planMemo.get(plain)
+      if (m !== undefined && m.mask === mask && m.opts === opts && m.catalog === catalog) return m.verdict
+    }
+    const verdict = this.planFresh(sql, mask, options, held, shape, catalog)
+    if (plain !== undefined && catalog !== null) this.planMemo.set(plain, { mask, opts, catalog, verdict })
+    return verdict
+  }
+
+  private planFresh(
+    sql: string,
+    mask: readonly MaskObligation[],
+    options: MaskOptions,
+    held: readonly (HeldText | null)[],
+    shape: object | null,
+    catalog: LineageCatalog | null,
+  ): MaskVerdict {
     let lineages: StatementLineage[]
     if (catalog === null) lineages = [unresolvedLineage('the gateway could not read the catalog of this connection')]
     else {
