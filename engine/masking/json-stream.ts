@@ -834,7 +834,8 @@ export function jsonMaskStream(masker: JsonMasker): Transform {
         cb(err as Error)
         return
       }
-      for (const p of parts) this.push(p)
+      // One buffer per chunk: each push would otherwise be a write of its own downstream.
+      if (parts.length > 0) this.push(parts.length === 1 ? parts[0] : Buffer.concat(parts))
       cb()
     },
     flush(cb: TransformCallback): void {
@@ -845,7 +846,7 @@ export function jsonMaskStream(masker: JsonMasker): Transform {
         cb(err as Error)
         return
       }
-      for (const p of parts) this.push(p)
+      if (parts.length > 0) this.push(Buffer.concat(parts))
       cb()
     },
   })

@@ -7,6 +7,17 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'
 import type { Dispatcher, Pool } from 'undici'
 import type { ApprovalOutcome, Decision, FastPathSession, PluginContext, ProxySession, SessionAuditEvent } from '../types.js'
+import { JsonMaskError } from '../kit/index.js'
+import {
+  dropForMasked,
+  JsonBodyMasker,
+  MASKED_REQUEST_DROP,
+  MaskTally,
+  maskVerdict,
+  responsePlan,
+  SseMasker,
+  sessionMaskKeys,
+} from './masking.js'
 import { type Problem, sendProblem } from './respond.js'
 import { maskString, ScrubState } from './scrub.js'
 import { parseQuery } from './target.js'
@@ -153,7 +164,8 @@ function policyHeaders(req: IncomingMessage): Record<string, string> {
 }
 
 /** The headers sent upstream: the caller's (hop-by-hop and credentials removed) and the injected ones. */
-function upstreamHeaders(req: IncomingMessage, plan: ConnectionPlan): Record<string, string | string[]> {
+/** `masked`: the response will be masked (masking.ts says which headers that drops and why). */
+function upstreamHeaders(req: IncomingMessage, plan: ConnectionPlan, masked: boolean): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}
   const raw = req.rawHeaders
   const connectionTokens = new Set(
@@ -166,12 +178,13 @@ function upstreamHeaders(req: IncomingMessage, plan: ConnectionPlan): Record<str
     const name = (raw[i] as string).toLowerCase()
     if (HOP_BY_HOP.has(name) || connectionTokens.has(name) || plan.inject.has(name)) continue
     if (plan.needles.length > 0 && name === 'accept-encoding') continue
+    if (masked && MASKED_REQUEST_DROP.has(name)) continue
     const prev = out[name]
     const value = raw[i + 1] as string
     out[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value]
   }
   // Responses are scanned for injected secrets: they must come uncompressed.
-  if (plan.needles.length > 0) out['accept-encoding'] = 'identity'
+  if (plan.needles.length > 0 || masked) out['accept-encoding'] = 'identity'
   for (const [k, v] of plan.inject) out[k] = v
   return out
 }
@@ -342,12 +355,14 @@ export async function runExchange(x: Exchange): Promise<void> {
     return fail({ status: 503, title: 'Refused', detail: 'the gateway could not record this request' })
   }
   if (decision.effect === 'deny') return fail(deniedProblem(decision))
+  let allowed: Extract<Decision, { effect: 'allow' }>
   if (decision.effect === 'hold') {
     const verdict = await holdFlow(x, command(), decision, body, live.signal)
     if (verdict === 'answered') return
-    if (verdict !== null) return fail(verdict.problem)
-  }
-  await forward(x, body, live, started)
+    if ('problem' in verdict) return fail(verdict.problem)
+    allowed = verdict.allowed
+  } else allowed = decision
+  await forward(x, body, live, started, allowed)
 }
 
 /** The approval flow for a held request; null: granted and allowed, go on. */
@@ -357,7 +372,7 @@ async function holdFlow(
   decision: Extract<Decision, { effect: 'hold' }>,
   body: ReadBody,
   signal: AbortSignal,
-): Promise<{ problem: Problem } | 'answered' | null> {
+): Promise<{ problem: Problem } | 'answered' | { allowed: Extract<Decision, { effect: 'allow' }> }> {
   const { session, req, res } = x
   if (!session.requestApproval) {
     return {
@@ -427,7 +442,7 @@ async function holdFlow(
       } catch {
         return { problem: { status: 503, title: 'Refused', detail: 'the gateway could not decide this request' } }
       }
-      if (again.effect === 'allow') return null
+      if (again.effect === 'allow') return { allowed: again }
       if (again.effect === 'deny') return { problem: deniedProblem(again) }
       return { problem: { status: 403, title: 'Approval required', detail: 'the approval does not cover this request' } }
     }
@@ -459,18 +474,41 @@ async function holdFlow(
 const NONE: Buffer[] = []
 
 /** Response headers the caller never gets from the upstream. */
-function callerHeaders(up: Dispatcher.ResponseData['headers'], needles: readonly Buffer[]): Record<string, string | string[]> {
+function callerHeaders(
+  up: Dispatcher.ResponseData['headers'],
+  needles: readonly Buffer[],
+  masked: boolean,
+): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}
   for (const k in up) {
     const v = up[k]
     if (v === undefined || HOP_BY_HOP.has(k) || k === 'proxy-authenticate') continue
+    if (masked && dropForMasked(k)) continue
     out[k] = needles.length === 0 ? v : Array.isArray(v) ? v.map((s) => maskString(s, needles)) : maskString(v, needles)
   }
   return out
 }
 
-async function forward(x: Exchange, body: ReadBody, live: Liveness, started: bigint): Promise<void> {
+async function forward(
+  x: Exchange,
+  body: ReadBody,
+  live: Liveness,
+  started: bigint,
+  decision: Extract<Decision, { effect: 'allow' }>,
+): Promise<void> {
   const { ctx, session, plan, req, res } = x
+  // The JSON paths this chain may not see in the response (null: the body passes as it is).
+  let jsonPlan: ReturnType<typeof responsePlan>
+  try {
+    jsonPlan = responsePlan(decision.mask)
+  } catch (err) {
+    // A path the engine let through but the masker cannot compile: refuse, never pass unmasked.
+    ctx.log.error({ err: String(err), session: session.id }, 'masking paths do not compile; request refused')
+    return sendProblem(res, { status: 503, title: 'Refused', detail: 'the gateway could not prepare the masking this response needs' })
+  }
+  const tally = jsonPlan === null ? null : new MaskTally()
+  // The body's masker, to count what it masked even when the body is cut short.
+  const maskers: JsonBodyMasker[] = []
   // The whole body when it was read; otherwise what was read and the rest of the stream.
   let upstreamBody: Buffer | Readable | null = null
   if (body.whole) upstreamBody = body.whole.length > 0 ? body.whole : null
@@ -483,7 +521,7 @@ async function forward(x: Exchange, body: ReadBody, live: Liveness, started: big
       })(),
     )
   }
-  const headers = upstreamHeaders(req, plan)
+  const headers = upstreamHeaders(req, plan, jsonPlan !== null)
   if (upstreamBody === null && body.hasBody) headers['content-length'] = '0'
   let status = 502
   let bytesOut = 0
@@ -548,7 +586,32 @@ async function forward(x: Exchange, body: ReadBody, live: Liveness, started: big
           if (statusCode < 200) return
           status = statusCode
           const encoded = upHeaders['content-encoding']
-          if (plan.needles.length > 0 && encoded !== undefined && String(encoded).toLowerCase() !== 'identity') {
+          const verdict = jsonPlan === null ? null : maskVerdict(x.method, statusCode, upHeaders)
+          if (verdict !== null && !verdict.ok) {
+            status = 502
+            error = `response not masked: ${verdict.why}`
+            sendProblem(res, {
+              status: 502,
+              title: 'Bad gateway',
+              detail: `the gateway must mask this response and cannot: ${verdict.why}`,
+            })
+            c.abort(new Error(error))
+            finish(null)
+            return
+          }
+          if (verdict?.ok === true && jsonPlan !== null && tally !== null) {
+            // Decoders, then the masker, before the scrubber: it reads the decoded body.
+            const keys = sessionMaskKeys(ctx.stateDir, session)
+            const stages: BodyFilter[] = [...verdict.decoders]
+            if (verdict.kind === 'sse') stages.push(new SseMasker(jsonPlan, keys, tally))
+            else if (verdict.kind !== null) {
+              const m = new JsonBodyMasker(jsonPlan, keys, verdict.kind === 'sequence', tally)
+              maskers.push(m)
+              stages.push(m)
+            }
+            filters.unshift(...stages)
+          }
+          if (verdict === null && plan.needles.length > 0 && encoded !== undefined && String(encoded).toLowerCase() !== 'identity') {
             // A compressed body cannot be scanned for the injected secret: refuse rather than pass it.
             status = 502
             error = 'compressed response from an upstream with injected credentials'
@@ -561,7 +624,7 @@ async function forward(x: Exchange, body: ReadBody, live: Liveness, started: big
             finish(null)
             return
           }
-          const out = callerHeaders(upHeaders, plan.needles)
+          const out = callerHeaders(upHeaders, plan.needles, verdict !== null)
           respHeaders = out
           try {
             res.writeHead(statusCode, out)
@@ -612,6 +675,7 @@ async function forward(x: Exchange, body: ReadBody, live: Liveness, started: big
         bytes: bytesOut,
         bytes_in: body.whole ? body.whole.length : null,
         duration_ms: Math.round(duration * 100) / 100,
+        ...(tally !== null ? { masked: settled(maskers, tally) } : {}),
         ...(error ? { error } : {}),
       })
     } catch (err) {
@@ -635,7 +699,13 @@ async function forward(x: Exchange, body: ReadBody, live: Liveness, started: big
   }
 }
 
+function settled(maskers: readonly JsonBodyMasker[], tally: MaskTally): ReturnType<MaskTally['list']> {
+  for (const m of maskers) m.settle()
+  return tally.list()
+}
+
 function errorText(err: unknown): string {
+  if (err instanceof JsonMaskError) return `response cut: ${err.message}`
   const code = (err as { code?: unknown }).code
   return typeof code === 'string' ? code : 'upstream failure'
 }

@@ -1,0 +1,349 @@
+// Masking response bodies: `json_paths:` rules (engine/masking/json-stream.ts) applied to what the
+// upstream answers, while it streams. Everything here fails closed: a response the gateway cannot
+// mask (compressed in an unknown way, not JSON, partial content, broken JSON) is refused or cut,
+// never passed through.
+//
+// Other routes to an unmasked representation are shut when a rule applies (docs/http.md,
+// "Masking response bodies"):
+//   - Range / If-Range are not forwarded (a 206 slice would be unparseable, hence unmaskable), and
+//     a 206 that comes anyway is refused;
+//   - conditional headers (If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since) are
+//     not forwarded: a 412 or 304 against a guessed ETag would say something about the clear body;
+//   - the response's ETag, Content-Length, Content-MD5 and digest fields describe the clear body
+//     (an ETag is often its hash: a dictionary oracle) and are dropped; the body goes chunked;
+//   - Accept-Encoding is `identity` upstream; gzip, deflate and br answers are decompressed, any
+//     other Content-Encoding is refused;
+//   - content negotiation: only JSON (and NDJSON, JSON sequences, server-sent events of JSON) can
+//     be masked, so any other media type with a body is refused: `Accept: text/csv` cannot fetch
+//     the same records as a CSV the rules do not reach.
+
+import { createHmac, randomBytes } from 'node:crypto'
+import { constants, createBrotliDecompress, createGunzip, createInflate } from 'node:zlib'
+import {
+  JsonMaskError,
+  type JsonMaskedPath,
+  JsonMasker,
+  type JsonMaskPlan,
+  jsonMaskPlan,
+  loadMaskingKey,
+  type MaskingKeys,
+  type MaskObligation,
+  maskJson,
+} from '../kit/index.js'
+
+const PLANS = new Map<string, JsonMaskPlan | null>()
+const PLANS_MAX = 256
+
+/** The compiled paths of a decision's JSON-path obligations, or null when none applies. */
+export function responsePlan(mask: readonly MaskObligation[]): JsonMaskPlan | null {
+  let key = ''
+  for (const m of mask) if (m.json_path !== undefined) key += `${m.rule}\u0000${m.json_path}\u0000${m.strategy}\u0000${m.keep ?? ''}\u0001`
+  if (key === '') return null
+  let p = PLANS.get(key)
+  if (p === undefined) {
+    p = jsonMaskPlan(mask)
+    if (PLANS.size >= PLANS_MAX) PLANS.clear()
+    PLANS.set(key, p)
+  }
+  return p
+}
+
+const MASKING_KEYS = new Map<string, Buffer>()
+const SESSION_KEYS = new WeakMap<object, MaskingKeys>()
+
+/** The HTTP plugin's masking key (`<stateDir>/keys/masking.key`, made on first use) and a key
+ *  drawn per gateway session for hash_session. */
+export function sessionMaskKeys(stateDir: string, session: object): MaskingKeys {
+  let k = SESSION_KEYS.get(session)
+  if (!k) {
+    let key = MASKING_KEYS.get(stateDir)
+    if (!key) {
+      key = loadMaskingKey(stateDir)
+      MASKING_KEYS.set(stateDir, key)
+    }
+    k = { key, sessionKey: createHmac('sha256', key).update(randomBytes(32)).digest() }
+    SESSION_KEYS.set(session, k)
+  }
+  return k
+}
+
+/** Request headers not forwarded when a rule masks the response. */
+export const MASKED_REQUEST_DROP = new Set([
+  'range',
+  'if-range',
+  'if-match',
+  'if-none-match',
+  'if-modified-since',
+  'if-unmodified-since',
+  'accept-encoding',
+])
+
+/** Response headers that describe the clear body, dropped when it is masked. */
+const MASKED_RESPONSE_DROP = new Set([
+  'content-length',
+  'content-encoding',
+  'etag',
+  'content-md5',
+  'digest',
+  'content-digest',
+  'repr-digest',
+  'accept-ranges',
+  'content-range',
+])
+
+export function dropForMasked(header: string): boolean {
+  return MASKED_RESPONSE_DROP.has(header)
+}
+
+/** A synchronous transform of a body (the shape of exchange.ts's BodyFilter). */
+export interface SyncFilter {
+  write(chunk: Buffer): Buffer[]
+  end(): Buffer[]
+}
+
+/** node:zlib's synchronous step (what its *Sync functions use): a chunk in, what it decodes out. */
+interface SyncZlib {
+  _processChunk(chunk: Buffer, flushFlag: number): Buffer
+  close(): void
+}
+
+/**
+ * Undoes one Content-Encoding chunk by chunk, synchronously (the response is relayed without
+ * streams). Bounded: each chunk's output is what that chunk decodes to.
+ */
+class Decoder implements SyncFilter {
+  private readonly z: SyncZlib
+  private readonly flush: number
+  private readonly finish: number
+  constructor(coding: 'gzip' | 'deflate' | 'br') {
+    const z = coding === 'gzip' ? createGunzip() : coding === 'deflate' ? createInflate() : createBrotliDecompress()
+    this.z = z as unknown as SyncZlib
+    this.flush = coding === 'br' ? constants.BROTLI_OPERATION_PROCESS : constants.Z_NO_FLUSH
+    this.finish = coding === 'br' ? constants.BROTLI_OPERATION_FINISH : constants.Z_FINISH
+  }
+  write(chunk: Buffer): Buffer[] {
+    const out = this.z._processChunk(chunk, this.flush)
+    return out.length > 0 ? [out] : []
+  }
+  end(): Buffer[] {
+    const out = this.z._processChunk(Buffer.alloc(0), this.finish)
+    this.z.close()
+    return out.length > 0 ? [out] : []
+  }
+}
+
+export type BodyKind = 'json' | 'sequence' | 'sse'
+
+/** How a response may be masked, or why it cannot. */
+export type MaskVerdict =
+  | { readonly ok: true; readonly kind: BodyKind | null; readonly decoders: readonly SyncFilter[] }
+  | { readonly ok: false; readonly why: string }
+
+const SEQUENCE_TYPES = new Set([
+  'application/x-ndjson',
+  'application/ndjson',
+  'application/jsonl',
+  'application/x-jsonlines',
+  'application/json-seq',
+])
+
+function mediaType(contentType: string): { type: string; charset: string | null } {
+  const [t, ...params] = contentType.split(';')
+  let charset: string | null = null
+  for (const p of params) {
+    const m = /^\s*charset\s*=\s*"?([^";\s]+)"?\s*$/i.exec(p)
+    if (m) charset = (m[1] as string).toLowerCase()
+  }
+  return { type: (t ?? '').trim().toLowerCase(), charset }
+}
+
+/**
+ * What to do with a response when rules apply: no body (HEAD, 204, 304, an empty body) passes;
+ * otherwise the body must be JSON of a kind the masker reads, in UTF-8, with encodings the
+ * gateway can undo.
+ */
+export function maskVerdict(method: string, status: number, headers: Record<string, string | string[] | undefined>): MaskVerdict {
+  if (status === 206) return { ok: false, why: 'partial content (206) cannot be masked' }
+  const one = (v: string | string[] | undefined): string | undefined => (Array.isArray(v) ? v.join(', ') : v)
+  const noBody =
+    method === 'HEAD' || status === 204 || status === 304 || (status >= 100 && status < 200) || one(headers['content-length']) === '0'
+  if (noBody) return { ok: true, kind: null, decoders: [] }
+  const decoders: SyncFilter[] = []
+  const encoding = one(headers['content-encoding'])
+  if (encoding !== undefined) {
+    // Listed in the order applied: undone last first.
+    const codings = encoding
+      .split(',')
+      .map((s) => s.trim().toLowerCase())
+      .filter((s) => s !== '' && s !== 'identity')
+    for (const c of codings.reverse()) {
+      if (c === 'gzip' || c === 'x-gzip') decoders.push(new Decoder('gzip'))
+      else if (c === 'deflate') decoders.push(new Decoder('deflate'))
+      else if (c === 'br') decoders.push(new Decoder('br'))
+      else return { ok: false, why: `the body is encoded as ${JSON.stringify(c)}, which the gateway cannot decode to mask` }
+    }
+  }
+  const fail = (why: string): MaskVerdict => ({ ok: false, why })
+  const ct = one(headers['content-type'])
+  if (ct === undefined) return fail('the body has no Content-Type; only JSON can be masked')
+  const { type, charset } = mediaType(ct)
+  if (charset !== null && charset !== 'utf-8' && charset !== 'utf8')
+    return fail(`the body is in charset ${charset}; JSON is masked as UTF-8`)
+  let kind: BodyKind
+  if (type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'))) kind = 'json'
+  else if (SEQUENCE_TYPES.has(type)) kind = 'sequence'
+  else if (type === 'text/event-stream') kind = 'sse'
+  else return fail(`the body is ${type || 'of no media type'}; only JSON can be masked`)
+  return { ok: true, kind, decoders }
+}
+
+/** Accumulates what each path masked over a response. */
+export class MaskTally {
+  private readonly byPath = new Map<string, { path: string; rule: string; strategy: string; count: number }>()
+  add(paths: readonly JsonMaskedPath[]): void {
+    for (const p of paths) {
+      const e = this.byPath.get(p.path)
+      if (e) e.count += p.count
+      else this.byPath.set(p.path, { ...p })
+    }
+  }
+  list(): { path: string; rule: string; strategy: string; count: number }[] {
+    return [...this.byPath.values()]
+  }
+}
+
+/** A JSON body (one document, or a sequence) masked as it streams; invalid JSON throws. */
+export class JsonBodyMasker implements SyncFilter {
+  private readonly masker: JsonMasker
+  private counted = false
+  constructor(
+    plan: JsonMaskPlan,
+    keys: MaskingKeys,
+    multiple: boolean,
+    private readonly tally: MaskTally,
+  ) {
+    this.masker = new JsonMasker(plan, keys, { multiple })
+  }
+  write(chunk: Buffer): Buffer[] {
+    // One buffer per chunk: many small writes would each become a write (and a TLS record).
+    const parts = this.masker.write(chunk)
+    return parts.length <= 1 ? parts : [Buffer.concat(parts)]
+  }
+  end(): Buffer[] {
+    const parts = this.masker.end()
+    this.settle()
+    return parts.length <= 1 ? parts : [Buffer.concat(parts)]
+  }
+  /** Adds what was masked to the tally (also for a body cut short). */
+  settle(): void {
+    if (this.counted) return
+    this.counted = true
+    this.tally.add(this.masker.masked())
+  }
+}
+
+/** Longest server-sent event (its data lines together) the gateway holds to mask. */
+export const MAX_EVENT_BYTES = 1024 * 1024
+
+/**
+ * Server-sent events: lines pass as they come, except `data:` lines, which are held until the
+ * event ends (a blank line) and then sent masked as one JSON document (the event's data lines
+ * joined with newlines, as a client reads them). Data that is not JSON is refused: the rules
+ * cannot be applied to it. An event larger than MAX_EVENT_BYTES is refused.
+ */
+export class SseMasker implements SyncFilter {
+  private line: Buffer[] = []
+  private lineLen = 0
+  private data: Buffer[] = []
+  private dataLen = 0
+  private sawCr = false
+  constructor(
+    private readonly plan: JsonMaskPlan,
+    private readonly keys: MaskingKeys,
+    private readonly tally: MaskTally,
+  ) {}
+
+  private out: Buffer[] = []
+  private push(b: Buffer | string): void {
+    this.out.push(typeof b === 'string' ? Buffer.from(b) : b)
+  }
+  private take(): Buffer[] {
+    const o = this.out
+    this.out = []
+    return o.length <= 1 ? o : [Buffer.concat(o)]
+  }
+
+  write(chunk: Buffer): Buffer[] {
+    {
+      let start = 0
+      for (let i = 0; i < chunk.length; i++) {
+        const c = chunk[i] as number
+        if (c !== 0x0a && c !== 0x0d) continue
+        if (c === 0x0a && this.sawCr && i === start && this.lineLen === 0) {
+          // The LF of a CRLF whose CR ended the previous line.
+          this.sawCr = false
+          start = i + 1
+          continue
+        }
+        this.sawCr = c === 0x0d
+        this.takeLine(chunk.subarray(start, i))
+        start = i + 1
+      }
+      if (start < chunk.length) {
+        this.sawCr = false
+        this.keepPartial(chunk.subarray(start))
+      }
+    }
+    return this.take()
+  }
+
+  end(): Buffer[] {
+    if (this.lineLen > 0) this.takeLine(Buffer.alloc(0))
+    if (this.dataLen > 0) this.dispatch()
+    return this.take()
+  }
+
+  private keepPartial(part: Buffer): void {
+    this.lineLen += part.length
+    if (this.lineLen + this.dataLen > MAX_EVENT_BYTES)
+      throw new JsonMaskError(`a server-sent event longer than ${MAX_EVENT_BYTES} bytes`, 0)
+    this.line.push(Buffer.from(part))
+  }
+
+  private takeLine(tail: Buffer): void {
+    const line = this.lineLen === 0 ? tail : Buffer.concat([...this.line, tail])
+    this.line = []
+    this.lineLen = 0
+    if (line.length === 0) {
+      if (this.dataLen > 0) this.dispatch()
+      this.push('\n')
+      return
+    }
+    // `data:` or `data` (a field without a colon): held for the event; other fields pass.
+    if (
+      line.length >= 4 &&
+      line[0] === 0x64 &&
+      line.subarray(0, 4).toString('latin1') === 'data' &&
+      (line.length === 4 || line[4] === 0x3a)
+    ) {
+      let v = line.subarray(line.length === 4 ? 4 : 5)
+      if (v[0] === 0x20) v = v.subarray(1)
+      if (this.data.length > 0) this.data.push(Buffer.from('\n'))
+      this.data.push(Buffer.from(v))
+      this.dataLen += v.length + 1
+      if (this.dataLen > MAX_EVENT_BYTES) throw new JsonMaskError(`a server-sent event longer than ${MAX_EVENT_BYTES} bytes`, 0)
+      return
+    }
+    this.push(Buffer.concat([line, Buffer.from('\n')]))
+  }
+
+  private dispatch(): void {
+    const doc = Buffer.concat(this.data)
+    this.data = []
+    this.dataLen = 0
+    const r = maskJson(this.plan, this.keys, doc)
+    this.tally.add(r.masked)
+    // One data line per line of the masked document, so the client joins it back the same way.
+    for (const l of r.body.toString('utf8').split('\n')) this.push(`data: ${l}\n`)
+  }
+}
