@@ -111,6 +111,7 @@ export function registerKubeCommands(program: Command, configOption: () => Optio
   program
     .command('kube-credential')
     .description("kubectl's exec credential plugin (used by the kubeconfig from gatehouse kubeconfig): prints the caller's token")
+    .addOption(configOption())
     .option('--token-file <path>', 'read the token from this file')
     .option('--server <url>', 'use the token gatehouse login stored for this gateway')
     .action((o: { tokenFile?: string; server?: string }) => {
