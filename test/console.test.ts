@@ -456,5 +456,23 @@ describe('web console', () => {
     })
     assert.equal(refused.status, 403)
     assert.equal(refused.headers.get('set-cookie'), null)
+    // Neither is a service account's key, even one in the admin group.
+    const created = await fetch(`${gw.apiUrl}/v1/service-keys`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'console-probe', groups: ['gatehouse-admins'] }),
+    })
+    assert.equal(created.status, 200)
+    assert.equal(created.headers.get('x-content-type-options'), 'nosniff')
+    const key = ((await created.json()) as { key: string }).key
+    const byKey = await fetch(`${gw.apiUrl}/console/login/token`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: key }),
+    })
+    assert.equal(byKey.status, 403)
+    assert.equal(byKey.headers.get('set-cookie'), null)
+    assert.match(await byKey.text(), /service account/)
   })
 })

@@ -298,6 +298,10 @@ export class Console {
           return loginPage(reply, deps, 'That token is invalid, expired or revoked.', 401)
         }
         if (id.chain.length !== 1) return loginPage(reply, deps, "The console takes a person's token, not a delegated one.", 403)
+        // Reviewing and killing are a person's acts: a service account's key or a workload's token
+        // keeps its API rights but opens no console session.
+        if (id.chain[0]?.kind !== 'user')
+          return loginPage(reply, deps, "The console takes a person's token, not a service account's or a workload's.", 403)
         await this.begin(req, reply, token, id, false, 'token')
         return reply.status(303).header('location', '/').header('cache-control', 'no-store').send()
       })

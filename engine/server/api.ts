@@ -153,6 +153,8 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     : null
 
   app.addHook('onRequest', async (req, reply) => {
+    // No answer of this listener is meant to be sniffed into HTML (exports, recordings, JSON).
+    reply.header('x-content-type-options', 'nosniff')
     // A console session (cookie + CSRF token) stands for its token on /v1 routes.
     if (web && !(await web.authenticate(req, reply))) return reply
     if (req.url === '/v1/health' || req.url.startsWith('/v1/openapi.json')) return
