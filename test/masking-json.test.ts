@@ -243,7 +243,9 @@ function reference(targets: readonly JsonMaskTarget[], value: unknown, segs: Seg
   if (Array.isArray(value)) return value.map((v, i) => reference(targets, v, [...segs, i]))
   if (value !== null && typeof value === 'object') {
     const out: Record<string, unknown> = {}
-    for (const [k, v] of Object.entries(value)) out[k] = reference(targets, v, [...segs, k])
+    // defineProperty: a member named __proto__ is a member, as JSON.parse makes it.
+    for (const [k, v] of Object.entries(value))
+      Object.defineProperty(out, k, { value: reference(targets, v, [...segs, k]), enumerable: true, writable: true, configurable: true })
     return out
   }
   return value
