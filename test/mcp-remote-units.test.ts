@@ -84,6 +84,12 @@ describe('mcp-remote connection settings', () => {
     assert.match(check({ url: 'https://x/mcp', call_timeout: 0 }).join(), /call_timeout/)
     assert.match(check({ url: 'https://x/mcp', path_case: 'insensitive' }).join(), /unknown key/)
   })
+  test('max_sessions_per_root: a whole number of sessions up to the gateway-wide limit', () => {
+    assert.deepEqual(check({ url: 'https://x/mcp', max_sessions_per_root: 5 }), [])
+    for (const bad of [0, 1001, 2.5, '5']) {
+      assert.match(check({ url: 'https://x/mcp', max_sessions_per_root: bad }).join(), /max_sessions_per_root/)
+    }
+  })
 })
 
 describe('result masker', () => {

@@ -7,9 +7,9 @@
 
 import { GatehouseError } from '../kit/index.js'
 import { PLUGIN_CONTRACT, type ProxyPlugin } from '../types.js'
-import { MOUNT_PATH, RemoteMcpService } from './service.js'
+import { MAX_SESSIONS, MOUNT_PATH, RemoteMcpService } from './service.js'
 
-const KNOWN_KEYS = ['url', 'ca', 'inject_headers', 'client_cert', 'client_key', 'call_timeout']
+const KNOWN_KEYS = ['url', 'ca', 'inject_headers', 'client_cert', 'client_key', 'call_timeout', 'max_sessions_per_root']
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 /** Headers the gateway or the MCP transport owns on the upstream hop. */
 const NOT_INJECTABLE = new Set([
@@ -78,6 +78,10 @@ export const mcpRemotePlugin: ProxyPlugin<Record<string, unknown>, 'gateway' | '
     const t = settings.call_timeout
     if (t !== undefined && (typeof t !== 'number' || !Number.isInteger(t) || t < 1 || t > 3600)) {
       problems.push('call_timeout: must be a number of seconds (1 to 3600)')
+    }
+    const r = settings.max_sessions_per_root
+    if (r !== undefined && (typeof r !== 'number' || !Number.isInteger(r) || r < 1 || r > MAX_SESSIONS)) {
+      problems.push(`max_sessions_per_root: must be a whole number of sessions (1 to ${MAX_SESSIONS})`)
     }
     return problems
   },

@@ -15,6 +15,12 @@ export const MOUNT_PATH = '/mcp-remote'
 /** Open sessions at most, in all and per token (the least recently used is closed to make room). */
 export const MAX_SESSIONS = 1000
 export const MAX_SESSIONS_PER_TOKEN = 16
+/**
+ * Open sessions at most per delegation chain's root principal (`max_sessions_per_root` on the
+ * connection being opened), counted over all remote MCP connections: an agent can mint sub-agent
+ * tokens at will, so the per-token limit alone would let one chain take every slot of MAX_SESSIONS.
+ */
+export const DEFAULT_MAX_SESSIONS_PER_ROOT = 100
 /** A session nobody used for this long is closed. */
 export const SESSION_IDLE_MS = 30 * 60_000
 
@@ -42,8 +48,14 @@ function quoted(s: string): string {
   return `"${s.replace(/[\\"]/g, '\\$&').replace(/[\r\n]/g, ' ')}"`
 }
 
+function rootLimit(v: unknown): number {
+  return typeof v === 'number' ? v : DEFAULT_MAX_SESSIONS_PER_ROOT
+}
+
 export class RemoteMcpService {
   private readonly sessions = new Map<string, Bridge>()
+  /** Sessions being opened, per root principal: counted against its limit before they are listed. */
+  private readonly opening = new Map<string, number>()
   private readonly sweeper: NodeJS.Timeout
   private stopped = false
 
@@ -119,17 +131,34 @@ export class RemoteMcpService {
       return rpcError(res, status, -32000, opened.error.publicMessage)
     }
     const session = opened.session
+    const root = session.identity.chain[0]?.id ?? ''
+    const limit = rootLimit(session.settings.max_sessions_per_root)
+    const mine = [...this.sessions.values()].filter((b) => !b.closed && b.identity.chain[0]?.id === root).length
+    if (mine + (this.opening.get(root) ?? 0) >= limit) {
+      session.end('too many remote MCP sessions for one delegation chain')
+      return rpcError(
+        res,
+        429,
+        -32000,
+        `too many open MCP sessions for ${root} and the agents it delegated to (at most ${limit}); close some or let them idle out`,
+      )
+    }
     const hash = tokenHash(token)
     this.makeRoom(hash)
     const id = randomUUID()
     const bridge = new Bridge(this.ctx, session, id, hash, () => this.sessions.delete(id))
     session.onTerminate((reason) => bridge.close(reason))
+    this.opening.set(root, (this.opening.get(root) ?? 0) + 1)
     try {
       await bridge.open(body)
     } catch (err) {
       this.ctx.log.warn({ err: String(err), session: session.id, connection }, 'the upstream MCP server could not be initialised')
       bridge.close('the upstream MCP server could not be reached')
       return rpcError(res, 502, -32000, 'the upstream MCP server could not be reached or refused to start a session')
+    } finally {
+      const n = (this.opening.get(root) ?? 1) - 1
+      if (n > 0) this.opening.set(root, n)
+      else this.opening.delete(root)
     }
     if (bridge.closed) return rpcError(res, 401, -32000, 'the session ended while it was being opened')
     this.sessions.set(id, bridge)
