@@ -198,6 +198,16 @@ describe('remote MCP servers', () => {
       assert.ok(Array.isArray(ran.content) && ran.content.length > 0)
       const again = await rpcError(client.callTool({ name: 'get-annotated-message', arguments: args }))
       assert.equal(again.code, -32011, 'the once-grant was used up')
+      // The call that ran has its own statement: decided again with the grant (allow), naming the
+      // approval request; its result follows it, and the held ones stay `hold`.
+      const events = gw.auditEvents()
+      const statements = events.filter((e) => e.type === 'statement' && e.tool === 'get-annotated-message')
+      const approved = statements.filter((e) => e.approval === held.request_id)
+      assert.equal(approved.length, 1, JSON.stringify(statements))
+      assert.equal(approved[0]?.decision, 'allow')
+      assert.deepEqual(approved[0]?.arguments, { includeImage: false, messageType: 'success' })
+      assert.ok(events.some((e) => e.type === 'result' && e.session === approved[0]?.session && e.seq === approved[0]?.seq))
+      assert.ok(statements.filter((e) => e.approval === undefined).every((e) => e.decision === 'hold'))
     } finally {
       await client.close()
     }

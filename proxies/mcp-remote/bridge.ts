@@ -358,7 +358,6 @@ export class Bridge {
     display: string,
     signal: AbortSignal,
   ): Promise<{ seq: number; decision: Allowed }> {
-    const seq = ++this.seq
     let decision: Decision
     try {
       decision = await this.session.decide(action, command, signal)
@@ -366,25 +365,34 @@ export class Bridge {
       this.ctx.log.error({ err: String(err), session: this.session.id }, 'policy evaluation failed; request refused')
       throw new RpcError(GATEWAY_ERROR_CODE, 'gatehouse: the gateway could not decide this request')
     }
-    try {
-      await this.session.audit({
-        type: 'statement',
-        action,
-        seq,
-        mcp_session: this.id,
-        method,
-        ...audited,
-        decision: decision.effect,
-        rules: decision.rules,
-        policy_version: decision.policy,
-      })
-    } catch (err) {
-      this.ctx.log.error({ err: String(err), session: this.session.id }, 'audit append failed; request refused')
-      throw new RpcError(GATEWAY_ERROR_CODE, 'gatehouse: the gateway could not record this request')
+    const record = async (d: Decision, approval?: string): Promise<number> => {
+      const seq = ++this.seq
+      try {
+        await this.session.audit({
+          type: 'statement',
+          action,
+          seq,
+          mcp_session: this.id,
+          method,
+          ...audited,
+          decision: d.effect,
+          rules: d.rules,
+          ...(approval !== undefined ? { approval } : {}),
+          policy_version: d.policy,
+        })
+      } catch (err) {
+        this.ctx.log.error({ err: String(err), session: this.session.id }, 'audit append failed; request refused')
+        throw new RpcError(GATEWAY_ERROR_CODE, 'gatehouse: the gateway could not record this request')
+      }
+      return seq
     }
+    const seq = await record(decision)
     if (decision.effect === 'allow') return { seq, decision }
     if (decision.effect === 'deny') throw denied(decision)
-    return { seq, decision: await this.held(action, command, decision, display, signal) }
+    // Approved: the request is decided again with the grant, and what runs has its own statement
+    // (decision allow, the approval request), durable before it reaches the upstream, as for SQL.
+    const approved = await this.held(action, command, decision, display, signal)
+    return { seq: await record(approved.decision, approved.request), decision: approved.decision }
   }
 
   /** The approval flow: returns when a grant covers the request; otherwise throws what to wait for. */
@@ -394,7 +402,7 @@ export class Bridge {
     decision: Extract<Decision, { effect: 'hold' }>,
     display: string,
     signal: AbortSignal,
-  ): Promise<Allowed> {
+  ): Promise<{ decision: Allowed; request: string }> {
     const heldError = (request: string | null, approvers: readonly string[]): RpcError =>
       refusalError({
         status: 'held',
@@ -424,7 +432,7 @@ export class Bridge {
         } catch {
           throw new RpcError(GATEWAY_ERROR_CODE, 'gatehouse: the gateway could not decide this request')
         }
-        if (again.effect === 'allow') return again
+        if (again.effect === 'allow') return { decision: again, request: outcome.request }
         if (again.effect === 'deny') throw denied(again)
         throw heldError(null, again.approvers)
       }
