@@ -173,6 +173,16 @@ describe('remote MCP: a delegated agent scoped to two tools', () => {
     const batch = await post(agent, sid, JSON.stringify([call(2, 'echo', { message: 'in a batch' }), call(3, THIRD)]), '2025-03-26')
     assert.ok(batch.status === 200 || batch.status === 400, batch.text)
     for (const m of batch.messages) if (m.id === 3) assert.equal((m.error as { code: number }).code, -32010)
+    // Two requests of one batch under one id: the whole batch is refused, nothing runs.
+    const dup = await post(
+      agent,
+      sid,
+      JSON.stringify([call(8, 'echo', { message: 'dup-id' }), call(8, 'get-sum', { a: 1, b: 2 })]),
+      '2025-03-26',
+    )
+    assert.equal(dup.status, 400, dup.text)
+    assert.equal((msg(dup).error as { code: number }).code, -32600)
+    assert.ok(!JSON.stringify(up.seen).includes('dup-id'), 'no request of the refused batch reached the upstream')
     // The same id for an allowed call and then the third.
     await post(agent, sid, JSON.stringify(call(7, 'echo', { message: 'seven' })), '2025-03-26')
     const reused = await post(agent, sid, JSON.stringify(call(7, THIRD)), '2025-03-26')

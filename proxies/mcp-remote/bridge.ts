@@ -275,6 +275,27 @@ export class Bridge {
       res.writeHead(503).end()
       return Promise.resolve()
     }
+    // Two requests of one batch under one id would get one answer between them (the other's
+    // result lost after it ran): the whole batch is refused before any of it is decided.
+    if (Array.isArray(body)) {
+      const ids = new Set<unknown>()
+      for (const m of body as unknown[]) {
+        const o = m as { id?: unknown; method?: unknown } | null
+        if (o === null || typeof o !== 'object' || typeof o.method !== 'string' || o.id === undefined) continue
+        if (ids.has(o.id)) {
+          res.writeHead(400, { 'content-type': 'application/json' })
+          res.end(
+            JSON.stringify({
+              jsonrpc: '2.0',
+              error: { code: -32600, message: 'Invalid Request: two requests of one batch use the same id; nothing in the batch was run' },
+              id: null,
+            }),
+          )
+          return Promise.resolve()
+        }
+        ids.add(o.id)
+      }
+    }
     return this.transport.handleRequest(req, res, body)
   }
 
