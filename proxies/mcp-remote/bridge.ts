@@ -7,6 +7,9 @@
 // resolved by the one parse whose result was judged and re-serialised, and the upstream's own
 // session id and capabilities the gateway does not serve (tasks, subscriptions, completions) are
 // never exposed to the agent.
+//
+// Beside it: handlers.ts (the agent-facing server's handlers), errors.ts (the JSON-RPC errors),
+// arguments.ts (canonical and audited arguments).
 
 import { createHash } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
@@ -16,120 +19,37 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { Server } from '@modelcontextprotocol/sdk/server/index.js'
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js'
 import {
-  CallToolRequestSchema,
-  CallToolResultSchema,
   type ClientCapabilities,
   CreateMessageRequestSchema,
   CreateMessageResultSchema,
   ElicitRequestSchema,
   ElicitResultSchema,
-  GetPromptRequestSchema,
-  GetPromptResultSchema,
   type InitializeRequest,
-  ListPromptsRequestSchema,
-  ListPromptsResultSchema,
-  ListResourcesRequestSchema,
-  ListResourcesResultSchema,
-  ListResourceTemplatesRequestSchema,
-  ListResourceTemplatesResultSchema,
   ListRootsRequestSchema,
   ListRootsResultSchema,
-  ListToolsRequestSchema,
-  ListToolsResultSchema,
-  McpError,
   type Notification,
-  type ProgressToken,
-  ReadResourceRequestSchema,
-  ReadResourceResultSchema,
   type ServerCapabilities,
 } from '@modelcontextprotocol/sdk/types.js'
 import { fetch as undiciFetch, type Pool } from 'undici'
 import { createPool, maskString, needlesFor } from '../http/public.js'
 import type { MaskingKeys } from '../kit/index.js'
-import type { Command, Decision, GatewayRefusal, PluginContext, ProxySession } from '../types.js'
+import type { Command, Decision, PluginContext, ProxySession } from '../types.js'
 import { ResultMasker, resultPlan, sessionKeys } from './masking.js'
+import { canonical } from './arguments.js'
+import { denied, GATEWAY_ERROR_CODE, RpcError, refusalError, upstreamRpcError } from './errors.js'
+import { registerHandlers } from './handlers.js'
+
+export { DENIED_CODE, GATEWAY_ERROR_CODE, HELD_CODE, UPSTREAM_ERROR_CODE, upstreamRpcError } from './errors.js'
 
 export type RemoteContext = PluginContext<'gateway' | 'httpMounts'>
 
-/** JSON-RPC error codes of the gateway's own refusals (implementation-defined server range). */
-export const DENIED_CODE = -32010
-export const HELD_CODE = -32011
-export const GATEWAY_ERROR_CODE = -32012
-
 const DEFAULT_CALL_TIMEOUT_S = 120
-/** Audit events keep arguments up to this size (serialised); larger ones are summarised. */
-const AUDIT_ARGUMENTS_BYTES = 4096
 /** Upstream notifications passed on to the agent (each one's capability is the upstream's too). */
 const FORWARDED_NOTIFICATIONS = new Set([
   'notifications/tools/list_changed',
   'notifications/resources/list_changed',
   'notifications/prompts/list_changed',
 ])
-
-/** A JSON-RPC error the SDK sends as is (code, message, data): no "MCP error" prefix. */
-class RpcError extends Error {
-  constructor(
-    readonly code: number,
-    message: string,
-    readonly data?: unknown,
-  ) {
-    super(message)
-  }
-}
-
-function refusalError(refusal: GatewayRefusal): RpcError {
-  return new RpcError(refusal.status === 'held' ? HELD_CODE : DENIED_CODE, refusal.message, refusal)
-}
-
-function denied(d: Extract<Decision, { effect: 'deny' }>): RpcError {
-  const first = d.reasons[0]
-  return refusalError({
-    status: 'denied',
-    rule: first ? first.rule || 'policy' : null,
-    hop: first ? first.hop || null : null,
-    reason: d.reason,
-    message: `gatehouse: denied${first ? ` by ${first.rule || 'policy'}${first.hop ? ` (${first.hop})` : ''}` : ''}: ${d.reason}`,
-  })
-}
-
-/** The codes only the gateway's own decisions use: an upstream cannot answer with them. */
-const GATEWAY_CODES = new Set([DENIED_CODE, HELD_CODE, GATEWAY_ERROR_CODE])
-/** What an upstream error that used a gateway code becomes. */
-export const UPSTREAM_ERROR_CODE = -32000
-
-/**
- * An upstream failure as the agent sees it: the upstream's JSON-RPC error (its message and data
- * masked), or a gateway error when the upstream could not be reached. An upstream error that uses
- * one of the gateway's codes loses the code and its data: a refusal or a hold (and the approval
- * request an agent would wait for) comes from the gateway's own decision only.
- */
-export function upstreamRpcError(err: unknown, maskText: (s: string) => string, mask: (v: unknown) => unknown): Error {
-  if (err instanceof McpError) {
-    // McpError prefixes "MCP error <code>: "; the agent gets the upstream's own message.
-    const msg = maskText(err.message.replace(/^MCP error -?\d+: /, ''))
-    if (GATEWAY_CODES.has(err.code)) return new RpcError(UPSTREAM_ERROR_CODE, `upstream error: ${msg}`)
-    return new RpcError(err.code, msg, err.data === undefined ? undefined : mask(err.data))
-  }
-  return new RpcError(GATEWAY_ERROR_CODE, 'gatehouse: the upstream MCP server failed or could not be reached')
-}
-
-/** Canonical JSON (sorted keys): a once-grant is bound to the arguments, not to their spelling. */
-function canonical(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`
-  if (v !== null && typeof v === 'object') {
-    const o = v as Record<string, unknown>
-    return `{${Object.keys(o)
-      .sort()
-      .map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`)
-      .join(',')}}`
-  }
-  return JSON.stringify(v) ?? 'null'
-}
-
-function auditArguments(args: unknown): Record<string, unknown> {
-  const text = JSON.stringify(args ?? {})
-  return Buffer.byteLength(text) <= AUDIT_ARGUMENTS_BYTES ? { arguments: args ?? {} } : { arguments_bytes: Buffer.byteLength(text) }
-}
 
 type Allowed = Extract<Decision, { effect: 'allow' }>
 
@@ -144,7 +64,7 @@ export class Bridge {
   private seq = 0
   private keys: MaskingKeys | null = null
   /** The agent's tools/call requests in flight: an upstream request made during one goes back on its stream. */
-  private readonly inflight: (string | number)[] = []
+  readonly inflight: (string | number)[] = []
   private readonly abort = new AbortController()
 
   constructor(
@@ -161,7 +81,7 @@ export class Bridge {
     return this.session.identity
   }
 
-  private get callTimeoutMs(): number {
+  get callTimeoutMs(): number {
     const t = this.session.settings.call_timeout
     return (typeof t === 'number' ? t : DEFAULT_CALL_TIMEOUT_S) * 1000
   }
@@ -232,7 +152,7 @@ export class Bridge {
       { name: info?.name ?? this.connectionName, version: info?.version ?? '0', ...(info?.title ? { title: info.title } : {}) },
       { capabilities: caps, ...(instructions ? { instructions } : {}) },
     )
-    this.register(server, client, caps)
+    registerHandlers(this, server, client, caps)
     // Requests the upstream makes of the agent (sampling, elicitation, roots) go to the agent (masked
     // on the way out like everything else): the agent answers them; they decide nothing here.
     if (mirrored.sampling) {
@@ -312,7 +232,7 @@ export class Bridge {
   }
 
   /** The decision for a listed item: shown unless denied (held items are shown); null: not shown. */
-  private async listed(action: string, command: Command): Promise<Decision | null> {
+  async listed(action: string, command: Command): Promise<Decision | null> {
     try {
       const d = await this.session.decide(action, command)
       return d.effect === 'deny' ? null : d
@@ -321,12 +241,12 @@ export class Bridge {
     }
   }
 
-  private async visible(action: string, command: Command): Promise<boolean> {
+  async visible(action: string, command: Command): Promise<boolean> {
     return (await this.listed(action, command)) !== null
   }
 
   /** The masker for a result of an allowed request, or null when no JSON-path rule applies. */
-  private maskerFor(decision: Allowed): ResultMasker | null {
+  maskerFor(decision: Allowed): ResultMasker | null {
     const plan = resultPlan(decision.mask)
     if (!plan) return null
     this.keys ??= sessionKeys(this.ctx.stateDir)
@@ -339,7 +259,7 @@ export class Bridge {
    * chain may not read is replaced by a note saying so. A link (`resource_link`) is only a name;
    * reading it is decided when it is read.
    */
-  private async withholdEmbedded(items: readonly unknown[]): Promise<{ items: unknown[]; withheld: number }> {
+  async withholdEmbedded(items: readonly unknown[]): Promise<{ items: unknown[]; withheld: number }> {
     const out: unknown[] = []
     let withheld = 0
     for (const item of items) {
@@ -371,7 +291,7 @@ export class Bridge {
    * Decides one request for the whole chain and records it durably before anything is sent
    * upstream; throws the JSON-RPC error the agent gets when it may not run now.
    */
-  private async gate(
+  async gate(
     method: string,
     action: string,
     command: Command,
@@ -481,7 +401,7 @@ export class Bridge {
   }
 
   /** Records how a forwarded request ended (written with the next durable append). */
-  private result(action: string, seq: number, started: number, fields: Record<string, unknown>): void {
+  result(action: string, seq: number, started: number, fields: Record<string, unknown>): void {
     try {
       this.session.auditLater({ type: 'result', action, seq, duration_ms: Date.now() - started, ...fields })
     } catch (err) {
@@ -490,217 +410,12 @@ export class Bridge {
   }
 
   /** An upstream failure as the agent sees it: the upstream's JSON-RPC error (masked), or a gateway error. */
-  private upstreamError(err: unknown): Error {
+  upstreamError(err: unknown): Error {
     return upstreamRpcError(
       err,
       (t) => this.maskText(t),
       (v) => this.masked(v),
     )
-  }
-
-  private register(server: Server, client: Client, caps: ServerCapabilities): void {
-    const conn = this.connectionName
-    const opts = (signal: AbortSignal) => ({ signal, timeout: this.callTimeoutMs })
-    if (caps.tools) {
-      server.setRequestHandler(ListToolsRequestSchema, async (r, extra) => {
-        const up = await client
-          .request(
-            { method: 'tools/list', params: r.params?.cursor ? { cursor: r.params.cursor } : {} },
-            ListToolsResultSchema,
-            opts(extra.signal),
-          )
-          .catch((err: unknown) => {
-            throw this.upstreamError(err)
-          })
-        const tools = []
-        for (const t of up.tools) {
-          const d = await this.listed('mcp.call', { server: conn, tool: t.name, arguments: {} })
-          if (!d) continue
-          // Masked values need not fit the tool's output schema: a client would refuse them.
-          if (d.effect === 'allow' && resultPlan(d.mask) !== null && t.outputSchema !== undefined) {
-            const { outputSchema: _dropped, ...rest } = t
-            tools.push(rest)
-          } else tools.push(t)
-        }
-        return { tools, ...(up.nextCursor ? { nextCursor: up.nextCursor } : {}) }
-      })
-      server.setRequestHandler(CallToolRequestSchema, async (r, extra) => {
-        const name = r.params.name
-        const args = r.params.arguments ?? {}
-        const { seq, decision } = await this.gate(
-          'tools/call',
-          'mcp.call',
-          { server: conn, tool: name, arguments: args },
-          { tool: name, ...auditArguments(args) },
-          `tools/call ${name} ${canonical(args).slice(0, 2000)}`,
-          extra.signal,
-        )
-        const started = Date.now()
-        const progressToken: ProgressToken | undefined = r.params._meta?.progressToken
-        this.inflight.push(extra.requestId)
-        try {
-          const out = await client.request({ method: 'tools/call', params: { name, arguments: args } }, CallToolResultSchema, {
-            ...opts(extra.signal),
-            resetTimeoutOnProgress: true,
-            ...(progressToken !== undefined
-              ? {
-                  onprogress: (p) =>
-                    void extra
-                      .sendNotification({ method: 'notifications/progress', params: { ...p, progressToken } })
-                      .catch(() => undefined),
-                }
-              : {}),
-          })
-          const embedded = await this.withholdEmbedded(out.content)
-          const m = this.maskerFor(decision)
-          let result = { ...out, content: embedded.items as typeof out.content }
-          if (m) {
-            result = {
-              ...result,
-              content: result.content.map((c) => m.item(c)) as typeof out.content,
-              ...(out.structuredContent !== undefined
-                ? { structuredContent: m.value(out.structuredContent) as typeof out.structuredContent }
-                : {}),
-            }
-          }
-          this.result('mcp.call', seq, started, {
-            is_error: out.isError === true,
-            ...(embedded.withheld > 0 ? { withheld_resources: embedded.withheld } : {}),
-            ...(m ? m.summary() : {}),
-          })
-          return result
-        } catch (err) {
-          this.result('mcp.call', seq, started, { error: err instanceof McpError ? `upstream error ${err.code}` : 'upstream failure' })
-          throw this.upstreamError(err)
-        } finally {
-          const i = this.inflight.lastIndexOf(extra.requestId)
-          if (i >= 0) this.inflight.splice(i, 1)
-        }
-      })
-    }
-    if (caps.resources) {
-      server.setRequestHandler(ListResourcesRequestSchema, async (r, extra) => {
-        const up = await client
-          .request(
-            { method: 'resources/list', params: r.params?.cursor ? { cursor: r.params.cursor } : {} },
-            ListResourcesResultSchema,
-            opts(extra.signal),
-          )
-          .catch((err: unknown) => {
-            throw this.upstreamError(err)
-          })
-        const resources = []
-        for (const x of up.resources) if (await this.visible('mcp.resource', { server: conn, uri: x.uri })) resources.push(x)
-        return { resources, ...(up.nextCursor ? { nextCursor: up.nextCursor } : {}) }
-      })
-      server.setRequestHandler(ListResourceTemplatesRequestSchema, async (r, extra) => {
-        const up = await client
-          .request(
-            { method: 'resources/templates/list', params: r.params?.cursor ? { cursor: r.params.cursor } : {} },
-            ListResourceTemplatesResultSchema,
-            opts(extra.signal),
-          )
-          .catch((err: unknown) => {
-            throw this.upstreamError(err)
-          })
-        const resourceTemplates = []
-        for (const x of up.resourceTemplates) {
-          if (await this.visible('mcp.resource', { server: conn, uri: x.uriTemplate, template: true })) resourceTemplates.push(x)
-        }
-        return { resourceTemplates, ...(up.nextCursor ? { nextCursor: up.nextCursor } : {}) }
-      })
-      server.setRequestHandler(ReadResourceRequestSchema, async (r, extra) => {
-        const uri = r.params.uri
-        const { seq, decision } = await this.gate(
-          'resources/read',
-          'mcp.resource',
-          { server: conn, uri },
-          { uri },
-          `resources/read ${uri}`,
-          extra.signal,
-        )
-        const started = Date.now()
-        try {
-          const out = await client.request({ method: 'resources/read', params: { uri } }, ReadResourceResultSchema, opts(extra.signal))
-          const m = this.maskerFor(decision)
-          let contents = out.contents
-          if (m) {
-            contents = []
-            for (const c of out.contents) {
-              const masked = m.contents(c) as typeof c | null
-              if (masked) contents.push(masked)
-              else {
-                m.withheld++
-                contents.push({
-                  uri: c.uri,
-                  mimeType: 'text/plain',
-                  text: 'gatehouse: withheld content that cannot be masked: masking rules apply to this result',
-                })
-              }
-            }
-          }
-          this.result('mcp.resource', seq, started, { contents: out.contents.length, ...(m ? m.summary() : {}) })
-          return { ...out, contents }
-        } catch (err) {
-          this.result('mcp.resource', seq, started, { error: err instanceof McpError ? `upstream error ${err.code}` : 'upstream failure' })
-          throw this.upstreamError(err)
-        }
-      })
-    }
-    if (caps.prompts) {
-      server.setRequestHandler(ListPromptsRequestSchema, async (r, extra) => {
-        const up = await client
-          .request(
-            { method: 'prompts/list', params: r.params?.cursor ? { cursor: r.params.cursor } : {} },
-            ListPromptsResultSchema,
-            opts(extra.signal),
-          )
-          .catch((err: unknown) => {
-            throw this.upstreamError(err)
-          })
-        const prompts = []
-        for (const p of up.prompts) if (await this.visible('mcp.prompt', { server: conn, prompt: p.name, arguments: {} })) prompts.push(p)
-        return { prompts, ...(up.nextCursor ? { nextCursor: up.nextCursor } : {}) }
-      })
-      server.setRequestHandler(GetPromptRequestSchema, async (r, extra) => {
-        const name = r.params.name
-        const args = r.params.arguments ?? {}
-        const { seq, decision } = await this.gate(
-          'prompts/get',
-          'mcp.prompt',
-          { server: conn, prompt: name, arguments: args },
-          { prompt: name, ...auditArguments(args) },
-          `prompts/get ${name} ${canonical(args).slice(0, 2000)}`,
-          extra.signal,
-        )
-        const started = Date.now()
-        try {
-          const out = await client.request(
-            { method: 'prompts/get', params: { name, arguments: args } },
-            GetPromptResultSchema,
-            opts(extra.signal),
-          )
-          let withheld = 0
-          const masker = this.maskerFor(decision)
-          const messages: typeof out.messages = []
-          for (const m of out.messages) {
-            const e = await this.withholdEmbedded([m.content])
-            withheld += e.withheld
-            const content = masker ? masker.item(e.items[0]) : e.items[0]
-            messages.push({ ...m, content: content as typeof m.content })
-          }
-          this.result('mcp.prompt', seq, started, {
-            messages: out.messages.length,
-            ...(withheld > 0 ? { withheld_resources: withheld } : {}),
-            ...(masker ? masker.summary() : {}),
-          })
-          return { ...out, messages }
-        } catch (err) {
-          this.result('mcp.prompt', seq, started, { error: err instanceof McpError ? `upstream error ${err.code}` : 'upstream failure' })
-          throw this.upstreamError(err)
-        }
-      })
-    }
   }
 
   /** Ends both sides: the agent's streams, the upstream session (DELETE), the Gatehouse session. */
