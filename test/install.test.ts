@@ -1,6 +1,7 @@
 // Installable outside the checkout: `npm pack` (its prepack compiles the default policy bundle)
-// gives a tarball that `npm install -g --prefix <tmp> --offline` installs from npm's cache alone
-// (filled by `npm run setup`: no registry needed), and the installed `gatehouse` serves psql from an
+// gives a tarball that `npm install -g --prefix <tmp> --prefer-offline` installs, the packages
+// from npm's cache (filled by `npm run setup`) and only the registry's version lists fetched (a
+// lock-file install does not cache those, so a fresh machine has none), and the installed `gatehouse` serves psql from an
 // empty directory, with `--config` and with `--dev`, with no opa compiler to be found and no
 // file of the checkout in reach. The pack runs in a copy of the built package, so the checkout's
 // dist/ is not written while other test files use it. better-sqlite3's binary comes as npm
@@ -94,7 +95,7 @@ describe('npm pack, npm install -g, gatehouse serve from the installed package',
       npm_config_better_sqlite3_local_prebuilds: prebuilds,
       ...(existsSync('/usr/include/node/node.h') ? { npm_config_nodedir: '/usr' } : {}),
     }
-    run('npm', ['install', '-g', '--prefix', prefix, '--offline', '--no-audit', '--no-fund', '--loglevel=error', tarball], {
+    run('npm', ['install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error', tarball], {
       cwd: root,
       env: npmEnv,
       timeout: 300_000,
