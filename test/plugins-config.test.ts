@@ -170,7 +170,7 @@ describe('configuration and plugin errors are refused at start', () => {
     {
       name: 'a protocol no plugin serves',
       doc: { connections: [{ ...LOCAL_PG, protocol: 'gopher' }] },
-      want: [/connections\[0\]\.protocol: no plugin serves "gopher" \(loaded: postgres, ssh, mcp, http\)/],
+      want: [/connections\[0\]\.protocol: no plugin serves "gopher" \(loaded: postgres, ssh, mcp, http, mcp-remote, kubernetes\)/],
     },
     {
       name: 'a missing plugin module',
