@@ -47,7 +47,7 @@ function ssh(args: readonly string[], opts: { token?: string; input?: string; po
     encoding: 'utf8',
     env: { ...process.env, ...c.env },
     input: opts.input ?? '',
-    timeout: 30_000,
+    timeout: 120_000,
   })
 }
 
@@ -227,14 +227,14 @@ describe('ssh proxy', () => {
       const up = spawnSync('scp', [...flags, src, `web-1@127.0.0.1:${remote}`], {
         encoding: 'utf8',
         env: { ...process.env, ...c.env },
-        timeout: 30_000,
+        timeout: 120_000,
       })
       assert.equal(up.status, 0, up.stderr)
       assert.deepEqual(readFileSync(remote), data)
       const down = spawnSync('scp', [...flags, `web-1@127.0.0.1:${remote}`, back], {
         encoding: 'utf8',
         env: { ...process.env, ...c.env },
-        timeout: 30_000,
+        timeout: 120_000,
       })
       assert.equal(down.status, 0, down.stderr)
       assert.deepEqual(readFileSync(back), data)
@@ -254,7 +254,7 @@ describe('ssh proxy', () => {
       encoding: 'utf8',
       env: { ...process.env, ...c.env },
       input: `put ${local} ${remote}\nls ${sshd.dir}\nbye\n`,
-      timeout: 30_000,
+      timeout: 120_000,
     })
     assert.equal(r.status, 0, r.stderr)
     assert.equal(readFileSync(remote, 'utf8'), 'sftp through gatehouse\n')
@@ -285,7 +285,7 @@ describe('ssh proxy', () => {
         encoding: 'utf8',
         env: { ...process.env, ...c.env },
         input,
-        timeout: 30_000,
+        timeout: 120_000,
       })
     // sftp's get looks the file up first (stat); refused, the client reports it as not found.
     const get = sftp(`get ${join(secret, 'key.txt')} ${join(gw.dir, 'stolen.txt')}\n`)
@@ -318,7 +318,7 @@ describe('ssh proxy', () => {
       {
         encoding: 'utf8',
         env: { ...process.env, ...c.env },
-        timeout: 30_000,
+        timeout: 120_000,
       },
     )
     assert.notEqual(scp.status, 0)
@@ -389,7 +389,7 @@ describe('ssh proxy', () => {
       {
         encoding: 'utf8',
         env: { ...process.env, ...c.env },
-        timeout: 30_000,
+        timeout: 120_000,
       },
     )
     assert.equal(r.stdout, 'no-agent\n', r.stderr)
