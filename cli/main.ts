@@ -5,12 +5,14 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { Command, CommanderError, Option } from 'commander'
-import { type Config, configJsonSchema, parseConfig } from '../engine/config/config.js'
+import { type Config, configJsonSchema, MAX_WORKERS, parseConfig } from '../engine/config/config.js'
 import { parseDuration } from '../engine/duration.js'
 import { openLocalAuditLog } from '../engine/audit/writer.js'
 import { registerAuditCommands } from './audit.js'
 import { isGatehouseError } from '../engine/errors.js'
 import { Gateway, issuerFor } from '../gateway/gateway.js'
+import { Primary } from '../gateway/primary.js'
+import { isWorkerProcess, runWorker } from '../gateway/worker.js'
 import { checkConfigAgainstPlugins, scopeCheckerFor } from '../gateway/plugin-checks.js'
 import { loadPlugins } from '../gateway/loader.js'
 import { createLogger, defaultLogFormat, LOG_FORMATS, type LogFormat } from '../engine/server/log.js'
@@ -114,17 +116,24 @@ function banner(config: Config, addresses: Readonly<Record<string, string>>, dat
   return `${lines.join('\n')}\n`
 }
 
-async function serve(opts: { config?: string; dev?: boolean; logFormat?: LogFormat }): Promise<void> {
+async function serve(opts: { config?: string; dev?: boolean; logFormat?: LogFormat; workers?: number }): Promise<void> {
   const config = opts.dev && !opts.config && !process.env.GATEHOUSE_CONFIG ? await devConfig() : resolveConfig(opts.config)
   const log = createLogger(config.logLevel, opts.logFormat ?? defaultLogFormat())
+  if (isWorkerProcess()) {
+    await runWorker(config, BUILTIN_PLUGINS, log, { dev: opts.dev === true })
+    return
+  }
+  const workers = opts.workers ?? config.workers
+  if (workers > 1 && config.connectors.length > 0) throw new UsageError('--workers must be 1 while connectors are configured')
   const dataDirExisted = existsSync(config.dataDir)
-  const gw = await Gateway.start(config, BUILTIN_PLUGINS, log, { dev: opts.dev === true })
+  const gw =
+    workers > 1 ? await Primary.start(config, workers, log) : await Gateway.start(config, BUILTIN_PLUGINS, log, { dev: opts.dev === true })
   let stopping = false
   const stop = (signal: string): void => {
     if (stopping) return
     stopping = true
     log.info({ signal }, 'shutting down')
-    gw.stop('the gateway is shutting down').then(
+    ;(gw instanceof Primary ? gw.stop() : gw.stop('the gateway is shutting down')).then(
       () => {
         log.flush()
         process.exit(0)
@@ -138,7 +147,8 @@ async function serve(opts: { config?: string; dev?: boolean; logFormat?: LogForm
   process.stdout.write(banner(config, gw.addresses, dataDirExisted))
   if (opts.dev) {
     const demo = config.connections.find((c) => c.protocol === 'postgres')
-    process.stdout.write(`\nAdmin token (also in ${join(config.dataDir, 'admin.token')}):\n${gw.adminToken}\n`)
+    const adminToken = gw instanceof Primary ? readFileSync(join(config.dataDir, 'admin.token'), 'utf8').trim() : gw.adminToken
+    process.stdout.write(`\nAdmin token (also in ${join(config.dataDir, 'admin.token')}):\n${adminToken}\n`)
     if (gw.addresses.api) process.stdout.write(`\nWeb console: http://${gw.addresses.api}/ (sign in with the admin token)\n`)
     if (demo && pg) {
       const [host, port] = [pg.slice(0, pg.lastIndexOf(':')), pg.slice(pg.lastIndexOf(':') + 1)]
@@ -251,6 +261,12 @@ async function main(argv: string[]): Promise<void> {
         'the log on stderr: json (one object a line), or pretty (default: pretty when stderr is a terminal)',
       ).choices(LOG_FORMATS),
     )
+    .option('--workers <n>', 'worker processes sharing the listeners (default: workers: in the config, else 1)', (v: string) => {
+      const n = Number(v)
+      if (!Number.isInteger(n) || n < 1 || n > MAX_WORKERS)
+        throw new UsageError(`--workers must be an integer between 1 and ${MAX_WORKERS}`)
+      return n
+    })
     .action(serve)
 
   const token = program.command('token').description('issue, delegate, exchange and revoke Gatehouse tokens')
@@ -334,6 +350,7 @@ async function main(argv: string[]): Promise<void> {
         ended_at: string | null
         end_reason: string | null
         active: boolean
+        worker?: number | null
       }
       let rows: Row[]
       if (api) {
@@ -351,6 +368,7 @@ async function main(argv: string[]): Promise<void> {
           ended_at: s.endedAt,
           end_reason: s.endReason,
           active: false,
+          worker: s.worker,
         }))
         store.close()
       }

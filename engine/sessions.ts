@@ -12,6 +12,7 @@ import type { Address, AuditEvent, Command, ConnectionRef, Decision, Identity, S
 import type { ApprovalAsk, ApprovalOutcome } from './approvals/types.js'
 import type { ApprovalService } from './approvals/service.js'
 import type { Metrics } from './server/metrics.js'
+import type { Peers } from './peers.js'
 
 export function newSessionId(): string {
   return `s-${randomBytes(6).toString('hex')}`
@@ -179,6 +180,8 @@ export class SessionManager {
   approvals: ApprovalService | null = null
   /** Set by the gateway at start; null: nothing is counted. */
   metrics: Metrics | null = null
+  /** The other workers of `serve --workers N` (engine/peers.ts); null: a single process. */
+  peers: Peers | null = null
 
   constructor(
     readonly engine: DecisionEngine,
@@ -226,6 +229,7 @@ export class SessionManager {
         tokenIds: s.identity.tokenIds,
         client: s.client.address,
         startedAt: new Date().toISOString(),
+        worker: this.peers?.worker ?? null,
       })
     } catch (err) {
       this.log.error({ err, session: session.id }, 'cannot record session in the state database')
@@ -271,6 +275,18 @@ export class SessionManager {
       }
     }
     return n
+  }
+
+  /** `kill`, here or on whichever worker serves the session. */
+  async killAnywhere(id: string, reason: string): Promise<boolean> {
+    if (this.kill(id, reason)) return true
+    return this.peers !== null && (await this.peers.tell({ kind: 'kill', session: id, reason })) > 0
+  }
+
+  /** `killByToken` here and on every other worker; the number of sessions ended in all. */
+  async killByTokenEverywhere(jti: string, reason: string): Promise<number> {
+    const here = this.killByToken(jti, reason)
+    return this.peers === null ? here : here + (await this.peers.tell({ kind: 'revoke', jti, reason }))
   }
 
   /** Live sessions by protocol. */

@@ -18,6 +18,8 @@ export interface SessionRecord {
   readonly startedAt: string
   readonly endedAt: string | null
   readonly endReason: string | null
+  /** The worker process that serves it (`serve --workers N`); null: a single-process gateway. */
+  readonly worker: number | null
 }
 
 /** A service-account API key as stored: never the secret, only its SHA-256. */
@@ -59,12 +61,13 @@ interface SessionRow {
   started_at: string
   ended_at: string | null
   end_reason: string | null
+  worker: number | null
 }
 
 export class Store {
   private readonly db: Database.Database
   private readonly revokedStmt: Database.Statement<[string], { jti: string }>
-  private readonly insertSession: Database.Statement<[string, string, string, string, string, string, string]>
+  private readonly insertSession: Database.Statement<[string, string, string, string, string, string, string, number | null]>
   private readonly endSessionStmt: Database.Statement<[string, string, string]>
   private serviceKeyStmt: Database.Statement<[string], ServiceKeyRow> | undefined
 
@@ -91,10 +94,13 @@ export class Store {
           description TEXT, hash TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
           rotated_to TEXT);
       `)
+      // Added with `serve --workers`: which worker serves a session (null: a single process).
+      const columns = this.db.prepare('PRAGMA table_info(sessions)').all() as { name: string }[]
+      if (!columns.some((c) => c.name === 'worker')) this.db.exec('ALTER TABLE sessions ADD COLUMN worker INTEGER')
     }
     this.revokedStmt = this.db.prepare('SELECT jti FROM revoked_tokens WHERE jti = ?')
     this.insertSession = this.db.prepare(
-      'INSERT INTO sessions (id, connection, protocol, chain, token_ids, client, started_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      'INSERT INTO sessions (id, connection, protocol, chain, token_ids, client, started_at, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
     )
     this.endSessionStmt = this.db.prepare('UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL')
   }
@@ -122,7 +128,16 @@ export class Store {
   }
 
   recordSessionStart(s: Omit<SessionRecord, 'endedAt' | 'endReason'>): void {
-    this.insertSession.run(s.id, s.connection, s.protocol, JSON.stringify(s.chain), JSON.stringify(s.tokenIds), s.client, s.startedAt)
+    this.insertSession.run(
+      s.id,
+      s.connection,
+      s.protocol,
+      JSON.stringify(s.chain),
+      JSON.stringify(s.tokenIds),
+      s.client,
+      s.startedAt,
+      s.worker,
+    )
   }
 
   recordSessionEnd(id: string, reason: string): void {
@@ -133,11 +148,16 @@ export class Store {
    * Sessions a previous process left open (it was killed) are closed with `reason`. `record` is
    * called for each first (the audit's `session.end`); if it throws, none is closed. Call this
    * only while holding the audit writer lock: otherwise the open sessions may be those of another
-   * gateway that is running.
+   * gateway that is running. With `worker`, only that worker's sessions (its predecessor was
+   * killed; the other workers' sessions are alive).
    */
-  closeOrphanedSessions(reason: string, record: (s: SessionRecord) => void): number {
+  closeOrphanedSessions(reason: string, record: (s: SessionRecord) => void, worker?: number): number {
     const close = this.db.transaction((): number => {
-      const rows = this.db.prepare('SELECT * FROM sessions WHERE ended_at IS NULL ORDER BY started_at, id').all() as SessionRow[]
+      const rows = (
+        worker === undefined
+          ? this.db.prepare('SELECT * FROM sessions WHERE ended_at IS NULL ORDER BY started_at, id').all()
+          : this.db.prepare('SELECT * FROM sessions WHERE ended_at IS NULL AND worker = ? ORDER BY started_at, id').all(worker)
+      ) as SessionRow[]
       const now = new Date().toISOString()
       for (const r of rows) {
         record(toRecord(r))
@@ -325,5 +345,6 @@ function toRecord(r: SessionRow): SessionRecord {
     startedAt: r.started_at,
     endedAt: r.ended_at,
     endReason: r.end_reason,
+    worker: r.worker ?? null,
   }
 }

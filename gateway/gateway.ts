@@ -42,6 +42,7 @@ import { loadPlugins } from './loader.js'
 import { checkConfigAgainstPlugins, scopeCheckerFor } from './plugin-checks.js'
 import { ConnectorHub } from '../engine/connector/hub.js'
 import { authorityOf } from '../engine/connector/protocol.js'
+import type { PeerMessage, Peers } from '../engine/peers.js'
 import type { Address, AnyProxyPlugin, CapabilityName, HttpMount, PluginContext, ProxyHandle, TlsMaterial } from '../proxies/types.js'
 
 export interface RunInfo {
@@ -69,6 +70,23 @@ export function issuerFor(config: Config): string {
 /** The end reason of sessions a killed gateway left open. */
 const ORPHAN_REASON = 'gateway stopped unexpectedly'
 
+/** This process as one worker of `serve --workers N` (gateway/primary.ts starts them). */
+export interface WorkerRole {
+  /** 1 … N; the worker writes its own audit segment series, `<data_dir>/audit/w<id>/`. */
+  readonly id: number
+  /**
+   * The first worker of a start ends every session a stopped gateway left open; a worker that
+   * replaces a crashed one ends only its predecessor's (the other workers' are alive).
+   */
+  readonly cleanAll: boolean
+  readonly peers: Peers
+}
+
+/** Where a process writes its audit segments: `audit/`, or `audit/w<N>/` for worker N. */
+export function auditDirOf(dataDir: string, worker: number | null): string {
+  return worker === null ? join(dataDir, 'audit') : join(dataDir, 'audit', `w${worker}`)
+}
+
 /** Free space the audit directory needs to count as writable: room for a batch of events. */
 const AUDIT_MIN_FREE_BYTES = 64 * 1024
 
@@ -91,6 +109,8 @@ export class Gateway {
   connectors: ConnectorHub | null = null
   /** Targets reachable only through a connector: never dialled directly. */
   private readonly tunnelOnly = new Set<string>()
+  /** This process's worker number under `serve --workers N`; null: a single process. */
+  workerId: number | null = null
 
   private constructor(
     readonly config: Config,
@@ -108,8 +128,9 @@ export class Gateway {
     config: Config,
     builtin: readonly AnyProxyPlugin[],
     log: Logger,
-    opts: { readonly dev?: boolean } = {},
+    opts: { readonly dev?: boolean; readonly worker?: WorkerRole } = {},
   ): Promise<Gateway> {
+    const worker = opts.worker ?? null
     const plugins = await loadPlugins(builtin, config.plugins)
     checkConfigAgainstPlugins(config, plugins)
     // The policy first: a gateway that cannot decide does not start (and touches nothing).
@@ -136,7 +157,7 @@ export class Gateway {
       if (config.audit.signingKey === null || !isGatehouseError(err)) throw err
       throw configProblem(config, [err.message.startsWith('audit.signing_key') ? err.message : `audit.signing_key: ${err.message}`])
     }
-    const audit = new AuditLog(join(config.dataDir, 'audit'), config.audit.fsync, config.audit.fsyncIntervalMs, {
+    const audit = new AuditLog(auditDirOf(config.dataDir, worker?.id ?? null), config.audit.fsync, config.audit.fsyncIntervalMs, {
       signer,
       checkpointIntervalMs: config.audit.checkpointIntervalMs,
       segmentMaxBytes: config.audit.segmentMaxBytes,
@@ -150,8 +171,11 @@ export class Gateway {
       store = new Store(config.dataDir)
       // Sessions still open in the index belong to a process that was killed: end them, in the
       // audit log too, so every session.start has its session.end.
-      const orphans = store.closeOrphanedSessions(ORPHAN_REASON, (s) =>
-        audit.appendSync({ type: 'session.end', session: s.id, chain: [...s.chain], connection: s.connection, reason: ORPHAN_REASON }),
+      const reason = worker === null ? ORPHAN_REASON : `gateway worker ${worker.id} stopped unexpectedly`
+      const orphans = store.closeOrphanedSessions(
+        reason,
+        (s) => audit.appendSync({ type: 'session.end', session: s.id, chain: [...s.chain], connection: s.connection, reason }),
+        worker === null || worker.cleanAll ? undefined : worker.id,
       )
       if (orphans > 0) log.warn({ sessions: orphans }, 'ended sessions left open by a gateway that stopped unexpectedly')
     } catch (err) {
@@ -171,6 +195,7 @@ export class Gateway {
       dataDir: config.dataDir,
       baseDir: config.file ? join(config.file, '..') : process.cwd(),
       log: auditLog,
+      worker: worker?.id ?? null,
     })
     const key = await loadOrCreateSigningKey(config.dataDir)
     const apiAddr = config.listen.api
@@ -201,6 +226,7 @@ export class Gateway {
     const sessions = new SessionManager(engine, audit, store, log)
     const gw = new Gateway(config, log, store, audit, issuer, engine, sessions, identity, tls)
     gw.auditServices = auditServices
+    gw.workerId = worker?.id ?? null
     sessions.metrics = gw.metrics
     audit.timings = { append: gw.metrics.auditAppendTime, sync: gw.metrics.auditSyncTime }
     gw.metrics.attach({
@@ -249,7 +275,9 @@ export class Gateway {
         policyVersion: () => engine.version,
       })
       gw.reloader = new PolicyReloader(policySource, engine, log.child({ component: 'policy' }))
-      await gw.reloader.start()
+      if (worker) gw.joinPeers(worker.peers)
+      // One worker watches the policy source and tells the others what it loaded.
+      await gw.reloader.start(worker === null || worker.id === 1)
       for (const l of plugins) {
         const listen = config.listen[l.plugin.name] ?? null
         const handle = await l.plugin.start(gw.contextFor(l.plugin), l.options)
@@ -278,7 +306,7 @@ export class Gateway {
             const r = await rotateAdminToken(config.dataDir, issuer, store, audit, chain)
             gw.adminToken = r.token
             // Whoever still holds the replaced token (a psql session opened with it) is cut off now.
-            if (r.replaced) sessions.killByToken(r.replaced, 'the admin token was rotated')
+            if (r.replaced) await sessions.killByTokenEverywhere(r.replaced, 'the admin token was rotated')
             return { id: r.id, revoked: r.replaced }
           },
           metrics: gw.metrics,
@@ -316,11 +344,35 @@ export class Gateway {
       listeners: { ...gw.addresses },
       started: new Date().toISOString(),
     }
-    // Written whole and renamed into place: the CLI and scripts read it as soon as it exists.
-    writeAtomically(runInfoPath(config.dataDir), `${JSON.stringify(run, null, 2)}\n`)
+    // Written whole and renamed into place: the CLI and scripts read it as soon as it exists. The
+    // primary of several workers writes it once they are all ready.
+    if (!worker) writeAtomically(runInfoPath(config.dataDir), `${JSON.stringify(run, null, 2)}\n`)
+    // A first worker that replaces a crashed one may have loaded a policy the others have not yet.
+    else if (worker.id === 1) void worker.peers.tell({ kind: 'policy', version: engine.version })
     gw.serving = true
     log.info({ listeners: gw.addresses, dataDir: config.dataDir }, 'gatehouse ready')
     return gw
+  }
+
+  /** Acts on what the other workers tell this one (engine/peers.ts), and tells them what it decides. */
+  private joinPeers(peers: Peers): void {
+    this.sessions.peers = peers
+    if (this.sessions.approvals) this.sessions.approvals.announce = (request) => void peers.tell({ kind: 'approval', request })
+    if (this.reloader) this.reloader.onSwapped = (version) => void peers.tell({ kind: 'policy', version })
+    peers.listen((m: PeerMessage): number => {
+      switch (m.kind) {
+        case 'revoke':
+          return this.sessions.killByToken(m.jti, m.reason)
+        case 'kill':
+          return this.sessions.kill(m.session, m.reason) ? 1 : 0
+        case 'approval':
+          this.sessions.approvals?.decidedElsewhere(m.request)
+          return 0
+        case 'policy':
+          if (m.version !== this.engine.version) void this.reloader?.reload()
+          return 0
+      }
+    })
   }
 
   /** What /readyz reports: every listener bound, the audit log writable, the policy source loaded. */
@@ -388,7 +440,7 @@ export class Gateway {
     await this.auditServices?.stop()
     this.store.close()
     const run = runInfoPath(this.config.dataDir)
-    if (existsSync(run)) rmSync(run, { force: true })
+    if (this.workerId === null && existsSync(run)) rmSync(run, { force: true })
     this.log.info({ reason }, 'gatehouse stopped')
   }
 }

@@ -115,6 +115,8 @@ function covers(grantRules: readonly string[], rules: readonly string[]): boolea
 export class ApprovalService {
   private readonly waiters = new Map<string, Set<(d: Decided) => void>>()
   private readonly sweeper: NodeJS.Timeout
+  /** Told of every decision taken here, so other workers wake what they hold for it (engine/peers.ts). */
+  announce: ((request: string) => void) | null = null
 
   constructor(private readonly deps: ApprovalServiceDeps) {
     this.sweeper = setInterval(() => this.sweep(), SWEEP_MS)
@@ -426,8 +428,18 @@ export class ApprovalService {
       })
     }
     this.notify('approval.decided', after, { reviewer: me.id, verdict, comment: c })
-    if (status !== 'pending') this.wake(id, status === 'denied' ? { status, reviewer: me.id, comment: c } : { status: 'approved' })
+    if (status !== 'pending') {
+      this.wake(id, status === 'denied' ? { status, reviewer: me.id, comment: c } : { status: 'approved' })
+      this.announce?.(id)
+    }
     return this.view(after)
+  }
+
+  /** Another worker decided `id`: a command held here for it reads the decision from the store. */
+  decidedElsewhere(id: string): void {
+    const r = this.deps.store.get(id)
+    if (r && r.status !== 'pending')
+      this.wake(id, r.status === 'denied' ? { status: 'denied', reviewer: '', comment: null } : { status: 'approved' })
   }
 
   private wake(id: string, d: Decided): void {

@@ -8,6 +8,8 @@ import { GatehouseError } from '../errors.js'
 import { splitLines } from './format.js'
 
 const SEGMENT_RE = /^(\d{8,})-(\d{8}T\d{6}Z)\.jsonl$/
+/** The directory of worker N's segment series under `serve --workers`: `audit/w<N>/`. */
+const WORKER_DIR_RE = /^w([1-9]\d*)$/
 
 export interface SegmentFile {
   readonly index: number
@@ -41,6 +43,8 @@ export function listSegments(dir: string): { segments: SegmentFile[]; foreign: s
   for (const entry of entries) {
     const name = entry.name
     if (name === LOCK_NAME) continue
+    // A worker's series is a log of its own, read beside this one (seriesDirs).
+    if (WORKER_DIR_RE.test(name) && entry.isDirectory()) continue
     const m = SEGMENT_RE.exec(name)
     // Only a regular file can be a segment: a directory or a link under a segment's name is not
     // opened by any reader (verify names it).
@@ -62,6 +66,26 @@ export function listSegments(dir: string): { segments: SegmentFile[]; foreign: s
   segments.sort((a, b) => a.index - b.index)
   foreign.sort()
   return { segments, foreign }
+}
+
+/**
+ * The audit directory's segment series: its own (a single-process gateway's) first, then each
+ * worker's (`w1/`, `w2/`, … in order) under `serve --workers N`. Each is a hash chain of its own;
+ * readers show them together, ordered by time.
+ */
+export function seriesDirs(auditDir: string): string[] {
+  let entries: Dirent[]
+  try {
+    entries = readdirSync(auditDir, { withFileTypes: true })
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [auditDir]
+    throw err
+  }
+  const workers = entries
+    .filter((e) => e.isDirectory() && WORKER_DIR_RE.test(e.name))
+    .map((e) => Number(e.name.slice(1)))
+    .sort((a, b) => a - b)
+  return [auditDir, ...workers.map((n) => join(auditDir, `w${n}`))]
 }
 
 /** The first `bytes` of a file (the whole file if smaller). */

@@ -19,6 +19,8 @@ export interface AuditServicesOptions {
   /** The folder relative secret-reference paths are resolved against (the config file's). */
   readonly baseDir: string
   readonly log: Logger
+  /** The worker of `serve --workers N` whose segment series this follows; null: a single process. */
+  readonly worker?: number | null
 }
 
 export class AuditServices {
@@ -36,7 +38,16 @@ export class AuditServices {
   static start(o: AuditServicesOptions): AuditServices {
     const recorder = o.config.recordings.enabled ? new Recorder(recordingsDir(o.dataDir), o.config.recordings, o.log) : null
     recorder?.attach(o.audit)
-    const sinks = startSinks(o.config.sinks, o.audit.dir, o.dataDir, o.baseDir, o.log, o.audit.trust, o.audit.recovery?.unattested ?? null)
+    const sinks = startSinks(
+      o.config.sinks,
+      o.audit.dir,
+      o.dataDir,
+      o.baseDir,
+      o.log,
+      o.audit.trust,
+      o.audit.recovery?.unattested ?? null,
+      o.worker ?? null,
+    )
     if (sinks.length > 0) {
       o.audit.onWrite(() => {
         for (const s of sinks) s.wake()

@@ -19,7 +19,7 @@ import { mkdirSync, readFileSync } from 'node:fs'
 import { type FileHandle, open, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { connect as netConnect, type Socket } from 'node:net'
-import { join } from 'node:path'
+import { join, parse } from 'node:path'
 import { connect as tlsConnect } from 'node:tls'
 import type { Logger } from 'pino'
 import { parseSecretRef, resolveSecret } from '../secrets.js'
@@ -441,7 +441,20 @@ export function sinkCursorDir(dataDir: string): string {
   return join(dataDir, 'audit-sinks')
 }
 
-/** Starts a runner per configured sink; cursors live in <data_dir>/audit-sinks/<name>.json. */
+/**
+ * A worker of `serve --workers N` ships its own segment series: its file sinks write beside the
+ * configured file (`audit.jsonl` → `audit.w2.jsonl`), since two writers cannot share one file.
+ */
+export function sinkForWorker(c: SinkConfig, worker: number | null): SinkConfig {
+  if (worker === null || c.type !== 'file') return c
+  const p = parse(c.path)
+  return { ...c, path: join(p.dir, `${p.name}.w${worker}${p.ext}`) }
+}
+
+/**
+ * Starts a runner per configured sink; cursors live in <data_dir>/audit-sinks/<name>.json, and a
+ * worker's in <data_dir>/audit-sinks/w<N>/<name>.json.
+ */
 export function startSinks(
   configs: readonly SinkConfig[],
   auditDir: string,
@@ -450,14 +463,15 @@ export function startSinks(
   log: Logger,
   trust: SegmentTrust,
   recovered: UnattestedRange | null = null,
+  worker: number | null = null,
 ): SinkRunner[] {
   if (configs.length === 0) return []
-  const dir = sinkCursorDir(dataDir)
+  const dir = worker === null ? sinkCursorDir(dataDir) : join(sinkCursorDir(dataDir), `w${worker}`)
   mkdirSync(dir, { recursive: true, mode: 0o700 })
   return configs.map((c) => {
     const r = new SinkRunner(
-      c,
-      transportFor(c, baseDir),
+      sinkForWorker(c, worker),
+      transportFor(sinkForWorker(c, worker), baseDir),
       auditDir,
       join(dir, `${c.name}.json`),
       log.child({ sink: c.name }),

@@ -15,7 +15,7 @@ const HEADER_READ_BYTES = 8192
 
 export class SegmentTrust {
   private readonly keys: ReadonlyMap<string, KeyObject>
-  /** Verdicts by file name: a segment's header never changes once written. */
+  /** Verdicts by file path: a segment's header never changes once written. */
   private readonly verdicts = new Map<string, { log: string } | { why: string }>()
 
   constructor(publicKeys: readonly KeyObject[]) {
@@ -24,11 +24,11 @@ export class SegmentTrust {
 
   /** The log id a segment's signed header names, or why the file is not a segment of a log. */
   check(seg: SegmentFile): { log: string } | { why: string } {
-    const known = this.verdicts.get(seg.name)
+    const known = this.verdicts.get(seg.path)
     if (known) return known
     const verdict = this.checkHeader(seg)
     // A file still being created (its header not yet written) is not judged for good.
-    if (!('why' in verdict && verdict.why === 'empty')) this.verdicts.set(seg.name, verdict)
+    if (!('why' in verdict && verdict.why === 'empty')) this.verdicts.set(seg.path, verdict)
     return verdict
   }
 

@@ -42,6 +42,9 @@ export interface PluginRef {
   readonly options: Readonly<Record<string, unknown>>
 }
 
+/** More workers than this buys nothing on any host a gateway runs on, and costs memory. */
+export const MAX_WORKERS = 64
+
 export interface ListenAddress {
   readonly host: string
   readonly port: number
@@ -71,6 +74,8 @@ export interface Config {
   /** The web console at / on the API listener (engine/console). */
   readonly console: ConsoleConfig
   readonly logLevel: string
+  /** Worker processes `serve` runs (1: the gateway serves in the process that was started). */
+  readonly workers: number
 }
 
 export interface ConsoleConfig {
@@ -196,6 +201,9 @@ export const configSchema = strict(
     policies: text().optional().describe('a policy directory or bundle.tar.gz (default: the bundle in policies/)'),
     identity: identitySchema,
     log_level: z.enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(', ')}` }).optional(),
+    workers: int(1, MAX_WORKERS, `must be an integer between 1 and ${MAX_WORKERS}`)
+      .optional()
+      .describe('gateway worker processes sharing the listeners (default 1: one process); see docs/operations.md'),
     approvals: approvalsSchema,
     metrics: strict({
       auth: z
@@ -235,6 +243,10 @@ export const configSchema = strict(
       ctx.addIssue({ code: 'custom', path: ['connectors', i, 'principal'], message: `${p} is already the principal of connector ${other}` })
     principals.set(p, c.name)
   })
+  // A connector's link is held by the one worker it dialled; sessions on the others could not use it.
+  if ((d.workers ?? 1) > 1 && (d.connectors ?? []).length > 0) {
+    ctx.addIssue({ code: 'custom', path: ['workers'], message: 'must be 1 while connectors are configured (a link lives in one worker)' })
+  }
   const at = d.listen?.connectors
   if ((d.connectors ?? []).length > 0 && (at === undefined || at === 'off' || at === false)) {
     ctx.addIssue({
@@ -353,6 +365,7 @@ function configFromDocument(d: ConfigDocument, file: string | null, base: string
     policies: d.policies === undefined ? null : rel(d.policies),
     identity: identityFromSection(d.identity),
     logLevel: d.log_level ?? 'info',
+    workers: d.workers ?? 1,
     approvals: approvalsFromSection(d.approvals, base),
     metrics: { auth: d.metrics?.auth ?? 'open' },
     console: { url: d.console?.url?.replace(/\/+$/, '') ?? null, tokenLogin: d.console?.token_login ?? false },

@@ -133,7 +133,7 @@ export function publicKeyRoutes(deps: PublicKeyRouteDeps): (app: FastifyInstance
           connection: null,
           token: { id: rec.id, source: 'public-key', action: 'removed', subject: rec.principal, fingerprint: rec.fingerprint },
         })
-        const n = deps.sessions.killByToken(rec.id, 'the public key that opened this session was removed')
+        const n = await deps.sessions.killByTokenEverywhere(rec.id, 'the public key that opened this session was removed')
         return { removed: publicKeyJson(rec, false), sessions_ended: n }
       },
     )

@@ -20,6 +20,8 @@ export class PolicyReloader {
   private running: Promise<void> | null = null
   private again = false
   private closed = false
+  /** Told the version of each bundle swapped in (the other workers load it too: engine/peers.ts). */
+  onSwapped: ((version: string) => void) | null = null
 
   constructor(
     private readonly source: string,
@@ -28,8 +30,12 @@ export class PolicyReloader {
     private readonly debounceMs = RELOAD_DEBOUNCE_MS,
   ) {}
 
-  /** Starts watching; resolves once the watcher has scanned the source. */
-  async start(): Promise<void> {
+  /**
+   * Starts watching; resolves once the watcher has scanned the source. Without `watch` (a worker
+   * other than the first), nothing is watched: `reload` runs when the watching worker says so.
+   */
+  async start(watch_ = true): Promise<void> {
+    if (!watch_) return
     const isDir = statSync(this.source).isDirectory()
     const w = watch(this.source, {
       ignoreInitial: true,
@@ -80,6 +86,7 @@ export class PolicyReloader {
         return
       }
       this.engine.swap(bundle)
+      this.onSwapped?.(bundle.version)
       this.log.info({ version: bundle.version, previous: before, ms: Date.now() - started, source: this.source }, 'policy reloaded')
     } catch (err) {
       const why = err instanceof Error ? err.message : String(err)

@@ -108,6 +108,7 @@ const sessionSchema = {
     ended_at: { type: ['string', 'null'] },
     end_reason: { type: ['string', 'null'] },
     active: { type: 'boolean' },
+    worker: { type: ['integer', 'null'] },
   },
 } as const
 
@@ -364,7 +365,9 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
           started_at: s.startedAt,
           ended_at: s.endedAt,
           end_reason: s.endReason,
-          active: deps.sessions.live.has(s.id),
+          // With several workers another one may serve it: the index says whether it ended.
+          active: deps.sessions.live.has(s.id) || (deps.sessions.peers !== null && s.endedAt === null),
+          worker: s.worker,
         })),
       }
     },
@@ -382,7 +385,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     },
     async (req, reply) => {
       const reason = req.body?.reason ?? 'terminated by an administrator'
-      if (!deps.sessions.kill(req.params.id, reason)) {
+      if (!(await deps.sessions.killAnywhere(req.params.id, reason))) {
         return reply.status(404).send({ error: `no live session ${req.params.id}`, code: 'GH_ERR_NOT_FOUND' })
       }
       deps.audit.appendDeferred({
@@ -482,7 +485,10 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
         reason: req.body?.reason ?? null,
       })
       // Sessions carry every ancestor's id (Identity.tokenIds), so this reaches every descendant too.
-      const n = deps.sessions.killByToken(req.params.id, 'the token of this session, or one it was delegated from, was revoked')
+      const n = await deps.sessions.killByTokenEverywhere(
+        req.params.id,
+        'the token of this session, or one it was delegated from, was revoked',
+      )
       return { revoked: req.params.id, sessions_ended: n }
     },
   )
