@@ -3,8 +3,9 @@
 # deletecollection; `proxy` by path prefix), `.group` ("" for core), `.version`, `.resource`,
 # `.subresource` (exec, attach, portforward, log, proxy, status, …), `.namespace`, `.name`, read
 # from the path as the API server reads it; `.resource_request` is false for discovery
-# (`/api`, `/apis`, `/version`, `/openapi/...`). Writes carry `.object` (kind, name, namespace of
-# the body) and `.body`; `.secret_refs` lists the Secrets an object would expose to a container.
+# (`/api`, `/apis`, `/version`, `/openapi/...`). Writes carry `.object` (kind, api_version, name,
+# generate_name, namespace, labels, annotations of the body) and `.secret_refs` (the Secrets the
+# object would expose to a container), the same whether kubectl sent JSON, YAML or protobuf.
 # exec carries `.command.argv`; port-forward `.ports`.
 #
 # Like SQL: everyone may read (discovery, get/list/watch, logs), group writers may change things;
@@ -88,8 +89,9 @@ deny contains {
 	not member_of(secret_readers)
 }
 
-# A write whose body the gateway could not read (not JSON or YAML) cannot be judged on its object.
-deny contains {"rule": "kube-opaque-body", "reason": "the gateway judges writes on their object; send JSON or YAML"} if {
+# A write whose body the gateway could not read (not JSON, YAML or Kubernetes protobuf) cannot be
+# judged on its object.
+deny contains {"rule": "kube-opaque-body", "reason": "the gateway judges writes on their object; send JSON, YAML or protobuf"} if {
 	input.action == "kube.request"
 	input.command.body_opaque
 }

@@ -16,12 +16,18 @@ import yaml from 'js-yaml'
 import { Agent, fetch as undiciFetch } from 'undici'
 import { REPO, TestGateway } from './helpers/gateway.js'
 import { freePort } from './helpers/httpd.js'
+import { enc, envelope, lor, meta } from './helpers/kubepb.js'
 
 const POLICY = `package gatehouse
 
 deny contains {"rule": "no-kube-system", "reason": "kube-system is for cluster admins"} if {
 	input.action == "kube.request"
 	input.command.namespace == "kube-system"
+}
+
+deny contains {"rule": "echo", "reason": sprintf("saw %s %s", [json.marshal(input.command.object), json.marshal(input.command.secret_refs)])} if {
+	input.action == "kube.request"
+	input.command.namespace == "echo"
 }
 `
 
@@ -43,7 +49,7 @@ describe('Kubernetes proxy (gateway side)', () => {
   const call = async (
     path: string,
     token: string | null,
-    init: { method?: string; headers?: Record<string, string>; body?: string } = {},
+    init: { method?: string; headers?: Record<string, string>; body?: string | Uint8Array } = {},
   ): Promise<Answer> => {
     const r = await undiciFetch(`https://localhost:${port}${path}`, {
       dispatcher: agent,
@@ -138,6 +144,40 @@ describe('Kubernetes proxy (gateway side)', () => {
     const ok = await call('/c/dev/api/v1/namespaces/default/pods', rita)
     assert.equal(ok.status, 502)
     assert.equal(ok.body.kind, 'Status')
+  })
+
+  test('policy sees the same input for a JSON body and a protobuf body of the same object; malformed protobuf is refused', async () => {
+    const json = {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'p', namespace: 'echo', labels: { app: 'web' } },
+      spec: { containers: [{ name: 'c', image: 'busybox', env: [{ name: 'P', valueFrom: { secretKeyRef: { name: 'db', key: 'k' } } }] }] },
+    }
+    const pb = envelope(
+      'v1',
+      'Pod',
+      enc(
+        [1, meta('p', 'echo', { app: 'web' })],
+        [2, enc([2, enc([1, 'c'], [2, 'busybox'], [7, enc([1, 'P'], [3, enc([4, enc([1, lor('db')], [2, 'k'])])])])])],
+      ),
+    )
+    const path = '/c/dev/api/v1/namespaces/echo/pods'
+    const a = await call(path, alice, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(json) })
+    const b = await call(path, alice, { method: 'POST', headers: { 'content-type': 'application/vnd.kubernetes.protobuf' }, body: pb })
+    assert.equal(a.status, 403)
+    assert.match(String(a.body.message), /saw .*"name":"p".*\["db"\]/)
+    assert.equal(b.body.message, a.body.message, 'the decision input does not depend on the encoding')
+    const formats = gw
+      .auditEvents()
+      .filter((e) => e.type === 'statement' && e.namespace === 'echo')
+      .map((e) => e.body_format)
+    assert.deepEqual(formats, ['json', 'protobuf'])
+    // Cut short, or with a second object after the first: refused before any decision or forwarding.
+    for (const bad of [pb.subarray(0, pb.length - 7), Buffer.concat([pb, enc([2, enc([1, meta('q', 'echo')])])])]) {
+      const r = await call(path, alice, { method: 'POST', headers: { 'content-type': 'application/vnd.kubernetes.protobuf' }, body: bad })
+      assert.equal(r.status, 400)
+      assert.match(String(r.body.message), /the protobuf body cannot be read/)
+    }
   })
 
   test('impersonation headers from the caller are refused (they would act with the gateway credential)', async () => {

@@ -1,5 +1,5 @@
 // What a Kubernetes request is for policy and for the API server: the decision input (verb,
-// resource, …, exec argv, the Secrets a written object uses), the headers sent upstream (the
+// resource, …, exec argv; a write's body is read in body.ts), the headers sent upstream (the
 // gateway's credential, impersonation of the caller), and the shapes the listener and the stream
 // handler share.
 
@@ -95,26 +95,6 @@ export function upstreamHeaders(
   if (plan.authorization) out.authorization = plan.authorization
   if (plan.impersonate) Object.assign(out, impersonationHeaders(session))
   return out
-}
-
-/**
- * The Secrets an object would hand to a container: volumes (`secret.secretName`), projected
- * sources (`secret.name`), environment (`secretKeyRef.name`, `envFrom[].secretRef.name`), at any
- * depth, so a pod template in a Deployment, Job or CronJob counts too.
- */
-export function secretRefs(v: unknown, out: Set<string> = new Set()): string[] {
-  if (Array.isArray(v)) for (const x of v) secretRefs(x, out)
-  else if (typeof v === 'object' && v !== null) {
-    for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
-      if (k === 'secretName' && typeof x === 'string') out.add(x)
-      else if ((k === 'secretKeyRef' || k === 'secretRef' || k === 'secret') && typeof x === 'object' && x !== null) {
-        const name = (x as Record<string, unknown>).name
-        if (typeof name === 'string') out.add(name)
-      }
-      secretRefs(x, out)
-    }
-  }
-  return [...out].sort()
 }
 
 /** Programs that run other programs: an exec argv starting with one is opaque to policy. */

@@ -12,10 +12,10 @@ import { createServer as createHttpServer, type IncomingMessage, type Server as 
 import { createServer as createNetServer, isIP, type Server as NetServer, type Socket } from 'node:net'
 import { TLSSocket } from 'node:tls'
 import type { Dispatcher, Pool } from 'undici'
-import yaml from 'js-yaml'
 import { createPool, framingProblem, originTarget, route, upstreamSpec } from '../http/public.js'
 import { JsonMasker, type JsonMaskPlan, jsonMaskPlan, loadMaskingKey } from '../kit/index.js'
 import type { Address, ApprovalOutcome, Decision, ProxySession } from '../types.js'
+import { readWriteBody } from './body.js'
 import { KubePathError, type KubeRequestInfo, parseKubeRequest } from './request.js'
 import {
   type Admission,
@@ -29,7 +29,6 @@ import {
   type KubePlan,
   type SessionSlot,
   type StreamHost,
-  secretRefs,
   upstreamHeaders,
 } from './command.js'
 import { sendStatus, type StatusAnswer } from './status.js'
@@ -50,33 +49,10 @@ function isLoopback(addr: string | undefined): boolean {
   return addr === '::1' || addr.startsWith('127.') || addr.startsWith('::ffff:127.')
 }
 
-/** Kind, name and namespace of the object a write carries (JSON, or YAML for server-side apply). */
-function parseBody(body: Buffer, contentType: string): { parsed: unknown } | null {
-  const t = (contentType.split(';')[0] ?? '').trim().toLowerCase()
-  const text = body.toString('utf8')
-  try {
-    if (t === 'application/apply-patch+yaml' || t === 'application/yaml') return { parsed: yaml.load(text, { schema: yaml.JSON_SCHEMA }) }
-    if (t === 'application/json' || t.endsWith('+json')) return { parsed: JSON.parse(text) }
-  } catch {
-    return null
-  }
-  return null
-}
-
-function objectSummary(parsed: unknown): Record<string, string> | null {
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return null
-  const o = parsed as Record<string, unknown>
-  const meta = (typeof o.metadata === 'object' && o.metadata !== null ? o.metadata : {}) as Record<string, unknown>
-  const out: Record<string, string> = {}
-  for (const [k, v] of [
-    ['kind', o.kind],
-    ['api_version', o.apiVersion],
-    ['name', meta.name],
-    ['generate_name', meta.generateName],
-    ['namespace', meta.namespace],
-  ] as const) {
-    if (typeof v === 'string') out[k] = v
-  }
+/** The object as the audit keeps it: what it is and where, not its labels and annotations. */
+function auditedObject(o: unknown): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(o as Record<string, unknown>)) if (k !== 'labels' && k !== 'annotations') out[k] = v
   return out
 }
 
@@ -250,14 +226,16 @@ export class KubeProxyServer implements StreamHost {
       return sendStatus(res, { code: 413, message: `gatehouse: request bodies are limited to ${plan.bodyLimit} bytes` })
     }
     const command = commandFor(a.info, a.query)
+    let bodyFormat: string | null = null
     if (body.length > 0) {
-      const parsed = parseBody(body, String(req.headers['content-type'] ?? ''))
-      if (parsed) {
-        command.body = parsed.parsed
-        command.secret_refs = secretRefs(parsed.parsed)
-        const summary = objectSummary(parsed.parsed)
-        if (summary) command.object = summary
-      } else command.body_opaque = true
+      // The same facts from JSON, YAML or kubectl's protobuf: what policy sees does not depend on the encoding.
+      const read = readWriteBody(body, String(req.headers['content-type'] ?? ''), (req.method ?? 'GET').toUpperCase() !== 'PATCH')
+      if (read.ok) {
+        bodyFormat = read.facts.format
+        command.secret_refs = read.facts.secret_refs
+        if (read.facts.object) command.object = read.facts.object
+      } else if (read.opaque) command.body_opaque = true
+      else return sendStatus(res, { code: 400, message: `gatehouse: ${read.reason}` })
     }
     let decision: Decision
     try {
@@ -289,7 +267,8 @@ export class KubeProxyServer implements StreamHost {
         namespace: a.info.namespace,
         name: a.info.name,
         path: a.info.path,
-        ...(command.object ? { object: command.object } : {}),
+        ...(command.object ? { object: auditedObject(command.object) } : {}),
+        ...(bodyFormat ? { body_format: bodyFormat } : {}),
         ...(command.body_opaque ? { body_opaque: true } : {}),
         ...(mask ? { masked: [...new Set(mask.compiled.map((c) => c.target.rule))] } : {}),
         decision: decision.effect,
