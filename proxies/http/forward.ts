@@ -7,7 +7,7 @@ import type { Dispatcher } from 'undici'
 import type { Decision } from '../types.js'
 import { JsonMaskError } from '../kit/index.js'
 import type { BodyFilter, ConnectionPlan, Exchange, Liveness } from './context.js'
-import { dropForMasked, JsonBodyMasker, MaskTally, maskVerdict, responsePlan, SseMasker, sessionMaskKeys } from './masking.js'
+import { decoderChain, dropForMasked, JsonBodyMasker, MaskTally, maskVerdict, responsePlan, SseMasker, sessionMaskKeys } from './masking.js'
 import { HOP_BY_HOP, type ReadBody, upstreamHeaders } from './request.js'
 import { sendProblem } from './respond.js'
 import { maskString, ScrubState } from './scrub.js'
@@ -33,6 +33,13 @@ function bodyForRecording(b: Buffer, cap: number): { body?: string; body_base64?
 }
 
 const NONE: Buffer[] = []
+
+/**
+ * Response bytes the caller's socket may hold (or a decoder, compressed) before the upstream is
+ * paused: well above one socket read (64 KiB), so each resume drains what the upstream socket
+ * buffered meanwhile. Memory per response stays about this plus one chunk.
+ */
+const RELAY_HIGH_WATER = 512 * 1024
 
 /** Response headers the caller never gets from the upstream. */
 function callerHeaders(
@@ -91,9 +98,10 @@ export async function forward(
   let kept = 0
   let respHeaders: Record<string, unknown> = {}
   // The response streams straight from undici's handler into the caller's response (no stream
-  // objects in between), through the filters, with backpressure both ways.
+  // objects in between, except zlib's when a compressed body is decoded to be masked), through the
+  // filters, with backpressure both ways.
   const filters: BodyFilter[] = plan.needles.length > 0 ? [new ScrubState(plan.needles)] : []
-  const send = (chunks: Buffer[], controller: Dispatcher.DispatchController | null): void => {
+  const send = (chunks: Buffer[]): void => {
     for (const c of chunks) {
       if (c.length === 0) continue
       bytesOut += c.length
@@ -102,10 +110,7 @@ export async function forward(
         respCapture.push(Buffer.from(c.subarray(0, keep)))
         kept += keep
       }
-      if (!res.write(c) && controller && !controller.paused) {
-        controller.pause()
-        res.once('drain', () => controller.resume())
-      }
+      res.write(c)
     }
   }
   const filtered = (chunk: Buffer | null): Buffer[] => {
@@ -119,6 +124,8 @@ export async function forward(
     }
     return parts
   }
+  // Decoders of a compressed body that is masked (zlib streams: they decode as fast as they are read).
+  let chain: ReturnType<typeof decoderChain> | null = null
   try {
     await new Promise<void>((resolve, reject) => {
       let controller: Dispatcher.DispatchController | null = null
@@ -132,11 +139,52 @@ export async function forward(
       }
       live.onGone = () => {
         controller?.abort(new Error('the request was ended'))
+        for (const z of chain?.all ?? []) z.destroy()
         finish(new Error('the request was ended'))
       }
       const fail = (c: Dispatcher.DispatchController, err: Error): void => {
         if (!c.aborted) c.abort(err)
+        for (const z of chain?.all ?? []) z.destroy()
         finish(err)
+      }
+      // The upstream waits until `on` drains. Only past RELAY_HIGH_WATER: undici hands the whole
+      // of its socket's buffer to the parser again at every resume, so pausing at every full write
+      // (one upstream chunk per cycle, while the socket reads on) re-copied a growing backlog.
+      const pause = (c: Dispatcher.DispatchController, on: NodeJS.EventEmitter): void => {
+        if (c.paused) return
+        c.pause()
+        on.once('drain', () => {
+          if (!done) c.resume()
+        })
+      }
+      // The decoded body through the filters to the caller; the decoders wait while the caller does.
+      const decode = (c: Dispatcher.DispatchController, ch: ReturnType<typeof decoderChain>): ReturnType<typeof decoderChain> => {
+        for (const z of ch.all) z.on('error', (err: Error) => fail(c, new JsonMaskError(`the body does not decode (${err.message})`, 0)))
+        ch.tail.on('data', (out: Buffer) => {
+          if (done) return
+          try {
+            send(filtered(out))
+          } catch (err) {
+            fail(c, err instanceof Error ? err : new Error(String(err)))
+            return
+          }
+          if (res.writableLength > RELAY_HIGH_WATER && !ch.tail.isPaused()) {
+            ch.tail.pause()
+            res.once('drain', () => ch.tail.resume())
+          }
+        })
+        ch.tail.on('end', () => {
+          if (done) return
+          try {
+            send(filtered(null))
+          } catch (err) {
+            fail(c, err instanceof Error ? err : new Error(String(err)))
+            return
+          }
+          res.end()
+          finish(null)
+        })
+        return ch
       }
       const handler: Dispatcher.DispatchHandler = {
         onRequestStart(c) {
@@ -163,7 +211,7 @@ export async function forward(
           if (verdict?.ok === true && jsonPlan !== null && tally !== null) {
             // Decoders, then the masker, before the scrubber: it reads the decoded body.
             const keys = sessionMaskKeys(ctx.stateDir, session)
-            const stages: BodyFilter[] = [...verdict.decoders]
+            const stages: BodyFilter[] = []
             if (verdict.kind === 'sse') stages.push(new SseMasker(jsonPlan, keys, tally))
             else if (verdict.kind !== null) {
               const m = new JsonBodyMasker(jsonPlan, keys, verdict.kind === 'sequence', tally)
@@ -171,6 +219,7 @@ export async function forward(
               stages.push(m)
             }
             filters.unshift(...stages)
+            if (verdict.codings.length > 0) chain = decode(c, decoderChain(verdict.codings))
           }
           if (verdict === null && plan.needles.length > 0 && encoded !== undefined && String(encoded).toLowerCase() !== 'identity') {
             // A compressed body cannot be scanned for the injected secret: refuse rather than pass it.
@@ -197,16 +246,29 @@ export async function forward(
         },
         onResponseData(c, chunk) {
           if (done) return
+          if (chain !== null) {
+            chain.head.write(chunk)
+            // Compressed bytes wait in the decoder until its output is read.
+            if (chain.head.writableLength > RELAY_HIGH_WATER) pause(c, chain.head)
+            return
+          }
           try {
-            send(filtered(chunk), c)
+            send(filtered(chunk))
           } catch (err) {
             fail(c, err instanceof Error ? err : new Error(String(err)))
+            return
           }
+          if (res.writableLength > RELAY_HIGH_WATER) pause(c, res)
         },
         onResponseEnd(c) {
           if (done) return
+          if (chain !== null) {
+            // The decoders' end ends the response (decode() below).
+            chain.head.end()
+            return
+          }
           try {
-            send(filtered(null), null)
+            send(filtered(null))
           } catch (err) {
             fail(c, err instanceof Error ? err : new Error(String(err)))
             return

@@ -18,7 +18,8 @@
 //     the same records as a CSV the rules do not reach.
 
 import { createHmac, randomBytes } from 'node:crypto'
-import { constants, createBrotliDecompress, createGunzip, createInflate } from 'node:zlib'
+import type { Transform } from 'node:stream'
+import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib'
 import {
   JsonMaskError,
   type JsonMaskedPath,
@@ -101,42 +102,26 @@ export interface SyncFilter {
   end(): Buffer[]
 }
 
-/** node:zlib's synchronous step (what its *Sync functions use): a chunk in, what it decodes out. */
-interface SyncZlib {
-  _processChunk(chunk: Buffer, flushFlag: number): Buffer
-  close(): void
-}
+/** A Content-Encoding the gateway can undo to mask. */
+export type Coding = 'gzip' | 'deflate' | 'br'
 
 /**
- * Undoes one Content-Encoding chunk by chunk, synchronously (the response is relayed without
- * streams). Bounded: each chunk's output is what that chunk decodes to.
+ * The decoders of a body's encodings, in the order they are undone, piped into each other: write
+ * the body into `head`, read the decoded bytes from `tail`. Streams, not one-shot calls: zlib then
+ * decodes only as fast as its output is read (16 KiB at a time), so a small compressed chunk that
+ * expands a thousandfold is never held decoded whole.
  */
-class Decoder implements SyncFilter {
-  private readonly z: SyncZlib
-  private readonly flush: number
-  private readonly finish: number
-  constructor(coding: 'gzip' | 'deflate' | 'br') {
-    const z = coding === 'gzip' ? createGunzip() : coding === 'deflate' ? createInflate() : createBrotliDecompress()
-    this.z = z as unknown as SyncZlib
-    this.flush = coding === 'br' ? constants.BROTLI_OPERATION_PROCESS : constants.Z_NO_FLUSH
-    this.finish = coding === 'br' ? constants.BROTLI_OPERATION_FINISH : constants.Z_FINISH
-  }
-  write(chunk: Buffer): Buffer[] {
-    const out = this.z._processChunk(chunk, this.flush)
-    return out.length > 0 ? [out] : []
-  }
-  end(): Buffer[] {
-    const out = this.z._processChunk(Buffer.alloc(0), this.finish)
-    this.z.close()
-    return out.length > 0 ? [out] : []
-  }
+export function decoderChain(codings: readonly Coding[]): { head: Transform; tail: Transform; all: readonly Transform[] } {
+  const all = codings.map((c) => (c === 'gzip' ? createGunzip() : c === 'deflate' ? createInflate() : createBrotliDecompress()))
+  for (let i = 0; i + 1 < all.length; i++) (all[i] as Transform).pipe(all[i + 1] as Transform)
+  return { head: all[0] as Transform, tail: all[all.length - 1] as Transform, all }
 }
 
 export type BodyKind = 'json' | 'sequence' | 'sse'
 
 /** How a response may be masked, or why it cannot. */
 export type MaskVerdict =
-  | { readonly ok: true; readonly kind: BodyKind | null; readonly decoders: readonly SyncFilter[] }
+  | { readonly ok: true; readonly kind: BodyKind | null; readonly codings: readonly Coding[] }
   | { readonly ok: false; readonly why: string }
 
 const SEQUENCE_TYPES = new Set([
@@ -167,19 +152,19 @@ export function maskVerdict(method: string, status: number, headers: Record<stri
   const one = (v: string | string[] | undefined): string | undefined => (Array.isArray(v) ? v.join(', ') : v)
   const noBody =
     method === 'HEAD' || status === 204 || status === 304 || (status >= 100 && status < 200) || one(headers['content-length']) === '0'
-  if (noBody) return { ok: true, kind: null, decoders: [] }
-  const decoders: SyncFilter[] = []
+  if (noBody) return { ok: true, kind: null, codings: [] }
+  const codings: Coding[] = []
   const encoding = one(headers['content-encoding'])
   if (encoding !== undefined) {
     // Listed in the order applied: undone last first.
-    const codings = encoding
+    const listed = encoding
       .split(',')
       .map((s) => s.trim().toLowerCase())
       .filter((s) => s !== '' && s !== 'identity')
-    for (const c of codings.reverse()) {
-      if (c === 'gzip' || c === 'x-gzip') decoders.push(new Decoder('gzip'))
-      else if (c === 'deflate') decoders.push(new Decoder('deflate'))
-      else if (c === 'br') decoders.push(new Decoder('br'))
+    for (const c of listed.reverse()) {
+      if (c === 'gzip' || c === 'x-gzip') codings.push('gzip')
+      else if (c === 'deflate') codings.push('deflate')
+      else if (c === 'br') codings.push('br')
       else return { ok: false, why: `the body is encoded as ${JSON.stringify(c)}, which the gateway cannot decode to mask` }
     }
   }
@@ -194,7 +179,7 @@ export function maskVerdict(method: string, status: number, headers: Record<stri
   else if (SEQUENCE_TYPES.has(type)) kind = 'sequence'
   else if (type === 'text/event-stream') kind = 'sse'
   else return fail(`the body is ${type || 'of no media type'}; only JSON can be masked`)
-  return { ok: true, kind, decoders }
+  return { ok: true, kind, codings }
 }
 
 /** Accumulates what each path masked over a response. */
