@@ -34,6 +34,15 @@ export class TunnelSocket extends Socket {
     this.inner.write(chunk, encoding, cb)
   }
 
+  // net.Socket's own _writev writes to the file descriptor this socket does not have: writes
+  // buffered behind a slow stream (a large upload) must go to the stream too, as one batch.
+  override _writev(chunks: { chunk: Buffer; encoding: BufferEncoding }[], cb: (err?: Error | null) => void): void {
+    this.inner.cork()
+    for (let i = 0; i < chunks.length - 1; i++) this.inner.write((chunks[i] as { chunk: Buffer }).chunk)
+    this.inner.write((chunks[chunks.length - 1] as { chunk: Buffer }).chunk, cb)
+    this.inner.uncork()
+  }
+
   override _final(cb: (err?: Error | null) => void): void {
     this.inner.end()
     cb()

@@ -57,6 +57,8 @@ export class TestSshd {
     /** A different host key, for the mismatch test. */
     readonly otherHostKey: string,
     readonly clientKeyPath: string,
+    /** The address sshd listens on. */
+    readonly host = '127.0.0.1',
   ) {}
 
   /** A gateway connection to this server, pinned to its host key; `extra` adds or overrides keys. */
@@ -64,7 +66,7 @@ export class TestSshd {
     return {
       name,
       protocol: 'ssh',
-      address: `127.0.0.1:${this.port}`,
+      address: `${this.host}:${this.port}`,
       user: this.user,
       private_key: `file:${this.clientKeyPath}`,
       host_key: this.hostKey,
@@ -72,20 +74,24 @@ export class TestSshd {
     }
   }
 
-  /** `config`: extra sshd_config lines (SetEnv, AcceptEnv, …), appended to the defaults. */
-  static async start(opts: { config?: readonly string[] } = {}): Promise<TestSshd> {
+  /**
+   * `config`: extra sshd_config lines (SetEnv, AcceptEnv, …), appended to the defaults. `netns`:
+   * run sshd inside that network namespace, listening on `host` (port 22 there).
+   */
+  static async start(opts: { config?: readonly string[]; netns?: string; host?: string } = {}): Promise<TestSshd> {
     const dir = mkdtempSync(join(tmpdir(), 'gh-sshd-'))
     const hostKey = keygen(join(dir, 'host_ed25519'))
     const otherHostKey = keygen(join(dir, 'other_ed25519'))
     const clientPub = keygen(join(dir, 'id_ed25519'))
     writeFileSync(join(dir, 'authorized_keys'), `${clientPub}\n`, { mode: 0o600 })
-    const port = await freePort()
+    const host = opts.host ?? '127.0.0.1'
+    const port = opts.netns ? 22 : await freePort()
     const user = userInfo().username
     writeFileSync(
       join(dir, 'sshd_config'),
       [
         `Port ${port}`,
-        'ListenAddress 127.0.0.1',
+        `ListenAddress ${host}`,
         `HostKey ${join(dir, 'host_ed25519')}`,
         `PidFile ${join(dir, 'sshd.pid')}`,
         `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
@@ -109,12 +115,24 @@ export class TestSshd {
       hostKey.split(' ').slice(0, 2).join(' '),
       otherHostKey.split(' ').slice(0, 2).join(' '),
       join(dir, 'id_ed25519'),
+      host,
     )
-    const proc = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', join(dir, 'sshd_config')], { stdio: ['ignore', 'ignore', 'pipe'] })
+    const sshd = ['/usr/sbin/sshd', '-D', '-e', '-f', join(dir, 'sshd_config')]
+    const argv = opts.netns ? ['ip', 'netns', 'exec', opts.netns, ...sshd] : sshd
+    const proc = spawn(argv[0] as string, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] })
     d.proc = proc
     proc.stderr?.on('data', (b: Buffer) => {
       d.stderr += b.toString()
     })
+    if (opts.netns) {
+      // Not reachable from here to probe: sshd says when it listens.
+      const deadline = Date.now() + 120_000
+      while (!/Server listening on/.test(d.stderr)) {
+        if (proc.exitCode !== null || Date.now() > deadline) throw new Error(`sshd did not start in ${opts.netns}:\n${d.stderr}`)
+        await new Promise((r) => setTimeout(r, 50))
+      }
+      return d
+    }
     await waitPort(
       port,
       () => `sshd did not start:\n${d.stderr}`,
