@@ -1,15 +1,17 @@
 // SSH proxy robustness against a real sshd: many concurrent execs each get their own exit status
 // (and the audit records it); idle and half-handshaken connections from one source address do not
 // delay a login from another; a remembered host-key line that cannot be read refuses the
-// connection instead of trusting whatever key the target shows.
+// connection instead of trusting whatever key the target shows; a target that drops a handshake
+// before authentication (sshd's MaxStartups under a burst) is tried again, a bounded number of times.
 
 import assert from 'node:assert/strict'
-import { connect, type Socket } from 'node:net'
+import { connect, createServer, type Server, type Socket } from 'node:net'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import ssh2 from 'ssh2'
 import { HANDSHAKE_TIMEOUT_MS, MAX_PENDING_PER_SOURCE } from '../proxies/ssh/index.js'
+import { UPSTREAM_ATTEMPTS } from '../proxies/ssh/upstream.js'
 import { REPO, TestGateway } from './helpers/gateway.js'
 import { TestSshd } from './helpers/sshd.js'
 
@@ -18,11 +20,30 @@ describe('ssh proxy robustness', () => {
   let gw: TestGateway
   let sshPort = 0
   let token = ''
+  // In front of the sshd: drops the first `drop` connections unanswered, as a target at its
+  // MaxStartups does, then relays.
+  let front: Server
+  let frontSeen = 0
+  let frontDrop = 0
 
   before(async () => {
     sshd = await TestSshd.start()
+    front = createServer((s) => {
+      frontSeen++
+      if (frontSeen <= frontDrop) return void s.destroy()
+      const t = connect(sshd.port, '127.0.0.1')
+      s.pipe(t).pipe(s)
+      s.on('error', () => t.destroy())
+      t.on('error', () => s.destroy())
+    })
+    await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve))
+    const frontPort = (front.address() as { port: number }).port
     gw = await TestGateway.start({
-      connections: [sshd.connection('web-1'), sshd.connection('web-tofu', { host_key: 'trust-on-first-use' })],
+      connections: [
+        sshd.connection('web-1'),
+        sshd.connection('web-tofu', { host_key: 'trust-on-first-use' }),
+        sshd.connection('web-front', { address: `127.0.0.1:${frontPort}` }),
+      ],
       config: { listen: { api: '127.0.0.1:0', postgres: 'off', ssh: '127.0.0.1:0' }, policies: join(REPO, 'test/data/ssh') },
     })
     sshPort = gw.port('ssh')
@@ -31,6 +52,7 @@ describe('ssh proxy robustness', () => {
 
   after(async () => {
     await gw?.cleanup()
+    front?.close()
     await sshd?.stop()
   })
 
@@ -164,5 +186,25 @@ describe('ssh proxy robustness', () => {
     const c = await login()
     assert.equal((await exec(c, 'echo still-fine')).stdout, 'still-fine\n')
     c.end()
+  })
+
+  test('a target that drops handshakes before authentication is tried again, a bounded number of times', async () => {
+    frontSeen = 0
+    frontDrop = UPSTREAM_ATTEMPTS - 1
+    const c = await login('web-front')
+    const r = await exec(c, 'echo after-retries')
+    c.end()
+    assert.equal(r.stdout, 'after-retries\n', r.stderr)
+    assert.equal(frontSeen, UPSTREAM_ATTEMPTS)
+
+    frontSeen = 0
+    frontDrop = 1000
+    const d = await login('web-front')
+    const refused = await exec(d, 'echo never')
+    d.end()
+    assert.equal(refused.code, 255)
+    assert.doesNotMatch(refused.stdout, /never/)
+    assert.match(refused.stderr, /cannot log in to web-front: the target closed the connection before the SSH handshake/)
+    assert.equal(frontSeen, UPSTREAM_ATTEMPTS, 'no more attempts than the bound')
   })
 })

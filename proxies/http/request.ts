@@ -2,6 +2,7 @@
 // headers sent upstream, and the decision reused for requests of the same shape.
 
 import type { IncomingMessage } from 'node:http'
+import { HOP_BY_HOP_HEADERS } from '../kit/index.js'
 import type { Decision } from '../types.js'
 import type { ConnectionPlan, Exchange } from './context.js'
 import { MASKED_REQUEST_DROP } from './masking.js'
@@ -9,23 +10,11 @@ import { MASKED_REQUEST_DROP } from './masking.js'
 /** Shapes remembered per session; beyond this the map starts over (a client that never repeats). */
 const MAX_REUSED = 256
 
-/** Headers that describe one hop, never forwarded either way (RFC 9110 §7.6.1). */
-export const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'host',
-  'authorization',
-  'proxy-authorization',
-  'prefer',
-  // The gateway answers `Expect: 100-continue` to the caller itself (node:http); the upstream
-  // request is sent with its whole body.
-  'expect',
-])
+/**
+ * Request headers not forwarded: the hop's own and the caller's credentials, and `Prefer`, which
+ * is the gateway's (`Prefer: wait=N` waits for an approval).
+ */
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([...HOP_BY_HOP_HEADERS, 'prefer'])
 /** Request headers policy never sees (credentials of the caller or for the caller). */
 const HIDDEN_FROM_POLICY = new Set(['authorization', 'proxy-authorization', 'cookie'])
 

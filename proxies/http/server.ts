@@ -7,8 +7,9 @@
 import { createHash } from 'node:crypto'
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http'
 import { createServer as createNetServer, isIP, type Server as NetServer, type Socket } from 'node:net'
-import { TLSSocket } from 'node:tls'
+import type { TLSSocket } from 'node:tls'
 import type { Pool } from 'undici'
+import { sniffTls } from '../kit/index.js'
 import type { Address, ProxySession } from '../types.js'
 import { type ConnectionPlan, type HttpContext, runExchange } from './exchange.js'
 import { framingProblem, originTarget } from './framing.js'
@@ -39,10 +40,7 @@ function hostName(host: string): string {
   return name.toLowerCase()
 }
 
-function isLoopback(addr: string | undefined): boolean {
-  if (!addr) return false
-  return addr === '::1' || addr.startsWith('127.') || addr.startsWith('::ffff:127.')
-}
+const PLAINTEXT_REFUSED = 'gatehouse: use https (plaintext HTTP is accepted from loopback clients only)\n'
 
 /** The gateway token the request carries: `Authorization: Bearer` or `Proxy-Authorization: Bearer`. */
 function bearer(req: IncomingMessage): { token: string } | { problem: string } | null {
@@ -135,27 +133,10 @@ export class HttpProxyServer {
     this.sockets.add(socket)
     socket.once('close', () => this.sockets.delete(socket))
     socket.on('error', () => socket.destroy())
-    socket.setTimeout(30_000, () => socket.destroy())
-    socket.once('data', (first: Buffer) => {
-      socket.setTimeout(0)
-      socket.pause()
-      socket.unshift(first)
-      if (first[0] === 0x16) {
-        const tls = new TLSSocket(socket, { isServer: true, secureContext: this.ctx.tls.secureContext, ALPNProtocols: ['http/1.1'] })
-        tls.on('error', () => tls.destroy())
-        this.http.emit('connection', tls)
-        return
-      }
-      if (!this.ctx.tls.allowPlaintext && !isLoopback(socket.remoteAddress)) {
-        const body = 'gatehouse: use https (plaintext HTTP is accepted from loopback clients only)\n'
-        socket.end(
-          `HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`,
-        )
-        return
-      }
-      this.http.emit('connection', socket)
-      // The first chunk was put back into the paused stream: let the HTTP parser have it.
-      socket.resume()
+    sniffTls(socket, this.http, {
+      secureContext: this.ctx.tls.secureContext,
+      allowPlaintext: this.ctx.tls.allowPlaintext,
+      plaintextRefusal: `HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: ${PLAINTEXT_REFUSED.length}\r\nconnection: close\r\n\r\n${PLAINTEXT_REFUSED}`,
     })
   }
 

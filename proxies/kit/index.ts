@@ -4,7 +4,7 @@
 //
 // What is here is what more than one protocol needs: the error type that carries a stable
 // `GH_ERR_*` code and the message a client may see; the value side of masking (strategies, detectors,
-// the masking key, column patterns, JSON paths and the streaming JSON masker); waiting for an approval of a held command; and how a refusal
+// the masking key, column patterns, JSON paths and the streaming JSON masker); waiting for an approval of a held command; the hop-by-hop headers and TLS sniffing of the HTTP-speaking plugins; and how a refusal
 // by policy reads (`gatehouse: denied by <rule> (<hop>): <reason>`).
 
 export { GatehouseError, type GatehouseErrorCode, isGatehouseError } from '../../engine/errors.js'
@@ -36,4 +36,5 @@ export {
 export { JsonPathError, parseJsonPath } from '../../engine/masking/jsonpath.js'
 export { isRecord } from '../../engine/record.js'
 export { awaitApproval, type HeldVerdict } from './approval.js'
+export { HOP_BY_HOP_HEADERS, isLoopback, type SniffOptions, sniffTls } from './http.js'
 export { type Denial, denialOf, refusalMessage } from './refusal.js'

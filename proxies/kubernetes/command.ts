@@ -5,23 +5,10 @@
 
 import type { IncomingMessage } from 'node:http'
 import type { Pool } from 'undici'
+import { HOP_BY_HOP_HEADERS } from '../kit/index.js'
 import type { Address, Decision, PluginContext, ProxySession } from '../types.js'
 import type { KubeRequestInfo } from './request.js'
 import type { StatusAnswer } from './status.js'
-/** Headers of one hop, or the caller's credentials: never forwarded. */
-export const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'host',
-  'authorization',
-  'proxy-authorization',
-  'expect',
-])
 
 export interface KubePlan {
   readonly pool: Pool
@@ -76,7 +63,7 @@ export function upstreamHeaders(
   )
   for (let i = 0; i < raw.length; i += 2) {
     const name = (raw[i] as string).toLowerCase()
-    if (HOP_BY_HOP.has(name) || connectionTokens.has(name) || name.startsWith('impersonate-')) continue
+    if (HOP_BY_HOP_HEADERS.has(name) || connectionTokens.has(name) || name.startsWith('impersonate-')) continue
     if (forceJson && (name === 'accept' || name === 'accept-encoding')) continue
     const prev = out[name]
     const value = raw[i + 1] as string

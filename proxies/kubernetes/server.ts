@@ -10,10 +10,9 @@
 import { createHash } from 'node:crypto'
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http'
 import { createServer as createNetServer, isIP, type Server as NetServer, type Socket } from 'node:net'
-import { TLSSocket } from 'node:tls'
 import type { Dispatcher, Pool } from 'undici'
 import { createPool, framingProblem, originTarget, route, upstreamSpec } from '../http/public.js'
-import { JsonMasker, type JsonMaskPlan, jsonMaskPlan, loadMaskingKey } from '../kit/index.js'
+import { HOP_BY_HOP_HEADERS, JsonMasker, type JsonMaskPlan, jsonMaskPlan, loadMaskingKey, sniffTls } from '../kit/index.js'
 import type { Address, ApprovalOutcome, Decision, ProxySession } from '../types.js'
 import { readWriteBody } from './body.js'
 import { KubePathError, type KubeRequestInfo, parseKubeRequest } from './request.js'
@@ -24,7 +23,6 @@ import {
   bearer,
   commandFor,
   deniedStatus,
-  HOP_BY_HOP,
   type KubeContext,
   type KubePlan,
   type SessionSlot,
@@ -42,11 +40,6 @@ export const DEFAULT_RECORD_BYTES = 4096
 interface SocketState {
   readonly sessions: Map<string, Promise<SessionSlot>>
   seq: number
-}
-
-function isLoopback(addr: string | undefined): boolean {
-  if (!addr) return false
-  return addr === '::1' || addr.startsWith('127.') || addr.startsWith('::ffff:127.')
 }
 
 /** The object as the audit keeps it: what it is and where, not its labels and annotations. */
@@ -138,23 +131,10 @@ export class KubeProxyServer implements StreamHost {
     this.sockets.add(socket)
     socket.once('close', () => this.sockets.delete(socket))
     socket.on('error', () => socket.destroy())
-    socket.setTimeout(30_000, () => socket.destroy())
-    socket.once('data', (first: Buffer) => {
-      socket.setTimeout(0)
-      socket.pause()
-      socket.unshift(first)
-      if (first[0] === 0x16) {
-        const tls = new TLSSocket(socket, { isServer: true, secureContext: this.ctx.tls.secureContext, ALPNProtocols: ['http/1.1'] })
-        tls.on('error', () => tls.destroy())
-        this.http.emit('connection', tls)
-        return
-      }
-      if (!this.ctx.tls.allowPlaintext && !isLoopback(socket.remoteAddress)) {
-        socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n')
-        return
-      }
-      this.http.emit('connection', socket)
-      socket.resume()
+    sniffTls(socket, this.http, {
+      secureContext: this.ctx.tls.secureContext,
+      allowPlaintext: this.ctx.tls.allowPlaintext,
+      plaintextRefusal: 'HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n',
     })
   }
 
@@ -376,7 +356,7 @@ export class KubeProxyServer implements StreamHost {
       status = up.statusCode
       const out: Record<string, string | string[]> = {}
       for (const [k, v] of Object.entries(up.headers)) {
-        if (v === undefined || HOP_BY_HOP.has(k) || k === 'proxy-authenticate' || k === 'www-authenticate') continue
+        if (v === undefined || HOP_BY_HOP_HEADERS.has(k) || k === 'proxy-authenticate' || k === 'www-authenticate') continue
         out[k] = v
       }
       // HEAD, 204 and 304 answers carry no body to mask.

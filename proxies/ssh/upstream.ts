@@ -19,6 +19,9 @@ export type SshClient = InstanceType<typeof Client>
 /** Time to reach and authenticate to the target. */
 export const UPSTREAM_TIMEOUT_MS = 15_000
 
+/** Handshakes tried per caller session when the target drops or stalls one before authentication. */
+export const UPSTREAM_ATTEMPTS = 3
+
 interface HostKeyPin {
   readonly type: string
   readonly blob: Buffer
@@ -43,6 +46,8 @@ function hostKeyAlgorithms(type: string): string[] {
 }
 
 export type Upstream = { ok: true; client: SshClient } | { ok: false; message: string }
+/** One handshake's outcome; `transient` when the target dropped or stalled it before judging anything. */
+type Attempt = { ok: true; client: SshClient } | { ok: false; message: string; transient: boolean }
 
 /** What the target connection tells the caller's connection. */
 export interface TargetEvents {
@@ -58,6 +63,7 @@ export class Target {
   private client: SshClient | null = null
   private sftpChannel: Promise<SFTPWrapper> | null = null
   private fsChannel: Promise<TargetFs> | null = null
+  private ended = false
 
   constructor(
     private readonly ctx: ProxyContext,
@@ -69,17 +75,35 @@ export class Target {
 
   /** Ends the upstream connection, if it was made. */
   end(): void {
+    this.ended = true
     this.client?.end()
   }
 
   private async connect(): Promise<Upstream> {
     const { ctx, session } = this
-    const stateDir = ctx.stateDir
+    const name = session.connection.name
+    // A handshake that timed out or whose connection dropped before authentication is tried again:
+    // nothing of the caller's has reached the target yet, and a busy target (sshd's MaxStartups,
+    // a slow fork under load) refuses a burst now and then that it accepts a moment later.
+    for (let attempt = 1; ; attempt++) {
+      // Read again each time: a key first trusted by the failed attempt is now the pin.
+      const key = this.hostKey()
+      if (!key.ok) return key
+      const r = await this.attempt(name, key.pin, key.tofu)
+      if (r.ok || !r.transient || attempt >= UPSTREAM_ATTEMPTS || this.ended) return r.ok ? r : { ok: false, message: r.message }
+      ctx.log.warn({ session: session.id, connection: name, attempt }, 'ssh target handshake failed before authentication; trying again')
+      await new Promise((resolve) => setTimeout(resolve, 250 * attempt))
+    }
+  }
+
+  /** The key the target must present: pinned, remembered, or none yet (trust on first use). */
+  private hostKey(): { ok: true; pin: HostKeyPin | null; tofu: boolean } | { ok: false; message: string } {
+    const { ctx, session } = this
     const name = session.connection.name
     const tofu = session.settings.host_key === 'trust-on-first-use'
     let remembered: string | null = null
     try {
-      remembered = tofu ? rememberedHostKey(stateDir, name) : null
+      remembered = tofu ? rememberedHostKey(ctx.stateDir, name) : null
     } catch (err) {
       return {
         ok: false,
@@ -95,6 +119,13 @@ export class Target {
         message: `the host key remembered for ${name} in ${TOFU_FILE} cannot be read; refusing to connect (an operator must fix or remove its line)`,
       }
     }
+    return { ok: true, pin, tofu }
+  }
+
+  /** One dial and handshake; `transient` when it failed before the target judged anything. */
+  private async attempt(name: string, pin: HostKeyPin | null, tofu: boolean): Promise<Attempt> {
+    const { ctx, session } = this
+    const stateDir = ctx.stateDir
     const release = await handshakeSlot(name)
     let sock: Socket
     try {
@@ -102,15 +133,15 @@ export class Target {
     } catch (err) {
       release()
       ctx.log.warn({ session: session.id, err: String(err) }, 'cannot reach the ssh target')
-      return { ok: false, message: `cannot reach ${session.connection.name}` }
+      return { ok: false, message: `cannot reach ${session.connection.name}`, transient: false }
     }
     const upstream = new Client()
     this.client = upstream
     upstream.on('tcp connection', (d, accept, reject) => this.events.incoming(d, accept, reject))
     let mismatch = false
-    return new Promise<Upstream>((resolve) => {
+    return new Promise((resolve) => {
       let settled = false
-      const done = (r: Upstream): void => {
+      const done = (r: Attempt): void => {
         if (settled) return
         settled = true
         release()
@@ -122,24 +153,34 @@ export class Target {
         isUp = true
         done({ ok: true, client: upstream })
       })
-      upstream.on('error', (err: Error) => {
+      upstream.on('error', (err: Error & { level?: string }) => {
         // After the upstream was up, its failure ends the caller's connection; before, the
         // failure is told on the caller's channel (channel.ts) and the connection closed there.
         if (mismatch) {
           done({
             ok: false,
+            transient: false,
             message: tofu
               ? `the host key of ${name} changed since it was first trusted; refusing to connect (an operator must remove its line from ${TOFU_FILE})`
               : `the host key of ${name} does not match the key pinned in the gateway's configuration; refusing to connect`,
           })
         } else {
           ctx.log.warn({ session: session.id, err: err.message }, 'ssh target connection failed')
-          done({ ok: false, message: `cannot log in to ${session.connection.name}` })
+          const transient =
+            err.level === 'client-timeout' || err.level === 'client-socket' || err.message === 'Connection lost before handshake'
+          const why =
+            err.level === 'client-timeout'
+              ? ': the SSH handshake timed out'
+              : transient
+                ? ': the target closed the connection before the SSH handshake'
+                : ''
+          done({ ok: false, message: `cannot log in to ${session.connection.name}${why}`, transient })
         }
         if (isUp) this.events.lost('target connection failed')
       })
       upstream.on('close', () => {
-        done({ ok: false, message: `${session.connection.name} closed the connection` })
+        // A close before any error or readiness is a target that dropped the connection unjudged.
+        done({ ok: false, message: `${session.connection.name} closed the connection`, transient: true })
         if (isUp) this.events.lost('target closed the connection')
       })
       const privateKey = session.secrets.get('private_key')
