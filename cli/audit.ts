@@ -28,10 +28,10 @@ import {
 import type { StoredAuditEvent } from '../engine/types.js'
 import { type AuditSigner, parsePublicKey, publicKeyPem, resolveAuditSigner } from '../engine/audit/keys.js'
 import { type AuditQuery, parseTimeArg, readAuditEvents, unattestedSummary } from '../engine/audit/query.js'
-import { listSegments, liveWriter } from '../engine/audit/segments.js'
-import { AuditTail, logEdge, positionAt } from '../engine/audit/tail.js'
+import { listSegments, liveWriter, seriesDirs } from '../engine/audit/segments.js'
+import { exportAllSeries, rejectedInAll, verifyAllSeries } from '../engine/audit/series.js'
 import { describeRejected, SegmentTrust } from '../engine/audit/trusted.js'
-import { type VerifyResult, verifyAuditLog } from '../engine/audit/verify.js'
+import type { VerifyResult } from '../engine/audit/verify.js'
 
 /** What the CLI needs from the running server: JSON calls and a streamed GET. */
 export interface AuditApiClient {
@@ -299,17 +299,34 @@ export function registerAuditCommands(program: Command, sessions: Command, deps:
           throw usage(`--checkpoints ${o.checkpoints}: cannot read (${(err as NodeJS.ErrnoException).code ?? String(err)})`)
         }
       }
-      const r = verifyAuditLog(dir, { publicKeys: keys, ...(checkpoints ? { checkpoints } : {}) })
-      // A copy (--dir) has no writer; the live log's unsigned tail is signed within a second.
-      const live = o.dir === undefined && liveWriter(dir) !== null
-      const strict = o.strict ? strictProblem(r, live) : null
-      if (o.json) out(JSON.stringify({ ...r, ...(o.strict ? { strict: strict === null } : {}) }))
-      else {
-        for (const l of describeVerify(r, dir, live)) out(l)
-        if (strict) out(strict)
+      // Each segment series (the directory's own, and each worker's under `serve --workers N`) is
+      // a chain of its own: each is verified whole.
+      const all = verifyAllSeries(dir, { publicKeys: keys, ...(checkpoints ? { checkpoints } : {}) })
+      let failed = !all.ok
+      const reports: Record<string, unknown>[] = []
+      for (const r of all.series) {
+        // A copy (--dir) has no writer; the live log's unsigned tail is signed within a second.
+        const live = o.dir === undefined && liveWriter(r.dir) !== null
+        const strict = o.strict ? strictProblem(r, live) : null
+        if (strict) failed = true
+        const { dir: _dir, name, ...result } = r
+        reports.push({ ...(all.series.length > 1 ? { series: name } : {}), ...result, ...(o.strict ? { strict: strict === null } : {}) })
+        if (o.json) continue
+        const lines = describeVerify(r, r.dir, live)
+        if (strict) lines.push(strict)
+        if (all.series.length === 1) for (const l of lines) out(l)
+        else {
+          out(`series ${name === '.' ? '. (a single-process gateway)' : `${name} (worker ${name.slice(1)})`}:`)
+          for (const l of lines) out(`  ${l}`)
+        }
       }
+      if (o.json) out(JSON.stringify(all.series.length === 1 ? reports[0] : { ok: !failed, events: all.events, series: reports }))
+      else if (all.series.length > 1)
+        out(
+          `${failed ? 'audit log NOT OK' : 'audit log OK'}: ${all.events} events in ${all.series.length} segment series, each verified on its own`,
+        )
       // A strict check that finds the log intact but not fully signed failed what was asked: 1.
-      if (!r.ok || strict) process.exitCode = 1
+      if (failed) process.exitCode = 1
     })
 
   audit
@@ -352,16 +369,11 @@ export function registerAuditCommands(program: Command, sessions: Command, deps:
       }
       const dir = join(config.dataDir, 'audit')
       const trust = await readerTrust(config)
-      const rejected = describeRejected(trust.segments(dir).rejected)
+      const rejected = describeRejected(rejectedInAll(dir, trust))
       if (rejected !== null) process.stderr.write(`warning: ${rejected}\n`)
-      const from = since ? await positionAt(dir, since, trust) : await logEdge(dir, 'start')
-      const tail = new AuditTail(dir, from, { follow: o.follow === true, trust })
-      for (;;) {
-        const b = await tail.next(1000, 1024 * 1024)
-        if (!b) break
-        await write(Buffer.concat(b.lines.flatMap((l) => [l, NL])))
+      for await (const lines of exportAllSeries(dir, { ...(since ? { since } : {}), follow: o.follow === true, trust })) {
+        await write(Buffer.concat(lines.flatMap((l) => [l, NL])))
       }
-      await tail.close()
     })
 
   audit
@@ -458,7 +470,7 @@ function configuredSigner(config: Config, create = false): Promise<AuditSigner> 
 async function readerTrust(config: Config): Promise<SegmentTrust> {
   const dir = join(config.dataDir, 'audit')
   // No log yet, no key needed (and none is created by reading).
-  if (listSegments(dir).segments.length === 0) return new SegmentTrust([])
+  if (seriesDirs(dir).every((d) => listSegments(d).segments.length === 0)) return new SegmentTrust([])
   return new SegmentTrust([(await configuredSigner(config)).publicKey])
 }
 
@@ -466,7 +478,7 @@ async function readerTrust(config: Config): Promise<SegmentTrust> {
 async function readLocal<T>(config: Config, read: (dir: string, trust: SegmentTrust) => T): Promise<T> {
   const dir = join(config.dataDir, 'audit')
   const trust = await readerTrust(config)
-  const warning = describeRejected(trust.segments(dir).rejected)
+  const warning = describeRejected(rejectedInAll(dir, trust))
   if (warning !== null) process.stderr.write(`warning: ${warning}\n`)
   return read(dir, trust)
 }

@@ -10,9 +10,8 @@ import { findRecording, recordingMismatches, timelineFromAudit, timelineFromReco
 import { publicKeyPem } from './keys.js'
 import { type AuditQuery, parseTimeArg, readAuditEvents } from './query.js'
 import type { AuditServices } from './service.js'
-import { AuditTail, logEdge, positionAt } from './tail.js'
+import { auditRootOf, exportAllSeries, rejectedInAll, verifyAllSeries } from './series.js'
 import { describeRejected } from './trusted.js'
-import { verifyAuditLog } from './verify.js'
 
 export interface AuditApiOptions {
   readonly audit: AuditLog
@@ -53,6 +52,8 @@ function badRequest(reply: FastifyReply, error: string): FastifyReply {
 
 export async function auditRoutes(app: FastifyInstance, opts: AuditApiOptions): Promise<void> {
   const { audit } = opts
+  // A worker of `serve --workers N` writes audit/w<N>/; its API reads every worker's series.
+  const root = auditRootOf(audit.dir)
   // Following exports never end by themselves: end them when the API closes, or close would wait.
   const following = new Set<AbortController>()
   app.addHook('preClose', async () => {
@@ -106,7 +107,7 @@ export async function auditRoutes(app: FastifyInstance, opts: AuditApiOptions): 
       if (until === null) return badRequest(reply, 'until must be an RFC 3339 time or a duration like 15m')
       const query: AuditQuery = { ...q, ...(since ? { since } : {}), ...(until ? { until } : {}) }
       audit.flush()
-      return { events: readAuditEvents(audit.dir, query, audit.trust), skipped: audit.trust.segments(audit.dir).rejected }
+      return { events: readAuditEvents(root, query, audit.trust), skipped: rejectedInAll(root, audit.trust) }
     },
   )
 
@@ -130,7 +131,10 @@ export async function auditRoutes(app: FastifyInstance, opts: AuditApiOptions): 
     },
     async () => {
       audit.flush()
-      return verifyAuditLog(audit.dir, { publicKeys: [audit.identity.publicKey] })
+      const all = verifyAllSeries(root, { publicKeys: [audit.identity.publicKey] })
+      const only = all.series.length === 1 ? all.series[0] : undefined
+      if (only) return only
+      return { ok: all.ok, events: all.events, problem: all.series.find((x) => x.problem !== null)?.problem ?? null, series: all.series }
     },
   )
 
@@ -168,26 +172,26 @@ export async function auditRoutes(app: FastifyInstance, opts: AuditApiOptions): 
       if (since === null) return badRequest(reply, 'since must be an RFC 3339 time or a duration like 15m')
       audit.flush()
       // Refused before the stream starts: once it has, an error could only cut it short.
-      const refused = describeRejected(audit.trust.segments(audit.dir).rejected)
+      const refused = describeRejected(rejectedInAll(root, audit.trust))
       if (refused !== null) return reply.status(409).send({ error: refused, code: 'GH_ERR_AUDIT' })
-      const from = since ? await positionAt(audit.dir, since, audit.trust) : await logEdge(audit.dir, 'start')
       const ac = new AbortController()
       following.add(ac)
       ac.signal.addEventListener('abort', () => following.delete(ac), { once: true })
       req.raw.on('close', () => ac.abort())
-      const tail = new AuditTail(audit.dir, from, { follow: req.query.follow === true, signal: ac.signal, trust: audit.trust })
-      const unsubscribe = audit.onWrite(() => tail.wake())
+      let unsubscribe = (): void => undefined
+      const batches = exportAllSeries(
+        root,
+        { ...(since ? { since } : {}), follow: req.query.follow === true, signal: ac.signal, trust: audit.trust },
+        (wake) => {
+          unsubscribe = audit.onWrite(wake)
+        },
+      )
       async function* lines(): AsyncGenerator<Buffer> {
         try {
-          for (;;) {
-            const b = await tail.next(1000, 1024 * 1024)
-            if (!b) return
-            yield Buffer.concat(b.lines.flatMap((l) => [l, NL]))
-          }
+          for await (const b of batches) yield Buffer.concat(b.flatMap((l) => [l, NL]))
         } finally {
           unsubscribe()
           following.delete(ac)
-          await tail.close()
         }
       }
       return reply.type('application/x-ndjson').send(Readable.from(lines()))
@@ -222,7 +226,7 @@ export async function auditRoutes(app: FastifyInstance, opts: AuditApiOptions): 
       if (found) {
         const data = await readFile(found.path)
         if (found.kind === 'timeline') {
-          const problems = recordingMismatches(data.toString('utf8'), audit.dir, req.params.id, audit.trust)
+          const problems = recordingMismatches(data.toString('utf8'), root, req.params.id, audit.trust)
           if (problems.length > 0) {
             return reply.status(409).send({
               error: `the recording of session ${req.params.id} does not match the audit log: ${problems.join('; ')}`,
@@ -235,7 +239,7 @@ export async function auditRoutes(app: FastifyInstance, opts: AuditApiOptions): 
           .header('x-gatehouse-recording', found.kind)
           .send(found.kind === 'terminal' ? data : `${timelineFromRecording(data.toString('utf8')).join('\n')}\n`)
       }
-      const lines = timelineFromAudit(audit.dir, req.params.id, audit.trust)
+      const lines = timelineFromAudit(root, req.params.id, audit.trust)
       if (lines.length === 0) return reply.status(404).send({ error: `no recording of session ${req.params.id}`, code: 'GH_ERR_NOT_FOUND' })
       return reply
         .type('application/x-ndjson')

@@ -5,6 +5,7 @@
 
 import { readFileSync } from 'node:fs'
 import type { StoredAuditEvent } from '../types.js'
+import { seriesDirs } from './segments.js'
 import type { SegmentTrust } from './trusted.js'
 
 export interface AuditQuery {
@@ -111,12 +112,60 @@ function stampTime(name: string): number {
   return m ? Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6])) : 0
 }
 
-/** Reads events from the segment files, oldest first. Works with or without a running server. */
+/**
+ * Reads events from the segment files, oldest first. Works with or without a running server. The
+ * segment series of every worker (`serve --workers N`: `w<N>/` under `dir`) are read too and
+ * merged by time, each keeping its own order.
+ */
 export function readAuditEvents(dir: string, query: AuditQuery, trust: SegmentTrust): StoredAuditEvent[] {
-  const { segments } = trust.segments(dir)
   const match = matcher(query)
-  const out: StoredAuditEvent[] = []
   const recovered: Recovered = new Map()
+  // Without a token filter (which must see every event in order) only matches are kept.
+  const keep = query.token === undefined ? match : () => true
+  const series = seriesDirs(dir).map((d) => readSeries(d, query, trust, recovered, keep))
+  const all = series.length === 1 ? (series[0] as StoredAuditEvent[]) : mergeByTime(series)
+  const byToken = query.token !== undefined ? tokenFilter(query.token) : null
+  const out: StoredAuditEvent[] = []
+  for (const ev of all) {
+    // The token filter sees every event (a session's start makes its later events match), even
+    // ones the other filters leave out.
+    const ofToken = byToken === null || byToken(ev)
+    if (ofToken && match(ev)) out.push(ev)
+  }
+  const marked = recovered.size === 0 ? out : out.map((e) => (isUnattested(e.id, recovered) ? { ...e, unattested: true } : e))
+  return query.limit !== undefined ? marked.slice(-query.limit) : marked
+}
+
+/**
+ * Lists merged by `time`, each list's own order kept (a list is one log, in the order written: a
+ * result queued before a later statement's write stays after its statement).
+ */
+export function mergeByTime<T extends { readonly time: string }>(lists: readonly (readonly T[])[]): T[] {
+  const at = lists.map(() => 0)
+  const out: T[] = []
+  for (;;) {
+    let best = -1
+    for (let i = 0; i < lists.length; i++) {
+      const e = (lists[i] as readonly T[])[at[i] as number]
+      if (e === undefined) continue
+      if (best < 0 || e.time < ((lists[best] as readonly T[])[at[best] as number] as T).time) best = i
+    }
+    if (best < 0) return out
+    out.push((lists[best] as readonly T[])[at[best] as number] as T)
+    at[best] = (at[best] as number) + 1
+  }
+}
+
+/** One series' events that may match (the cheap filters: time window of segments, raw text). */
+function readSeries(
+  dir: string,
+  query: AuditQuery,
+  trust: SegmentTrust,
+  recovered: Recovered,
+  keep: (e: StoredAuditEvent) => boolean,
+): StoredAuditEvent[] {
+  const { segments } = trust.segments(dir)
+  const out: StoredAuditEvent[] = []
   const since = query.since !== undefined ? Date.parse(query.since) : Number.NaN
   const until = query.until !== undefined ? Date.parse(query.until) : Number.NaN
   const files: string[] = []
@@ -129,7 +178,6 @@ export function readAuditEvents(dir: string, query: AuditQuery, trust: SegmentTr
     if (!Number.isNaN(until) && stampTime(seg.name) - STAMP_SLACK_MS > until) break
     files.push(seg.path)
   }
-  const byToken = query.token !== undefined ? tokenFilter(query.token) : null
   // A raw-text pre-filter before JSON.parse, for values JSON writes unescaped.
   const candidate = query.session ?? query.principal
   const needle = candidate !== undefined && /^[\w:.@+/-]+$/.test(candidate) ? candidate : undefined
@@ -149,14 +197,10 @@ export function readAuditEvents(dir: string, query: AuditQuery, trust: SegmentTr
       } catch {
         continue // a torn line; `audit verify` reports it
       }
-      // The token filter sees every event (a session's start makes its later events match), even
-      // ones the other filters leave out.
-      const ofToken = byToken === null || byToken(ev)
-      if (ofToken && match(ev)) out.push(ev)
+      if (keep(ev)) out.push(ev)
     }
   }
-  const marked = recovered.size === 0 ? out : out.map((e) => (isUnattested(e.id, recovered) ? { ...e, unattested: true } : e))
-  return query.limit !== undefined ? marked.slice(-query.limit) : marked
+  return out
 }
 
 /** Ranges of events a crash left unsigned, by log id: what recovery checkpoints name. */
