@@ -165,12 +165,29 @@ export class JsonMaskPlan {
   }
 }
 
-/** The plan for the JSON-path obligations of a decision (those with `json_path`), or null when there are none. */
+const PLANS = new Map<string, JsonMaskPlan>()
+/** Plans remembered by their obligations; beyond this the map starts over (rules that never repeat). */
+const PLANS_MAX = 256
+
+/**
+ * The plan for the JSON-path obligations of a decision (those with `json_path`), or null when there
+ * are none. Plans are remembered by what they are made of, so the decisions of one rule set share
+ * one plan (and its lazily built automaton) across requests, sessions and plugins.
+ */
 export function jsonMaskPlan(mask: readonly MaskObligation[]): JsonMaskPlan | null {
-  const targets: JsonMaskTarget[] = []
-  for (const m of mask) {
-    if (m.json_path === undefined) continue
-    targets.push({ path: m.json_path, rule: m.rule, strategy: m.strategy, ...(m.keep === undefined ? {} : { keep: m.keep }) })
+  let key = ''
+  for (const m of mask) if (m.json_path !== undefined) key += `${m.rule}\u0000${m.json_path}\u0000${m.strategy}\u0000${m.keep ?? ''}\u0001`
+  if (key === '') return null
+  let p = PLANS.get(key)
+  if (p === undefined) {
+    const targets: JsonMaskTarget[] = []
+    for (const m of mask) {
+      if (m.json_path === undefined) continue
+      targets.push({ path: m.json_path, rule: m.rule, strategy: m.strategy, ...(m.keep === undefined ? {} : { keep: m.keep }) })
+    }
+    p = new JsonMaskPlan(targets)
+    if (PLANS.size >= PLANS_MAX) PLANS.clear()
+    PLANS.set(key, p)
   }
-  return targets.length === 0 ? null : new JsonMaskPlan(targets)
+  return p
 }

@@ -5,9 +5,9 @@
 import { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import type { Decision } from '../types.js'
-import { JsonMaskError } from '../kit/index.js'
+import { JsonMaskError, jsonMaskPlan } from '../kit/index.js'
 import type { BodyFilter, ConnectionPlan, Exchange, Liveness } from './context.js'
-import { decoderChain, dropForMasked, JsonBodyMasker, MaskTally, maskVerdict, responsePlan, SseMasker, sessionMaskKeys } from './masking.js'
+import { decoderChain, dropForMasked, JsonBodyMasker, MaskTally, maskVerdict, SseMasker, sessionMaskKeys } from './masking.js'
 import { HOP_BY_HOP, type ReadBody, upstreamHeaders } from './request.js'
 import { sendProblem } from './respond.js'
 import { maskString, ScrubState } from './scrub.js'
@@ -66,9 +66,9 @@ export async function forward(
 ): Promise<void> {
   const { ctx, session, plan, req, res } = x
   // The JSON paths this chain may not see in the response (null: the body passes as it is).
-  let jsonPlan: ReturnType<typeof responsePlan>
+  let jsonPlan: ReturnType<typeof jsonMaskPlan>
   try {
-    jsonPlan = responsePlan(decision.mask)
+    jsonPlan = jsonMaskPlan(decision.mask)
   } catch (err) {
     // A path the engine let through but the masker cannot compile: refuse, never pass unmasked.
     ctx.log.error({ err: String(err), session: session.id }, 'masking paths do not compile; request refused')

@@ -25,29 +25,10 @@ import {
   type JsonMaskedPath,
   JsonMasker,
   type JsonMaskPlan,
-  jsonMaskPlan,
   loadMaskingKey,
   type MaskingKeys,
-  type MaskObligation,
   maskJson,
 } from '../kit/index.js'
-
-const PLANS = new Map<string, JsonMaskPlan | null>()
-const PLANS_MAX = 256
-
-/** The compiled paths of a decision's JSON-path obligations, or null when none applies. */
-export function responsePlan(mask: readonly MaskObligation[]): JsonMaskPlan | null {
-  let key = ''
-  for (const m of mask) if (m.json_path !== undefined) key += `${m.rule}\u0000${m.json_path}\u0000${m.strategy}\u0000${m.keep ?? ''}\u0001`
-  if (key === '') return null
-  let p = PLANS.get(key)
-  if (p === undefined) {
-    p = jsonMaskPlan(mask)
-    if (PLANS.size >= PLANS_MAX) PLANS.clear()
-    PLANS.set(key, p)
-  }
-  return p
-}
 
 const MASKING_KEYS = new Map<string, Buffer>()
 const SESSION_KEYS = new WeakMap<object, MaskingKeys>()

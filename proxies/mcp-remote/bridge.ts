@@ -34,7 +34,8 @@ import { fetch as undiciFetch, type Pool } from 'undici'
 import { createPool, maskString, needlesFor } from '../http/public.js'
 import type { MaskingKeys } from '../kit/index.js'
 import type { Command, Decision, PluginContext, ProxySession } from '../types.js'
-import { ResultMasker, resultPlan, sessionKeys } from './masking.js'
+import { jsonMaskPlan } from '../kit/index.js'
+import { ResultMasker, sessionKeys } from './masking.js'
 import { canonical } from './arguments.js'
 import { denied, GATEWAY_ERROR_CODE, RpcError, refusalError, upstreamRpcError } from './errors.js'
 import { registerHandlers } from './handlers.js'
@@ -247,7 +248,7 @@ export class Bridge {
 
   /** The masker for a result of an allowed request, or null when no JSON-path rule applies. */
   maskerFor(decision: Allowed): ResultMasker | null {
-    const plan = resultPlan(decision.mask)
+    const plan = jsonMaskPlan(decision.mask)
     if (!plan) return null
     this.keys ??= sessionKeys(this.ctx.stateDir)
     return new ResultMasker(plan, this.keys)

@@ -25,7 +25,8 @@ import {
 } from '@modelcontextprotocol/sdk/types.js'
 import type { Command, Decision } from '../types.js'
 import { auditArguments, canonical } from './arguments.js'
-import { type ResultMasker, resultPlan } from './masking.js'
+import { jsonMaskPlan } from '../kit/index.js'
+import type { ResultMasker } from './masking.js'
 
 type Allowed = Extract<Decision, { effect: 'allow' }>
 
@@ -69,7 +70,7 @@ export function registerHandlers(b: HandlerHost, server: Server, client: Client,
         const d = await b.listed('mcp.call', { server: conn, tool: t.name, arguments: {} })
         if (!d) continue
         // Masked values need not fit the tool's output schema: a client would refuse them.
-        if (d.effect === 'allow' && resultPlan(d.mask) !== null && t.outputSchema !== undefined) {
+        if (d.effect === 'allow' && jsonMaskPlan(d.mask) !== null && t.outputSchema !== undefined) {
           const { outputSchema: _dropped, ...rest } = t
           tools.push(rest)
         } else tools.push(t)

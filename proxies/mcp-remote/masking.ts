@@ -11,34 +11,9 @@
 // replaced by a note saying why. Links (`resource_link`) pass: they carry a name, not data.
 
 import { createHmac, randomBytes } from 'node:crypto'
-import {
-  JsonMaskError,
-  type JsonMaskedPath,
-  type JsonMaskPlan,
-  jsonMaskPlan,
-  loadMaskingKey,
-  type MaskingKeys,
-  type MaskObligation,
-  maskJson,
-} from '../kit/index.js'
+import { JsonMaskError, type JsonMaskedPath, type JsonMaskPlan, loadMaskingKey, type MaskingKeys, maskJson } from '../kit/index.js'
 
-const PLANS = new Map<string, JsonMaskPlan | null>()
-const PLANS_MAX = 256
 const KEYS = new Map<string, Buffer>()
-
-/** The compiled JSON-path obligations of a decision, or null when none applies. */
-export function resultPlan(mask: readonly MaskObligation[]): JsonMaskPlan | null {
-  let key = ''
-  for (const m of mask) if (m.json_path !== undefined) key += `${m.rule}\u0000${m.json_path}\u0000${m.strategy}\u0000${m.keep ?? ''}\u0001`
-  if (key === '') return null
-  let p = PLANS.get(key)
-  if (p === undefined) {
-    p = jsonMaskPlan(mask)
-    if (PLANS.size >= PLANS_MAX) PLANS.clear()
-    PLANS.set(key, p)
-  }
-  return p
-}
 
 /** The plugin's masking key (`<stateDir>/keys/masking.key`) and a fresh key for `hash_session`. */
 export function sessionKeys(stateDir: string): MaskingKeys {
