@@ -4,7 +4,9 @@
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Pool } from 'undici'
+import type { Socket } from 'node:net'
 import type { Decision, FastPathSession, PluginContext, ProxySession } from '../types.js'
+import type { UpstreamSpec } from './upstream.js'
 
 export type HttpContext = PluginContext<'gateway' | 'recordings' | 'fastPath'>
 
@@ -27,6 +29,8 @@ export interface Reused {
 /** Per-connection settings the pipeline needs, parsed once per session. */
 export interface ConnectionPlan {
   readonly pool: Pool
+  /** Where the upstream is (for a WebSocket, dialled outside the pool). */
+  readonly spec: UpstreamSpec
   /** The session's synchronous decide and audit (the same answers as the session's own). */
   readonly fast: FastPathSession
   /** Decisions by request shape (method, path, query, headers; no body), see decideShape. */
@@ -52,7 +56,10 @@ export interface Exchange {
   /** The Host that named the connection (host-name routing); null for `/c/<connection>/`. */
   readonly host: string | null
   readonly req: IncomingMessage
+  /** For an upgrade: a response written on the raw socket, for the gateway's own refusals. */
   readonly res: ServerResponse
+  /** A WebSocket upgrade: the client's socket and the bytes that came after its request head. */
+  readonly upgrade?: { readonly socket: Socket; readonly head: Buffer }
 }
 
 /**

@@ -11,6 +11,7 @@ import { deniedProblem, holdFlow } from './hold.js'
 import { decideShape, isJson, policyHeaders, type ReadBody, readHead } from './request.js'
 import { type Problem, sendProblem } from './respond.js'
 import { parseQuery } from './target.js'
+import { relayWebSocket } from './websocket.js'
 
 export type { BodyFilter, ConnectionPlan, Exchange, HttpContext } from './context.js'
 
@@ -31,6 +32,7 @@ export async function runExchange(x: Exchange): Promise<void> {
   const command = (): Record<string, unknown> => {
     if (built !== null) return built
     const c: Record<string, unknown> = { method: x.method, path: x.path, query, headers: policyHeaders(req) }
+    if (x.upgrade) c.upgrade = 'websocket'
     if (body.hasBody) {
       let parsed: unknown
       let ok = false
@@ -65,6 +67,7 @@ export async function runExchange(x: Exchange): Promise<void> {
     query,
   }
   if (x.host !== null) statement.host = x.host
+  if (x.upgrade) statement.upgrade = 'websocket'
   if (body.hasBody && command().body_opaque) statement.body_opaque = true
   statement.decision = decision.effect
   statement.rules = decision.rules
@@ -85,5 +88,6 @@ export async function runExchange(x: Exchange): Promise<void> {
     if ('problem' in verdict) return fail(verdict.problem)
     allowed = verdict.allowed
   } else allowed = decision
-  await forward(x, body, live, started, allowed)
+  if (x.upgrade) await relayWebSocket(x, x.upgrade, started, allowed)
+  else await forward(x, body, live, started, allowed)
 }

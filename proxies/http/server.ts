@@ -5,7 +5,7 @@
 // connection and every request open on it.
 
 import { createHash } from 'node:crypto'
-import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http'
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, ServerResponse } from 'node:http'
 import { createServer as createNetServer, isIP, type Server as NetServer, type Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
 import type { Pool } from 'undici'
@@ -17,6 +17,7 @@ import { quoted, sendProblem } from './respond.js'
 import { needlesFor } from './scrub.js'
 import { checkQuery, type HostRoutes, normalisePath, type Routed, route, routeWhole, TargetError } from './target.js'
 import { createPool, upstreamSpec } from './upstream.js'
+import { UPGRADED } from './websocket.js'
 
 /** Sessions one client connection may hold (distinct tokens × connections). */
 const MAX_SESSIONS_PER_SOCKET = 8
@@ -94,10 +95,7 @@ export class HttpProxyServer {
       } else socket.destroy()
       this.ctx.log.debug({ code: err.code }, 'malformed HTTP request refused')
     })
-    // Upgrades (WebSocket) are not proxied yet: refuse rather than hand over a raw socket.
-    this.http.on('upgrade', (_req: IncomingMessage, socket: Socket) => {
-      socket.end('HTTP/1.1 501 Not Implemented\r\ncontent-length: 0\r\nconnection: close\r\n\r\n')
-    })
+    this.http.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.onUpgrade(req, socket, head))
     this.http.on('connect', (_req: IncomingMessage, socket: Socket) => {
       socket.end('HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n')
     })
@@ -154,7 +152,28 @@ export class HttpProxyServer {
     return s.gatehouseHttp
   }
 
-  private async onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /**
+   * An upgrade goes through the same steps as a request (framing, routing, login, decision with
+   * `upgrade: "websocket"`, audit) on a response written to the raw socket, so every refusal is
+   * the same problem document; only an allowed WebSocket is relayed (websocket.ts). Other
+   * upgrades, and upgrade requests with a body, are refused.
+   */
+  private onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    socket.on('error', () => socket.destroy())
+    const res = new ServerResponse(req)
+    res.shouldKeepAlive = false
+    res.assignSocket(socket)
+    res.once('finish', () => {
+      if (!UPGRADED.has(socket)) socket.end()
+    })
+    if (String(req.headers.upgrade ?? '').toLowerCase() !== 'websocket')
+      sendProblem(res, { status: 501, title: 'Not implemented', detail: 'only WebSocket upgrades are served' })
+    else if (req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0')
+      sendProblem(res, { status: 400, title: 'Bad request', detail: 'an upgrade request has no body' })
+    else void this.onRequest(req, res, { socket, head })
+  }
+
+  private async onRequest(req: IncomingMessage, res: ServerResponse, upgrade?: { socket: Socket; head: Buffer }): Promise<void> {
     const framing = framingProblem(req)
     if (framing) return this.refuse(res, 400, framing)
     if (req.method === 'CONNECT') return this.refuse(res, 405, 'CONNECT is not served')
@@ -213,6 +232,7 @@ export class HttpProxyServer {
       host: routed.byHost ? (req.headers.host ?? null) : null,
       req,
       res,
+      ...(upgrade ? { upgrade } : {}),
     }).catch((err: unknown) => {
       this.ctx.log.error({ err: String(err), session: slot.session.id }, 'request failed')
       if (!res.headersSent) this.refuse(res, 500, 'the gateway failed on this request')
@@ -303,12 +323,14 @@ export class HttpProxyServer {
       if (k.startsWith('inject_headers.')) inject.set(k.slice('inject_headers.'.length).toLowerCase(), v)
     }
     let pool = this.pools.get(session.connection.name)
+    const spec = upstreamSpec(s, session.secrets)
     if (!pool) {
-      pool = createPool(this.ctx, upstreamSpec(s, session.secrets))
+      pool = createPool(this.ctx, spec)
       this.pools.set(session.connection.name, pool)
     }
     return {
       pool,
+      spec,
       fast: this.ctx.fastPath.session(session),
       reuse: new Map(),
       inject,

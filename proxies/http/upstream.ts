@@ -4,7 +4,7 @@
 // certificate and key when the connection names them.
 
 import { readFileSync } from 'node:fs'
-import { isIP } from 'node:net'
+import { isIP, type Socket } from 'node:net'
 import { connect as tlsConnect, rootCertificates } from 'node:tls'
 import { Pool } from 'undici'
 import type { Address, ProxyContext } from '../types.js'
@@ -54,6 +54,33 @@ export function upstreamSpec(settings: Readonly<Record<string, unknown>>, secret
   }
 }
 
+/** A socket to the upstream through ctx.dial, in TLS verified (system CAs or `ca:`) for https. */
+export async function dialUpstream(ctx: ProxyContext, spec: UpstreamSpec): Promise<Socket> {
+  const socket = await ctx.dial(spec.address)
+  if (!spec.tls) return socket
+  return new Promise<Socket>((resolve, reject) => {
+    const t = tlsConnect({
+      socket,
+      servername: isIP(spec.servername) ? undefined : spec.servername,
+      host: spec.address.host,
+      ca: spec.ca ?? [...rootCertificates],
+      cert: spec.cert,
+      key: spec.key,
+      ALPNProtocols: ['http/1.1'],
+      rejectUnauthorized: true,
+    })
+    const onError = (err: Error): void => {
+      t.destroy()
+      reject(err)
+    }
+    t.once('error', onError)
+    t.once('secureConnect', () => {
+      t.off('error', onError)
+      resolve(t)
+    })
+  })
+}
+
 /** A pool for one connection; sockets through ctx.dial, TLS verified (never `rejectUnauthorized: false`). */
 export function createPool(ctx: ProxyContext, spec: UpstreamSpec, timeouts: { readonly bodyTimeout?: number } = {}): Pool {
   return new Pool(spec.origin, {
@@ -64,29 +91,8 @@ export function createPool(ctx: ProxyContext, spec: UpstreamSpec, timeouts: { re
     // A Kubernetes watch may be quiet for minutes: its plugin passes 0 (no limit between chunks).
     bodyTimeout: timeouts.bodyTimeout ?? 60_000,
     connect: (_opts, callback) => {
-      ctx.dial(spec.address).then(
-        (socket) => {
-          if (!spec.tls) {
-            callback(null, socket)
-            return
-          }
-          const t = tlsConnect({
-            socket,
-            servername: isIP(spec.servername) ? undefined : spec.servername,
-            host: spec.address.host,
-            ca: spec.ca ?? [...rootCertificates],
-            cert: spec.cert,
-            key: spec.key,
-            ALPNProtocols: ['http/1.1'],
-            rejectUnauthorized: true,
-          })
-          const onError = (err: Error): void => callback(err, null)
-          t.once('error', onError)
-          t.once('secureConnect', () => {
-            t.off('error', onError)
-            callback(null, t)
-          })
-        },
+      dialUpstream(ctx, spec).then(
+        (socket) => callback(null, socket),
         (err: unknown) => callback(err instanceof Error ? err : new Error(String(err)), null),
       )
     },
