@@ -8,7 +8,7 @@
 // listed for it at attach (the targets of connections configured `via` it), narrowed further by
 // `--allow` when given; every other CONNECT is refused.
 
-import { readFileSync } from 'node:fs'
+import { readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { constants as h2, createServer as createH2Server, type Http2Session, type ServerHttp2Stream } from 'node:http2'
 import { connect as netConnect, isIP } from 'node:net'
 import { hostname } from 'node:os'
@@ -20,6 +20,7 @@ import {
   ALPN,
   ATTACH_PATH,
   type AttachHello,
+  CREDENTIAL_PATH,
   ERROR_HEADER,
   LINK_WINDOW_BYTES,
   PING_INTERVAL_MS,
@@ -45,6 +46,11 @@ export interface ConnectorOptions {
   readonly host: string
   readonly port: number
   readonly credential: string
+  /**
+   * Where the credential came from: the credential the gateway gives for a join token (and each
+   * successor) replaces it there, so a restarted connector attaches again without a new join token.
+   */
+  readonly credentialFile?: string
   /** PEM CA bundle to verify the gateway's certificate against (system CAs when absent). */
   readonly ca?: Buffer
   /** The gateway certificate's SHA-256 fingerprint (hex, colons optional): pins that certificate. */
@@ -76,8 +82,27 @@ export class ConnectorAgent {
   private wake: (() => void) | null = null
   /** Streams open now (for the log and tests). */
   streams = 0
+  /** What the next attach presents: the configured credential, or the gateway's replacement of it. */
+  private credential: string
 
-  constructor(private readonly opts: ConnectorOptions) {}
+  constructor(private readonly opts: ConnectorOptions) {
+    this.credential = opts.credential
+  }
+
+  /** Takes the credential the gateway issued (for a join token, or as a successor) for every later attach. */
+  private adopt(credential: string): void {
+    this.credential = credential
+    const file = this.opts.credentialFile
+    if (!file) return
+    try {
+      // Written aside and renamed: a crash never leaves half a credential (or none) behind.
+      const tmp = `${file}.${process.pid}.tmp`
+      writeFileSync(tmp, `${credential}\n`, { mode: 0o600 })
+      renameSync(tmp, file)
+    } catch (err) {
+      this.opts.log.warn({ file, err: (err as Error).message }, 'cannot store the new credential; it is kept in memory only')
+    }
+  }
 
   /** Keeps a link up until `stop`. */
   async run(): Promise<void> {
@@ -205,7 +230,7 @@ export class ConnectorAgent {
       const path = headers[h2.HTTP2_HEADER_PATH]
       stream.on('error', () => undefined)
       if (method === 'GET' && path === ATTACH_PATH) {
-        const hello: AttachHello = { credential: this.opts.credential, version: this.opts.version, hostname: hostname() }
+        const hello: AttachHello = { credential: this.credential, version: this.opts.version, hostname: hostname() }
         stream.respond({ [h2.HTTP2_HEADER_STATUS]: 200, 'content-type': 'application/json' })
         stream.end(JSON.stringify(hello))
         return
@@ -213,13 +238,30 @@ export class ConnectorAgent {
       if (method === 'POST' && path === TARGETS_PATH) {
         readJsonBody(stream)
           .then((body) => {
-            const b = body as { name?: unknown; targets?: unknown }
+            const b = body as { name?: unknown; targets?: unknown; credential?: unknown }
             if (typeof b.name !== 'string' || !Array.isArray(b.targets)) throw new Error('malformed targets')
+            if (typeof b.credential === 'string') this.adopt(b.credential)
             name = b.name
             targets = new Set(b.targets.filter((t): t is string => typeof t === 'string'))
             attached = true
             this.attempt = 0
             log.info({ connector: name, targets: [...targets] }, 'attached to the gateway')
+            stream.respond({ [h2.HTTP2_HEADER_STATUS]: 204 })
+            stream.end()
+          })
+          .catch(() => {
+            stream.respond({ [h2.HTTP2_HEADER_STATUS]: 400 })
+            stream.end()
+          })
+        return
+      }
+      if (method === 'POST' && path === CREDENTIAL_PATH) {
+        readJsonBody(stream)
+          .then((body) => {
+            const c = (body as { credential?: unknown }).credential
+            if (!attached || typeof c !== 'string' || c.length === 0) throw new Error('malformed credential')
+            this.adopt(c)
+            log.info({ connector: name }, "the gateway replaced this connector's credential")
             stream.respond({ [h2.HTTP2_HEADER_STATUS]: 204 })
             stream.end()
           })
@@ -310,8 +352,8 @@ export function registerConnectorCommands(program: Command, configOpt: () => Opt
     .command('connector')
     .description('run a connector: dial out to the gateway and carry its streams to targets in this network')
     .requiredOption('--gateway <url>', "the gateway's connector listener (https://host:port)")
-    .option('--token <credential>', 'the connector credential (a service-account key); or GATEHOUSE_CONNECTOR_TOKEN')
-    .option('--token-file <path>', 'read the credential from this file')
+    .option('--token <credential>', 'the connector credential (a join token or service-account key); or GATEHOUSE_CONNECTOR_TOKEN')
+    .option('--token-file <path>', 'read the credential from this file (a join token there is replaced by the credential it earns)')
     .option('--ca <file>', "PEM CA bundle that verifies the gateway's certificate")
     .option('--fingerprint <sha256>', "pin the gateway's certificate by its SHA-256 fingerprint instead")
     .option('--allow <host:port...>', 'dial only these targets, even if the gateway lists more')
@@ -345,6 +387,7 @@ export function registerConnectorCommands(program: Command, configOpt: () => Opt
           host: gw.host,
           port: gw.port,
           credential,
+          ...(o.tokenFile ? { credentialFile: o.tokenFile } : {}),
           ...(o.ca ? { ca: readFileSync(o.ca) } : {}),
           ...(fingerprint ? { fingerprint } : {}),
           allow: o.allow ?? [],
@@ -359,6 +402,23 @@ export function registerConnectorCommands(program: Command, configOpt: () => Opt
     )
 
   const connectors = program.command('connectors').description('connectors attached to the running gateway')
+  connectors
+    .command('token')
+    .description('a one-time join token for a configured connector: exchanged at its first attach for a short-lived credential')
+    .requiredOption('--name <connector>', 'the connector it joins as (connectors: in the configuration)')
+    .option('--ttl <duration>', 'how long it may wait to be used (default 1h, at most 7d)')
+    .addOption(configOpt())
+    .option('--json', 'print {token, id, connector, expires_at}')
+    .action(async (o: { name: string; ttl?: string; config?: string; json?: boolean }) => {
+      const api = ApiClient.forServer(resolveConfig(o.config))
+      if (!api) throw new ServerUnreachableError('no gateway runs for this configuration (join tokens are made by the running gateway)')
+      const t = await api.call<{ token: string; id: string; connector: string; expires_at: string }>('POST', '/v1/connectors/join-tokens', {
+        name: o.name,
+        ...(o.ttl !== undefined ? { ttl: o.ttl } : {}),
+      })
+      process.stdout.write(o.json ? `${JSON.stringify(t)}\n` : `${t.token}\n`)
+      if (!o.json) process.stderr.write(`join token ${t.id} for connector ${t.connector}: one use, until ${t.expires_at}\n`)
+    })
   connectors
     .command('list')
     .description('connector links: name, principal, address, version, last seen, streams and sessions')

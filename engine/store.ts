@@ -1,7 +1,7 @@
 // Embedded state in <data_dir>/state.db (SQLite through better-sqlite3): revoked token ids, the
-// session index (live and ended), and service-account API keys (hashes only), so the CLI can answer
-// when no server runs and a restart knows what was revoked. The audit log is not here: it is
-// append-only files (engine/audit/writer.ts).
+// session index (live and ended), service-account API keys and connector join tokens (hashes
+// only), so the CLI can answer when no server runs and a restart knows what was revoked. The
+// audit log is not here: it is append-only files (engine/audit/writer.ts).
 
 import Database from 'better-sqlite3'
 import { join } from 'node:path'
@@ -37,6 +37,30 @@ export interface ServiceKeyRecord {
   readonly expiresAt: number
   /** The key that replaced this one by rotation, if any. */
   readonly rotatedTo: string | null
+}
+
+/** A connector join token as stored: never the secret, only its SHA-256. */
+export interface JoinTokenRecord {
+  readonly id: string
+  /** The configured connector it joins as. */
+  readonly connector: string
+  readonly hash: string
+  /** Unix seconds. */
+  readonly createdAt: number
+  readonly expiresAt: number
+  readonly usedAt: number | null
+  /** The address that redeemed it. */
+  readonly usedBy: string | null
+}
+
+interface JoinTokenRow {
+  id: string
+  connector: string
+  hash: string
+  created_at: number
+  expires_at: number
+  used_at: number | null
+  used_by: string | null
 }
 
 interface ServiceKeyRow {
@@ -117,7 +141,7 @@ export class Store {
   /** Whether `id` names a token this gateway issued or a service-account key. */
   isKnownCredential(id: string): boolean {
     if (this.db.prepare('SELECT 1 FROM issued_tokens WHERE jti = ?').get(id) !== undefined) return true
-    return this.getServiceKey(id) !== null
+    return this.getServiceKey(id) !== null || this.getJoinToken(id) !== null
   }
 
   revoke(jti: string, reason: string | null): boolean {
@@ -273,6 +297,49 @@ export class Store {
   }
   // ---- end of public keys
 
+  // ---- Connector join tokens (engine/connector/join.ts): one-time, short-lived, hashes only.
+  private joinTokensReady = false
+
+  private ensureJoinTokens(): void {
+    if (this.joinTokensReady) return
+    if (!this.db.readonly) {
+      this.db.exec(`
+        CREATE TABLE IF NOT EXISTS connector_join_tokens (
+          id TEXT PRIMARY KEY, connector TEXT NOT NULL, hash TEXT NOT NULL, created_at INTEGER NOT NULL,
+          expires_at INTEGER NOT NULL, used_at INTEGER, used_by TEXT);
+      `)
+    }
+    this.joinTokensReady = true
+  }
+
+  addJoinToken(t: JoinTokenRecord): void {
+    this.ensureJoinTokens()
+    this.db
+      .prepare('INSERT INTO connector_join_tokens (id, connector, hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)')
+      .run(t.id, t.connector, t.hash, t.createdAt, t.expiresAt)
+  }
+
+  getJoinToken(id: string): JoinTokenRecord | null {
+    this.ensureJoinTokens()
+    const r = this.db.prepare('SELECT * FROM connector_join_tokens WHERE id = ?').get(id) as JoinTokenRow | undefined
+    return r ? toJoinToken(r) : null
+  }
+
+  listJoinTokens(): JoinTokenRecord[] {
+    this.ensureJoinTokens()
+    return (this.db.prepare('SELECT * FROM connector_join_tokens ORDER BY created_at, id').all() as JoinTokenRow[]).map(toJoinToken)
+  }
+
+  /** Marks a join token used; false when it already was (one use, even under a race). */
+  consumeJoinToken(id: string, at: number, by: string): boolean {
+    this.ensureJoinTokens()
+    return (
+      this.db.prepare('UPDATE connector_join_tokens SET used_at = ?, used_by = ? WHERE id = ? AND used_at IS NULL').run(at, by, id)
+        .changes === 1
+    )
+  }
+  // ---- end of join tokens
+
   close(): void {
     this.db.close()
   }
@@ -331,6 +398,18 @@ function toServiceKey(r: ServiceKeyRow): ServiceKeyRecord {
     createdAt: r.created_at,
     expiresAt: r.expires_at,
     rotatedTo: r.rotated_to,
+  }
+}
+
+function toJoinToken(r: JoinTokenRow): JoinTokenRecord {
+  return {
+    id: r.id,
+    connector: r.connector,
+    hash: r.hash,
+    createdAt: r.created_at,
+    expiresAt: r.expires_at,
+    usedAt: r.used_at,
+    usedBy: r.used_by,
   }
 }
 

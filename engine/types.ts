@@ -133,10 +133,13 @@ export type AuditEventType =
   | 'approval.used'
   | 'token.issued'
   | 'token.revoked'
-  // Connectors (engine/connector): a link authenticated, refused, or dropped (with the sessions it carried).
+  // Connectors (engine/connector): a link authenticated, refused, or dropped (with the sessions it
+  // carried); a joined connector's short-lived credential replaced; a join token created.
   | 'connector.attached'
   | 'connector.refused'
   | 'connector.detached'
+  | 'connector.rotated'
+  | 'connector.join_token'
   // The web console (engine/console): a person signed in or out.
   | 'console.login'
   | 'console.logout'

@@ -18,7 +18,8 @@ import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { loadOrMintAdminToken, rotateAdminToken } from '../engine/server/admin-token.js'
-import { buildApi, type Readiness, type ReadinessCheck } from '../engine/server/api.js'
+import { type ApiDeps, buildApi, type Readiness, type ReadinessCheck } from '../engine/server/api.js'
+import { parseDuration } from '../engine/duration.js'
 import { AuditLog } from '../engine/audit/writer.js'
 import { isExternalAnchor } from '../engine/audit/config.js'
 import { type AuditSigner, resolveAuditSigner } from '../engine/audit/keys.js'
@@ -41,7 +42,8 @@ import { pluginContext } from './context.js'
 import { loadPlugins } from './loader.js'
 import { checkConfigAgainstPlugins, scopeCheckerFor } from './plugin-checks.js'
 import { ConnectorHub } from '../engine/connector/hub.js'
-import { authorityOf } from '../engine/connector/protocol.js'
+import { JOIN_DEFAULT_TTL_S, JOIN_MAX_TTL_S, JoinTokens } from '../engine/connector/join.js'
+import { authorityOf, CONNECTOR_AUDIENCE } from '../engine/connector/protocol.js'
 import type { PeerMessage, Peers } from '../engine/peers.js'
 import type { Address, AnyProxyPlugin, CapabilityName, HttpMount, PluginContext, ProxyHandle, TlsMaterial } from '../proxies/types.js'
 
@@ -107,6 +109,8 @@ export class Gateway {
   private serving = false
   /** Links from connectors (engine/connector); null when no connector is configured. */
   connectors: ConnectorHub | null = null
+  /** Creates a connector join token (the API's POST /v1/connectors/join-tokens); null without connectors. */
+  joinToken: ApiDeps['joinToken'] | null = null
   /** Targets reachable only through a connector: never dialled directly. */
   private readonly tunnelOnly = new Set<string>()
   /** This process's worker number under `serve --workers N`; null: a single process. */
@@ -247,6 +251,26 @@ export class Gateway {
         for (const c of config.connections) {
           if (c.via.length === 0) gw.tunnelOnly.delete(authorityOf(c.host, c.port))
         }
+        const joinTokens = new JoinTokens(store)
+        gw.joinToken = async (name, ttl, chain) => {
+          if (!config.connectors.some((c) => c.name === name)) throw new Error(`no connector named ${JSON.stringify(name)} (connectors:)`)
+          const seconds = ttl === undefined ? JOIN_DEFAULT_TTL_S : parseDuration(ttl)
+          if (seconds === null || seconds <= 0 || seconds > JOIN_MAX_TTL_S) {
+            throw new Error(`ttl must be a duration like 10m or 1h, at most ${JOIN_MAX_TTL_S / 86400}d`)
+          }
+          const { token, record } = joinTokens.create(name, seconds)
+          const expires = new Date(record.expiresAt * 1000).toISOString()
+          await audit.append({
+            type: 'connector.join_token',
+            session: null,
+            chain,
+            connection: null,
+            connector: name,
+            id: record.id,
+            expires_at: expires,
+          })
+          return { token, id: record.id, connector: name, expires_at: expires }
+        }
         gw.connectors = new ConnectorHub({
           listen: connectorsAt,
           certificate: { cert: readFileSync(tlsFiles.cert), key: readFileSync(tlsFiles.key) },
@@ -255,6 +279,15 @@ export class Gateway {
             ...new Set(config.connections.filter((c) => c.via.includes(name)).map((c) => authorityOf(c.host, c.port))),
           ],
           identify: (credential) => identity.identify(credential),
+          credentials: {
+            redeem: (token, by) => joinTokens.redeem(token, by),
+            mint: async (principal, source, ttlSeconds) => {
+              const t = await issuer.issue({ subject: principal, ttlSeconds, source, audience: CONNECTOR_AUDIENCE })
+              return { token: t.token, identity: (await issuer.verifyToken(t.token, identity.isRevoked, CONNECTOR_AUDIENCE)).identity }
+            },
+            verify: async (token) => (await issuer.verifyToken(token, identity.isRevoked, CONNECTOR_AUDIENCE)).identity,
+            retire: (tokenId) => store.revoke(tokenId, 'replaced by the connector credential that succeeded it'),
+          },
           revoked: (id) => id.tokenIds.some((jti) => store.isRevoked(jti)),
           audit: (event) => audit.appendDeferred(event),
           killSession: (id, reason) => sessions.kill(id, reason),
@@ -302,6 +335,7 @@ export class Gateway {
           approvals: sessions.approvals,
           mounts: gw.mounts,
           connectors: () => gw.connectors?.list() ?? [],
+          ...(gw.joinToken ? { joinToken: gw.joinToken } : {}),
           rotateAdmin: async (chain) => {
             const r = await rotateAdminToken(config.dataDir, issuer, store, audit, chain)
             gw.adminToken = r.token

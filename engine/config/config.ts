@@ -34,6 +34,8 @@ export interface ConnectorConfig {
   readonly name: string
   /** The principal whose credential attaches as this connector; default `service:<name>`. */
   readonly principal: string
+  /** Lifetime of the credential a connector gets for a join token (replaced at two thirds of it). */
+  readonly credentialTtlSeconds: number
 }
 
 export interface PluginRef {
@@ -117,6 +119,10 @@ const connectorSchema = strict({
     .regex(CONNECTOR_PRINCIPAL_RE, { error: 'must be a service: or workload: principal' })
     .optional()
     .describe('whose credential attaches as this connector (default service:<name>)'),
+  credential_ttl: duration()
+    .refine((t) => (parseDuration(t) ?? 0) >= 5, { error: 'must be at least 5s' })
+    .optional()
+    .describe('lifetime of the credential a connector gets for its join token, replaced before it ends (default 1h)'),
 })
 /** host and port of an http(s) URL (default ports 80 and 443), or null. */
 function addressOfUrl(url: string): ListenAddress | null {
@@ -360,7 +366,11 @@ function configFromDocument(d: ConfigDocument, file: string | null, base: string
     },
     connections,
     plugins,
-    connectors: (d.connectors ?? []).map((c) => ({ name: c.name, principal: c.principal ?? `service:${c.name}` })),
+    connectors: (d.connectors ?? []).map((c) => ({
+      name: c.name,
+      principal: c.principal ?? `service:${c.name}`,
+      credentialTtlSeconds: c.credential_ttl ? (parseDuration(c.credential_ttl) ?? 3600) : 3600,
+    })),
     // A policy directory (compiled at start and on every change) or a prebuilt bundle.tar.gz.
     policies: d.policies === undefined ? null : rel(d.policies),
     identity: identityFromSection(d.identity),

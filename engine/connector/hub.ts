@@ -25,7 +25,9 @@ import {
   ATTACH_PATH,
   ATTACH_TIMEOUT_MS,
   type AttachHello,
+  type AttachTargets,
   authorityOf,
+  CREDENTIAL_PATH,
   ERROR_HEADER,
   LINK_WINDOW_BYTES,
   PING_INTERVAL_MS,
@@ -36,6 +38,7 @@ import {
   STREAM_WINDOW_BYTES,
   TARGETS_PATH,
 } from './protocol.js'
+import { isJoinToken, JOIN_REFUSED, JoinRefused } from './join.js'
 import { TunnelSocket } from './tunnel-socket.js'
 
 export interface Address {
@@ -47,6 +50,20 @@ export interface ConnectorConfig {
   readonly name: string
   /** The principal whose credential makes a link this connector (`service:edge-1`). */
   readonly principal: string
+  /** Lifetime of the credentials minted for a connector that joined with a join token. */
+  readonly credentialTtlSeconds: number
+}
+
+/** Join tokens and the short-lived credentials a joined connector holds (the gateway's identity service). */
+export interface ConnectorCredentials {
+  /** Uses up a join token: the connector it joins as and the token's id. Throws JoinRefused. */
+  redeem(token: string, by: string): { readonly id: string; readonly connector: string }
+  /** A short-lived credential for `principal`, derived from join token `source` (revoking it ends this). */
+  mint(principal: string, source: string, ttlSeconds: number): Promise<{ readonly token: string; readonly identity: Identity }>
+  /** The identity of a credential `mint` made; throws for any other credential. */
+  verify(token: string): Promise<Identity>
+  /** Refuses a replaced credential at once (its successor is with the connector). */
+  retire(tokenId: string): void
 }
 
 /** A revocation drops a link within this time. */
@@ -62,6 +79,8 @@ export interface ConnectorHubOptions {
   /** `host:port` of every connection configured via connector `name`. */
   readonly targetsFor: (name: string) => readonly string[]
   readonly identify: (credential: string) => Promise<Identity>
+  /** Join tokens and minted credentials; absent: connectors attach with service-account keys only. */
+  readonly credentials?: ConnectorCredentials
   readonly revoked: (identity: Identity) => boolean
   readonly audit: (event: AuditEvent) => void
   /** Ends a live session (the link that carried it dropped). */
@@ -91,11 +110,13 @@ class Link {
   /** Open streams per session id: a session is ended with the link only while it uses it. */
   readonly sessions = new Map<string, number>()
   closed = false
+  /** A credential minted from a join token: replaced before it expires (`rotating` while it is). */
+  rotation: { readonly source: string; readonly ttlSeconds: number; rotating: boolean } | null = null
   private pinger: NodeJS.Timeout | null = null
 
   constructor(
     readonly name: string,
-    readonly identity: Identity,
+    public identity: Identity,
     readonly address: string,
     readonly version: string,
     readonly hostname: string,
@@ -348,26 +369,56 @@ export class ConnectorHub {
     if (!h || typeof h.credential !== 'string' || typeof h.version !== 'string') throw new Error('malformed attach answer')
     const version = h.version.slice(0, 64)
     const hostname = typeof h.hostname === 'string' ? h.hostname.slice(0, 255) : ''
-    const refuse = async (reason: string, chain: readonly string[]): Promise<null> => {
-      this.opts.log.warn({ client: address, reason }, 'connector refused')
-      this.opts.audit({ type: 'connector.refused', session: null, chain, connection: null, address, reason })
+    const refuse = async (reason: string, chain: readonly string[], detail = reason): Promise<null> => {
+      this.opts.log.warn({ client: address, reason: detail }, 'connector refused')
+      this.opts.audit({ type: 'connector.refused', session: null, chain, connection: null, address, reason: detail })
       await this.control(h2s, 'POST', REFUSED_PATH, { reason }).catch(() => undefined)
       h2s.close()
       setTimeout(() => h2s.destroy(), 1000).unref()
       return null
     }
+    const creds = this.opts.credentials
     let identity: Identity
-    try {
-      identity = await this.opts.identify(h.credential)
-    } catch {
-      return refuse('authentication failed: the credential is invalid, expired or revoked', [])
+    /** Set when the connector joined now: its first credential and the join token's id. */
+    let joined: { readonly id: string; readonly token: string } | null = null
+    /** The join token a minted credential comes from: such a credential is short-lived and replaced. */
+    let source: string | null = null
+    if (isJoinToken(h.credential)) {
+      if (!creds) return refuse('authentication failed: join tokens are not accepted here', [])
+      let join: { readonly id: string; readonly connector: string }
+      try {
+        join = creds.redeem(h.credential, address)
+      } catch (err) {
+        return refuse(`authentication failed: ${JOIN_REFUSED}`, [], err instanceof JoinRefused ? err.detail : String(err))
+      }
+      const conf = this.opts.connectors.find((c) => c.name === join.connector)
+      if (!conf) return refuse(`connector ${join.connector} is no longer configured`, [])
+      const minted = await creds.mint(conf.principal, join.id, conf.credentialTtlSeconds)
+      identity = minted.identity
+      joined = { id: join.id, token: minted.token }
+      source = join.id
+    } else {
+      try {
+        // A credential minted at an earlier join (and rotated since), else a service-account key or token.
+        const viaJoin = creds ? await creds.verify(h.credential).catch(() => null) : null
+        if (viaJoin) source = viaJoin.tokenIds[0] ?? null
+        identity = viaJoin ?? (await this.opts.identify(h.credential))
+      } catch {
+        return refuse('authentication failed: the credential is invalid, expired or revoked', [])
+      }
     }
     const chain = identity.chain.map((p) => p.id)
     const principal = identity.chain[identity.chain.length - 1]
     const conf = identity.chain.length === 1 && principal ? this.opts.connectors.find((c) => c.principal === principal.id) : undefined
     if (!conf) return refuse(`${chain.join(' > ')} is not a configured connector`, chain)
     const link = new Link(conf.name, identity, address, version, hostname, h2s)
-    await this.control(h2s, 'POST', TARGETS_PATH, { name: conf.name, targets: this.opts.targetsFor(conf.name) })
+    if (source !== null) link.rotation = { source, ttlSeconds: conf.credentialTtlSeconds, rotating: false }
+    const targets: AttachTargets = {
+      name: conf.name,
+      targets: this.opts.targetsFor(conf.name),
+      ...(joined ? { credential: joined.token } : {}),
+    }
+    await this.control(h2s, 'POST', TARGETS_PATH, targets)
     this.opts.audit({
       type: 'connector.attached',
       session: null,
@@ -377,9 +428,44 @@ export class ConnectorHub {
       link: link.id,
       address,
       version,
+      ...(joined ? { joined: joined.id } : {}),
+      ...(source !== null ? { credential_expires_at: new Date(identity.expiresAt * 1000).toISOString() } : {}),
     })
-    this.opts.log.info({ connector: conf.name, link: link.id, client: address, version }, 'connector attached')
+    this.opts.log.info({ connector: conf.name, link: link.id, client: address, version, joined: joined?.id }, 'connector attached')
     return link
+  }
+
+  /** Replaces a minted credential before it expires: the new one goes to the connector, the old one is retired. */
+  private async rotate(link: Link): Promise<void> {
+    const creds = this.opts.credentials
+    const r = link.rotation
+    if (!creds || !r || r.rotating) return
+    r.rotating = true
+    const principal = link.identity.chain[0]?.id ?? ''
+    try {
+      const minted = await creds.mint(principal, r.source, r.ttlSeconds)
+      if (link.closed) return
+      await this.control(link.h2s, 'POST', CREDENTIAL_PATH, { credential: minted.token })
+      const old = link.identity.tokenIds.filter((t) => t !== r.source)
+      link.identity = minted.identity
+      for (const t of old) creds.retire(t)
+      this.opts.audit({
+        type: 'connector.rotated',
+        session: null,
+        chain: minted.identity.chain.map((p) => p.id),
+        connection: null,
+        connector: link.name,
+        link: link.id,
+        replaced: old,
+        credential_expires_at: new Date(minted.identity.expiresAt * 1000).toISOString(),
+      })
+      this.opts.log.info({ connector: link.name, link: link.id }, 'connector credential rotated')
+    } catch (err) {
+      // Retried at the next check; a link whose credential runs out is dropped by checkCredentials.
+      this.opts.log.warn({ connector: link.name, link: link.id, err: String(err) }, 'connector credential rotation failed')
+    } finally {
+      r.rotating = false
+    }
   }
 
   /** One control request on the link; resolves with the answer's JSON body (null when empty). */
@@ -414,6 +500,8 @@ export class ConnectorHub {
       if (l.closed) continue
       if (this.opts.revoked(l.identity)) this.drop(l, 'its credential was revoked', true)
       else if (l.identity.expiresAt <= now) this.drop(l, 'its credential expired', true)
+      // A third of its life left: a minted credential is replaced (a missed rotation is retried here).
+      else if (l.rotation && !l.rotation.rotating && l.identity.expiresAt - now <= l.rotation.ttlSeconds / 3) void this.rotate(l)
     }
   }
 

@@ -7,17 +7,26 @@
 //   GET  /attach       the connector answers with its credential, version and host name (JSON)
 //   POST /targets      the gateway tells an authenticated connector which addresses it may dial
 //   POST /refused      the gateway tells a refused connector why, then closes the link
+//   POST /credential   the gateway replaces a joined connector's short-lived credential before it
+//                      expires; the connector uses the new one from its next attach on
 //   CONNECT host:port  one stream per dial; 200 and then the target's bytes both ways, or an error
 //                      status with the reason in the `gatehouse-error` header
 //
 // HTTP/2 gives each stream its own flow-control window, so a stream whose reader stalls (a large
 // COPY to a slow client) stops only itself; the other sessions on the link keep flowing.
 
+/**
+ * The audience of the credentials a joined connector is given: only the connector listener
+ * accepts them (no other listener or API route takes a token for another audience).
+ */
+export const CONNECTOR_AUDIENCE = 'urn:gatehouse:connector'
+
 /** The only ALPN protocol either side offers. */
 export const ALPN = 'h2'
 export const ATTACH_PATH = '/attach'
 export const TARGETS_PATH = '/targets'
 export const REFUSED_PATH = '/refused'
+export const CREDENTIAL_PATH = '/credential'
 /** The reason a dial failed, in CONNECT's error response. */
 export const ERROR_HEADER = 'gatehouse-error'
 /** The session a stream belongs to (for the connector's log). */
@@ -37,7 +46,10 @@ export const MAX_CONTROL_BODY_BYTES = 64 * 1024
 
 /** What the connector answers to GET /attach. */
 export interface AttachHello {
-  /** A service-account key (`ghk_…`) or a Gatehouse token whose principal is a configured connector. */
+  /**
+   * A service-account key (`ghk_…`) or a Gatehouse token whose principal is a configured connector,
+   * a one-time join token (`ghj_…`), or the credential the gateway gave in exchange for one.
+   */
   readonly credential: string
   readonly version: string
   readonly hostname: string
@@ -48,6 +60,13 @@ export interface AttachTargets {
   readonly name: string
   /** `host:port` (IPv6 in brackets) of every connection configured `via` this connector. */
   readonly targets: readonly string[]
+  /** After a join token was redeemed: the short-lived credential the connector attaches with from now on. */
+  readonly credential?: string
+}
+
+/** What the gateway sends to POST /credential: the successor of the connector's credential. */
+export interface CredentialUpdate {
+  readonly credential: string
 }
 
 export interface AttachRefused {

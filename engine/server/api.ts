@@ -73,6 +73,12 @@ export interface ApiDeps {
   readonly mounts?: readonly HttpMount[]
   /** Live connector links (engine/connector); absent: no connector is configured. */
   readonly connectors?: () => readonly ConnectorInfo[]
+  /** A one-time join token for connector `name` (engine/connector/join.ts); throws GatehouseError. */
+  readonly joinToken?: (
+    name: string,
+    ttl: string | undefined,
+    chain: readonly string[],
+  ) => Promise<{ token: string; id: string; connector: string; expires_at: string }>
   /** Replaces the admin token and revokes the previous one (`gatehouse admin rotate`). */
   readonly rotateAdmin?: (chain: readonly string[]) => Promise<{ id: string; revoked: string | null }>
   /** /metrics (Prometheus text format), open or for admin tokens (`metrics.auth`). */
@@ -335,6 +341,41 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
       },
     },
     async () => deps.connectors?.() ?? [],
+  )
+
+  app.post<{ Body: { name: string; ttl?: string } }>(
+    '/v1/connectors/join-tokens',
+    {
+      schema: {
+        summary: 'A one-time join token for a configured connector (in this answer only; stored as a hash)',
+        body: {
+          type: 'object',
+          properties: { name: { type: 'string', maxLength: 63 }, ttl: { type: 'string', maxLength: 16 } },
+          required: ['name'],
+          additionalProperties: false,
+        },
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              token: { type: 'string' },
+              id: { type: 'string' },
+              connector: { type: 'string' },
+              expires_at: { type: 'string' },
+            },
+          },
+          400: errorSchema,
+        },
+      },
+    },
+    async (req, reply) => {
+      if (!deps.joinToken) return reply.status(400).send({ error: 'no connector is configured (connectors:)', code: 'GH_ERR_CONFIG' })
+      try {
+        return await deps.joinToken(req.body.name, req.body.ttl, req.admin?.chain.map((p) => p.id) ?? [])
+      } catch (err) {
+        return reply.status(400).send({ error: err instanceof Error ? err.message : String(err), code: 'GH_ERR_CONFIG' })
+      }
+    },
   )
 
   app.get<{ Querystring: { active?: boolean; limit?: number } }>(

@@ -44,6 +44,8 @@ export interface RunningConnector {
   readonly proc: ChildProcess
   /** What the connector logged so far (stderr: pino's JSON lines). */
   readonly log: () => string
+  /** The credential file it was started with (a joined connector keeps its credential there). */
+  readonly file: string
 }
 
 export class ConnectorLab {
@@ -110,7 +112,7 @@ export class ConnectorLab {
       if (process.env.GH_TEST_DEBUG) process.stderr.write(`connector: ${d.toString()}`)
     })
     this.procs.push(proc)
-    return { proc, log: () => log }
+    return { proc, log: () => log, file }
   }
 
   stopConnector(proc: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
