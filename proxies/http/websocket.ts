@@ -18,10 +18,10 @@
 
 import type { Socket } from 'node:net'
 import WebSocket, { WebSocketServer } from 'ws'
-import { JsonMaskError, type JsonMaskPlan, maskJson } from '../kit/index.js'
+import { JsonMaskError, type JsonMaskPlan, jsonMaskPlan, maskJson } from '../kit/index.js'
 import type { Decision } from '../types.js'
 import type { Exchange } from './context.js'
-import { MaskTally, responsePlan, sessionMaskKeys } from './masking.js'
+import { MaskTally, sessionMaskKeys } from './masking.js'
 import { upstreamHeaders } from './request.js'
 import { sendProblem } from './respond.js'
 import { dialUpstream } from './upstream.js'
@@ -66,7 +66,7 @@ export async function relayWebSocket(
   const { socket, head } = upgrade
   let jsonPlan: JsonMaskPlan | null
   try {
-    jsonPlan = responsePlan(decision.mask)
+    jsonPlan = jsonMaskPlan(decision.mask)
   } catch (err) {
     ctx.log.error({ err: String(err), session: session.id }, 'masking paths do not compile; upgrade refused')
     return sendProblem(res, { status: 503, title: 'Refused', detail: 'the gateway could not prepare the masking this connection needs' })
