@@ -2,7 +2,8 @@
 // is the source of truth (a revocation, a vote, a session's end are written there first); these
 // messages make every worker act on it at once: end the sessions of a revoked token, end a
 // session another worker serves, wake a statement held for an approval given elsewhere, load the
-// policy another worker saw change. They travel over the IPC channel each worker has to the
+// policy bundle another worker compiled after its source changed (the same bytes, not a compile of
+// its own). They travel over the IPC channel each worker has to the
 // primary, which relays them to every other worker and returns their answers; a worker whose
 // channel closes stops serving (it could no longer learn of revocations).
 
@@ -11,7 +12,15 @@ export type PeerMessage =
   | { readonly kind: 'revoke'; readonly jti: string; readonly reason: string }
   | { readonly kind: 'kill'; readonly session: string; readonly reason: string }
   | { readonly kind: 'approval'; readonly request: string }
-  | { readonly kind: 'policy'; readonly version: string }
+  | {
+      readonly kind: 'policy'
+      readonly version: string
+      readonly source: string
+      /** The compiled bundle (base64 of policy.wasm), its data document and Rego sources: what the sender loaded. */
+      readonly wasm: string
+      readonly data: unknown
+      readonly rego: readonly string[]
+    }
 
 export interface Peers {
   /** This worker's number (1 … N). */

@@ -28,7 +28,7 @@ import { type Config, configProblem } from '../engine/config/config.js'
 import { GatehouseError, isGatehouseError } from '../engine/errors.js'
 import { Metrics } from '../engine/server/metrics.js'
 import { IdentityService } from '../engine/identity/service.js'
-import { loadPolicySource } from '../engine/policy/bundle.js'
+import { instantiate, type LoadedBundle, loadPolicySource } from '../engine/policy/bundle.js'
 import { PolicyEngine } from '../engine/policy/engine.js'
 import { PolicyReloader } from '../engine/policy/reload.js'
 import { defaultPolicySource } from '../engine/policy/sources.js'
@@ -82,6 +82,18 @@ export interface WorkerRole {
    */
   readonly cleanAll: boolean
   readonly peers: Peers
+}
+
+/** A bundle as another worker loads it. */
+function policyMessage(b: LoadedBundle): PeerMessage {
+  return {
+    kind: 'policy',
+    version: b.version,
+    source: b.source,
+    wasm: Buffer.from(b.compiled.wasm).toString('base64'),
+    data: b.compiled.data,
+    rego: b.compiled.rego,
+  }
 }
 
 /** Where a process writes its audit segments: `audit/`, or `audit/w<N>/` for worker N. */
@@ -382,7 +394,7 @@ export class Gateway {
     // primary of several workers writes it once they are all ready.
     if (!worker) writeAtomically(runInfoPath(config.dataDir), `${JSON.stringify(run, null, 2)}\n`)
     // A first worker that replaces a crashed one may have loaded a policy the others have not yet.
-    else if (worker.id === 1) void worker.peers.tell({ kind: 'policy', version: engine.version })
+    else if (worker.id === 1) void worker.peers.tell(policyMessage(bundle))
     gw.serving = true
     log.info({ listeners: gw.addresses, dataDir: config.dataDir }, 'gatehouse ready')
     return gw
@@ -392,7 +404,7 @@ export class Gateway {
   private joinPeers(peers: Peers): void {
     this.sessions.peers = peers
     if (this.sessions.approvals) this.sessions.approvals.announce = (request) => void peers.tell({ kind: 'approval', request })
-    if (this.reloader) this.reloader.onSwapped = (version) => void peers.tell({ kind: 'policy', version })
+    if (this.reloader) this.reloader.onSwapped = (bundle) => void peers.tell(policyMessage(bundle))
     peers.listen((m: PeerMessage): number => {
       switch (m.kind) {
         case 'revoke':
@@ -403,10 +415,25 @@ export class Gateway {
           this.sessions.approvals?.decidedElsewhere(m.request)
           return 0
         case 'policy':
-          if (m.version !== this.engine.version) void this.reloader?.reload()
+          if (m.version !== this.engine.version) void this.loadFromPeer(m)
           return 0
       }
     })
+  }
+
+  /** Loads the bundle another worker compiled (the same bytes: no compile here). */
+  private async loadFromPeer(m: Extract<PeerMessage, { kind: 'policy' }>): Promise<void> {
+    try {
+      const bundle = await instantiate(m.source, m.version, Buffer.from(m.wasm, 'base64'), m.data, m.rego)
+      if (bundle.version === this.engine.version) return
+      const previous = this.engine.version
+      this.engine.swap(bundle)
+      this.log.info({ version: bundle.version, previous, source: m.source }, 'policy reloaded (compiled by another worker)')
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err)
+      this.engine.reloadFailed(why)
+      this.log.error({ why }, 'cannot load the policy bundle another worker loaded; the loaded bundle keeps deciding')
+    }
   }
 
   /** What /readyz reports: every listener bound, the audit log writable, the policy source loaded. */

@@ -32,6 +32,8 @@ export interface LoadedBundle {
   readonly approvals: ApprovalsData
   /** Whether the policy may read `input.command.sql` (reads.ts); true when its source is unknown. */
   readonly readsSqlText: boolean
+  /** What it was instantiated from: another worker loads exactly this (engine/peers.ts). */
+  readonly compiled: { readonly wasm: Uint8Array; readonly data: unknown; readonly rego: readonly string[] }
 }
 
 export function isArchivePath(p: string): boolean {
@@ -84,6 +86,7 @@ export async function instantiate(
     masking,
     approvals,
     readsSqlText: rego.length === 0 || regoMayReadSqlText(rego),
+    compiled: { wasm, data, rego },
   }
 }
 

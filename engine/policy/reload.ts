@@ -8,7 +8,7 @@ import { statSync } from 'node:fs'
 import { basename } from 'node:path'
 import { type FSWatcher, watch } from 'chokidar'
 import type { Logger } from 'pino'
-import { loadPolicySource } from './bundle.js'
+import { type LoadedBundle, loadPolicySource } from './bundle.js'
 import type { PolicyEngine } from './engine.js'
 
 /** Editors save in bursts (write, rename, chmod): one rebuild per burst. */
@@ -20,8 +20,8 @@ export class PolicyReloader {
   private running: Promise<void> | null = null
   private again = false
   private closed = false
-  /** Told the version of each bundle swapped in (the other workers load it too: engine/peers.ts). */
-  onSwapped: ((version: string) => void) | null = null
+  /** Told of each bundle swapped in (the other workers load it too: engine/peers.ts). */
+  onSwapped: ((bundle: LoadedBundle) => void) | null = null
 
   constructor(
     private readonly source: string,
@@ -32,7 +32,7 @@ export class PolicyReloader {
 
   /**
    * Starts watching; resolves once the watcher has scanned the source. Without `watch` (a worker
-   * other than the first), nothing is watched: `reload` runs when the watching worker says so.
+   * other than the first), nothing is watched: the watching worker sends what it loaded.
    */
   async start(watch_ = true): Promise<void> {
     if (!watch_) return
@@ -86,7 +86,7 @@ export class PolicyReloader {
         return
       }
       this.engine.swap(bundle)
-      this.onSwapped?.(bundle.version)
+      this.onSwapped?.(bundle)
       this.log.info({ version: bundle.version, previous: before, ms: Date.now() - started, source: this.source }, 'policy reloaded')
     } catch (err) {
       const why = err instanceof Error ? err.message : String(err)

@@ -162,6 +162,9 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   app.addHook('onRequest', async (req, reply) => {
     // No answer of this listener is meant to be sniffed into HTML (exports, recordings, JSON).
     reply.header('x-content-type-options', 'nosniff')
+    // Under `serve --workers N`: which worker answered (each connection is served by one).
+    const worker = deps.sessions.peers?.worker
+    if (worker !== undefined) reply.header('x-gatehouse-worker', String(worker))
     // A console session (cookie + CSRF token) stands for its token on /v1 routes.
     if (web && !(await web.authenticate(req, reply))) return reply
     if (req.url === '/v1/health' || req.url.startsWith('/v1/openapi.json')) return
