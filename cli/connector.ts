@@ -41,6 +41,8 @@ export const BACKOFF_MAX_MS = 30_000
 /** A link that stayed up this long resets the back-off. */
 const STABLE_MS = 10_000
 const TARGET_DIAL_TIMEOUT_MS = 10_000
+/** The target socket's read buffer, one per stream. */
+const RELAY_READ_BYTES = 64 * 1024
 
 export interface ConnectorOptions {
   readonly host: string
@@ -314,7 +316,23 @@ export class ConnectorAgent {
       refuse(403, `${authority} is not allowed by this connector's --allow`)
       return
     }
-    const target = netConnect({ host: addr.host, port: addr.port, noDelay: true })
+    // The target's bytes are read into one buffer per stream (no allocation per read) and copied
+    // into the HTTP/2 stream; a full stream pauses the reads (its window is the back-pressure).
+    const readBuffer = Buffer.allocUnsafe(RELAY_READ_BYTES)
+    const target = netConnect({
+      host: addr.host,
+      port: addr.port,
+      noDelay: true,
+      onread: {
+        buffer: readBuffer,
+        callback: (n: number, buf: Uint8Array): boolean => {
+          if (stream.destroyed) return false
+          if (stream.write(Buffer.from(buf.subarray(0, n)))) return true
+          stream.once('drain', () => target.resume())
+          return false
+        },
+      },
+    })
     const timer = setTimeout(() => {
       target.destroy()
       refuse(504, 'the target did not answer in time')
@@ -332,9 +350,15 @@ export class ConnectorAgent {
       target.removeAllListeners('error')
       this.streams++
       stream.respond({ [h2.HTTP2_HEADER_STATUS]: 200 })
-      // pipe() carries each side's back-pressure: a stalled reader stops only its own stream.
-      stream.pipe(target)
-      target.pipe(stream)
+      // Each side's back-pressure stops only its own stream: a stalled reader never blocks the link.
+      stream.on('data', (d: Buffer) => {
+        if (!target.write(d)) stream.pause()
+      })
+      target.on('drain', () => stream.resume())
+      stream.on('end', () => target.end())
+      target.on('end', () => {
+        if (!stream.destroyed && !stream.writableEnded) stream.end()
+      })
       target.on('error', () => stream.close(h2.NGHTTP2_CANCEL))
       stream.on('close', () => {
         this.streams--
