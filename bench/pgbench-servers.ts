@@ -173,7 +173,7 @@ export const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf
 // ---- targets ------------------------------------------------------------------------------------
 
 export interface Target {
-  readonly key: 'direct' | 'pump' | 'pgbouncer' | 'gatehouse' | 'gatehouse-off' | 'gatehouse-mask'
+  readonly key: 'direct' | 'pump' | 'pgbouncer' | 'gatehouse' | 'gatehouse-off' | 'gatehouse-mask' | 'gatehouse-workers'
   readonly label: string
   readonly port: number
   readonly user: string
@@ -181,6 +181,14 @@ export interface Target {
   readonly password: string | null
   /** The proxy process whose CPU is measured; null for direct. */
   readonly pid: number | null
+  /** Every process of the proxy (`serve --workers N`: the primary and its workers, read when asked). */
+  readonly pids?: () => number[]
+}
+
+/** CPU ticks of a target's processes (all of them under `--workers`). */
+export function targetTicks(t: Target): number {
+  const pids = t.pids ? t.pids() : t.pid !== null ? [t.pid] : []
+  return pids.reduce((n, pid) => n + cpuTicks(pid), 0)
 }
 
 export function direct(): Target {
@@ -295,7 +303,13 @@ export const BENCH_MASK_RULE = {
  * `masking`: the shipped bundle plus BENCH_MASK_RULE (policies copied to a temporary directory), so
  * every statement's decision carries a mask obligation that cannot apply to it.
  */
-export async function startGatehouse(cpuProfDir: string | null, decisionsOff = false, masking = false): Promise<Target> {
+export async function startGatehouse(
+  cpuProfDir: string | null,
+  decisionsOff = false,
+  masking = false,
+  /** `serve --workers N`, optionally under `taskset -c <cpus>` (the workers inherit the mask). */
+  workers: { readonly n: number; readonly cpus: string | null } | null = null,
+): Promise<Target> {
   const dir = mkdtempSync(join(tmpdir(), 'gh-bench-gatehouse-'))
   tempDirs.push(dir)
   const dataDir = join(dir, 'data')
@@ -323,8 +337,12 @@ export async function startGatehouse(cpuProfDir: string | null, decisionsOff = f
   // replaced by constants, so the difference prices them.
   const serverArgs = decisionsOff
     ? [join(REPO, 'dist/bench/gateway-nodecide.js'), configFile]
-    : [GATEHOUSE_BIN, 'serve', '--config', configFile]
-  const child = spawn(process.execPath, [...profArgs, ...serverArgs], { stdio: ['ignore', logFd, logFd] })
+    : [GATEHOUSE_BIN, 'serve', '--config', configFile, ...(workers ? ['--workers', String(workers.n)] : [])]
+  // taskset execs node in its own process: the pid stays the server's.
+  const child =
+    workers?.cpus != null
+      ? spawn('taskset', ['-c', workers.cpus, process.execPath, ...profArgs, ...serverArgs], { stdio: ['ignore', logFd, logFd] })
+      : spawn(process.execPath, [...profArgs, ...serverArgs], { stdio: ['ignore', logFd, logFd] })
   closeSync(logFd)
   started.push({ name: 'gatehouse', pid: child.pid ?? 0, child })
   const runInfo = await gatewayReady(dataDir, child, () => tail(logFile))
@@ -340,5 +358,13 @@ export async function startGatehouse(cpuProfDir: string | null, decisionsOff = f
   const common = { port, user: 'bench', dbname: 'bench', password, pid: runInfo.pid }
   if (decisionsOff) return { key: 'gatehouse-off', label: 'Gatehouse, decisions off', ...common }
   if (masking) return { key: 'gatehouse-mask', label: 'Gatehouse + one masking rule', ...common }
+  if (workers) {
+    const pids = (): number[] => {
+      const r = JSON.parse(readFileSync(join(dataDir, 'run.json'), 'utf8')) as { pid: number; workers?: { pid: number | null }[] }
+      return [r.pid, ...(r.workers ?? []).flatMap((w) => (w.pid ? [w.pid] : []))]
+    }
+    const pinned = workers.cpus !== null ? `, CPUs ${workers.cpus}` : ''
+    return { key: 'gatehouse-workers', label: `Gatehouse, ${workers.n} workers${pinned}`, ...common, pids }
+  }
   return { key: 'gatehouse', label: 'Gatehouse', ...common }
 }

@@ -3,8 +3,15 @@
 // PgBouncer in session mode (the reference C proxy), all in the same run on the same machine.
 //
 //   node dist/bench/pgbench.js [--duration S] [--runs N] [--clients 1,8] [--modes simple,prepared]
-//                              [--targets direct,pump,pgbouncer,gatehouse,gatehouse-mask,gatehouse-off]
+//                              [--targets direct,pump,pgbouncer,gatehouse,gatehouse-mask,gatehouse-off,gatehouse-workers]
 //                              [--warmup S] [--skip-init] [--no-write] [--cpu-prof DIR]
+//                              [--workers N [--pin]]
+//
+// `--workers N` adds the target `gatehouse-workers`: `gatehouse serve --workers N` (its CPU time is
+// the primary's and every worker's). `--pin` runs that gateway under `taskset -c 0-(N-1)` and pgbench
+// (with PostgreSQL wherever the system puts it) on the CPUs left, when there are any: on a host with
+// spare cores this shows how throughput grows with workers; on a host with as many cores as
+// workers the gateway, pgbench and PostgreSQL compete and it cannot.
 //
 // `--cpu-prof DIR` runs the gateway under `node --cpu-prof` (profile written to DIR when it stops;
 // summarise it with `node dist/bench/cpuprofile.js DIR/*.cpuprofile`). Profiling slows the gateway,
@@ -19,6 +26,7 @@
 // at the end, on error and on SIGINT/SIGTERM; everything listens on loopback only.
 
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import { join, resolve } from 'node:path'
 import {
   comparisons,
@@ -35,7 +43,6 @@ import {
 } from './pgbench-report.js'
 import {
   CLK_TCK,
-  cpuTicks,
   direct,
   wasInterrupted,
   PG_DB,
@@ -50,6 +57,7 @@ import {
   startPump,
   stopAll,
   type Target,
+  targetTicks,
 } from './pgbench-servers.js'
 
 const OUT_FILE = join(REPO, 'BENCHMARKS.md')
@@ -61,11 +69,13 @@ interface Options extends RunShape {
   readonly skipInit: boolean
   readonly write: boolean
   readonly cpuProfDir: string | null
+  readonly workers: number
+  readonly pin: boolean
 }
 
 function usage(msg: string): never {
   process.stderr.write(
-    `pgbench bench: ${msg}\nusage: node dist/bench/pgbench.js [--duration S] [--runs N] [--clients 1,8] [--modes simple,prepared] [--targets direct,pump,…] [--warmup S] [--skip-init] [--no-write] [--cpu-prof DIR]\n`,
+    `pgbench bench: ${msg}\nusage: node dist/bench/pgbench.js [--duration S] [--runs N] [--clients 1,8] [--modes simple,prepared] [--targets direct,pump,…] [--warmup S] [--skip-init] [--no-write] [--cpu-prof DIR] [--workers N [--pin]]\n`,
   )
   process.exit(2)
 }
@@ -80,6 +90,8 @@ function parseOptions(argv: readonly string[]): Options {
   let skipInit = false
   let write = true
   let cpuProfDir: string | null = null
+  let workers = 1
+  let pin = false
   const int = (flag: string, v: string | undefined, min: number): number => {
     const n = Number(v)
     if (v === undefined || !Number.isInteger(n) || n < min) usage(`${flag} needs an integer >= ${min}`)
@@ -111,9 +123,15 @@ function parseOptions(argv: readonly string[]): Options {
         })
         break
       }
+      case '--workers':
+        workers = int(a, argv[++i], 1)
+        break
+      case '--pin':
+        pin = true
+        break
       case '--targets': {
         const v = argv[++i] ?? ''
-        const known: Target['key'][] = ['direct', 'pump', 'pgbouncer', 'gatehouse', 'gatehouse-mask', 'gatehouse-off']
+        const known: Target['key'][] = ['direct', 'pump', 'pgbouncer', 'gatehouse', 'gatehouse-mask', 'gatehouse-off', 'gatehouse-workers']
         targets = v.split(',').map((k) => {
           const t = known.find((x) => x === k)
           if (t === undefined) usage(`--targets takes ${known.join(',')}`)
@@ -138,7 +156,9 @@ function parseOptions(argv: readonly string[]): Options {
         usage(`unknown argument ${JSON.stringify(a)}`)
     }
   }
-  return { duration, runs, clients, warmup, skipInit, write, cpuProfDir, modes, targets }
+  if (workers > 1 && !targets.includes('gatehouse-workers')) targets = [...targets, 'gatehouse-workers']
+  if (pin && workers === 1) usage('--pin goes with --workers N')
+  return { duration, runs, clients, warmup, skipInit, write, cpuProfDir, modes, targets, workers, pin }
 }
 
 // ---- pgbench ------------------------------------------------------------------------------------
@@ -157,8 +177,11 @@ function num(out: string, re: RegExp, what: string): number {
   return Number(m[1])
 }
 
+/** With `--pin`, the CPUs pgbench runs on: those the pinned gateway does not use (null: any). */
+let pgbenchCpus: string | null = null
+
 async function pgbench(t: Target, clients: number, seconds: number, mode: 'simple' | 'prepared'): Promise<Sample> {
-  const args = [
+  const bench = [
     '-n',
     '-S',
     '-M',
@@ -177,9 +200,10 @@ async function pgbench(t: Target, clients: number, seconds: number, mode: 'simpl
     t.user,
     t.dbname,
   ]
-  const before = t.pid !== null ? cpuTicks(t.pid) : 0
-  const r = await run('pgbench', args, pgbenchEnv(t), (seconds + 60) * 1000)
-  const after = t.pid !== null ? cpuTicks(t.pid) : 0
+  const [cmd, args] = pgbenchCpus !== null ? ['taskset', ['-c', pgbenchCpus, 'pgbench', ...bench]] : ['pgbench', bench]
+  const before = targetTicks(t)
+  const r = await run(cmd, args, pgbenchEnv(t), (seconds + 60) * 1000)
+  const after = targetTicks(t)
   if (r.code !== 0) throw new Error(`pgbench against ${t.label} failed (${r.code}):\n${r.stderr}${r.stdout}`)
   const out = r.stdout
   const transactions = num(out, /number of transactions actually processed: (\d+)/, 'transaction count')
@@ -222,6 +246,14 @@ async function main(): Promise<void> {
   if (want('gatehouse')) targets.push(await startGatehouse(opts.cpuProfDir))
   if (want('gatehouse-mask')) targets.push(await startGatehouse(null, false, true))
   if (want('gatehouse-off')) targets.push(await startGatehouse(null, true))
+  if (want('gatehouse-workers')) {
+    const cores = availableParallelism()
+    const cpus = opts.pin ? `0-${Math.min(opts.workers, cores) - 1}` : null
+    if (opts.pin && cores > opts.workers) pgbenchCpus = `${opts.workers}-${cores - 1}`
+    if (opts.pin && cores <= opts.workers)
+      process.stderr.write(`note: ${cores} CPUs for ${opts.workers} pinned workers: pgbench and PostgreSQL share their CPUs\n`)
+    targets.push(await startGatehouse(null, false, false, { n: opts.workers, cpus }))
+  }
   for (const t of targets) {
     process.stderr.write(`${t.label}: 127.0.0.1:${t.port}${t.pid !== null ? ` (pid ${t.pid})` : ''}\n`)
   }

@@ -147,4 +147,21 @@ describe('serve --workers 2: a worker killed with SIGKILL', () => {
     const listed = gw.auditEvents(['--internal'])
     assert.equal(listed.length, report.events)
   })
+
+  test('workers that lose their primary stop serving (they could no longer learn of revocations)', async () => {
+    await gw.launch()
+    const { pid, workers } = runJson(gw)
+    const pids = workers.map((w) => w.pid).filter((p): p is number => p !== null)
+    assert.equal(pids.length, 2)
+    process.kill(pid, 'SIGKILL')
+    const alive = (p: number): boolean => {
+      try {
+        process.kill(p, 0)
+        return true
+      } catch {
+        return false
+      }
+    }
+    await waitFor(() => pids.every((p) => !alive(p)), 30_000)
+  })
 })
