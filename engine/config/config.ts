@@ -113,12 +113,39 @@ function connectorName(): z.ZodString {
   return text().regex(NAME_RE, { error: 'must be letters, digits, _ . - (at most 63)' })
 }
 
+type ViaSpec = string | readonly string[] | { readonly labels: Readonly<Record<string, string>> }
+
+function isViaNames(via: ViaSpec): via is string | readonly string[] {
+  return typeof via === 'string' || Array.isArray(via)
+}
+
+/**
+ * The connectors a connection's `via:` names. A label selector is resolved here, once: connectors
+ * are configured, so the set it selects is known at load (every label must match; empty labels
+ * select none).
+ */
+function viaNames(
+  via: ViaSpec | undefined,
+  connectors: readonly { name: string; labels?: Record<string, string> | undefined }[],
+): string[] {
+  if (via === undefined) return []
+  if (typeof via === 'string') return [via]
+  if (isViaNames(via)) return [...via]
+  const want = Object.entries(via.labels)
+  if (want.length === 0) return []
+  return connectors.filter((c) => want.every(([k, v]) => c.labels?.[k] === v)).map((c) => c.name)
+}
+
 const connectorSchema = strict({
   name: connectorName(),
   principal: text()
     .regex(CONNECTOR_PRINCIPAL_RE, { error: 'must be a service: or workload: principal' })
     .optional()
     .describe('whose credential attaches as this connector (default service:<name>)'),
+  labels: z
+    .record(z.string(), z.string(), { error: 'must be a mapping of strings' })
+    .optional()
+    .describe('labels a connection may select this connector by (via: {labels: …})'),
   credential_ttl: duration()
     .refine((t) => (parseDuration(t) ?? 0) >= 5, { error: 'must be at least 5s' })
     .optional()
@@ -149,9 +176,13 @@ const connectionSchema = z
         })
         .optional(),
       via: z
-        .union([connectorName(), z.array(connectorName())], { error: 'must be a connector name or a list of them' })
+        .union([connectorName(), z.array(connectorName()), strict({ labels: z.record(z.string(), z.string()) })], {
+          error: 'must be a connector name, a list of them, or {labels: {key: value}}',
+        })
         .optional()
-        .describe('the connector(s) that reach this target from inside its network (connectors:); absent: dialled directly'),
+        .describe(
+          'the connector(s) that reach this target from inside its network (connectors:), or a label selector over them; absent: dialled directly',
+        ),
     },
     { error: 'must be a mapping with name, protocol and address' },
   )
@@ -231,6 +262,15 @@ export const configSchema = strict(
   // connectors have an address to dial.
   const names = new Set((d.connectors ?? []).map((c) => c.name))
   ;(d.connections ?? []).forEach((c, i) => {
+    if (c.via !== undefined && !isViaNames(c.via)) {
+      if (viaNames(c.via, d.connectors ?? []).length === 0) {
+        const sel = Object.entries(c.via.labels)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(', ')
+        ctx.addIssue({ code: 'custom', path: ['connections', i, 'via'], message: `no connector has the labels ${sel || '(none given)'}` })
+      }
+      return
+    }
     const via = c.via === undefined ? [] : typeof c.via === 'string' ? [c.via] : c.via
     for (const v of via) {
       if (!names.has(v))
@@ -345,7 +385,7 @@ function configFromDocument(d: ConfigDocument, file: string | null, base: string
       // File paths in connection settings (a CA certificate) are relative to the config file.
       settings[k] = (k === 'ca' || k === 'client_cert' || k.endsWith('_file')) && typeof v === 'string' ? rel(v) : v
     }
-    const via = c.via === undefined ? [] : typeof c.via === 'string' ? [c.via] : c.via
+    const via = viaNames(c.via, d.connectors ?? [])
     return { name: c.name, protocol: c.protocol, host: addr.host, port: addr.port, labels, via, settings }
   })
   const resolveModule = (m: string): string => (m.startsWith('.') || isAbsolute(m) ? rel(m) : m)
