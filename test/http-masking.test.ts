@@ -140,6 +140,15 @@ function upstream(): Server {
         }, 20)
         return
       }
+      case '/negotiated':
+        // An upstream that labels its answer with whatever type the caller asked for.
+        res.writeHead(200, { 'content-type': String(req.headers.accept ?? 'application/json') })
+        res.end(JSON.stringify({ users: USERS }, null, 2))
+        return
+      case '/sse-bom':
+        res.writeHead(200, { 'content-type': 'text/event-stream' })
+        res.end(`\ufeffdata: ${JSON.stringify(USERS[0])}\n\n`)
+        return
       case '/sse-bad':
         res.writeHead(200, { 'content-type': 'text/event-stream' })
         res.end('data: {"email":"ann.secret@corp.example"}\n\ndata: not json bob.secret@corp.example\n\n')
@@ -392,6 +401,18 @@ describe('HTTP response masking', () => {
     const bad = await get('/c/stream/sse-bad', alice)
     assert.ok(bad.error !== null)
     assertNoSecret(bad.body, 'sse-bad')
+    // A leading byte order mark (clients drop it) does not hide the first field from the masker.
+    const bom = await get('/c/stream/sse-bom', alice)
+    assertNoSecret(bom.body, 'sse-bom')
+    assert.match(bom.body.toString(), /^data: \{.*"ssn":"\*\*\*\*"/)
+    // Asking for an event stream from an upstream that answers in the type asked for: the JSON
+    // document is no event stream, and is cut instead of passed.
+    const asSse = await get('/c/stream/negotiated', alice, { headers: { accept: 'text/event-stream' } })
+    assertNoSecret(asSse.body, 'negotiated as an event stream')
+    assert.ok(asSse.error !== null || asSse.body.length === 0)
+    const asJson = await get('/c/stream/negotiated', alice, { headers: { accept: 'application/json' } })
+    assert.equal(asJson.status, 200)
+    assertNoSecret(asJson.body, 'negotiated as JSON')
   })
 
   test('audit: result events name the masked paths and counts', () => {

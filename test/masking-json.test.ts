@@ -158,6 +158,10 @@ describe('JSON masker: values and strategies', () => {
       '{"type":"ADDED","object":{"data":{"password":"****"}}}\n{"type":"MODIFIED","object":{"data":{"password":"****"}}}\n',
     )
     assert.throws(() => run(t, body), JsonMaskError)
+    // RFC 7464 JSON text sequences: a record separator before each text.
+    const seq = '\u001e{"object":{"data":{"password":"p1"}}}\n\u001e{"object":{"data":{"password":"p2"}}}\n'
+    assert.equal(run(t, seq, { multiple: true }), seq.replaceAll('"p1"', '"****"').replaceAll('"p2"', '"****"'))
+    assert.throws(() => run(t, seq), JsonMaskError)
   })
 
   test('an empty body is allowed (nothing to mask); depth beyond maxDepth is refused', () => {

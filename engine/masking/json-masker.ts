@@ -376,7 +376,8 @@ export class JsonMasker {
         case S_TOP:
         case S_ARR_FIRST: {
           let c = chunk[i] as number
-          while (isWs(c)) {
+          // Between documents of a sequence, RFC 7464's record separator is whitespace too.
+          while (isWs(c) || (c === 0x1e && this.st === S_TOP)) {
             if (++i === n) break
             c = chunk[i] as number
           }

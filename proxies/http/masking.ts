@@ -57,6 +57,14 @@ export const MASKED_REQUEST_DROP = new Set([
   'if-none-match',
   'if-modified-since',
   'if-unmodified-since',
+  // The older spelling of Range, WebDAV's and CalDAV's conditions on ETags, and digest requests:
+  // each would tell the caller something about the clear representation.
+  'request-range',
+  'if',
+  'if-schedule-tag-match',
+  'want-digest',
+  'want-repr-digest',
+  'want-content-digest',
   'accept-encoding',
 ])
 
@@ -211,11 +219,17 @@ export class JsonBodyMasker implements SyncFilter {
 /** Longest server-sent event (its data lines together) the gateway holds to mask. */
 export const MAX_EVENT_BYTES = 1024 * 1024
 
+const BOM = Buffer.from([0xef, 0xbb, 0xbf])
+
 /**
- * Server-sent events: lines pass as they come, except `data:` lines, which are held until the
- * event ends (a blank line) and then sent masked as one JSON document (the event's data lines
- * joined with newlines, as a client reads them). Data that is not JSON is refused: the rules
- * cannot be applied to it. An event larger than MAX_EVENT_BYTES is refused.
+ * Server-sent events, read as an allow-list: `data` lines are held until the event ends (a blank
+ * line) and then sent masked as one JSON document (the event's data lines joined with newlines, as
+ * a client reads them); `event` and `id` lines pass; `retry` passes when it is a number; a comment
+ * passes as an empty comment (a keep-alive, its text dropped). Any other line — a JSON document sent
+ * as an event stream, `Data:`, `data :` — cuts the stream: what a client or a raw reader would make
+ * of it cannot be known, so it is not passed. One byte order mark at the start is dropped (clients
+ * drop it too, and a line behind it would not start with a field name). Data that is not JSON is
+ * refused: the rules cannot be applied to it. An event larger than MAX_EVENT_BYTES is refused.
  */
 export class SseMasker implements SyncFilter {
   private line: Buffer[] = []
@@ -223,6 +237,8 @@ export class SseMasker implements SyncFilter {
   private data: Buffer[] = []
   private dataLen = 0
   private sawCr = false
+  /** Bytes of the stream's start held while they could still be a byte order mark. */
+  private head: Buffer | null = Buffer.alloc(0)
   constructor(
     private readonly plan: JsonMaskPlan,
     private readonly keys: MaskingKeys,
@@ -239,7 +255,17 @@ export class SseMasker implements SyncFilter {
     return o.length <= 1 ? o : [Buffer.concat(o)]
   }
 
-  write(chunk: Buffer): Buffer[] {
+  write(input: Buffer): Buffer[] {
+    let chunk = input
+    if (this.head !== null) {
+      const head = Buffer.concat([this.head, chunk])
+      if (head.length < 3 && BOM.subarray(0, head.length).equals(head)) {
+        this.head = head
+        return []
+      }
+      this.head = null
+      chunk = head.length >= 3 && head.subarray(0, 3).equals(BOM) ? head.subarray(3) : head
+    }
     {
       let start = 0
       for (let i = 0; i < chunk.length; i++) {
@@ -264,6 +290,7 @@ export class SseMasker implements SyncFilter {
   }
 
   end(): Buffer[] {
+    if (this.head !== null && this.head.length > 0) throw new JsonMaskError('an event stream that ends inside its first line', 0)
     if (this.lineLen > 0) this.takeLine(Buffer.alloc(0))
     if (this.dataLen > 0) this.dispatch()
     return this.take()
@@ -285,14 +312,11 @@ export class SseMasker implements SyncFilter {
       this.push('\n')
       return
     }
-    // `data:` or `data` (a field without a colon): held for the event; other fields pass.
-    if (
-      line.length >= 4 &&
-      line[0] === 0x64 &&
-      line.subarray(0, 4).toString('latin1') === 'data' &&
-      (line.length === 4 || line[4] === 0x3a)
-    ) {
-      let v = line.subarray(line.length === 4 ? 4 : 5)
+    const colon = line.indexOf(0x3a)
+    const name = (colon < 0 ? line : line.subarray(0, colon)).toString('latin1')
+    if (name === 'data') {
+      // `data:` or `data` (a field without a colon): held for the event.
+      let v = line.subarray(colon < 0 ? line.length : colon + 1)
       if (v[0] === 0x20) v = v.subarray(1)
       if (this.data.length > 0) this.data.push(Buffer.from('\n'))
       this.data.push(Buffer.from(v))
@@ -300,7 +324,15 @@ export class SseMasker implements SyncFilter {
       if (this.dataLen > MAX_EVENT_BYTES) throw new JsonMaskError(`a server-sent event longer than ${MAX_EVENT_BYTES} bytes`, 0)
       return
     }
-    this.push(Buffer.concat([line, Buffer.from('\n')]))
+    if (name === '') {
+      this.push(':\n')
+      return
+    }
+    if (name === 'event' || name === 'id' || (name === 'retry' && /^ ?[0-9]+$/.test(line.subarray(colon + 1).toString('latin1')))) {
+      this.push(Buffer.concat([line, Buffer.from('\n')]))
+      return
+    }
+    throw new JsonMaskError('an event stream line that is not a data, event, id, retry or comment line', 0)
   }
 
   private dispatch(): void {
