@@ -199,6 +199,8 @@ export class SessionManager {
     secrets: ReadonlyMap<string, string>
     client: { address: string; user?: string; application?: string }
     decision: Decision
+    /** The connector link carrying the session (its id and the connector's principal), for the audit. */
+    carrier?: { readonly link: string; readonly principal: string }
   }): Promise<LiveSession> {
     const session = new LiveSession(newSessionId(), s.identity, s.connection, s.target, s.settings, s.secrets, this)
     try {
@@ -206,6 +208,7 @@ export class SessionManager {
         type: 'session.start',
         protocol: s.connection.protocol,
         ...(s.connection.via !== undefined ? { via: s.connection.via } : {}),
+        ...(s.carrier ? { via_link: s.carrier.link, via_principal: s.carrier.principal } : {}),
         client: s.client,
         decision: s.decision.effect,
         rules: s.decision.rules,

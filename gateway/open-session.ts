@@ -136,6 +136,7 @@ export async function openSession(gw: SessionDeps, plugin: AnyProxyPlugin, req: 
       secrets,
       client: req.client,
       decision,
+      ...(picked ? { carrier: { link: picked.id, principal: picked.principal } } : {}),
     })
     if (picked) gw.connectors?.bind(target, picked, session.id)
     return { ok: true, session }

@@ -205,10 +205,16 @@ describe('connector: ssh, scp and MCP', () => {
     const carried = starts.filter((e) => e.connection === 'pg' || e.connection === 'box')
     // ssh (one command, scp up and down twice), the MCP PostgreSQL and SSH sessions.
     assert.ok(carried.length >= 6, `${carried.length} sessions`)
-    for (const e of carried) assert.equal(e.via, 'edge-1', JSON.stringify(e))
     const [attached] = await lab.auditEvents('connector.attached')
     assert.equal(attached?.connector, 'edge-1')
     assert.deepEqual(attached?.chain, ['service:edge-1'])
+    // The connector by name, by the link it attached (which connector.attached ties to its
+    // credential) and by principal.
+    for (const e of carried) {
+      assert.equal(e.via, 'edge-1', JSON.stringify(e))
+      assert.equal(e.via_link, attached?.link, JSON.stringify(e))
+      assert.equal(e.via_principal, 'service:edge-1', JSON.stringify(e))
+    }
   })
 
   test('killing the connector under a live ssh session ends it with the connector named', async () => {

@@ -228,15 +228,15 @@ export class ConnectorHub {
     return [...this.links].map((l) => l.info()).sort((a, b) => a.name.localeCompare(b.name) || a.attached_at.localeCompare(b.attached_at))
   }
 
-  /** Whether any of `names` has a live link (the one a new session would use). */
-  pick(names: readonly string[]): { readonly name: string; readonly link: object } | null {
+  /** Whether any of `names` has a live link (the one a new session would use): its connector, id and principal. */
+  pick(names: readonly string[]): { readonly name: string; readonly link: object; readonly id: string; readonly principal: string } | null {
     let best: Link | null = null
     for (const l of this.links) {
       if (l.closed || !names.includes(l.name)) continue
       // The least busy link: load spreads over replicas and over connectors serving one target.
       if (best === null || l.streams < best.streams) best = l
     }
-    return best ? { name: best.name, link: best } : null
+    return best ? { name: best.name, link: best, id: best.id, principal: best.identity.chain[0]?.id ?? '' } : null
   }
 
   /** Binds a session's target object to the link `pick` chose for it. */
