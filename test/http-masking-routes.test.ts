@@ -18,11 +18,18 @@ import { rawExchange, statusOf } from './helpers/httpd.js'
 const MASKING = `rules:
   - name: emails
     json_paths: ["$..email"]
+    connections: [stream]
     strategy: hash
   - name: ssn
     json_paths: ["$..ssn"]
+    connections: [stream]
     strategy: redact
+detectors:
+  - { name: email, connections: [texts] }
+  - { name: ssn, connections: [texts] }
+  - { name: card, connections: [texts], clear_for: [billing] }
 `
+const TEXT = 'Dear ann.secret@corp.example,\nyour card 4111 1111 1111 1111 and ssn 123-45-6781 are on file.\n'
 const SECRETS = ['ann.secret', '123-45-678', 'corp.example']
 const USERS = JSON.stringify({ users: [{ email: 'ann.secret@corp.example', ssn: '123-45-6781' }] })
 const BOMB_MB = 96
@@ -57,6 +64,25 @@ function upstream(): Server {
         return json(brotliCompressSync(gz), 'X-GZIP, BR')
       case '/bomb':
         return json(bomb, 'gzip')
+      case '/text':
+        if (req.headers.range) {
+          res.writeHead(206, { 'content-type': 'text/plain', 'content-range': 'bytes 0-9/100' })
+          res.end(TEXT.slice(0, 10))
+          return
+        }
+        // Written in pieces that split the values.
+        res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' })
+        for (let i = 0; i < TEXT.length; i += 7) res.write(TEXT.slice(i, i + 7))
+        res.end()
+        return
+      case '/text.gz':
+        res.writeHead(200, { 'content-type': 'text/csv', 'content-encoding': 'gzip' })
+        res.end(gzipSync(TEXT.repeat(1000)))
+        return
+      case '/text-koi8':
+        res.writeHead(200, { 'content-type': 'text/plain; charset=koi8-r' })
+        res.end(TEXT)
+        return
       case '/trailers':
         res.writeHead(200, { 'content-type': 'application/json', trailer: 'x-user' })
         res.write(USERS)
@@ -90,7 +116,10 @@ describe('HTTP response masking: other routes to the clear body', () => {
     rmSync(join(policyDir, 'default.cases.yaml'), { force: true })
     writeFileSync(join(policyDir, 'masking.yaml'), MASKING)
     gw = await TestGateway.start({
-      connections: [{ name: 'stream', protocol: 'http', url: `http://127.0.0.1:${upPort}` }],
+      connections: [
+        { name: 'stream', protocol: 'http', url: `http://127.0.0.1:${upPort}` },
+        { name: 'texts', protocol: 'http', url: `http://127.0.0.1:${upPort}` },
+      ],
       config: { listen: { api: '127.0.0.1:0', postgres: 'off', ssh: 'off', http: '127.0.0.1:0' }, policies: policyDir },
     })
     port = Number(gw.listeners.http?.split(':').pop())
@@ -108,9 +137,10 @@ describe('HTTP response masking: other routes to the clear body', () => {
 
   async function get(
     path: string,
+    opts: { token?: string; connection?: string; headers?: Record<string, string> } = {},
   ): Promise<{ status: number; headers: Record<string, unknown>; body: Buffer; trailers: Record<string, unknown> }> {
-    const r = await request(`https://localhost:${port}/c/stream${path}`, {
-      headers: { authorization: `Bearer ${alice}`, 'accept-encoding': 'gzip, br', te: 'trailers' },
+    const r = await request(`https://localhost:${port}/c/${opts.connection ?? 'stream'}${path}`, {
+      headers: { authorization: `Bearer ${opts.token ?? alice}`, 'accept-encoding': 'gzip, br', te: 'trailers', ...opts.headers },
       dispatcher,
       reset: true,
     })
@@ -150,6 +180,28 @@ describe('HTTP response masking: other routes to the clear body', () => {
     assert.equal(two.match(/^HTTP\/1\.1 200/gm)?.length, 2, 'both answered')
     assertNoSecret(two, 'pipelined')
     assert.equal(two.match(/"ssn":"\*\*\*\*"/g)?.length, 2)
+  })
+
+  test('text bodies: the detectors mask values split across chunks, gzip decoded, Range dropped; an unknown charset is refused', async () => {
+    const t = await get('/text', { connection: 'texts', headers: { range: 'bytes=0-9' } })
+    assert.equal(t.status, 200)
+    assert.equal(t.body.toString(), 'Dear ****,\nyour card **** and ssn **** are on file.\n')
+    const z = await get('/text.gz', { connection: 'texts' })
+    assert.equal(z.status, 200)
+    assert.equal(z.headers['content-encoding'], undefined)
+    assertNoSecret(z.body, 'text.gz')
+    assert.equal(z.body.toString().split('\n').length, 2001)
+    const k = await get('/text-koi8', { connection: 'texts' })
+    assert.equal(k.status, 502)
+    assertNoSecret(k.body, 'koi8')
+    // A detector's clear_for group sees its matches; the others stay masked.
+    const billing = gw.token('user:bill', ['--group', 'billing'])
+    const b = await get('/text', { connection: 'texts', token: billing })
+    assert.equal(b.body.toString(), 'Dear ****,\nyour card 4111 1111 1111 1111 and ssn **** are on file.\n')
+    const audit = gw.auditEvents().filter((e) => e.type === 'result' && e.action === 'http.request')
+    const masked = audit.flatMap((e) => (e.masked as { detector?: string; count: number }[] | undefined) ?? [])
+    assert.ok(masked.some((m) => m.detector === 'card' && m.count === 1000))
+    assert.ok(masked.some((m) => m.detector === 'email'))
   })
 
   test(`a gzip bomb (${BOMB_MB} MB from a small body) is decoded as the client reads, memory flat, masked`, async () => {

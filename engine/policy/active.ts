@@ -113,7 +113,7 @@ export class Active {
       }
       // Value detectors: masked for this hop unless its groups are cleared or its scope unmasks them.
       for (const d of this.bundle.masking.detectors) {
-        if (unmask.has(`detector:${d.name}`) || d.clear_for.some((g) => p.groups.includes(g))) continue
+        if (unmask.has(`detector:${d.name}`) || d.clear_for.some((g) => p.groups.includes(g)) || !ruleAppliesTo(d, conn)) continue
         out.push({ rule: `detector:${d.name}`, column: '', strategy: 'redact', detector: d.name })
       }
       m = out.length === 0 ? EMPTY : out
@@ -129,7 +129,7 @@ function clearFor(r: MaskingRule, p: Principal): boolean {
 }
 
 /** A rule without `connections:` applies everywhere; with it, to the connections it names or whose labels it lists. */
-function ruleAppliesTo(r: MaskingRule, conn: ConnectionRef): boolean {
+function ruleAppliesTo(r: Pick<MaskingRule, 'connections'>, conn: ConnectionRef): boolean {
   if (r.connections === undefined) return true
   for (const c of r.connections) {
     if (typeof c === 'string' ? c === conn.name : labelsMatch(c.labels, conn.labels)) return true

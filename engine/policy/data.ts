@@ -42,6 +42,8 @@ export interface MaskingRule {
 export interface DetectorRule {
   readonly name: string
   readonly clear_for: readonly string[]
+  /** The connections it applies to (like a rule's); every connection when absent. */
+  readonly connections?: readonly ConnectionSelector[]
 }
 
 export interface MaskingData {
@@ -238,7 +240,7 @@ function parseConnections(p: FileProblems, v: unknown, key: string): ConnectionS
   return out
 }
 
-/** `detectors:` entries: a detector name, or `{name, clear_for: [groups]}`. */
+/** `detectors:` entries: a detector name, or `{name, clear_for: [groups], connections: […]}`. */
 function parseDetectors(v: unknown, p: FileProblems): DetectorRule[] {
   if (v === undefined || v === null) return []
   if (!Array.isArray(v)) {
@@ -250,7 +252,7 @@ function parseDetectors(v: unknown, p: FileProblems): DetectorRule[] {
   v.forEach((d: unknown, i: number) => {
     const key = `detectors[${i}]`
     const name = isRecord(d) ? d.name : d
-    if (isRecord(d)) p.unknownKeys(d, key, ['name', 'clear_for'])
+    if (isRecord(d)) p.unknownKeys(d, key, ['name', 'clear_for', 'connections'])
     const before = p.list.length
     if (typeof name !== 'string' || !DETECTORS.includes(name)) {
       p.add(isRecord(d) ? `${key}.name` : key, `unknown detector ${JSON.stringify(name)} (known: ${DETECTORS.join(', ')})`)
@@ -259,7 +261,8 @@ function parseDetectors(v: unknown, p: FileProblems): DetectorRule[] {
     if (seen.has(name)) p.add(key, `duplicate detector ${JSON.stringify(name)}`)
     seen.add(name)
     const clearFor = isRecord(d) ? stringList(p, d.clear_for, `${key}.clear_for`, checkGroup) : []
-    if (p.list.length === before) out.push({ name, clear_for: clearFor })
+    const connections = isRecord(d) && d.connections !== undefined ? parseConnections(p, d.connections, `${key}.connections`) : undefined
+    if (p.list.length === before) out.push({ name, clear_for: clearFor, ...(connections !== undefined ? { connections } : {}) })
   })
   return out
 }

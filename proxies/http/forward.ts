@@ -7,7 +7,18 @@ import type { Dispatcher } from 'undici'
 import type { Decision } from '../types.js'
 import { JsonMaskError, jsonMaskPlan } from '../kit/index.js'
 import type { BodyFilter, ConnectionPlan, Exchange, Liveness } from './context.js'
-import { decoderChain, dropForMasked, JsonBodyMasker, MaskTally, maskVerdict, SseMasker, sessionMaskKeys } from './masking.js'
+import {
+  decoderChain,
+  detectorsOf,
+  dropForMasked,
+  JsonBodyMasker,
+  TextBodyMasker,
+  textVerdict,
+  MaskTally,
+  maskVerdict,
+  SseMasker,
+  sessionMaskKeys,
+} from './masking.js'
 import { HOP_BY_HOP, type ReadBody, upstreamHeaders } from './request.js'
 import { sendProblem } from './respond.js'
 import { maskString, ScrubState } from './scrub.js'
@@ -74,9 +85,13 @@ export async function forward(
     ctx.log.error({ err: String(err), session: session.id }, 'masking paths do not compile; request refused')
     return sendProblem(res, { status: 503, title: 'Refused', detail: 'the gateway could not prepare the masking this response needs' })
   }
-  const tally = jsonPlan === null ? null : new MaskTally()
+  // Value detectors for text bodies (masking.yaml `detectors:`), when no JSON path applies: with
+  // paths, a text body is refused (the paths cannot reach into it).
+  const detectors = jsonPlan === null ? detectorsOf(decision.mask) : []
+  const masking = jsonPlan !== null || detectors.length > 0
+  const tally = masking ? new MaskTally() : null
   // The body's masker, to count what it masked even when the body is cut short.
-  const maskers: JsonBodyMasker[] = []
+  const maskers: (JsonBodyMasker | TextBodyMasker)[] = []
   // The whole body when it was read; otherwise what was read and the rest of the stream.
   let upstreamBody: Buffer | Readable | null = null
   if (body.whole) upstreamBody = body.whole.length > 0 ? body.whole : null
@@ -89,7 +104,7 @@ export async function forward(
       })(),
     )
   }
-  const headers = upstreamHeaders(req, plan, jsonPlan !== null)
+  const headers = upstreamHeaders(req, plan, masking)
   if (upstreamBody === null && body.hasBody) headers['content-length'] = '0'
   let status = 502
   let bytesOut = 0
@@ -195,7 +210,12 @@ export async function forward(
           if (statusCode < 200) return
           status = statusCode
           const encoded = upHeaders['content-encoding']
-          const verdict = jsonPlan === null ? null : maskVerdict(x.method, statusCode, upHeaders)
+          const verdict =
+            jsonPlan !== null
+              ? maskVerdict(x.method, statusCode, upHeaders)
+              : detectors.length > 0
+                ? textVerdict(x.method, statusCode, upHeaders)
+                : null
           if (verdict !== null && !verdict.ok) {
             status = 502
             error = `response not masked: ${verdict.why}`
@@ -208,12 +228,18 @@ export async function forward(
             finish(null)
             return
           }
-          if (verdict?.ok === true && jsonPlan !== null && tally !== null) {
+          if (verdict?.ok === true && tally !== null) {
             // Decoders, then the masker, before the scrubber: it reads the decoded body.
             const keys = sessionMaskKeys(ctx.stateDir, session)
             const stages: BodyFilter[] = []
-            if (verdict.kind === 'sse') stages.push(new SseMasker(jsonPlan, keys, tally))
-            else if (verdict.kind !== null) {
+            if (verdict.kind === 'text') {
+              const m = new TextBodyMasker(detectors, verdict.charset ?? 'utf8', tally)
+              maskers.push(m)
+              stages.push(m)
+            } else if (jsonPlan === null || verdict.kind === null) {
+              // nothing to mask in this body
+            } else if (verdict.kind === 'sse') stages.push(new SseMasker(jsonPlan, keys, tally))
+            else {
               const m = new JsonBodyMasker(jsonPlan, keys, verdict.kind === 'sequence', tally)
               maskers.push(m)
               stages.push(m)
@@ -322,7 +348,7 @@ export async function forward(
   }
 }
 
-function settled(maskers: readonly JsonBodyMasker[], tally: MaskTally): ReturnType<MaskTally['list']> {
+function settled(maskers: readonly (JsonBodyMasker | TextBodyMasker)[], tally: MaskTally): ReturnType<MaskTally['list']> {
   for (const m of maskers) m.settle()
   return tally.list()
 }

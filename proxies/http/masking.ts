@@ -26,8 +26,10 @@ import {
   JsonMasker,
   type JsonMaskPlan,
   loadMaskingKey,
+  type MaskObligation,
   type MaskingKeys,
   maskJson,
+  TextDetectorMasker,
 } from '../kit/index.js'
 
 const MASKING_KEYS = new Map<string, Buffer>()
@@ -106,11 +108,11 @@ export function decoderChain(codings: readonly Coding[]): { head: Transform; tai
   return { head: all[0] as Transform, tail: all[all.length - 1] as Transform, all }
 }
 
-export type BodyKind = 'json' | 'sequence' | 'sse'
+export type BodyKind = 'json' | 'sequence' | 'sse' | 'text'
 
 /** How a response may be masked, or why it cannot. */
 export type MaskVerdict =
-  | { readonly ok: true; readonly kind: BodyKind | null; readonly codings: readonly Coding[] }
+  | { readonly ok: true; readonly kind: BodyKind | null; readonly codings: readonly Coding[]; readonly charset?: 'utf8' | 'latin1' }
   | { readonly ok: false; readonly why: string }
 
 const SEQUENCE_TYPES = new Set([
@@ -171,18 +173,81 @@ export function maskVerdict(method: string, status: number, headers: Record<stri
   return { ok: true, kind, codings }
 }
 
+/** The value detectors a decision's obligations switch on for this chain. */
+export function detectorsOf(mask: readonly MaskObligation[]): string[] {
+  const out: string[] = []
+  for (const m of mask) if (m.detector !== undefined && !out.includes(m.detector)) out.push(m.detector)
+  return out
+}
+
+/** Charsets a text body may be masked in (decoded and encoded back exactly). */
+const TEXT_CHARSETS: Readonly<Record<string, 'utf8' | 'latin1'>> = {
+  'utf-8': 'utf8',
+  utf8: 'utf8',
+  'us-ascii': 'utf8',
+  'iso-8859-1': 'latin1',
+  latin1: 'latin1',
+}
+
+/**
+ * When only value detectors apply: a `text/*` body is masked by them (decoded, in its charset), a
+ * text body in a charset or encoding the gateway cannot undo is refused, and any other body passes
+ * as it is (null): the detectors are for text.
+ */
+export function textVerdict(method: string, status: number, headers: Record<string, string | string[] | undefined>): MaskVerdict | null {
+  const one = (v: string | string[] | undefined): string | undefined => (Array.isArray(v) ? v.join(', ') : v)
+  const ct = one(headers['content-type'])
+  const { type, charset } = mediaType(ct ?? '')
+  if (!type.startsWith('text/')) return null
+  const v = maskVerdict(method, status, { ...headers, 'content-type': 'application/json' })
+  if (!v.ok || v.kind === null) return v
+  const cs = TEXT_CHARSETS[charset ?? 'utf-8']
+  if (cs === undefined) return { ok: false, why: `the text body is in charset ${charset}, which the detectors cannot read` }
+  return { ok: true, kind: 'text', codings: v.codings, charset: cs }
+}
+
+/** A text body through the value detectors; what they found is added to the tally at the end. */
+export class TextBodyMasker implements SyncFilter {
+  private readonly m: TextDetectorMasker
+  private counted = false
+  constructor(
+    detectors: readonly string[],
+    charset: 'utf8' | 'latin1',
+    private readonly tally: MaskTally,
+  ) {
+    this.m = new TextDetectorMasker(detectors, charset)
+  }
+  write(chunk: Buffer): Buffer[] {
+    return this.m.write(chunk)
+  }
+  end(): Buffer[] {
+    const out = this.m.end()
+    this.settle()
+    return out
+  }
+  settle(): void {
+    if (this.counted) return
+    this.counted = true
+    for (const f of this.m.found()) this.tally.add([{ path: '', rule: `detector:${f.detector}`, strategy: 'redact', count: f.count }])
+  }
+}
+
 /** Accumulates what each path masked over a response. */
 export class MaskTally {
   private readonly byPath = new Map<string, { path: string; rule: string; strategy: string; count: number }>()
+  /** A detector's matches come as path '' and rule `detector:<name>`; listed as `{detector, rule, strategy, count}`. */
   add(paths: readonly JsonMaskedPath[]): void {
     for (const p of paths) {
-      const e = this.byPath.get(p.path)
+      const key = `${p.rule}\u0000${p.path}`
+      const e = this.byPath.get(key)
       if (e) e.count += p.count
-      else this.byPath.set(p.path, { ...p })
+      else this.byPath.set(key, { ...p })
     }
   }
-  list(): { path: string; rule: string; strategy: string; count: number }[] {
-    return [...this.byPath.values()]
+  list(): Record<string, unknown>[] {
+    return [...this.byPath.values()].map((e) =>
+      e.path === '' ? { detector: e.rule.slice('detector:'.length), rule: e.rule, strategy: e.strategy, count: e.count } : e,
+    )
   }
 }
 

@@ -34,6 +34,7 @@ export {
   maskJson,
 } from '../../engine/masking/json-stream.js'
 export { JsonPathError, parseJsonPath } from '../../engine/masking/jsonpath.js'
+export { TextDetectorMasker, TextMaskError } from '../../engine/masking/text-stream.js'
 export { isRecord } from '../../engine/record.js'
 export { awaitApproval, type HeldVerdict } from './approval.js'
 export { HOP_BY_HOP_HEADERS, isLoopback, type SniffOptions, sniffTls } from './http.js'
