@@ -146,6 +146,27 @@ describe('serve --workers 2: a worker killed with SIGKILL', () => {
     assert.ok(back < lines.length / 100, `${back} of ${lines.length} lines go back in time`)
     const listed = gw.auditEvents(['--internal'])
     assert.equal(listed.length, report.events)
+
+    // An edit in one worker's series fails the whole verification, naming that series' file.
+    const w2 = join(gw.dataDir, 'audit', 'w2')
+    const seg = join(
+      w2,
+      readdirSync(w2)
+        .filter((f) => f.endsWith('.jsonl'))
+        .sort()[0] as string,
+    )
+    const original = readFileSync(seg, 'utf8')
+    try {
+      const edited = original.replace(/"type":"session\.start"/, '"type":"session.strt"')
+      assert.notEqual(edited, original)
+      writeFileSync(seg, edited)
+      const broken = gw.cli(['audit', 'verify'])
+      assert.equal(broken.code, 1, broken.stdout)
+      assert.match(broken.stdout, /series w2 \(worker 2\):\n {2}audit log BROKEN at .*w2\/0+1-/)
+      assert.match(broken.stdout, /audit log NOT OK/)
+    } finally {
+      writeFileSync(seg, original)
+    }
   })
 
   test('workers that lose their primary stop serving (they could no longer learn of revocations)', async () => {

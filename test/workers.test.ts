@@ -161,6 +161,14 @@ describe('serve --workers 2', () => {
     }
   })
 
+  test('a second gateway on the same data directory is refused while the primary runs', () => {
+    for (const args of [[], ['--workers', '2']]) {
+      const r = gw.cli(['serve', ...args])
+      assert.notEqual(r.code, 0, r.stdout)
+      assert.match(r.stderr, new RegExp(`another process \\(pid ${gw.proc?.pid}\\) is writing the audit log`))
+    }
+  })
+
   test('the API is served by both workers too, and the CLI lists every worker’s sessions', async () => {
     // Each call is a new connection: the two answers come from different workers, and agree.
     const a = (await sessions(gw, true)).map((s) => s.id)
