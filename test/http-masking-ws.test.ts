@@ -19,12 +19,16 @@ import { rawExchange, statusOf } from './helpers/httpd.js'
 const MASKING = `rules:
   - name: emails
     json_paths: ["$..email"]
+    connections: [sock]
     strategy: hash
     clear_for: [pii]
   - name: ssn
     json_paths: ["$..ssn"]
+    connections: [sock]
     strategy: redact
     clear_for: [pii]
+detectors:
+  - { name: email, connections: [socktext] }
 `
 
 const POLICY = `package gatehouse
@@ -103,7 +107,10 @@ describe('HTTP proxy: WebSocket', () => {
     writeFileSync(join(policyDir, 'masking.yaml'), MASKING)
     writeFileSync(join(policyDir, 'ws_test_rules.rego'), POLICY)
     gw = await TestGateway.start({
-      connections: [{ name: 'sock', protocol: 'http', url: `http://127.0.0.1:${upPort}` }],
+      connections: [
+        { name: 'sock', protocol: 'http', url: `http://127.0.0.1:${upPort}` },
+        { name: 'socktext', protocol: 'http', url: `http://127.0.0.1:${upPort}` },
+      ],
       config: { listen: { api: '127.0.0.1:0', postgres: 'off', ssh: 'off', http: '127.0.0.1:0' }, policies: policyDir },
     })
     port = Number(gw.listeners.http?.split(':').pop())
@@ -120,9 +127,13 @@ describe('HTTP proxy: WebSocket', () => {
   })
 
   /** Opens a socket through the gateway, sends `send` once open, and collects everything until it closes. */
-  function open(path: string, token: string | null, opts: { send?: (string | Buffer)[]; closeAfterMs?: number } = {}): Promise<Received> {
+  function open(
+    path: string,
+    token: string | null,
+    opts: { send?: (string | Buffer)[]; closeAfterMs?: number; connection?: string } = {},
+  ): Promise<Received> {
     return new Promise((resolve) => {
-      const ws = new WebSocket(`wss://localhost:${port}/c/sock${path}`, ['chat.v1'], {
+      const ws = new WebSocket(`wss://localhost:${port}/c/${opts.connection ?? 'sock'}${path}`, ['chat.v1'], {
         ca,
         headers: token === null ? {} : { authorization: `Bearer ${token}` },
         perMessageDeflate: true,
@@ -195,6 +206,15 @@ describe('HTTP proxy: WebSocket', () => {
     assert.match(r.reason, /binary/)
     assert.equal(r.messages.length, 0)
     assertNoSecret(r, 'binary')
+  })
+
+  test('where only detectors apply, they mask the text messages', async () => {
+    const r = await open('/ws/not-json', alice, { connection: 'socktext', closeAfterMs: 500 })
+    assert.equal(r.code, 1000)
+    assert.deepEqual(
+      r.messages.map((m) => m.data.toString()),
+      [JSON.stringify({ user: { ...ANN, email: '****' } }), 'not json: ****', JSON.stringify({ email: '****' })],
+    )
   })
 
   test('the upgrade is decided like a request: denied by policy (403), no token (401), other upgrades (501)', async () => {

@@ -9,7 +9,8 @@
 // (policy violation) and a reason, and the message is never sent. permessage-deflate is not
 // negotiated on either leg (the client's offer is not accepted, none is made upstream), so no
 // compressed frame has to be trusted; a frame compressed without that agreement is a protocol
-// error `ws` refuses.
+// error `ws` refuses. Where only value detectors apply (no JSON path), upstream text messages are
+// masked by them and binary messages pass, as non-text bodies do.
 //
 // Messages are recorded (`http.websocket` entries, masked as the caller got them, each cut at
 // record_body_bytes) up to RECORD_CAP bytes per connection; the `result` event when the connection
@@ -18,10 +19,10 @@
 
 import type { Socket } from 'node:net'
 import WebSocket, { WebSocketServer } from 'ws'
-import { JsonMaskError, type JsonMaskPlan, jsonMaskPlan, maskJson } from '../kit/index.js'
+import { detect, JsonMaskError, type JsonMaskPlan, jsonMaskPlan, maskJson } from '../kit/index.js'
 import type { Decision } from '../types.js'
 import type { Exchange } from './context.js'
-import { MaskTally, sessionMaskKeys } from './masking.js'
+import { detectorsOf, MaskTally, sessionMaskKeys } from './masking.js'
 import { upstreamHeaders } from './request.js'
 import { sendProblem } from './respond.js'
 import { dialUpstream } from './upstream.js'
@@ -71,7 +72,10 @@ export async function relayWebSocket(
     ctx.log.error({ err: String(err), session: session.id }, 'masking paths do not compile; upgrade refused')
     return sendProblem(res, { status: 503, title: 'Refused', detail: 'the gateway could not prepare the masking this connection needs' })
   }
-  const tally = jsonPlan === null ? null : new MaskTally()
+  // Only detectors apply: upstream text messages are masked by them (binary ones pass, as
+  // non-text bodies do).
+  const detectors = jsonPlan === null ? detectorsOf(decision.mask) : []
+  const tally = jsonPlan === null && detectors.length === 0 ? null : new MaskTally()
   const keys = jsonPlan === null ? null : sessionMaskKeys(ctx.stateDir, session)
 
   // The upstream leg. The client's own handshake fields are the client's; `ws` makes its own.
@@ -185,6 +189,20 @@ export async function relayWebSocket(
 
   const fromUpstream = (raw: WebSocket.RawData, binary: boolean): void => {
     let data = toBuffer(raw)
+    if (detectors.length > 0 && tally !== null && !binary) {
+      const text = data.toString('utf8')
+      const hits = detect(text, detectors)
+      if (hits.length > 0) {
+        let out = ''
+        let p = 0
+        for (const h of hits) {
+          out += `${text.slice(p, h.start)}****`
+          p = h.end
+          tally.add([{ path: '', rule: `detector:${h.detector}`, strategy: 'redact', count: 1 }])
+        }
+        data = Buffer.from(out + text.slice(p))
+      }
+    }
     if (jsonPlan !== null && keys !== null && tally !== null) {
       if (binary) {
         refuse('a binary message cannot be masked')

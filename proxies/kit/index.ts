@@ -19,7 +19,7 @@ export {
   ValueMasker,
   type ValueOp,
 } from '../../engine/masking/values.js'
-export { DETECTOR_NAMES } from '../../engine/masking/detectors.js'
+export { DETECTOR_NAMES, detect } from '../../engine/masking/detectors.js'
 export { loadMaskingKey } from '../../engine/masking/keys.js'
 export { columnMatches } from '../../engine/masking/patterns.js'
 export {
