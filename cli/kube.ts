@@ -17,6 +17,7 @@ import yaml from 'js-yaml'
 import type { Config } from '../engine/config/config.js'
 import { resolveConfig, runningServer } from './client.js'
 import { CliError, storedLoginToken } from './identity.js'
+import { execCredential } from './kube-credential.js'
 
 /** The gateway's Kubernetes listener as kubectl reaches it. */
 function listenerUrl(config: Config): string {
@@ -35,18 +36,6 @@ function gatewayCa(config: Config): string {
   const file = config.tls.cert ?? join(config.dataDir, 'tls', 'cert.pem')
   if (!existsSync(file)) throw new CliError(`${file}: the gateway's certificate is not there yet (start the gateway once)`)
   return readFileSync(file, 'utf8')
-}
-
-/** The `exp` of a JWT-shaped token (unverified: only to tell kubectl when to ask again), or null. */
-function tokenExpiry(token: string): number | null {
-  const part = token.split('.')[1]
-  if (!part) return null
-  try {
-    const claims = JSON.parse(Buffer.from(part, 'base64url').toString('utf8')) as { exp?: unknown }
-    return typeof claims.exp === 'number' && Number.isFinite(claims.exp) ? claims.exp : null
-  } catch {
-    return null
-  }
 }
 
 export function registerKubeCommands(program: Command, configOption: () => Option): void {
@@ -123,9 +112,6 @@ export function registerKubeCommands(program: Command, configOption: () => Optio
       }
       if (!token) throw new CliError('no Gatehouse token: set GATEHOUSE_TOKEN, give --token-file, or run gatehouse login')
       // kubectl runs the plugin again once the token expires (a renewed login is picked up then).
-      const status: Record<string, string> = { token }
-      const exp = tokenExpiry(token)
-      if (exp !== null) status.expirationTimestamp = new Date(exp * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z')
-      process.stdout.write(`${JSON.stringify({ apiVersion: 'client.authentication.k8s.io/v1', kind: 'ExecCredential', status })}\n`)
+      process.stdout.write(execCredential(token))
     })
 }

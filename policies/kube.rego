@@ -81,7 +81,7 @@ kube_object_kind := k if {
 # hands its data to whoever runs the container: only for those who may read it.
 deny contains {
 	"rule": "kube-secret-mount",
-	"reason": sprintf("this %s uses Secret %v; mounting a Secret needs group secret-readers", [kube_object_kind, input.command.secret_refs]),
+	"reason": sprintf("this %s uses Secret %s; mounting a Secret needs group secret-readers", [kube_object_kind, concat(", ", input.command.secret_refs)]),
 } if {
 	input.action == "kube.request"
 	input.command.verb in {"create", "update", "patch"}

@@ -1,13 +1,16 @@
 // kubectl's protobuf write bodies, read by the Kubernetes proxy: the envelope and the fields policy
 // needs (ObjectMeta, a pod spec's Secret references), the same facts as from the JSON of the same
-// object (hand-encoded here),
+// object (hand-encoded here, and as the real API server encodes them in test/data/kube-protobuf.json),
 // and every malformed form refused: truncated, trailing bytes, unknown wire types, overlong
 // varints, singular fields given twice, duplicate map keys, invalid UTF-8, foreign encodings.
 
 import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { readWriteBody } from '../proxies/kubernetes/body.js'
 import { decodeEnvelope, KubeProtobufError } from '../proxies/kubernetes/protobuf.js'
+import { REPO } from './helpers/gateway.js'
 import { cat, enc, entry, envelope, lor, MAGIC, meta } from './helpers/kubepb.js'
 
 /** A pod spec naming Secrets in every way a container can get one, in both encodings. */
@@ -139,6 +142,17 @@ describe('protobuf write bodies', () => {
       ALL_REFS,
     )
     assert.deepEqual((facts(SAME[3]?.[2] as Buffer, 'application/vnd.kubernetes.protobuf') as { secret_refs: string[] }).secret_refs, [])
+  })
+
+  test('objects as the real API server encodes them (captured from kube-apiserver v1.34.3)', () => {
+    const file = join(REPO, 'test', 'data', 'kube-protobuf.json')
+    const fixtures = JSON.parse(readFileSync(file, 'utf8')) as { name: string; json: unknown; protobuf: string; secret_refs: string[] }[]
+    assert.ok(fixtures.length >= 3)
+    for (const f of fixtures) {
+      const fromPb = facts(Buffer.from(f.protobuf, 'base64'), 'application/vnd.kubernetes.protobuf') as { secret_refs: string[] }
+      assert.deepEqual(fromPb, facts(Buffer.from(JSON.stringify(f.json)), 'application/json'), f.name)
+      assert.deepEqual(fromPb.secret_refs, f.secret_refs, f.name)
+    }
   })
 
   test('patches and custom resources get the broader scan; protobuf is for whole objects only', () => {

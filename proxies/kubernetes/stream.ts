@@ -122,7 +122,6 @@ async function upgrade(server: StreamHost, req: IncomingMessage, socket: Socket,
     : raw
   up.on('error', () => up.destroy())
   socket.once('close', () => up.destroy())
-  up.once('close', () => socket.destroy())
 
   const headers = upstreamHeaders(req, session, plan, false)
   headers.connection = 'Upgrade'
@@ -151,16 +150,19 @@ async function upgrade(server: StreamHost, req: IncomingMessage, socket: Socket,
       up.destroy()
       return
     }
+    // The API server closes after its answer: end (not destroy) the client's socket, so what was
+    // written still reaches it.
     up.on('data', (c: Buffer) => {
       const part = c.subarray(0, left)
       socket.write(part)
       left -= part.length
-      if (left <= 0) {
-        socket.end()
-        up.destroy()
-      }
+      if (left <= 0) up.destroy()
     })
-    up.once('close', () => finish(answer.status))
+    up.once('close', () => {
+      finish(answer.status)
+      socket.end()
+    })
+    up.resume()
     return
   }
   if (kind === 'spdy') {
@@ -187,6 +189,7 @@ async function upgrade(server: StreamHost, req: IncomingMessage, socket: Socket,
     frames.push(answer.rest)
     socket.write(answer.rest)
   }
+  up.once('close', () => socket.destroy())
   up.on('data', (c: Buffer) => frames.push(c))
   up.pipe(socket)
   socket.pipe(up)
