@@ -3,7 +3,7 @@
 // listens on, so a request that was forwarded shows as 502). Login, Status answers kubectl
 // prints, impersonation headers from the caller refused, ambiguous paths refused, denials with the
 // policy's reason, held deletes through the approval flow, the audit, and the kubeconfig and
-// ExecCredential that kubectl reads. test/kube-proxy.e2e.ts (by hand, for now) runs the same proxy against a real
+// ExecCredential that kubectl reads. test/kube-proxy.test.ts runs the same proxy against a real
 // kube-apiserver and kubectl.
 
 import assert from 'node:assert/strict'

@@ -65,6 +65,8 @@ export interface KubeCluster {
   admin(args: readonly string[], input?: string): { code: number | null; stdout: string; stderr: string }
   /** The API server's audit events so far. */
   audit(): Record<string, unknown>[]
+  /** A GET straight to the API server as the admin, in the media type asked for. */
+  get(path: string, accept: string): Promise<{ status: number; type: string; body: Buffer }>
   stop(): Promise<void>
 }
 
@@ -204,9 +206,19 @@ subjects:
     await stop()
     throw new Error(`cannot set up RBAC: ${applied.stderr}`)
   }
+  const get = async (path: string, accept: string): Promise<{ status: number; type: string; body: Buffer }> => {
+    const a = new Agent({ connect: { ca: readFileSync(certFile, 'utf8') } })
+    try {
+      const r = await undiciFetch(`${url}${path}`, { dispatcher: a, headers: { authorization: `Bearer ${adminToken}`, accept } })
+      return { status: r.status, type: r.headers.get('content-type') ?? '', body: Buffer.from(await r.arrayBuffer()) }
+    } finally {
+      await a.close()
+    }
+  }
   return {
     url,
     ca: certFile,
+    get,
     adminToken,
     gatewayToken,
     auditLog,
