@@ -15,6 +15,7 @@ import { createPool, framingProblem, originTarget, route, upstreamSpec } from '.
 import { HOP_BY_HOP_HEADERS, JsonMasker, type JsonMaskPlan, jsonMaskPlan, loadMaskingKey, sniffTls } from '../kit/index.js'
 import type { Address, ApprovalOutcome, Decision, ProxySession } from '../types.js'
 import { readWriteBody } from './body.js'
+import { isKubeProtobuf } from './protobuf.js'
 import { KubePathError, type KubeRequestInfo, parseKubeRequest } from './request.js'
 import {
   type Admission,
@@ -427,8 +428,11 @@ export class KubeProxyServer implements StreamHost {
           query: a.rawQuery,
           status,
           // A Secret's body is its data: never in a recording, whoever wrote it.
+          // A protobuf body is binary: kept as base64.
           ...(body.length > 0 && mask === null && a.info.resource !== 'secrets'
-            ? { body: body.subarray(0, plan.recordBytes).toString('utf8') }
+            ? isKubeProtobuf(body)
+              ? { body_base64: body.subarray(0, plan.recordBytes).toString('base64') }
+              : { body: body.subarray(0, plan.recordBytes).toString('utf8') }
             : {}),
         })
       } catch {
