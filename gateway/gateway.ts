@@ -404,8 +404,11 @@ export class Gateway {
   private joinPeers(peers: Peers): void {
     this.sessions.peers = peers
     if (this.sessions.approvals) this.sessions.approvals.announce = (request) => void peers.tell({ kind: 'approval', request })
-    if (this.reloader) this.reloader.onSwapped = (bundle) => void peers.tell(policyMessage(bundle))
-    peers.listen((m: PeerMessage): number => {
+    if (this.reloader)
+      this.reloader.beforeSwap = async (bundle) => {
+        await peers.tell(policyMessage(bundle))
+      }
+    peers.listen((m: PeerMessage): number | Promise<number> => {
       switch (m.kind) {
         case 'revoke':
           return this.sessions.killByToken(m.jti, m.reason)
@@ -415,8 +418,8 @@ export class Gateway {
           this.sessions.approvals?.decidedElsewhere(m.request)
           return 0
         case 'policy':
-          if (m.version !== this.engine.version) void this.loadFromPeer(m)
-          return 0
+          // Answered once loaded: the worker that compiled it swaps it in after every other has.
+          return m.version === this.engine.version ? 0 : this.loadFromPeer(m).then(() => 0)
       }
     })
   }

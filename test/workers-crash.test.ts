@@ -5,7 +5,7 @@
 
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -166,6 +166,18 @@ describe('serve --workers 2: a worker killed with SIGKILL', () => {
       assert.match(broken.stdout, /audit log NOT OK/)
     } finally {
       writeFileSync(seg, original)
+    }
+
+    // A series planted as a copy of another verifies on its own, but is no log of its own.
+    const planted = join(gw.dataDir, 'audit', 'w3')
+    cpSync(join(gw.dataDir, 'audit', 'w1'), planted, { recursive: true, filter: (f) => !f.endsWith('writer.lock') })
+    try {
+      const copied = gw.cli(['audit', 'verify'])
+      assert.equal(copied.code, 1, copied.stdout)
+      assert.match(copied.stdout, /series w3 has the log id of series w1 \([^)]+\): it is a copy of that series/)
+      assert.match(copied.stdout, /audit log NOT OK/)
+    } finally {
+      rmSync(planted, { recursive: true, force: true })
     }
   })
 

@@ -40,11 +40,29 @@ export function verifyAllSeries(root: string, opts: VerifyOptions): SeriesVerify
     const l = listSegments(d)
     return l.segments.length > 0 || l.foreign.length > 0
   })
-  const series = (held.length > 0 ? held : [root]).map((dir) => ({
-    ...verifyAuditLog(dir, opts),
-    name: dir === root ? '.' : relative(root, dir),
-    dir,
-  }))
+  const seen = new Map<string, string>()
+  const series = (held.length > 0 ? held : [root]).map((dir) => {
+    const r = verifyAuditLog(dir, opts)
+    const name = dir === root ? '.' : relative(root, dir)
+    // Every series is a log of its own, begun with a log id of its own: a second series with an
+    // id already seen is a copy of a log, and would show each of its events as having run twice.
+    const first = r.log === null ? undefined : seen.get(r.log)
+    if (r.log !== null && first === undefined) seen.set(r.log, name)
+    if (first === undefined) return { ...r, name, dir }
+    return {
+      ...r,
+      ok: false,
+      problem: {
+        segment: null,
+        line: null,
+        id: null,
+        expected: null,
+        message: `series ${name} has the log id of series ${first} (${r.log}): it is a copy of that series, not a log of its own`,
+      },
+      name,
+      dir,
+    }
+  })
   return { ok: series.every((s) => s.ok), events: series.reduce((n, s) => n + s.events, 0), series }
 }
 

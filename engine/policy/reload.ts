@@ -20,8 +20,12 @@ export class PolicyReloader {
   private running: Promise<void> | null = null
   private again = false
   private closed = false
-  /** Told of each bundle swapped in (the other workers load it too: engine/peers.ts). */
-  onSwapped: ((bundle: LoadedBundle) => void) | null = null
+  /**
+   * Awaited with each new bundle before this process swaps it in: under `serve --workers N` the
+   * other workers load it first (engine/peers.ts), so once the worker that watches the source
+   * reports the new version, every worker decides with it.
+   */
+  beforeSwap: ((bundle: LoadedBundle) => Promise<void>) | null = null
 
   constructor(
     private readonly source: string,
@@ -85,8 +89,11 @@ export class PolicyReloader {
         this.engine.reloadSucceeded()
         return
       }
+      if (this.beforeSwap) {
+        await this.beforeSwap(bundle)
+        if (this.closed) return
+      }
       this.engine.swap(bundle)
-      this.onSwapped?.(bundle)
       this.log.info({ version: bundle.version, previous: before, ms: Date.now() - started, source: this.source }, 'policy reloaded')
     } catch (err) {
       const why = err instanceof Error ? err.message : String(err)
