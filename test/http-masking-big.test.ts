@@ -6,14 +6,15 @@
 // every resume: 100 MB took 151 s).
 
 import assert from 'node:assert/strict'
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { gzipSync } from 'node:zlib'
 import { Agent, request } from 'undici'
-import { REPO, TestGateway } from './helpers/gateway.js'
+import { TestGateway } from './helpers/gateway.js'
+import { listenLoopback, policiesWithMasking } from './helpers/http-masking.js'
 
 /** Size of each response in MB (GH_TEST_BIG_MB to change it). */
 const BIG_MB = Number(process.env.GH_TEST_BIG_MB ?? 100)
@@ -106,13 +107,8 @@ describe('HTTP response masking: 100 MB responses', () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'gh-httpbig-'))
     up = upstream()
-    await new Promise<void>((r) => up.listen(0, '127.0.0.1', r))
-    const a = up.address()
-    const upPort = a && typeof a === 'object' ? a.port : 0
-    const policyDir = join(dir, 'policies')
-    cpSync(join(REPO, 'policies'), policyDir, { recursive: true })
-    rmSync(join(policyDir, 'default.cases.yaml'), { force: true })
-    writeFileSync(join(policyDir, 'masking.yaml'), MASKING)
+    const upPort = await listenLoopback(up)
+    const policyDir = policiesWithMasking(dir, MASKING)
     gw = await TestGateway.start({
       connections: [{ name: 'stream', protocol: 'http', url: `http://127.0.0.1:${upPort}` }],
       config: { listen: { api: '127.0.0.1:0', postgres: 'off', ssh: 'off', http: '127.0.0.1:0' }, policies: policyDir },

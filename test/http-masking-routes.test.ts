@@ -5,14 +5,15 @@
 // byte the client received is searched for the masked values.
 
 import assert from 'node:assert/strict'
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { brotliCompressSync, gzipSync } from 'node:zlib'
 import { Agent, request } from 'undici'
-import { REPO, TestGateway } from './helpers/gateway.js'
+import { TestGateway } from './helpers/gateway.js'
+import { listenLoopback, policiesWithMasking } from './helpers/http-masking.js'
 import { rawExchange, statusOf } from './helpers/httpd.js'
 
 const MASKING = `rules:
@@ -108,13 +109,8 @@ describe('HTTP response masking: other routes to the clear body', () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'gh-httproutes-'))
     up = upstream()
-    await new Promise<void>((r) => up.listen(0, '127.0.0.1', r))
-    const a = up.address()
-    const upPort = a && typeof a === 'object' ? a.port : 0
-    const policyDir = join(dir, 'policies')
-    cpSync(join(REPO, 'policies'), policyDir, { recursive: true })
-    rmSync(join(policyDir, 'default.cases.yaml'), { force: true })
-    writeFileSync(join(policyDir, 'masking.yaml'), MASKING)
+    const upPort = await listenLoopback(up)
+    const policyDir = policiesWithMasking(dir, MASKING)
     gw = await TestGateway.start({
       connections: [
         { name: 'stream', protocol: 'http', url: `http://127.0.0.1:${upPort}` },

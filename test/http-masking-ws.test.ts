@@ -7,13 +7,14 @@
 // token ends the socket. Every byte the client received is searched for the masked values.
 
 import assert from 'node:assert/strict'
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import WebSocket, { WebSocketServer } from 'ws'
-import { REPO, TestGateway } from './helpers/gateway.js'
+import { TestGateway } from './helpers/gateway.js'
+import { listenLoopback, policiesWithMasking } from './helpers/http-masking.js'
 import { rawExchange, statusOf } from './helpers/httpd.js'
 
 const MASKING = `rules:
@@ -98,14 +99,8 @@ describe('HTTP proxy: WebSocket', () => {
         ws.on('close', () => clearInterval(t))
       }
     })
-    await new Promise<void>((r) => up.listen(0, '127.0.0.1', r))
-    const a = up.address()
-    const upPort = a && typeof a === 'object' ? a.port : 0
-    const policyDir = join(dir, 'policies')
-    cpSync(join(REPO, 'policies'), policyDir, { recursive: true })
-    rmSync(join(policyDir, 'default.cases.yaml'), { force: true })
-    writeFileSync(join(policyDir, 'masking.yaml'), MASKING)
-    writeFileSync(join(policyDir, 'ws_test_rules.rego'), POLICY)
+    const upPort = await listenLoopback(up)
+    const policyDir = policiesWithMasking(dir, MASKING, { 'ws_test_rules.rego': POLICY })
     gw = await TestGateway.start({
       connections: [
         { name: 'sock', protocol: 'http', url: `http://127.0.0.1:${upPort}` },

@@ -6,14 +6,15 @@
 // clear_for, or unmask:<rule> in an agent's scope) gets the clear values.
 
 import assert from 'node:assert/strict'
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib'
 import { Agent, request } from 'undici'
-import { REPO, TestGateway } from './helpers/gateway.js'
+import { TestGateway } from './helpers/gateway.js'
+import { listenLoopback, policiesWithMasking } from './helpers/http-masking.js'
 import { type JsonServer, startJsonServer } from './helpers/httpd.js'
 
 const MASKING = `rules:
@@ -177,13 +178,8 @@ describe('HTTP response masking', () => {
       posts: [{ id: 1, title: 'hello', author: { email: 'ann.secret@corp.example' } }],
     })
     up = upstream()
-    await new Promise<void>((r) => up.listen(0, '127.0.0.1', r))
-    const a = up.address()
-    const upPort = a && typeof a === 'object' ? a.port : 0
-    const policyDir = join(dir, 'policies')
-    cpSync(join(REPO, 'policies'), policyDir, { recursive: true })
-    rmSync(join(policyDir, 'default.cases.yaml'), { force: true })
-    writeFileSync(join(policyDir, 'masking.yaml'), MASKING)
+    const upPort = await listenLoopback(up)
+    const policyDir = policiesWithMasking(dir, MASKING)
     gw = await TestGateway.start({
       connections: [
         {
