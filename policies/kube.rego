@@ -100,6 +100,25 @@ deny contains {"rule": "kube-opaque-body", "reason": "the gateway judges writes 
 # approved).
 approval contains {"rule": "kube-prod-delete", "group": "dba", "reason": "deleting in namespace prod needs a DBA's approval"} if {
 	input.action == "kube.request"
-	input.command.verb in {"delete", "deletecollection"}
+	kube_deletes
 	input.command.namespace == "prod"
+}
+
+kube_deletes if input.command.verb in {"delete", "deletecollection"}
+
+# An eviction (`POST …/pods/<name>/eviction`, what `kubectl drain` sends) deletes the pod too.
+kube_deletes if {
+	input.command.verb == "create"
+	input.command.resource == "pods"
+	input.command.subresource == "eviction"
+}
+
+# A debug container (`kubectl debug`, the ephemeralcontainers subresource) runs a command of the
+# caller's choosing beside a pod's own, which for an agent is exec by another route.
+deny contains {"rule": "kube-agents-no-debug-containers", "reason": "agents may not add debug containers to a pod"} if {
+	input.action == "kube.request"
+	input.command.subresource == "ephemeralcontainers"
+	not input.command.verb in kube_read_verbs
+	some p in input.chain
+	p.kind == "agent"
 }

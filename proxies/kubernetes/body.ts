@@ -198,6 +198,65 @@ function summary(m: Meta): Record<string, unknown> {
   return out
 }
 
+function hasMergeKey(v: unknown): boolean {
+  if (Array.isArray(v)) return v.some(hasMergeKey)
+  if (typeof v !== 'object' || v === null) return false
+  return Object.entries(v as Record<string, unknown>).some(([k, x]) => k === '<<' || hasMergeKey(x))
+}
+
+/** Members whose value names a Secret, or holds a `name` that does. */
+const SECRET_KEYS = new Set(['secretName', 'secretKeyRef', 'secretRef', 'nodePublishSecretRef', 'secret'])
+
+/** What `secret_refs` says of a name a patch copies or moves into place: unknown to the gateway. */
+export const COPIED_SECRET_REF = '(a name the patch copies or moves in)'
+
+/** Where a Secret's data is, and the annotation that copies it: no patch may copy, move or test it. */
+const SECRET_DATA_POINTERS = [
+  /^\/data(\/|$)/,
+  /^\/stringData(\/|$)/,
+  /^\/metadata\/annotations\/kubectl\.kubernetes\.io~1last-applied-configuration$/,
+]
+
+/**
+ * The Secrets a JSON patch (RFC 6902) names: in the values it adds (at any depth, read together
+ * with the member the operation's path ends in, so `…/secretKeyRef` ← `{name: db}` counts), and in
+ * the path itself (`…/secret/secretName` ← `"db"`). A copy or move into such a path brings a name
+ * the gateway cannot see: it counts as an unknown Secret. Copying, moving or testing a Secret's data
+ * is refused: the copy would carry the value where masking does not look, and a test answers
+ * whether a guess is right.
+ */
+function jsonPatchRefs(ops: readonly unknown[]): { ok: true; refs: string[] } | { ok: false; reason: string } {
+  const out = new Set<string>()
+  for (const op of ops) {
+    if (typeof op !== 'object' || op === null || Array.isArray(op)) {
+      scanSecretRefs(op, out)
+      continue
+    }
+    const o = op as Record<string, unknown>
+    const kind = typeof o.op === 'string' ? o.op : ''
+    const path = typeof o.path === 'string' ? o.path : ''
+    const from = typeof o.from === 'string' ? o.from : ''
+    if (
+      ((kind === 'copy' || kind === 'move') && SECRET_DATA_POINTERS.some((r) => r.test(from))) ||
+      (kind === 'test' && SECRET_DATA_POINTERS.some((r) => r.test(path)))
+    )
+      return {
+        ok: false,
+        reason: `a JSON patch may not ${kind} a Secret's data (${kind === 'test' ? path : from}): the value would leave the place masking covers`,
+      }
+    const segs = path.split('/').map((x) => x.replaceAll('~1', '/').replaceAll('~0', '~'))
+    const last = segs[segs.length - 1] ?? ''
+    if (segs.some((x) => SECRET_KEYS.has(x))) {
+      if (kind === 'copy' || kind === 'move') out.add(COPIED_SECRET_REF)
+      else if (typeof o.value === 'string' && (last === 'secretName' || (last === 'name' && SECRET_KEYS.has(segs[segs.length - 2] ?? ''))))
+        out.add(o.value)
+    }
+    if ('value' in o) scanSecretRefs({ [last]: o.value }, out)
+    scanSecretRefs(o, out)
+  }
+  return { ok: true, refs: [...out].sort() }
+}
+
 /** The media type without parameters, lower case. */
 export function mediaType(contentType: string): string {
   return (contentType.split(';')[0] ?? '').trim().toLowerCase()
@@ -243,10 +302,18 @@ export function readWriteBody(body: Buffer, contentType: string, fullObject: boo
   } catch {
     return { ok: false, opaque: true }
   }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-    // A JSON patch (a list of operations): no object, the broader scan of its values.
-    return { ok: true, facts: { object: null, secret_refs: scanSecretRefs(parsed), format } }
+  if (format === 'yaml' && hasMergeKey(parsed)) {
+    // The API server's YAML reader applies `<<` merge keys; this one would read them as a plain
+    // member and miss what they merge in (a Secret volume). Refused rather than modelled.
+    return { ok: false, opaque: false, reason: 'YAML merge keys (<<) are not accepted: send the object with its members written out' }
   }
+  if (Array.isArray(parsed)) {
+    // A JSON patch (a list of operations): no object, the broader scan of its values and paths.
+    const ops = jsonPatchRefs(parsed)
+    if (!ops.ok) return { ok: false, opaque: false, reason: ops.reason }
+    return { ok: true, facts: { object: null, secret_refs: ops.refs, format } }
+  }
+  if (typeof parsed !== 'object' || parsed === null) return { ok: true, facts: { object: null, secret_refs: [], format } }
   const o = parsed as Record<string, unknown>
   const meta = (typeof o.metadata === 'object' && o.metadata !== null ? o.metadata : {}) as Record<string, unknown>
   const kind = typeof o.kind === 'string' ? o.kind : ''

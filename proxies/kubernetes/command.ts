@@ -5,7 +5,7 @@
 
 import type { IncomingMessage } from 'node:http'
 import type { Pool } from 'undici'
-import { HOP_BY_HOP_HEADERS } from '../kit/index.js'
+import { HOP_BY_HOP_HEADERS, runsOtherCommands } from '../kit/index.js'
 import type { Address, Decision, PluginContext, ProxySession } from '../types.js'
 import type { KubeRequestInfo } from './request.js'
 import type { StatusAnswer } from './status.js'
@@ -84,7 +84,7 @@ export function upstreamHeaders(
   return out
 }
 
-/** Programs that run other programs: an exec argv starting with one is opaque to policy. */
+/** Programs that run other programs (beside the kit's list, shared with SSH): an exec argv starting with one is opaque to policy. */
 const LAUNCHERS = new Set([
   'sh',
   'bash',
@@ -133,7 +133,9 @@ export function opaqueArgv(argv: readonly string[]): string | null {
   if (argv.length === 0) return 'no command'
   const first = argv[0] as string
   const base = first.slice(first.lastIndexOf('/') + 1).replace(/[0-9.]+$/, (m) => (m === first ? m : ''))
-  if (LAUNCHERS.has(base) || LAUNCHERS.has(first.slice(first.lastIndexOf('/') + 1))) return `${base} runs other commands`
+  const whole = first.slice(first.lastIndexOf('/') + 1)
+  if (LAUNCHERS.has(base) || LAUNCHERS.has(whole) || runsOtherCommands(base) || runsOtherCommands(whole))
+    return `${base} runs other commands`
   return null
 }
 
@@ -162,6 +164,11 @@ export function commandFor(info: KubeRequestInfo, query: URLSearchParams): Recor
         command.opaque = true
         command.opaque_reason = why
       }
+    }
+    // An attach joins whatever the container already runs: nothing in the request says what.
+    if (info.subresource === 'attach') {
+      command.opaque = true
+      command.opaque_reason = 'attach joins whatever the container runs'
     }
     command.container = query.get('container') ?? ''
     command.stdin = query.get('stdin') === 'true' || query.get('stdin') === '1'
