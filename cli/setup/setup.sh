@@ -33,8 +33,9 @@ GOBIN_DIR="$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"
 # No kube-apiserver ships as a Debian or npm package: build the release from the Go module proxy
 # (cli/setup/kube/go.mod pins it), stamped with its version so `--version` says which. It takes
 # about 18 CPU-minutes, so by default it starts first and builds in the background while the rest
-# of setup and the test suite run: at the lowest priority (nice 19) and one package at a time
-# (GOFLAGS=-p=1), so that it takes the CPU the suite leaves idle and little of its memory. `npm
+# of setup and the test suite run: at the lowest priority (nice 19), so that it takes only the CPU
+# the suite leaves idle, and two packages at a time (GOFLAGS=-p=2, about 2 GB), so that it can
+# take both cores when they are idle. `npm
 # test` starts the Kubernetes end-to-end test once the build is over (test/run.sh; the test itself
 # waits for it too, test/helpers/kube.ts). GATEHOUSE_KUBE_BUILD=foreground builds it here instead,
 # =off not at all (the Kubernetes end-to-end test then fails and says why). Binaries already in
@@ -66,7 +67,7 @@ elif command -v go >/dev/null; then
   else
     say "building kube-apiserver and kubectl ${KUBE_VERSION} in the background (once; log: $KUBE_BUILD_LOG)"
     (cd cli/setup/kube && setsid nohup bash -c 'echo $$ > "$0"; "$@"; echo "exit $?"' \
-      "$KUBE_BUILD_PID" env GOFLAGS=-p=1 "${kube_build[@]}" > "$KUBE_BUILD_LOG" 2>&1 < /dev/null &)
+      "$KUBE_BUILD_PID" env GOFLAGS=-p=2 "${kube_build[@]}" > "$KUBE_BUILD_LOG" 2>&1 < /dev/null &)
   fi
 else
   say "warning: Go is not installed, so kube-apiserver ${KUBE_VERSION} cannot be built (the Kubernetes proxy tests need it)"
