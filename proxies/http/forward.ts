@@ -172,6 +172,17 @@ export async function forward(
           if (!done) c.resume()
         })
       }
+      // The filters' last output, then the end of the response.
+      const endBody = (c: Dispatcher.DispatchController): void => {
+        try {
+          send(filtered(null))
+        } catch (err) {
+          fail(c, err instanceof Error ? err : new Error(String(err)))
+          return
+        }
+        res.end()
+        finish(null)
+      }
       // The decoded body through the filters to the caller; the decoders wait while the caller does.
       const decode = (c: Dispatcher.DispatchController, ch: ReturnType<typeof decoderChain>): ReturnType<typeof decoderChain> => {
         for (const z of ch.all) z.on('error', (err: Error) => fail(c, new JsonMaskError(`the body does not decode (${err.message})`, 0)))
@@ -189,15 +200,7 @@ export async function forward(
           }
         })
         ch.tail.on('end', () => {
-          if (done) return
-          try {
-            send(filtered(null))
-          } catch (err) {
-            fail(c, err instanceof Error ? err : new Error(String(err)))
-            return
-          }
-          res.end()
-          finish(null)
+          if (!done) endBody(c)
         })
         return ch
       }
@@ -293,14 +296,7 @@ export async function forward(
             chain.head.end()
             return
           }
-          try {
-            send(filtered(null))
-          } catch (err) {
-            fail(c, err instanceof Error ? err : new Error(String(err)))
-            return
-          }
-          res.end()
-          finish(null)
+          endBody(c)
         },
         onResponseError(_c, err) {
           finish(err)

@@ -2,7 +2,7 @@
 // headers sent upstream, and the decision reused for requests of the same shape.
 
 import type { IncomingMessage } from 'node:http'
-import { HOP_BY_HOP_HEADERS } from '../kit/index.js'
+import { connectionTokens, HOP_BY_HOP_HEADERS } from '../kit/index.js'
 import type { Decision } from '../types.js'
 import type { ConnectionPlan, Exchange } from './context.js'
 import { MASKED_REQUEST_DROP } from './masking.js'
@@ -88,15 +88,10 @@ export function policyHeaders(req: IncomingMessage): Record<string, string> {
 export function upstreamHeaders(req: IncomingMessage, plan: ConnectionPlan, masked: boolean): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}
   const raw = req.rawHeaders
-  const connectionTokens = new Set(
-    String(req.headers.connection ?? '')
-      .toLowerCase()
-      .split(',')
-      .map((s) => s.trim()),
-  )
+  const hop = connectionTokens(req)
   for (let i = 0; i < raw.length; i += 2) {
     const name = (raw[i] as string).toLowerCase()
-    if (HOP_BY_HOP.has(name) || connectionTokens.has(name) || plan.inject.has(name)) continue
+    if (HOP_BY_HOP.has(name) || hop.has(name) || plan.inject.has(name)) continue
     if (plan.needles.length > 0 && name === 'accept-encoding') continue
     if (masked && MASKED_REQUEST_DROP.has(name)) continue
     const prev = out[name]

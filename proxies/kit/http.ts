@@ -1,6 +1,6 @@
 // What the HTTP-speaking plugins (HTTP, Kubernetes, remote MCP) share at the socket and header level.
 
-import type { Server as HttpServer } from 'node:http'
+import type { IncomingMessage, Server as HttpServer } from 'node:http'
 import type { Socket } from 'node:net'
 import { type SecureContext, TLSSocket } from 'node:tls'
 
@@ -22,6 +22,16 @@ export const HOP_BY_HOP_HEADERS: ReadonlySet<string> = new Set([
   'proxy-authorization',
   'expect',
 ])
+
+/** The header names a request's `Connection` header lists: they describe this hop too (RFC 9110 §7.6.1). */
+export function connectionTokens(req: IncomingMessage): ReadonlySet<string> {
+  return new Set(
+    String(req.headers.connection ?? '')
+      .toLowerCase()
+      .split(',')
+      .map((s) => s.trim()),
+  )
+}
 
 /** Whether a socket's remote address is this host's own (plaintext is accepted only from there). */
 export function isLoopback(addr: string | undefined): boolean {

@@ -38,5 +38,5 @@ export { TextDetectorMasker, TextMaskError } from '../../engine/masking/text-str
 export { isRecord } from '../../engine/record.js'
 export { awaitApproval, type HeldVerdict } from './approval.js'
 export { RUNNERS, runsOtherCommands, VERSIONED_RUNNER } from './commands.js'
-export { HOP_BY_HOP_HEADERS, isLoopback, type SniffOptions, sniffTls } from './http.js'
+export { connectionTokens, HOP_BY_HOP_HEADERS, isLoopback, type SniffOptions, sniffTls } from './http.js'
 export { type Denial, denialOf, refusalMessage } from './refusal.js'

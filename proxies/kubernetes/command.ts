@@ -5,7 +5,7 @@
 
 import type { IncomingMessage } from 'node:http'
 import type { Pool } from 'undici'
-import { HOP_BY_HOP_HEADERS, runsOtherCommands } from '../kit/index.js'
+import { connectionTokens, HOP_BY_HOP_HEADERS, runsOtherCommands } from '../kit/index.js'
 import type { Address, Decision, PluginContext, ProxySession } from '../types.js'
 import type { KubeRequestInfo } from './request.js'
 import type { StatusAnswer } from './status.js'
@@ -55,15 +55,10 @@ export function upstreamHeaders(
 ): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}
   const raw = req.rawHeaders
-  const connectionTokens = new Set(
-    String(req.headers.connection ?? '')
-      .toLowerCase()
-      .split(',')
-      .map((s) => s.trim()),
-  )
+  const hop = connectionTokens(req)
   for (let i = 0; i < raw.length; i += 2) {
     const name = (raw[i] as string).toLowerCase()
-    if (HOP_BY_HOP_HEADERS.has(name) || connectionTokens.has(name) || name.startsWith('impersonate-')) continue
+    if (HOP_BY_HOP_HEADERS.has(name) || hop.has(name) || name.startsWith('impersonate-')) continue
     if (forceJson && (name === 'accept' || name === 'accept-encoding')) continue
     const prev = out[name]
     const value = raw[i + 1] as string
