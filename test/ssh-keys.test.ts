@@ -29,7 +29,8 @@ function fingerprint(path: string): string {
 
 /** The real ssh client logging in with `key` only (no password, no agent). */
 function sshWithKey(key: string, args: readonly string[]): SpawnSyncReturns<string> {
-  return spawnSync('ssh', [...keyOpts(key), '-p', String(sshPort), ...args], { encoding: 'utf8', timeout: 30_000, input: '' })
+  // The bound only ends a hang: beside other test files on two cores a login took tens of seconds.
+  return spawnSync('ssh', [...keyOpts(key), '-p', String(sshPort), ...args], { encoding: 'utf8', timeout: 120_000, input: '' })
 }
 
 function keyOpts(key: string): string[] {
@@ -182,7 +183,7 @@ describe('ssh public-key login', () => {
     const p = spawn('ssh', [...keyOpts(key), '-p', String(sshPort), 'web-1@127.0.0.1', 'echo started; sleep 30'])
     const exited = new Promise<number>((resolve) => p.on('close', () => resolve(Date.now())))
     await new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error('the command did not start')), 15_000)
+      const t = setTimeout(() => reject(new Error('the command did not start')), 120_000)
       p.stdout.on('data', (d: Buffer) => {
         if (d.toString().includes('started')) {
           clearTimeout(t)
@@ -195,7 +196,11 @@ describe('ssh public-key login', () => {
     assert.equal(rm.code, 0, rm.stderr)
     assert.match(rm.stdout, /1 session ended/)
     const end = await exited
-    assert.ok(end - removed < 1000, `session ended ${end - removed} ms after the removal`)
+    // The gateway ends the session within a second of the removal (its audit's clock); the client,
+    // which a loaded machine may schedule late, has gone by the time it is looked for.
+    const ms = gw.revocationToEnd(id, 'echo started; sleep 30')
+    assert.ok(ms >= 0 && ms < 1000, `session ended ${ms} ms after the removal`)
+    assert.ok(end - removed < 10_000, `the client exited ${end - removed} ms after the removal`)
     const r = sshWithKey(key, ['web-1@127.0.0.1', 'echo after-removal'])
     assert.equal(r.status, 255)
     assert.doesNotMatch(r.stdout, /after-removal/)
@@ -229,7 +234,7 @@ describe('ssh public-key login', () => {
           ? `UserKnownHostsFile=${known}`
           : o,
     )
-    const s = spawnSync('ssh', [...opts, '-p', String(sshPort), 'web-1@127.0.0.1', 'echo pinned'], { encoding: 'utf8', timeout: 30_000 })
+    const s = spawnSync('ssh', [...opts, '-p', String(sshPort), 'web-1@127.0.0.1', 'echo pinned'], { encoding: 'utf8', timeout: 120_000 })
     assert.equal(s.stdout, 'pinned\n', s.stderr)
   })
 })

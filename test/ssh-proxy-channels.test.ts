@@ -261,7 +261,7 @@ describe('ssh proxy: files, forwarding and shells', () => {
     assert.deepEqual(row?.chain, ['user:alice'])
     // The typed command line was detected (best effort), recorded and marked in the recording.
     let typed: Record<string, unknown> | undefined
-    for (let i = 0; i < 40 && !typed; i++) {
+    for (const deadline = Date.now() + 60_000; !typed && Date.now() < deadline; ) {
       typed = eventsOf('result').find((e) => e.action === 'ssh.shell.command' && e.session === id)
       if (!typed) spawnSync('sleep', ['0.1'])
     }
@@ -285,7 +285,7 @@ describe('ssh proxy: files, forwarding and shells', () => {
         const t0 = Date.now()
         const tick = (): void => {
           if (re.test(out)) resolve()
-          else if (Date.now() - t0 > 15_000) reject(new Error(`timed out waiting for ${re}: ${out}`))
+          else if (Date.now() - t0 > 120_000) reject(new Error(`timed out waiting for ${re}: ${out}`))
           else setTimeout(tick, 50)
         }
         tick()
@@ -293,15 +293,17 @@ describe('ssh proxy: files, forwarding and shells', () => {
     const exited = new Promise<void>((resolve) => p.on('close', () => resolve()))
     p.stdin.write('echo READY-$((1+1))\n')
     await waitFor(/READY-2/)
-    p.stdin.write('stty -echo; read -r X; stty echo; echo DONE-$((2+2))\n')
-    await new Promise((r) => setTimeout(r, 500))
+    // The secret is typed once the shell says echo is off, as a person types at a silent prompt: typed
+    // earlier, the terminal itself would still echo it.
+    p.stdin.write('stty -echo; echo SILENT-$((3+3)); read -r X; stty echo; echo DONE-$((2+2))\n')
+    await waitFor(/SILENT-6/)
     p.stdin.write('hunter2-secret\n')
     await waitFor(/DONE-4/)
     p.stdin.write('exit\n')
     await exited
     assert.doesNotMatch(out, /hunter2-secret/)
     let cmds: unknown[] = []
-    for (let i = 0; i < 40; i++) {
+    for (const deadline = Date.now() + 60_000; Date.now() < deadline; ) {
       cmds = eventsOf('result')
         .filter((e) => e.action === 'ssh.shell.command')
         .map((e) => e.command)

@@ -159,7 +159,7 @@ describe('ssh proxy', () => {
     })
     const exited = new Promise<number>((resolve) => p.on('close', () => resolve(Date.now())))
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('the command did not start')), 15_000)
+      const timer = setTimeout(() => reject(new Error('the command did not start')), 120_000)
       p.stdout.on('data', (d: Buffer) => {
         if (d.toString().includes('started')) {
           clearTimeout(timer)
@@ -171,7 +171,11 @@ describe('ssh proxy', () => {
     const revoked = Date.now()
     assert.equal(rv.code, 0, rv.stderr)
     const end = await exited
-    assert.ok(end - revoked < 1000, `session ended ${end - revoked} ms after the revocation`)
+    // The gateway ends the session within a second of the revocation (its audit's clock); the
+    // client, which a loaded machine may schedule late, has gone by the time it is looked for.
+    const ms = gw.revocationToEnd(t.id, 'echo started; sleep 30')
+    assert.ok(ms >= 0 && ms < 1000, `session ended ${ms} ms after the revocation`)
+    assert.ok(end - revoked < 10_000, `the client exited ${end - revoked} ms after the revocation`)
   })
   test('abuse: garbage, many pending authentications and too many channels do not take the gateway down', async () => {
     // Garbage instead of an SSH banner.

@@ -6,9 +6,9 @@
 import assert from 'node:assert/strict'
 import { type ChildProcess, spawn } from 'node:child_process'
 import { X509Certificate } from 'node:crypto'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { BIN, TestGateway } from './gateway.js'
+import { BIN, readOutput, TestGateway } from './gateway.js'
 import { PrivateNetwork } from './netns.js'
 
 export function sleep(ms: number): Promise<void> {
@@ -87,6 +87,9 @@ export class ConnectorLab {
     const gw = this.gateway
     const file = join(gw.dir, `credential-${this.procs.length}`)
     writeFileSync(file, credential, { mode: 0o600 })
+    // The connector logs to a file, not a pipe, so a test blocked in spawnSync cannot stall it.
+    const logFile = `${file}.log`
+    const logFd = openSync(logFile, 'a')
     const proc = spawn(
       'ip',
       [
@@ -104,15 +107,12 @@ export class ConnectorLab {
         file,
         ...extra,
       ],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
+      { stdio: ['ignore', 'ignore', logFd] },
     )
-    let log = ''
-    proc.stderr?.on('data', (d: Buffer) => {
-      log += d.toString()
-      if (process.env.GH_TEST_DEBUG) process.stderr.write(`connector: ${d.toString()}`)
-    })
+    closeSync(logFd)
+    if (process.env.GH_TEST_DEBUG) proc.once('exit', () => process.stderr.write(`connector:\n${readOutput(logFile)}`))
     this.procs.push(proc)
-    return { proc, log: () => log, file }
+    return { proc, log: () => readOutput(logFile), file }
   }
 
   stopConnector(proc: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {

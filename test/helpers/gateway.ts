@@ -3,7 +3,7 @@
 // Every test that starts one stops it (`await gw.stop()` in `after`).
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -39,10 +39,17 @@ export interface GatewayOptions {
   readonly nodeArgs?: readonly string[]
 }
 
+/** The text of a file the test wrote to, or '' once it is gone (after cleanup). */
+export function readOutput(path: string): string {
+  try {
+    return readFileSync(path, 'utf8')
+  } catch {
+    return ''
+  }
+}
+
 export class TestGateway {
   proc: ChildProcess | null = null
-  stderr = ''
-  stdout = ''
   pgPort = 0
   apiUrl = ''
   /** Every bound listener by name (`postgres`, `ssh`, `api`, …) as run.json names it (`host:port`). */
@@ -58,6 +65,19 @@ export class TestGateway {
     readonly env: Record<string, string>,
     readonly nodeArgs: readonly string[] = [],
   ) {}
+
+  /**
+   * The server's output goes to files, not pipes: a test that blocks its own event loop (spawnSync of
+   * ssh, psql or the CLI) would not drain a pipe, and a server or sshd writing to a full pipe stalls
+   * until that spawnSync times out.
+   */
+  get stdout(): string {
+    return readOutput(join(this.dir, 'server.stdout'))
+  }
+
+  get stderr(): string {
+    return readOutput(join(this.dir, 'server.stderr'))
+  }
 
   static async start(opts: GatewayOptions = {}): Promise<TestGateway> {
     const dir = mkdtempSync(join(tmpdir(), 'gh-test-'))
@@ -82,17 +102,15 @@ export class TestGateway {
     rmSync(runFile, { force: true })
     this.exitCode = null
     this.exitSignal = null
+    const out = openSync(join(this.dir, 'server.stdout'), 'a')
+    const err = openSync(join(this.dir, 'server.stderr'), 'a')
     const proc = spawn(process.execPath, [...this.nodeArgs, BIN, 'serve', '--config', this.configFile], {
       env: { ...process.env, ...this.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: ['ignore', out, err],
     })
+    closeSync(out)
+    closeSync(err)
     this.proc = proc
-    proc.stdout?.on('data', (d: Buffer) => {
-      this.stdout += d.toString()
-    })
-    proc.stderr?.on('data', (d: Buffer) => {
-      this.stderr += d.toString()
-    })
     this.exited = new Promise((r) =>
       proc.on('exit', (code, signal) => {
         this.exitCode = code
@@ -165,6 +183,20 @@ export class TestGateway {
       .split('\n')
       .filter(Boolean)
       .map((l) => JSON.parse(l) as Record<string, unknown>)
+  }
+
+  /**
+   * Milliseconds, on the gateway's own clock (the audit's times), from the revocation of credential
+   * `id` to the end of the session that ran `command`. A client's exit seen by a test on a loaded
+   * machine also measures when the client was next scheduled; this measures the gateway.
+   */
+  revocationToEnd(id: string, command: string): number {
+    const ev = this.auditEvents()
+    const revoked = ev.find((e) => e.type === 'token.revoked' && (e.token as { id?: string } | undefined)?.id === id)
+    const st = ev.find((e) => e.type === 'statement' && e.command === command)
+    const end = st ? ev.find((e) => e.type === 'session.end' && e.session === st.session) : undefined
+    if (!revoked || !end) throw new Error(`no ${revoked ? 'session.end for the session that ran the command' : `token.revoked for ${id}`}`)
+    return Date.parse(String(end.time)) - Date.parse(String(revoked.time))
   }
 
   signal(sig: NodeJS.Signals): void {

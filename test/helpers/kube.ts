@@ -4,7 +4,7 @@
 // keys, its own serving certificate and an audit log. No kubelet: pods stay Pending.
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { Agent, fetch as undiciFetch } from 'undici'
@@ -95,8 +95,13 @@ export async function startKubeCluster(dir: string): Promise<KubeCluster> {
   if (keyGen.status !== 0) throw new Error(`openssl genrsa: ${keyGen.stderr}`)
   const auditLog = join(dir, 'audit.log')
   writeFileSync(join(dir, 'audit-policy.yaml'), 'apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n')
-  let etcdErr = ''
-  let apiErr = ''
+  // Logs go to files, not pipes: kubectl runs through spawnSync, which would leave a pipe undrained
+  // and stall a server writing its log.
+  const etcdLog = join(dir, 'etcd.log')
+  const apiLog = join(dir, 'kube-apiserver.log')
+  const etcdFd = openSync(etcdLog, 'a')
+  const apiFd = openSync(apiLog, 'a')
+  const tail = (path: string, n: number): string => (existsSync(path) ? readFileSync(path, 'utf8').slice(-n) : '')
   const etcd = spawn(
     'etcd',
     [
@@ -109,11 +114,9 @@ export async function startKubeCluster(dir: string): Promise<KubeCluster> {
       `--initial-cluster=default=http://127.0.0.1:${peerPort}`,
       '--log-level=error',
     ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
+    { stdio: ['ignore', 'ignore', etcdFd] },
   )
-  etcd.stderr?.on('data', (d: Buffer) => {
-    etcdErr = (etcdErr + d.toString()).slice(-4000)
-  })
+  closeSync(etcdFd)
   const certDir = join(dir, 'certs')
   const api = spawn(
     KUBE_APISERVER,
@@ -136,11 +139,9 @@ export async function startKubeCluster(dir: string): Promise<KubeCluster> {
       `--audit-policy-file=${join(dir, 'audit-policy.yaml')}`,
       '--v=0',
     ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
+    { stdio: ['ignore', 'ignore', apiFd] },
   )
-  api.stderr?.on('data', (d: Buffer) => {
-    apiErr = (apiErr + d.toString()).slice(-8000)
-  })
+  closeSync(apiFd)
   const url = `https://127.0.0.1:${apiPort}`
   const stop = async (): Promise<void> => {
     await stopProc(api)
@@ -172,7 +173,7 @@ export async function startKubeCluster(dir: string): Promise<KubeCluster> {
   await agent?.close()
   if (!ready) {
     await stop()
-    throw new Error(`kube-apiserver did not become ready:\n${apiErr}\netcd:\n${etcdErr}`)
+    throw new Error(`kube-apiserver did not become ready:\n${tail(apiLog, 8000)}\netcd:\n${tail(etcdLog, 4000)}`)
   }
   const admin = (args: readonly string[], input?: string): { code: number | null; stdout: string; stderr: string } => {
     const r = spawnSync(KUBECTL, [`--server=${url}`, `--certificate-authority=${certFile}`, `--token=${adminToken}`, ...args], {

@@ -4,10 +4,12 @@
 // test can prove what the upstream did and did not receive.
 
 import { type ChildProcess, spawn } from 'node:child_process'
+import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { createServer, request, type Server } from 'node:http'
 import { createServer as createNetServer } from 'node:net'
 import { join } from 'node:path'
-import { REPO } from './gateway.js'
+import { REPO, readOutput } from './gateway.js'
 
 export interface McpUpstream {
   /** The front's MCP endpoint (what a connection's `url:` names). */
@@ -50,18 +52,20 @@ export async function startEverything(
 ): Promise<McpUpstream> {
   const port = await freePort()
   const bin = join(REPO, 'node_modules/@modelcontextprotocol/server-everything/dist/index.js')
+  // Its output goes to a file, not a pipe: a Node process writes to a pipe synchronously, so a test
+  // blocked in spawnSync would stall it.
+  const logDir = mkdtempSync(join(tmpdir(), 'gh-mcp-upstream-'))
+  const logFile = join(logDir, 'server.log')
+  const logFd = openSync(logFile, 'a')
   const proc: ChildProcess = spawn(process.execPath, [bin, 'streamableHttp'], {
     env: { PATH: process.env.PATH ?? '', PORT: String(port), ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['ignore', logFd, logFd],
   })
-  let err = ''
-  proc.stderr?.on('data', (d: Buffer) => {
-    err += d.toString()
-  })
-  proc.stdout?.resume()
+  closeSync(logFd)
+  proc.once('exit', () => rmSync(logDir, { recursive: true, force: true }))
   const deadline = Date.now() + 60_000
-  while (!err.includes('listening on port')) {
-    if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`server-everything did not start:\n${err}`)
+  while (!readOutput(logFile).includes('listening on port')) {
+    if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`server-everything did not start:\n${readOutput(logFile)}`)
     await new Promise((r) => setTimeout(r, 50))
   }
   const seen: Record<string, unknown>[] = []

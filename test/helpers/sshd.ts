@@ -3,7 +3,7 @@
 // with the token given by an SSH_ASKPASS script. Every test that starts one stops it.
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { connect, createServer } from 'node:net'
 import { tmpdir, userInfo } from 'node:os'
 import { join } from 'node:path'
@@ -45,7 +45,6 @@ function keygen(path: string): string {
 }
 
 export class TestSshd {
-  stderr = ''
   private proc: ChildProcess | null = null
 
   private constructor(
@@ -119,27 +118,40 @@ export class TestSshd {
     )
     const sshd = ['/usr/sbin/sshd', '-D', '-e', '-f', join(dir, 'sshd_config')]
     const argv = opts.netns ? ['ip', 'netns', 'exec', opts.netns, ...sshd] : sshd
-    const proc = spawn(argv[0] as string, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] })
+    // sshd logs to a file, not a pipe: a test blocked in spawnSync does not drain a pipe, and an sshd
+    // whose log write blocks stalls every login until that spawnSync times out.
+    const log = openSync(join(dir, 'sshd.log'), 'a')
+    const proc = spawn(argv[0] as string, argv.slice(1), { stdio: ['ignore', 'ignore', log] })
+    closeSync(log)
     d.proc = proc
-    proc.stderr?.on('data', (b: Buffer) => {
-      d.stderr += b.toString()
-    })
-    if (opts.netns) {
-      // Not reachable from here to probe: sshd says when it listens.
-      const deadline = Date.now() + 120_000
-      while (!/Server listening on/.test(d.stderr)) {
-        if (proc.exitCode !== null || Date.now() > deadline) throw new Error(`sshd did not start in ${opts.netns}:\n${d.stderr}`)
-        await new Promise((r) => setTimeout(r, 50))
+    // sshd says when it listens; probing the port alone would also succeed when sshd lost the port
+    // (picked free, then taken before sshd bound it) to another listener, and the test would then
+    // talk to that one. Inside a network namespace the port is not reachable from here at all.
+    const deadline = Date.now() + 120_000
+    while (!/Server listening on/.test(d.stderr)) {
+      if (proc.exitCode !== null || Date.now() > deadline) {
+        throw new Error(`sshd did not start${opts.netns ? ` in ${opts.netns}` : ''}:\n${d.stderr}`)
       }
-      return d
+      await new Promise((r) => setTimeout(r, 50))
     }
-    await waitPort(
-      port,
-      () => `sshd did not start:\n${d.stderr}`,
-      120_000,
-      () => proc.exitCode !== null,
-    )
+    if (!opts.netns) {
+      await waitPort(
+        port,
+        () => `sshd did not start:\n${d.stderr}`,
+        120_000,
+        () => proc.exitCode !== null,
+      )
+    }
     return d
+  }
+
+  /** sshd's log so far (VERBOSE). */
+  get stderr(): string {
+    try {
+      return readFileSync(join(this.dir, 'sshd.log'), 'utf8')
+    } catch {
+      return ''
+    }
   }
 
   /** How many connections sshd has accepted so far (from its VERBOSE log). */
