@@ -1,6 +1,6 @@
 // Table tests for the pieces of file transfer that need no server: which execs are transfer
 // programs and what the gateway does with them, and how paths are split and resolved against a
-// target's answers (a fake target here; the corpus in ssh-files.test.ts asks a real sshd).
+// target's answers (a fake target here; the corpus in ssh-files-*.test.ts asks a real sshd).
 
 import assert from 'node:assert/strict'
 import { posix } from 'node:path'
