@@ -1,5 +1,6 @@
 // The layering check (.ci/layers.mjs, run by `npm run check`): the repository passes it, and each
-// kind of violation in a small fixture tree is caught, static and dynamic, type-only included.
+// kind of violation in a small fixture tree is caught, static and dynamic, type-only included, as
+// are import cycles and source files over 600 lines.
 
 import { strict as assert } from 'node:assert'
 import { spawnSync } from 'node:child_process'
@@ -122,6 +123,22 @@ describe('layering check', () => {
     assert.equal(r.status, 1)
     assert.match(r.out, /proxies\/a\/load\.ts: a computed import\(\) cannot be checked/)
     assert.match(r.out, /engine\/gone\.ts: \.\/missing\.js resolves to no file/)
+  })
+
+  it('refuses a source file over 600 lines, a test too, naming it and its count; lineage.ts alone may be longer', () => {
+    const lines = (n: number): string => 'export const x = 1\n'.repeat(n)
+    const r = fixture({
+      'engine/long.ts': lines(601),
+      'test/long.test.ts': lines(900),
+      'engine/full.ts': lines(600),
+      'proxies/postgres/sql/lineage.ts': lines(1800),
+    })
+    assert.equal(r.status, 1)
+    assert.match(r.out, /engine\/long\.ts: 601 lines, over the 600-line limit/)
+    assert.match(r.out, /test\/long\.test\.ts: 900 lines, over the 600-line limit/)
+    assert.doesNotMatch(r.out, /engine\/full\.ts/)
+    assert.doesNotMatch(r.out, /lineage\.ts/)
+    assert.match(r.out, /layers: 2 problem\(s\)/)
   })
 
   it('reads imports, not comments, strings or regular expressions that look like them', () => {
