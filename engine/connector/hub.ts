@@ -309,14 +309,18 @@ export class ConnectorHub {
         signal?.removeEventListener('abort', onAbort)
         stream.removeAllListeners('error')
         resolve(
-          new TunnelSocket(stream, (err) => {
-            const gone = down()
-            const why = gone ? 'the connector disconnected' : `the stream to the target was cut (${err.message})`
-            // The session is ended first, so its client is told the connector's name before the
-            // plugin sees its upstream fail.
-            this.opts.killSession(route.session, gone ? `connector ${name} disconnected` : `connector ${name}: ${why}`)
-            return refusal(why, err)
-          }),
+          new TunnelSocket(
+            stream,
+            (err) => {
+              const gone = down()
+              const why = gone ? 'the connector disconnected' : `the stream to the target was cut (${err.message})`
+              // The session is ended first, so its client is told the connector's name before the
+              // plugin sees its upstream fail.
+              this.opts.killSession(route.session, gone ? `connector ${name} disconnected` : `connector ${name}: ${why}`)
+              return refusal(why, err)
+            },
+            () => down() || (stream.rstCode !== undefined && stream.rstCode !== h2.NGHTTP2_NO_ERROR),
+          ),
         )
       })
     })

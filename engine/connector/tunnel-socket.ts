@@ -11,12 +11,22 @@ export class TunnelSocket extends Socket {
     /** Called once when the stream is cut (not ended), before this socket reports the error:
      * returns the error to report (naming the connector). */
     private readonly cut: (err: Error) => Error,
+    /**
+     * Whether the stream's end is a cut rather than the far side's end: a link that drops closes
+     * its streams, and their readable side ends before any error or close is reported. Passed on
+     * as the end of the target's bytes, it would have the plugin end the session for the target's
+     * reason before the link's loss is known.
+     */
+    private readonly wasCut: () => boolean,
   ) {
     super({ allowHalfOpen: true })
     inner.on('data', (d: Buffer) => {
       if (!this.push(d)) inner.pause()
     })
-    inner.on('end', () => this.push(null))
+    inner.on('end', () => {
+      if (!this.wasCut()) this.push(null)
+      else if (!this.destroyed) this.destroy(this.cut(new Error('the stream was reset')))
+    })
     inner.on('error', (err: Error) => {
       if (!this.destroyed) this.destroy(this.cut(err))
     })

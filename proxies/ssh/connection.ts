@@ -19,6 +19,7 @@ import type { OpenSessionRequest, PluginContext, ProxySession } from '../types.j
 import { type Admitted, once } from './admitted.js'
 import { handleSession } from './channel.js'
 import { Forwards } from './forward.js'
+import { disconnectWithReason } from './refusal.js'
 import { Target } from './upstream.js'
 
 const { utils } = ssh2
@@ -34,6 +35,8 @@ export const MAX_CONNECTIONS_PER_PRINCIPAL = 32
 export const MAX_AUTH_TRIES = 3
 /** Time a caller has to authenticate (OpenSSH LoginGraceTime is 120 s). */
 export const LOGIN_GRACE_MS = 30_000
+/** Time a caller has to close the channels told why the connection ends, before it is cut. */
+export const CLOSE_GRACE_MS = 2_000
 
 export interface SshShared {
   readonly ctx: PluginContext<'recordings'>
@@ -147,6 +150,12 @@ export class SshConnection {
     if (this.failures >= MAX_AUTH_TRIES) this.close('too many failed authentications')
   }
 
+  /** Ends the login with `reason` for the caller to read; a plain failure if that cannot be sent. */
+  private refuse(actx: AuthContext, reason: string): void {
+    if (disconnectWithReason(this.client, `gatehouse: ${reason}`)) this.close(`login refused: ${reason}`)
+    else this.failed(actx)
+  }
+
   /** Opens the Gatehouse session for a caller who presented a token or a verified key. */
   private async admit(actx: AuthContext, req: OpenSessionRequest): Promise<void> {
     this.authenticating = true
@@ -157,7 +166,11 @@ export class SshConnection {
       return
     }
     if (!r.ok) {
-      this.failed(actx)
+      // A caller whose credential failed is told only that (and may retry); an identified one is
+      // told why (policy, a connector that is not connected, an unknown connection): the public
+      // message, as a PostgreSQL client reads it.
+      if (r.error.code === 'GH_ERR_AUTH') this.failed(actx)
+      else this.refuse(actx, r.error.publicMessage)
       return
     }
     // Sessions are bounded per caller: the root of the chain, so agents share their root's quota.
@@ -165,8 +178,9 @@ export class SshConnection {
     const open = this.shared.perPrincipal.get(root) ?? 0
     if (open >= MAX_CONNECTIONS_PER_PRINCIPAL) {
       this.shared.ctx.log.warn({ principal: root, open }, 'ssh session refused: too many open for this principal')
-      r.session.end(`too many open SSH sessions for ${root} (at most ${MAX_CONNECTIONS_PER_PRINCIPAL})`)
-      this.failed(actx)
+      const why = `too many open SSH sessions for ${root} (at most ${MAX_CONNECTIONS_PER_PRINCIPAL})`
+      r.session.end(why)
+      this.refuse(actx, why)
       return
     }
     this.shared.perPrincipal.set(root, open + 1)
@@ -241,23 +255,44 @@ export class SshConnection {
       else this.shared.perPrincipal.delete(admission.principal)
     }
     this.shared.connections.delete(this)
+    const told: ServerChannel[] = []
     for (const c of this.channels) {
       try {
         c.stderr.write(`\r\ngatehouse: session ended: ${reason}\r\n`)
         c.exit(255)
         c.close()
+        told.push(c)
       } catch {
         // the channel is already gone
       }
     }
     this.channels.clear()
     this.target?.end()
-    try {
-      this.client.end()
-    } catch {
-      // already closed
-    }
     admission?.session.end(reason)
+    // A disconnect sent with the channels' last words can overtake them: OpenSSH exits on it
+    // without writing out the stderr it has already read. The connection ends once the caller
+    // has closed those channels (OpenSSH then leaves by itself), or after CLOSE_GRACE_MS.
+    let timer: NodeJS.Timeout | undefined
+    const end = (): void => {
+      clearTimeout(timer)
+      try {
+        this.client.end()
+      } catch {
+        // already closed
+      }
+    }
+    if (told.length === 0) {
+      end()
+      return
+    }
+    timer = setTimeout(end, CLOSE_GRACE_MS)
+    timer.unref()
+    let open = told.length
+    for (const c of told) {
+      c.once('close', () => {
+        if (--open === 0) end()
+      })
+    }
   }
 }
 
