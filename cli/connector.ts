@@ -25,6 +25,7 @@ import {
   LINK_WINDOW_BYTES,
   PING_INTERVAL_MS,
   PING_TIMEOUT_MS,
+  PROVE_PATH,
   parseAuthority,
   readJsonBody,
   REFUSED_PATH,
@@ -33,6 +34,7 @@ import {
   TARGETS_PATH,
 } from '../engine/connector/protocol.js'
 import { ApiClient, resolveConfig, ServerUnreachableError } from './client.js'
+import { HeldSecrets, parseHeldSecret, ProofRefused } from './connector-secrets.js'
 import { UsageError } from './exit.js'
 
 /** Back-off between attempts: doubling from the first to the cap, with ±20% jitter. */
@@ -59,6 +61,8 @@ export interface ConnectorOptions {
   readonly fingerprint?: string
   /** host:port the operator allows here; empty: whatever the gateway lists. */
   readonly allow: readonly string[]
+  /** Secrets kept here for connections (`--secret connection=ref`): proven to the gateway, never sent. */
+  readonly secrets?: ReadonlyMap<string, string>
   readonly version: string
   readonly log: Logger
 }
@@ -86,9 +90,13 @@ export class ConnectorAgent {
   streams = 0
   /** What the next attach presents: the configured credential, or the gateway's replacement of it. */
   private credential: string
+  private readonly held: HeldSecrets
+  /** Open CONNECT streams per session and target: a proof is given only to a session carried now. */
+  private readonly carried = new Map<string, number>()
 
   constructor(private readonly opts: ConnectorOptions) {
     this.credential = opts.credential
+    this.held = new HeldSecrets(opts.secrets ?? new Map(), opts.log)
   }
 
   /** Takes the credential the gateway issued (for a join token, or as a successor) for every later attach. */
@@ -287,6 +295,26 @@ export class ConnectorAgent {
           })
         return
       }
+      if (method === 'POST' && path === PROVE_PATH) {
+        const ctx = {
+          targets,
+          allow: this.opts.allow,
+          carries: (session: string, target: string) => (this.carried.get(`${session} ${target}`) ?? 0) > 0,
+        }
+        readJsonBody(stream)
+          .then((body) => (attached ? this.held.prove(body, ctx) : Promise.reject(new ProofRefused('not attached'))))
+          .then((answer) => {
+            if (stream.destroyed) return
+            stream.respond({ [h2.HTTP2_HEADER_STATUS]: 200, 'content-type': 'application/json' })
+            stream.end(JSON.stringify(answer))
+          })
+          .catch((err: unknown) => {
+            if (stream.destroyed) return
+            const why = err instanceof ProofRefused ? err.message : 'malformed proof request'
+            stream.respond({ [h2.HTTP2_HEADER_STATUS]: 403, [ERROR_HEADER]: why.replace(/[^\x20-\x7e]/g, '?') }, { endStream: true })
+          })
+        return
+      }
       if (method === 'CONNECT') {
         this.carry(stream, String(headers[h2.HTTP2_HEADER_AUTHORITY] ?? ''), targets, String(headers[SESSION_HEADER] ?? ''))
         return
@@ -349,6 +377,8 @@ export class ConnectorAgent {
       }
       target.removeAllListeners('error')
       this.streams++
+      const key = `${session} ${authority}`
+      this.carried.set(key, (this.carried.get(key) ?? 0) + 1)
       stream.respond({ [h2.HTTP2_HEADER_STATUS]: 200 })
       // Each side's back-pressure stops only its own stream: a stalled reader never blocks the link.
       stream.on('data', (d: Buffer) => {
@@ -362,6 +392,9 @@ export class ConnectorAgent {
       target.on('error', () => stream.close(h2.NGHTTP2_CANCEL))
       stream.on('close', () => {
         this.streams--
+        const n = (this.carried.get(key) ?? 1) - 1
+        if (n > 0) this.carried.set(key, n)
+        else this.carried.delete(key)
         target.destroy()
       })
       target.on('close', () => {
@@ -381,6 +414,10 @@ export function registerConnectorCommands(program: Command, configOpt: () => Opt
     .option('--ca <file>', "PEM CA bundle that verifies the gateway's certificate")
     .option('--fingerprint <sha256>', "pin the gateway's certificate by its SHA-256 fingerprint instead")
     .option('--allow <host:port...>', 'dial only these targets, even if the gateway lists more')
+    .option(
+      '--secret <connection=ref...>',
+      "keep this connection's password here (env:NAME or file:/path): the gateway's connection says password: connector:<ref>",
+    )
     .option('--log-level <level>', 'log level', 'info')
     .action(
       async (o: {
@@ -390,6 +427,7 @@ export function registerConnectorCommands(program: Command, configOpt: () => Opt
         ca?: string
         fingerprint?: string
         allow?: string[]
+        secret?: string[]
         logLevel: string
       }) => {
         const gw = parseGatewayUrl(o.gateway)
@@ -406,6 +444,13 @@ export function registerConnectorCommands(program: Command, configOpt: () => Opt
         }
         for (const a of o.allow ?? [])
           if (!parseAuthority(a)) throw new UsageError(`--allow: expected host:port (got ${JSON.stringify(a)})`)
+        const secrets = new Map<string, string>()
+        for (const text of o.secret ?? []) {
+          const held = parseHeldSecret(text)
+          if (!held)
+            throw new UsageError(`--secret: expected connection=env:NAME or connection=file:/absolute/path (got ${JSON.stringify(text)})`)
+          secrets.set(held.connection, held.ref)
+        }
         const log = createLogger(o.logLevel).child({ component: 'connector' })
         const agent = new ConnectorAgent({
           host: gw.host,
@@ -415,6 +460,7 @@ export function registerConnectorCommands(program: Command, configOpt: () => Opt
           ...(o.ca ? { ca: readFileSync(o.ca) } : {}),
           ...(fingerprint ? { fingerprint } : {}),
           allow: o.allow ?? [],
+          secrets,
           version,
           log,
         })

@@ -63,3 +63,19 @@ export async function resolveSecret(ref: SecretRef): Promise<string> {
   }
   return v
 }
+
+/** A reference the connector resolves, not the gateway: `connector:env:NAME`, `connector:file:/abs/path`. */
+export const CONNECTOR_SECRET_PREFIX = 'connector:'
+
+/**
+ * The reference inside `connector:…` (`env:NAME`, `file:/abs/path`, as the connector resolves it
+ * in its own environment); null when `value` is not such a reference. A file must be absolute:
+ * no directory of the gateway's means anything on the connector's host.
+ */
+export function parseConnectorSecretRef(value: unknown): string | null {
+  if (typeof value !== 'string' || !value.startsWith(CONNECTOR_SECRET_PREFIX)) return null
+  const inner = value.slice(CONNECTOR_SECRET_PREFIX.length)
+  const ref = parseSecretRef(inner, '/')
+  if (!ref || (ref.kind === 'file' && !isAbsolute(inner.slice(5)))) return null
+  return inner
+}

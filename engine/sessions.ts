@@ -8,7 +8,7 @@ import type { AuditLog } from './audit/writer.js'
 import type { DecisionEngine } from './decide.js'
 import { GatehouseError } from './errors.js'
 import type { Store } from './store.js'
-import type { Address, AuditEvent, Command, ConnectionRef, Decision, Identity, SessionAuditEvent } from './types.js'
+import type { Address, AuditEvent, Command, ConnectionRef, Decision, Identity, SecretProver, SessionAuditEvent } from './types.js'
 import type { ApprovalAsk, ApprovalOutcome } from './approvals/types.js'
 import type { ApprovalService } from './approvals/service.js'
 import type { Metrics } from './server/metrics.js'
@@ -53,6 +53,7 @@ export class LiveSession {
     readonly target: Address,
     readonly settings: Readonly<Record<string, unknown>>,
     readonly secrets: ReadonlyMap<string, string>,
+    readonly provers: ReadonlyMap<string, SecretProver>,
     private readonly manager: SessionManager,
   ) {
     this.chainIds = identity.chain.map((p) => p.id)
@@ -197,12 +198,14 @@ export class SessionManager {
     target: Address
     settings: Readonly<Record<string, unknown>>
     secrets: ReadonlyMap<string, string>
+    /** Secrets held by the session's connector, proven on request instead of resolved. */
+    provers?: ReadonlyMap<string, SecretProver>
     client: { address: string; user?: string; application?: string }
     decision: Decision
     /** The connector link carrying the session (its id and the connector's principal), for the audit. */
     carrier?: { readonly link: string; readonly principal: string }
   }): Promise<LiveSession> {
-    const session = new LiveSession(newSessionId(), s.identity, s.connection, s.target, s.settings, s.secrets, this)
+    const session = new LiveSession(newSessionId(), s.identity, s.connection, s.target, s.settings, s.secrets, s.provers ?? new Map(), this)
     try {
       await session.engineAudit({
         type: 'session.start',

@@ -184,3 +184,26 @@ export interface SessionAuditEvent {
   readonly type: 'statement' | 'result' | PluginEventType
   readonly [key: string]: unknown
 }
+
+/**
+ * Proofs of a secret that only a connector holds (`password: connector:env:NAME` on a connection
+ * reached through it): the connector computes them from its own copy, so the gateway runs the
+ * target's authentication without ever holding the secret. Rejects with GH_ERR_SECRET when the
+ * connector cannot or may not answer.
+ */
+export interface SecretProver {
+  /** What the connector resolves the secret from (`env:NAME`, `file:PATH`), for messages. */
+  readonly ref: string
+  /**
+   * SCRAM-SHA-256 (RFC 5802, as PostgreSQL speaks it): the client-final-message answering
+   * `serverFirst` for the gateway's `clientFirstBare`, and the server signature to expect in the
+   * server-final-message (base64).
+   */
+  scramSha256(
+    clientFirstBare: string,
+    serverFirst: string,
+    signal?: AbortSignal,
+  ): Promise<{ readonly clientFinal: string; readonly serverSignature: string }>
+  /** PostgreSQL's md5 answer: "md5" + md5(md5(secret + user) + salt). */
+  md5(user: string, salt: Buffer, signal?: AbortSignal): Promise<string>
+}

@@ -13,10 +13,10 @@ import type { IdentityService } from '../engine/identity/service.js'
 import type { Metrics } from '../engine/server/metrics.js'
 import type { PolicyEngine } from '../engine/policy/engine.js'
 import { isRecord } from '../engine/record.js'
-import { parseSecretRef, resolveSecret } from '../engine/secrets.js'
+import { parseConnectorSecretRef, parseSecretRef, resolveSecret } from '../engine/secrets.js'
 import type { SessionManager } from '../engine/sessions.js'
 import type { Store } from '../engine/store.js'
-import type { ConnectionRef, Decision, Identity } from '../engine/types.js'
+import type { ConnectionRef, Decision, Identity, SecretProver } from '../engine/types.js'
 import type { Address, AnyProxyPlugin, OpenSessionRequest, OpenSessionResult } from '../proxies/types.js'
 
 /** What opening a session needs of the gateway (read at each call: `connectors` starts later). */
@@ -108,10 +108,19 @@ export async function openSession(gw: SessionDeps, plugin: AnyProxyPlugin, req: 
     )
   }
   const secrets = new Map<string, string>()
+  const provers = new Map<string, SecretProver>()
+  const target: Address = { host: conf.host, port: conf.port }
   const base = gw.config.file ? join(gw.config.file, '..') : process.cwd()
   try {
     for (const key of plugin.secretKeys ?? []) {
       const value = conf.settings[key]
+      // Held by the connector (checked at start: a provable key of a connection with via:): the
+      // plugin asks it for proofs; the gateway never resolves, holds or sees the value.
+      const held = parseConnectorSecretRef(value)
+      if (held !== null && gw.connectors && (plugin.provableSecretKeys ?? []).includes(key)) {
+        provers.set(key, gw.connectors.prover(target, conf.name, held))
+        continue
+      }
       // A map of secret references (HTTP headers to inject) resolves entry by entry as `key.name`.
       if (isRecord(value)) {
         for (const [name, v] of Object.entries(value)) {
@@ -127,13 +136,13 @@ export async function openSession(gw: SessionDeps, plugin: AnyProxyPlugin, req: 
     return refuse(isGatehouseError(err) ? err : new GatehouseError('GH_ERR_SECRET', 'secret resolution failed'), chainIds)
   }
   try {
-    const target: Address = { host: conf.host, port: conf.port }
     const session = await gw.sessions.admit({
       identity,
       connection,
       target,
       settings: conf.settings,
       secrets,
+      ...(provers.size > 0 ? { provers } : {}),
       client: req.client,
       decision,
       ...(picked ? { carrier: { link: picked.id, principal: picked.principal } } : {}),

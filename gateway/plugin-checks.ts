@@ -7,7 +7,7 @@ import { type Config, configProblem } from '../engine/config/config.js'
 import { issueLines } from '../engine/config/zod.js'
 import { type ScopeVocabulary, scopeSyntaxProblem, scopeVocabularyProblems } from '../engine/identity/scope.js'
 import { isRecord } from '../engine/record.js'
-import { parseSecretRef } from '../engine/secrets.js'
+import { CONNECTOR_SECRET_PREFIX, parseConnectorSecretRef, parseSecretRef } from '../engine/secrets.js'
 import type { LoadedPlugin } from './loader.js'
 
 /** What scope entries may name here: the loaded plugins' actions and the configured connections. */
@@ -52,6 +52,15 @@ export function checkConfigAgainstPlugins(config: Config, plugins: readonly Load
           if (parseSecretRef(entry, base) === null) {
             problems.push(`connections[${i}].${key}.${name}: must be a secret reference (env:NAME or file:PATH), never the secret itself`)
           }
+        }
+      } else if (typeof v === 'string' && v.startsWith(CONNECTOR_SECRET_PREFIX)) {
+        // Left with the connector: only where the plugin can authenticate by proofs, through a connector.
+        if (parseConnectorSecretRef(v) === null) {
+          problems.push(`connections[${i}].${key}: must be connector:env:NAME or connector:file:/absolute/path`)
+        } else if (!(l.plugin.provableSecretKeys ?? []).includes(key)) {
+          problems.push(`connections[${i}].${key}: a ${c.protocol} connection cannot leave its ${key} with a connector`)
+        } else if (c.via.length === 0) {
+          problems.push(`connections[${i}].${key}: a secret held by a connector needs via: (the connector that holds it)`)
         }
       } else if (v !== undefined && parseSecretRef(v, base) === null) {
         problems.push(`connections[${i}].${key}: must be a secret reference (env:NAME or file:PATH), never the secret itself`)

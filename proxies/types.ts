@@ -17,7 +17,16 @@ import type { SecureContext } from 'node:tls'
 import type { Logger } from 'pino'
 import type { GatehouseError } from '../engine/errors.js'
 import type { TerminalRecording } from '../engine/audit/recording.js'
-import type { Address, Command, ConnectionRef, Decision, DecisionRequest, Identity, SessionAuditEvent } from '../engine/types.js'
+import type {
+  Address,
+  Command,
+  ConnectionRef,
+  Decision,
+  DecisionRequest,
+  Identity,
+  SecretProver,
+  SessionAuditEvent,
+} from '../engine/types.js'
 import type { ApprovalAsk, ApprovalOutcome } from '../engine/approvals/types.js'
 import type { HttpHandler } from '../engine/server/api.js'
 
@@ -29,6 +38,7 @@ export type {
   Decision,
   DecisionRequest,
   Identity,
+  SecretProver,
   SessionAuditEvent,
 } from '../engine/types.js'
 export type { ApprovalAsk, ApprovalOutcome } from '../engine/approvals/types.js'
@@ -59,6 +69,12 @@ export interface ProxyPlugin<O extends object = Record<string, unknown>, C exten
   readonly capabilities?: readonly C[]
   /** Connection settings whose values are secret references (`env:…`, `file:…`), never literals. */
   readonly secretKeys?: readonly string[]
+  /**
+   * Of `secretKeys`, those a connection reached through a connector may leave with the connector
+   * (`connector:env:NAME`, `connector:file:PATH`): the plugin authenticates with the session's
+   * `provers` instead of the value. Any other key refuses such a reference at start.
+   */
+  readonly provableSecretKeys?: readonly string[]
   /** The actions this plugin asks policy about (`sql.read`, `ssh.exec`): scopes are checked against them. */
   readonly actions?: readonly string[]
   /**
@@ -117,6 +133,12 @@ export interface ProxySession {
   readonly settings: Readonly<Record<string, unknown>>
   /** Resolved values of `secretKeys`, for this session only. Never log, audit or echo them. */
   readonly secrets: ReadonlyMap<string, string>
+  /**
+   * The `provableSecretKeys` whose secret the session's connector holds (`connector:env:NAME`):
+   * not in `secrets`, proven on request. A plugin without a prover for a key it needs fails the
+   * session; it never asks the connector for the secret itself.
+   */
+  readonly provers?: ReadonlyMap<string, SecretProver>
   /** Decides one command for every hop of this session's chain. Throws only on engine failure.
    * `approval` is passed to policy as input.approval; only after `requestApproval` answered
    * `granted` for this very command may a plugin pass `{granted: true}`. */

@@ -1,9 +1,13 @@
 // The connector parts of the configuration: `via:` by name, by list and by label selector
-// (resolved to connector names at load), and each connector's credential lifetime.
+// (resolved to connector names at load), each connector's credential lifetime, and secrets left
+// with a connector (`connector:env:NAME`): only where the plugin can prove them, through a connector.
 
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import { parseConfig } from '../engine/config/config.js'
+import { checkConfigAgainstPlugins } from '../gateway/plugin-checks.js'
+import { postgresPlugin } from '../proxies/postgres/index.js'
+import { sshPlugin } from '../proxies/ssh/index.js'
 
 function config(via: unknown, connectors: unknown[]): ReturnType<typeof parseConfig> {
   return parseConfig(
@@ -47,5 +51,35 @@ describe('connector configuration', () => {
       ],
     )
     assert.throws(() => config('edge-1', [{ name: 'edge-1', credential_ttl: '2s' }]), /at least 5s/)
+  })
+
+  test('a secret left with a connector: a provable key, on a connection with via:, in a well-formed reference', () => {
+    const check = (connection: Record<string, unknown>): void =>
+      checkConfigAgainstPlugins(
+        parseConfig(
+          {
+            data_dir: '/tmp/gh-unused',
+            listen: { connectors: '127.0.0.1:0' },
+            connectors: [{ name: 'edge-1' }],
+            connections: [connection],
+          },
+          null,
+        ),
+        [postgresPlugin, sshPlugin].map((plugin) => ({ plugin, options: {}, source: `built-in ${plugin.name}` })),
+      )
+    const pg = { name: 'db', protocol: 'postgres', address: '10.0.0.6:5432', user: 'app' }
+    check({ ...pg, via: 'edge-1', password: 'connector:env:BILLING_PW' })
+    check({ ...pg, via: 'edge-1', password: 'connector:file:/etc/gh/billing.pw' })
+    assert.throws(() => check({ ...pg, password: 'connector:env:BILLING_PW' }), /password: a secret held by a connector needs via:/)
+    assert.throws(
+      () => check({ ...pg, via: 'edge-1', password: 'connector:file:relative.pw' }),
+      /must be connector:env:NAME or connector:file:\/absolute\/path/,
+    )
+    assert.throws(() => check({ ...pg, via: 'edge-1', password: 'connector:hunter2' }), /must be connector:env:NAME/)
+    const ssh = { name: 'box', protocol: 'ssh', address: '10.0.0.5:22', user: 'deploy', host_key: 'trust-on-first-use' }
+    assert.throws(
+      () => check({ ...ssh, via: 'edge-1', private_key: 'connector:file:/etc/gh/id_ed25519' }),
+      /private_key: a ssh connection cannot leave its private_key with a connector/,
+    )
   })
 })

@@ -19,7 +19,7 @@ import type { Socket } from 'node:net'
 import { createServer as createTlsServer, type Server, type TLSSocket } from 'node:tls'
 import type { Logger } from 'pino'
 import { GatehouseError } from '../errors.js'
-import type { AuditEvent, Identity } from '../types.js'
+import type { AuditEvent, Identity, SecretProver } from '../types.js'
 import {
   ALPN,
   ATTACH_PATH,
@@ -32,6 +32,7 @@ import {
   LINK_WINDOW_BYTES,
   PING_INTERVAL_MS,
   PING_TIMEOUT_MS,
+  PROVE_PATH,
   readJsonBody,
   REFUSED_PATH,
   SESSION_HEADER,
@@ -39,6 +40,7 @@ import {
   TARGETS_PATH,
 } from './protocol.js'
 import { isJoinToken, JOIN_REFUSED, JoinRefused } from './join.js'
+import { ControlRefused, connectorProver } from './prover.js'
 import { TunnelSocket } from './tunnel-socket.js'
 
 export interface Address {
@@ -250,6 +252,24 @@ export class ConnectorHub {
     const route = this.routes.get(target)
     if (!route) return null
     return this.open(route, target, signal)
+  }
+
+  /**
+   * Proofs of the secret `ref` of `connection`, asked of the connector carrying the session bound
+   * to `target` (at the time of asking: the session is bound once admitted). The secret stays
+   * with the connector; a refusal or an unreachable connector fails closed (GH_ERR_SECRET).
+   */
+  prover(target: Address, connection: string, ref: string): SecretProver {
+    return connectorProver(connection, authorityOf(target.host, target.port), ref, () => {
+      const route = this.routes.get(target)
+      if (!route || route.link.closed) return null
+      const h2s = route.link.h2s
+      return {
+        connector: route.link.name,
+        session: route.session,
+        ask: (req, signal) => this.control(h2s, 'POST', PROVE_PATH, req, signal),
+      }
+    })
   }
 
   private open(route: Route, target: Address, signal?: AbortSignal): Promise<Socket> {
@@ -473,13 +493,22 @@ export class ConnectorHub {
   }
 
   /** One control request on the link; resolves with the answer's JSON body (null when empty). */
-  private control(h2s: ClientHttp2Session, method: string, path: string, body: unknown): Promise<unknown> {
+  private control(h2s: ClientHttp2Session, method: string, path: string, body: unknown, signal?: AbortSignal): Promise<unknown> {
     return new Promise((resolve, reject) => {
-      const req = h2s.request(
-        { [h2.HTTP2_HEADER_METHOD]: method, [h2.HTTP2_HEADER_PATH]: path, 'content-type': 'application/json' },
-        { endStream: body === null },
-      )
+      let req: ClientHttp2Stream
+      try {
+        req = h2s.request(
+          { [h2.HTTP2_HEADER_METHOD]: method, [h2.HTTP2_HEADER_PATH]: path, 'content-type': 'application/json' },
+          { endStream: body === null, ...(signal ? { signal } : {}) },
+        )
+      } catch (err) {
+        reject(err)
+        return
+      }
       req.once('error', reject)
+      // A control answer is due within the attach time: a silent connector fails the request.
+      req.setTimeout(ATTACH_TIMEOUT_MS, () => req.close(h2.NGHTTP2_CANCEL))
+      req.once('close', () => reject(new Error(`${path}: no answer`)))
       req.once('response', (headers) => {
         const status = Number(headers[h2.HTTP2_HEADER_STATUS])
         if (status === 204) {
@@ -489,7 +518,10 @@ export class ConnectorHub {
         }
         if (status !== 200) {
           req.resume()
-          reject(new Error(`${path} answered ${status}`))
+          const why = headers[ERROR_HEADER]
+          reject(
+            typeof why === 'string' && why.length > 0 ? new ControlRefused(why.slice(0, 200)) : new Error(`${path} answered ${status}`),
+          )
           return
         }
         readJsonBody(req).then(resolve, reject)

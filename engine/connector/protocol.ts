@@ -9,6 +9,8 @@
 //   POST /refused      the gateway tells a refused connector why, then closes the link
 //   POST /credential   the gateway replaces a joined connector's short-lived credential before it
 //                      expires; the connector uses the new one from its next attach on
+//   POST /prove        proofs of a secret the connector holds for a connection (`connector:env:…`):
+//                      a SCRAM-SHA-256 client-final-message or an md5 answer, never the secret
 //   CONNECT host:port  one stream per dial; 200 and then the target's bytes both ways, or an error
 //                      status with the reason in the `gatehouse-error` header
 //
@@ -27,6 +29,7 @@ export const ATTACH_PATH = '/attach'
 export const TARGETS_PATH = '/targets'
 export const REFUSED_PATH = '/refused'
 export const CREDENTIAL_PATH = '/credential'
+export const PROVE_PATH = '/prove'
 /** The reason a dial failed, in CONNECT's error response. */
 export const ERROR_HEADER = 'gatehouse-error'
 /** The session a stream belongs to (for the connector's log). */
@@ -68,6 +71,26 @@ export interface AttachTargets {
 export interface CredentialUpdate {
   readonly credential: string
 }
+
+/**
+ * What the gateway sends to POST /prove: a proof of the secret `ref` for `connection`, in a
+ * session that has a stream open through this connector to `target` now. The connector answers
+ * only for a connection its operator gave it that very secret for (`--secret connection=ref`).
+ */
+export type ProofRequest = {
+  readonly session: string
+  readonly connection: string
+  /** `host:port` as CONNECT spells it. */
+  readonly target: string
+  /** The reference inside `connector:…` in the gateway's configuration (`env:NAME`). */
+  readonly ref: string
+} & (
+  | { readonly mechanism: 'scram-sha-256'; readonly client_first_bare: string; readonly server_first: string }
+  | { readonly mechanism: 'md5'; readonly user: string /** base64 of the server's 4-byte salt */; readonly salt: string }
+)
+
+/** The connector's answer to POST /prove (200); a refusal is an error status with ERROR_HEADER. */
+export type ProofAnswer = { readonly client_final: string; readonly server_signature: string } | { readonly md5: string }
 
 export interface AttachRefused {
   readonly reason: string

@@ -277,8 +277,9 @@ export class PgConnection implements LiveConnection {
       this.log.warn({ session: session.id, err: isGatehouseError(err) ? err.message : String(err) }, 'cannot open the server connection')
       session.end('server connection failed')
       this.session = null
-      // The public message says why without internals (e.g. a refused password-exchange downgrade).
-      const why = isGatehouseError(err) && err.code === 'GH_ERR_UPSTREAM' ? `: ${err.publicMessage}` : ''
+      // The public message says why without internals (e.g. a refused password-exchange downgrade,
+      // a connector that would not prove the password).
+      const why = isGatehouseError(err) && (err.code === 'GH_ERR_UPSTREAM' || err.code === 'GH_ERR_SECRET') ? `: ${err.publicMessage}` : ''
       this.fatal('08006', `Gatehouse could not connect to the target server${why}`)
       return
     }
@@ -422,6 +423,7 @@ export class PgConnection implements LiveConnection {
       database: typeof s.database === 'string' ? s.database : session.connection.name,
       user: typeof s.user === 'string' ? s.user : 'postgres',
       password: session.secrets.get('password'),
+      ...(session.provers?.has('password') ? { prover: session.provers.get('password') } : {}),
       tls: (typeof s.tls === 'string' ? s.tls : 'disable') as UpstreamTls,
       ca: typeof s.ca === 'string' ? readFileSync(s.ca) : undefined,
       auth: typeof s.auth === 'string' ? (s.auth as UpstreamAuth) : 'scram-sha-256',

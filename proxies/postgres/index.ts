@@ -20,7 +20,8 @@ export const postgresConnectionSchema = z
     {
       database: z.string({ error: 'must be a non-empty string' }).min(1, { error: 'must be a non-empty string' }).optional(),
       user: z.string({ error: 'must be a non-empty string' }).min(1, { error: 'must be a non-empty string' }).optional(),
-      // A secret reference (env:NAME or file:PATH): the gateway checks it for every plugin's secretKeys.
+      // A secret reference (env:NAME or file:PATH; connector:env:NAME through a connector that holds
+      // it): the gateway checks it for every plugin's secretKeys.
       password: z.string({ error: 'must be a secret reference (env:NAME or file:PATH), never the secret itself' }).optional(),
       tls: z.enum(TLS_MODES, { error: (iss) => `must be one of ${TLS_MODES.join(', ')} (got ${JSON.stringify(iss.input)})` }).optional(),
       ca: z.string({ error: 'must be a file path' }).optional(),
@@ -56,6 +57,8 @@ export const postgresPlugin: ProxyPlugin<Record<string, unknown>, 'fastPath'> = 
   contract: PLUGIN_CONTRACT,
   capabilities: ['fastPath'],
   secretKeys: ['password'],
+  // Through a connector, the password may stay with it: SCRAM and md5 are answered by its proofs.
+  provableSecretKeys: ['password'],
   actions: ['sql.session', 'sql.read', 'sql.write', 'sql.ddl', 'sql.admin', 'sql.other'],
 
   connectionSchema: postgresConnectionSchema,

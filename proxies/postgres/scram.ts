@@ -22,29 +22,25 @@ export class ScramClient {
   }
 
   async clientFinalMessage(password: string, serverFirst: string): Promise<string> {
-    const attrs = parseAttributes(serverFirst)
-    const nonce = attrs.get('r')
-    const salt = attrs.get('s')
-    const iterText = attrs.get('i')
-    if (!nonce || !salt || !iterText) throw new ScramError('malformed SCRAM server-first-message')
-    if (!nonce.startsWith(this.clientNonce) || nonce.length === this.clientNonce.length) {
-      throw new ScramError('SCRAM server nonce does not extend the client nonce')
+    const proof = await scramProof(password, this.clientFirstBare, serverFirst)
+    this.expectedServerSignature = proof.serverSignature
+    return proof.clientFinal
+  }
+
+  /**
+   * Takes a proof computed elsewhere (by the connector that holds the password) for this
+   * exchange: its client-final-message must answer this very server-first-message, and its
+   * server signature is what verifyServerFinal expects.
+   */
+  adoptProof(serverFirst: string, proof: { readonly clientFinal: string; readonly serverSignature: string }): string {
+    const nonce = checkServerFirst(this.clientFirstBare, serverFirst).nonce
+    if (!/^c=biws,r=[^,]+,p=[A-Za-z0-9+/]+={0,2}$/.test(proof.clientFinal) || !proof.clientFinal.startsWith(`c=biws,r=${nonce},p=`)) {
+      throw new ScramError('the SCRAM proof does not answer this exchange')
     }
-    const iterations = Number(iterText)
-    if (!Number.isInteger(iterations) || iterations < 1 || iterations > MAX_ITERATIONS) {
-      throw new ScramError('SCRAM iteration count out of range')
-    }
-    const salted = await pbkdf2Async(password.normalize('NFKC'), Buffer.from(salt, 'base64'), iterations, 32, 'sha256')
-    const clientKey = hmac(salted, 'Client Key')
-    const storedKey = createHash('sha256').update(clientKey).digest()
-    const finalWithoutProof = `c=biws,r=${nonce}`
-    const authMessage = `${this.clientFirstBare},${serverFirst},${finalWithoutProof}`
-    const clientSignature = hmac(storedKey, authMessage)
-    const proof = Buffer.alloc(clientKey.length)
-    for (let i = 0; i < proof.length; i++) proof[i] = (clientKey[i] as number) ^ (clientSignature[i] as number)
-    this.expectedServerSignature = hmac(hmac(salted, 'Server Key'), authMessage)
-    salted.fill(0)
-    return `${finalWithoutProof},p=${proof.toString('base64')}`
+    const signature = Buffer.from(proof.serverSignature, 'base64')
+    if (signature.length !== 32) throw new ScramError('malformed SCRAM server signature in the proof')
+    this.expectedServerSignature = signature
+    return proof.clientFinal
   }
 
   verifyServerFinal(serverFinal: string): void {
@@ -55,6 +51,49 @@ export class ScramClient {
       throw new ScramError('the server could not prove it knows the password (SCRAM server signature mismatch)')
     }
   }
+}
+
+/** The server-first-message's nonce, salt and iterations, checked against the client-first-message-bare. */
+function checkServerFirst(clientFirstBare: string, serverFirst: string): { nonce: string; salt: string; iterations: number } {
+  const clientNonce = parseAttributes(clientFirstBare).get('r')
+  const attrs = parseAttributes(serverFirst)
+  const nonce = attrs.get('r')
+  const salt = attrs.get('s')
+  const iterText = attrs.get('i')
+  if (!clientNonce) throw new ScramError('malformed SCRAM client-first-message')
+  if (!nonce || !salt || !iterText) throw new ScramError('malformed SCRAM server-first-message')
+  if (!nonce.startsWith(clientNonce) || nonce.length === clientNonce.length) {
+    throw new ScramError('SCRAM server nonce does not extend the client nonce')
+  }
+  const iterations = Number(iterText)
+  if (!Number.isInteger(iterations) || iterations < 1 || iterations > MAX_ITERATIONS) {
+    throw new ScramError('SCRAM iteration count out of range')
+  }
+  return { nonce, salt, iterations }
+}
+
+/**
+ * The client-final-message (with ClientProof) answering `serverFirst` for `clientFirstBare`, and
+ * the ServerSignature the server-final-message must carry. What a holder of the password computes
+ * for a party that must not hold it (the gateway, for a connector-held password).
+ */
+export async function scramProof(
+  password: string,
+  clientFirstBare: string,
+  serverFirst: string,
+): Promise<{ clientFinal: string; serverSignature: Buffer }> {
+  const { nonce, salt, iterations } = checkServerFirst(clientFirstBare, serverFirst)
+  const salted = await pbkdf2Async(password.normalize('NFKC'), Buffer.from(salt, 'base64'), iterations, 32, 'sha256')
+  const clientKey = hmac(salted, 'Client Key')
+  const storedKey = createHash('sha256').update(clientKey).digest()
+  const finalWithoutProof = `c=biws,r=${nonce}`
+  const authMessage = `${clientFirstBare},${serverFirst},${finalWithoutProof}`
+  const clientSignature = hmac(storedKey, authMessage)
+  const proof = Buffer.alloc(clientKey.length)
+  for (let i = 0; i < proof.length; i++) proof[i] = (clientKey[i] as number) ^ (clientSignature[i] as number)
+  const serverSignature = hmac(hmac(salted, 'Server Key'), authMessage)
+  salted.fill(0)
+  return { clientFinal: `${finalWithoutProof},p=${proof.toString('base64')}`, serverSignature }
 }
 
 function hmac(key: Buffer, text: string): Buffer {

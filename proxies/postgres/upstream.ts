@@ -6,7 +6,7 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import type { Socket } from 'node:net'
 import { serialize } from 'pg-protocol'
 import { GatehouseError } from '../kit/index.js'
-import type { Address } from '../types.js'
+import type { Address, SecretProver } from '../types.js'
 import { BackendCode, readErrorFields } from './messages.js'
 import { md5Password, ScramClient, ScramError } from './scram.js'
 import { CANCEL_REQUEST_CODE } from './frontend.js'
@@ -34,6 +34,12 @@ export interface UpstreamOptions {
   readonly database: string
   readonly user: string
   readonly password: string | undefined
+  /**
+   * The password's holder when the connection's connector keeps it (`connector:env:NAME`): SCRAM
+   * and md5 are answered with its proofs; a cleartext request fails (answering would need the
+   * password itself).
+   */
+  readonly prover?: SecretProver
   readonly tls: UpstreamTls
   readonly ca: Buffer | undefined
   /** The weakest password exchange accepted (default SCRAM-SHA-256). */
@@ -199,7 +205,15 @@ export async function connectUpstream(opts: UpstreamOptions, signal?: AbortSigna
         )
       }
     }
+    const prover = opts.prover
     const needPassword = (): string => {
+      if (prover) {
+        throw upstreamError(
+          `the server asks for a cleartext password; the password of this connection is held by its connector (${prover.ref}) and is never sent to the gateway`,
+          undefined,
+          'the target server asks for a cleartext password, which a connector-held password never answers (use scram-sha-256)',
+        )
+      }
       if (opts.password === undefined) throw upstreamError('the server asks for a password but the connection has no password configured')
       return opts.password
     }
@@ -212,23 +226,35 @@ export async function connectUpstream(opts: UpstreamOptions, signal?: AbortSigna
           if (code === 0) break // AuthenticationOk
           if (code === 3) {
             allowExchange('password')
+            // Before any other check: a connector-held password is never answered in cleartext.
+            if (prover) needPassword()
             if (opts.tls === 'disable' && !isLoopback(opts.target.host)) {
               throw upstreamError('the server asks for a cleartext password over an unencrypted non-local connection; set tls: require')
             }
             socket.write(serialize.password(needPassword()))
           } else if (code === 5) {
             allowExchange('md5')
-            socket.write(serialize.password(md5Password(opts.user, needPassword(), m.body.subarray(4, 8))))
+            const salt = m.body.subarray(4, 8)
+            socket.write(
+              serialize.password(
+                prover ? await prover.md5(opts.user, Buffer.from(salt), signal) : md5Password(opts.user, needPassword(), salt),
+              ),
+            )
           } else if (code === 10) {
             const mechs = m.body.subarray(4).toString('utf8').split('\0').filter(Boolean)
             if (!mechs.includes('SCRAM-SHA-256')) throw upstreamError(`the server offers no supported SASL mechanism (${mechs.join(', ')})`)
-            needPassword()
+            if (!prover) needPassword()
             scram = new ScramClient()
             socket.write(serialize.sendSASLInitialResponseMessage('SCRAM-SHA-256', scram.clientFirstMessage()))
           } else if (code === 11) {
             if (!scram) throw upstreamError('unexpected SASLContinue')
+            const serverFirst = m.body.subarray(4).toString('utf8')
             socket.write(
-              serialize.sendSCRAMClientFinalMessage(await scram.clientFinalMessage(needPassword(), m.body.subarray(4).toString('utf8'))),
+              serialize.sendSCRAMClientFinalMessage(
+                prover
+                  ? scram.adoptProof(serverFirst, await prover.scramSha256(scram.clientFirstBare, serverFirst, signal))
+                  : await scram.clientFinalMessage(needPassword(), serverFirst),
+              ),
             )
           } else if (code === 12) {
             if (!scram) throw upstreamError('unexpected SASLFinal')

@@ -60,10 +60,10 @@ export class ConnectorLab {
     return this.gw
   }
 
-  /** The namespaces and the private cluster; then `startGateway`. */
-  setUpNetwork(): void {
+  /** The namespaces and the private cluster (`hba`: lines before its trust ones); then `startGateway`. */
+  setUpNetwork(hba = ''): void {
     this.net.setUp()
-    this.net.startPostgres()
+    this.net.startPostgres(hba)
   }
 
   /** A gateway whose connector listener faces the connector namespace; `config` adds top-level keys. */
@@ -82,8 +82,13 @@ export class ConnectorLab {
     return this.gw
   }
 
-  /** `gatehouse connector` inside the connector namespace, with `credential` in a file. */
-  startConnector(credential: string, extra: readonly string[] = [], credentialFlag = '--token-file'): RunningConnector {
+  /** `gatehouse connector` inside the connector namespace, with `credential` in a file; `env` is its own (not the gateway's). */
+  startConnector(
+    credential: string,
+    extra: readonly string[] = [],
+    credentialFlag = '--token-file',
+    env: Readonly<Record<string, string>> = {},
+  ): RunningConnector {
     const gw = this.gateway
     const file = join(gw.dir, `credential-${this.procs.length}`)
     writeFileSync(file, credential, { mode: 0o600 })
@@ -107,7 +112,7 @@ export class ConnectorLab {
         file,
         ...extra,
       ],
-      { stdio: ['ignore', 'ignore', logFd] },
+      { stdio: ['ignore', 'ignore', logFd], env: { ...process.env, ...env } },
     )
     closeSync(logFd)
     if (process.env.GH_TEST_DEBUG) proc.once('exit', () => process.stderr.write(`connector:\n${readOutput(logFile)}`))

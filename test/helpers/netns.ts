@@ -67,8 +67,11 @@ export class PrivateNetwork {
     run(['ip', '-n', this.privateNs, 'link', 'set', `${this.id}pp`, 'up'])
   }
 
-  /** A PostgreSQL 15 cluster (trust auth) listening on the private address, inside the private namespace. */
-  startPostgres(): void {
+  /**
+   * A PostgreSQL 15 cluster (trust auth) listening on the private address, inside the private
+   * namespace; `hba` lines go before the trust ones (password methods for some roles).
+   */
+  startPostgres(hba = ''): void {
     const dir = mkdtempSync(join(tmpdir(), 'gh-netns-pg-'))
     this.pgDir = dir
     chmodSync(dir, 0o755)
@@ -78,7 +81,7 @@ export class PrivateNetwork {
     const data = join(dir, 'data')
     const init = asPostgres([`${PG_BIN}/initdb`, '-D', data, '-U', 'postgres', '-E', 'UTF8', '--locale=C', '--no-sync', '--auth=trust'])
     if (init.status !== 0) throw new Error(`initdb failed: ${init.stderr}`)
-    writeFileSync(join(data, 'pg_hba.conf'), 'host all all 0.0.0.0/0 trust\nlocal all all trust\n')
+    writeFileSync(join(data, 'pg_hba.conf'), `${hba}host all all 0.0.0.0/0 trust\nlocal all all trust\n`)
     const conf = [
       `listen_addresses = '${this.privateAddress}'`,
       'port = 5432',
