@@ -212,6 +212,41 @@ describe('frontend parsers: the accumulator', () => {
     assert.equal(r.pending, 0)
   })
 
+  it('reuses a large buffer for the next large frame only once its owner recycles it', () => {
+    class Probe extends MessageReader {
+      get buffer(): Buffer {
+        return this.buf
+      }
+    }
+    const large = (fill: number): Buffer => msg('Q', Buffer.concat([Buffer.alloc(300 * 1024, fill), Buffer.from([0])]))
+    const feed = (r: Probe, m: Buffer): Buffer => {
+      for (let i = 0; i < m.length; i += 65536) r.push(m.subarray(i, Math.min(m.length, i + 65536)))
+      const f = r.next()
+      assert.ok(f !== null)
+      return f.raw
+    }
+    const r = new Probe(16 * 1024 * 1024)
+    const first = feed(r, large(0x61))
+    const firstBuffer = r.buffer
+    // Not recycled: the next large frame gets memory of its own, and the first frame stays intact.
+    assert.ok(r.retire() === firstBuffer, 'a drained buffer is retired at once')
+    const second = feed(r, large(0x62))
+    const secondBuffer = r.buffer
+    assert.ok(secondBuffer !== firstBuffer)
+    assert.ok(first.equals(large(0x61)), 'a frame still in use is never overwritten')
+    // Only the buffer retired last is taken back: an older one is left alone.
+    assert.ok(r.retire() === secondBuffer)
+    r.recycle(firstBuffer)
+    const third = feed(r, large(0x63))
+    assert.ok(r.buffer !== firstBuffer && r.buffer !== secondBuffer, 'fresh memory for the third frame')
+    assert.ok(first.equals(large(0x61)) && second.equals(large(0x62)))
+    // Recycled: the next large frame lands in that buffer.
+    r.recycle(secondBuffer)
+    const fourth = feed(r, large(0x64))
+    assert.ok(r.buffer === secondBuffer, 'the recycled buffer holds the next large frame')
+    assert.ok(third.equals(large(0x63)) && fourth.equals(large(0x64)))
+  })
+
   it('frames a 2 MB message pushed in 1-byte then 64 KiB pieces with one buffer, sized once for the frame', () => {
     // A subclass sees the buffer the pieces are gathered in: once the length word is in, every
     // later piece lands in that same buffer, so each byte is copied once (no copy per read).

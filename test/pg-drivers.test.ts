@@ -9,6 +9,7 @@
 
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -46,6 +47,8 @@ class Frames {
   private buf = Buffer.alloc(0)
   readonly types: string[] = []
   readonly errors: string[] = []
+  /** The first column of each DataRow, as text. */
+  readonly values: string[] = []
 
   push(d: Buffer): void {
     this.buf = Buffer.concat([this.buf, d])
@@ -61,6 +64,10 @@ class Frames {
             .toString('utf8')
             .replace(/\0/g, ' '),
         )
+      if (type === 'D') {
+        const n = this.buf.readInt32BE(7)
+        this.values.push(this.buf.toString('utf8', 11, 11 + n))
+      }
       this.buf = this.buf.subarray(len + 1)
     }
   }
@@ -249,6 +256,46 @@ describe('PostgreSQL drivers: protocol edges', { timeout: 240_000 }, () => {
     socket.end(serialize.end())
     await received.closed
     assert.doesNotMatch(gw.stderr, /internal error in the PostgreSQL proxy|Maximum call stack/)
+  })
+
+  test('large queries back to back, and pipelined behind one another, each run exactly as sent', async () => {
+    // The reader keeps a large frame's buffer for the next large frame once the frame has been
+    // written to the server: a buffer reused too early would change a query still queued.
+    const md5 = (t: string): string => createHash('md5').update(t).digest('hex')
+    const texts = [300 * 1024, 2 * 1024 * 1024, 1024 * 1024, 2 * 1024 * 1024 + 7].map((n, i) => 'abcd'.charAt(i).repeat(n))
+    const c = new pg.Client({ host: '127.0.0.1', port: gw.pgPort, database: 'app', user: 'alice', password: writer })
+    await c.connect()
+    try {
+      for (const t of texts) {
+        const r = await c.query(`SELECT md5('${t}') AS h`)
+        assert.equal(r.rows[0]?.h, md5(t))
+      }
+    } finally {
+      await c.end()
+    }
+    // Raw: a sleep (the server reads nothing meanwhile, so writes to it queue up), six large
+    // queries of one size (each fits the buffer the one before it had) and a small one in one
+    // write, then again in pieces; each answer must be the digest of its own text.
+    const { socket, received } = await rawConnect(gw.pgPort)
+    const frames = new Frames()
+    socket.on('data', (d: Buffer) => frames.push(d))
+    socket.write(serialize.startup({ user: 'alice', database: 'app' }))
+    await frames.until(() => frames.count('R') > 0, 'the password request')
+    socket.write(serialize.password(writer))
+    await frames.until(() => frames.count('Z') > 0, 'ReadyForQuery after authentication')
+    const sent = [...'bcdefg'].map((ch) => ch.repeat(2 * 1024 * 1024)).concat('small')
+    const batch = ['SELECT pg_sleep(0.5)', ...sent.map((t) => `SELECT md5('${t}')`)]
+    const wire = Buffer.concat(batch.map((q) => serialize.query(q)))
+    socket.write(wire)
+    for (let at = 0; at < wire.length; at += 40_000) {
+      await new Promise<void>((r, j) => socket.write(wire.subarray(at, at + 40_000), (err) => (err ? j(err) : r())))
+    }
+    await frames.until(() => frames.count('Z') > 2 * batch.length, 'ReadyForQuery after each query', 60_000)
+    assert.deepEqual(frames.errors, [])
+    const expected = ['', ...sent.map(md5)]
+    assert.deepEqual(frames.values, [...expected, ...expected])
+    socket.end(serialize.end())
+    await received.closed
   })
 
   test('when the server ends the session (pg_terminate_backend), the client socket closes at once', async () => {

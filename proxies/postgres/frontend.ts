@@ -84,6 +84,10 @@ const EMPTY = Buffer.alloc(0)
 
 /** The smallest buffer the accumulator allocates for a partial message (most messages fit). */
 const MIN_CAPACITY = 16 * 1024
+/** Buffers from this size on are kept for reuse once the owner says their frames are done with. */
+const REUSE_FROM = 64 * 1024
+/** A kept buffer is dropped after this long without a large frame to fill it. */
+const SPARE_KEEP_MS = 10_000
 
 /**
  * Accumulates bytes and hands out complete frames, in the manner of pg-protocol's parser: one
@@ -101,6 +105,15 @@ class Accumulator {
   protected end = 0
   /** Whether `buf` was allocated here (the space after `end` is ours to fill). */
   private owned = false
+  /**
+   * A large buffer of ours that no longer receives bytes, while frames cut from it may still be
+   * in use (queued on a socket, being judged): reusable only once the owner says so (`recycle`).
+   */
+  private retired: Buffer | null = null
+  /** A large buffer no frame refers to any more, for the next large frame: a fresh one of
+   * megabytes costs a page fault per page on first touch, more than copying the frame into it. */
+  private spare: Buffer | null = null
+  private spareTimer: NodeJS.Timeout | null = null
 
   push(chunk: Buffer): void {
     if (chunk.length === 0) return
@@ -112,6 +125,7 @@ class Accumulator {
     const pending = this.end - this.off
     if (pending === 0) {
       // Nothing kept: the chunk itself becomes the buffer, without a copy.
+      this.leave()
       this.buf = chunk
       this.off = 0
       this.end = chunk.length
@@ -122,13 +136,63 @@ class Accumulator {
     // Sized for the whole frame once its length word is in; before that, doubled, so a frame
     // whose length is not yet known still has its bytes copied a bounded number of times.
     const frame = this.frameSize()
-    const next = Buffer.allocUnsafe(Math.max(MIN_CAPACITY, needed, frame > 0 ? frame : needed * 2))
+    const next = this.allocate(Math.max(MIN_CAPACITY, needed, frame > 0 ? frame : needed * 2))
     this.buf.copy(next, 0, this.off, this.end)
     chunk.copy(next, pending)
+    this.leave()
     this.buf = next
     this.off = 0
     this.end = needed
     this.owned = true
+  }
+
+  /** `buf` is about to be replaced: a large one of ours is retired (its frames may be in use). */
+  private leave(): void {
+    if (this.owned && this.buf.length >= REUSE_FROM) this.retired = this.buf
+  }
+
+  private allocate(size: number): Buffer {
+    const spare = this.spare
+    if (spare !== null && spare.length >= size) {
+      this.spare = null
+      return spare
+    }
+    return Buffer.allocUnsafeSlow(size)
+  }
+
+  /**
+   * The buffer retired last (null: none), to pass to `recycle` once nothing refers to its frames.
+   * When everything received has been framed, a large current buffer is retired now rather than
+   * at the next read, so the next large frame can have it.
+   */
+  retire(): Buffer | null {
+    if (this.owned && this.off === this.end) {
+      this.leave()
+      this.buf = EMPTY
+      this.off = 0
+      this.end = 0
+      this.owned = false
+    }
+    return this.retired
+  }
+
+  /**
+   * The owner's word that no frame cut from `buf` (from `retire`) is referenced any more —
+   * every one handled, and every write of one to a socket completed — so its memory may hold the
+   * next large frame. Only the owner can know this; a buffer it does not vouch for is never reused.
+   */
+  recycle(buf: Buffer): void {
+    if (buf !== this.retired) return
+    this.retired = null
+    if (this.spare === null || buf.length > this.spare.length) this.spare = buf
+    if (this.spareTimer) this.spareTimer.refresh()
+    else {
+      this.spareTimer = setTimeout(() => {
+        this.spare = null
+        this.spareTimer = null
+      }, SPARE_KEEP_MS)
+      this.spareTimer.unref()
+    }
   }
 
   /** The size of the frame at the read cursor once its length word is in and within the cap; else 0. */

@@ -23,6 +23,9 @@ import { obligationsOf, type Outgoing, PipelineRelay } from './pipeline.js'
 import { Expect, type StatementRecord } from './relay-base.js'
 import { sendCancel } from './upstream.js'
 
+/** Written only to learn, from its callback, that every write before it has completed. */
+const EMPTY_WRITE = Buffer.alloc(0)
+
 /** Messages that start or continue an extended-protocol batch (until Sync). */
 const EXTENDED_MESSAGES: ReadonlySet<number> = new Set([
   FrontendCode.Parse,
@@ -144,6 +147,7 @@ export class Relay extends PipelineRelay {
         if (p !== undefined) await p
       }
       this.flushToServer()
+      this.recycleFrames()
     } catch (err) {
       this.host.protocolFailure(err)
     } finally {
@@ -153,6 +157,23 @@ export class Relay extends PipelineRelay {
         this.client.resume()
       }
     }
+  }
+
+  /**
+   * Every frame read so far has been handled (queued for the server, refused or held and done
+   * with): the reader's retired large buffer may hold the next large frame once every write to
+   * the server has completed — the frames queued from it are then no longer referenced. A write
+   * that fails leaves it to the garbage collector.
+   */
+  private recycleFrames(): void {
+    const retired = this.reader.retire()
+    if (retired === null || !this.host.isReady()) return
+    const server = this.upstream.socket
+    if (server.writableLength === 0) this.reader.recycle(retired)
+    else
+      server.write(EMPTY_WRITE, (err) => {
+        if (!err) this.reader.recycle(retired)
+      })
   }
 
   /** Returns a promise only for frames that need a decision; the rest are handled in line. */
