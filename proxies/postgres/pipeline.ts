@@ -206,7 +206,7 @@ export abstract class PipelineRelay extends ResultRelay {
     }
     if (decision.effect === 'allow') {
       this.expect(kind, null, allowedRecord(o, verdict, seq), o.portal)
-      this.out.push(o.raw)
+      this.queueForServer(o.raw)
       this.noteForwarded(kind, verdict.inert === true)
       this.approvalPrefs.note(this.shared.analyzer, verdict, o.sql)
       return undefined
@@ -302,10 +302,10 @@ export abstract class PipelineRelay extends ResultRelay {
       masks: null,
     }
     if (kind === Expect.Execute || kind === Expect.Bind) {
-      this.out.push(serialize.parse({ name: `gatehouse_refused_${randomBytes(6).toString('hex')}`, text: STAND_IN_SQL }))
+      this.queueForServer(serialize.parse({ name: `gatehouse_refused_${randomBytes(6).toString('hex')}`, text: STAND_IN_SQL }))
       this.expect(Expect.Execute, null, record)
     } else {
-      this.out.push(serialize.query(STAND_IN_SQL))
+      this.queueForServer(serialize.query(STAND_IN_SQL))
       this.expect(Expect.Query, null, record)
     }
     return undefined
@@ -319,7 +319,7 @@ export abstract class PipelineRelay extends ResultRelay {
     const record = allowedRecord(o, verdict, seq)
     entry.judged = { seq, verdict, secret: record.secret === true }
     this.expect(Expect.Bind, entry, record)
-    this.out.push(o.raw)
+    this.queueForServer(o.raw)
     this.noteForwarded(Expect.Execute, verdict.inert === true)
   }
 }

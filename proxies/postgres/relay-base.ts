@@ -221,6 +221,19 @@ export abstract class RelayBase implements BackendHandler {
     if (record?.masks && this.expectations.length - 1 === this.expectHead) this.headChanged()
   }
 
+  /**
+   * Queues a message for the server. One that directly follows the last one queued in the same
+   * memory (the next message of the same read) extends it: a batch that arrived in one read goes
+   * out in one write — the same bytes, in the same order — not one write per message.
+   */
+  protected queueForServer(b: Buffer): void {
+    const last = this.out.length - 1
+    const prev = this.out[last]
+    if (prev !== undefined && prev.buffer === b.buffer && prev.byteOffset + prev.length === b.byteOffset)
+      this.out[last] = Buffer.from(prev.buffer, prev.byteOffset, prev.length + b.length)
+    else this.out.push(b)
+  }
+
   protected flushToServer(): void {
     const up = this.upstream
     if (this.out.length === 0) return

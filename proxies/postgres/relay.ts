@@ -197,7 +197,7 @@ export class Relay extends PipelineRelay {
         const d = parseTarget(f.body, 'Describe')
         const described = (d.kind === 'S' ? this.named.statements : this.named.portals).get(d.name) ?? null
         this.expect(Expect.Describe, null, null, described)
-        this.out.push(f.raw)
+        this.queueForServer(f.raw)
         return undefined
       }
       case FrontendCode.Close: {
@@ -205,7 +205,7 @@ export class Relay extends PipelineRelay {
         // The name goes when the server confirms: after an error earlier in the batch it skips the Close.
         const names = m.kind === 'S' ? this.named.statements : this.named.portals
         this.expect(Expect.Close, null, null, names.get(m.name) ?? null, { names, name: m.name })
-        this.out.push(f.raw)
+        this.queueForServer(f.raw)
         return undefined
       }
       case FrontendCode.Sync:
@@ -214,16 +214,16 @@ export class Relay extends PipelineRelay {
         this.openBatch = false
         this.expect(Expect.Sync, null, null)
         this.named.batch++
-        this.out.push(f.raw)
+        this.queueForServer(f.raw)
         return undefined
       case FrontendCode.Flush:
         expectEmpty(f.body, 'Flush')
-        this.out.push(f.raw)
+        this.queueForServer(f.raw)
         return undefined
       case FrontendCode.CopyData:
       case FrontendCode.CopyDone:
       case FrontendCode.CopyFail:
-        this.out.push(f.raw)
+        this.queueForServer(f.raw)
         return undefined
       case FrontendCode.Terminate:
         this.flushToServer()
@@ -245,7 +245,7 @@ export class Relay extends PipelineRelay {
 
   protected onParse(f: Frame, m: ReturnType<typeof parseParse>): void {
     this.expect(Expect.Parse, this.named.parsed(m.name, m.sql), null)
-    this.out.push(f.raw)
+    this.queueForServer(f.raw)
   }
 
   /** A Parse whose text must wait for the server's settings (lexicalGate); refused in place if it cannot. */
@@ -347,7 +347,7 @@ export class Relay extends PipelineRelay {
         secret: judged.secret,
       }
       this.expect(Expect.Execute, null, record, portal)
-      this.out.push(raw)
+      this.queueForServer(raw)
       this.noteForwarded(Expect.Execute, judged.verdict.inert === true)
       return undefined
     }
