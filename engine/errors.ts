@@ -24,7 +24,7 @@ export const ERROR_CODES: Readonly<Record<GatehouseErrorCode, string>> = {
   GH_ERR_AUTH: 'a token is malformed, forged, expired, revoked or meant for another audience',
   GH_ERR_UNKNOWN_CONNECTION: 'the caller named a connection that is not configured for this protocol',
   GH_ERR_DENIED: 'policy refused the work',
-  GH_ERR_SECRET: 'a secret reference could not be resolved when the session started',
+  GH_ERR_SECRET: 'a secret reference could not be resolved when the session started, or the connector keeping it would not prove it',
   GH_ERR_UPSTREAM: 'the target could not be reached or refused the gateway',
   GH_ERR_AUDIT: 'an audit event could not be made durable, so the work was refused',
   GH_ERR_PLUGIN: 'a proxy plugin could not be loaded or started',
