@@ -135,6 +135,20 @@ function crossOrigin(req: FastifyRequest): boolean {
   }
 }
 
+/**
+ * Why a state-changing call of a console session is refused, or null: it needs the session's CSRF
+ * token and a same-origin Sec-Fetch-Site or Origin. A browser always sends one of the two on a
+ * POST; a request with neither is not from the console's page, so it is refused too.
+ */
+function csrfRefusal(req: FastifyRequest, s: ConsoleSession, token: unknown): string | null {
+  if (req.headers['sec-fetch-site'] === undefined && req.headers.origin === undefined) {
+    return 'a console request without a same-origin Sec-Fetch-Site or Origin header was refused'
+  }
+  if (crossOrigin(req)) return 'a console request from another site was refused'
+  if (!csrfMatches(s, token)) return 'a console request without its CSRF token was refused'
+  return null
+}
+
 function page(reply: FastifyReply, status: number, title: string, body: string, meta = ''): FastifyReply {
   return reply
     .status(status)
@@ -204,8 +218,9 @@ export class Console {
       return false
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
-      if (crossOrigin(req) || !csrfMatches(s, req.headers[CSRF_HEADER])) {
-        await reply.status(403).send({ error: 'a console request without its CSRF token was refused', code: 'GH_ERR_CSRF' })
+      const refused = csrfRefusal(req, s, req.headers[CSRF_HEADER])
+      if (refused !== null) {
+        await reply.status(403).send({ error: refused, code: 'GH_ERR_CSRF' })
         return false
       }
     }
@@ -380,9 +395,8 @@ export class Console {
         const c = readCookie(req.headers.cookie, SESSION_COOKIE)
         const s = c ? this.sessions.get(c) : null
         if (!c || !s) return reply.status(303).header('location', '/').send()
-        if (crossOrigin(req) || !csrfMatches(s, req.body?.csrf ?? req.headers[CSRF_HEADER])) {
-          return reply.status(403).send({ error: 'a console request without its CSRF token was refused', code: 'GH_ERR_CSRF' })
-        }
+        const refused = csrfRefusal(req, s, req.body?.csrf ?? req.headers[CSRF_HEADER])
+        if (refused !== null) return reply.status(403).send({ error: refused, code: 'GH_ERR_CSRF' })
         this.sessions.end(c)
         const jti = s.identity.tokenIds[s.identity.tokenIds.length - 1]
         // The token the login issued dies with the session; a pasted token (the admin's) is the owner's to revoke.
