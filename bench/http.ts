@@ -161,7 +161,11 @@ async function main(): Promise<void> {
       )
       // GH_BENCH_CPU_PROF=DIR: the gateway runs under `node --cpu-prof` (bench/cpuprofile.ts reads it).
       const prof = process.env.GH_BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.GH_BENCH_CPU_PROF}`] : []
-      const proc = spawn(process.execPath, [...prof, bin, 'serve', '--config', config], { stdio: ['ignore', 'ignore', 'inherit'] })
+      // GH_BENCH_NODE_FLAGS: more flags for the gateways' node (e.g. --perf-basic-prof for `perf record`).
+      const flags = (process.env.GH_BENCH_NODE_FLAGS ?? '').split(' ').filter((f) => f !== '')
+      const proc = spawn(process.execPath, [...prof, ...flags, bin, 'serve', '--config', config], {
+        stdio: ['ignore', 'ignore', 'inherit'],
+      })
       procs.push(proc)
       const runFile = join(dir, `${name}-data`, 'run.json')
       for (let i = 0; i < 1200 && !existsSync(runFile); i++) await new Promise((r) => setTimeout(r, 100))
@@ -174,6 +178,8 @@ async function main(): Promise<void> {
       return { proc, port, auth: `authorization=Bearer ${tok.stdout.trim()}` }
     }
     const gw = await startGateway(BIN, 'gatehouse')
+    // GH_BENCH_PIDS=FILE: the processes' ids are written there (to attach `perf record -p`).
+    if (process.env.GH_BENCH_PIDS) writeFileSync(process.env.GH_BENCH_PIDS, `gateway ${gw.proc.pid}\nbare ${bare.proc.pid}\n`)
     const targets = [
       { name: 'direct', url: `http://127.0.0.1:${upstream.port}/item`, headers: [] as string[], pid: null as number | null },
       { name: 'bare Node proxy', url: `http://127.0.0.1:${bare.port}/item`, headers: [], pid: bare.proc.pid ?? null },

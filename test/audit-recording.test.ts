@@ -16,7 +16,7 @@ import { loadAuditKey } from '../engine/audit/keys.js'
 import { AuditServices } from '../engine/audit/service.js'
 import { SegmentTrust } from '../engine/audit/trusted.js'
 import { verifyAuditLog } from '../engine/audit/verify.js'
-import { findRecording, PendingLines, recordingsDir } from '../engine/audit/recording.js'
+import { findRecording, PendingLines, Recorder, recordingsDir } from '../engine/audit/recording.js'
 import { LOCAL_PG, TestGateway } from './helpers/gateway.js'
 
 type Entry = Record<string, unknown>
@@ -232,5 +232,42 @@ describe("a recording's pending lines", () => {
     p.clear()
     assert.equal(p.empty, true)
     assert.equal(p.take().length, 0)
+  })
+})
+
+describe("a plugin's timeline entries", () => {
+  test('carry the fields as given, then t, time and type, which the fields cannot overwrite', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'gh-rec-entry-'))
+    const log = new AuditLog(join(root, 'audit'), 'batched', 200)
+    log.open()
+    const rec = new Recorder(join(root, 'recordings'), DEFAULT_AUDIT_CONFIG.recordings, pino({ level: 'silent' }))
+    rec.attach(log)
+    try {
+      await log.append({ type: 'session.start', session: 's-entry', connection: 'web', chain: ['user:alice'] })
+      rec.entry('s-entry', 'http.exchange', { seq: 1, request: { method: 'GET', headers: { 'x-a': 'é"\n' } }, gone: undefined })
+      rec.entry('s-entry', 'http.exchange', {})
+      rec.entry('s-entry', 'http.exchange', { seq: 3, t: -5, time: 'then', type: 'forged' })
+      await rec.close()
+      const lines = parseLines(readFileSync(join(root, 'recordings', 'web', 's-entry.jsonl'), 'utf8')).filter(
+        (l) => l.type === 'http.exchange',
+      )
+      assert.equal(lines.length, 3)
+      const [a, b, c] = lines as [Entry, Entry, Entry]
+      assert.deepEqual(Object.keys(a), ['seq', 'request', 't', 'time', 'type'])
+      assert.deepEqual(a.request, { method: 'GET', headers: { 'x-a': 'é"\n' } })
+      assert.deepEqual(Object.keys(b), ['t', 'time', 'type'])
+      for (const l of lines) {
+        assert.equal(typeof l.t, 'number')
+        assert.ok((l.t as number) >= 0)
+        assert.match(String(l.time), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/)
+      }
+      assert.equal(c.seq, 3)
+      assert.equal(c.type, 'http.exchange')
+      assert.notEqual(c.time, 'then')
+      assert.ok((c.t as number) >= 0)
+    } finally {
+      log.close()
+      rmSync(root, { recursive: true, force: true })
+    }
   })
 })

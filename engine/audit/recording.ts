@@ -382,8 +382,16 @@ export class Recorder {
   entry(session: string, type: string, fields: Readonly<Record<string, unknown>>): void {
     const r = this.open.get(session)
     if (!r) return
-    const time = new Date().toISOString()
-    r.pending.push(JSON.stringify({ ...fields, t: Math.max(0, (Date.parse(time) - r.start) / 1000), time, type }))
+    const now = Date.now()
+    const time = new Date(now).toISOString()
+    const t = Math.max(0, (now - r.start) / 1000)
+    if (Object.hasOwn(fields, 't') || Object.hasOwn(fields, 'time') || Object.hasOwn(fields, 'type'))
+      r.pending.push(JSON.stringify({ ...fields, t, time, type }))
+    else {
+      // The same line without copying the fields into a new object (one entry per HTTP request).
+      const json = JSON.stringify(fields)
+      r.pending.push(`${json.length > 2 ? `${json.slice(0, -1)},` : '{'}"t":${t},"time":"${time}","type":${JSON.stringify(type)}}`)
+    }
     this.markDirty(r)
   }
 

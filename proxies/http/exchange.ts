@@ -22,7 +22,8 @@ export async function runExchange(x: Exchange): Promise<void> {
   const query = parseQuery(x.rawQuery)
   let body: ReadBody
   try {
-    body = await readHead(req, plan.bodyLimit)
+    const read = readHead(req, plan.bodyLimit)
+    body = read instanceof Promise ? await read : read
   } catch {
     res.destroy()
     return

@@ -2,6 +2,7 @@
 // the caller's response through the body filters (decoders, the JSON masker, the secret scrubber),
 // with backpressure both ways; then its result event and its recording.
 
+import { isUtf8 } from 'node:buffer'
 import { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import type { Decision } from '../types.js'
@@ -26,21 +27,21 @@ import { maskString, ScrubState } from './scrub.js'
 /** Header values recordings redact. */
 const REDACTED_IN_RECORDINGS = new Set(['authorization', 'proxy-authorization', 'cookie', 'set-cookie'])
 
-function redactHeaders(headers: Record<string, unknown>, plan: ConnectionPlan): Record<string, unknown> {
+/** Header names are lower case here (node:http's `req.headers`, undici's response headers). */
+function redactHeaders(headers: Readonly<Record<string, unknown>>, plan: ConnectionPlan): Record<string, unknown> {
   const out: Record<string, unknown> = {}
-  for (const [k, v] of Object.entries(headers)) {
-    const lower = k.toLowerCase()
-    out[lower] = REDACTED_IN_RECORDINGS.has(lower) || plan.inject.has(lower) ? '[redacted]' : v
-  }
+  for (const k in headers) out[k] = REDACTED_IN_RECORDINGS.has(k) || plan.inject.has(k) ? '[redacted]' : headers[k]
   return out
 }
 
-function bodyForRecording(b: Buffer, cap: number): { body?: string; body_base64?: string; body_truncated?: number } {
-  if (b.length === 0) return {}
-  const part = b.subarray(0, cap)
-  const truncated = b.length > cap ? { body_truncated: b.length } : {}
-  const text = part.toString('utf8')
-  return Buffer.from(text, 'utf8').equals(part) ? { body: text, ...truncated } : { body_base64: part.toString('base64'), ...truncated }
+/** The start of a body for a recording: text when those bytes are UTF-8, base64 otherwise. */
+function recordBody(into: Record<string, unknown>, b: Buffer, cap: number): Record<string, unknown> {
+  if (b.length === 0) return into
+  const part = b.length > cap ? b.subarray(0, cap) : b
+  if (isUtf8(part)) into.body = part.toString('utf8')
+  else into.body_base64 = part.toString('base64')
+  if (b.length > cap) into.body_truncated = b.length
+  return into
 }
 
 const NONE: Buffer[] = []
@@ -327,16 +328,15 @@ export async function forward(
       ctx.log.error({ err: String(err), session: session.id }, 'cannot record a request result')
     }
     try {
+      const captured = respCapture.length === 1 ? (respCapture[0] as Buffer) : Buffer.concat(respCapture)
       ctx.recordings.entry(session, 'http.exchange', {
         seq: x.seq,
-        request: {
-          method: x.method,
-          path: x.path,
-          query: x.rawQuery,
-          headers: redactHeaders(req.headers, plan),
-          ...bodyForRecording(body.head, plan.recordBytes),
-        },
-        response: { status, headers: redactHeaders(respHeaders, plan), ...bodyForRecording(Buffer.concat(respCapture), plan.recordBytes) },
+        request: recordBody(
+          { method: x.method, path: x.path, query: x.rawQuery, headers: redactHeaders(req.headers, plan) },
+          body.head,
+          plan.recordBytes,
+        ),
+        response: recordBody({ status, headers: redactHeaders(respHeaders, plan) }, captured, plan.recordBytes),
       })
     } catch {
       // Recording is best effort; the audit has the request.

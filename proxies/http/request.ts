@@ -32,12 +32,19 @@ export interface ReadBody {
   readonly hasBody: boolean
 }
 
-/** Reads the body up to `limit` bytes; a longer body stays in the request to be streamed on. */
-export async function readHead(req: IncomingMessage, limit: number): Promise<ReadBody> {
+const EMPTY = Buffer.alloc(0)
+/** A request without a body (most GETs): shared, nothing to read. */
+const NO_BODY: ReadBody = Object.freeze({ whole: EMPTY, head: EMPTY, hasBody: false })
+
+/**
+ * Reads the body up to `limit` bytes; a longer body stays in the request to be streamed on. A
+ * request without a body is answered at once (no promise to wait for).
+ */
+export function readHead(req: IncomingMessage, limit: number): ReadBody | Promise<ReadBody> {
   const cl = req.headers['content-length']
   const chunked = req.headers['transfer-encoding'] !== undefined
-  if (!chunked && (cl === undefined || cl === '0')) return { whole: Buffer.alloc(0), head: Buffer.alloc(0), hasBody: false }
-  if (!chunked && Number(cl) > limit) return { whole: null, head: Buffer.alloc(0), hasBody: true }
+  if (!chunked && (cl === undefined || cl === '0')) return NO_BODY
+  if (!chunked && Number(cl) > limit) return { whole: null, head: EMPTY, hasBody: true }
   const chunks: Buffer[] = []
   let size = 0
   return new Promise((resolve, reject) => {

@@ -25,7 +25,8 @@ export const DEFAULT_BODY_LIMIT = 64 * 1024
 export const DEFAULT_RECORD_BYTES = 4096
 
 interface SocketState {
-  readonly sessions: Map<string, Promise<SessionSlot>>
+  /** The session being opened (a promise) or opened (the slot itself: keep-alive needs no await). */
+  readonly sessions: Map<string, Promise<SessionSlot> | SessionSlot>
   seq: number
   /** The last token seen on this client connection and its hash (keep-alive repeats it). */
   lastToken: string | null
@@ -145,7 +146,10 @@ export class HttpProxyServer {
       s.gatehouseHttp = st
       s.once('close', () => {
         st.lastToken = null
-        for (const p of st.sessions.values()) void p.then((slot) => slot.ok && slot.session.end('client closed'))
+        for (const p of st.sessions.values()) {
+          if (p instanceof Promise) void p.then((slot) => slot.ok && slot.session.end('client closed'))
+          else if (p.ok) p.session.end('client closed')
+        }
         st.sessions.clear()
       })
     }
@@ -196,7 +200,8 @@ export class HttpProxyServer {
       )
     }
     if ('problem' in cred) return this.refuse(res, 400, cred.problem)
-    const slot = await this.sessionFor(req, cred.token, routed.connection)
+    const opening = this.sessionFor(req, cred.token, routed.connection)
+    const slot = opening instanceof Promise ? await opening : opening
     if (!slot.ok) {
       const headers: Record<string, string> =
         slot.status === 401
@@ -264,7 +269,7 @@ export class HttpProxyServer {
     if (status === 400) res.once('finish', () => res.socket?.destroySoon?.())
   }
 
-  private sessionFor(req: IncomingMessage, token: string, connection: string): Promise<SessionSlot> {
+  private sessionFor(req: IncomingMessage, token: string, connection: string): Promise<SessionSlot> | SessionSlot {
     const st = this.state(req)
     if (st.lastToken !== token) {
       st.lastToken = token
@@ -274,14 +279,16 @@ export class HttpProxyServer {
     const known = st.sessions.get(key)
     if (known) return known
     if (st.sessions.size >= MAX_SESSIONS_PER_SOCKET) {
-      return Promise.resolve({ ok: false, status: 429, detail: 'too many distinct tokens or connections on one client connection' })
+      return { ok: false, status: 429, detail: 'too many distinct tokens or connections on one client connection' }
     }
     const socket = req.socket
     const opened = this.open(token, connection, socket)
     st.sessions.set(key, opened)
     // A refusal is not cached: the next request tries again (a token may have been renewed).
     void opened.then((slot) => {
-      if (!slot.ok) st.sessions.delete(key)
+      if (st.sessions.get(key) !== opened) return
+      if (slot.ok) st.sessions.set(key, slot)
+      else st.sessions.delete(key)
     })
     return opened
   }

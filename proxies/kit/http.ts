@@ -23,10 +23,14 @@ export const HOP_BY_HOP_HEADERS: ReadonlySet<string> = new Set([
   'expect',
 ])
 
+const NO_TOKENS: ReadonlySet<string> = new Set()
+
 /** The header names a request's `Connection` header lists: they describe this hop too (RFC 9110 §7.6.1). */
 export function connectionTokens(req: IncomingMessage): ReadonlySet<string> {
+  const v = req.headers.connection
+  if (v === undefined) return NO_TOKENS
   return new Set(
-    String(req.headers.connection ?? '')
+    String(v)
       .toLowerCase()
       .split(',')
       .map((s) => s.trim()),
