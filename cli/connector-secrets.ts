@@ -1,7 +1,8 @@
 // Secrets a connector keeps for the gateway (`--secret billing=env:BILLING_PW`): the gateway's
 // connection names it `password: connector:env:BILLING_PW`, and asks the connector, over the link
 // (POST /prove), for proofs of it during the target's authentication — a SCRAM-SHA-256
-// client-final-message or an md5 answer — never for the secret itself.
+// client-final-message, an md5 answer, an SSH key's public half and its signature of a login —
+// never for the secret itself.
 //
 // The connector answers only when everything agrees: its operator gave it this very secret for
 // this connection, the gateway's connection names the same reference, and the session asking has
@@ -15,6 +16,10 @@ import { GatehouseError } from '../engine/errors.js'
 import { parseSecretRef, resolveSecret } from '../engine/secrets.js'
 import type { ProofAnswer } from '../engine/connector/protocol.js'
 import { md5Password, ScramError, scramProof } from '../proxies/postgres/scram.js'
+import ssh2 from 'ssh2'
+
+/** An SSH user-authentication request is small; anything larger is not one. */
+const MAX_SIGN_BYTES = 16 * 1024
 
 /** A proof the connector will not give: the reason goes back to the gateway. */
 export class ProofRefused extends Error {}
@@ -94,10 +99,52 @@ export class HeldSecrets {
         this.log.info({ connection, session, target, mechanism }, 'proof given')
         return { md5: md5Password(str('user'), secret, salt) }
       }
-      return refuse(`unsupported mechanism ${mechanism} (scram-sha-256 and md5 are)`)
+      if (mechanism === 'ssh-public-key' || mechanism === 'ssh-sign') {
+        const parsed = ssh2.utils.parseKey(secret)
+        const key = Array.isArray(parsed) ? parsed[0] : parsed
+        if (!key || key instanceof Error || !key.isPrivateKey()) return refuse(`secret ${ref} is not an SSH private key`)
+        const blob = key.getPublicSSH()
+        if (mechanism === 'ssh-public-key') return { public_key: `${key.type} ${blob.toString('base64')}` }
+        const data = Buffer.from(str('data'), 'base64')
+        const hash = b.hash
+        if (hash !== undefined && hash !== 'sha256' && hash !== 'sha512' && hash !== 'sha1') return refuse('unsupported signature hash')
+        // A signing oracle only for logging in with this key: anything but a publickey
+        // user-authentication request naming this very key is refused.
+        if (data.length > MAX_SIGN_BYTES || !isUserauthRequestFor(data, blob)) return refuse('only an SSH login with this key is signed')
+        const signature = key.sign(data, hash)
+        if (signature instanceof Error) return refuse('the signature could not be computed')
+        this.log.info({ connection, session, target, mechanism }, 'proof given')
+        return { signature: signature.toString('base64') }
+      }
+      return refuse(`unsupported mechanism ${mechanism} (scram-sha-256, md5, ssh-public-key and ssh-sign are)`)
     } catch (err) {
       if (err instanceof ProofRefused) throw err
       return refuse(err instanceof ScramError ? err.message : 'the proof could not be computed')
     }
   }
+}
+
+/**
+ * Whether `data` is what RFC 4252 §7 has a client sign: session id, SSH_MSG_USERAUTH_REQUEST,
+ * user, "ssh-connection", "publickey", TRUE, algorithm, and the public key blob `blob`.
+ */
+export function isUserauthRequestFor(data: Buffer, blob: Buffer): boolean {
+  let at = 0
+  const string = (): Buffer | null => {
+    if (at + 4 > data.length) return null
+    const n = data.readUInt32BE(at)
+    if (at + 4 + n > data.length) return null
+    const v = data.subarray(at + 4, at + 4 + n)
+    at += 4 + n
+    return v
+  }
+  if (string() === null) return false // session identifier
+  if (data[at++] !== 50) return false // SSH_MSG_USERAUTH_REQUEST
+  if (string() === null) return false // user name
+  if (string()?.toString() !== 'ssh-connection') return false
+  if (string()?.toString() !== 'publickey') return false
+  if (data[at++] !== 1) return false
+  if (string() === null) return false // algorithm
+  const key = string()
+  return key !== null && at === data.length && key.equals(blob)
 }

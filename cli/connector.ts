@@ -416,7 +416,7 @@ export function registerConnectorCommands(program: Command, configOpt: () => Opt
     .option('--allow <host:port...>', 'dial only these targets, even if the gateway lists more')
     .option(
       '--secret <connection=ref...>',
-      "keep this connection's password here (env:NAME or file:/path): the gateway's connection says password: connector:<ref>",
+      "keep this connection's password or SSH key here (env:NAME or file:/path): the gateway's connection names it connector:<ref>",
     )
     .option('--log-level <level>', 'log level', 'info')
     .action(

@@ -206,4 +206,11 @@ export interface SecretProver {
   ): Promise<{ readonly clientFinal: string; readonly serverSignature: string }>
   /** PostgreSQL's md5 answer: "md5" + md5(md5(secret + user) + salt). */
   md5(user: string, salt: Buffer, signal?: AbortSignal): Promise<string>
+  /** SSH: the public key (OpenSSH one-line form) of the private key the connector keeps. */
+  sshPublicKey(signal?: AbortSignal): Promise<string>
+  /**
+   * SSH: the signature of `data` by that key, as ssh2 signs it (`hash` for RSA: sha256, sha512).
+   * The connector signs only an SSH user-authentication request for that key.
+   */
+  sshSign(data: Buffer, hash: string | undefined, signal?: AbortSignal): Promise<Buffer>
 }

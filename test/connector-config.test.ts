@@ -77,9 +77,11 @@ describe('connector configuration', () => {
     )
     assert.throws(() => check({ ...pg, via: 'edge-1', password: 'connector:hunter2' }), /must be connector:env:NAME/)
     const ssh = { name: 'box', protocol: 'ssh', address: '10.0.0.5:22', user: 'deploy', host_key: 'trust-on-first-use' }
+    check({ ...ssh, via: 'edge-1', private_key: 'connector:file:/etc/gh/id_ed25519' })
+    // An SSH password cannot be proven without handing it over: it stays a gateway secret.
     assert.throws(
-      () => check({ ...ssh, via: 'edge-1', private_key: 'connector:file:/etc/gh/id_ed25519' }),
-      /private_key: a ssh connection cannot leave its private_key with a connector/,
+      () => check({ ...ssh, via: 'edge-1', password: 'connector:env:DEPLOY_PW' }),
+      /password: a ssh connection cannot leave its password with a connector/,
     )
   })
 })

@@ -1,5 +1,6 @@
 // Connector-held secrets: a PostgreSQL connection reached through a connector names its password
-// `connector:env:NAME`; the connector (started with `--secret connection=env:NAME` and the
+// `connector:env:NAME` (an SSH connection its key `connector:file:PATH`, which the connector signs
+// the login with); the connector (started with `--secret connection=env:NAME` and the
 // variable in its own environment only) answers the SCRAM-SHA-256 and md5 exchanges with proofs,
 // and the gateway, which still identifies the caller and decides everything, never holds the
 // password: not in its environment, memory, log, audit or data directory. A connector without the
@@ -7,14 +8,17 @@
 // clear error; a server asking for a cleartext password gets nothing.
 
 import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs'
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import pino from 'pino'
-import { HeldSecrets, ProofRefused } from '../cli/connector-secrets.js'
+import { HeldSecrets, isUserauthRequestFor, ProofRefused } from '../cli/connector-secrets.js'
 import { ConnectorLab } from './helpers/connector.js'
 import { psql } from './helpers/gateway.js'
+import { sshClientSetup, TestSshd } from './helpers/sshd.js'
 
 const lab = new ConnectorLab()
 const SCRAM_PW = `scram-${randomBytes(12).toString('hex')}`
@@ -22,6 +26,15 @@ const MD5_PW = `md5pw-${randomBytes(12).toString('hex')}`
 const PLAIN_PW = `plain-${randomBytes(12).toString('hex')}`
 let alice = ''
 let key = ''
+let sshd: TestSshd | undefined
+let policyDir = ''
+
+const POLICY = `package gatehouse
+
+default allow := false
+
+allow if input.action in {"connect", "sql.session", "sql.read", "ssh.exec"}
+`
 
 const HBA = [
   'host all vault 0.0.0.0/0 scram-sha-256',
@@ -49,33 +62,66 @@ before(async () => {
     lab.net.privateSql(`CREATE ROLE vault LOGIN PASSWORD '${SCRAM_PW}'`)
     lab.net.privateSql(`SET password_encryption = 'md5'; CREATE ROLE vaultmd5 LOGIN PASSWORD '${MD5_PW}'`)
     lab.net.privateSql(`CREATE ROLE vaultplain LOGIN PASSWORD '${PLAIN_PW}'`)
-    await lab.startGateway([
-      held('billing', 'vault', 'env:BILLING_PW'),
-      held('legacy', 'vaultmd5', 'env:LEGACY_PW', { auth: 'md5' }),
-      held('plain', 'vaultplain', 'env:PLAIN_PW', { auth: 'password' }),
-      // The connector keeps no secret for this one.
-      held('unheld', 'vault', 'env:BILLING_PW'),
-      // The connector keeps this connection's secret under another reference.
-      held('renamed', 'vault', 'env:OTHER_PW'),
-      // The connector keeps it, but its variable is not set there.
-      held('unset', 'vault', 'env:UNSET_PW'),
-    ])
+    sshd = await TestSshd.start({ netns: lab.net.privateNs, host: lab.net.privateAddress })
+    policyDir = mkdtempSync(join(tmpdir(), 'gh-connector-secrets-policy-'))
+    writeFileSync(join(policyDir, 'policy.rego'), POLICY)
+    const keyRef = `file:${sshd.clientKeyPath}`
+    await lab.startGateway(
+      [
+        held('billing', 'vault', 'env:BILLING_PW'),
+        held('legacy', 'vaultmd5', 'env:LEGACY_PW', { auth: 'md5' }),
+        held('plain', 'vaultplain', 'env:PLAIN_PW', { auth: 'password' }),
+        // The connector keeps no secret for this one.
+        held('unheld', 'vault', 'env:BILLING_PW'),
+        // The connector keeps this connection's secret under another reference.
+        held('renamed', 'vault', 'env:OTHER_PW'),
+        // The connector keeps it, but its variable is not set there.
+        held('unset', 'vault', 'env:UNSET_PW'),
+        // SSH: the login key stays with the connector, which signs the login.
+        sshd.connection('box', { via: 'edge-1', private_key: `connector:${keyRef}` }),
+        sshd.connection('box-unheld', { via: 'edge-1', private_key: `connector:${keyRef}` }),
+      ],
+      { listen: { ssh: '127.0.0.1:0' }, policies: policyDir },
+    )
     alice = lab.gateway.token('user:alice')
     ;({ key } = await lab.createKey('edge-1'))
     lab.startConnector(
       key,
-      ['--secret', 'billing=env:BILLING_PW', 'legacy=env:LEGACY_PW', 'plain=env:PLAIN_PW', 'renamed=env:BILLING_PW', 'unset=env:UNSET_PW'],
+      [
+        '--secret',
+        'billing=env:BILLING_PW',
+        'legacy=env:LEGACY_PW',
+        'plain=env:PLAIN_PW',
+        'renamed=env:BILLING_PW',
+        'unset=env:UNSET_PW',
+        `box=${keyRef}`,
+      ],
       '--token-file',
       { BILLING_PW: SCRAM_PW, LEGACY_PW: MD5_PW, PLAIN_PW },
     )
     await lab.attached(1)
   } catch (err) {
     await lab.cleanup()
+    await sshd?.stop()
     throw err
   }
 })
 
-after(() => lab.cleanup())
+after(async () => {
+  await lab.cleanup()
+  await sshd?.stop()
+  if (policyDir) rmSync(policyDir, { recursive: true, force: true })
+})
+
+function ssh(connection: string, command: string): { status: number | null; stdout: string; stderr: string } {
+  const c = sshClientSetup(lab.gateway.dir, alice)
+  return spawnSync('ssh', [...c.opts, '-p', String(lab.gateway.port('ssh')), `${connection}@127.0.0.1`, command], {
+    encoding: 'utf8',
+    env: { ...process.env, ...c.env },
+    input: '',
+    timeout: 120_000,
+  })
+}
 
 /** Every file under `dir`, read whole. */
 function filesUnder(dir: string): { path: string; data: Buffer }[] {
@@ -164,6 +210,36 @@ describe('connector-held PostgreSQL passwords', () => {
     assert.match(r.stderr, /secret env:UNSET_PW is not set/)
   })
 
+  test('ssh logs in to the private host with the key the connector keeps, which signs the login', () => {
+    const r = ssh('box', 'echo signed-by-the-connector')
+    assert.equal(r.status, 0, r.stderr)
+    assert.equal(r.stdout, 'signed-by-the-connector\n')
+  })
+
+  test('an SSH connection whose key the connector does not keep fails closed, saying so', () => {
+    const r = ssh('box-unheld', 'echo should-not-run')
+    assert.equal(r.status, 255)
+    assert.doesNotMatch(r.stdout, /should-not-run/)
+    assert.match(
+      r.stderr,
+      /cannot log in to box-unheld: connector edge-1 cannot authenticate connection box-unheld: this connector holds no secret for connection box-unheld/,
+    )
+  })
+
+  test('the gateway never holds the private key: not in its memory, log or data', () => {
+    const pid = lab.gateway.proc?.pid
+    assert.ok(pid !== undefined && sshd !== undefined)
+    const body = readFileSync(sshd.clientKeyPath, 'utf8')
+      .split('\n')
+      .filter((l) => l.length > 0 && !l.startsWith('-----'))
+      .join('')
+    // A stretch of the encoded private part (past the public key the blob starts with).
+    const chunk = body.slice(Math.floor(body.length / 2), Math.floor(body.length / 2) + 48)
+    assert.ok(!lab.gateway.stderr.includes(chunk), 'in the log')
+    for (const f of filesUnder(lab.gateway.dataDir)) assert.ok(!f.data.includes(Buffer.from(chunk)), `in ${f.path}`)
+    assert.equal(memoryHolds(pid, Buffer.from(chunk)), false, 'in the memory of the gateway process')
+  })
+
   test('the gateway never holds the password: not in its environment, memory, log, audit or data', async () => {
     const pid = lab.gateway.proc?.pid
     assert.ok(pid !== undefined)
@@ -232,6 +308,33 @@ describe('the connector gives proofs only to a session it carries, for a connect
       /does not extend the client nonce/,
     ],
   ]
+  test('the SSH signing it gives is for a login with its key only', () => {
+    const blob = Buffer.from('AAAAC3NzaC1lZDI1NTE5AAAAIHk2', 'base64')
+    const str = (b: Buffer | string): Buffer => {
+      const v = Buffer.from(b)
+      const n = Buffer.alloc(4)
+      n.writeUInt32BE(v.length)
+      return Buffer.concat([n, v])
+    }
+    const login = (key: Buffer, method = 'publickey', service = 'ssh-connection'): Buffer =>
+      Buffer.concat([
+        str(randomBytes(32)),
+        Buffer.from([50]),
+        str('deploy'),
+        str(service),
+        str(method),
+        Buffer.from([1]),
+        str('ssh-ed25519'),
+        str(key),
+      ])
+    assert.equal(isUserauthRequestFor(login(blob), blob), true)
+    assert.equal(isUserauthRequestFor(login(Buffer.from('other')), blob), false)
+    assert.equal(isUserauthRequestFor(login(blob, 'password'), blob), false)
+    assert.equal(isUserauthRequestFor(login(blob, 'publickey', 'ssh-userauth'), blob), false)
+    assert.equal(isUserauthRequestFor(Buffer.concat([login(blob), Buffer.from([0])]), blob), false)
+    assert.equal(isUserauthRequestFor(Buffer.from('any data a gateway would like signed'), blob), false)
+  })
+
   for (const [name, body, c, want] of refusals) {
     test(`refused: ${name}`, async () => {
       await assert.rejects(secrets.prove(body, c), (err: unknown) => err instanceof ProofRefused && want.test(err.message))

@@ -86,11 +86,27 @@ export type ProofRequest = {
   readonly ref: string
 } & (
   | { readonly mechanism: 'scram-sha-256'; readonly client_first_bare: string; readonly server_first: string }
-  | { readonly mechanism: 'md5'; readonly user: string /** base64 of the server's 4-byte salt */; readonly salt: string }
+  | {
+      readonly mechanism: 'md5'
+      readonly user: string
+      /** base64 of the server's 4-byte salt */
+      readonly salt: string
+    }
+  | { readonly mechanism: 'ssh-public-key' }
+  | {
+      readonly mechanism: 'ssh-sign'
+      /** base64 of the SSH user-authentication request to sign */
+      readonly data: string
+      readonly hash?: string
+    }
 )
 
 /** The connector's answer to POST /prove (200); a refusal is an error status with ERROR_HEADER. */
-export type ProofAnswer = { readonly client_final: string; readonly server_signature: string } | { readonly md5: string }
+export type ProofAnswer =
+  | { readonly client_final: string; readonly server_signature: string }
+  | { readonly md5: string }
+  | { readonly public_key: string }
+  | { /** base64 */ readonly signature: string }
 
 export interface AttachRefused {
   readonly reason: string

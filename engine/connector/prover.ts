@@ -55,5 +55,15 @@ export function connectorProver(connection: string, target: string, ref: string,
       if (typeof a.md5 !== 'string' || !/^md5[0-9a-f]{32}$/.test(a.md5)) throw malformed('md5')
       return a.md5
     },
+    async sshPublicKey(signal) {
+      const a = await ask({ mechanism: 'ssh-public-key' }, signal)
+      if (typeof a.public_key !== 'string' || !/^[a-z0-9@.-]+ [A-Za-z0-9+/]+={0,2}$/.test(a.public_key)) throw malformed('SSH public key')
+      return a.public_key
+    },
+    async sshSign(data, hash, signal) {
+      const a = await ask({ mechanism: 'ssh-sign', data: data.toString('base64'), ...(hash ? { hash } : {}) }, signal)
+      if (typeof a.signature !== 'string' || a.signature.length === 0) throw malformed('SSH signature')
+      return Buffer.from(a.signature, 'base64')
+    },
   }
 }

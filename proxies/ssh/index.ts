@@ -82,6 +82,8 @@ export const sshPlugin: ProxyPlugin<Record<string, unknown>, 'recordings'> = {
   contract: PLUGIN_CONTRACT,
   capabilities: ['recordings'],
   secretKeys: ['private_key', 'password'],
+  // Through a connector, the login key may stay with it: it signs the login (prover-agent.ts).
+  provableSecretKeys: ['private_key'],
   actions: ['ssh.exec', 'ssh.shell', 'ssh.shell.command', 'ssh.sftp', 'ssh.forward'],
 
   connectionSchema: sshConnectionSchema,

@@ -11,6 +11,8 @@ import type { ProxyContext, ProxySession } from '../types.js'
 import { rememberedHostKey, rememberHostKey, TOFU_FILE } from './hostkeys.js'
 import { sftpTargetFs, type TargetFs } from './sftp-paths.js'
 import { handshakeSlot } from './upstream-limit.js'
+import { ConnectorKeyAgent } from './prover-agent.js'
+import { isGatehouseError } from '../kit/index.js'
 
 const { Client } = ssh2
 
@@ -174,7 +176,9 @@ export class Target {
               : transient
                 ? ': the target closed the connection before the SSH handshake'
                 : ''
-          done({ ok: false, message: `cannot log in to ${session.connection.name}${why}`, transient })
+          // A connector that would not sign with the key it keeps says why (never the key).
+          const refused = isGatehouseError(err) && err.code === 'GH_ERR_SECRET' ? `: ${err.publicMessage}` : why
+          done({ ok: false, message: `cannot log in to ${session.connection.name}${refused}`, transient })
         }
         if (isUp) this.events.lost('target connection failed')
       })
@@ -185,10 +189,13 @@ export class Target {
       })
       const privateKey = session.secrets.get('private_key')
       const password = session.secrets.get('password')
+      // A key the connector keeps is used through it, as an agent: it signs, the gateway never holds it.
+      const keyProver = session.provers?.get('private_key')
       upstream.connect({
         sock,
         username: typeof session.settings.user === 'string' ? session.settings.user : '',
         ...(privateKey !== undefined ? { privateKey } : {}),
+        ...(keyProver !== undefined ? { agent: new ConnectorKeyAgent(keyProver) } : {}),
         ...(password !== undefined ? { password } : {}),
         readyTimeout: UPSTREAM_TIMEOUT_MS,
         ...(pin ? { algorithms: { serverHostKey: hostKeyAlgorithms(pin.type) as never } } : {}),
