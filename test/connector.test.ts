@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict'
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { X509Certificate } from 'node:crypto'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs'
 import { constants as h2, connect as h2connect } from 'node:http2'
 import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
@@ -16,7 +16,7 @@ import { after, before, describe, test } from 'node:test'
 import pino from 'pino'
 import { ConnectorAgent } from '../cli/connector.js'
 import { ALPN, ATTACH_PATH, ERROR_HEADER, TARGETS_PATH } from '../engine/connector/protocol.js'
-import { BIN, psql, TestGateway } from './helpers/gateway.js'
+import { BIN, psql, readOutput, TestGateway } from './helpers/gateway.js'
 import { PrivateNetwork } from './helpers/netns.js'
 
 const net = new PrivateNetwork()
@@ -35,7 +35,9 @@ function sleep(ms: number): Promise<void> {
 async function until<T>(
   what: string,
   f: () => T | null | undefined | false | Promise<T | null | undefined | false>,
-  ms = 15_000,
+  // A bound that only ends a failure: a connector's start-up (a whole CLI) took over fifteen
+  // seconds beside other test files on two cores.
+  ms = 90_000,
 ): Promise<T> {
   const deadline = Date.now() + ms
   for (;;) {
@@ -50,6 +52,10 @@ async function until<T>(
 function startConnector(credential: string, extra: string[] = []): { proc: ChildProcess; log: () => string } {
   const file = join(gw.dir, `key-${connectors.length}`)
   writeFileSync(file, credential, { mode: 0o600 })
+  // The connector logs to a file, not a pipe: a Node process writes to a pipe synchronously, so a
+  // test blocked in spawnSync (psql) would stall the connector and the session through it.
+  const logFile = `${file}.log`
+  const logFd = openSync(logFile, 'a')
   const proc = spawn(
     'ip',
     [
@@ -67,15 +73,12 @@ function startConnector(credential: string, extra: string[] = []): { proc: Child
       file,
       ...extra,
     ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
+    { stdio: ['ignore', 'ignore', logFd] },
   )
-  let log = ''
-  proc.stderr?.on('data', (d: Buffer) => {
-    log += d.toString()
-    if (process.env.GH_TEST_DEBUG) process.stderr.write(`connector: ${d.toString()}`)
-  })
+  closeSync(logFd)
+  if (process.env.GH_TEST_DEBUG) proc.once('exit', () => process.stderr.write(`connector:\n${readOutput(logFile)}`))
   connectors.push(proc)
-  return { proc, log: () => log }
+  return { proc, log: () => readOutput(logFile) }
 }
 
 function stopConnector(proc: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
