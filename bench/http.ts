@@ -7,10 +7,12 @@
 // (the two measured back to back) is reported too, as the median over the rounds.
 //
 //   node dist/bench/http.js [--duration S] [--runs N] [--connections C] [--warmup S]
-//                           [--baseline DIR]
+//                           [--baseline DIR] [--undici]
 //
 // --baseline DIR: also runs the gateway of another built checkout (DIR/cli/bin/gatehouse.js, e.g.
 // a worktree of main) in the same rounds, so a change is measured before and after in one run.
+// --undici: also runs a bare proxy whose upstream client is an undici Pool driven through
+// `dispatch`, as the gateway's is (what the upstream client alone costs).
 //
 // Everything is plain HTTP on loopback (the gateway's TLS would price the handshake, not the
 // proxy). The gateway runs the default decisions with a policy file that allows the GETs, with
@@ -33,6 +35,7 @@ interface Args {
   readonly connections: number
   readonly warmup: number
   readonly baseline: string | null
+  readonly undici: boolean
 }
 
 function parseArgs(argv: readonly string[]): Args {
@@ -41,6 +44,7 @@ function parseArgs(argv: readonly string[]): Args {
   let connections = 10
   let warmup = 5
   let baseline: string | null = null
+  let undici = false
   for (let i = 0; i < argv.length; i++) {
     const v = Number(argv[i + 1])
     if (argv[i] === '--duration') duration = v
@@ -48,10 +52,13 @@ function parseArgs(argv: readonly string[]): Args {
     else if (argv[i] === '--connections') connections = v
     else if (argv[i] === '--warmup') warmup = v
     else if (argv[i] === '--baseline') baseline = resolve(String(argv[i + 1]))
-    else continue
+    else if (argv[i] === '--undici') {
+      undici = true
+      continue
+    } else continue
     i++
   }
-  return { duration, runs, connections, warmup, baseline }
+  return { duration, runs, connections, warmup, baseline, undici }
 }
 
 const UPSTREAM = `
@@ -74,6 +81,25 @@ http.createServer((req, res) => {
   })
   up.on('error', () => { res.statusCode = 502; res.end() })
   req.pipe(up)
+}).listen(0, '127.0.0.1', function () { process.stdout.write(String(this.address().port) + '\\n') })
+`
+
+const UNDICI_PROXY = `
+const http = require('node:http')
+const { Pool } = require(process.argv[2])
+const pool = new Pool('http://127.0.0.1:' + process.argv[1], { connections: 64, pipelining: 1, keepAliveTimeout: 10000 })
+const HOP = new Set(['connection', 'keep-alive', 'host', 'transfer-encoding', 'upgrade', 'te', 'trailer'])
+http.createServer((req, res) => {
+  const headers = {}
+  const raw = req.rawHeaders
+  for (let i = 0; i < raw.length; i += 2) if (!HOP.has(raw[i].toLowerCase())) headers[raw[i].toLowerCase()] = raw[i + 1]
+  pool.dispatch({ method: req.method, path: req.url, headers, body: null }, {
+    onRequestStart() {},
+    onResponseStart(c, status, h) { res.writeHead(status, h) },
+    onResponseData(c, chunk) { res.write(chunk) },
+    onResponseEnd() { res.end() },
+    onResponseError() { if (!res.headersSent) res.statusCode = 502; res.end() },
+  })
 }).listen(0, '127.0.0.1', function () { process.stdout.write(String(this.address().port) + '\\n') })
 `
 
@@ -185,6 +211,11 @@ async function main(): Promise<void> {
       { name: 'bare Node proxy', url: `http://127.0.0.1:${bare.port}/item`, headers: [], pid: bare.proc.pid ?? null },
       { name: 'Gatehouse', url: `http://127.0.0.1:${gw.port}/c/bench/item`, headers: [gw.auth], pid: gw.proc.pid ?? null },
     ]
+    if (a.undici) {
+      const u = await startNode(UNDICI_PROXY, [String(upstream.port), join(REPO, 'node_modules/undici/index.js')])
+      procs.push(u.proc)
+      targets.push({ name: 'undici bare proxy', url: `http://127.0.0.1:${u.port}/item`, headers: [], pid: u.proc.pid ?? null })
+    }
     if (a.baseline) {
       const base = await startGateway(join(a.baseline, 'cli/bin/gatehouse.js'), 'baseline')
       targets.push({
@@ -233,7 +264,7 @@ async function main(): Promise<void> {
     // proxy's CPU per request ÷ the gateway's (both robust to the machine's load drifting).
     const bareRuns = results.get('bare Node proxy') ?? []
     lines.push('', '| per round (median of rounds) | requests/s ÷ bare proxy | bare proxy CPU ÷ gateway CPU |', '|---|---:|---:|')
-    for (const t of targets.filter((x) => x.name.startsWith('Gatehouse'))) {
+    for (const t of targets.filter((x) => x.name.startsWith('Gatehouse') || x.name.startsWith('undici'))) {
       const rs = results.get(t.name) ?? []
       const rps = rs.map((x, i) => x.rps / (bareRuns[i]?.rps ?? Number.NaN))
       const cpu = rs.map((x, i) => (bareRuns[i]?.cpuUsPerRequest ?? Number.NaN) / (x.cpuUsPerRequest ?? Number.NaN))
