@@ -11,6 +11,7 @@ import { jsonMaskPlan } from '../proxies/kit/index.js'
 import { DENIED_CODE, HELD_CODE, upstreamRpcError } from '../proxies/mcp-remote/bridge.js'
 import { mcpRemotePlugin } from '../proxies/mcp-remote/index.js'
 import { ResultMasker } from '../proxies/mcp-remote/masking.js'
+import { canonicalUri } from '../proxies/mcp-remote/uris.js'
 
 const split = (s: string): string[] => s.split(' ').filter(Boolean)
 
@@ -100,8 +101,37 @@ describe('result masker', () => {
   test('JSON documents are masked at their own root; counts per path', () => {
     const m = new ResultMasker(plan, keys)
     assert.deepEqual(m.value({ users: [{ ssn: '123-45-6789', name: 'a' }] }), { users: [{ ssn: '****', name: 'a' }] })
-    assert.deepEqual(m.item({ type: 'text', text: '{"ssn":"1","x":1}' }), { type: 'text', text: '{"ssn":"****","x":1}' })
+    assert.deepEqual(m.toolResult({ content: [{ type: 'text', text: '{"ssn":"1","x":1}' }] }), {
+      content: [{ type: 'text', text: '{"ssn":"****","x":1}' }],
+    })
     assert.deepEqual(m.summary(), { masked: [{ path: '$..ssn', rule: 'ssn', strategy: 'redact', count: 2 }] })
+  })
+
+  test('the whole result is masked too, each document once; only the fields MCP defines are kept', () => {
+    const m = new ResultMasker(plan, keys)
+    const out = m.toolResult({
+      content: [{ type: 'text', text: '{"ssn":"1"}', _meta: { ssn: '2' }, annotations: { priority: 1 }, ssn: '3' }],
+      structuredContent: { ssn: '4' },
+      _meta: { deep: [{ ssn: '5' }] },
+      isError: false,
+      extra: { ssn: '6' },
+    })
+    assert.deepEqual(out, {
+      content: [{ type: 'text', text: '{"ssn":"****"}', annotations: { priority: 1 }, _meta: { ssn: '****' } }],
+      structuredContent: { ssn: '****' },
+      isError: false,
+      _meta: { deep: [{ ssn: '****' }] },
+    })
+    // Four values, each counted once (the documents are not masked again with the whole result).
+    assert.deepEqual(m.summary(), { masked: [{ path: '$..ssn', rule: 'ssn', strategy: 'redact', count: 4 }] })
+    const prompt = m.promptResult({
+      description: 'ssn 123-45-6789',
+      messages: [{ role: 'user', content: { type: 'text', text: 'prose' } }],
+    })
+    assert.ok(!JSON.stringify(prompt).includes('123-45-6789'))
+    assert.match(String(prompt.description), /^gatehouse: withheld /)
+    const link = m.item({ type: 'resource_link', uri: 'x://y', name: 'y', description: 'ssn 123-45-6789' }) as { description: string }
+    assert.match(link.description, /^gatehouse: withheld /)
   })
 
   test('what cannot be masked is withheld: prose, JSON inside prose, images, blobs; links pass', () => {
@@ -140,5 +170,25 @@ describe('upstream errors', () => {
     assert.equal(own.code, -32602)
     assert.equal(own.message, 'bad arguments')
     assert.deepEqual(own.data, { field: 'a' })
+  })
+  test('under a masking rule the message is withheld and the data dropped; a gateway code still loses its code', () => {
+    const own = upstreamRpcError(new McpError(-32050, 'ssn 123-45-6789', { ssn: '123-45-6789' }), id, idv, true) as Error & {
+      code: number
+      data?: unknown
+    }
+    assert.equal(own.code, -32050)
+    assert.match(own.message, /^gatehouse: withheld /)
+    assert.equal(own.data, undefined)
+    const fake = upstreamRpcError(new McpError(DENIED_CODE, 'x'), id, idv, true) as Error & { code: number }
+    assert.equal(fake.code, -32000)
+  })
+})
+
+describe('resource URIs', () => {
+  test('the canonical form is what the WHATWG parser reads; what does not parse is null', () => {
+    for (const u of ['secret://x', 'SECRET://x', ' secret://x', 'sec\tret://x', 's\necret://\rx', '\u0001secret://x\u001f']) {
+      assert.equal(canonicalUri(u), 'secret://x', JSON.stringify(u))
+    }
+    for (const u of ['', 'secret', '://x', 'not a uri', 42, null]) assert.equal(canonicalUri(u), null, JSON.stringify(u))
   })
 })

@@ -21,6 +21,8 @@ import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/
 import {
   type ClientCapabilities,
   CreateMessageRequestSchema,
+  ErrorCode,
+  McpError,
   CreateMessageResultSchema,
   ElicitRequestSchema,
   ElicitResultSchema,
@@ -39,6 +41,7 @@ import { ResultMasker, sessionKeys } from './masking.js'
 import { canonical } from './arguments.js'
 import { denied, GATEWAY_ERROR_CODE, RpcError, refusalError, upstreamRpcError } from './errors.js'
 import { registerHandlers } from './handlers.js'
+import { canonicalUri } from './uris.js'
 
 export { DENIED_CODE, GATEWAY_ERROR_CODE, HELD_CODE, UPSTREAM_ERROR_CODE, upstreamRpcError } from './errors.js'
 
@@ -66,6 +69,8 @@ export class Bridge {
   private keys: MaskingKeys | null = null
   /** The agent's tools/call requests in flight: an upstream request made during one goes back on its stream. */
   readonly inflight: (string | number)[] = []
+  /** Calls in flight whose results a masking rule applies to. */
+  maskedCalls = 0
   private readonly abort = new AbortController()
 
   constructor(
@@ -157,14 +162,16 @@ export class Bridge {
     // Requests the upstream makes of the agent (sampling, elicitation, roots) go to the agent (masked
     // on the way out like everything else): the agent answers them; they decide nothing here.
     if (mirrored.sampling) {
-      client.setRequestHandler(CreateMessageRequestSchema, (r, extra) =>
-        server.request({ method: r.method, params: r.params }, CreateMessageResultSchema, this.toAgent(extra.signal)),
-      )
+      client.setRequestHandler(CreateMessageRequestSchema, (r, extra) => {
+        this.unmaskedOnly(r.method)
+        return server.request({ method: r.method, params: r.params }, CreateMessageResultSchema, this.toAgent(extra.signal))
+      })
     }
     if (mirrored.elicitation) {
-      client.setRequestHandler(ElicitRequestSchema, (r, extra) =>
-        server.request({ method: r.method, params: r.params }, ElicitResultSchema, this.toAgent(extra.signal)),
-      )
+      client.setRequestHandler(ElicitRequestSchema, (r, extra) => {
+        this.unmaskedOnly(r.method)
+        return server.request({ method: r.method, params: r.params }, ElicitResultSchema, this.toAgent(extra.signal))
+      })
     }
     if (mirrored.roots) {
       client.setRequestHandler(ListRootsRequestSchema, (r, extra) =>
@@ -183,6 +190,17 @@ export class Bridge {
     this.transport = transport
     transport.onclose = () => void this.close('the client ended the session')
     await server.connect(transport)
+  }
+
+  /**
+   * Sampling and elicitation requests are the upstream's free text, which a JSON-path rule cannot
+   * mask: while a call whose result is masked is in flight, the upstream could pass the values the
+   * rule classifies that way. They are refused (the upstream gets an error) and not relayed.
+   */
+  private unmaskedOnly(method: string): void {
+    if (this.maskedCalls > 0) {
+      throw new McpError(ErrorCode.InvalidRequest, `the gateway does not relay ${method} while masking rules apply to a call in flight`)
+    }
   }
 
   /** Options for a request to the agent: on the stream of the call in flight, if any (else the GET stream). */
@@ -255,34 +273,43 @@ export class Bridge {
   }
 
   /**
+   * Whether the chain may read a resource the upstream returned (embedded in a result, or a
+   * resources/read answer naming another URI than the one read): decided as `mcp.resource` with
+   * `embedded: true` on its canonical URI; one that does not parse is not readable.
+   */
+  async readable(uri: unknown): Promise<{ ok: true } | { ok: false; reason: string }> {
+    const canonical = canonicalUri(uri)
+    if (canonical === null) return { ok: false, reason: 'its URI does not parse' }
+    try {
+      const d = await this.session.decide('mcp.resource', { server: this.connectionName, uri: canonical, embedded: true })
+      if (d.effect === 'allow') return { ok: true }
+      return { ok: false, reason: d.effect === 'deny' ? d.reason : 'reading it needs an approval: read it with resources/read' }
+    } catch {
+      return { ok: false, reason: 'the gateway could not decide it' }
+    }
+  }
+
+  /**
    * Resources embedded in a result (content items of type `resource`) are reads the upstream did
-   * on the agent's behalf: each is decided as `mcp.resource` like a `resources/read`, and one the
-   * chain may not read is replaced by a note saying so. A link (`resource_link`) is only a name;
-   * reading it is decided when it is read.
+   * on the agent's behalf: each is decided like a `resources/read`, and one the chain may not read
+   * is replaced by a note saying so. A link (`resource_link`) is only a name; reading it is decided
+   * when it is read.
    */
   async withholdEmbedded(items: readonly unknown[]): Promise<{ items: unknown[]; withheld: number }> {
     const out: unknown[] = []
     let withheld = 0
     for (const item of items) {
       const resource = (item as { type?: unknown; resource?: { uri?: unknown } } | null)?.resource
-      if ((item as { type?: unknown } | null)?.type !== 'resource' || typeof resource?.uri !== 'string') {
+      if ((item as { type?: unknown } | null)?.type !== 'resource' || resource === null || typeof resource !== 'object') {
         out.push(item)
         continue
       }
-      let effect: Decision['effect'] = 'deny'
-      let reason = 'the gateway could not decide it'
-      try {
-        const d = await this.session.decide('mcp.resource', { server: this.connectionName, uri: resource.uri, embedded: true })
-        effect = d.effect
-        if (d.effect === 'deny') reason = d.reason
-        else if (d.effect === 'hold') reason = 'reading it needs an approval: read it with resources/read'
-      } catch {
-        // fail closed: withheld
-      }
-      if (effect === 'allow') out.push(item)
+      const v = await this.readable(resource.uri)
+      if (v.ok) out.push(item)
       else {
         withheld++
-        out.push({ type: 'text', text: `gatehouse: embedded resource ${resource.uri} withheld: ${reason}` })
+        const name = typeof resource.uri === 'string' ? (canonicalUri(resource.uri) ?? 'with an unreadable URI') : 'with no URI'
+        out.push({ type: 'text', text: `gatehouse: embedded resource ${name} withheld: ${v.reason}` })
       }
     }
     return { items: out, withheld }
@@ -410,12 +437,17 @@ export class Bridge {
     }
   }
 
-  /** An upstream failure as the agent sees it: the upstream's JSON-RPC error (masked), or a gateway error. */
-  upstreamError(err: unknown): Error {
+  /**
+   * An upstream failure as the agent sees it: the upstream's JSON-RPC error (credentials masked),
+   * or a gateway error. While a masking rule applies (`masked`), its message is free text the
+   * masker cannot read: withheld, and its data dropped.
+   */
+  upstreamError(err: unknown, masked = false): Error {
     return upstreamRpcError(
       err,
       (t) => this.maskText(t),
       (v) => this.masked(v),
+      masked,
     )
   }
 

@@ -7,6 +7,7 @@ import type { Server } from '@modelcontextprotocol/sdk/server/index.js'
 import {
   CallToolRequestSchema,
   CallToolResultSchema,
+  ErrorCode,
   GetPromptRequestSchema,
   GetPromptResultSchema,
   ListPromptsRequestSchema,
@@ -26,7 +27,9 @@ import {
 import type { Command, Decision } from '../types.js'
 import { auditArguments, canonical } from './arguments.js'
 import { jsonMaskPlan } from '../kit/index.js'
+import { RpcError } from './errors.js'
 import type { ResultMasker } from './masking.js'
+import { canonicalUri } from './uris.js'
 
 type Allowed = Extract<Decision, { effect: 'allow' }>
 
@@ -39,6 +42,8 @@ export interface HandlerHost {
   visible(action: string, command: Command): Promise<boolean>
   maskerFor(decision: Allowed): ResultMasker | null
   withholdEmbedded(items: readonly unknown[]): Promise<{ items: unknown[]; withheld: number }>
+  readable(uri: unknown): Promise<{ ok: true } | { ok: false; reason: string }>
+  maskedCalls: number
   gate(
     method: string,
     action: string,
@@ -48,7 +53,7 @@ export interface HandlerHost {
     signal: AbortSignal,
   ): Promise<{ seq: number; decision: Allowed }>
   result(action: string, seq: number, started: number, fields: Record<string, unknown>): void
-  upstreamError(err: unknown): Error
+  upstreamError(err: unknown, masked?: boolean): Error
 }
 
 export function registerHandlers(b: HandlerHost, server: Server, client: Client, caps: ServerCapabilities): void {
@@ -90,30 +95,29 @@ export function registerHandlers(b: HandlerHost, server: Server, client: Client,
       )
       const started = Date.now()
       const progressToken: ProgressToken | undefined = r.params._meta?.progressToken
+      const m = b.maskerFor(decision)
       b.inflight.push(extra.requestId)
+      if (m) b.maskedCalls++
       try {
         const out = await client.request({ method: 'tools/call', params: { name, arguments: args } }, CallToolResultSchema, {
           ...opts(extra.signal),
           resetTimeoutOnProgress: true,
           ...(progressToken !== undefined
             ? {
-                onprogress: (p) =>
-                  void extra.sendNotification({ method: 'notifications/progress', params: { ...p, progressToken } }).catch(() => undefined),
+                onprogress: (p) => {
+                  // A progress message is the upstream's free text: under a masking rule, dropped.
+                  const { message: _dropped, ...rest } = p
+                  const params = m ? rest : p
+                  void extra
+                    .sendNotification({ method: 'notifications/progress', params: { ...params, progressToken } })
+                    .catch(() => undefined)
+                },
               }
             : {}),
         })
         const embedded = await b.withholdEmbedded(out.content)
-        const m = b.maskerFor(decision)
-        let result = { ...out, content: embedded.items as typeof out.content }
-        if (m) {
-          result = {
-            ...result,
-            content: result.content.map((c) => m.item(c)) as typeof out.content,
-            ...(out.structuredContent !== undefined
-              ? { structuredContent: m.value(out.structuredContent) as typeof out.structuredContent }
-              : {}),
-          }
-        }
+        const withEmbedded = { ...out, content: embedded.items as typeof out.content }
+        const result = m ? (m.toolResult(withEmbedded) as typeof out) : withEmbedded
         b.result('mcp.call', seq, started, {
           is_error: out.isError === true,
           ...(embedded.withheld > 0 ? { withheld_resources: embedded.withheld } : {}),
@@ -122,10 +126,11 @@ export function registerHandlers(b: HandlerHost, server: Server, client: Client,
         return result
       } catch (err) {
         b.result('mcp.call', seq, started, { error: err instanceof McpError ? `upstream error ${err.code}` : 'upstream failure' })
-        throw b.upstreamError(err)
+        throw b.upstreamError(err, m !== null)
       } finally {
         const i = b.inflight.lastIndexOf(extra.requestId)
         if (i >= 0) b.inflight.splice(i, 1)
+        if (m) b.maskedCalls--
       }
     })
   }
@@ -141,7 +146,10 @@ export function registerHandlers(b: HandlerHost, server: Server, client: Client,
           throw b.upstreamError(err)
         })
       const resources = []
-      for (const x of up.resources) if (await b.visible('mcp.resource', { server: conn, uri: x.uri })) resources.push(x)
+      for (const x of up.resources) {
+        const uri = canonicalUri(x.uri)
+        if (uri !== null && (await b.visible('mcp.resource', { server: conn, uri }))) resources.push(x)
+      }
       return { resources, ...(up.nextCursor ? { nextCursor: up.nextCursor } : {}) }
     })
     server.setRequestHandler(ListResourceTemplatesRequestSchema, async (r, extra) => {
@@ -161,7 +169,9 @@ export function registerHandlers(b: HandlerHost, server: Server, client: Client,
       return { resourceTemplates, ...(up.nextCursor ? { nextCursor: up.nextCursor } : {}) }
     })
     server.setRequestHandler(ReadResourceRequestSchema, async (r, extra) => {
-      const uri = r.params.uri
+      // The URI judged is the one the upstream will read: its canonical form, sent as judged.
+      const uri = canonicalUri(r.params.uri)
+      if (uri === null) throw new RpcError(ErrorCode.InvalidParams, 'gatehouse: the resource URI does not parse as a URL; nothing was read')
       const { seq, decision } = await b.gate(
         'resources/read',
         'mcp.resource',
@@ -171,30 +181,36 @@ export function registerHandlers(b: HandlerHost, server: Server, client: Client,
         extra.signal,
       )
       const started = Date.now()
+      const m = b.maskerFor(decision)
       try {
         const out = await client.request({ method: 'resources/read', params: { uri } }, ReadResourceResultSchema, opts(extra.signal))
-        const m = b.maskerFor(decision)
-        let contents = out.contents
-        if (m) {
-          contents = []
-          for (const c of out.contents) {
-            const masked = m.contents(c) as typeof c | null
-            if (masked) contents.push(masked)
-            else {
-              m.withheld++
-              contents.push({
-                uri: c.uri,
-                mimeType: 'text/plain',
-                text: 'gatehouse: withheld content that cannot be masked: masking rules apply to this result',
-              })
-            }
+        // Contents naming another resource than the one read are reads the upstream did on its own:
+        // each is decided, and one the chain may not read is withheld.
+        let other = 0
+        const contents: typeof out.contents = []
+        for (const c of out.contents) {
+          if (canonicalUri(c.uri) === uri) {
+            contents.push(c)
+            continue
+          }
+          const v = await b.readable(c.uri)
+          if (v.ok) contents.push(c)
+          else {
+            other++
+            contents.push({ uri, mimeType: 'text/plain', text: `gatehouse: withheld contents of another resource: ${v.reason}` })
           }
         }
-        b.result('mcp.resource', seq, started, { contents: out.contents.length, ...(m ? m.summary() : {}) })
-        return { ...out, contents }
+        const checked = { ...out, contents }
+        const result = m ? (m.readResult(checked) as typeof out) : checked
+        b.result('mcp.resource', seq, started, {
+          contents: out.contents.length,
+          ...(other > 0 ? { withheld_resources: other } : {}),
+          ...(m ? m.summary() : {}),
+        })
+        return result
       } catch (err) {
         b.result('mcp.resource', seq, started, { error: err instanceof McpError ? `upstream error ${err.code}` : 'upstream failure' })
-        throw b.upstreamError(err)
+        throw b.upstreamError(err, m !== null)
       }
     })
   }
@@ -225,6 +241,7 @@ export function registerHandlers(b: HandlerHost, server: Server, client: Client,
         extra.signal,
       )
       const started = Date.now()
+      const masker = b.maskerFor(decision)
       try {
         const out = await client.request(
           { method: 'prompts/get', params: { name, arguments: args } },
@@ -232,23 +249,23 @@ export function registerHandlers(b: HandlerHost, server: Server, client: Client,
           opts(extra.signal),
         )
         let withheld = 0
-        const masker = b.maskerFor(decision)
         const messages: typeof out.messages = []
         for (const m of out.messages) {
           const e = await b.withholdEmbedded([m.content])
           withheld += e.withheld
-          const content = masker ? masker.item(e.items[0]) : e.items[0]
-          messages.push({ ...m, content: content as typeof m.content })
+          messages.push({ ...m, content: e.items[0] as typeof m.content })
         }
+        const checked = { ...out, messages }
+        const result = masker ? (masker.promptResult(checked) as typeof out) : checked
         b.result('mcp.prompt', seq, started, {
           messages: out.messages.length,
           ...(withheld > 0 ? { withheld_resources: withheld } : {}),
           ...(masker ? masker.summary() : {}),
         })
-        return { ...out, messages }
+        return result
       } catch (err) {
         b.result('mcp.prompt', seq, started, { error: err instanceof McpError ? `upstream error ${err.code}` : 'upstream failure' })
-        throw b.upstreamError(err)
+        throw b.upstreamError(err, masker !== null)
       }
     })
   }

@@ -1,16 +1,21 @@
 // Masking what an upstream returns by JSON path (`json_paths:` masking rules and Rego `mask`
 // entries with a `json_path`, the same obligations the HTTP proxy applies to JSON bodies), with the
-// engine's JSON masker. Each JSON document in a result is masked on its own, rooted at `$`:
+// engine's JSON masker. While a rule applies, what reaches the agent is an allow-list, built here:
 //
-//   - a tool result's `structuredContent`;
-//   - every `text` content item (of a tool result, a prompt message, an embedded resource) and every
-//     `text` of a resource's contents, when that text is a JSON document.
+//   - each JSON document in a result is masked on its own, rooted at `$`: a tool result's
+//     `structuredContent`, and every `text` content item (of a tool result, a prompt message, an
+//     embedded resource) and every `text` of a resource's contents, when that text is JSON;
+//   - then the whole result (those documents set aside) is masked as one JSON document rooted at
+//     the result, so `_meta` (of the result, a content item, a resource's contents), annotations
+//     and every other field kept are masked too (`$..ssn` matches anywhere);
+//   - only the fields MCP defines for each part are kept; anything else the upstream adds is dropped.
 //
-// Fails closed, as the HTTP proxy does for bodies it cannot read: while a rule applies to a
-// result, what cannot be masked (text that is not JSON, images, audio, blobs) is withheld and
-// replaced by a note saying why. Links (`resource_link`) pass: they carry a name, not data.
+// Fails closed, as the HTTP proxy does for bodies it cannot read: what cannot be masked (text
+// that is not JSON, images, audio, blobs, content of an unknown type) is withheld and replaced by a
+// note saying why, and so is free text the masker cannot read (a prompt's or a link's description,
+// an upstream error's message).
 
-import { createHmac, randomBytes } from 'node:crypto'
+import { createHmac, randomBytes, randomUUID } from 'node:crypto'
 import { JsonMaskError, type JsonMaskedPath, type JsonMaskPlan, loadMaskingKey, type MaskingKeys, maskJson } from '../kit/index.js'
 
 const KEYS = new Map<string, Buffer>()
@@ -25,9 +30,35 @@ export function sessionKeys(stateDir: string): MaskingKeys {
   return { key, sessionKey: createHmac('sha256', key).update(randomBytes(32)).digest() }
 }
 
-/** Masks one result's documents; counts what each path masked and what was withheld. */
+/** What replaces free text of the upstream's that a JSON-path rule cannot read. */
+export function withheldText(what: string): string {
+  return `gatehouse: withheld ${what}: masking rules apply to this result`
+}
+
+type Obj = Record<string, unknown>
+
+function isObj(v: unknown): v is Obj {
+  return v !== null && typeof v === 'object' && !Array.isArray(v)
+}
+
+/** The fields of `o` named in `keys` that are present (an allow-list of what MCP defines). */
+function pick(o: Obj, keys: readonly string[]): Obj {
+  const out: Obj = {}
+  for (const k of keys) if (o[k] !== undefined) out[k] = o[k]
+  return out
+}
+
+const TEXT_ITEM = ['type', 'text', 'annotations', '_meta'] as const
+const RESOURCE_ITEM = ['type', 'annotations', '_meta'] as const
+const LINK_ITEM = ['type', 'uri', 'name', 'title', 'mimeType', 'size', 'annotations', '_meta'] as const
+const CONTENTS = ['uri', 'mimeType', '_meta'] as const
+
+/** Masks one result; counts what each path masked and what was withheld. */
 export class ResultMasker {
   private readonly counts = new Map<string, JsonMaskedPath>()
+  /** Documents masked on their own, set aside while the whole result is masked (by placeholder). */
+  private readonly docs = new Map<string, unknown>()
+  private readonly nonce = randomUUID()
   withheld = 0
 
   constructor(
@@ -54,33 +85,104 @@ export class ResultMasker {
     }
   }
 
-  /** One content item (text, image, audio, resource, resource_link). */
+  /** A masked document, held aside: the whole-result pass sees a placeholder in its place. */
+  private doc(v: unknown): string {
+    const key = `\u0000gatehouse-document:${this.nonce}:${this.docs.size}`
+    this.docs.set(key, v)
+    return key
+  }
+
+  /**
+   * The whole result masked as one document rooted at the result, then the documents masked on
+   * their own put back (a placeholder a rule replaced stays replaced).
+   */
+  private whole(r: Obj): Obj {
+    const masked = this.value(r)
+    const put = (v: unknown): unknown => {
+      if (typeof v === 'string') return this.docs.has(v) ? this.docs.get(v) : v
+      if (Array.isArray(v)) return v.map(put)
+      if (isObj(v)) {
+        const out: Obj = {}
+        for (const [k, x] of Object.entries(v)) out[k] = put(x)
+        return out
+      }
+      return v
+    }
+    const out = put(masked)
+    this.docs.clear()
+    return isObj(out) ? out : {}
+  }
+
+  /** One content item (text, image, audio, resource, resource_link), its documents set aside. */
   item(item: unknown): unknown {
-    if (item === null || typeof item !== 'object') return item
-    const o = item as Record<string, unknown>
-    if (o.type === 'resource_link') return item
-    if (o.type === 'text' && typeof o.text === 'string') {
-      const t = this.text(o.text)
-      return t === null ? this.note('text that is not JSON') : { ...o, text: t }
+    if (!isObj(item)) return this.note('content that cannot be masked')
+    if (item.type === 'resource_link') {
+      const link = pick(item, LINK_ITEM)
+      if (item.description !== undefined) link.description = withheldText("the link's description")
+      return link
     }
-    if (o.type === 'resource' && o.resource !== null && typeof o.resource === 'object') {
-      const r = this.contents(o.resource)
-      return r === null ? this.note('an embedded resource that is not JSON') : { ...o, resource: r }
+    if (item.type === 'text' && typeof item.text === 'string') {
+      const t = this.text(item.text)
+      return t === null ? this.note('text that is not JSON') : { ...pick(item, TEXT_ITEM), text: this.doc(t) }
     }
-    return this.note(`${typeof o.type === 'string' ? o.type : 'content'} that cannot be masked`)
+    if (item.type === 'resource' && isObj(item.resource)) {
+      const r = this.contents(item.resource)
+      return r === null ? this.note('an embedded resource that is not JSON') : { ...pick(item, RESOURCE_ITEM), resource: r }
+    }
+    return this.note(`${typeof item.type === 'string' ? item.type : 'content'} that cannot be masked`)
   }
 
-  /** One entry of a resource's contents; null when it cannot be masked. */
-  contents(c: unknown): Record<string, unknown> | null {
-    const o = c as Record<string, unknown>
-    if (typeof o.text !== 'string') return null
-    const t = this.text(o.text)
-    return t === null ? null : { ...o, text: t }
+  /** One entry of a resource's contents, its document set aside; null when it cannot be masked. */
+  contents(c: unknown): Obj | null {
+    if (!isObj(c) || typeof c.text !== 'string') return null
+    const t = this.text(c.text)
+    return t === null ? null : { ...pick(c, CONTENTS), text: this.doc(t) }
   }
 
-  private note(what: string): Record<string, unknown> {
+  /** A tool result as the agent may see it. */
+  toolResult(out: Obj): Obj {
+    const r: Obj = { content: Array.isArray(out.content) ? out.content.map((c) => this.item(c)) : [] }
+    if (out.structuredContent !== undefined) r.structuredContent = this.doc(this.value(out.structuredContent))
+    if (out.isError !== undefined) r.isError = out.isError === true
+    if (out._meta !== undefined) r._meta = out._meta
+    return this.whole(r)
+  }
+
+  /** A resources/read result as the agent may see it: what cannot be masked is withheld. */
+  readResult(out: Obj): Obj {
+    const contents: Obj[] = []
+    for (const c of Array.isArray(out.contents) ? out.contents : []) {
+      const masked = this.contents(c)
+      if (masked) contents.push(masked)
+      else {
+        this.withheld++
+        contents.push({
+          uri: isObj(c) && typeof c.uri === 'string' ? c.uri : '',
+          mimeType: 'text/plain',
+          text: withheldText('content that cannot be masked'),
+        })
+      }
+    }
+    const r: Obj = { contents }
+    if (out._meta !== undefined) r._meta = out._meta
+    return this.whole(r)
+  }
+
+  /** A prompts/get result as the agent may see it: the description (prose) is withheld. */
+  promptResult(out: Obj): Obj {
+    const messages = (Array.isArray(out.messages) ? out.messages : []).map((m) => {
+      const o = isObj(m) ? m : {}
+      return { role: o.role, content: this.item(o.content) }
+    })
+    const r: Obj = { messages }
+    if (out.description !== undefined) r.description = withheldText("the prompt's description")
+    if (out._meta !== undefined) r._meta = out._meta
+    return this.whole(r)
+  }
+
+  private note(what: string): Obj {
     this.withheld++
-    return { type: 'text', text: `gatehouse: withheld ${what}: masking rules apply to this result` }
+    return { type: 'text', text: withheldText(what) }
   }
 
   private count(masked: readonly JsonMaskedPath[]): void {
