@@ -146,6 +146,20 @@ describe('remote MCP: masking covers the whole result', () => {
     }
   })
 
+  test('the injected credential echoed lower- or upper-cased reaches the agent masked', async () => {
+    const a = await agent(gw, alice, 'plain')
+    try {
+      const r = await a.client.callTool({ name: 'person', arguments: { mode: 'leak' } })
+      const secret = UPSTREAM_AUTH.replace(/^Bearer /, '')
+      for (const m of a.wire) {
+        assert.ok(!m.toLowerCase().includes(secret.toLowerCase()), m)
+      }
+      assert.match(JSON.stringify(r.content), /lower.*\*{10,}.*upper.*\*{10,}/)
+    } finally {
+      await a.client.close()
+    }
+  })
+
   test('resources/read: _meta of the result and of each contents entry are masked', async () => {
     const a = await agent(gw, alice, 'masked')
     try {

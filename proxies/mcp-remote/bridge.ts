@@ -102,7 +102,9 @@ export class Bridge {
     for (const [k, v] of this.session.secrets) {
       if (k.startsWith('inject_headers.')) inject.set(k.slice('inject_headers.'.length).toLowerCase(), v)
     }
-    this.needles = needlesFor(inject.values())
+    // Lower- and upper-cased copies too: an upstream that echoes the credential case-changed.
+    const values = [...inject.values()]
+    this.needles = needlesFor([...values, ...values.map((v) => v.toLowerCase()), ...values.map((v) => v.toUpperCase())])
     const pool = createPool(this.ctx, {
       origin: url.origin,
       tls,
