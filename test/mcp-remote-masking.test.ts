@@ -13,10 +13,10 @@ import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
-import { CreateMessageRequestSchema, McpError } from '@modelcontextprotocol/sdk/types.js'
+import { CreateMessageRequestSchema } from '@modelcontextprotocol/sdk/types.js'
 import { REPO, TestGateway } from './helpers/gateway.js'
 import { SSN, startHostile } from './helpers/mcphostile.js'
-import type { McpUpstream } from './helpers/mcpupstream.js'
+import { type McpUpstream, rpcError } from './helpers/mcpupstream.js'
 
 const UPSTREAM_AUTH = 'Bearer mcp-hostile-4f1e8a2b9c7d'
 
@@ -67,16 +67,6 @@ async function agent(gw: TestGateway, token: string, connection: string): Promis
 function noSsn(wire: readonly string[]): void {
   assert.ok(wire.length > 0, 'the agent received something')
   for (const m of wire) for (const v of SSN) assert.ok(!m.includes(v), `a classified value reached the agent: ${m}`)
-}
-
-async function rpcError(p: Promise<unknown>): Promise<McpError> {
-  try {
-    await p
-  } catch (err) {
-    if (err instanceof McpError) return err
-    throw err
-  }
-  assert.fail('expected a JSON-RPC error')
 }
 
 describe('remote MCP: masking covers the whole result', () => {

@@ -11,10 +11,9 @@ import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
-import { McpError } from '@modelcontextprotocol/sdk/types.js'
 import { REPO, TestGateway } from './helpers/gateway.js'
 import { SECRET_TEXT, startHostile } from './helpers/mcphostile.js'
-import type { McpUpstream } from './helpers/mcpupstream.js'
+import { type McpUpstream, rpcError } from './helpers/mcpupstream.js'
 
 const UPSTREAM_AUTH = 'Bearer mcp-uris-9d3c6b1a0e2f'
 
@@ -25,16 +24,6 @@ deny contains {"rule": "no-secret-res", "reason": "secret resources are closed"}
 	startswith(input.command.uri, "secret:")
 }
 `
-
-async function rpcError(p: Promise<unknown>): Promise<McpError> {
-  try {
-    await p
-  } catch (err) {
-    if (err instanceof McpError) return err
-    throw err
-  }
-  assert.fail('expected a JSON-RPC error')
-}
 
 describe('remote MCP: resource URIs are judged as the upstream reads them', () => {
   let dir = ''

@@ -13,9 +13,9 @@ import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
-import { CreateMessageRequestSchema, McpError } from '@modelcontextprotocol/sdk/types.js'
+import { CreateMessageRequestSchema } from '@modelcontextprotocol/sdk/types.js'
 import { REPO, TestGateway } from './helpers/gateway.js'
-import { type McpUpstream, startEverything } from './helpers/mcpupstream.js'
+import { type McpUpstream, rpcError, startEverything } from './helpers/mcpupstream.js'
 
 const UPSTREAM_AUTH = 'Bearer mcp-upstream-7f3a9c2e5b1d4086'
 
@@ -71,16 +71,6 @@ export async function connect(gw: TestGateway, token: string, connection = 'ever
   })
   await client.connect(transport)
   return client
-}
-
-async function rpcError(p: Promise<unknown>): Promise<McpError> {
-  try {
-    await p
-  } catch (err) {
-    if (err instanceof McpError) return err
-    throw err
-  }
-  assert.fail('expected a JSON-RPC error')
 }
 
 describe('remote MCP servers', () => {

@@ -3,12 +3,14 @@
 // injects (as a hosted MCP server would) and records every JSON-RPC message that reaches it, so a
 // test can prove what the upstream did and did not receive.
 
+import assert from 'node:assert/strict'
 import { type ChildProcess, spawn } from 'node:child_process'
 import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { createServer, request, type Server } from 'node:http'
 import { createServer as createNetServer } from 'node:net'
 import { join } from 'node:path'
+import { McpError } from '@modelcontextprotocol/sdk/types.js'
 import { REPO, readOutput } from './gateway.js'
 
 export interface McpUpstream {
@@ -143,4 +145,15 @@ export async function startEverything(
       proc.kill('SIGKILL')
     },
   }
+}
+
+/** The JSON-RPC error a call through the SDK client ended with (fails the test if it succeeded). */
+export async function rpcError(p: Promise<unknown>): Promise<McpError> {
+  try {
+    await p
+  } catch (err) {
+    if (err instanceof McpError) return err
+    throw err
+  }
+  assert.fail('expected a JSON-RPC error')
 }
