@@ -193,8 +193,9 @@ describe('npm pack, npm install -g, gatehouse serve from the installed package',
 
   test('serve --dev in an empty directory', async (t) => {
     // --dev listens on the documented fixed ports; another process may hold them on a shared machine.
+    // bash, not sh: /dev/tcp is a bash feature (dash, Debian's sh, fails the probe every time).
     for (const port of [8080, 15432]) {
-      const busy = spawnSync('sh', ['-c', `exec 3<>/dev/tcp/127.0.0.1/${port}`], { stdio: 'ignore' }).status === 0
+      const busy = spawnSync('bash', ['-c', `exec 3<>/dev/tcp/127.0.0.1/${port}`], { stdio: 'ignore' }).status === 0
       if (busy) {
         t.skip(`port ${port} is in use here`)
         return
