@@ -37,12 +37,12 @@ function splits(body: Buffer): Buffer[][] {
 }
 
 describe('server-sent events under a masking rule', () => {
-  test('data is masked at every split; event, id, retry and keep-alive comments pass', () => {
+  test('data is masked at every split; event types, retry and keep-alive comments pass, ids are dropped', () => {
     const body = Buffer.from(`: keep-alive\nevent: user\nid: 7\nretry: 1000\ndata: {"ssn":"${SECRET}",\ndata: "n":1}\n\n`)
     for (const pieces of splits(body)) {
       const r = through(pieces)
       assert.equal(r.cut, false)
-      assert.equal(r.out.toString(), ':\nevent: user\nid: 7\nretry: 1000\ndata: {"ssn":"****",\ndata: "n":1}\n\n')
+      assert.equal(r.out.toString(), ':\nevent: user\nretry: 1000\ndata: {"ssn":"****",\ndata: "n":1}\n\n')
     }
   })
 
@@ -67,6 +67,11 @@ describe('server-sent events under a masking rule', () => {
       `data: {}\n\n\ufeffdata: {"ssn":"${SECRET}"}\n\n`,
       `\ufeff\ufeffdata: {"ssn":"${SECRET}"}\n\n`,
       `retry: {"ssn":"${SECRET}"}\n\n`,
+      // A path cannot reach an event's type: one that could carry a value is not passed.
+      `event: ${SECRET}\ndata: {}\n\n`,
+      `event: user ${SECRET}\ndata: {}\n\n`,
+      `event: user@example.com\ndata: {}\n\n`,
+      `event:\ndata: {}\n\n`,
       `data: {"ssn":"${SECRET}"`,
     ]
     for (const text of bodies) {
@@ -75,6 +80,15 @@ describe('server-sent events under a masking rule', () => {
         assert.equal(r.cut, true, JSON.stringify(text))
         assert.equal(r.out.indexOf(SECRET), -1, `${JSON.stringify(text)} leaked`)
       }
+    }
+  })
+
+  test("an id line (the upstream's free text) never reaches the caller", () => {
+    const body = Buffer.from(`id: ${SECRET}\ndata: {"n":1}\n\nid\ndata: {"n":2}\n\n`)
+    for (const pieces of splits(body)) {
+      const r = through(pieces)
+      assert.equal(r.cut, false)
+      assert.equal(r.out.toString(), 'data: {"n":1}\n\ndata: {"n":2}\n\n')
     }
   })
 

@@ -287,9 +287,17 @@ export const MAX_EVENT_BYTES = 1024 * 1024
 const BOM = Buffer.from([0xef, 0xbb, 0xbf])
 
 /**
+ * An event type the masker passes: a name, not a value. A JSON path cannot reach an `event:` line,
+ * so one that could carry a record's value (digits, `@`, spaces) is not passed.
+ */
+const EVENT_TYPE = /^ ?[A-Za-z][A-Za-z_.-]{0,63}$/
+
+/**
  * Server-sent events, read as an allow-list: `data` lines are held until the event ends (a blank
  * line) and then sent masked as one JSON document (the event's data lines joined with newlines, as
- * a client reads them); `event` and `id` lines pass; `retry` passes when it is a number; a comment
+ * a client reads them); an `event` line passes when its type is a plain name (EVENT_TYPE), `id`
+ * lines are dropped (a resume position is the upstream's free text, out of any path's reach);
+ * `retry` passes when it is a number; a comment
  * passes as an empty comment (a keep-alive, its text dropped). Any other line — a JSON document sent
  * as an event stream, `Data:`, `data :` — cuts the stream: what a client or a raw reader would make
  * of it cannot be known, so it is not passed. One byte order mark at the start is dropped (clients
@@ -393,7 +401,14 @@ export class SseMasker implements SyncFilter {
       this.push(':\n')
       return
     }
-    if (name === 'event' || name === 'id' || (name === 'retry' && /^ ?[0-9]+$/.test(line.subarray(colon + 1).toString('latin1')))) {
+    if (name === 'id') return
+    if (name === 'event') {
+      if (!EVENT_TYPE.test(line.subarray(colon < 0 ? line.length : colon + 1).toString('latin1')))
+        throw new JsonMaskError('a server-sent event type that is not a plain name (letters, _ . -, up to 64)', 0)
+      this.push(Buffer.concat([line, Buffer.from('\n')]))
+      return
+    }
+    if (name === 'retry' && /^ ?[0-9]+$/.test(line.subarray(colon + 1).toString('latin1'))) {
       this.push(Buffer.concat([line, Buffer.from('\n')]))
       return
     }
