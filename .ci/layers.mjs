@@ -8,7 +8,7 @@
 //   proxies/kit/       what plugins may use of the engine: engine/, proxies/types.ts, proxies/kit/
 //   proxies/<plugin>/  proxies/types.ts, proxies/kit/index.ts, its own folder, and another
 //                      plugin's public.ts
-//   gateway/           engine/, proxies/types.ts, proxies/kit/, gateway/
+//   cli/gateway/       the composition root: engine/, proxies/types.ts, proxies/kit/, cli/gateway/
 //   cli/, bench/, test/  anything but each other's internals (cli/ never imports test/ or bench/)
 //   examples/plugins/  only packages and gatehouse/proxies/{types,kit}
 //
@@ -25,9 +25,9 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { dirname, join, relative, resolve, sep } from 'node:path'
 
-const SOURCE_DIRS = ['engine', 'proxies', 'gateway', 'cli', 'bench', 'test', 'examples']
+const SOURCE_DIRS = ['engine', 'proxies', 'cli', 'bench', 'test', 'examples']
 /** Files that may import a computed specifier: the plugin loader, the bin entry loading dist/. */
-const COMPUTED_IMPORT_OK = new Set(['gateway/loader.ts', 'cli/bin/gatehouse.js'])
+const COMPUTED_IMPORT_OK = new Set(['cli/gateway/loader.ts', 'cli/bin/gatehouse.js'])
 /** What a plugin may import of the package itself, by its published names. */
 const PUBLISHED = new Set(['gatehouse/proxies/types', 'gatehouse/proxies/kit'])
 /** The most lines a source file may have. */
@@ -244,10 +244,10 @@ export function layerProblem(file, target) {
     if (other !== null) return `a plugin imports another plugin only through its public.ts (proxies/${other}/public.ts)`
     return 'a plugin imports only proxies/types.ts, proxies/kit/index.ts, its own folder and other plugins\u2019 public.ts'
   }
-  if (top === 'gateway') {
-    return ttop === 'engine' || ttop === 'gateway' || target === 'proxies/types.ts' || target.startsWith('proxies/kit/')
+  if (file.startsWith('cli/gateway/')) {
+    return ttop === 'engine' || target.startsWith('cli/gateway/') || target === 'proxies/types.ts' || target.startsWith('proxies/kit/')
       ? null
-      : 'gateway/ imports engine/, proxies/types.ts and proxies/kit/ (built-in plugins are passed in by cli/)'
+      : 'cli/gateway/ imports engine/, proxies/types.ts and proxies/kit/ (built-in plugins are passed in by the rest of cli/)'
   }
   if (top === 'cli') return ttop === 'test' || ttop === 'bench' ? 'cli/ never imports test/ or bench/' : null
   if (top === 'examples') return 'an example plugin imports only packages and gatehouse/proxies/{types,kit}'

@@ -7,7 +7,7 @@
 //   node dist/bench/gateway-nodecide.js CONFIG.yaml
 
 import { loadConfigFile } from '../engine/config/config.js'
-import { Gateway } from '../gateway/gateway.js'
+import { Gateway } from '../cli/gateway/gateway.js'
 import { createLogger } from '../engine/server/log.js'
 import { type Analysis, otherFacts, SqlAnalyzer } from '../proxies/postgres/sql/index.js'
 import type { Decision } from '../engine/types.js'

@@ -5,7 +5,7 @@
 import type { Command, Option } from 'commander'
 import { rotateAdminToken } from '../engine/server/admin-token.js'
 import { openLocalAuditLog } from '../engine/audit/writer.js'
-import { issuerFor } from '../gateway/gateway.js'
+import { issuerFor } from './gateway/gateway.js'
 import { Store } from '../engine/store.js'
 import { loadOrCreateSigningKey, TokenIssuer } from '../engine/identity/tokens.js'
 import { ApiClient, resolveConfig } from './client.js'

@@ -4,7 +4,7 @@
 
 import { existsSync, readFileSync } from 'node:fs'
 import { type Config, loadConfigFile, parseConfig } from '../engine/config/config.js'
-import { adminTokenPath, type RunInfo, runInfoPath } from '../gateway/gateway.js'
+import { adminTokenPath, type RunInfo, runInfoPath } from './gateway/gateway.js'
 
 export function resolveConfig(file: string | undefined): Config {
   const f = file ?? process.env.GATEHOUSE_CONFIG

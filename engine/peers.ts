@@ -31,7 +31,7 @@ export interface Peers {
   listen(handler: (message: PeerMessage) => number | Promise<number>): void
 }
 
-/** The IPC envelope between a worker and the primary (gateway/primary.ts relays them). */
+/** The IPC envelope between a worker and the primary (cli/gateway/primary.ts relays them). */
 export type PeerEnvelope =
   | { readonly gh: 'tell'; readonly seq: number; readonly message: PeerMessage }
   | { readonly gh: 'told'; readonly seq: number; readonly answer: number }

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import { parseConfig } from '../engine/config/config.js'
-import { checkConfigAgainstPlugins } from '../gateway/plugin-checks.js'
+import { checkConfigAgainstPlugins } from '../cli/gateway/plugin-checks.js'
 import { postgresPlugin } from '../proxies/postgres/index.js'
 import { sshPlugin } from '../proxies/ssh/index.js'
 

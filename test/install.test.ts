@@ -73,7 +73,7 @@ describe('npm pack, npm install -g, gatehouse serve from the installed package',
     for (const p of ['package.json', 'README.md', 'cli', 'policies', 'examples', 'docs', 'test/README.md']) {
       if (existsSync(join(REPO, p))) cpSync(join(REPO, p), join(pkg, p), { recursive: true })
     }
-    for (const d of ['cli', 'engine', 'gateway', 'proxies', 'test'])
+    for (const d of ['cli', 'engine', 'proxies', 'test'])
       cpSync(join(REPO, 'dist', d), join(pkg, 'dist', d), { recursive: true })
     symlinkSync(join(REPO, 'node_modules'), join(pkg, 'node_modules'))
     const packed = JSON.parse(
@@ -110,7 +110,7 @@ describe('npm pack, npm install -g, gatehouse serve from the installed package',
   })
 
   test('the tarball holds the built code, the bin, the default bundle precompiled; no tests, sources or maps', () => {
-    for (const f of ['cli/bin/gatehouse.js', 'dist/cli/main.js', 'dist/gateway/gateway.js', 'dist/proxies/postgres/index.js']) {
+    for (const f of ['cli/bin/gatehouse.js', 'dist/cli/main.js', 'dist/cli/gateway/gateway.js', 'dist/proxies/postgres/index.js']) {
       assert.ok(files.includes(f), `${f} is in the tarball`)
     }
     assert.ok(files.includes('dist/policies/default.tar.gz'))

@@ -29,10 +29,10 @@ function tree(files: Record<string, string>): string {
       "import type { Identity } from '../types.js'\nimport { GatehouseError } from '../kit/index.js'\nexport const a = (i: Identity) => new GatehouseError(i.id)\n",
     'proxies/a/public.ts': "export { a } from './index.js'\n",
     'proxies/b/index.ts': "import { a } from '../a/public.js'\nexport const b = a\n",
-    'gateway/gateway.ts':
-      "import type { Identity } from '../engine/types.js'\nimport type {} from '../proxies/types.js'\nexport type I = Identity\n",
+    'cli/gateway/gateway.ts':
+      "import type { Identity } from '../../engine/types.js'\nimport type {} from '../../proxies/types.js'\nexport type I = Identity\n",
     'cli/main.ts':
-      "import { b } from '../proxies/b/index.js'\nimport type { I } from '../gateway/gateway.js'\nexport const m: [typeof b, I | null] = [b, null]\n",
+      "import { b } from '../proxies/b/index.js'\nimport type { I } from './gateway/gateway.js'\nexport const m: [typeof b, I | null] = [b, null]\n",
   }
   for (const [path, text] of Object.entries({ ...base, ...files })) {
     mkdirSync(join(root, dirname(path)), { recursive: true })
@@ -66,13 +66,13 @@ describe('layering check', () => {
   it('refuses the engine importing a plugin, the gateway or the CLI (static, type-only, dynamic)', () => {
     const r = fixture({
       'engine/x.ts': "import { a } from '../proxies/a/index.js'\nexport const x = a\n",
-      'engine/y.ts': "import type { I } from '../gateway/gateway.js'\nexport type Y = I\n",
+      'engine/y.ts': "import type { I } from '../cli/gateway/gateway.js'\nexport type Y = I\n",
       'engine/z.ts': "export const z = () => import('../cli/main.js')\n",
       'engine/w.ts': "export type W = import('../proxies/types.js').Identity\n",
     })
     assert.equal(r.status, 1)
     assert.match(r.out, /engine\/x\.ts: imports proxies\/a\/index\.ts: the engine imports only engine\//)
-    assert.match(r.out, /engine\/y\.ts: imports gateway\/gateway\.ts/)
+    assert.match(r.out, /engine\/y\.ts: imports cli\/gateway\/gateway\.ts/)
     assert.match(r.out, /engine\/z\.ts: imports cli\/main\.ts \(dynamic\)/)
     assert.match(r.out, /engine\/w\.ts: imports proxies\/types\.ts \(dynamic\)/)
   })
@@ -83,22 +83,22 @@ describe('layering check', () => {
       'proxies/kit/more.ts': 'export const more = 1\n',
       'proxies/a/kit.ts': "import { more } from '../kit/more.js'\nexport const k = more\n",
       'proxies/b/deep.ts': "export { a } from '../a/index.js'\n",
-      'proxies/b/gw.ts': "import type { I } from '../../gateway/gateway.js'\nexport type G = I\n",
+      'proxies/b/gw.ts': "import type { I } from '../../cli/gateway/gateway.js'\nexport type G = I\n",
     })
     assert.equal(r.status, 1)
     assert.match(r.out, /proxies\/a\/deep\.ts: imports engine\/errors\.ts: a plugin reaches the engine only through proxies\/kit/)
     assert.match(r.out, /proxies\/a\/kit\.ts: imports proxies\/kit\/more\.ts/)
     assert.match(r.out, /proxies\/b\/deep\.ts: imports proxies\/a\/index\.ts: a plugin imports another plugin only through its public\.ts/)
-    assert.match(r.out, /proxies\/b\/gw\.ts: imports gateway\/gateway\.ts/)
+    assert.match(r.out, /proxies\/b\/gw\.ts: imports cli\/gateway\/gateway\.ts/)
   })
 
   it('refuses the gateway importing a plugin, and an example importing the package\u2019s inside', () => {
     const r = fixture({
-      'gateway/builtin.ts': "export { a } from '../proxies/a/index.js'\n",
+      'cli/gateway/builtin.ts': "export { a } from '../../proxies/a/index.js'\n",
       'examples/plugins/p.js': "import { x } from 'gatehouse/engine/errors'\nexport default x\n",
     })
     assert.equal(r.status, 1)
-    assert.match(r.out, /gateway\/builtin\.ts: imports proxies\/a\/index\.ts/)
+    assert.match(r.out, /cli\/gateway\/builtin\.ts: imports proxies\/a\/index\.ts/)
     assert.match(
       r.out,
       /examples\/plugins\/p\.js: imports gatehouse\/engine\/errors: only gatehouse\/proxies\/types and gatehouse\/proxies\/kit are published/,

@@ -6,9 +6,9 @@
 
 import cluster from 'node:cluster'
 import type { Logger } from 'pino'
-import type { Config } from '../engine/config/config.js'
-import { IpcPeers, type PeerEnvelope } from '../engine/peers.js'
-import type { AnyProxyPlugin } from '../proxies/types.js'
+import type { Config } from '../../engine/config/config.js'
+import { IpcPeers, type PeerEnvelope } from '../../engine/peers.js'
+import type { AnyProxyPlugin } from '../../proxies/types.js'
 import { Gateway } from './gateway.js'
 import { WORKER_CLEAN_ENV, WORKER_ID_ENV, type WorkerReady } from './primary.js'
 

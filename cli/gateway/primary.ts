@@ -10,10 +10,10 @@
 import cluster, { type Worker } from 'node:cluster'
 import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import type { Logger } from 'pino'
-import { acquireWriterLock } from '../engine/audit/segments.js'
-import type { Config } from '../engine/config/config.js'
-import { GatehouseError } from '../engine/errors.js'
-import { isPeerEnvelope, type PeerMessage } from '../engine/peers.js'
+import { acquireWriterLock } from '../../engine/audit/segments.js'
+import type { Config } from '../../engine/config/config.js'
+import { GatehouseError } from '../../engine/errors.js'
+import { isPeerEnvelope, type PeerMessage } from '../../engine/peers.js'
 import { auditDirOf, checkDataDirOwnership, type RunInfo, runInfoPath } from './gateway.js'
 
 /** What a worker tells the primary once it serves (and the primary reads nothing else from it). */

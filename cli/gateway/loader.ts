@@ -5,9 +5,9 @@
 
 import { pathToFileURL } from 'node:url'
 import { isAbsolute } from 'node:path'
-import { GatehouseError } from '../engine/errors.js'
-import type { PluginRef } from '../engine/config/config.js'
-import { type AnyProxyPlugin, CAPABILITY_NAMES, PLUGIN_CONTRACT } from '../proxies/types.js'
+import { GatehouseError } from '../../engine/errors.js'
+import type { PluginRef } from '../../engine/config/config.js'
+import { type AnyProxyPlugin, CAPABILITY_NAMES, PLUGIN_CONTRACT } from '../../proxies/types.js'
 
 export interface LoadedPlugin {
   readonly plugin: AnyProxyPlugin

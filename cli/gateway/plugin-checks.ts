@@ -3,11 +3,11 @@
 // the configured connections) that token scopes and workload rules may name.
 
 import { join } from 'node:path'
-import { type Config, configProblem } from '../engine/config/config.js'
-import { issueLines } from '../engine/config/zod.js'
-import { type ScopeVocabulary, scopeSyntaxProblem, scopeVocabularyProblems } from '../engine/identity/scope.js'
-import { isRecord } from '../engine/record.js'
-import { CONNECTOR_SECRET_PREFIX, parseConnectorSecretRef, parseSecretRef } from '../engine/secrets.js'
+import { type Config, configProblem } from '../../engine/config/config.js'
+import { issueLines } from '../../engine/config/zod.js'
+import { type ScopeVocabulary, scopeSyntaxProblem, scopeVocabularyProblems } from '../../engine/identity/scope.js'
+import { isRecord } from '../../engine/record.js'
+import { CONNECTOR_SECRET_PREFIX, parseConnectorSecretRef, parseSecretRef } from '../../engine/secrets.js'
 import type { LoadedPlugin } from './loader.js'
 
 /** What scope entries may name here: the loaded plugins' actions and the configured connections. */

@@ -4,11 +4,11 @@
 import { mkdirSync } from 'node:fs'
 import type { Socket } from 'node:net'
 import { join } from 'node:path'
-import type { AuditServices } from '../engine/audit/service.js'
-import { authorityOf } from '../engine/connector/protocol.js'
-import { GatehouseError } from '../engine/errors.js'
-import type { TokenIssuer } from '../engine/identity/tokens.js'
-import { countCommand, type LiveSession, pluginMayWrite } from '../engine/sessions.js'
+import type { AuditServices } from '../../engine/audit/service.js'
+import { authorityOf } from '../../engine/connector/protocol.js'
+import { GatehouseError } from '../../engine/errors.js'
+import type { TokenIssuer } from '../../engine/identity/tokens.js'
+import { countCommand, type LiveSession, pluginMayWrite } from '../../engine/sessions.js'
 import type {
   Address,
   AnyProxyPlugin,
@@ -19,7 +19,7 @@ import type {
   PluginContext,
   ProxyContext,
   TlsMaterial,
-} from '../proxies/types.js'
+} from '../../proxies/types.js'
 import { directDialer } from './dialer.js'
 import { openSession, type SessionDeps } from './open-session.js'
 

@@ -2,8 +2,8 @@
 // the others go through a connector's tunnel (engine/connector) behind the same function.
 
 import { connect, type Socket } from 'node:net'
-import { GatehouseError } from '../engine/errors.js'
-import type { Address } from '../engine/types.js'
+import { GatehouseError } from '../../engine/errors.js'
+import type { Address } from '../../engine/types.js'
 
 /** A target that does not answer within this time is reported unreachable, not waited on. */
 export const DIAL_TIMEOUT_MS = 10_000
