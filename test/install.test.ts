@@ -73,8 +73,7 @@ describe('npm pack, npm install -g, gatehouse serve from the installed package',
     for (const p of ['package.json', 'README.md', 'cli', 'policies', 'examples', 'docs', 'test/README.md']) {
       if (existsSync(join(REPO, p))) cpSync(join(REPO, p), join(pkg, p), { recursive: true })
     }
-    for (const d of ['cli', 'engine', 'proxies', 'test'])
-      cpSync(join(REPO, 'dist', d), join(pkg, 'dist', d), { recursive: true })
+    for (const d of ['cli', 'engine', 'proxies', 'test']) cpSync(join(REPO, 'dist', d), join(pkg, 'dist', d), { recursive: true })
     symlinkSync(join(REPO, 'node_modules'), join(pkg, 'node_modules'))
     const packed = JSON.parse(
       run('npm', ['pack', '--json', '--pack-destination', root], { cwd: pkg, env: { ...process.env, GATEHOUSE_PACK_BUILT: '1' } }),
