@@ -2,7 +2,9 @@
 // 500 KB and 2 MB texts, in two forms — one long string literal, and a VALUES list of many small
 // rows (many tokens: what the classifier, the shape and the audit line pay per token) — over one
 // open connection each (node-postgres, simple protocol), runs alternated, medians reported; and the
-// gateway process's own CPU time per query (from /proc: less disturbed by other load than wall time).
+// gateway process's own CPU time per query (from /proc: less disturbed by other load than wall time)
+// and its minor page faults per query (first touches of fresh memory, most of a large text's cost
+// on a machine where a fault is expensive; BENCHMARKS.md).
 //
 //   node dist/bench/large-query.js [--runs N] [--form literal|values] [--sizes 70,500,2048]
 //
@@ -50,6 +52,16 @@ function cpuMs(pid: number | undefined): number {
   }
 }
 
+/** Minor page faults the process has taken so far (first touches of fresh memory), from /proc. */
+function minorFaults(pid: number | undefined): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7])
+  } catch {
+    return 0
+  }
+}
+
 /** CPU time (ms) of the process's main thread alone (the JavaScript thread; the rest are GC
  * helpers and libuv's pool), from /proc/PID/task/PID/stat. */
 function mainThreadCpuMs(pid: number | undefined): number {
@@ -91,8 +103,8 @@ async function main(): Promise<void> {
     const lines = [
       `Query texts sent with the simple protocol over one open connection, median of ${runs} (runs alternated):`,
       '',
-      '| query | size | direct (ms) | gateway (ms) | gateway / direct | first: direct / gateway (ms) | gateway CPU per query (ms) | of it, main thread (ms) |',
-      '|---|---:|---:|---:|---:|---:|---:|---:|',
+      '| query | size | direct (ms) | gateway (ms) | gateway / direct | first: direct / gateway (ms) | gateway CPU per query (ms) | of it, main thread (ms) | gateway page faults per query |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
     ]
     const fi = process.argv.indexOf('--form')
     const only = fi >= 0 ? process.argv[fi + 1] : null
@@ -113,19 +125,22 @@ async function main(): Promise<void> {
         const g: number[] = []
         let cpu = 0
         let main = 0
+        let faults = 0
         for (let r = 0; r < runs; r++) {
           d.push(await time(direct, sql))
           const c0 = cpuMs(pid)
           const m0 = mainThreadCpuMs(pid)
+          const f0 = minorFaults(pid)
           g.push(await time(gateway, sql))
           cpu += cpuMs(pid) - c0
           main += mainThreadCpuMs(pid) - m0
+          faults += minorFaults(pid) - f0
         }
         const md = median(d)
         const mg = median(g)
         const size = kb >= 1024 ? `${kb / 1024} MB` : `${kb} KB`
         lines.push(
-          `| ${form} | ${size} | ${md.toFixed(1)} | ${mg.toFixed(1)} | ${(mg / md).toFixed(2)}× | ${firstDirect.toFixed(1)} / ${firstGateway.toFixed(1)} | ${(cpu / runs).toFixed(1)} | ${(main / runs).toFixed(1)} |`,
+          `| ${form} | ${size} | ${md.toFixed(1)} | ${mg.toFixed(1)} | ${(mg / md).toFixed(2)}× | ${firstDirect.toFixed(1)} / ${firstGateway.toFixed(1)} | ${(cpu / runs).toFixed(1)} | ${(main / runs).toFixed(1)} | ${Math.round(faults / runs)} |`,
         )
       }
     }
