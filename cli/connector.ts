@@ -64,6 +64,8 @@ export interface ConnectorOptions {
   /** Secrets kept here for connections (`--secret connection=ref`): proven to the gateway, never sent. */
   readonly secrets?: ReadonlyMap<string, string>
   readonly version: string
+  /** The host name the attach answer reports (os.hostname() when absent). */
+  readonly hostname?: string
   readonly log: Logger
 }
 
@@ -240,7 +242,7 @@ export class ConnectorAgent {
       const path = headers[h2.HTTP2_HEADER_PATH]
       stream.on('error', () => undefined)
       if (method === 'GET' && path === ATTACH_PATH) {
-        const hello: AttachHello = { credential: this.credential, version: this.opts.version, hostname: hostname() }
+        const hello: AttachHello = { credential: this.credential, version: this.opts.version, hostname: this.opts.hostname ?? hostname() }
         stream.respond({ [h2.HTTP2_HEADER_STATUS]: 200, 'content-type': 'application/json' })
         stream.end(JSON.stringify(hello))
         return
@@ -499,12 +501,16 @@ export function registerConnectorCommands(program: Command, configOpt: () => Opt
       // Links live only in a running gateway: there is nothing to read from the data directory.
       if (!api) throw new ServerUnreachableError('no gateway runs for this configuration (connector links exist only while it runs)')
       const list = await api.call<Record<string, unknown>[]>('GET', '/v1/connectors')
-      for (const c of list) {
-        process.stdout.write(
-          o.json
-            ? `${JSON.stringify(c)}\n`
-            : `${c.name}\t${c.link}\t${c.principal}\t${c.address}\tv${c.version}\tlast seen ${c.last_seen}\tstreams ${c.streams}\tsessions ${c.sessions}\n`,
-        )
-      }
+      for (const c of list) process.stdout.write(o.json ? `${JSON.stringify(c)}\n` : linkLine(c))
     })
+}
+
+/**
+ * One link as a line of `connectors list`. Every field is escaped (control characters, tabs and
+ * newlines as \xNN): a value that came from a connector must not fake a line or drive the terminal.
+ */
+export function linkLine(c: Record<string, unknown>): string {
+  const f = (v: unknown): string =>
+    String(v).replace(/[^\x20-\x5b\x5d-\x7e\xa0-\uffff]/g, (ch) => `\\x${ch.charCodeAt(0).toString(16).padStart(2, '0')}`)
+  return `${f(c.name)}\t${f(c.link)}\t${f(c.principal)}\t${f(c.address)}\tv${f(c.version)}\t${f(c.hostname)}\tlast seen ${f(c.last_seen)}\tstreams ${f(c.streams)}\tsessions ${f(c.sessions)}\n`
 }

@@ -14,7 +14,7 @@ import { join } from 'node:path'
 import { createServer as createTlsServer } from 'node:tls'
 import { after, before, describe, test } from 'node:test'
 import pino from 'pino'
-import { ConnectorAgent } from '../cli/connector.js'
+import { ConnectorAgent, linkLine } from '../cli/connector.js'
 import { ALPN, ATTACH_PATH, ERROR_HEADER, TARGETS_PATH } from '../engine/connector/protocol.js'
 import { BIN, psql, readOutput, TestGateway } from './helpers/gateway.js'
 import { PrivateNetwork } from './helpers/netns.js'
@@ -94,6 +94,7 @@ interface LinkRow {
   principal: string
   address: string
   version: string
+  hostname: string
   sessions: number
 }
 
@@ -405,5 +406,42 @@ describe('connector: what it dials', () => {
     fake.close()
     target.close()
     other.close()
+  })
+})
+
+describe('connector: what it says about itself', () => {
+  // A connector's version and host name are its own claims, shown to operators on a terminal by
+  // `connectors list`: a hostile connector (here an in-process agent with a valid edge-2 key that
+  // reports a version and host name made of newlines, tabs and terminal escapes) must not be able
+  // to fake a line of another connector or erase its own.
+  test('its version and host name reach the list as printable text only, and the text output escapes every field', async () => {
+    const forged = '9\nedge-1\tl-fake\tservice:edge-1\t10.0.0.9:1\tv9\x1b[2K\x1b[1A'
+    const agent = new ConnectorAgent({
+      host: net.gatewayAddress,
+      port: connectorPort,
+      credential: (await createKey('edge-2')).key,
+      fingerprint: fingerprint.replaceAll(':', '').toLowerCase(),
+      allow: [],
+      version: forged,
+      hostname: `box\r\nedge-1\u202e`,
+      log: pino({ level: 'silent' }),
+    })
+    const running = agent.run()
+    try {
+      const row = await until('edge-2 attached', async () => (await links()).find((l) => l.name === 'edge-2'))
+      assert.equal(row.version, '9?edge-1?l-fake?service:edge-1?10.0.0.9:1?v9?[2K?[1A')
+      assert.equal(row.hostname, 'box??edge-1?')
+      const attached = (await auditEvents('connector.attached')).filter((e) => e.connector === 'edge-2')
+      assert.ok(attached.length > 0 && attached.every((e) => /^[\x20-\x7e]*$/.test(String(e.version))))
+    } finally {
+      agent.stop()
+      await running
+    }
+    // What an older gateway (or anything else) might still hand the CLI is escaped there too.
+    const line = linkLine({ name: 'edge-2', link: 'l-1', principal: 'service:edge-2', address: 'a', version: forged, hostname: 'h\t' })
+    assert.equal(line.split('\n').length, 2, 'one line')
+    assert.equal(line.split('\t').length, 9, 'nine fields')
+    for (const field of line.slice(0, -1).split('\t')) assert.match(field, /^[\x20-\x7e]*$/, 'printable fields')
+    assert.match(line, /v9\\x0aedge-1\\x09l-fake/)
   })
 })

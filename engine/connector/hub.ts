@@ -391,8 +391,10 @@ export class ConnectorHub {
     const hello = await this.control(h2s, 'GET', ATTACH_PATH, null)
     const h = hello as Partial<AttachHello> | null
     if (!h || typeof h.credential !== 'string' || typeof h.version !== 'string') throw new Error('malformed attach answer')
-    const version = h.version.slice(0, 64)
-    const hostname = typeof h.hostname === 'string' ? h.hostname.slice(0, 255) : ''
+    // What a connector says about itself is shown to operators (`connectors list`, a terminal):
+    // anything but printable ASCII becomes '?', so it cannot fake lines or send terminal escapes.
+    const version = printable(h.version, 64)
+    const hostname = typeof h.hostname === 'string' ? printable(h.hostname, 255) : ''
     const refuse = async (reason: string, chain: readonly string[], detail = reason): Promise<null> => {
       this.opts.log.warn({ client: address, reason: detail }, 'connector refused')
       this.opts.audit({ type: 'connector.refused', session: null, chain, connection: null, address, reason: detail })
@@ -566,4 +568,9 @@ export class ConnectorHub {
     link.h2s.close()
     setTimeout(() => link.h2s.destroy(), 500).unref()
   }
+}
+
+/** `text` cut to `max` characters, every character outside printable ASCII replaced by '?'. */
+export function printable(text: string, max: number): string {
+  return text.slice(0, max).replace(/[^\x20-\x7e]/g, '?')
 }
