@@ -15,11 +15,20 @@ import type { Logger } from 'pino'
 import { GatehouseError } from '../engine/errors.js'
 import { parseSecretRef, resolveSecret } from '../engine/secrets.js'
 import type { ProofAnswer } from '../engine/connector/protocol.js'
-import { md5Password, ScramError, scramProof } from '../proxies/postgres/scram.js'
+import { checkServerFirst, md5Password, ScramError, scramProof } from '../proxies/postgres/scram.js'
 import ssh2 from 'ssh2'
 
 /** An SSH user-authentication request is small; anything larger is not one. */
 const MAX_SIGN_BYTES = 16 * 1024
+
+/**
+ * SCRAM iteration counts proven. Below PostgreSQL's default (4096) a gateway-chosen count makes
+ * offline guessing of the password from the proof cheap; above 100,000 (25 times the default) one
+ * proof costs the connector more than any real server asks for, and a hostile target could make
+ * every other connection's proofs wait behind its own on the thread pool.
+ */
+export const MIN_SCRAM_ITERATIONS = 4096
+export const MAX_SCRAM_ITERATIONS = 100_000
 
 /** A proof the connector will not give: the reason goes back to the gateway. */
 export class ProofRefused extends Error {}
@@ -89,7 +98,13 @@ export class HeldSecrets {
     }
     try {
       if (mechanism === 'scram-sha-256') {
-        const p = await scramProof(secret, str('client_first_bare'), str('server_first'))
+        const clientFirst = str('client_first_bare')
+        const serverFirst = str('server_first')
+        const { iterations } = checkServerFirst(clientFirst, serverFirst)
+        if (iterations < MIN_SCRAM_ITERATIONS || iterations > MAX_SCRAM_ITERATIONS)
+          refuse(`SCRAM iteration count ${iterations} is outside ${MIN_SCRAM_ITERATIONS}..${MAX_SCRAM_ITERATIONS}`)
+        // PBKDF2 runs on the thread pool (crypto.pbkdf2), never on the event loop.
+        const p = await scramProof(secret, clientFirst, serverFirst)
         this.log.info({ connection, session, target, mechanism }, 'proof given')
         return { client_final: p.clientFinal, server_signature: p.serverSignature.toString('base64') }
       }

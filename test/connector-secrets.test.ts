@@ -308,6 +308,28 @@ describe('the connector gives proofs only to a session it carries, for a connect
       /does not extend the client nonce/,
     ],
   ]
+  // A compromised gateway (or a hostile target it relays) chooses the SCRAM iteration count: one
+  // iteration makes offline guessing from the proof cheap, a million holds the connector's thread
+  // pool (and every other connection's proofs) for seconds per session.
+  const scram = (i: number): Record<string, unknown> => ({
+    ...ask,
+    mechanism: 'scram-sha-256',
+    client_first_bare: 'n=,r=clientnonce',
+    server_first: `r=clientnonceserver,s=${Buffer.from('sixteen byte salt').toString('base64')},i=${i}`,
+  })
+  test("SCRAM is answered at PostgreSQL's default iteration count", async () => {
+    const a = await secrets.prove(scram(4096), ctx(true))
+    assert.match(JSON.stringify(a), /"client_final":"c=biws,r=clientnonceserver,p=/)
+  })
+  for (const i of [1, 4095, 100_001, 1_000_000]) {
+    test(`refused: a SCRAM iteration count of ${i}`, async () => {
+      await assert.rejects(
+        secrets.prove(scram(i), ctx(true)),
+        (err: unknown) => err instanceof ProofRefused && new RegExp(`iteration count ${i} is outside 4096\\.\\.100000`).test(err.message),
+      )
+    })
+  }
+
   test('the SSH signing it gives is for a login with its key only', () => {
     const blob = Buffer.from('AAAAC3NzaC1lZDI1NTE5AAAAIHk2', 'base64')
     const str = (b: Buffer | string): Buffer => {

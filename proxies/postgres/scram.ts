@@ -54,7 +54,7 @@ export class ScramClient {
 }
 
 /** The server-first-message's nonce, salt and iterations, checked against the client-first-message-bare. */
-function checkServerFirst(clientFirstBare: string, serverFirst: string): { nonce: string; salt: string; iterations: number } {
+export function checkServerFirst(clientFirstBare: string, serverFirst: string): { nonce: string; salt: string; iterations: number } {
   const clientNonce = parseAttributes(clientFirstBare).get('r')
   const attrs = parseAttributes(serverFirst)
   const nonce = attrs.get('r')
