@@ -3,7 +3,7 @@
 // Rego/WASM policy engine (policy/engine.ts); it assembles this same document as JSON text on its
 // hot path, and `buildInputs` is the readable definition of it (`policy eval`, the tests).
 
-import type { Decision, DecisionInput, DecisionRequest, DecisionTime } from './types.js'
+import type { ConnectionRef, Decision, DecisionInput, DecisionRequest, DecisionTime, Identity, PossibleMasks } from './types.js'
 
 const WEEKDAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'] as const
 
@@ -45,5 +45,8 @@ export interface DecisionEngine {
    * decision for a request equal in everything but the text while this returns the same object.
    */
   decisionEpoch?(): object | null
+  /** The masking that may come with decisions of `actions` for this identity on this connection;
+   * an engine without it is taken to mask anything anywhere. */
+  possibleMasks?(identity: Identity, connection: ConnectionRef, actions: readonly string[]): PossibleMasks
   readonly version: string
 }

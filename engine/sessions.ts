@@ -8,7 +8,7 @@ import type { AuditLog } from './audit/writer.js'
 import type { DecisionEngine } from './decide.js'
 import { GatehouseError } from './errors.js'
 import type { Store } from './store.js'
-import type { Address, AuditEvent, Command, ConnectionRef, Decision, Identity, SecretProver, SessionAuditEvent } from './types.js'
+import type { Address, AuditEvent, Command, ConnectionRef, Decision, Identity, PossibleMasks, SecretProver, SessionAuditEvent } from './types.js'
 import type { ApprovalAsk, ApprovalOutcome } from './approvals/types.js'
 import type { ApprovalService } from './approvals/service.js'
 import type { Metrics } from './server/metrics.js'
@@ -84,6 +84,11 @@ export class LiveSession {
     const d = this.manager.engine.decideNow({ identity: this.identity, connection: this.connection, action, command }, signal)
     m.decisionTime.since(started)
     return d
+  }
+
+  possibleMasks(actions: readonly string[]): PossibleMasks {
+    const e = this.manager.engine
+    return e.possibleMasks ? e.possibleMasks(this.identity, this.connection, actions) : { known: [], policy: true }
   }
 
   decisionEpoch(): object | null {

@@ -76,6 +76,17 @@ export interface MaskObligation {
   readonly json_path?: string
 }
 
+/**
+ * The masking that may come with a session's decisions of some actions, known before any of them
+ * is made: the masking.yaml obligations of its chain on its connection (what every decision there
+ * carries) and whether the policy's Rego `mask` rules may add entries (engine/policy/mask-scope.ts;
+ * true when that cannot be told).
+ */
+export interface PossibleMasks {
+  readonly known: readonly MaskObligation[]
+  readonly policy: boolean
+}
+
 export interface DenyReason {
   readonly rule: string
   readonly reason: string

@@ -24,6 +24,7 @@ import type {
   Decision,
   DecisionRequest,
   Identity,
+  PossibleMasks,
   SecretProver,
   SessionAuditEvent,
 } from '../engine/types.js'
@@ -38,6 +39,8 @@ export type {
   Decision,
   DecisionRequest,
   Identity,
+  MaskObligation,
+  PossibleMasks,
   SecretProver,
   SessionAuditEvent,
 } from '../engine/types.js'
@@ -143,6 +146,12 @@ export interface ProxySession {
    * `approval` is passed to policy as input.approval; only after `requestApproval` answered
    * `granted` for this very command may a plugin pass `{granted: true}`. */
   decide(action: string, command: Command, signal?: AbortSignal, approval?: { readonly granted: boolean }): Promise<Decision>
+  /**
+   * The masking that may come with this session's decisions of `actions`, before any is made: the
+   * masking.yaml obligations on its connection and whether Rego `mask` entries may add to them.
+   * Absent (an older engine): take it that anything may be masked.
+   */
+  possibleMasks?(actions: readonly string[]): PossibleMasks
   /** A held command: uses a matching grant, or files an approval request and (unless `wait` is
    * false) waits for the reviewers' decision. Never blocks other sessions. Rejects only when the
    * request cannot be recorded (audit or state failure): the plugin then refuses the command. */

@@ -12,6 +12,7 @@ import { type ApprovalsData, FileProblems, type MaskingData, parseApprovals, par
 import { shortVersion } from './sources.js'
 import { MAX_BUNDLE_BYTES, readTarGz } from './tar.js'
 import { regoMayReadSqlText } from './reads.js'
+import { type MaskScope, regoMaskScope } from './mask-scope.js'
 import { PolicyModule } from './wasm.js'
 import { isRecord } from '../record.js'
 
@@ -32,6 +33,8 @@ export interface LoadedBundle {
   readonly approvals: ApprovalsData
   /** Whether the policy may read `input.command.sql` (reads.ts); true when its source is unknown. */
   readonly readsSqlText: boolean
+  /** Where the policy's Rego `mask` entries may come from (mask-scope.ts); anywhere when its source is unknown. */
+  readonly maskScope: MaskScope
   /** What it was instantiated from: another worker loads exactly this (engine/peers.ts). */
   readonly compiled: { readonly wasm: Uint8Array; readonly data: unknown; readonly rego: readonly string[] }
 }
@@ -86,6 +89,7 @@ export async function instantiate(
     masking,
     approvals,
     readsSqlText: rego.length === 0 || regoMayReadSqlText(rego),
+    maskScope: rego.length === 0 ? [{ actions: null, connections: null }] : regoMaskScope(rego),
     compiled: { wasm, data, rego },
   }
 }

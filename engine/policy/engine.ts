@@ -19,7 +19,8 @@
 
 import type { Logger } from 'pino'
 import type { DecisionEngine } from '../decide.js'
-import type { Decision, DecisionRequest, Principal } from '../types.js'
+import type { ConnectionRef, Decision, DecisionRequest, Identity, MaskObligation, PossibleMasks, Principal } from '../types.js'
+import { maskMayApply } from './mask-scope.js'
 import type { ApprovalRequirement, MaskingRule } from './data.js'
 import type { LoadedBundle } from './bundle.js'
 import { Active } from './active.js'
@@ -135,6 +136,17 @@ export class PolicyEngine implements DecisionEngine {
       this.epoch = e
     }
     return e
+  }
+
+  possibleMasks(identity: Identity, connection: ConnectionRef, actions: readonly string[]): PossibleMasks {
+    const a = this.active
+    if (!a) return { known: EMPTY, policy: true }
+    let known: MaskObligation[] | null = null
+    for (const p of identity.chain) {
+      const m = a.masksFor(p, connection)
+      if (m.length > 0) known = known ? [...known, ...m] : [...m]
+    }
+    return { known: known ?? EMPTY, policy: maskMayApply(a.bundle.maskScope, actions, connection.name) }
   }
 
   /** The decision with every hop's answer, for `policy eval` and decision tables. */

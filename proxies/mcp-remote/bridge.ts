@@ -11,7 +11,7 @@
 // Beside it: handlers.ts (the agent-facing server's handlers), errors.ts (the JSON-RPC errors),
 // arguments.ts (canonical and audited arguments).
 
-import { createHash } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { readFileSync } from 'node:fs'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
@@ -35,13 +35,17 @@ import {
 import { fetch as undiciFetch, type Pool } from 'undici'
 import { createPool, maskString, needlesFor } from '../http/public.js'
 import type { MaskingKeys } from '../kit/index.js'
-import type { Command, Decision, PluginContext, ProxySession } from '../types.js'
+import type { Command, Decision, MaskObligation, PluginContext, ProxySession } from '../types.js'
 import { jsonMaskPlan } from '../kit/index.js'
-import { ResultMasker, sessionKeys } from './masking.js'
+import { ResultMasker, sessionKeys, withheldText } from './masking.js'
+import { scrubCredentials } from './credentials.js'
 import { canonical } from './arguments.js'
 import { denied, GATEWAY_ERROR_CODE, RpcError, refusalError, upstreamRpcError } from './errors.js'
 import { registerHandlers } from './handlers.js'
 import { canonicalUri } from './uris.js'
+
+/** The error an answer becomes when it carries the injected credential where it cannot be masked. */
+const CREDENTIAL_REFUSED = "gatehouse: withheld the upstream's answer: it carries the credential the gateway injects where it cannot be masked"
 
 export { DENIED_CODE, GATEWAY_ERROR_CODE, HELD_CODE, UPSTREAM_ERROR_CODE, upstreamRpcError } from './errors.js'
 
@@ -57,6 +61,11 @@ const FORWARDED_NOTIFICATIONS = new Set([
 
 type Allowed = Extract<Decision, { effect: 'allow' }>
 
+/** The actions this plugin decides: masking that may come with any of them makes a session masked. */
+const MCP_ACTIONS = ['mcp.call', 'mcp.resource', 'mcp.prompt'] as const
+/** Upstream list cursors kept per session on a masked session (the oldest are forgotten). */
+const MAX_CURSORS = 1000
+
 export class Bridge {
   closed = false
   lastSeen = Date.now()
@@ -69,8 +78,10 @@ export class Bridge {
   private keys: MaskingKeys | null = null
   /** The agent's tools/call requests in flight: an upstream request made during one goes back on its stream. */
   readonly inflight: (string | number)[] = []
-  /** Calls in flight whose results a masking rule applies to. */
-  maskedCalls = 0
+  /** The JSON-path obligations the session's decisions carried so far (by rule and path). */
+  private readonly seenMasks = new Map<string, MaskObligation>()
+  /** On a masked session, the gateway's own list cursors for the upstream's (which are its free text). */
+  private readonly cursors = new Map<string, string>()
   private readonly abort = new AbortController()
 
   constructor(
@@ -155,9 +166,14 @@ export class Bridge {
     if (up.tools) caps.tools = { listChanged: up.tools.listChanged === true }
     if (up.resources) caps.resources = { listChanged: up.resources.listChanged === true }
     if (up.prompts) caps.prompts = { listChanged: up.prompts.listChanged === true }
-    const instructions = client.getInstructions()
+    // On a masked session the upstream's name, title, version and instructions are its free text.
+    const masked = this.maskedSession() !== null
+    const upInstructions = client.getInstructions()
+    const instructions = upInstructions && masked ? withheldText("the server's instructions") : upInstructions
     const server = new Server(
-      { name: info?.name ?? this.connectionName, version: info?.version ?? '0', ...(info?.title ? { title: info.title } : {}) },
+      masked
+        ? { name: this.connectionName, version: '0' }
+        : { name: info?.name ?? this.connectionName, version: info?.version ?? '0', ...(info?.title ? { title: info.title } : {}) },
       { capabilities: caps, ...(instructions ? { instructions } : {}) },
     )
     registerHandlers(this, server, client, caps)
@@ -176,8 +192,13 @@ export class Bridge {
       })
     }
     if (mirrored.roots) {
+      // On a masked session the request goes without the upstream's params (its _meta).
       client.setRequestHandler(ListRootsRequestSchema, (r, extra) =>
-        server.request({ method: r.method, params: r.params }, ListRootsResultSchema, this.toAgent(extra.signal)),
+        server.request(
+          this.maskedSession() === null ? { method: r.method, params: r.params } : { method: r.method },
+          ListRootsResultSchema,
+          this.toAgent(extra.signal),
+        ),
       )
     }
     client.fallbackNotificationHandler = async (n: Notification): Promise<void> => {
@@ -188,7 +209,25 @@ export class Bridge {
     // notifications, whatever their kind) has the injected credentials masked here, so no message
     // type can carry them past the gateway, including ones added later.
     const send = transport.send.bind(transport)
-    transport.send = (message, options) => send(this.masked(message), options)
+    transport.send = (message, options) => {
+      let out: typeof message
+      try {
+        out = this.masked(message)
+      } catch {
+        // The credential where it cannot be masked (a number, or a key that masked collides with
+        // another): an answer becomes an error, a request fails (its relay answers the upstream
+        // with an error) and a notification is dropped. Never a hang.
+        if ('id' in message && ('result' in message || 'error' in message)) {
+          out = {
+            jsonrpc: '2.0',
+            id: message.id,
+            error: { code: GATEWAY_ERROR_CODE, message: CREDENTIAL_REFUSED },
+          }
+        } else if ('id' in message) return Promise.reject(new Error(CREDENTIAL_REFUSED))
+        else return Promise.resolve()
+      }
+      return send(out, options)
+    }
     this.transport = transport
     transport.onclose = () => void this.close('the client ended the session')
     await server.connect(transport)
@@ -196,13 +235,54 @@ export class Bridge {
 
   /**
    * Sampling and elicitation requests are the upstream's free text, which a JSON-path rule cannot
-   * mask: while a call whose result is masked is in flight, the upstream could pass the values the
-   * rule classifies that way. They are refused (the upstream gets an error) and not relayed.
+   * mask: on a masked session they are refused (the upstream gets an error) and not relayed,
+   * whether or not a call is in flight (outside one they would reach the agent on its GET stream).
    */
   private unmaskedOnly(method: string): void {
-    if (this.maskedCalls > 0) {
-      throw new McpError(ErrorCode.InvalidRequest, `the gateway does not relay ${method} while masking rules apply to a call in flight`)
+    if (this.maskedSession() !== null) {
+      throw new McpError(ErrorCode.InvalidRequest, `the gateway does not relay ${method} on a connection where masking rules apply`)
     }
+  }
+
+  /**
+   * Whether masking may apply to this session (a masked session), asked of the engine for every
+   * message since a policy reload can change it: null when no masking.yaml JSON-path rule applies to
+   * the connection, no Rego `mask` entry can come with its decisions and none has; otherwise the
+   * JSON-path obligations known for it (masking.yaml's, and every one a decision of the session
+   * carried). An engine that cannot tell makes every session masked.
+   */
+  maskedSession(): readonly MaskObligation[] | null {
+    const p = this.session.possibleMasks?.(MCP_ACTIONS)
+    const known = p ? p.known.filter((m) => m.json_path !== undefined) : []
+    if (p && !p.policy && known.length === 0 && this.seenMasks.size === 0) return null
+    return this.seenMasks.size === 0 ? known : [...known, ...this.seenMasks.values()]
+  }
+
+  /** The masking key material, made on first use. */
+  maskingKeys(): MaskingKeys {
+    this.keys ??= sessionKeys(this.ctx.stateDir)
+    return this.keys
+  }
+
+  /** On a masked session, the gateway's cursor for the upstream's; else the upstream's own. */
+  cursorOut(cursor: string | undefined): string | undefined {
+    if (cursor === undefined || this.maskedSession() === null) return cursor
+    const mine = `gatehouse-cursor-${randomUUID()}`
+    if (this.cursors.size >= MAX_CURSORS) {
+      const oldest = this.cursors.keys().next()
+      if (!oldest.done) this.cursors.delete(oldest.value)
+    }
+    this.cursors.set(mine, cursor)
+    return mine
+  }
+
+  /** The upstream's cursor for one the agent sent: a gateway cursor is looked up, one it never gave refused. */
+  cursorIn(cursor: string | undefined): string | undefined {
+    if (cursor === undefined || cursor === '') return undefined
+    const up = this.cursors.get(cursor)
+    if (up !== undefined) return up
+    if (this.maskedSession() !== null) throw new RpcError(ErrorCode.InvalidParams, 'gatehouse: unknown cursor (list again from the start)')
+    return cursor
   }
 
   /** Options for a request to the agent: on the stream of the call in flight, if any (else the GET stream). */
@@ -240,12 +320,14 @@ export class Bridge {
     return this.transport.handleRequest(req, res, body)
   }
 
-  /** An upstream value as the agent may see it: injected credentials masked wherever they appear. */
+  /**
+   * An upstream value as the agent may see it: injected credentials masked wherever they appear
+   * (strings and object keys); throws when one is where it cannot be masked (credentials.ts).
+   */
   private masked<T>(value: T): T {
     if (this.needles.length === 0) return value
     const text = JSON.stringify(value)
-    const out = maskString(text, this.needles)
-    return out === text ? value : (JSON.parse(out) as T)
+    return maskString(text, this.needles) === text ? value : scrubCredentials(value, this.needles)
   }
 
   private maskText(s: string): string {
@@ -270,8 +352,8 @@ export class Bridge {
   maskerFor(decision: Allowed): ResultMasker | null {
     const plan = jsonMaskPlan(decision.mask)
     if (!plan) return null
-    this.keys ??= sessionKeys(this.ctx.stateDir)
-    return new ResultMasker(plan, this.keys)
+    for (const m of decision.mask) if (m.json_path !== undefined) this.seenMasks.set(`${m.rule}\u0000${m.json_path}`, m)
+    return new ResultMasker(plan, this.maskingKeys())
   }
 
   /**
@@ -449,7 +531,7 @@ export class Bridge {
       err,
       (t) => this.maskText(t),
       (v) => this.masked(v),
-      masked,
+      masked || this.maskedSession() !== null,
     )
   }
 

@@ -24,11 +24,12 @@ import {
   ReadResourceResultSchema,
   type ServerCapabilities,
 } from '@modelcontextprotocol/sdk/types.js'
-import type { Command, Decision } from '../types.js'
+import type { Command, Decision, MaskObligation } from '../types.js'
 import { auditArguments, canonical } from './arguments.js'
-import { jsonMaskPlan } from '../kit/index.js'
+import { type JsonMaskPlan, jsonMaskPlan, type MaskingKeys } from '../kit/index.js'
 import { RpcError } from './errors.js'
 import type { ResultMasker } from './masking.js'
+import * as listed from './messages.js'
 import { canonicalUri } from './uris.js'
 
 type Allowed = Extract<Decision, { effect: 'allow' }>
@@ -43,7 +44,10 @@ export interface HandlerHost {
   maskerFor(decision: Allowed): ResultMasker | null
   withholdEmbedded(items: readonly unknown[]): Promise<{ items: unknown[]; withheld: number }>
   readable(uri: unknown): Promise<{ ok: true } | { ok: false; reason: string }>
-  maskedCalls: number
+  maskedSession(): readonly MaskObligation[] | null
+  maskingKeys(): MaskingKeys
+  cursorOut(cursor: string | undefined): string | undefined
+  cursorIn(cursor: string | undefined): string | undefined
   gate(
     method: string,
     action: string,
@@ -56,31 +60,45 @@ export interface HandlerHost {
   upstreamError(err: unknown, masked?: boolean): Error
 }
 
+/** What an item of a list is masked by on a masked session: the session's rules and its own decision's. */
+function itemPlan(session: readonly MaskObligation[], d: Decision): JsonMaskPlan | null {
+  return jsonMaskPlan(d.effect === 'allow' && d.mask.length > 0 ? [...session, ...d.mask] : session)
+}
+
+type Obj = Record<string, unknown>
+
 export function registerHandlers(b: HandlerHost, server: Server, client: Client, caps: ServerCapabilities): void {
   const conn = b.connectionName
   const opts = (signal: AbortSignal) => ({ signal, timeout: b.callTimeoutMs })
+  /** The params of an upstream list request: the upstream's cursor for the agent's. */
+  const page = (cursor: string | undefined): { cursor?: string } => {
+    const c = b.cursorIn(cursor)
+    return c === undefined ? {} : { cursor: c }
+  }
+  const next = (cursor: string | undefined): { nextCursor?: string } => {
+    const c = b.cursorOut(cursor || undefined)
+    return c === undefined ? {} : { nextCursor: c }
+  }
   if (caps.tools) {
     server.setRequestHandler(ListToolsRequestSchema, async (r, extra) => {
       const up = await client
-        .request(
-          { method: 'tools/list', params: r.params?.cursor ? { cursor: r.params.cursor } : {} },
-          ListToolsResultSchema,
-          opts(extra.signal),
-        )
+        .request({ method: 'tools/list', params: page(r.params?.cursor) }, ListToolsResultSchema, opts(extra.signal))
         .catch((err: unknown) => {
           throw b.upstreamError(err)
         })
+      const session = b.maskedSession()
       const tools = []
       for (const t of up.tools) {
         const d = await b.listed('mcp.call', { server: conn, tool: t.name, arguments: {} })
         if (!d) continue
+        if (session !== null) tools.push(listed.tool(t as Obj, itemPlan(session, d), b.maskingKeys()))
         // Masked values need not fit the tool's output schema: a client would refuse them.
-        if (d.effect === 'allow' && jsonMaskPlan(d.mask) !== null && t.outputSchema !== undefined) {
+        else if (d.effect === 'allow' && jsonMaskPlan(d.mask) !== null && t.outputSchema !== undefined) {
           const { outputSchema: _dropped, ...rest } = t
           tools.push(rest)
         } else tools.push(t)
       }
-      return { tools, ...(up.nextCursor ? { nextCursor: up.nextCursor } : {}) }
+      return { tools, ...next(up.nextCursor) } as typeof up
     })
     server.setRequestHandler(CallToolRequestSchema, async (r, extra) => {
       const name = r.params.name
@@ -97,7 +115,6 @@ export function registerHandlers(b: HandlerHost, server: Server, client: Client,
       const progressToken: ProgressToken | undefined = r.params._meta?.progressToken
       const m = b.maskerFor(decision)
       b.inflight.push(extra.requestId)
-      if (m) b.maskedCalls++
       try {
         const out = await client.request({ method: 'tools/call', params: { name, arguments: args } }, CallToolResultSchema, {
           ...opts(extra.signal),
@@ -105,9 +122,10 @@ export function registerHandlers(b: HandlerHost, server: Server, client: Client,
           ...(progressToken !== undefined
             ? {
                 onprogress: (p) => {
-                  // A progress message is the upstream's free text: under a masking rule, dropped.
-                  const { message: _dropped, ...rest } = p
-                  const params = m ? rest : p
+                  // On a masked session only the numbers are relayed: the message is the upstream's
+                  // free text, and its _meta (or any field it adds) is not the gateway's to pass on.
+                  const params =
+                    b.maskedSession() === null ? p : { progress: p.progress, ...(typeof p.total === 'number' ? { total: p.total } : {}) }
                   void extra
                     .sendNotification({ method: 'notifications/progress', params: { ...params, progressToken } })
                     .catch(() => undefined)
@@ -130,43 +148,44 @@ export function registerHandlers(b: HandlerHost, server: Server, client: Client,
       } finally {
         const i = b.inflight.lastIndexOf(extra.requestId)
         if (i >= 0) b.inflight.splice(i, 1)
-        if (m) b.maskedCalls--
       }
     })
   }
   if (caps.resources) {
     server.setRequestHandler(ListResourcesRequestSchema, async (r, extra) => {
       const up = await client
-        .request(
-          { method: 'resources/list', params: r.params?.cursor ? { cursor: r.params.cursor } : {} },
-          ListResourcesResultSchema,
-          opts(extra.signal),
-        )
+        .request({ method: 'resources/list', params: page(r.params?.cursor) }, ListResourcesResultSchema, opts(extra.signal))
         .catch((err: unknown) => {
           throw b.upstreamError(err)
         })
+      const session = b.maskedSession()
       const resources = []
       for (const x of up.resources) {
         const uri = canonicalUri(x.uri)
-        if (uri !== null && (await b.visible('mcp.resource', { server: conn, uri }))) resources.push(x)
+        const d = uri === null ? null : await b.listed('mcp.resource', { server: conn, uri })
+        if (d === null || uri === null) continue
+        resources.push(session === null ? x : listed.resource(x as Obj, uri, itemPlan(session, d), b.maskingKeys()))
       }
-      return { resources, ...(up.nextCursor ? { nextCursor: up.nextCursor } : {}) }
+      return { resources, ...next(up.nextCursor) } as typeof up
     })
     server.setRequestHandler(ListResourceTemplatesRequestSchema, async (r, extra) => {
       const up = await client
         .request(
-          { method: 'resources/templates/list', params: r.params?.cursor ? { cursor: r.params.cursor } : {} },
+          { method: 'resources/templates/list', params: page(r.params?.cursor) },
           ListResourceTemplatesResultSchema,
           opts(extra.signal),
         )
         .catch((err: unknown) => {
           throw b.upstreamError(err)
         })
+      const session = b.maskedSession()
       const resourceTemplates = []
       for (const x of up.resourceTemplates) {
-        if (await b.visible('mcp.resource', { server: conn, uri: x.uriTemplate, template: true })) resourceTemplates.push(x)
+        const d = await b.listed('mcp.resource', { server: conn, uri: x.uriTemplate, template: true })
+        if (d === null) continue
+        resourceTemplates.push(session === null ? x : listed.template(x as Obj, itemPlan(session, d), b.maskingKeys()))
       }
-      return { resourceTemplates, ...(up.nextCursor ? { nextCursor: up.nextCursor } : {}) }
+      return { resourceTemplates, ...next(up.nextCursor) } as typeof up
     })
     server.setRequestHandler(ReadResourceRequestSchema, async (r, extra) => {
       // The URI judged is the one the upstream will read: its canonical form, sent as judged.
@@ -217,17 +236,18 @@ export function registerHandlers(b: HandlerHost, server: Server, client: Client,
   if (caps.prompts) {
     server.setRequestHandler(ListPromptsRequestSchema, async (r, extra) => {
       const up = await client
-        .request(
-          { method: 'prompts/list', params: r.params?.cursor ? { cursor: r.params.cursor } : {} },
-          ListPromptsResultSchema,
-          opts(extra.signal),
-        )
+        .request({ method: 'prompts/list', params: page(r.params?.cursor) }, ListPromptsResultSchema, opts(extra.signal))
         .catch((err: unknown) => {
           throw b.upstreamError(err)
         })
+      const session = b.maskedSession()
       const prompts = []
-      for (const p of up.prompts) if (await b.visible('mcp.prompt', { server: conn, prompt: p.name, arguments: {} })) prompts.push(p)
-      return { prompts, ...(up.nextCursor ? { nextCursor: up.nextCursor } : {}) }
+      for (const p of up.prompts) {
+        const d = await b.listed('mcp.prompt', { server: conn, prompt: p.name, arguments: {} })
+        if (d === null) continue
+        prompts.push(session === null ? p : listed.prompt(p as Obj, itemPlan(session, d), b.maskingKeys()))
+      }
+      return { prompts, ...next(up.nextCursor) } as typeof up
     })
     server.setRequestHandler(GetPromptRequestSchema, async (r, extra) => {
       const name = r.params.name

@@ -13,7 +13,7 @@
 // Fails closed, as the HTTP proxy does for bodies it cannot read: what cannot be masked (text
 // that is not JSON, images, audio, blobs, content of an unknown type) is withheld and replaced by a
 // note saying why, and so is free text the masker cannot read (a prompt's or a link's description,
-// an upstream error's message).
+// an upstream error's message, a link's name).
 
 import { createHmac, randomBytes, randomUUID } from 'node:crypto'
 import { JsonMaskError, type JsonMaskedPath, type JsonMaskPlan, loadMaskingKey, type MaskingKeys, maskJson } from '../kit/index.js'
@@ -48,9 +48,30 @@ function pick(o: Obj, keys: readonly string[]): Obj {
   return out
 }
 
-const TEXT_ITEM = ['type', 'text', 'annotations', '_meta'] as const
-const RESOURCE_ITEM = ['type', 'annotations', '_meta'] as const
-const LINK_ITEM = ['type', 'uri', 'name', 'title', 'mimeType', 'size', 'annotations', '_meta'] as const
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/
+
+/** Annotations (of a resource or content item) as MCP defines them: an audience, a priority, a time. */
+export function annotations(a: unknown): Obj | undefined {
+  if (!isObj(a)) return undefined
+  const out: Obj = {}
+  if (Array.isArray(a.audience)) out.audience = a.audience.filter((x) => x === 'user' || x === 'assistant')
+  if (typeof a.priority === 'number') out.priority = a.priority
+  if (typeof a.lastModified === 'string' && ISO_TIME.test(a.lastModified)) out.lastModified = a.lastModified
+  return out
+}
+
+/** The fields of `o` named in `keys`, with its annotations as MCP defines them. */
+function pickItem(o: Obj, keys: readonly string[]): Obj {
+  const out = pick(o, keys)
+  const a = annotations(o.annotations)
+  if (a) out.annotations = a
+  return out
+}
+
+const TEXT_ITEM = ['type', 'text', '_meta'] as const
+const RESOURCE_ITEM = ['type', '_meta'] as const
+// A link's name, title and description are display text: withheld (the name) or dropped.
+const LINK_ITEM = ['type', 'uri', 'mimeType', 'size', '_meta'] as const
 const CONTENTS = ['uri', 'mimeType', '_meta'] as const
 
 /** Masks one result; counts what each path masked and what was withheld. */
@@ -117,17 +138,18 @@ export class ResultMasker {
   item(item: unknown): unknown {
     if (!isObj(item)) return this.note('content that cannot be masked')
     if (item.type === 'resource_link') {
-      const link = pick(item, LINK_ITEM)
+      const link = pickItem(item, LINK_ITEM)
+      link.name = withheldText("the link's name")
       if (item.description !== undefined) link.description = withheldText("the link's description")
       return link
     }
     if (item.type === 'text' && typeof item.text === 'string') {
       const t = this.text(item.text)
-      return t === null ? this.note('text that is not JSON') : { ...pick(item, TEXT_ITEM), text: this.doc(t) }
+      return t === null ? this.note('text that is not JSON') : { ...pickItem(item, TEXT_ITEM), text: this.doc(t) }
     }
     if (item.type === 'resource' && isObj(item.resource)) {
       const r = this.contents(item.resource)
-      return r === null ? this.note('an embedded resource that is not JSON') : { ...pick(item, RESOURCE_ITEM), resource: r }
+      return r === null ? this.note('an embedded resource that is not JSON') : { ...pickItem(item, RESOURCE_ITEM), resource: r }
     }
     return this.note(`${typeof item.type === 'string' ? item.type : 'content'} that cannot be masked`)
   }

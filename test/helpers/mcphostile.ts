@@ -2,20 +2,25 @@
 // over Streamable HTTP, which puts classified values where a JSON-path masker that looked only at
 // documents would miss them (`_meta` of results, content items and resource contents, content
 // annotations, unknown fields, a prompt's description, error messages and data, progress messages,
-// sampling requests) and serves resources whose URIs a gateway might judge in another spelling
+// sampling and elicitation requests, on a call's stream or its own; list entries' _meta and
+// descriptions, a resource link's name, its instructions; the injected credential as an object
+// key or a number) and serves resources whose URIs a gateway might judge in another spelling
 // than the one the SDK reads. It requires the credential the gateway injects and records every
 // JSON-RPC message that reaches it, like the server-everything front (mcpupstream.ts).
 
 import { randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server } from 'node:http'
-import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js'
+import { McpServer, ResourceTemplate } from '@modelcontextprotocol/sdk/server/mcp.js'
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js'
-import { McpError } from '@modelcontextprotocol/sdk/types.js'
+import { ListPromptsRequestSchema, McpError } from '@modelcontextprotocol/sdk/types.js'
 import { z } from 'zod'
 import type { McpUpstream } from './mcpupstream.js'
 
 /** The classified values the hostile server hands out (all under a key `ssn`). */
 export const SSN = ['123-45-6789', '999-99-9999', '777-77-7777', '666-66-6666', '888-88-8888', '555-55-5555'] as const
+
+/** How the requests the server made of the client outside any call ended ('sampling ok', 'elicitation failed: …'). */
+export const OUT_OF_BAND: string[] = []
 
 /** Marks what the upstream did, so a test proves a refused read never ran. */
 export const SECRET_TEXT = 'SECRET RESOURCE'
@@ -24,8 +29,55 @@ function person(): Record<string, unknown> {
   return { name: 'Alice', ssn: SSN[0], nested: { ssn: SSN[1] } }
 }
 
+/** Sampling and elicitation made of the client on the server's own (GET) stream, outside any call. */
+function outOfBand(s: McpServer): void {
+  const note = (what: string) => [(): void => void OUT_OF_BAND.push(`${what} ok`), (err: unknown): void => void OUT_OF_BAND.push(`${what} failed: ${String(err)}`)] as const
+  void s.server
+    .createMessage({
+      messages: [{ role: 'user', content: { type: 'text', text: JSON.stringify({ ssn: SSN[0], note: `ssn ${SSN[1]}` }) } }],
+      systemPrompt: `the ssn is ${SSN[2]}`,
+      maxTokens: 10,
+      _meta: { ssn: SSN[3] },
+    })
+    .then(...note('sampling'))
+  void s.server
+    .elicitInput({
+      message: `confirm ssn ${SSN[4]}`,
+      requestedSchema: { type: 'object', properties: { ssn: { type: 'string', default: SSN[5], description: `ssn ${SSN[0]}` } } },
+      _meta: { ssn: SSN[1] },
+    })
+    .then(...note('elicitation'))
+}
+
 function build(credential: string): McpServer {
-  const s = new McpServer({ name: 'hostile', version: '1' }, { capabilities: { logging: {} } })
+  const s = new McpServer(
+    { name: 'hostile', version: '1' },
+    { capabilities: { logging: {} }, instructions: `use the record of ssn ${SSN[0]}` },
+  )
+  // Lists whose entries carry classified values in _meta and free text.
+  s.registerTool(
+    'lister',
+    {
+      title: `ssn ${SSN[0]}`,
+      description: `returns the ssn ${SSN[1]}`,
+      inputSchema: { q: z.string().describe(`like ${SSN[2]}`).default(SSN[3]) },
+      annotations: { title: `ssn ${SSN[4]}`, readOnlyHint: true },
+      _meta: { ssn: SSN[5] },
+    },
+    async () => ({ content: [{ type: 'text', text: '{"listed":true}' }] }),
+  )
+  s.registerResource(
+    `record ${SSN[0]}`,
+    'listed://a',
+    { title: `ssn ${SSN[1]}`, description: `holds ssn ${SSN[2]}`, mimeType: 'application/json', _meta: { ssn: SSN[3] } },
+    async (uri) => ({ contents: [{ uri: uri.href, text: '{"ok":1}' }] }),
+  )
+  s.registerResource(
+    `template ${SSN[4]}`,
+    new ResourceTemplate('tmpl://{id}', { list: undefined }),
+    { description: `ssn ${SSN[5]}`, _meta: { ssn: SSN[0] } },
+    async (uri) => ({ contents: [{ uri: uri.href, text: '{"ok":1}' }] }),
+  )
   s.registerTool('person', { inputSchema: { mode: z.string().optional() } }, async ({ mode }, extra) => {
     const p = person()
     switch (mode) {
@@ -50,7 +102,7 @@ function build(credential: string): McpServer {
         if (token !== undefined) {
           await extra.sendNotification({
             method: 'notifications/progress',
-            params: { progressToken: token, progress: 1, total: 2, message: `working on ssn ${SSN[0]}` },
+            params: { progressToken: token, progress: 1, total: 2, message: `working on ssn ${SSN[0]}`, _meta: { ssn: SSN[1] } },
           })
         }
         return { content: [{ type: 'text', text: '{"done":true}' }] }
@@ -66,6 +118,25 @@ function build(credential: string): McpServer {
           return { content: [{ type: 'text', text: JSON.stringify({ sampling_failed: String(err) }) }] }
         }
       }
+      case 'later':
+        // Made after this call has ended: they reach the client on the server's GET stream.
+        setTimeout(() => outOfBand(s), 300)
+        return { content: [{ type: 'text', text: '{"later":true}' }] }
+      case 'link':
+        return {
+          content: [
+            { type: 'text', text: JSON.stringify(p) },
+            { type: 'resource_link', uri: 'public://y', name: `ssn ${SSN[2]}`, title: `ssn ${SSN[3]}`, description: `ssn ${SSN[4]}` },
+          ],
+        }
+      case 'credkey': {
+        // The injected credential (without its scheme) as an object key.
+        const v = credential.replace(/^Bearer /, '')
+        return { content: [{ type: 'text', text: '{"ok":1}' }], _meta: { [v]: 'x' }, structuredContent: { [v]: 1 } }
+      }
+      case 'crednum':
+        // The injected credential, when it is a number, as a number.
+        return { content: [{ type: 'text', text: '{"ok":1}' }], _meta: { n: Number(credential) } }
       case 'leak': {
         // The credential the gateway injected, echoed case-changed.
         const v = credential.replace(/^Bearer /, '')
@@ -93,6 +164,20 @@ function build(credential: string): McpServer {
   s.registerPrompt('boomp', {}, async () => {
     throw new McpError(-32050, `prompt failed for ssn ${SSN[0]}`)
   })
+  // The prompt list, with what McpServer would not put in it: _meta and argument descriptions.
+  s.server.setRequestHandler(ListPromptsRequestSchema, () => ({
+    prompts: [
+      {
+        name: 'p1',
+        title: `ssn ${SSN[0]}`,
+        description: `the record of ssn ${SSN[1]}`,
+        arguments: [{ name: 'a', description: `ssn ${SSN[2]}`, required: false }],
+        _meta: { ssn: SSN[3] },
+      },
+      { name: 'boomp' },
+    ],
+    _meta: { ssn: SSN[4] },
+  }))
   return s
 }
 
