@@ -8,7 +8,17 @@ import type { AuditLog } from './audit/writer.js'
 import type { DecisionEngine } from './decide.js'
 import { GatehouseError } from './errors.js'
 import type { Store } from './store.js'
-import type { Address, AuditEvent, Command, ConnectionRef, Decision, Identity, PossibleMasks, SecretProver, SessionAuditEvent } from './types.js'
+import type {
+  Address,
+  AuditEvent,
+  Command,
+  ConnectionRef,
+  Decision,
+  Identity,
+  PossibleMasks,
+  SecretProver,
+  SessionAuditEvent,
+} from './types.js'
 import type { ApprovalAsk, ApprovalOutcome } from './approvals/types.js'
 import type { ApprovalService } from './approvals/service.js'
 import type { Metrics } from './server/metrics.js'

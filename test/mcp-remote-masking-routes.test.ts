@@ -145,7 +145,10 @@ describe('remote MCP: every message of a masked session is masked like a result'
         assert.equal(templates.resourceTemplates[0]?.uriTemplate, 'tmpl://{id}')
         const prompts = await a.client.listPrompts()
         const p1 = prompts.prompts.find((p) => p.name === 'p1')
-        assert.deepEqual(p1?.arguments?.map((x) => x.name), ['a'])
+        assert.deepEqual(
+          p1?.arguments?.map((x) => x.name),
+          ['a'],
+        )
         assert.match(String(a.client.getInstructions()), /^gatehouse: withheld/)
         // Allowed work still works.
         const r = await a.client.callTool({ name: 'lister', arguments: { q: 'x' } })
@@ -174,7 +177,10 @@ describe('remote MCP: every message of a masked session is masked like a result'
       await a.client.callTool({ name: 'person', arguments: { mode: 'progress' } }, undefined, {
         onprogress: (p) => progress.push(JSON.stringify(p)),
       })
-      assert.deepEqual(progress.map((p) => JSON.parse(p) as unknown), [{ progress: 1, total: 2 }])
+      assert.deepEqual(
+        progress.map((p) => JSON.parse(p) as unknown),
+        [{ progress: 1, total: 2 }],
+      )
       noSsn(a.wire)
     } finally {
       await a.client.close()

@@ -45,7 +45,8 @@ import { registerHandlers } from './handlers.js'
 import { canonicalUri } from './uris.js'
 
 /** The error an answer becomes when it carries the injected credential where it cannot be masked. */
-const CREDENTIAL_REFUSED = "gatehouse: withheld the upstream's answer: it carries the credential the gateway injects where it cannot be masked"
+const CREDENTIAL_REFUSED =
+  "gatehouse: withheld the upstream's answer: it carries the credential the gateway injects where it cannot be masked"
 
 export { DENIED_CODE, GATEWAY_ERROR_CODE, HELD_CODE, UPSTREAM_ERROR_CODE, upstreamRpcError } from './errors.js'
 

@@ -31,7 +31,11 @@ function person(): Record<string, unknown> {
 
 /** Sampling and elicitation made of the client on the server's own (GET) stream, outside any call. */
 function outOfBand(s: McpServer): void {
-  const note = (what: string) => [(): void => void OUT_OF_BAND.push(`${what} ok`), (err: unknown): void => void OUT_OF_BAND.push(`${what} failed: ${String(err)}`)] as const
+  const note = (what: string) =>
+    [
+      (): void => void OUT_OF_BAND.push(`${what} ok`),
+      (err: unknown): void => void OUT_OF_BAND.push(`${what} failed: ${String(err)}`),
+    ] as const
   void s.server
     .createMessage({
       messages: [{ role: 'user', content: { type: 'text', text: JSON.stringify({ ssn: SSN[0], note: `ssn ${SSN[1]}` }) } }],
