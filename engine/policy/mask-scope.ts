@@ -146,7 +146,10 @@ function bodyScope(body: readonly Tok[]): MaskScope[number] {
   const conjuncts: Tok[][] = [[]]
   let depth = 0
   for (const tok of body) {
-    if (depth === 0 && (tok.nl || tok.t === ';') && (conjuncts.at(-1) as Tok[]).length > 0) conjuncts.push([])
+    const cur = conjuncts.at(-1) as Tok[]
+    // A line after one that ends in an operator continues its expression.
+    const ended = cur.length > 0 && /[A-Za-z0-9_"`)\]}]$/.test((cur.at(-1) as Tok).t)
+    if (depth === 0 && ((tok.nl && ended) || tok.t === ';') && cur.length > 0) conjuncts.push([])
     if (tok.t === ';') continue
     if (tok.t in OPEN) depth++
     else if (tok.t === '}' || tok.t === ']' || tok.t === ')') depth--
