@@ -1,6 +1,6 @@
 // The pieces of remote MCP that need no servers: `tool:<connection>/<tool>` scope entries (syntax,
 // narrowing by delegation, the engine's check before any Rego), the connection settings' checks,
-// and the result masker's fail-closed rules.
+// the result masker's fail-closed rules, list entries on a masked session and the credential scanner.
 
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
@@ -10,7 +10,10 @@ import { McpError } from '@modelcontextprotocol/sdk/types.js'
 import { jsonMaskPlan } from '../proxies/kit/index.js'
 import { DENIED_CODE, HELD_CODE, upstreamRpcError } from '../proxies/mcp-remote/bridge.js'
 import { mcpRemotePlugin } from '../proxies/mcp-remote/index.js'
+import { CredentialInMessage, scrubCredentials } from '../proxies/mcp-remote/credentials.js'
 import { ResultMasker } from '../proxies/mcp-remote/masking.js'
+import * as listed from '../proxies/mcp-remote/messages.js'
+import { needlesFor } from '../proxies/http/public.js'
 import { canonicalUri } from '../proxies/mcp-remote/uris.js'
 
 const split = (s: string): string[] => s.split(' ').filter(Boolean)
@@ -134,7 +137,7 @@ describe('result masker', () => {
     assert.match(link.description, /^gatehouse: withheld /)
   })
 
-  test('what cannot be masked is withheld: prose, JSON inside prose, images, blobs; links pass', () => {
+  test("what cannot be masked is withheld: prose, JSON inside prose, images, blobs; a link's name and title", () => {
     const m = new ResultMasker(plan, keys)
     for (const item of [
       { type: 'text', text: 'the ssn is 123-45-6789' },
@@ -149,8 +152,13 @@ describe('result masker', () => {
       assert.match(out.text, /^gatehouse: withheld /, JSON.stringify(item))
       assert.ok(!JSON.stringify(out).includes('123-45-6789'))
     }
-    const link = { type: 'resource_link', uri: 'x://y', name: 'y' }
-    assert.deepEqual(m.item(link), link)
+    const link = { type: 'resource_link', uri: 'x://y', name: 'ssn 123-45-6789', title: 't', annotations: { priority: 1, x: 'y' } }
+    assert.deepEqual(m.item(link), {
+      type: 'resource_link',
+      uri: 'x://y',
+      name: "gatehouse: withheld the link's name: masking rules apply to this result",
+      annotations: { priority: 1 },
+    })
     assert.equal(m.summary().withheld_content, 6)
   })
 })
@@ -190,5 +198,49 @@ describe('resource URIs', () => {
       assert.equal(canonicalUri(u), 'secret://x', JSON.stringify(u))
     }
     for (const u of ['', 'secret', '://x', 'not a uri', 42, null]) assert.equal(canonicalUri(u), null, JSON.stringify(u))
+  })
+})
+
+describe('masked sessions: list entries and the credential scanner', () => {
+  const plan = jsonMaskPlan([{ rule: 'ssn', column: '', json_path: '$..ssn', strategy: 'redact' }])
+  const keys = { key: Buffer.alloc(32, 1), sessionKey: Buffer.alloc(32, 2) }
+  test('a listed tool keeps its name, hints and schema structure; free text is withheld or dropped', () => {
+    const t = listed.tool(
+      {
+        name: 'get',
+        title: 'ssn 1',
+        description: 'ssn 2',
+        annotations: { title: 'ssn 3', readOnlyHint: true },
+        inputSchema: {
+          type: 'object',
+          description: 'ssn 4',
+          properties: { ssn: { type: 'string', default: 'ssn 5', examples: ['ssn 6'], enum: ['a'] } },
+          required: ['ssn'],
+        },
+        outputSchema: { type: 'object' },
+        _meta: { ssn: 'ssn 7', other: 1 },
+        icons: [{ src: 'data:ssn 8' }],
+      },
+      plan,
+      keys,
+    )
+    assert.deepEqual(t, {
+      name: 'get',
+      description: "gatehouse: withheld the tool's description: masking rules apply to this result",
+      annotations: { readOnlyHint: true },
+      _meta: { ssn: '****', other: 1 },
+      inputSchema: { type: 'object', required: ['ssn'], properties: { ssn: { type: 'string', enum: ['a'] } } },
+    })
+    // No rule known for it: its _meta is dropped.
+    assert.equal(listed.tool({ name: 'x', _meta: { a: 1 } }, null, null)._meta, undefined)
+  })
+  test('credentials in keys are masked; in a number, or colliding once masked, the message is refused', () => {
+    const needles = needlesFor(['12345678901'])
+    assert.deepEqual(scrubCredentials({ a: { '12345678901': 'x' }, b: 'k 12345678901' }, needles), {
+      a: { '***********': 'x' },
+      b: 'k ***********',
+    })
+    assert.throws(() => scrubCredentials({ n: 12345678901 }, needles), CredentialInMessage)
+    assert.throws(() => scrubCredentials({ '12345678901': 1, '***********': 2 }, needles), CredentialInMessage)
   })
 })

@@ -50,11 +50,13 @@ deny contains {"rule": "no-text-2", "reason": "text resource 2 is closed"} if {
 
 mask contains {"rule": "weather-humidity", "json_path": "$.humidity", "strategy": "redact"} if {
 	input.action == "mcp.call"
+	input.connection.name == "everything"
 	input.command.tool == "get-structured-content"
 }
 
 mask contains {"rule": "startup-doc", "json_path": "$.secret", "strategy": "redact"} if {
 	input.action == "mcp.resource"
+	input.connection.name == "everything"
 	input.command.uri == "demo://resource/static/document/startup.md"
 }
 
@@ -96,6 +98,13 @@ describe('remote MCP servers', () => {
           url: up.url,
           inject_headers: { Authorization: 'env:GH_TEST_MCP_AUTH' },
         },
+        // The same upstream where no masking rule applies.
+        {
+          name: 'plain',
+          protocol: 'mcp-remote',
+          url: up.url,
+          inject_headers: { Authorization: 'env:GH_TEST_MCP_AUTH' },
+        },
       ],
       config: {
         listen: { api: '127.0.0.1:0', postgres: 'off', ssh: 'off' },
@@ -115,9 +124,13 @@ describe('remote MCP servers', () => {
   })
 
   test('the SDK client lists and calls tools through the gateway; the upstream gets the injected credential', async () => {
+    // Where masking rules apply, the upstream's name is its free text: the connection's name is shown.
+    const plain = await connect(gw, alice, 'plain')
+    assert.equal(plain.getServerVersion()?.name, 'mcp-servers/everything')
+    await plain.close()
     const client = await connect(gw, alice)
     try {
-      assert.equal(client.getServerVersion()?.name, 'mcp-servers/everything')
+      assert.equal(client.getServerVersion()?.name, 'everything')
       const { tools } = await client.listTools()
       const names = tools.map((t) => t.name)
       assert.ok(names.includes('echo'), names.join(','))
@@ -279,7 +292,8 @@ describe('remote MCP servers', () => {
       return { model: 'test-model', role: 'assistant', content: { type: 'text', text: 'sampled by the agent' } }
     })
     await client.connect(
-      new StreamableHTTPClientTransport(new URL(`${gw.apiUrl}/mcp-remote/everything`), {
+      // Where no masking rule applies (elsewhere sampling is refused: mcp-remote-masking-routes).
+      new StreamableHTTPClientTransport(new URL(`${gw.apiUrl}/mcp-remote/plain`), {
         requestInit: { headers: { authorization: `Bearer ${alice}` } },
       }),
     )

@@ -35,7 +35,7 @@ import {
 import { fetch as undiciFetch, type Pool } from 'undici'
 import { createPool, maskString, needlesFor } from '../http/public.js'
 import type { MaskingKeys } from '../kit/index.js'
-import type { Command, Decision, MaskObligation, PluginContext, ProxySession } from '../types.js'
+import type { Command, Decision, MaskObligation, PluginContext, PossibleMasks, ProxySession } from '../types.js'
 import { jsonMaskPlan } from '../kit/index.js'
 import { ResultMasker, sessionKeys, withheldText } from './masking.js'
 import { scrubCredentials } from './credentials.js'
@@ -253,7 +253,12 @@ export class Bridge {
    * carried). An engine that cannot tell makes every session masked.
    */
   maskedSession(): readonly MaskObligation[] | null {
-    const p = this.session.possibleMasks?.(MCP_ACTIONS)
+    let p: PossibleMasks | undefined
+    try {
+      p = this.session.possibleMasks?.(MCP_ACTIONS)
+    } catch {
+      p = undefined
+    }
     const known = p ? p.known.filter((m) => m.json_path !== undefined) : []
     if (p && !p.policy && known.length === 0 && this.seenMasks.size === 0) return null
     return this.seenMasks.size === 0 ? known : [...known, ...this.seenMasks.values()]
