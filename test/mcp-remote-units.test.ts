@@ -214,7 +214,11 @@ describe('masked sessions: list entries and the credential scanner', () => {
         inputSchema: {
           type: 'object',
           description: 'ssn 4',
-          properties: { ssn: { type: 'string', default: 'ssn 5', examples: ['ssn 6'], enum: ['a'] } },
+          properties: {
+            ssn: { type: 'string', default: 'ssn 5', examples: ['ssn 6'], enum: ['ssn 9'], pattern: '^ssn 10$' },
+            n: { $ref: '#/$defs/n', format: 'date-time' },
+          },
+          $defs: { n: { const: 'ssn 11', $comment: 'ssn 12', $ref: 'https://x/ssn 13' } },
           required: ['ssn'],
         },
         outputSchema: { type: 'object' },
@@ -229,8 +233,18 @@ describe('masked sessions: list entries and the credential scanner', () => {
       description: "gatehouse: withheld the tool's description: masking rules apply to this result",
       annotations: { readOnlyHint: true },
       _meta: { ssn: '****', other: 1 },
-      inputSchema: { type: 'object', required: ['ssn'], properties: { ssn: { type: 'string', enum: ['a'] } } },
+      // A rule's path reaches into the schema: no enum or const value is kept.
+      inputSchema: {
+        type: 'object',
+        required: ['ssn'],
+        properties: { ssn: { type: 'string' }, n: { $ref: '#/$defs/n', format: 'date-time' } },
+        $defs: { n: {} },
+      },
     })
+    assert.doesNotMatch(JSON.stringify(t), /ssn \d/)
+    // Otherwise enum values stay.
+    const e = listed.tool({ name: 'e', inputSchema: { type: 'object', properties: { k: { enum: ['a', 'b'] } } } }, plan, keys)
+    assert.deepEqual(e.inputSchema, { type: 'object', properties: { k: { enum: ['a', 'b'] } } })
     // No rule known for it: its _meta is dropped.
     assert.equal(listed.tool({ name: 'x', _meta: { a: 1 } }, null, null)._meta, undefined)
   })

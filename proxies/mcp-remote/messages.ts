@@ -7,10 +7,12 @@
 // (a tool's or prompt's name, a URI, an argument's name) are kept: they are what policy decides on.
 //
 // A tool's input schema is kept as structure only (types, properties, required, enum and const
-// values, bounds): the free text JSON Schema allows (descriptions, titles, examples, defaults,
-// comments, keywords it does not define) is dropped, and it is not masked by path, since a path
-// such as `$..ssn` names a schema's property, not a value, and replacing it would leave a schema
-// the agent's client refuses. Its output schema is dropped (masked values need not fit it).
+// values, formats, bounds, local references): the free text JSON Schema allows (descriptions,
+// titles, examples, defaults, patterns, comments, keywords it does not define) is dropped. It is
+// not masked by path, since a path such as `$..ssn` names a schema's property, not a value, and
+// replacing it would leave a schema the agent's client refuses; instead, when a rule's path reaches
+// anything in it, every enum and const value is dropped too. Its output schema is dropped (masked
+// values need not fit it).
 
 import { type JsonMaskPlan, type MaskingKeys, maskJson } from '../kit/index.js'
 import { annotations, withheldText } from './masking.js'
@@ -35,7 +37,9 @@ export function maskItem(item: Obj, plan: JsonMaskPlan | null, keys: MaskingKeys
 const TOOL_HINTS = ['readOnlyHint', 'destructiveHint', 'idempotentHint', 'openWorldHint'] as const
 
 /** JSON Schema keywords that shape values (the rest is prose or unknown). */
-const SCHEMA_VALUES = ['type', 'required', 'enum', 'const', 'format', 'pattern', '$ref', '$schema'] as const
+const SCHEMA_VALUES = ['type', 'required', 'enum', 'const'] as const
+const FORMAT = /^[a-z][a-z0-9-]{0,40}$/
+const LOCAL_REF = /^#\/(\$defs|definitions)\/[A-Za-z0-9_.-]{1,128}$/
 const SCHEMA_NUMBERS = [
   'minimum',
   'maximum',
@@ -54,20 +58,22 @@ const SCHEMA_ONE = ['items', 'additionalProperties', 'not', 'contains', 'propert
 const SCHEMA_MANY = ['anyOf', 'oneOf', 'allOf', 'prefixItems'] as const
 const SCHEMA_MAPS = ['properties', 'patternProperties', '$defs', 'definitions'] as const
 
-/** A JSON Schema as structure only (see the top of this file); depth-bounded. */
-export function schemaShape(s: unknown, depth = 0): unknown {
+/** A JSON Schema as structure only (see the top of this file); depth-bounded. `values`: keep enum and const. */
+export function schemaShape(s: unknown, values = true, depth = 0): unknown {
   if (typeof s === 'boolean') return s
   if (!isObj(s) || depth > 32) return {}
   const out: Obj = {}
-  for (const k of SCHEMA_VALUES) if (s[k] !== undefined) out[k] = s[k]
+  for (const k of SCHEMA_VALUES) if (s[k] !== undefined && (values || (k !== 'enum' && k !== 'const'))) out[k] = s[k]
+  if (typeof s.format === 'string' && FORMAT.test(s.format)) out.format = s.format
+  if (typeof s.$ref === 'string' && LOCAL_REF.test(s.$ref)) out.$ref = s.$ref
   for (const k of SCHEMA_NUMBERS) if (typeof s[k] === 'number' || typeof s[k] === 'boolean') out[k] = s[k]
-  for (const k of SCHEMA_ONE) if (s[k] !== undefined) out[k] = schemaShape(s[k], depth + 1)
-  for (const k of SCHEMA_MANY) if (Array.isArray(s[k])) out[k] = (s[k] as unknown[]).map((x) => schemaShape(x, depth + 1))
+  for (const k of SCHEMA_ONE) if (s[k] !== undefined) out[k] = schemaShape(s[k], values, depth + 1)
+  for (const k of SCHEMA_MANY) if (Array.isArray(s[k])) out[k] = (s[k] as unknown[]).map((x) => schemaShape(x, values, depth + 1))
   for (const k of SCHEMA_MAPS) {
     const m = s[k]
     if (!isObj(m)) continue
     const o: Obj = {}
-    for (const [name, sub] of Object.entries(m)) o[name] = schemaShape(sub, depth + 1)
+    for (const [name, sub] of Object.entries(m)) o[name] = schemaShape(sub, values, depth + 1)
     out[k] = o
   }
   return out
@@ -85,7 +91,11 @@ export function tool(t: Obj, plan: JsonMaskPlan | null, keys: MaskingKeys | null
   if (t._meta !== undefined) out._meta = t._meta
   const masked = maskItem(out, plan, keys)
   masked.name = t.name
-  masked.inputSchema = { ...(schemaShape(t.inputSchema) as Obj), type: 'object' }
+  let schema = schemaShape(t.inputSchema) as Obj
+  if (plan !== null && keys !== null && maskJson(plan, keys, Buffer.from(JSON.stringify(schema))).masked.length > 0) {
+    schema = schemaShape(t.inputSchema, false) as Obj
+  }
+  masked.inputSchema = { ...schema, type: 'object' }
   return masked
 }
 
