@@ -27,3 +27,6 @@ export function once(f: (() => void) | undefined): void {
     // the request or channel is already gone
   }
 }
+
+/** Why a channel opened while the connection is closing is refused (audited). */
+export const SESSION_ENDED = 'refused: the session has ended'

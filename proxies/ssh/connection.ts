@@ -16,7 +16,7 @@ import type {
   TcpipBindInfo,
 } from 'ssh2'
 import type { OpenSessionRequest, PluginContext, ProxySession } from '../types.js'
-import { type Admitted, once } from './admitted.js'
+import { type Admitted, once, SESSION_ENDED } from './admitted.js'
 import { handleSession } from './channel.js'
 import { Forwards } from './forward.js'
 import { disconnectWithReason } from './refusal.js'
@@ -220,6 +220,9 @@ export class SshConnection {
     const forwards = new Forwards(admitted, this.client)
     this.client.on('session', (accept, reject) => {
       if (this.closed || this.sessionChannels >= MAX_CHANNELS) {
+        // After a kill or a refusal the connection stays up for the caller to read the channels'
+        // last words (CLOSE_GRACE_MS): nothing opened then may run, and the attempt is on record.
+        if (this.closed) session.auditLater({ type: 'result', action: 'ssh.channel', channel: 'session', error: SESSION_ENDED })
         reject()
         return
       }

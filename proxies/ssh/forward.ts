@@ -21,7 +21,7 @@ import type {
   TcpipBindInfo,
   TcpipRequestInfo,
 } from 'ssh2'
-import { type Admitted, once } from './admitted.js'
+import { type Admitted, once, SESSION_ENDED } from './admitted.js'
 import { judge } from './judge.js'
 
 /** Forwarded TCP channels open at once per SSH connection. */
@@ -88,8 +88,6 @@ export class Forwards {
   /** `ssh -L`: one forwarded connection to host:port from the target, if policy allows it. */
   async local(accept: AcceptConnection<ServerChannel>, reject: RejectConnection, info: TcpipRequestInfo): Promise<void> {
     const a = this.a
-    if (a.closed || this.channels >= MAX_FORWARD_CHANNELS) return once(reject)
-    this.channels++
     const cmd: ForwardCommand = {
       direction: 'local',
       host: info.destIP,
@@ -98,6 +96,12 @@ export class Forwards {
       origin_port: info.srcPort,
     }
     const text = forwardText(cmd)
+    if (a.closed) {
+      a.session.auditLater({ type: 'result', action: 'ssh.forward', command: text, error: SESSION_ENDED })
+      return once(reject)
+    }
+    if (this.channels >= MAX_FORWARD_CHANNELS) return once(reject)
+    this.channels++
     const v = await judge(a.session, a.ctx.log, 'ssh.forward', cmd, text)
     const u = v.ok ? await a.target.ready : null
     if (!v.ok || !u?.ok || a.closed) {
