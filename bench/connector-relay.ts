@@ -3,11 +3,13 @@
 // in two forms alternated in one run:
 //
 //   tcp  a bare Node TCP pump (pipe both ways, noDelay): the least any relay in Node costs
+//   tls  the same pump with the relay's side towards the driver in TLS (the relay dials out, as
+//        the connector does), one stream per TLS connection: what TLS alone adds
 //   h2   the connector's relay as it is: the relay dials out over TLS, serves HTTP/2 on that
 //        socket, and carries each CONNECT stream to the target (a 64 KiB read buffer per target
 //        socket, data/drain handlers), as cli/connector.ts does
 //
-//   node dist/bench/connector-relay.js [--seconds S] [--rounds N] [--streams C]
+//   node dist/bench/connector-relay.js [--seconds S] [--rounds N] [--streams C]   (tls: at 1 stream)
 //
 // The driver (this process) plays the gateway and the client; an echo server answers each message.
 // CPU of the relay (utime+stime from /proc) and of the driver ÷ round trips. The relay's share of
@@ -46,6 +48,16 @@ function relay(mode: string, port: number, echoPort: number): void {
     return
   }
   const sock = tlsConnect({ host: '127.0.0.1', port, ALPNProtocols: ['h2'], rejectUnauthorized: false })
+  if (mode === 'tls') {
+    sock.setNoDelay(true)
+    const t = netConnect({ host: '127.0.0.1', port: echoPort, noDelay: true })
+    sock.pipe(t)
+    t.pipe(sock)
+    sock.on('error', () => t.destroy())
+    t.on('error', () => sock.destroy())
+    sock.on('close', () => process.exit(0))
+    return
+  }
   sock.once('secureConnect', () => {
     const server = createH2Server({ settings: { initialWindowSize: 1024 * 1024, enablePush: false } })
     server.on('stream', (stream: ServerHttp2Stream) => {
@@ -85,6 +97,8 @@ function ticks(pid: number): { total: number; sys: number } {
   return { total: Number(f[11]) + Number(f[12]), sys: Number(f[12]) }
 }
 
+type Mode = 'tcp' | 'tls' | 'h2'
+
 interface Sample {
   readonly mode: string
   readonly rtps: number
@@ -93,7 +107,7 @@ interface Sample {
   readonly driverUs: number
 }
 
-async function round(mode: 'tcp' | 'h2', streams: number, seconds: number, echoPort: number, dir: string): Promise<Sample> {
+async function round(mode: Mode, streams: number, seconds: number, echoPort: number, dir: string): Promise<Sample> {
   const self = fileURLToPath(import.meta.url)
   const sockets: Duplex[] = []
   let child: ChildProcess
@@ -123,21 +137,31 @@ async function round(mode: 'tcp' | 'h2', streams: number, seconds: number, echoP
     })
     const port = await listen(server)
     const got = new Promise<TLSSocket>((resolve) => server.once('secureConnection', resolve))
-    child = spawn(process.execPath, [self, 'relay', 'h2', String(port), String(echoPort)], { stdio: 'ignore' })
+    child = spawn(process.execPath, [self, 'relay', mode, String(port), String(echoPort)], { stdio: 'ignore' })
     const sock = await got
-    const h2s = h2connect('http://relay', {
-      createConnection: () => sock,
-      settings: { enablePush: false, initialWindowSize: 1024 * 1024 },
-    })
-    for (let i = 0; i < streams; i++) {
+    if (mode === 'tls') {
+      // One TLS connection carries one stream: only the first stream is driven.
+      sock.setNoDelay(true)
+      sockets.push(sock)
+      cleanup = () => server.close()
+    }
+    const h2s =
+      mode === 'tls'
+        ? null
+        : h2connect('http://relay', {
+            createConnection: () => sock,
+            settings: { enablePush: false, initialWindowSize: 1024 * 1024 },
+          })
+    for (let i = 0; h2s !== null && i < streams; i++) {
       const st = h2s.request({ ':method': 'CONNECT', ':authority': `127.0.0.1:${echoPort}` }, { endStream: false })
       await new Promise((r) => st.once('response', r))
       sockets.push(st)
     }
-    cleanup = () => {
-      h2s.destroy()
-      server.close()
-    }
+    if (h2s !== null)
+      cleanup = () => {
+        h2s.destroy()
+        server.close()
+      }
   }
   let count = 0
   let running = true
@@ -187,6 +211,8 @@ async function main(): Promise<void> {
   const seconds = arg('--seconds', 5)
   const rounds = arg('--rounds', 3)
   const streams = arg('--streams', 1)
+  // TLS alone carries one stream per connection: compared only at one stream.
+  const modes: readonly Mode[] = streams === 1 ? ['tcp', 'tls', 'h2'] : ['tcp', 'h2']
   const dir = mkdtempSync(join(tmpdir(), 'gh-relay-bench-'))
   const echo = createServer({ noDelay: true }, (s) => {
     s.on('data', () => s.write(ANSWER))
@@ -209,7 +235,7 @@ async function main(): Promise<void> {
     const echoPort = await listen(echo)
     const samples: Sample[] = []
     for (let i = 0; i < rounds; i++) {
-      for (const mode of ['tcp', 'h2'] as const) {
+      for (const mode of modes) {
         const s = await round(mode, streams, seconds, echoPort, dir)
         samples.push(s)
         process.stderr.write(`${JSON.stringify(s)}\n`)
@@ -222,7 +248,7 @@ async function main(): Promise<void> {
       '| relay | round trips/s | relay µs/round trip | relay system share | driver µs/round trip |',
       '|---|---:|---:|---:|---:|',
     ]
-    for (const mode of ['tcp', 'h2']) {
+    for (const mode of modes) {
       const m = samples.filter((s) => s.mode === mode)
       lines.push(
         `| ${mode} | ${median(m.map((s) => s.rtps)).toFixed(0)} | ${median(m.map((s) => s.relayUs)).toFixed(0)} | ${(median(m.map((s) => s.relaySys)) * 100).toFixed(0)}% | ${median(m.map((s) => s.driverUs)).toFixed(0)} |`,
