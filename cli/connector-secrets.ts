@@ -7,20 +7,25 @@
 // The connector answers only when everything agrees: its operator gave it this very secret for
 // this connection, the gateway's connection names the same reference, and the session asking has
 // a stream open through this connector to that target now (one the gateway listed and `--allow`
-// permits). Anything else is refused with a reason the gateway reports; the secret is read when a
-// proof is asked (so a rotated file or variable is used at once) and never logged.
+// permits, and the one the operator's `target=` names). The gateway may be compromised, so what a
+// proof is good for is pinned here, not taken from the request: the user an SSH login or an md5
+// answer names (`user=`), md5 only where the operator allows it (`md5`), SCRAM iteration counts
+// between 4096 and 100,000, and the salt and count of the first SCRAM proof for as long as the
+// secret is unchanged. Anything else is refused with a reason the gateway reports;
+// the secret is read when a proof is asked (so a rotated file or variable is used at once) and
+// never logged.
 
+import { createHash, randomBytes } from 'node:crypto'
 import { isAbsolute } from 'node:path'
 import type { Logger } from 'pino'
 import { GatehouseError } from '../engine/errors.js'
+import { parseAuthority, type ProofAnswer } from '../engine/connector/protocol.js'
 import { parseSecretRef, resolveSecret } from '../engine/secrets.js'
-import type { ProofAnswer } from '../engine/connector/protocol.js'
-import { checkServerFirst, md5Password, ScramError, scramProof } from '../proxies/postgres/scram.js'
+import { checkServerFirst, md5Password, saltedPassword, ScramError, scramProofSalted } from '../proxies/postgres/scram.js'
 import ssh2 from 'ssh2'
 
 /** An SSH user-authentication request is small; anything larger is not one. */
 const MAX_SIGN_BYTES = 16 * 1024
-
 /**
  * SCRAM iteration counts proven. Below PostgreSQL's default (4096) a gateway-chosen count makes
  * offline guessing of the password from the proof cheap; above 100,000 (25 times the default) one
@@ -33,16 +38,39 @@ export const MAX_SCRAM_ITERATIONS = 100_000
 /** A proof the connector will not give: the reason goes back to the gateway. */
 export class ProofRefused extends Error {}
 
-/** Parses `--secret connection=ref` (ref: env:NAME or file:/absolute/path); null when malformed. */
-export function parseHeldSecret(text: string): { connection: string; ref: string } | null {
+/** One `--secret`: the reference, and what its proofs are pinned to. */
+export interface HeldSecret {
+  readonly ref: string
+  /** The PostgreSQL role md5 answers name; none: no md5 answer. */
+  readonly user?: string
+  /** The only target (host:port) proofs are given for. */
+  readonly target?: string
+  /** Whether md5 answers are given (SCRAM only by default). */
+  readonly md5: boolean
+}
+
+/**
+ * Parses `--secret connection=ref[,user=NAME][,target=host:port][,md5]` (ref: env:NAME or
+ * file:/absolute/path, which therefore holds no comma); null when malformed.
+ */
+export function parseHeldSecret(text: string): { connection: string; secret: HeldSecret } | null {
   const eq = text.indexOf('=')
   if (eq <= 0) return null
   const connection = text.slice(0, eq)
-  const ref = text.slice(eq + 1)
+  const [ref = '', ...opts] = text.slice(eq + 1).split(',')
   const parsed = parseSecretRef(ref, '/')
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(connection) || !parsed) return null
   if (parsed.kind === 'file' && !isAbsolute(ref.slice(5))) return null
-  return { connection, ref }
+  let user: string | undefined
+  let target: string | undefined
+  let md5 = false
+  for (const o of opts) {
+    if (o === 'md5' && !md5) md5 = true
+    else if (o.startsWith('user=') && user === undefined && /^[\x20-\x7e\xa0-\uffff]{1,128}$/.test(o.slice(5))) user = o.slice(5)
+    else if (o.startsWith('target=') && target === undefined && parseAuthority(o.slice(7))) target = o.slice(7)
+    else return null
+  }
+  return { connection, secret: { ref, md5, ...(user !== undefined ? { user } : {}), ...(target !== undefined ? { target } : {}) } }
 }
 
 export interface ProofContext {
@@ -53,10 +81,22 @@ export interface ProofContext {
   carries(session: string, target: string): boolean
 }
 
+/** The SCRAM parameters of a connection's first proof, and the SaltedPassword they gave. */
+interface ScramPin {
+  readonly secretTag: string
+  readonly salt: string
+  readonly iterations: number
+  readonly salted: Promise<Buffer>
+}
+
 export class HeldSecrets {
+  private readonly pins = new Map<string, ScramPin>()
+  /** Tags a secret's value (to see it changed) without keeping a plain hash of it. */
+  private readonly tagKey = randomBytes(32)
+
   constructor(
-    /** connection name → the reference this connector resolves for it. */
-    private readonly secrets: ReadonlyMap<string, string>,
+    /** connection name → the secret this connector resolves for it. */
+    private readonly secrets: ReadonlyMap<string, HeldSecret>,
     private readonly log: Logger,
   ) {}
 
@@ -82,11 +122,23 @@ export class HeldSecrets {
       this.log.warn({ connection, session, target, why }, 'proof refused')
       throw new ProofRefused(why)
     }
-    if (mine === undefined) refuse(`this connector holds no secret for connection ${connection}`)
-    if (mine !== ref) refuse(`this connector holds connection ${connection}'s secret as ${mine}, not ${ref}`)
+    if (mine === undefined) return refuse(`this connector holds no secret for connection ${connection}`)
+    if (mine.ref !== ref) refuse(`this connector holds connection ${connection}'s secret as ${mine.ref}, not ${ref}`)
+    if (mine.target !== undefined && mine.target !== target)
+      refuse(`this connector proves connection ${connection}'s secret for ${mine.target} only, not ${target}`)
     if (ctx.targets === null || !ctx.targets.has(target)) refuse(`${target} is not a target of this connector`)
     if (ctx.allow.length > 0 && !ctx.allow.includes(target)) refuse(`${target} is not allowed by this connector's --allow`)
     if (!ctx.carries(session, target)) refuse(`session ${session} has no stream to ${target} through this connector`)
+    const password = mechanism === 'scram-sha-256' || mechanism === 'md5'
+    if (password) {
+      // Checked before the secret is read: a refused request costs nothing.
+      if (mechanism === 'md5' && !mine.md5)
+        refuse(`this connector gives md5 answers for connection ${connection} only with md5 in its --secret`)
+      if (mechanism === 'md5' && mine.user === undefined)
+        refuse(`this connector's --secret for connection ${connection} names no user=, which md5 answers need`)
+      if (mechanism === 'md5' && str('user') !== mine.user)
+        refuse(`this connector answers md5 for connection ${connection} as ${mine.user} only`)
+    }
     const parsed = parseSecretRef(ref, '/')
     if (!parsed) return refuse(`malformed reference ${ref}`)
     let secret: string
@@ -97,14 +149,15 @@ export class HeldSecrets {
       return refuse(err instanceof GatehouseError ? err.message : `secret ${ref} cannot be read`)
     }
     try {
+      if (password && /-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(secret)) return refuse(`secret ${ref} is a private key, not a password`)
       if (mechanism === 'scram-sha-256') {
         const clientFirst = str('client_first_bare')
         const serverFirst = str('server_first')
-        const { iterations } = checkServerFirst(clientFirst, serverFirst)
+        const { salt, iterations } = checkServerFirst(clientFirst, serverFirst)
         if (iterations < MIN_SCRAM_ITERATIONS || iterations > MAX_SCRAM_ITERATIONS)
           refuse(`SCRAM iteration count ${iterations} is outside ${MIN_SCRAM_ITERATIONS}..${MAX_SCRAM_ITERATIONS}`)
-        // PBKDF2 runs on the thread pool (crypto.pbkdf2), never on the event loop.
-        const p = await scramProof(secret, clientFirst, serverFirst)
+        const salted = await this.pinned(connection, secret, salt, iterations, refuse)
+        const p = scramProofSalted(salted, clientFirst, serverFirst)
         this.log.info({ connection, session, target, mechanism }, 'proof given')
         return { client_final: p.clientFinal, server_signature: p.serverSignature.toString('base64') }
       }
@@ -125,7 +178,8 @@ export class HeldSecrets {
         if (hash !== undefined && hash !== 'sha256' && hash !== 'sha512' && hash !== 'sha1') return refuse('unsupported signature hash')
         // A signing oracle only for logging in with this key: anything but a publickey
         // user-authentication request naming this very key is refused.
-        if (data.length > MAX_SIGN_BYTES || !isUserauthRequestFor(data, blob)) return refuse('only an SSH login with this key is signed')
+        const login = data.length > MAX_SIGN_BYTES ? null : parseUserauthRequest(data, blob)
+        if (!login) return refuse('only an SSH login with this key is signed')
         const signature = key.sign(data, hash)
         if (signature instanceof Error) return refuse('the signature could not be computed')
         this.log.info({ connection, session, target, mechanism }, 'proof given')
@@ -137,6 +191,31 @@ export class HeldSecrets {
       return refuse(err instanceof ScramError ? err.message : 'the proof could not be computed')
     }
   }
+
+  /**
+   * The SaltedPassword for the connection's pinned salt and count: the first SCRAM proof for a
+   * secret's value pins them (trust on first use), so a gateway cannot later ask for proofs under a
+   * salt it chose, and the PBKDF2 runs once per value, not once per session (a hostile count costs
+   * the connector one run). A changed value (a rotated file or variable) may pin anew.
+   */
+  private pinned(connection: string, secret: string, salt: string, iterations: number, refuse: (why: string) => never): Promise<Buffer> {
+    const secretTag = createHash('sha256').update(this.tagKey).update(secret).digest('base64')
+    const pin = this.pins.get(connection)
+    if (pin && pin.secretTag === secretTag) {
+      if (pin.salt !== salt || pin.iterations !== iterations)
+        refuse(
+          `SCRAM salt or iteration count differs from the first proof for connection ${connection} (a password changed on the server needs the connector restarted, or a new secret)`,
+        )
+      return pin.salted
+    }
+    const salted = saltedPassword(secret, salt, iterations)
+    this.pins.set(connection, { secretTag, salt, iterations, salted })
+    // A failed run pins nothing.
+    salted.catch(() => {
+      if (this.pins.get(connection)?.salted === salted) this.pins.delete(connection)
+    })
+    return salted
+  }
 }
 
 /**
@@ -144,6 +223,11 @@ export class HeldSecrets {
  * user, "ssh-connection", "publickey", TRUE, algorithm, and the public key blob `blob`.
  */
 export function isUserauthRequestFor(data: Buffer, blob: Buffer): boolean {
+  return parseUserauthRequest(data, blob) !== null
+}
+
+/** The session identifier and user of a login request `isUserauthRequestFor` accepts; null otherwise. */
+export function parseUserauthRequest(data: Buffer, blob: Buffer): { sessionId: Buffer; user: string } | null {
   let at = 0
   const string = (): Buffer | null => {
     if (at + 4 > data.length) return null
@@ -153,13 +237,16 @@ export function isUserauthRequestFor(data: Buffer, blob: Buffer): boolean {
     at += 4 + n
     return v
   }
-  if (string() === null) return false // session identifier
-  if (data[at++] !== 50) return false // SSH_MSG_USERAUTH_REQUEST
-  if (string() === null) return false // user name
-  if (string()?.toString() !== 'ssh-connection') return false
-  if (string()?.toString() !== 'publickey') return false
-  if (data[at++] !== 1) return false
-  if (string() === null) return false // algorithm
+  const sessionId = string()
+  if (sessionId === null || sessionId.length === 0) return null
+  if (data[at++] !== 50) return null // SSH_MSG_USERAUTH_REQUEST
+  const user = string()
+  if (user === null) return null
+  if (string()?.toString() !== 'ssh-connection') return null
+  if (string()?.toString() !== 'publickey') return null
+  if (data[at++] !== 1) return null
+  if (string() === null) return null // algorithm
   const key = string()
-  return key !== null && at === data.length && key.equals(blob)
+  if (key === null || at !== data.length || !key.equals(blob)) return null
+  return { sessionId, user: user.toString('utf8') }
 }

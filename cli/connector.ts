@@ -34,7 +34,7 @@ import {
   TARGETS_PATH,
 } from '../engine/connector/protocol.js'
 import { ApiClient, resolveConfig, ServerUnreachableError } from './client.js'
-import { HeldSecrets, parseHeldSecret, ProofRefused } from './connector-secrets.js'
+import { type HeldSecret, HeldSecrets, parseHeldSecret, ProofRefused } from './connector-secrets.js'
 import { UsageError } from './exit.js'
 
 /** Back-off between attempts: doubling from the first to the cap, with ±20% jitter. */
@@ -62,7 +62,7 @@ export interface ConnectorOptions {
   /** host:port the operator allows here; empty: whatever the gateway lists. */
   readonly allow: readonly string[]
   /** Secrets kept here for connections (`--secret connection=ref`): proven to the gateway, never sent. */
-  readonly secrets?: ReadonlyMap<string, string>
+  readonly secrets?: ReadonlyMap<string, HeldSecret>
   readonly version: string
   /** The host name the attach answer reports (os.hostname() when absent). */
   readonly hostname?: string
@@ -418,7 +418,7 @@ export function registerConnectorCommands(program: Command, configOpt: () => Opt
     .option('--allow <host:port...>', 'dial only these targets, even if the gateway lists more')
     .option(
       '--secret <connection=ref...>',
-      "keep this connection's password or SSH key here (env:NAME or file:/path): the gateway's connection names it connector:<ref>",
+      "keep this connection's password or SSH key here (env:NAME or file:/path, then ,user=NAME ,target=host:port ,md5): the gateway's connection names it connector:<ref>",
     )
     .option('--log-level <level>', 'log level', 'info')
     .action(
@@ -446,12 +446,14 @@ export function registerConnectorCommands(program: Command, configOpt: () => Opt
         }
         for (const a of o.allow ?? [])
           if (!parseAuthority(a)) throw new UsageError(`--allow: expected host:port (got ${JSON.stringify(a)})`)
-        const secrets = new Map<string, string>()
+        const secrets = new Map<string, HeldSecret>()
         for (const text of o.secret ?? []) {
           const held = parseHeldSecret(text)
           if (!held)
-            throw new UsageError(`--secret: expected connection=env:NAME or connection=file:/absolute/path (got ${JSON.stringify(text)})`)
-          secrets.set(held.connection, held.ref)
+            throw new UsageError(
+              `--secret: expected connection=env:NAME or connection=file:/absolute/path, then ,user=NAME ,target=host:port ,md5 (got ${JSON.stringify(text)})`,
+            )
+          secrets.set(held.connection, held.secret)
         }
         const log = createLogger(o.logLevel).child({ component: 'connector' })
         const agent = new ConnectorAgent({

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import pino from 'pino'
-import { HeldSecrets, isUserauthRequestFor, ProofRefused } from '../cli/connector-secrets.js'
+import { HeldSecrets, isUserauthRequestFor, parseHeldSecret, ProofRefused } from '../cli/connector-secrets.js'
 import { ConnectorLab } from './helpers/connector.js'
 import { psql } from './helpers/gateway.js'
 import { sshClientSetup, TestSshd } from './helpers/sshd.js'
@@ -90,7 +90,7 @@ before(async () => {
       [
         '--secret',
         'billing=env:BILLING_PW',
-        'legacy=env:LEGACY_PW',
+        'legacy=env:LEGACY_PW,user=vaultmd5,md5',
         'plain=env:PLAIN_PW',
         'renamed=env:BILLING_PW',
         'unset=env:UNSET_PW',
@@ -264,7 +264,7 @@ describe('connector-held PostgreSQL passwords', () => {
 })
 
 describe('the connector gives proofs only to a session it carries, for a connection it keeps', () => {
-  const secrets = new HeldSecrets(new Map([['billing', 'env:GH_TEST_HELD_PW']]), pino({ level: 'silent' }))
+  const secrets = new HeldSecrets(new Map([['billing', { ref: 'env:GH_TEST_HELD_PW', user: 'app', md5: true }]]), pino({ level: 'silent' }))
   const target = '10.0.0.6:5432'
   const ctx = (carries: boolean, targets: string[] = [target], allow: string[] = []) => ({
     targets: new Set(targets),
@@ -317,6 +317,14 @@ describe('the connector gives proofs only to a session it carries, for a connect
     client_first_bare: 'n=,r=clientnonce',
     server_first: `r=clientnonceserver,s=${Buffer.from('sixteen byte salt').toString('base64')},i=${i}`,
   })
+  test('psql logs in again: the SCRAM proof comes from the salt and count the first one pinned', () => {
+    for (let i = 0; i < 2; i++) {
+      const r = psql(lab.gateway.conninfo(alice, 'billing'), 'select current_user')
+      assert.equal(r.code, 0, r.stderr)
+      assert.equal(r.stdout.trim(), 'vault')
+    }
+  })
+
   test("SCRAM is answered at PostgreSQL's default iteration count", async () => {
     const a = await secrets.prove(scram(4096), ctx(true))
     assert.match(JSON.stringify(a), /"client_final":"c=biws,r=clientnonceserver,p=/)
@@ -362,4 +370,85 @@ describe('the connector gives proofs only to a session it carries, for a connect
       await assert.rejects(secrets.prove(body, c), (err: unknown) => err instanceof ProofRefused && want.test(err.message))
     })
   }
+})
+
+describe('a compromised gateway gets proofs only for what the connector operator pinned', () => {
+  // The requests here are what a compromised gateway (or one whose key was stolen) sends over the
+  // link: it chooses the role, the salt, the count, the mechanism and the target it names, so each
+  // is played against the connector's prover directly.
+  const log = pino({ level: 'silent' })
+  const target = '10.0.0.6:5432'
+  const ctx = { targets: new Set([target, '10.0.0.5:22']), allow: [], carries: () => true }
+  const base = { session: 's-1', connection: 'billing', target, ref: 'env:GH_TEST_PIN_PW' }
+  const md5 = (user: string): Record<string, unknown> => ({ ...base, mechanism: 'md5', user, salt: 'AQIDBA==' })
+  const scram = (salt: string, i = 4096): Record<string, unknown> => ({
+    ...base,
+    mechanism: 'scram-sha-256',
+    client_first_bare: 'n=,r=clientnonce',
+    server_first: `r=clientnonceserver,s=${Buffer.from(salt).toString('base64')},i=${i}`,
+  })
+  const refused = (p: Promise<unknown>, want: RegExp): Promise<void> =>
+    assert.rejects(p, (err: unknown) => err instanceof ProofRefused && want.test(err.message))
+
+  before(() => {
+    process.env.GH_TEST_PIN_PW = 'pinned-in-the-connector'
+  })
+  after(() => {
+    delete process.env.GH_TEST_PIN_PW
+  })
+
+  test('--secret states the user, the target and md5; anything else is a usage error', () => {
+    assert.deepEqual(parseHeldSecret('billing=env:PW,user=app,target=10.0.0.6:5432,md5'), {
+      connection: 'billing',
+      secret: { ref: 'env:PW', user: 'app', target: '10.0.0.6:5432', md5: true },
+    })
+    assert.deepEqual(parseHeldSecret('web-1=file:/etc/gh/key'), { connection: 'web-1', secret: { ref: 'file:/etc/gh/key', md5: false } })
+    for (const bad of ['billing=env:PW,user=', 'billing=env:PW,target=nohost', 'billing=env:PW,md4', 'billing=env:PW,user=a,user=b'])
+      assert.equal(parseHeldSecret(bad), null, bad)
+  })
+
+  test('no md5 answer unless the operator allows md5 for that secret (SCRAM only by default)', async () => {
+    const held = new HeldSecrets(new Map([['billing', { ref: base.ref, user: 'app', md5: false }]]), log)
+    await refused(held.prove(md5('app'), ctx), /gives md5 answers for connection billing only with md5 in its --secret/)
+  })
+
+  test('no md5 answer for a role other than the one the secret names, nor without one', async () => {
+    const held = new HeldSecrets(new Map([['billing', { ref: base.ref, user: 'app', md5: true }]]), log)
+    assert.match(JSON.stringify(await held.prove(md5('app'), ctx)), /"md5":"md5[0-9a-f]{32}"/)
+    await refused(held.prove(md5('postgres'), ctx), /answers md5 for connection billing as app only/)
+    const anyone = new HeldSecrets(new Map([['billing', { ref: base.ref, md5: true }]]), log)
+    await refused(anyone.prove(md5('app'), ctx), /names no user=, which md5 answers need/)
+  })
+
+  test('no proof for a target other than the one the secret names, even on a carried stream', async () => {
+    const held = new HeldSecrets(new Map([['billing', { ref: base.ref, target, md5: false }]]), log)
+    await refused(held.prove({ ...scram('salt-one'), target: '10.0.0.5:22' }, ctx), /for 10\.0\.0\.6:5432 only, not 10\.0\.0\.5:22/)
+    assert.ok(await held.prove(scram('salt-one'), ctx))
+  })
+
+  test('the first SCRAM salt and count are pinned: a gateway cannot ask under its own, until the secret changes', async () => {
+    const held = new HeldSecrets(new Map([['billing', { ref: base.ref, md5: false }]]), log)
+    const first = await held.prove(scram('the-servers-salt'), ctx)
+    assert.deepEqual(await held.prove(scram('the-servers-salt'), ctx), first)
+    await refused(held.prove(scram('a-chosen-salt'), ctx), /salt or iteration count differs from the first proof for connection billing/)
+    await refused(held.prove(scram('the-servers-salt', 8192), ctx), /differs from the first proof/)
+    // A new password (the variable or file changed) may come with the server's new salt.
+    process.env.GH_TEST_PIN_PW = 'rotated-in-the-connector'
+    assert.ok(await held.prove(scram('a-new-servers-salt'), ctx))
+    process.env.GH_TEST_PIN_PW = 'pinned-in-the-connector'
+  })
+
+  test('an SSH private key is never used as a password', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gh-pin-key-'))
+    try {
+      const keyFile = join(dir, 'id')
+      spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', keyFile])
+      const held = new HeldSecrets(new Map([['billing', { ref: `file:${keyFile}`, user: 'app', md5: true }]]), log)
+      const asKey = { ...base, ref: `file:${keyFile}` }
+      await refused(held.prove({ ...scram('salt'), ...asKey }, ctx), /is a private key, not a password/)
+      await refused(held.prove({ ...md5('app'), ...asKey }, ctx), /is a private key, not a password/)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
 })

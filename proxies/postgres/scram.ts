@@ -82,8 +82,25 @@ export async function scramProof(
   clientFirstBare: string,
   serverFirst: string,
 ): Promise<{ clientFinal: string; serverSignature: Buffer }> {
-  const { nonce, salt, iterations } = checkServerFirst(clientFirstBare, serverFirst)
-  const salted = await pbkdf2Async(password.normalize('NFKC'), Buffer.from(salt, 'base64'), iterations, 32, 'sha256')
+  const { salt, iterations } = checkServerFirst(clientFirstBare, serverFirst)
+  const salted = await saltedPassword(password, salt, iterations)
+  const proof = scramProofSalted(salted, clientFirstBare, serverFirst)
+  salted.fill(0)
+  return proof
+}
+
+/** SCRAM's SaltedPassword: PBKDF2-HMAC-SHA-256 on the thread pool (never the event loop). */
+export function saltedPassword(password: string, salt: string, iterations: number): Promise<Buffer> {
+  return pbkdf2Async(password.normalize('NFKC'), Buffer.from(salt, 'base64'), iterations, 32, 'sha256')
+}
+
+/** scramProof from the SaltedPassword (kept by a prover that pinned the salt and iteration count). */
+export function scramProofSalted(
+  salted: Buffer,
+  clientFirstBare: string,
+  serverFirst: string,
+): { clientFinal: string; serverSignature: Buffer } {
+  const { nonce } = checkServerFirst(clientFirstBare, serverFirst)
   const clientKey = hmac(salted, 'Client Key')
   const storedKey = createHash('sha256').update(clientKey).digest()
   const finalWithoutProof = `c=biws,r=${nonce}`
@@ -92,7 +109,6 @@ export async function scramProof(
   const proof = Buffer.alloc(clientKey.length)
   for (let i = 0; i < proof.length; i++) proof[i] = (clientKey[i] as number) ^ (clientSignature[i] as number)
   const serverSignature = hmac(hmac(salted, 'Server Key'), authMessage)
-  salted.fill(0)
   return { clientFinal: `${finalWithoutProof},p=${proof.toString('base64')}`, serverSignature }
 }
 
