@@ -5,6 +5,10 @@
 //   tcp  a bare Node TCP pump (pipe both ways, noDelay): the least any relay in Node costs
 //   tls  the same pump with the relay's side towards the driver in TLS (the relay dials out, as
 //        the connector does), one stream per TLS connection: what TLS alone adds
+//   mux  a sketch of a lighter framing on the same TLS link, for comparison only: each frame is a
+//        9-byte header (stream id, length, type) and the bytes, parsed in place; each side sends
+//        what a turn of the event loop produced in one write. No flow control, no stream
+//        opening or closing: a floor for such a protocol, not one
 //   h2   the connector's relay as it is: the relay dials out over TLS, serves HTTP/2 on that
 //        socket, and carries each CONNECT stream to the target (a 64 KiB read buffer per target
 //        socket, data/drain handlers), as cli/connector.ts does
@@ -30,6 +34,55 @@ import { CLK_TCK } from './pgbench-servers.js'
 const REQUEST = Buffer.alloc(60, 0x51)
 const ANSWER = Buffer.alloc(300, 0x44)
 
+/** The `mux` sketch's frame header: stream id (u32), length (u32), type (u8, 0: data). */
+const HEADER = 9
+
+/** Splits a byte stream into frames, in place; a frame cut by a read waits for the rest. */
+class FrameReader {
+  private pending: Buffer | null = null
+  constructor(private readonly onFrame: (id: number, body: Buffer) => void) {}
+
+  push(chunk: Buffer): void {
+    const buf = this.pending ? Buffer.concat([this.pending, chunk]) : chunk
+    this.pending = null
+    let at = 0
+    while (buf.length - at >= HEADER) {
+      const len = buf.readUInt32BE(at + 4)
+      if (buf.length - at < HEADER + len) break
+      this.onFrame(buf.readUInt32BE(at), buf.subarray(at + HEADER, at + HEADER + len))
+      at += HEADER + len
+    }
+    if (at < buf.length) this.pending = buf.subarray(at)
+  }
+}
+
+/** Queues frames and writes what a turn of the event loop produced at once. */
+class FrameWriter {
+  private queue: Buffer[] = []
+  private scheduled = false
+  constructor(private readonly sock: Socket) {}
+
+  send(id: number, data: Uint8Array): void {
+    const f = Buffer.allocUnsafe(HEADER + data.length)
+    f.writeUInt32BE(id, 0)
+    f.writeUInt32BE(data.length, 4)
+    f[8] = 0
+    f.set(data, HEADER)
+    this.queue.push(f)
+    if (!this.scheduled) {
+      this.scheduled = true
+      setImmediate(this.flush)
+    }
+  }
+
+  private readonly flush = (): void => {
+    this.scheduled = false
+    const q = this.queue
+    this.queue = []
+    this.sock.write(q.length === 1 ? (q[0] as Buffer) : Buffer.concat(q))
+  }
+}
+
 function listen(server: Server): Promise<number> {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)))
 }
@@ -48,6 +101,35 @@ function relay(mode: string, port: number, echoPort: number): void {
     return
   }
   const sock = tlsConnect({ host: '127.0.0.1', port, ALPNProtocols: ['h2'], rejectUnauthorized: false })
+  if (mode === 'mux') {
+    sock.setNoDelay(true)
+    const out = new FrameWriter(sock)
+    const targets = new Map<number, Socket>()
+    const reader = new FrameReader((id, body) => {
+      let t = targets.get(id)
+      if (!t) {
+        t = netConnect({
+          host: '127.0.0.1',
+          port: echoPort,
+          noDelay: true,
+          onread: {
+            buffer: Buffer.allocUnsafe(64 * 1024),
+            callback: (n: number, buf: Uint8Array): boolean => {
+              out.send(id, buf.subarray(0, n))
+              return true
+            },
+          },
+        })
+        t.on('error', () => sock.destroy())
+        targets.set(id, t)
+      }
+      t.write(body)
+    })
+    sock.on('data', (d: Buffer) => reader.push(d))
+    sock.on('error', () => undefined)
+    sock.on('close', () => process.exit(0))
+    return
+  }
   if (mode === 'tls') {
     sock.setNoDelay(true)
     const t = netConnect({ host: '127.0.0.1', port: echoPort, noDelay: true })
@@ -97,7 +179,7 @@ function ticks(pid: number): { total: number; sys: number } {
   return { total: Number(f[11]) + Number(f[12]), sys: Number(f[12]) }
 }
 
-type Mode = 'tcp' | 'tls' | 'h2'
+type Mode = 'tcp' | 'tls' | 'mux' | 'h2'
 
 interface Sample {
   readonly mode: string
@@ -112,6 +194,9 @@ async function round(mode: Mode, streams: number, seconds: number, echoPort: num
   const sockets: Duplex[] = []
   let child: ChildProcess
   let cleanup = (): void => undefined
+  let count = 0
+  let running = true
+  let startMux = (): void => undefined
   if (mode === 'tcp') {
     const probe = createServer()
     const port = await listen(probe)
@@ -145,8 +230,25 @@ async function round(mode: Mode, streams: number, seconds: number, echoPort: num
       sockets.push(sock)
       cleanup = () => server.close()
     }
+    if (mode === 'mux') {
+      sock.setNoDelay(true)
+      const out = new FrameWriter(sock)
+      const reader = new FrameReader((id) => {
+        count++
+        if (running) out.send(id, REQUEST)
+      })
+      sock.on('data', (d: Buffer) => reader.push(d))
+      sock.on('error', () => undefined)
+      startMux = () => {
+        for (let id = 1; id <= streams; id++) out.send(id, REQUEST)
+      }
+      cleanup = () => {
+        sock.destroy()
+        server.close()
+      }
+    }
     const h2s =
-      mode === 'tls'
+      mode === 'tls' || mode === 'mux'
         ? null
         : h2connect('http://relay', {
             createConnection: () => sock,
@@ -163,8 +265,7 @@ async function round(mode: Mode, streams: number, seconds: number, echoPort: num
         server.close()
       }
   }
-  let count = 0
-  let running = true
+  startMux()
   for (const s of sockets) {
     s.on('data', () => {
       count++
@@ -212,7 +313,7 @@ async function main(): Promise<void> {
   const rounds = arg('--rounds', 3)
   const streams = arg('--streams', 1)
   // TLS alone carries one stream per connection: compared only at one stream.
-  const modes: readonly Mode[] = streams === 1 ? ['tcp', 'tls', 'h2'] : ['tcp', 'h2']
+  const modes: readonly Mode[] = streams === 1 ? ['tcp', 'tls', 'mux', 'h2'] : ['tcp', 'mux', 'h2']
   const dir = mkdtempSync(join(tmpdir(), 'gh-relay-bench-'))
   const echo = createServer({ noDelay: true }, (s) => {
     s.on('data', () => s.write(ANSWER))
