@@ -139,6 +139,11 @@ export class LiveSession {
     return true
   }
 
+  auditGrouped(event: SessionAuditEvent): Promise<void> {
+    if (!pluginMayWrite(this.connection.protocol, event.type)) return Promise.reject(refuseType(this.connection.protocol, event.type))
+    return this.manager.audit.appendGrouped(this.stamp(event))
+  }
+
   auditLater(event: SessionAuditEvent): void {
     if (!pluginMayWrite(this.connection.protocol, event.type)) throw refuseType(this.connection.protocol, event.type)
     this.manager.audit.appendDeferred(this.stamp(event))

@@ -180,6 +180,9 @@ export interface FastPathSession extends ProxySession {
    * with `fsync: batched`); false, having written nothing, when durability needs an await (`fsync:
    * always`: use `audit`). Throws GH_ERR_AUDIT when the append fails. */
   auditNow(event: SessionAuditEvent): boolean
+  /** `audit`, written with every append of the same event-loop turn (all sessions') in one
+   * write(2): resolves once the event is durable as `audit`'s does, so the work goes ahead after it. */
+  auditGrouped(event: SessionAuditEvent): Promise<void>
 }
 
 /** An audit event outside a session, as a plugin writes it (same type rule as SessionAuditEvent). */

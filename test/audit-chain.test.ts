@@ -7,7 +7,18 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { generateKeyPairSync } from 'node:crypto'
-import { appendFileSync, cpSync, mkdtempSync, readFileSync, rmSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs'
+import {
+  appendFileSync,
+  closeSync,
+  cpSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  truncateSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -433,5 +444,73 @@ describe('audit durability across kill -9', () => {
     assert.ok(syncs > 0)
     assert.ok(syncs <= (8 * per) / 2, `${syncs} syncs for ${8 * per} appends: not shared`)
     assert.equal(verify(d).problem, null)
+  })
+
+  test('grouped appends of one turn share one write(2); each resolves only once its line is in the file, in call order', async () => {
+    const d = mkdtempSync(join(tmpdir(), 'gh-audit-grouped-'))
+    dirs.push(d)
+    const log = new AuditLog(join(d, 'audit'), 'batched', 200)
+    log.open()
+    const file = log.head.file
+    const writes = log.stats.writes
+    const order: number[] = []
+    const grouped = Array.from({ length: 8 }, (_, w) =>
+      log.appendGrouped(stmt(w, `s-${w}`)).then(() => {
+        assert.ok(readFileSync(file, 'utf8').includes(`"session":"s-${w}"`), `session ${w} resolved before its line was written`)
+        order.push(w)
+      }),
+    )
+    await Promise.resolve()
+    assert.equal(log.stats.writes, writes, 'nothing is written before the end of the turn')
+    assert.equal(order.length, 0)
+    await Promise.all(grouped)
+    assert.equal(log.stats.writes - writes, 1, 'the turn took one write')
+    assert.deepEqual(order, [0, 1, 2, 3, 4, 5, 6, 7])
+    const lines = readFileSync(file, 'utf8').split('\n')
+    const at = (w: number): number => lines.findIndex((l) => l.includes(`"session":"s-${w}"`))
+    for (let w = 1; w < 8; w++) assert.ok(at(w - 1) < at(w), 'the chain holds them in call order')
+    log.close()
+    assert.equal(verify(d).problem, null)
+  })
+
+  test('fsync always: a grouped append resolves only after an fdatasync that began after its write', async () => {
+    const d = mkdtempSync(join(tmpdir(), 'gh-audit-grouped-sync-'))
+    dirs.push(d)
+    const log = new AuditLog(join(d, 'audit'), 'always', 60_000)
+    log.open()
+    const syncs = log.stats.syncs
+    const seen: number[] = []
+    await Promise.all(
+      Array.from({ length: 4 }, (_, w) => log.appendGrouped(stmt(w, `s-${w}`)).then(() => seen.push(log.stats.syncs - syncs))),
+    )
+    assert.deepEqual(seen, [1, 1, 1, 1], 'one shared sync, completed before any resolved')
+    log.close()
+    assert.equal(verify(d).problem, null)
+  })
+
+  test('a failed grouped write rejects every append of the turn, and none of them is written later', async () => {
+    const d = mkdtempSync(join(tmpdir(), 'gh-audit-grouped-fail-'))
+    dirs.push(d)
+    const log = new AuditLog(join(d, 'audit'), 'batched', 200)
+    log.open()
+    // The segment's descriptor swapped for a read-only one: write(2) fails with EBADF.
+    const internals = log as unknown as { fd: number }
+    const real = internals.fd
+    const readOnly = openSync(log.head.file, 'r')
+    internals.fd = readOnly
+    const settled = await Promise.allSettled([log.appendGrouped(stmt(1, 's-refused')), log.appendGrouped(stmt(2, 's-refused'))])
+    internals.fd = real
+    closeSync(readOnly)
+    for (const r of settled) {
+      assert.equal(r.status, 'rejected')
+      assert.equal(((r as PromiseRejectedResult).reason as { code?: string }).code, 'GH_ERR_AUDIT')
+    }
+    await log.appendGrouped(stmt(3, 's-after'))
+    log.appendDeferred({ type: 'result', session: 's-after', chain: ['user:alice', 'agent:bot'], connection: 'app', seq: 3, rows: 1 })
+    log.close()
+    assert.equal(verify(d).problem, null)
+    const sessions = readAuditEvents(join(d, 'audit'), {}, trustOf(d)).map((e) => e.session)
+    assert.ok(!sessions.includes('s-refused'), "a refused statement's event was written after all")
+    assert.equal(sessions.filter((s) => s === 's-after').length, 2)
   })
 })

@@ -22,6 +22,8 @@ export interface Pending {
   readonly event: AuditEvent
   json: EventText | null
   readonly make: ((n: number, prev: string) => string) | null
+  /** An `appendGrouped` caller waiting for this line's write (settled by the writer). */
+  readonly waiter?: { readonly resolve: () => void; readonly reject: (err: Error) => void }
 }
 
 const RESERVED_KEYS = ['h', 'prev', 'id', 'time']

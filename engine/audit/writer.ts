@@ -8,6 +8,10 @@
 // write: concurrent sessions share one sync (group commit). An event that cannot be written
 // rejects the promise and the caller refuses the work: the gateway fails closed.
 //
+// `appendGrouped` is `append` for the hot path of many sessions: the event is written at the end of
+// the current I/O turn, together with every other session's events of that turn, in one write(2);
+// its promise resolves after that write, and the caller forwards the work only then.
+//
 // `appendDeferred` is for events that follow work already recorded (a statement's result): they
 // are written with the next append, or within 20 ms on an idle session, so a statement costs
 // one write(2) on the hot path.
@@ -90,8 +94,12 @@ export class AuditLog {
   private signer: AuditSigner | null = null
   private segmentTrust: SegmentTrust | null = null
   private releaseLock: (() => void) | null = null
+  /** Lines waiting for the next write: deferred events and grouped appends, in call order. */
   private deferred: Pending[] = []
   private deferredScheduled = false
+  /** Grouped appends among `deferred` (each with its waiter). */
+  private grouped = 0
+  private groupScheduled = false
   private lostDeferred = 0
   private listeners: AuditListener[] = []
   private writeListeners: (() => void)[] = []
@@ -210,6 +218,37 @@ export class AuditLog {
     }
   }
 
+  /**
+   * `append`, written at the end of this I/O turn with every other append of the turn in one
+   * write(2) (after the deferred events queued before it, in call order). Resolves once that write
+   * completed (with `always`, once an fdatasync that began after it did); rejects with GH_ERR_AUDIT
+   * otherwise, and then the work must not go ahead. One write per turn instead of one per session's
+   * statement, the same promise as `append`: nothing resolves before its line is in the OS.
+   */
+  appendGrouped(event: AuditEvent): Promise<void> {
+    if (this.closed || !this.opened) return Promise.reject(new GatehouseError('GH_ERR_AUDIT', 'the audit log is closed'))
+    return new Promise<void>((resolve, reject) => {
+      this.deferred.push({ time: isoNow(), event, json: null, make: null, waiter: { resolve, reject } })
+      this.grouped++
+      if (!this.groupScheduled) {
+        this.groupScheduled = true
+        // The check phase follows the poll phase: every session whose data arrived in this turn
+        // has queued its statement by then.
+        setImmediate(this.flushGrouped)
+      }
+    })
+  }
+
+  private readonly flushGrouped = (): void => {
+    this.groupScheduled = false
+    if (this.grouped === 0) return
+    try {
+      this.writeBatch(null)
+    } catch {
+      // writeBatch rejected the grouped appends: their work is refused.
+    }
+  }
+
   /** Queues an event that needs no durability before work proceeds (it describes finished work). */
   appendDeferred(event: AuditEvent): void {
     if (this.closed) return
@@ -248,6 +287,15 @@ export class AuditLog {
    * advances only when the write succeeded; on failure nothing changes and the queue is kept.
    */
   private writeBatch(last: Pending | null): void {
+    try {
+      this.writeQueued(last)
+    } catch (err) {
+      if (this.grouped > 0) this.failGrouped(err)
+      throw err
+    }
+  }
+
+  private writeQueued(last: Pending | null): void {
     if (this.fd < 0 || this.size >= this.segmentMaxBytes) this.rollOver()
     let items = this.deferred
     if (this.lostDeferred > 0) {
@@ -265,6 +313,27 @@ export class AuditLog {
     }
     this.deferred = []
     this.lostDeferred = 0
+    if (this.grouped > 0) this.settleGrouped(items)
+  }
+
+  /** The grouped appends among `items` were written: they resolve (with `always`, after the sync). */
+  private settleGrouped(items: readonly Pending[]): void {
+    this.grouped = 0
+    if (this.fsyncMode === 'always') {
+      const synced = this.syncs.wait()
+      for (const p of items) if (p.waiter) synced.then(p.waiter.resolve, p.waiter.reject)
+    } else for (const p of items) p.waiter?.resolve()
+  }
+
+  /** The write failed: grouped appends leave the queue (their work is refused) and reject. */
+  private failGrouped(err: unknown): void {
+    const e = err instanceof Error ? err : new GatehouseError('GH_ERR_AUDIT', 'audit write failed')
+    this.deferred = this.deferred.filter((p) => {
+      if (p.waiter === undefined) return true
+      p.waiter.reject(e)
+      return false
+    })
+    this.grouped = 0
   }
 
   /** Serializes, chains and writes `items`; throws (and changes nothing) when the write fails. */

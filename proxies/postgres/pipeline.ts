@@ -5,9 +5,11 @@
 // what a real error would, and its error is replaced with the gateway's own (results.ts).
 //
 // The common case — one statement that is not an EXECUTE, no mask obligations or obligations
-// planned without a catalog question (maskNow), `audit.fsync: batched` — is judged, audited and queued in the same call, without an await (`judgeAndSend` →
-// `sendOrRefuseNow`); everything else takes the same steps with awaits. Same decision, same audit
-// event, same order.
+// planned without a catalog question (maskNow) — is judged without an await (`judgeAndSend`);
+// everything else is judged with awaits. Same decision, same audit event, same order. Every
+// statement event is appended grouped (AuditLog.appendGrouped): the statements of all sessions
+// that arrive in one event-loop turn share one write(2), and each is queued for the server once
+// that write completed.
 
 import { randomBytes } from 'node:crypto'
 import { serialize } from 'pg-protocol'
@@ -129,18 +131,18 @@ export abstract class PipelineRelay extends ResultRelay {
   protected bindInJudgement: NamedEntry | null = null
 
   /**
-   * Judges `o.text` and sends or refuses `o`. The common case — one statement, no masking, `fsync:
-   * batched` — is judged, audited and queued for the server without an await; the rest goes
+   * Judges `o.text` and sends or refuses `o`. The common case — one statement, no masking or
+   * masking planned without a catalog question — is judged without an await; the rest goes
    * through judgeThenSend.
    */
   protected judgeAndSend(o: Outgoing): Promise<void> | undefined {
     const analysis = o.text === null ? null : this.shared.analyzer.analyze(o.text)
     const now = analysis === null ? null : this.sql.judgeNow(analysis, this.signal)
     if (now !== null) {
-      if (!needsMasking(now, o.text)) return this.sendOrRefuseNow(o, now)
+      if (!needsMasking(now, o.text)) return this.sendOrRefuse(o, now)
       // Masking planned without an await when no catalog question is open (maskNow).
       const masked = this.maskNow(now, o.text, analysis?.shape ?? null)
-      if (masked !== null) return this.sendOrRefuseNow(o, masked)
+      if (masked !== null) return this.sendOrRefuse(o, masked)
     }
     return this.judgeThenSend(o, now, analysis)
   }
@@ -149,20 +151,6 @@ export abstract class PipelineRelay extends ResultRelay {
     let verdict = judged ?? (await this.sql.judge(o.text, this.signal, undefined, analysis))
     if (needsMasking(verdict, o.text)) verdict = await this.applyMasking(verdict, o.text)
     await this.sendOrRefuse(o, verdict)
-  }
-
-  /** sendOrRefuse without an await where the audit log allows it (`fsync: batched`). */
-  protected sendOrRefuseNow(o: Outgoing, verdict: Verdict): Promise<void> | undefined {
-    const seq = ++this.seq
-    const ev = statementEvent(seq, o, verdict)
-    try {
-      // Durable before forwarded: if the append fails, nothing is sent.
-      if (!this.session.auditNow(ev)) return this.auditThenForward(o, verdict, seq, ev)
-    } catch (err) {
-      this.auditFailed(err, o.kind, seq)
-      return undefined
-    }
-    return this.forwardOrRefuse(o, verdict, seq)
   }
 
   /** Audits the statement durably, then forwards it, or refuses it in place. */
@@ -174,7 +162,7 @@ export abstract class PipelineRelay extends ResultRelay {
   protected async auditThenForward(o: Outgoing, verdict: Verdict, seq: number, ev: SessionAuditEvent): Promise<void> {
     try {
       // Durable before forwarded: if the append fails, nothing is sent.
-      await this.session.audit(ev)
+      await this.session.auditGrouped(ev)
     } catch (err) {
       this.auditFailed(err, o.kind, seq)
       return
