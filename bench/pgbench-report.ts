@@ -23,6 +23,11 @@ export interface Sample {
   readonly transactions: number
   /** Proxy CPU per statement in microseconds; null for direct. */
   readonly cpuUsPerStmt: number | null
+  /** The proxy's system calls and context switches per statement (`--syscalls`). */
+  readonly syscallsPerStmt?: number
+  readonly switchesPerStmt?: number
+  /** A gateway's audit write(2)s per statement audited (its metrics). */
+  readonly auditWritesPerStmt?: number
 }
 
 function median(xs: readonly number[]): number {
@@ -89,7 +94,7 @@ function paired(a: Summary, b: Summary, f: (x: Sample) => number | null): number
     .filter(Number.isFinite)
 }
 
-const GATEWAYS: readonly Target['key'][] = ['gatehouse', 'gatehouse-mask', 'gatehouse-off']
+const GATEWAYS: readonly Target['key'][] = ['gatehouse', 'gatehouse-mask', 'gatehouse-mask-base', 'gatehouse-off']
 
 export function comparisons(
   summaries: readonly Summary[],
@@ -121,6 +126,15 @@ export function comparisons(
             `TPS ${fmt(g.tps / p.tps, 3)}× the pump's (run by run ${tps.map((r) => fmt(r, 3)).join(', ')}, median ${fmt(median(tps), 3)})`,
           )
         }
+        const sys = (s: Summary): number[] => s.samples.flatMap((x) => (x.syscallsPerStmt !== undefined ? [x.syscallsPerStmt] : []))
+        const sw = (s: Summary): number[] => s.samples.flatMap((x) => (x.switchesPerStmt !== undefined ? [x.switchesPerStmt] : []))
+        if (p && sys(g).length > 0 && sys(p).length > 0)
+          parts.push(
+            `system calls ${fmt(median(sys(g)), 2)}/statement (pump ${fmt(median(sys(p)), 2)}), ` +
+              `context switches ${fmt(median(sw(g)), 2)} (pump ${fmt(median(sw(p)), 2)})`,
+          )
+        const aw = g.samples.flatMap((x) => (x.auditWritesPerStmt !== undefined ? [x.auditWritesPerStmt] : []))
+        if (aw.length > 0) parts.push(`audit writes ${fmt(median(aw), 2)}/statement (run by run ${aw.map((x) => fmt(x, 2)).join(', ')})`)
         if (b) parts.push(`${fmt(g.tps / b.tps, 3)}× PgBouncer's TPS`)
         if (d) parts.push(`added latency ${fmt((g.latencyMs - d.latencyMs) * 1000, 1)} µs/query`)
         lines.push(`  - ${g.target.label}: ${parts.join('; ')}.`)

@@ -173,7 +173,15 @@ export const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf
 // ---- targets ------------------------------------------------------------------------------------
 
 export interface Target {
-  readonly key: 'direct' | 'pump' | 'pgbouncer' | 'gatehouse' | 'gatehouse-off' | 'gatehouse-mask' | 'gatehouse-workers'
+  readonly key:
+    | 'direct'
+    | 'pump'
+    | 'pgbouncer'
+    | 'gatehouse'
+    | 'gatehouse-off'
+    | 'gatehouse-mask'
+    | 'gatehouse-mask-base'
+    | 'gatehouse-workers'
   readonly label: string
   readonly port: number
   readonly user: string
@@ -183,6 +191,28 @@ export interface Target {
   readonly pid: number | null
   /** Every process of the proxy (`serve --workers N`: the primary and its workers, read when asked). */
   readonly pids?: () => number[]
+  /** A gateway's `/metrics` (its audit writes are read from there). */
+  readonly metricsUrl?: string
+}
+
+/**
+ * A gateway's audit batch writes (each one write(2)) and commands audited so far, from its
+ * metrics; null when they cannot be read.
+ */
+export async function auditCounts(t: Target): Promise<{ writes: number; commands: number } | null> {
+  if (t.metricsUrl === undefined) return null
+  try {
+    const text = await (await fetch(t.metricsUrl, { signal: AbortSignal.timeout(10_000) })).text()
+    let writes = Number.NaN
+    let commands = 0
+    for (const line of text.split('\n')) {
+      if (line.startsWith('gatehouse_audit_append_seconds_count')) writes = Number(line.slice(line.lastIndexOf(' ') + 1))
+      else if (line.startsWith('gatehouse_commands_total')) commands += Number(line.slice(line.lastIndexOf(' ') + 1))
+    }
+    return Number.isFinite(writes) && Number.isFinite(commands) ? { writes, commands } : null
+  } catch {
+    return null
+  }
 }
 
 /** CPU ticks of a target's processes (all of them under `--workers`). */
@@ -309,7 +339,11 @@ export async function startGatehouse(
   masking = false,
   /** `serve --workers N`, optionally under `taskset -c <cpus>` (the workers inherit the mask). */
   workers: { readonly n: number; readonly cpus: string | null } | null = null,
+  /** Another build's checkout (its `dist/` built, `node_modules` beside it): the gateway and its
+   *  CLI come from there, so two builds are measured in the same run. */
+  baseRepo: string | null = null,
 ): Promise<Target> {
+  const bin = baseRepo !== null ? join(baseRepo, 'cli/bin/gatehouse.js') : GATEHOUSE_BIN
   const dir = mkdtempSync(join(tmpdir(), 'gh-bench-gatehouse-'))
   tempDirs.push(dir)
   const dataDir = join(dir, 'data')
@@ -337,7 +371,7 @@ export async function startGatehouse(
   // replaced by constants, so the difference prices them.
   const serverArgs = decisionsOff
     ? [join(REPO, 'dist/bench/gateway-nodecide.js'), configFile]
-    : [GATEHOUSE_BIN, 'serve', '--config', configFile, ...(workers ? ['--workers', String(workers.n)] : [])]
+    : [bin, 'serve', '--config', configFile, ...(workers ? ['--workers', String(workers.n)] : [])]
   // taskset execs node in its own process: the pid stays the server's.
   const child =
     workers?.cpus != null
@@ -347,16 +381,20 @@ export async function startGatehouse(
   started.push({ name: 'gatehouse', pid: child.pid ?? 0, child })
   const runInfo = await gatewayReady(dataDir, child, () => tail(logFile))
   const port = listenerPort(runInfo.listeners.postgres)
-  const tok = await run(
-    process.execPath,
-    [GATEHOUSE_BIN, 'token', 'create', '--config', configFile, '--subject', 'user:bench'],
-    process.env,
-    30_000,
-  )
+  const tok = await run(process.execPath, [bin, 'token', 'create', '--config', configFile, '--subject', 'user:bench'], process.env, 30_000)
   if (tok.code !== 0) throw new Error(`gatehouse token create failed: ${tok.stderr}`)
   const password = tok.stdout.trim()
-  const common = { port, user: 'bench', dbname: 'bench', password, pid: runInfo.pid }
+  const api = runInfo.listeners.api
+  const common = {
+    port,
+    user: 'bench',
+    dbname: 'bench',
+    password,
+    pid: runInfo.pid,
+    ...(api !== undefined ? { metricsUrl: `http://${api}/metrics` } : {}),
+  }
   if (decisionsOff) return { key: 'gatehouse-off', label: 'Gatehouse, decisions off', ...common }
+  if (masking && baseRepo !== null) return { key: 'gatehouse-mask-base', label: 'Gatehouse + one masking rule, baseline build', ...common }
   if (masking) return { key: 'gatehouse-mask', label: 'Gatehouse + one masking rule', ...common }
   if (workers) {
     const pids = (): number[] => {

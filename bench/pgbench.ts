@@ -5,7 +5,14 @@
 //   node dist/bench/pgbench.js [--duration S] [--runs N] [--clients 1,8] [--modes simple,prepared]
 //                              [--targets direct,pump,pgbouncer,gatehouse,gatehouse-mask,gatehouse-off,gatehouse-workers]
 //                              [--warmup S] [--skip-init] [--no-write] [--cpu-prof DIR]
-//                              [--workers N [--pin]]
+//                              [--workers N [--pin]] [--baseline DIR] [--syscalls]
+//
+// `--syscalls` also counts each proxy's system calls and context switches per statement (`perf
+// stat` on kernel software events, bench/kernel-counts.ts): numbers a loaded host does not inflate.
+//
+// `--baseline DIR` adds the target `gatehouse-mask-base`: the `gatehouse-mask` configuration run
+// from another checkout's build (DIR/dist, with node_modules beside it), so a change is measured
+// against the build before it in the same run, runs alternated.
 //
 // `--workers N` adds the target `gatehouse-workers`: `gatehouse serve --workers N` (its CPU time is
 // the primary's and every worker's). `--pin` runs that gateway under `taskset -c 0-(N-1)` and pgbench
@@ -41,7 +48,9 @@ import {
   summarise,
   table,
 } from './pgbench-report.js'
+import { countKernel, perfAvailable } from './kernel-counts.js'
 import {
+  auditCounts,
   CLK_TCK,
   direct,
   wasInterrupted,
@@ -71,11 +80,13 @@ interface Options extends RunShape {
   readonly cpuProfDir: string | null
   readonly workers: number
   readonly pin: boolean
+  readonly baseline: string | null
+  readonly syscalls: boolean
 }
 
 function usage(msg: string): never {
   process.stderr.write(
-    `pgbench bench: ${msg}\nusage: node dist/bench/pgbench.js [--duration S] [--runs N] [--clients 1,8] [--modes simple,prepared] [--targets direct,pump,…] [--warmup S] [--skip-init] [--no-write] [--cpu-prof DIR] [--workers N [--pin]]\n`,
+    `pgbench bench: ${msg}\nusage: node dist/bench/pgbench.js [--duration S] [--runs N] [--clients 1,8] [--modes simple,prepared] [--targets direct,pump,…] [--warmup S] [--skip-init] [--no-write] [--cpu-prof DIR] [--workers N [--pin]] [--baseline DIR]\n`,
   )
   process.exit(2)
 }
@@ -92,6 +103,8 @@ function parseOptions(argv: readonly string[]): Options {
   let cpuProfDir: string | null = null
   let workers = 1
   let pin = false
+  let baseline: string | null = null
+  let syscalls = false
   const int = (flag: string, v: string | undefined, min: number): number => {
     const n = Number(v)
     if (v === undefined || !Number.isInteger(n) || n < min) usage(`${flag} needs an integer >= ${min}`)
@@ -129,9 +142,28 @@ function parseOptions(argv: readonly string[]): Options {
       case '--pin':
         pin = true
         break
+      case '--syscalls':
+        if (!perfAvailable()) usage('--syscalls needs perf (Debian package linux-perf)')
+        syscalls = true
+        break
+      case '--baseline': {
+        const v = argv[++i]
+        if (v === undefined || !existsSync(join(v, 'dist/cli/main.js'))) usage('--baseline needs a checkout with dist/ built')
+        baseline = resolve(v)
+        break
+      }
       case '--targets': {
         const v = argv[++i] ?? ''
-        const known: Target['key'][] = ['direct', 'pump', 'pgbouncer', 'gatehouse', 'gatehouse-mask', 'gatehouse-off', 'gatehouse-workers']
+        const known: Target['key'][] = [
+          'direct',
+          'pump',
+          'pgbouncer',
+          'gatehouse',
+          'gatehouse-mask',
+          'gatehouse-mask-base',
+          'gatehouse-off',
+          'gatehouse-workers',
+        ]
         targets = v.split(',').map((k) => {
           const t = known.find((x) => x === k)
           if (t === undefined) usage(`--targets takes ${known.join(',')}`)
@@ -158,7 +190,9 @@ function parseOptions(argv: readonly string[]): Options {
   }
   if (workers > 1 && !targets.includes('gatehouse-workers')) targets = [...targets, 'gatehouse-workers']
   if (pin && workers === 1) usage('--pin goes with --workers N')
-  return { duration, runs, clients, warmup, skipInit, write, cpuProfDir, modes, targets, workers, pin }
+  if (baseline !== null && !targets.includes('gatehouse-mask-base')) targets = [...targets, 'gatehouse-mask-base']
+  if (targets.includes('gatehouse-mask-base') && baseline === null) usage('gatehouse-mask-base needs --baseline DIR')
+  return { duration, runs, clients, warmup, skipInit, write, cpuProfDir, modes, targets, workers, pin, baseline, syscalls }
 }
 
 // ---- pgbench ------------------------------------------------------------------------------------
@@ -180,7 +214,7 @@ function num(out: string, re: RegExp, what: string): number {
 /** With `--pin`, the CPUs pgbench runs on: those the pinned gateway does not use (null: any). */
 let pgbenchCpus: string | null = null
 
-async function pgbench(t: Target, clients: number, seconds: number, mode: 'simple' | 'prepared'): Promise<Sample> {
+async function pgbench(t: Target, clients: number, seconds: number, mode: 'simple' | 'prepared', syscalls = false): Promise<Sample> {
   const bench = [
     '-n',
     '-S',
@@ -201,9 +235,13 @@ async function pgbench(t: Target, clients: number, seconds: number, mode: 'simpl
     t.dbname,
   ]
   const [cmd, args] = pgbenchCpus !== null ? ['taskset', ['-c', pgbenchCpus, 'pgbench', ...bench]] : ['pgbench', bench]
+  const counter = syscalls && t.pid !== null ? await countKernel(t.pids ? t.pids() : [t.pid]) : null
+  const auditBefore = await auditCounts(t)
   const before = targetTicks(t)
   const r = await run(cmd, args, pgbenchEnv(t), (seconds + 60) * 1000)
   const after = targetTicks(t)
+  const kernel = counter !== null ? await counter.stop() : null
+  const auditAfter = auditBefore !== null ? await auditCounts(t) : null
   if (r.code !== 0) throw new Error(`pgbench against ${t.label} failed (${r.code}):\n${r.stderr}${r.stdout}`)
   const out = r.stdout
   const transactions = num(out, /number of transactions actually processed: (\d+)/, 'transaction count')
@@ -215,6 +253,10 @@ async function pgbench(t: Target, clients: number, seconds: number, mode: 'simpl
     latencyMs: num(out, /latency average = ([\d.]+) ms/, 'average latency'),
     transactions,
     cpuUsPerStmt: t.pid !== null ? (((after - before) / CLK_TCK) * 1e6) / transactions : null,
+    ...(auditBefore !== null && auditAfter !== null && auditAfter.commands > auditBefore.commands
+      ? { auditWritesPerStmt: (auditAfter.writes - auditBefore.writes) / (auditAfter.commands - auditBefore.commands) }
+      : {}),
+    ...(kernel !== null ? { syscallsPerStmt: kernel.syscalls / transactions, switchesPerStmt: kernel.switches / transactions } : {}),
   }
 }
 
@@ -244,7 +286,10 @@ async function main(): Promise<void> {
   if (want('pump')) targets.push(await startPump())
   if (want('pgbouncer')) targets.push(await startPgbouncer())
   if (want('gatehouse')) targets.push(await startGatehouse(opts.cpuProfDir))
-  if (want('gatehouse-mask')) targets.push(await startGatehouse(null, false, true))
+  // Profiled too when it is the only gateway (the configuration the issue's targets are about).
+  if (want('gatehouse-mask')) targets.push(await startGatehouse(want('gatehouse') ? null : opts.cpuProfDir, false, true))
+  const baseProf = want('gatehouse') || want('gatehouse-mask') ? null : opts.cpuProfDir
+  if (want('gatehouse-mask-base')) targets.push(await startGatehouse(baseProf, false, true, null, opts.baseline))
   if (want('gatehouse-off')) targets.push(await startGatehouse(null, true))
   if (want('gatehouse-workers')) {
     const cores = availableParallelism()
@@ -273,11 +318,13 @@ async function main(): Promise<void> {
     for (const clients of opts.clients) {
       for (let r = 0; r < opts.runs; r++) {
         for (const t of targets) {
-          const s = await pgbench(t, clients, opts.duration, mode)
+          const s = await pgbench(t, clients, opts.duration, mode, opts.syscalls)
           n++
           process.stderr.write(
             `[${n}/${total}] -M ${mode}, ${clients} clients, run ${r + 1}, ${t.label}: ${fmtInt(s.tps)} tps, ${fmt(s.latencyMs, 3)} ms` +
-              `${s.cpuUsPerStmt !== null ? `, ${fmt(s.cpuUsPerStmt, 1)} µs CPU/stmt` : ''}\n`,
+              `${s.cpuUsPerStmt !== null ? `, ${fmt(s.cpuUsPerStmt, 1)} µs CPU/stmt` : ''}` +
+              `${s.auditWritesPerStmt !== undefined ? `, ${fmt(s.auditWritesPerStmt, 2)} audit writes/stmt` : ''}` +
+              `${s.syscallsPerStmt !== undefined ? `, ${fmt(s.syscallsPerStmt, 2)} syscalls and ${fmt(s.switchesPerStmt ?? Number.NaN, 2)} context switches/stmt` : ''}\n`,
           )
           const key = `${mode}/${clients}/${t.key}`
           samples.set(key, [...(samples.get(key) ?? []), s])
