@@ -381,8 +381,10 @@ export async function startGatehouse(
   started.push({ name: 'gatehouse', pid: child.pid ?? 0, child })
   const runInfo = await gatewayReady(dataDir, child, () => tail(logFile))
   const port = listenerPort(runInfo.listeners.postgres)
-  const tok = await run(process.execPath, [bin, 'token', 'create', '--config', configFile, '--subject', 'user:bench'], process.env, 30_000)
-  if (tok.code !== 0) throw new Error(`gatehouse token create failed: ${tok.stderr}`)
+  // The CLI's start-up alone took over 30 s on a loaded host.
+  const tok = await run(process.execPath, [bin, 'token', 'create', '--config', configFile, '--subject', 'user:bench'], process.env, 120_000)
+  if (tok.code !== 0)
+    throw new Error(`gatehouse token create failed (exit ${tok.code ?? 'killed after 120 s'}): ${tok.stderr}${tok.stdout}`)
   const password = tok.stdout.trim()
   const api = runInfo.listeners.api
   const common = {
