@@ -99,6 +99,8 @@ interface AppendResult {
   readonly events: number
   readonly seconds: number
   readonly usPerAppend: number
+  /** The process's CPU time (user + system) per statement. */
+  readonly cpuUsPerAppend: number
   readonly syncsPerEvent: number
   readonly writesPerEvent: number
 }
@@ -107,24 +109,26 @@ interface AppendResult {
  * `sessions` concurrent appenders, each awaiting its append and then yielding to I/O the way a
  * proxy does between statements, plus one deferred `result` per statement.
  */
-async function appendBench(mode: 'batched' | 'always', sessions: number, total: number): Promise<AppendResult> {
+async function appendBench(mode: 'batched' | 'always', sessions: number, total: number, grouped = false): Promise<AppendResult> {
   const dir = mkdtempSync(join(tmpdir(), 'gh-bench-audit-'))
   const log = new AuditLog(join(dir, 'audit'), mode, 200)
   log.open()
   try {
     const per = Math.ceil(total / sessions)
     const s0 = { ...log.stats }
+    const cpu0 = process.cpuUsage()
     const t0 = process.hrtime.bigint()
     await Promise.all(
       Array.from({ length: sessions }, async () => {
         for (let i = 0; i < per; i++) {
-          await log.append(EVENT)
+          await (grouped ? log.appendGrouped(EVENT) : log.append(EVENT))
           log.appendDeferred({ ...EVENT, type: 'result', rows: 1 })
           await yieldIo()
         }
       }),
     )
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9
+    const cpu = process.cpuUsage(cpu0)
     const events = log.stats.events - s0.events
     return {
       mode,
@@ -132,6 +136,7 @@ async function appendBench(mode: 'batched' | 'always', sessions: number, total: 
       events,
       seconds,
       usPerAppend: (seconds * 1e6) / (per * sessions),
+      cpuUsPerAppend: (cpu.user + cpu.system) / (per * sessions),
       syncsPerEvent: (log.stats.syncs - s0.syncs) / events,
       writesPerEvent: (log.stats.writes - s0.writes) / events,
     }
@@ -269,18 +274,21 @@ async function main(): Promise<void> {
   )
   say()
   say(
-    '| fsync | sessions | events | events/s | µs per statement (its append + its deferred result, loop cost removed) | write(2) per event | fdatasync per event |',
+    '| fsync | append | sessions | events | events/s | µs per statement (its append + its deferred result, loop cost removed) | CPU µs per statement (loop included) | write(2) per event | fdatasync per event |',
   )
-  say('|---|---|---|---|---|---|---|')
+  say('|---|---|---|---|---|---|---|---|---|')
   for (const mode of ['batched', 'always'] as const) {
-    for (const sessions of [1, 8]) {
-      const total = mode === 'always' ? Math.min(o.events, sessions === 1 ? 5_000 : 20_000) : o.events
-      await appendBench(mode, sessions, Math.min(total, 2000)) // warm-up
-      const r = await appendBench(mode, sessions, total)
-      const floor = await loopFloor(sessions, total)
-      say(
-        `| ${mode} | ${sessions} | ${r.events} | ${Math.round(r.events / r.seconds).toLocaleString('en-US')} | ${Math.max(0, r.usPerAppend - floor).toFixed(2)} | ${r.writesPerEvent.toFixed(3)} | ${r.syncsPerEvent.toFixed(3)} |`,
-      )
+    // `grouped`: appendGrouped, the PostgreSQL proxy's statement path (one write per I/O turn).
+    for (const grouped of [false, true]) {
+      for (const sessions of [1, 8]) {
+        const total = mode === 'always' ? Math.min(o.events, sessions === 1 ? 5_000 : 20_000) : o.events
+        await appendBench(mode, sessions, Math.min(total, 2000), grouped) // warm-up
+        const r = await appendBench(mode, sessions, total, grouped)
+        const floor = await loopFloor(sessions, total)
+        say(
+          `| ${mode} | ${grouped ? 'grouped' : 'append'} | ${sessions} | ${r.events} | ${Math.round(r.events / r.seconds).toLocaleString('en-US')} | ${Math.max(0, r.usPerAppend - floor).toFixed(2)} | ${r.cpuUsPerAppend.toFixed(2)} | ${r.writesPerEvent.toFixed(3)} | ${r.syncsPerEvent.toFixed(3)} |`,
+        )
+      }
     }
   }
   say()

@@ -6,10 +6,12 @@
 //
 // The common case — one statement that is not an EXECUTE, no mask obligations or obligations
 // planned without a catalog question (maskNow) — is judged without an await (`judgeAndSend`);
-// everything else is judged with awaits. Same decision, same audit event, same order. Every
-// statement event is appended grouped (AuditLog.appendGrouped): the statements of all sessions
-// that arrive in one event-loop turn share one write(2), and each is queued for the server once
-// that write completed.
+// everything else is judged with awaits. Same decision, same audit event, same order. While
+// several PostgreSQL connections are open the statement event is appended grouped
+// (AuditLog.appendGrouped): the statements of all sessions that arrive in one event-loop turn
+// share one write(2), and each is queued for the server once that write completed; a lone
+// connection's statement is written at once (`auditNow`, `fsync: batched`) and queued in the same
+// call.
 
 import { randomBytes } from 'node:crypto'
 import { serialize } from 'pg-protocol'
@@ -139,10 +141,10 @@ export abstract class PipelineRelay extends ResultRelay {
     const analysis = o.text === null ? null : this.shared.analyzer.analyze(o.text)
     const now = analysis === null ? null : this.sql.judgeNow(analysis, this.signal)
     if (now !== null) {
-      if (!needsMasking(now, o.text)) return this.sendOrRefuse(o, now)
+      if (!needsMasking(now, o.text)) return this.sendOrRefuseNow(o, now)
       // Masking planned without an await when no catalog question is open (maskNow).
       const masked = this.maskNow(now, o.text, analysis?.shape ?? null)
-      if (masked !== null) return this.sendOrRefuse(o, masked)
+      if (masked !== null) return this.sendOrRefuseNow(o, masked)
     }
     return this.judgeThenSend(o, now, analysis)
   }
@@ -154,6 +156,25 @@ export abstract class PipelineRelay extends ResultRelay {
   }
 
   /** Audits the statement durably, then forwards it, or refuses it in place. */
+  /**
+   * sendOrRefuse without an await while this is the gateway's only PostgreSQL connection and the
+   * log allows it (`fsync: batched`): no other session's statement can share the write, so the
+   * grouped append would only add the wait for the end of the turn.
+   */
+  protected sendOrRefuseNow(o: Outgoing, verdict: Verdict): Promise<void> | undefined {
+    if (this.shared.connections.size > 1) return this.sendOrRefuse(o, verdict)
+    const seq = ++this.seq
+    const ev = statementEvent(seq, o, verdict)
+    try {
+      // Durable before forwarded: if the append fails, nothing is sent.
+      if (!this.session.auditNow(ev)) return this.auditThenForward(o, verdict, seq, ev)
+    } catch (err) {
+      this.auditFailed(err, o.kind, seq)
+      return undefined
+    }
+    return this.forwardOrRefuse(o, verdict, seq)
+  }
+
   protected sendOrRefuse(o: Outgoing, verdict: Verdict): Promise<void> {
     const seq = ++this.seq
     return this.auditThenForward(o, verdict, seq, statementEvent(seq, o, verdict))
