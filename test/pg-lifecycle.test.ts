@@ -131,53 +131,62 @@ describe('session lifecycle and audit durability', () => {
     }
   })
 
-  test('with the audit store failing (disk full), a statement is refused and never executed', async (t) => {
-    if (process.getuid?.() !== 0) {
-      t.skip('needs root to mount a small tmpfs for the audit directory')
-      return
-    }
-    const root = mkdtempSync(join(tmpdir(), 'ghl-full-'))
-    const dataDir = join(root, 'data')
-    const auditDir = join(dataDir, 'audit')
-    mkdirSync(auditDir, { recursive: true })
-    const mount = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', auditDir])
-    assert.equal(mount.status, 0, `mount failed: ${mount.stderr}`)
-    const gw = await TestGateway.start({ dataDir, connections: [LOCAL_PG] })
-    try {
-      const c = client(gw, gw.token('user:alice', WRITER), 'ghl-full')
-      c.on('error', () => undefined)
-      await c.connect()
-      await c.query("INSERT INTO ghl_fail VALUES ('while-the-disk-has-room')")
-      // Fill the audit file system.
-      spawnSync('dd', ['if=/dev/zero', `of=${join(auditDir, 'filler')}`, 'bs=4k'], { stdio: 'ignore' })
-      // The segment's last page still has slack; use it up with harmless statements until the
-      // audit write fails (a few dozen at most).
-      let refused = 0
-      for (let i = 0; i < 200 && refused === 0; i++) {
-        await c.query(`SELECT ${i} AS filler_${'x'.repeat(100)}`).catch((e: { code?: string }) => {
-          if (e.code === '58030') refused++
-        })
+  // With a second connection open, statements take the grouped audit path (one write per turn for
+  // all sessions); alone, the synchronous one. Both must refuse when the write fails.
+  for (const grouped of [false, true]) {
+    test(`with the audit store failing (disk full), a statement is refused and never executed${grouped ? ' (grouped appends: a second connection open)' : ''}`, async (t) => {
+      if (process.getuid?.() !== 0) {
+        t.skip('needs root to mount a small tmpfs for the audit directory')
+        return
       }
-      assert.equal(refused, 1, 'the audit file system should be full by now')
-      await assert.rejects(c.query("INSERT INTO ghl_fail VALUES ('must-not-exist')"), (e: { code?: string; message: string }) => {
-        assert.equal(e.code, '58030')
-        assert.match(e.message, /audit log cannot record this statement/)
-        return true
-      })
-      await assert.rejects(c.query({ text: 'INSERT INTO ghl_fail VALUES ($1)', values: ['must-not-exist'] }), /audit/)
-      assert.equal(direct("SELECT count(*) FROM ghl_fail WHERE v = 'must-not-exist'"), '0')
-      // Room again: the same session works, nothing was lost or torn.
-      rmSync(join(auditDir, 'filler'))
-      await c.query("INSERT INTO ghl_fail VALUES ('after-room-returned')")
-      assert.equal(direct("SELECT count(*) FROM ghl_fail WHERE v = 'after-room-returned'"), '1')
-      await c.end()
-      const events = gw.auditEvents()
-      assert.ok(events.some((e) => e.sql === "INSERT INTO ghl_fail VALUES ('after-room-returned')"))
-      assert.ok(!events.some((e) => typeof e.sql === 'string' && e.sql.includes('must-not-exist') && e.decision === 'allow'))
-    } finally {
-      await gw.cleanup()
-      spawnSync('umount', [auditDir])
-      rmSync(root, { recursive: true, force: true })
-    }
-  })
+      const root = mkdtempSync(join(tmpdir(), 'ghl-full-'))
+      const dataDir = join(root, 'data')
+      const auditDir = join(dataDir, 'audit')
+      mkdirSync(auditDir, { recursive: true })
+      const mount = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', auditDir])
+      assert.equal(mount.status, 0, `mount failed: ${mount.stderr}`)
+      direct('TRUNCATE ghl_fail')
+      const gw = await TestGateway.start({ dataDir, connections: [LOCAL_PG] })
+      try {
+        const c = client(gw, gw.token('user:alice', WRITER), 'ghl-full')
+        c.on('error', () => undefined)
+        await c.connect()
+        const other = grouped ? client(gw, gw.token('user:alice', WRITER), 'ghl-full-other') : null
+        other?.on('error', () => undefined)
+        await other?.connect()
+        await c.query("INSERT INTO ghl_fail VALUES ('while-the-disk-has-room')")
+        // Fill the audit file system.
+        spawnSync('dd', ['if=/dev/zero', `of=${join(auditDir, 'filler')}`, 'bs=4k'], { stdio: 'ignore' })
+        // The segment's last page still has slack; use it up with harmless statements until the
+        // audit write fails (a few dozen at most).
+        let refused = 0
+        for (let i = 0; i < 200 && refused === 0; i++) {
+          await c.query(`SELECT ${i} AS filler_${'x'.repeat(100)}`).catch((e: { code?: string }) => {
+            if (e.code === '58030') refused++
+          })
+        }
+        assert.equal(refused, 1, 'the audit file system should be full by now')
+        await assert.rejects(c.query("INSERT INTO ghl_fail VALUES ('must-not-exist')"), (e: { code?: string; message: string }) => {
+          assert.equal(e.code, '58030')
+          assert.match(e.message, /audit log cannot record this statement/)
+          return true
+        })
+        await assert.rejects(c.query({ text: 'INSERT INTO ghl_fail VALUES ($1)', values: ['must-not-exist'] }), /audit/)
+        assert.equal(direct("SELECT count(*) FROM ghl_fail WHERE v = 'must-not-exist'"), '0')
+        // Room again: the same session works, nothing was lost or torn.
+        rmSync(join(auditDir, 'filler'))
+        await c.query("INSERT INTO ghl_fail VALUES ('after-room-returned')")
+        assert.equal(direct("SELECT count(*) FROM ghl_fail WHERE v = 'after-room-returned'"), '1')
+        await c.end()
+        await other?.end()
+        const events = gw.auditEvents()
+        assert.ok(events.some((e) => e.sql === "INSERT INTO ghl_fail VALUES ('after-room-returned')"))
+        assert.ok(!events.some((e) => typeof e.sql === 'string' && e.sql.includes('must-not-exist') && e.decision === 'allow'))
+      } finally {
+        await gw.cleanup()
+        spawnSync('umount', [auditDir])
+        rmSync(root, { recursive: true, force: true })
+      }
+    })
+  }
 })

@@ -155,7 +155,6 @@ export abstract class PipelineRelay extends ResultRelay {
     await this.sendOrRefuse(o, verdict)
   }
 
-  /** Audits the statement durably, then forwards it, or refuses it in place. */
   /**
    * sendOrRefuse without an await while this is the gateway's only PostgreSQL connection and the
    * log allows it (`fsync: batched`): no other session's statement can share the write, so the
@@ -175,6 +174,7 @@ export abstract class PipelineRelay extends ResultRelay {
     return this.forwardOrRefuse(o, verdict, seq)
   }
 
+  /** Audits the statement durably (grouped with the turn's other appends), then forwards it, or refuses it in place. */
   protected sendOrRefuse(o: Outgoing, verdict: Verdict): Promise<void> {
     const seq = ++this.seq
     return this.auditThenForward(o, verdict, seq, statementEvent(seq, o, verdict))
