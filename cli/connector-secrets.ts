@@ -9,9 +9,10 @@
 // a stream open through this connector to that target now (one the gateway listed and `--allow`
 // permits, and the one the operator's `target=` names). The gateway may be compromised, so what a
 // proof is good for is pinned here, not taken from the request: the user an SSH login or an md5
-// answer names (`user=`), md5 only where the operator allows it (`md5`), SCRAM iteration counts
-// between 4096 and 100,000, and the salt and count of the first SCRAM proof for as long as the
-// secret is unchanged. Anything else is refused with a reason the gateway reports;
+// answer or an SSH login names (`user=`), md5 only where the operator allows it (`md5`), SCRAM
+// iteration counts between 4096 and 100,000, the salt and count of the first SCRAM proof for as
+// long as the secret is unchanged, and an SSH signature only for a session whose exchange hash a
+// target on one of this connector's own streams signed (connector-kex.ts). Anything else is refused with a reason the gateway reports;
 // the secret is read when a proof is asked (so a rotated file or variable is used at once) and
 // never logged.
 
@@ -41,7 +42,7 @@ export class ProofRefused extends Error {}
 /** One `--secret`: the reference, and what its proofs are pinned to. */
 export interface HeldSecret {
   readonly ref: string
-  /** The PostgreSQL role md5 answers name; none: no md5 answer. */
+  /** The PostgreSQL role (md5) or SSH user (login) proofs name; none: no md5 answer, no SSH signature. */
   readonly user?: string
   /** The only target (host:port) proofs are given for. */
   readonly target?: string
@@ -79,6 +80,8 @@ export interface ProofContext {
   readonly allow: readonly string[]
   /** Whether `session` has a CONNECT stream open through this connector to `target`. */
   carries(session: string, target: string): boolean
+  /** Whether an SSH server on one of `session`'s streams to `target` signed `sessionId` as its exchange hash. */
+  hostSigned(session: string, target: string, sessionId: Buffer): boolean
 }
 
 /** The SCRAM parameters of a connection's first proof, and the SaltedPassword they gave. */
@@ -180,6 +183,11 @@ export class HeldSecrets {
         // user-authentication request naming this very key is refused.
         const login = data.length > MAX_SIGN_BYTES ? null : parseUserauthRequest(data, blob)
         if (!login) return refuse('only an SSH login with this key is signed')
+        if (mine.user === undefined)
+          return refuse(`this connector's --secret for connection ${connection} names no user=, which SSH logins need`)
+        if (login.user !== mine.user) return refuse(`this connector signs connection ${connection}'s logins as ${mine.user} only`)
+        if (!ctx.hostSigned(session, target, login.sessionId))
+          return refuse(`the login is not for an SSH session with ${target} on a stream of this connector`)
         const signature = key.sign(data, hash)
         if (signature instanceof Error) return refuse('the signature could not be computed')
         this.log.info({ connection, session, target, mechanism }, 'proof given')

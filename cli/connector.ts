@@ -34,6 +34,7 @@ import {
   TARGETS_PATH,
 } from '../engine/connector/protocol.js'
 import { ApiClient, resolveConfig, ServerUnreachableError } from './client.js'
+import { hostSigned, SshKexWatcher } from './connector-kex.js'
 import { type HeldSecret, HeldSecrets, parseHeldSecret, ProofRefused } from './connector-secrets.js'
 import { UsageError } from './exit.js'
 
@@ -95,6 +96,8 @@ export class ConnectorAgent {
   private readonly held: HeldSecrets
   /** Open CONNECT streams per session and target: a proof is given only to a session carried now. */
   private readonly carried = new Map<string, number>()
+  /** The SSH key exchanges read on open streams, per session and target (see connector-kex.ts). */
+  private readonly kex = new Map<string, Set<SshKexWatcher>>()
 
   constructor(private readonly opts: ConnectorOptions) {
     this.credential = opts.credential
@@ -302,6 +305,8 @@ export class ConnectorAgent {
           targets,
           allow: this.opts.allow,
           carries: (session: string, target: string) => (this.carried.get(`${session} ${target}`) ?? 0) > 0,
+          hostSigned: (session: string, target: string, sessionId: Buffer) =>
+            [...(this.kex.get(`${session} ${target}`) ?? [])].some((w) => w.replies.some((r) => hostSigned(r, sessionId))),
         }
         readJsonBody(stream)
           .then((body) => (attached ? this.held.prove(body, ctx) : Promise.reject(new ProofRefused('not attached'))))
@@ -349,6 +354,7 @@ export class ConnectorAgent {
     // The target's bytes are read into one buffer per stream (no allocation per read) and copied
     // into the HTTP/2 stream; a full stream pauses the reads (its window is the back-pressure).
     const readBuffer = Buffer.allocUnsafe(RELAY_READ_BYTES)
+    const watcher = new SshKexWatcher()
     const target = netConnect({
       host: addr.host,
       port: addr.port,
@@ -357,6 +363,7 @@ export class ConnectorAgent {
         buffer: readBuffer,
         callback: (n: number, buf: Uint8Array): boolean => {
           if (stream.destroyed) return false
+          if (watcher.watching) watcher.feed(Buffer.from(buf.buffer, buf.byteOffset, n))
           if (stream.write(Buffer.from(buf.subarray(0, n)))) return true
           stream.once('drain', () => target.resume())
           return false
@@ -381,6 +388,8 @@ export class ConnectorAgent {
       this.streams++
       const key = `${session} ${authority}`
       this.carried.set(key, (this.carried.get(key) ?? 0) + 1)
+      const watched = this.kex.get(key) ?? new Set<SshKexWatcher>()
+      this.kex.set(key, watched.add(watcher))
       stream.respond({ [h2.HTTP2_HEADER_STATUS]: 200 })
       // Each side's back-pressure stops only its own stream: a stalled reader never blocks the link.
       stream.on('data', (d: Buffer) => {
@@ -397,6 +406,8 @@ export class ConnectorAgent {
         const n = (this.carried.get(key) ?? 1) - 1
         if (n > 0) this.carried.set(key, n)
         else this.carried.delete(key)
+        watched.delete(watcher)
+        if (watched.size === 0 && this.kex.get(key) === watched) this.kex.delete(key)
         target.destroy()
       })
       target.on('close', () => {

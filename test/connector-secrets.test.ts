@@ -94,7 +94,7 @@ before(async () => {
         'plain=env:PLAIN_PW',
         'renamed=env:BILLING_PW',
         'unset=env:UNSET_PW',
-        `box=${keyRef}`,
+        `box=${keyRef},user=${sshd?.user}`,
       ],
       '--token-file',
       { BILLING_PW: SCRAM_PW, LEGACY_PW: MD5_PW, PLAIN_PW },
@@ -270,6 +270,7 @@ describe('the connector gives proofs only to a session it carries, for a connect
     targets: new Set(targets),
     allow,
     carries: () => carries,
+    hostSigned: () => false,
   })
   const ask = {
     session: 's-1',
@@ -378,7 +379,7 @@ describe('a compromised gateway gets proofs only for what the connector operator
   // is played against the connector's prover directly.
   const log = pino({ level: 'silent' })
   const target = '10.0.0.6:5432'
-  const ctx = { targets: new Set([target, '10.0.0.5:22']), allow: [], carries: () => true }
+  const ctx = { targets: new Set([target, '10.0.0.5:22']), allow: [], carries: () => true, hostSigned: () => false }
   const base = { session: 's-1', connection: 'billing', target, ref: 'env:GH_TEST_PIN_PW' }
   const md5 = (user: string): Record<string, unknown> => ({ ...base, mechanism: 'md5', user, salt: 'AQIDBA==' })
   const scram = (salt: string, i = 4096): Record<string, unknown> => ({
