@@ -8,14 +8,14 @@ import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import pino from 'pino'
 import { createSqlAnalyzer } from '../proxies/postgres/sql/index.js'
-import { SessionSql } from '../proxies/postgres/statements.js'
+import { type RelationCode, SessionSql } from '../proxies/postgres/statements.js'
 import type { FastPathSession } from '../proxies/types.js'
 
 // SessionSql keeps the session for deciding; withCatalog never touches it, so an empty stand-in
 // is enough here (what is tested is classification alone).
 const noSession = {} as FastPathSession
 
-async function sessionWith(viewDefinition: (name: string) => string | null | undefined): Promise<SessionSql> {
+async function sessionWith(viewDefinition: (name: string) => RelationCode | null | undefined): Promise<SessionSql> {
   const analyzer = await createSqlAnalyzer()
   const catalog = { relations: new Set(['public.t', 'public.v']), schemas: new Set(['public']) }
   const functions = { userFunctions: new Set<string>(), userOperators: new Set<string>(), userTypes: new Set<string>() }
@@ -42,7 +42,7 @@ describe('view definitions and the read-only action', () => {
   })
 
   test('a view calling nextval makes reading it a write', async () => {
-    const sql = await sessionWith((name) => (name === 'public.v' ? "SELECT nextval('s')" : null))
+    const sql = await sessionWith((name) => (name === 'public.v' ? { definition: "SELECT nextval('s')" } : null))
     const analyzer = await createSqlAnalyzer()
     const f = analyzer.analyze('SELECT * FROM v').statements[0]
     assert.ok(f)
@@ -57,5 +57,45 @@ describe('view definitions and the read-only action', () => {
     const checked = sql.withCatalog(f)
     assert.equal(checked.action, 'sql.write')
     assert.ok(checked.sideEffectFunctions.includes('VIEW(public.t)'), checked.sideEffectFunctions.join(','))
+  })
+
+  test('a foreign table counts as remote code: a read becomes a write', async () => {
+    const sql = await sessionWith((name) => (name === 'public.t' ? { definition: null, foreign: true } : null))
+    const analyzer = await createSqlAnalyzer()
+    const f = analyzer.analyze('SELECT * FROM t').statements[0]
+    assert.ok(f)
+    const checked = sql.withCatalog(f)
+    assert.equal(checked.action, 'sql.write')
+    assert.ok(checked.sideEffectFunctions.includes('FOREIGN TABLE(public.t)'), checked.sideEffectFunctions.join(','))
+  })
+
+  test('row-level security policies count as the statement: a function call there is a write, built-ins stay a read', async () => {
+    const analyzer = await createSqlAnalyzer()
+    const f = analyzer.analyze('SELECT * FROM t').statements[0]
+    assert.ok(f)
+    const calling = await sessionWith((name) => (name === 'public.t' ? { definition: null, policies: ['public.check_tenant(id)'] } : null))
+    const checked = calling.withCatalog(f)
+    assert.equal(checked.action, 'sql.write')
+    assert.ok(checked.sideEffectFunctions.includes('public.check_tenant'), checked.sideEffectFunctions.join(','))
+    const viaSubquery = await sessionWith((name) =>
+      name === 'public.t'
+        ? { definition: null, policies: ['id IN (SELECT v.id FROM public.v)'] }
+        : name === 'public.v'
+          ? { definition: "SELECT nextval('s') AS id" }
+          : null,
+    )
+    assert.equal(viaSubquery.withCatalog(f).action, 'sql.write')
+    const plain = await sessionWith((name) =>
+      name === 'public.t' ? { definition: null, policies: ["(id > 0) AND (note = current_setting('app.tenant'::text))"] } : null,
+    )
+    assert.equal(plain.withCatalog(f).action, 'sql.read')
+  })
+
+  test('an unparseable policy is opaque (fail closed)', async () => {
+    const analyzer = await createSqlAnalyzer()
+    const f = analyzer.analyze('SELECT * FROM t').statements[0]
+    assert.ok(f)
+    const sql = await sessionWith((name) => (name === 'public.t' ? { definition: null, policies: ['id > ) garbage'] } : null))
+    assert.ok(sql.withCatalog(f).sideEffectFunctions.includes('POLICY(public.t)'))
   })
 })

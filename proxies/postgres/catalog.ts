@@ -8,6 +8,7 @@ import type { TLSSocket } from 'node:tls'
 import { serialize } from 'pg-protocol'
 import type { Catalog } from './sql/index.js'
 import type { FunctionCatalog } from './sql/functions.js'
+import type { RelationCode } from './statements.js'
 import type { Logger } from 'pino'
 import {
   CATALOG_CHECK_SQL,
@@ -272,12 +273,16 @@ export class SessionCatalog {
     private readonly sessionId: string,
   ) {}
 
-  /** The definition of a view by qualified name (null: not a view; undefined: the catalog of views
-   * could not be read), from the current snapshot. */
-  readonly viewDefinition = (qualified: string): string | null | undefined => {
+  /** What reading a relation runs, by qualified name, from the current snapshot: a view's
+   * definition, whether it is a foreign table, the row-level security policies that apply (null: a
+   * plain table; `absent`: not in the snapshot; undefined: the catalog could not be read). */
+  readonly viewDefinition = (qualified: string): RelationCode | null | undefined => {
     if (this.snapshot === null) return undefined
     const rel = this.snapshot.relations.get(qualified)
-    return rel?.kind === 'view' ? rel.definition : null
+    if (rel === undefined) return ABSENT
+    const definition = rel.kind === 'view' ? rel.definition : null
+    if (definition === null && rel.foreign !== true && rel.policies === undefined) return null
+    return rel
   }
 
   /** Whether the snapshot still holds for the names of `check`; null when it cannot be told. */
@@ -325,6 +330,8 @@ export class SessionCatalog {
     this.cache.invalidate(this.connection)
   }
 }
+
+const ABSENT: RelationCode = { definition: null, absent: true }
 
 /** A catalog check answers in well under a millisecond; a server that takes this long is not usable. */
 const CHECK_TIMEOUT_MS = 5_000

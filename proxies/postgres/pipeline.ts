@@ -140,6 +140,10 @@ export abstract class PipelineRelay extends ResultRelay {
   protected judgeAndSend(o: Outgoing): Promise<void> | undefined {
     const analysis = o.text === null ? null : this.shared.analyzer.analyze(o.text)
     const now = analysis === null ? null : this.sql.judgeNow(analysis, this.signal)
+    // A decision that rests on a view's definition (or a foreign table, a table's row-level
+    // security, a relation the snapshot lacks) is confirmed against the server first.
+    const names = this.sql.catalogNames()
+    if (names.length > 0) return this.judgeThenSend(o, null, analysis, now === null ? undefined : { verdict: now, names })
     if (now !== null) {
       if (!needsMasking(now, o.text)) return this.sendOrRefuseNow(o, now)
       // Masking planned without an await when no catalog question is open (maskNow).
@@ -149,10 +153,51 @@ export abstract class PipelineRelay extends ResultRelay {
     return this.judgeThenSend(o, now, analysis)
   }
 
-  protected async judgeThenSend(o: Outgoing, judged: Verdict | null, analysis: Analysis | null): Promise<void> {
-    let verdict = judged ?? (await this.sql.judge(o.text, this.signal, undefined, analysis))
+  protected async judgeThenSend(
+    o: Outgoing,
+    judged: Verdict | null,
+    analysis: Analysis | null,
+    first?: { readonly verdict: Verdict; readonly names: readonly string[] },
+  ): Promise<void> {
+    let verdict = judged ?? (await this.judgeFresh(o.text, analysis, undefined, first))
     if (needsMasking(verdict, o.text)) verdict = await this.applyMasking(verdict, o.text)
     await this.sendOrRefuse(o, verdict)
+  }
+
+  /**
+   * Judges `text` on a catalog snapshot confirmed current for the relations the decision rests on
+   * (SessionSql.catalogNames): the policy decision and masking lineage are taken on the same
+   * freshness-checked catalog (docs/masking.md, "Catalog freshness"). `first`: a judgement already
+   * made, with the names it collected.
+   */
+  protected async judgeFresh(
+    text: string | null,
+    analysis: Analysis | null,
+    approval?: { readonly granted: boolean },
+    first?: { readonly verdict: Verdict; readonly names: readonly string[] },
+  ): Promise<Verdict> {
+    let verdict = first?.verdict
+    let names = first?.names
+    if (verdict === undefined || names === undefined) {
+      verdict = await this.sql.judge(text, this.signal, approval, analysis)
+      names = this.sql.catalogNames()
+    }
+    if (names.length === 0) return verdict
+    const state = await this.confirmCatalog(names)
+    if (state === 'current') return verdict
+    if (state === 'refreshed') {
+      const again = await this.sql.judge(text, this.signal, approval, analysis)
+      // Collected on the snapshot just read: nothing further to confirm.
+      this.sql.catalogNames()
+      return again
+    }
+    const rule = 'gatehouse:stale-catalog'
+    const reason =
+      'the gateway could not confirm that its view of the catalog is current, and this statement reads a view, a foreign table, a table with row-level security or a relation it did not know'
+    return {
+      ...verdict,
+      decision: { effect: 'deny', rules: [rule], reason, reasons: [{ rule, reason, hop: '' }], policy: verdict.decision.policy },
+    }
   }
 
   /**
@@ -287,7 +332,7 @@ export abstract class PipelineRelay extends ResultRelay {
       return
     }
     // Everything but the hold still applies: a deny still denies, masks still mask.
-    let again = await this.sql.judge(text, this.signal, { granted: true })
+    let again = await this.judgeFresh(text, null, { granted: true })
     if (needsMasking(again, text)) again = await this.applyMasking(again, text)
     await this.sendOrRefuse({ ...o, approvedBy: outcome.request }, again)
   }

@@ -180,7 +180,24 @@ export abstract class MaskingRelay extends RelayBase {
   private async refreshCatalog(): Promise<boolean> {
     if (!(await this.catalog.refresh())) return false
     this.boundCatalog = null
+    this.sql.catalogChanged()
     return true
+  }
+
+  /**
+   * Before a decision that rests on catalog entries of `names` (views, foreign tables, tables with
+   * row-level security, names the snapshot lacks) is trusted: asks the server whether the snapshot
+   * still holds for them, and reads it again when it moved (another client redefined a view). The
+   * decision is then taken again on the fresh snapshot: 'refreshed'. 'unknown': neither could be
+   * done, and the caller refuses.
+   */
+  protected async confirmCatalog(names: readonly string[]): Promise<'current' | 'refreshed' | 'unknown'> {
+    // Without a snapshot every relation already counts as opaque code: nothing to confirm.
+    if (this.catalog.snapshot === null || names.length === 0) return 'current'
+    const current = await this.catalog.current({ relations: names, functions: [] })
+    if (current === true) return 'current'
+    if (current === false && (await this.refreshCatalog())) return 'refreshed'
+    return 'unknown'
   }
 
   /** The session's planner; the first statement with mask obligations switches masking on. */

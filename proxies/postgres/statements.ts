@@ -63,6 +63,10 @@ export class SessionSql {
   /** Functions and operators this session created (or renamed to) since its catalog was read:
    *  they may shadow a built-in's name just like those in the catalog. */
   private readonly createdRoutines = { userFunctions: new Set<string>(), userOperators: new Set<string>() }
+  /** Relation names (unqualified) whose catalog entries the statements judged since the last
+   *  catalogNames() rest on: views, foreign tables, tables with row-level security, names the
+   *  snapshot lacks. */
+  private readonly checkNames = new Set<string>()
   /** Decisions by statement shape (decideShape); weak, so shapes the analyzer drops go too. */
   private reuse = new WeakMap<object, { readonly epoch: object; readonly paths: readonly string[][]; readonly decision: Decision }>()
 
@@ -80,7 +84,7 @@ export class SessionSql {
     private readonly functions: FunctionCatalog | null = null,
     /** The definition of a view by qualified name (null: not a view; undefined: the catalog of
      *  views could not be read, so whether it is one, and what it runs, cannot be told). */
-    private viewDefinition: ((qualified: string) => string | null | undefined) | null = null,
+    private viewDefinition: ((qualified: string) => RelationCode | null | undefined) | null = null,
   ) {
     this.base = [initialPath]
     this.candidates = [initialPath]
@@ -285,8 +289,9 @@ export class SessionSql {
 
   /**
    * The calls that are not harmless in the definitions of the views among `tables` (and of the
-   * views those read, to a depth of 16), as labels; null when there are none. A view whose
-   * definition cannot be analysed counts as opaque.
+   * views those read, to a depth of 16), in the row-level security policies that apply to them,
+   * and foreign tables among them, as labels; null when there are none. A view definition or a
+   * policy that cannot be analysed counts as opaque.
    */
   private viewCode(
     tables: StatementFacts['tables'],
@@ -306,14 +311,41 @@ export class SessionSql {
       for (const name of names) {
         if (seen.has(name)) continue
         seen.add(name)
-        const def = lookup(name)
-        if (def === null) continue
+        const code = lookup(name)
+        if (code === null) continue
+        // The decision rests on this relation's catalog entry (or on its absence): the caller
+        // checks it against the server before trusting the decision (catalogNames).
+        if (this.checkNames.size < 1000) this.checkNames.add(name.slice(name.indexOf('.') + 1))
+        if (code !== undefined && code.absent === true) continue
         // Unknown is not harmless: a relation that may be a view may run anything its definition
         // calls, so it counts as opaque code (a read becomes a write).
-        if (def === undefined) {
+        if (code === undefined) {
           add(`VIEW(${name})`)
           continue
         }
+        // A foreign table runs whatever its wrapper does (a query on another server, a program
+        // the server starts): remote code, like dblink.
+        if (code.foreign === true) add(`FOREIGN TABLE(${name})`)
+        // Row-level security policies run for whoever the server applies them to: their calls
+        // are the statement's own, like a view's.
+        if (code.policies !== undefined) {
+          for (const expr of code.policies) {
+            if (depth >= 16) {
+              add(`POLICY(${name})`)
+              break
+            }
+            const a = this.analyzer.analyze(`SELECT (${expr}) FROM ${quoteName(name)}`)
+            const p = a.statements[0]
+            if (a.error !== null || a.statements.length !== 1 || !p) {
+              add(`POLICY(${name})`)
+              continue
+            }
+            for (const label of this.withCatalogOf(p).sideEffectFunctions) add(label)
+            for (const label of this.viewCode(p.tables, depth + 1, seen, worst) ?? []) add(label)
+          }
+        }
+        const def = code.definition
+        if (def === null) continue
         if (depth >= 16) {
           add(`VIEW(${name})`)
           continue
@@ -346,6 +378,18 @@ export class SessionSql {
     } finally {
       this.viewDefinition = lookup
     }
+  }
+
+  /** The relation names collected since the last call (see checkNames), sorted; the set is emptied. */
+  catalogNames(): string[] {
+    const out = [...this.checkNames].sort()
+    this.checkNames.clear()
+    return out
+  }
+
+  /** The catalog snapshot was read again: decisions remembered by shape rest on the old one. */
+  catalogChanged(): void {
+    this.reuse = new WeakMap()
   }
 
   /** A function or operator this session created: its name may shadow a built-in from now on. */
@@ -521,4 +565,21 @@ export function lexicallyInert(f: StatementFacts): boolean {
 /** A decision that reports an evaluation failure rather than the policy's answer. */
 function isFailure(d: Decision): boolean {
   return d.policy === 'error' || d.rules.includes('policy-error')
+}
+
+/** What reading a relation runs besides its rows: a view's definition, a foreign table's wrapper,
+ *  row-level security policies (lineage-types.ts RelationInfo). */
+export interface RelationCode {
+  readonly definition: string | null
+  readonly foreign?: boolean
+  readonly policies?: readonly string[]
+  /** Not in the snapshot (created after it was read, or not there at all): no code known. */
+  readonly absent?: boolean
+}
+
+/** `schema.name` (from the catalog, unquoted) as SQL. */
+function quoteName(qualified: string): string {
+  const dot = qualified.indexOf('.')
+  const q = (n: string): string => `"${n.replace(/"/g, '""')}"`
+  return dot < 0 ? q(qualified) : `${q(qualified.slice(0, dot))}.${q(qualified.slice(dot + 1))}`
 }

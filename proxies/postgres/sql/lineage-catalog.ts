@@ -16,15 +16,24 @@ import { effectivePath, parseSearchPath } from './resolve.js'
  *  `tag, schema, name, relkind, columns (JSON array), definition`: tag 'r' a relation, 'f' the name
  *  of a function outside pg_catalog, 'o' of an operator outside pg_catalog implemented in a language
  *  that can run SQL (not C or internal: extension operators such as pg_trgm's % stay transparent),
- *  'F' / 'O' the names of pg_catalog's functions / operators. A name in neither list was created
- *  after the snapshot: it counts as user-defined. */
+ *  'F' / 'O' the names of pg_catalog's functions / operators (a name in neither list was created
+ *  after the snapshot: it counts as user-defined), 'P' a row-level security policy that applies to
+ *  this role: `'P', schema, relation, command, USING expression, WITH CHECK expression`. */
 /** One relation's catalog version: its pg_class row, its columns' pg_attribute rows and its rules'
- *  pg_rewrite rows, each by (oid or attnum, xmin). Any DDL that changes what the relation is, which
+ *  pg_rewrite rows and its row-level security policies' pg_policy rows, each by (oid or attnum, xmin). Any DDL that changes what the relation is, which
  *  columns it has or what a view selects writes a new row version in one of them (a new xmin);
  *  VACUUM and ANALYZE update pg_class in place and leave it alone. */
 export const RELATION_VERSION_SQL = `c.oid::text || '/' || c.xmin::text
     || '/' || coalesce((SELECT string_agg(a.attnum::text || ':' || a.xmin::text, ',' ORDER BY a.attnum) FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0), '')
-    || '/' || coalesce((SELECT string_agg(r.oid::text || ':' || r.xmin::text, ',' ORDER BY r.oid) FROM pg_catalog.pg_rewrite r WHERE r.ev_class = c.oid), '')`
+    || '/' || coalesce((SELECT string_agg(r.oid::text || ':' || r.xmin::text, ',' ORDER BY r.oid) FROM pg_catalog.pg_rewrite r WHERE r.ev_class = c.oid), '')
+    || '/' || coalesce((SELECT string_agg(p.oid::text || ':' || p.xmin::text, ',' ORDER BY p.oid) FROM pg_catalog.pg_policy p WHERE p.polrelid = c.oid), '')`
+
+/** Whether row-level security applies to the session's role reading relation `c` (as the server
+ *  decides it in check_enable_rls): enabled on the relation, the role neither superuser nor
+ *  BYPASSRLS, and not the owner unless FORCE ROW LEVEL SECURITY. The policies of such a relation
+ *  run for every statement that reads or writes it, whatever they call. */
+const RLS_APPLIES_SQL = `c.relrowsecurity AND NOT (SELECT r.rolsuper OR r.rolbypassrls FROM pg_roles r WHERE r.rolname = current_user)
+    AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'USAGE'))`
 
 export const LINEAGE_CATALOG_SQL = `SET LOCAL search_path = pg_catalog;
 SELECT 'r', n.nspname, c.relname, c.relkind::text,
@@ -46,6 +55,10 @@ UNION ALL
 SELECT DISTINCT 'F', NULL, p.proname::text, NULL, NULL, NULL, NULL, NULL FROM pg_proc p WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.oid < 16384
 UNION ALL
 SELECT DISTINCT 'O', NULL, o.oprname::text, NULL, NULL, NULL, NULL, NULL FROM pg_operator o WHERE o.oprnamespace = 'pg_catalog'::regnamespace AND o.oid < 16384
+UNION ALL
+SELECT 'P', n.nspname, c.relname, p.polcmd::text, pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid), NULL, NULL
+  FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE ${RLS_APPLIES_SQL}
 UNION ALL
 SELECT DISTINCT 'c', NULL, format_type(k.castsource, NULL) || ' -> ' || format_type(k.casttarget, NULL), NULL, NULL, NULL, NULL, NULL
   FROM pg_cast k JOIN pg_proc p ON p.oid = k.castfunc JOIN pg_language l ON l.oid = p.prolang WHERE k.oid >= 16384 AND l.lanname NOT IN ('c', 'internal')`
@@ -107,6 +120,14 @@ export function parseLineageCatalog(rows: readonly CatalogRow[]): LineageCatalog
   const versions = new Map<string, string>()
   const byOid = new Map<number, { relation: RelationInfo; attnums: number[] }>()
   const outside = new Set<number>()
+  const policies = new Map<string, string[]>()
+  for (const [tag, schema, name, , using, check] of rows) {
+    if (tag !== 'P') continue
+    if (typeof schema !== 'string' || typeof name !== 'string') throw new LineageCatalogError('a policy row without its relation')
+    const list = policies.get(`${schema}.${name}`) ?? []
+    for (const e of [using, check]) if (typeof e === 'string') list.push(e)
+    policies.set(`${schema}.${name}`, list)
+  }
   for (const row of rows) {
     const [tag, schema, name, relkind, columns, definition, version, attnums] = row
     if (typeof name !== 'string') throw new LineageCatalogError('a catalog row without a name')
@@ -116,6 +137,7 @@ export function parseLineageCatalog(rows: readonly CatalogRow[]): LineageCatalog
     else if (tag === 'O') builtinOperators.add(name)
     else if (tag === 'c') casts.push(name)
     else if (tag === 'k') outside.add(Number(name))
+    else if (tag === 'P') continue
     else if (tag === 'r') {
       if (typeof schema !== 'string') throw new LineageCatalogError(`relation ${name} without a schema`)
       const kind = relkind === 'v' || relkind === 'm' ? 'view' : relkind === 'r' || relkind === 'p' || relkind === 'f' ? 'table' : null
@@ -126,6 +148,8 @@ export function parseLineageCatalog(rows: readonly CatalogRow[]): LineageCatalog
         kind,
         columns: columnsOf(columns ?? null, `${schema}.${name}`),
         definition: kind === 'view' ? (definition ?? null) : null,
+        ...(relkind === 'f' ? { foreign: true } : {}),
+        ...(policies.has(`${schema}.${name}`) ? { policies: policies.get(`${schema}.${name}`) ?? [] } : {}),
       }
       relations.set(`${schema}.${name}`, relation)
       if (typeof version === 'string') {

@@ -8,6 +8,13 @@ export interface RelationInfo {
   readonly columns: readonly string[] // in attnum order, dropped columns excluded
   /** Views and materialized views: the SELECT that defines them, names schema-qualified. */
   readonly definition: string | null
+  /** A foreign table: its rows come from outside this database (another server, a file, a program
+   *  the server runs), so what its columns hold and what reading it runs are unknown. */
+  readonly foreign?: boolean
+  /** Row-level security applies to the session's role: the expressions (USING and WITH CHECK, of
+   *  every policy and command, strictest reading) the server evaluates over its rows, deparsed with
+   *  every name schema-qualified; present (maybe empty) only when RLS applies. */
+  readonly policies?: readonly string[]
 }
 export interface LineageCatalog {
   /** A relation as the server would resolve it (unqualified: through the session's search_path); null if unknown. */

@@ -115,6 +115,8 @@ class Ctx {
   readonly defines: string[] = []
   readonly viewCache = new Map<string, readonly Lin[]>()
   readonly viewStack: string[] = []
+  /** Relations whose row-level security policies are analysed already (or being analysed). */
+  readonly policiesSeen = new Set<string>()
 
   constructor(readonly catalog: LineageCatalog) {}
 
@@ -515,8 +517,12 @@ function relationStar(
   const qual = qualOf(info)
   const table = info.kind === 'table'
   ctx.relations.add(qual)
-  if (OPAQUE_RELATIONS.has(qual)) {
-    const why = `${qual} holds sample values of every column`
+  if (info.policies !== undefined) policyLineage(ctx, info, qual)
+  if (OPAQUE_RELATIONS.has(qual) || info.foreign === true) {
+    const why =
+      info.foreign === true
+        ? `${qual} is a foreign table (its rows come from outside this database)`
+        : `${qual} holds sample values of every column`
     ctx.opaqueCalls.add(why)
     return {
       qual,
@@ -540,6 +546,36 @@ function relationStar(
       return { name: c, lin: { sources, direct: d.direct, via: d.direct === null ? [] : [own, ...d.via], opaque: d.opaque } }
     }),
   }
+}
+
+/**
+ * Row-level security policies run for whoever reads or writes the relation: their expressions count
+ * as part of the statement, like a view's definition (a masked column passed to a function there
+ * is such a call; a user-defined function there is opaque code). Analysed as `SELECT (expr) FROM
+ * rel`, so their columns are the relation's own; a policy that cannot be analysed is opaque.
+ */
+function policyLineage(ctx: Ctx, info: RelationInfo, qual: string): void {
+  if (ctx.policiesSeen.has(qual)) return
+  ctx.policiesSeen.add(qual)
+  const rel = `${quoteIdent(info.schema)}.${quoteIdent(info.name)}`
+  for (const expr of info.policies ?? []) {
+    let stmt: Obj | null = null
+    try {
+      const t = nodeType(obj(arr(obj(parseSync(`SELECT (${expr}) FROM ${rel}`))?.stmts)[0])?.stmt)
+      if (t?.[0] === 'SelectStmt') stmt = t[1]
+    } catch {
+      stmt = null
+    }
+    if (stmt === null) {
+      ctx.opaqueCalls.add(`a row-level security policy of ${qual} that the gateway cannot analyse`)
+      continue
+    }
+    selectQuery(ctx, stmt, null, null)
+  }
+}
+
+function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`
 }
 
 function viewLineage(ctx: Ctx, qual: string, info: RelationInfo): readonly Lin[] {
