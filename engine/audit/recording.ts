@@ -17,6 +17,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readdirSync, writeSync } fr
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import type { AuditLog, WrittenEvent } from './writer.js'
+import { isoNow } from './clock.js'
 import type { RecordingsConfig } from './config.js'
 import { readAuditEvents } from './query.js'
 import type { SegmentTrust } from './trusted.js'
@@ -383,7 +384,7 @@ export class Recorder {
     const r = this.open.get(session)
     if (!r) return
     const now = Date.now()
-    const time = new Date(now).toISOString()
+    const time = isoNow(now)
     const t = Math.max(0, (now - r.start) / 1000)
     if (Object.hasOwn(fields, 't') || Object.hasOwn(fields, 'time') || Object.hasOwn(fields, 'type'))
       r.pending.push(JSON.stringify({ ...fields, t, time, type }))

@@ -64,21 +64,24 @@ export interface Exchange {
 
 /**
  * Whether the caller is still there: an AbortSignal made only when something needs one (most
- * requests finish without), and a hook the forwarding step sets to stop the upstream request.
+ * requests finish without), and the relay to stop when the caller goes (forward.ts sets it).
  */
 export class Liveness {
   gone = false
   private controller: AbortController | null = null
-  onGone: (() => void) | null = null
+  onGone: { gone(): void } | null = null
 
-  constructor(res: ServerResponse) {
-    // The caller went away (or the session ended) before the answer was complete: stop the work.
-    res.once('close', () => {
-      if (res.writableFinished) return
-      this.gone = true
-      this.controller?.abort()
-      this.onGone?.()
-    })
+  constructor(private readonly res: ServerResponse) {
+    // `on`, not `once`: a response closes once, and `once` wraps the listener per request.
+    res.on('close', this.closed)
+  }
+
+  /** The caller went away (or the session ended) before the answer was complete: stop the work. */
+  private readonly closed = (): void => {
+    if (this.res.writableFinished) return
+    this.gone = true
+    this.controller?.abort()
+    this.onGone?.gone()
   }
 
   get signal(): AbortSignal {

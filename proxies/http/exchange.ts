@@ -9,7 +9,7 @@ import { type Exchange, Liveness } from './context.js'
 import { forward } from './forward.js'
 import { deniedProblem, holdFlow } from './hold.js'
 import { decideShape, isJson, policyHeaders, type ReadBody, readHead } from './request.js'
-import { type Problem, sendProblem } from './respond.js'
+import { sendProblem } from './respond.js'
 import { parseQuery } from './target.js'
 import { relayWebSocket } from './websocket.js'
 
@@ -51,13 +51,12 @@ export async function runExchange(x: Exchange): Promise<void> {
     built = c
     return c
   }
-  const fail = (p: Problem): void => sendProblem(res, p)
   let decision: Decision
   try {
     decision = body.hasBody ? plan.fast.decideNow('http.request', command()) : decideShape(x, command)
   } catch (err) {
     ctx.log.error({ err: String(err), session: session.id }, 'policy evaluation failed; request refused')
-    return fail({ status: 503, title: 'Refused', detail: 'the gateway could not decide this request' })
+    return sendProblem(res, { status: 503, title: 'Refused', detail: 'the gateway could not decide this request' })
   }
   const statement: SessionAuditEvent & Record<string, unknown> = {
     type: 'statement',
@@ -74,21 +73,68 @@ export async function runExchange(x: Exchange): Promise<void> {
   statement.rules = decision.rules
   statement.policy_version = decision.policy
   try {
-    // Durable before anything reaches the upstream: in the OS at once (fsync batched), or on disk
-    // with the next group commit (fsync always).
-    if (!plan.fast.auditNow(statement)) await session.audit(statement)
+    // Durable before anything reaches the upstream: written with the other statements of this
+    // event-loop turn in one write(2), in the OS (fsync batched) or on disk (fsync always) before
+    // the request goes on.
+    await plan.fast.auditGrouped(statement)
   } catch (err) {
-    ctx.log.error({ err: String(err), session: session.id }, 'audit append failed; request refused')
-    return fail({ status: 503, title: 'Refused', detail: 'the gateway could not record this request' })
+    return recorded(x, err, decision, command, body, live, started)
   }
-  if (decision.effect === 'deny') return fail(deniedProblem(decision))
+  return recorded(x, null, decision, command, body, live, started)
+}
+
+/**
+ * The statement is recorded (err null) or could not be: refuse, or apply the decision. Errors end
+ * here, as onRequest's would.
+ */
+function recorded(
+  x: Exchange,
+  err: unknown,
+  decision: Decision,
+  command: () => Record<string, unknown>,
+  body: ReadBody,
+  live: Liveness,
+  started: bigint,
+): Promise<void> | undefined {
+  const { ctx, session, res } = x
+  if (err !== null) {
+    ctx.log.error({ err: String(err), session: session.id }, 'audit append failed; request refused')
+    sendProblem(res, { status: 503, title: 'Refused', detail: 'the gateway could not record this request' })
+    return
+  }
+  try {
+    if (decision.effect === 'deny') sendProblem(res, deniedProblem(decision))
+    else if (decision.effect === 'hold' || x.upgrade)
+      return afterHold(x, decision, command, body, live, started).catch((e: unknown) => failed(x, e))
+    else forward(x, body, live, started, decision)
+  } catch (e) {
+    failed(x, e)
+  }
+  return
+}
+
+async function afterHold(
+  x: Exchange,
+  decision: Exclude<Decision, { effect: 'deny' }>,
+  command: () => Record<string, unknown>,
+  body: ReadBody,
+  live: Liveness,
+  started: bigint,
+): Promise<void> {
   let allowed: Extract<Decision, { effect: 'allow' }>
   if (decision.effect === 'hold') {
     const verdict = await holdFlow(x, command(), decision, body, live.signal)
     if (verdict === 'answered') return
-    if ('problem' in verdict) return fail(verdict.problem)
+    if ('problem' in verdict) return sendProblem(x.res, verdict.problem)
     allowed = verdict.allowed
   } else allowed = decision
   if (x.upgrade) await relayWebSocket(x, x.upgrade, started, allowed)
-  else await forward(x, body, live, started, allowed)
+  else forward(x, body, live, started, allowed)
+}
+
+/** What onRequest does with a request that failed in the gateway. */
+function failed(x: Exchange, err: unknown): void {
+  x.ctx.log.error({ err: String(err), session: x.session.id }, 'request failed')
+  if (!x.res.headersSent) sendProblem(x.res, { status: 500, title: 'Bad request', detail: 'the gateway failed on this request' })
+  else x.res.destroy()
 }

@@ -5,7 +5,7 @@
 import { isUtf8 } from 'node:buffer'
 import { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
-import type { Decision } from '../types.js'
+import type { Decision, SessionAuditEvent } from '../types.js'
 import { JsonMaskError, jsonMaskPlan } from '../kit/index.js'
 import type { BodyFilter, ConnectionPlan, Exchange, Liveness } from './context.js'
 import {
@@ -27,8 +27,19 @@ import { maskString, ScrubState } from './scrub.js'
 /** Header values recordings redact. */
 const REDACTED_IN_RECORDINGS = new Set(['authorization', 'proxy-authorization', 'cookie', 'set-cookie'])
 
-/** Header names are lower case here (node:http's `req.headers`, undici's response headers). */
-function redactHeaders(headers: Readonly<Record<string, unknown>>, plan: ConnectionPlan): Record<string, unknown> {
+/**
+ * Header names are lower case here (node:http's `req.headers`, undici's response headers). The
+ * headers themselves when nothing in them is redacted (most responses).
+ */
+function redactHeaders(headers: Readonly<Record<string, unknown>>, plan: ConnectionPlan): Readonly<Record<string, unknown>> {
+  let secret = false
+  for (const k in headers) {
+    if (REDACTED_IN_RECORDINGS.has(k) || plan.inject.has(k)) {
+      secret = true
+      break
+    }
+  }
+  if (!secret) return headers
   const out: Record<string, unknown> = {}
   for (const k in headers) out[k] = REDACTED_IN_RECORDINGS.has(k) || plan.inject.has(k) ? '[redacted]' : headers[k]
   return out
@@ -69,13 +80,17 @@ function callerHeaders(
   return out
 }
 
-export async function forward(
+/**
+ * An allowed request forwarded upstream. Returns once the request is dispatched: the relay below
+ * answers the caller, then writes the result event and the recording itself.
+ */
+export function forward(
   x: Exchange,
   body: ReadBody,
   live: Liveness,
   started: bigint,
   decision: Extract<Decision, { effect: 'allow' }>,
-): Promise<void> {
+): void {
   const { ctx, session, plan, req, res } = x
   // The JSON paths this chain may not see in the response (null: the body passes as it is).
   let jsonPlan: ReturnType<typeof jsonMaskPlan>
@@ -84,15 +99,9 @@ export async function forward(
   } catch (err) {
     // A path the engine let through but the masker cannot compile: refuse, never pass unmasked.
     ctx.log.error({ err: String(err), session: session.id }, 'masking paths do not compile; request refused')
-    return sendProblem(res, { status: 503, title: 'Refused', detail: 'the gateway could not prepare the masking this response needs' })
+    sendProblem(res, { status: 503, title: 'Refused', detail: 'the gateway could not prepare the masking this response needs' })
+    return
   }
-  // Value detectors for text bodies (masking.yaml `detectors:`), when no JSON path applies: with
-  // paths, a text body is refused (the paths cannot reach into it).
-  const detectors = jsonPlan === null ? detectorsOf(decision.mask) : []
-  const masking = jsonPlan !== null || detectors.length > 0
-  const tally = masking ? new MaskTally() : null
-  // The body's masker, to count what it masked even when the body is cut short.
-  const maskers: (JsonBodyMasker | TextBodyMasker)[] = []
   // The whole body when it was read; otherwise what was read and the rest of the stream.
   let upstreamBody: Buffer | Readable | null = null
   if (body.whole) upstreamBody = body.whole.length > 0 ? body.whole : null
@@ -105,31 +114,93 @@ export async function forward(
       })(),
     )
   }
-  const headers = upstreamHeaders(req, plan, masking)
+  const relay = new Relay(x, body, live, started, jsonPlan, decision.mask)
+  const headers = upstreamHeaders(req, plan, relay.tally !== null)
   if (upstreamBody === null && body.hasBody) headers['content-length'] = '0'
-  let status = 502
-  let bytesOut = 0
-  let error: string | null = null
-  const respCapture: Buffer[] = []
-  let kept = 0
-  let respHeaders: Record<string, unknown> = {}
-  // The response streams straight from undici's handler into the caller's response (no stream
-  // objects in between, except zlib's when a compressed body is decoded to be masked), through the
-  // filters, with backpressure both ways.
-  const filters: BodyFilter[] = plan.needles.length > 0 ? [new ScrubState(plan.needles)] : []
-  const send = (chunks: Buffer[]): void => {
+  try {
+    plan.pool.dispatch({ method: x.method, path: x.rawQuery ? `${x.path}?${x.rawQuery}` : x.path, headers, body: upstreamBody }, relay)
+  } catch (err) {
+    relay.finish(err instanceof Error ? err : new Error(String(err)))
+  }
+}
+
+/**
+ * One response on its way to the caller: undici's dispatch handler, writing straight into the
+ * caller's response (no stream objects in between, except zlib's when a compressed body is decoded
+ * to be masked) through the filters, with backpressure both ways. Its methods, not per-request
+ * closures: this runs for every request.
+ */
+class Relay implements Dispatcher.DispatchHandler {
+  status = 502
+  private bytesOut = 0
+  private error: string | null = null
+  private readonly capture: Buffer[] = []
+  private kept = 0
+  private respHeaders: Record<string, unknown> = {}
+  private controller: Dispatcher.DispatchController | null = null
+  private done = false
+  /** Decoders of a compressed body that is masked (zlib streams: they decode as fast as they are read). */
+  private chain: ReturnType<typeof decoderChain> | null = null
+  readonly filters: BodyFilter[]
+  /** Value detectors for text bodies (masking.yaml `detectors:`), when no JSON path applies. */
+  private readonly detectors: ReturnType<typeof detectorsOf>
+  readonly tally: MaskTally | null
+  /** The body's maskers, to count what they masked even when the body is cut short. */
+  private readonly maskers: (JsonBodyMasker | TextBodyMasker)[] = []
+  /** Body bytes still to come by the upstream's Content-Length (-1: not known). */
+  private remaining = -1
+  /** The last chunk of an unfiltered body, sent with `end` (one pass through the response, not two). */
+  private last: Buffer | null = null
+
+  constructor(
+    private readonly x: Exchange,
+    private readonly body: ReadBody,
+    private readonly live: Liveness,
+    private readonly started: bigint,
+    private readonly jsonPlan: ReturnType<typeof jsonMaskPlan>,
+    mask: Extract<Decision, { effect: 'allow' }>['mask'],
+  ) {
+    // With JSON paths a text body is refused (the paths cannot reach into it): no detectors then.
+    this.detectors = jsonPlan === null ? detectorsOf(mask) : []
+    this.tally = jsonPlan !== null || this.detectors.length > 0 ? new MaskTally() : null
+    this.filters = x.plan.needles.length > 0 ? [new ScrubState(x.plan.needles)] : []
+    live.onGone = this
+  }
+
+  /** The caller went away (or its session ended): the upstream request stops too. */
+  gone(): void {
+    this.controller?.abort(new Error('the request was ended'))
+    for (const z of this.chain?.all ?? []) z.destroy()
+    this.finish(new Error('the request was ended'))
+  }
+
+  private fail(c: Dispatcher.DispatchController, err: unknown): void {
+    if (!c.aborted) c.abort(err instanceof Error ? err : new Error(String(err)))
+    for (const z of this.chain?.all ?? []) z.destroy()
+    this.finish(err instanceof Error ? err : new Error(String(err)))
+  }
+
+  private send(chunks: readonly Buffer[]): void {
     for (const c of chunks) {
       if (c.length === 0) continue
-      bytesOut += c.length
-      if (kept < plan.recordBytes) {
-        const keep = Math.min(c.length, plan.recordBytes - kept)
-        respCapture.push(Buffer.from(c.subarray(0, keep)))
-        kept += keep
-      }
-      res.write(c)
+      this.count(c)
+      this.x.res.write(c)
     }
   }
-  const filtered = (chunk: Buffer | null): Buffer[] => {
+
+  /** Counts a chunk going to the caller and keeps the start of the body for the recording. */
+  private count(c: Buffer): void {
+    this.bytesOut += c.length
+    const room = this.x.plan.recordBytes - this.kept
+    if (room > 0) {
+      const keep = Math.min(c.length, room)
+      this.capture.push(Buffer.from(c.subarray(0, keep)))
+      this.kept += keep
+    }
+  }
+
+  private filtered(chunk: Buffer | null): Buffer[] {
+    const filters = this.filters
     if (filters.length === 0) return chunk === null ? NONE : [chunk]
     let parts: Buffer[] = chunk === null ? [] : [chunk]
     for (const f of filters) {
@@ -140,195 +211,215 @@ export async function forward(
     }
     return parts
   }
-  // Decoders of a compressed body that is masked (zlib streams: they decode as fast as they are read).
-  let chain: ReturnType<typeof decoderChain> | null = null
-  try {
-    await new Promise<void>((resolve, reject) => {
-      let controller: Dispatcher.DispatchController | null = null
-      let done = false
-      const finish = (err: Error | null): void => {
-        if (done) return
-        done = true
-        live.onGone = null
-        if (err) reject(err)
-        else resolve()
-      }
-      live.onGone = () => {
-        controller?.abort(new Error('the request was ended'))
-        for (const z of chain?.all ?? []) z.destroy()
-        finish(new Error('the request was ended'))
-      }
-      const fail = (c: Dispatcher.DispatchController, err: Error): void => {
-        if (!c.aborted) c.abort(err)
-        for (const z of chain?.all ?? []) z.destroy()
-        finish(err)
-      }
-      // The upstream waits until `on` drains. Only past RELAY_HIGH_WATER: undici hands the whole
-      // of its socket's buffer to the parser again at every resume, so pausing at every full write
-      // (one upstream chunk per cycle, while the socket reads on) re-copied a growing backlog.
-      const pause = (c: Dispatcher.DispatchController, on: NodeJS.EventEmitter): void => {
-        if (c.paused) return
-        c.pause()
-        on.once('drain', () => {
-          if (!done) c.resume()
-        })
-      }
-      // The filters' last output, then the end of the response.
-      const endBody = (c: Dispatcher.DispatchController): void => {
-        try {
-          send(filtered(null))
-        } catch (err) {
-          fail(c, err instanceof Error ? err : new Error(String(err)))
-          return
-        }
-        res.end()
-        finish(null)
-      }
-      // The decoded body through the filters to the caller; the decoders wait while the caller does.
-      const decode = (c: Dispatcher.DispatchController, ch: ReturnType<typeof decoderChain>): ReturnType<typeof decoderChain> => {
-        for (const z of ch.all) z.on('error', (err: Error) => fail(c, new JsonMaskError(`the body does not decode (${err.message})`, 0)))
-        ch.tail.on('data', (out: Buffer) => {
-          if (done) return
-          try {
-            send(filtered(out))
-          } catch (err) {
-            fail(c, err instanceof Error ? err : new Error(String(err)))
-            return
-          }
-          if (res.writableLength > RELAY_HIGH_WATER && !ch.tail.isPaused()) {
-            ch.tail.pause()
-            res.once('drain', () => ch.tail.resume())
-          }
-        })
-        ch.tail.on('end', () => {
-          if (!done) endBody(c)
-        })
-        return ch
-      }
-      const handler: Dispatcher.DispatchHandler = {
-        onRequestStart(c) {
-          controller = c
-          if (live.gone) c.abort(new Error('the request was ended'))
-        },
-        onResponseStart(c, statusCode, upHeaders) {
-          if (statusCode < 200) return
-          status = statusCode
-          const encoded = upHeaders['content-encoding']
-          const verdict =
-            jsonPlan !== null
-              ? maskVerdict(x.method, statusCode, upHeaders)
-              : detectors.length > 0
-                ? textVerdict(x.method, statusCode, upHeaders)
-                : null
-          if (verdict !== null && !verdict.ok) {
-            status = 502
-            error = `response not masked: ${verdict.why}`
-            sendProblem(res, {
-              status: 502,
-              title: 'Bad gateway',
-              detail: `the gateway must mask this response and cannot: ${verdict.why}`,
-            })
-            c.abort(new Error(error))
-            finish(null)
-            return
-          }
-          if (verdict?.ok === true && tally !== null) {
-            // Decoders, then the masker, before the scrubber: it reads the decoded body.
-            const keys = sessionMaskKeys(ctx.stateDir, session)
-            const stages: BodyFilter[] = []
-            if (verdict.kind === 'text') {
-              const m = new TextBodyMasker(detectors, verdict.charset ?? 'utf8', tally)
-              maskers.push(m)
-              stages.push(m)
-            } else if (jsonPlan === null || verdict.kind === null) {
-              // nothing to mask in this body
-            } else if (verdict.kind === 'sse') stages.push(new SseMasker(jsonPlan, keys, tally))
-            else {
-              const m = new JsonBodyMasker(jsonPlan, keys, verdict.kind === 'sequence', tally)
-              maskers.push(m)
-              stages.push(m)
-            }
-            filters.unshift(...stages)
-            if (verdict.codings.length > 0) chain = decode(c, decoderChain(verdict.codings))
-          }
-          if (verdict === null && plan.needles.length > 0 && encoded !== undefined && String(encoded).toLowerCase() !== 'identity') {
-            // A compressed body cannot be scanned for the injected secret: refuse rather than pass it.
-            status = 502
-            error = 'compressed response from an upstream with injected credentials'
-            sendProblem(res, {
-              status: 502,
-              title: 'Bad gateway',
-              detail: 'the upstream answered with a compressed body the gateway cannot check',
-            })
-            c.abort(new Error(error))
-            finish(null)
-            return
-          }
-          const out = callerHeaders(upHeaders, plan.needles, verdict !== null)
-          respHeaders = out
-          try {
-            res.writeHead(statusCode, out)
-          } catch (err) {
-            // A header node:http will not send (invalid characters): the answer is a 502.
-            status = 502
-            fail(c, err instanceof Error ? err : new Error(String(err)))
-          }
-        },
-        onResponseData(c, chunk) {
-          if (done) return
-          if (chain !== null) {
-            chain.head.write(chunk)
-            // Compressed bytes wait in the decoder until its output is read.
-            if (chain.head.writableLength > RELAY_HIGH_WATER) pause(c, chain.head)
-            return
-          }
-          try {
-            send(filtered(chunk))
-          } catch (err) {
-            fail(c, err instanceof Error ? err : new Error(String(err)))
-            return
-          }
-          if (res.writableLength > RELAY_HIGH_WATER) pause(c, res)
-        },
-        onResponseEnd(c) {
-          if (done) return
-          if (chain !== null) {
-            // The decoders' end ends the response (decode() below).
-            chain.head.end()
-            return
-          }
-          endBody(c)
-        },
-        onResponseError(_c, err) {
-          finish(err)
-        },
-      }
-      plan.pool.dispatch({ method: x.method, path: `${x.path}${x.rawQuery ? `?${x.rawQuery}` : ''}`, headers, body: upstreamBody }, handler)
+
+  /**
+   * The upstream waits until `on` drains. Only past RELAY_HIGH_WATER: undici hands the whole of
+   * its socket's buffer to the parser again at every resume, so pausing at every full write (one
+   * upstream chunk per cycle, while the socket reads on) re-copied a growing backlog.
+   */
+  private pause(c: Dispatcher.DispatchController, on: NodeJS.EventEmitter): void {
+    if (c.paused) return
+    c.pause()
+    on.once('drain', () => {
+      if (!this.done) c.resume()
     })
-  } catch (err) {
-    error = live.gone ? 'the request was ended' : errorText(err)
-    if (!res.headersSent && !live.gone) {
-      sendProblem(res, { status: 502, title: 'Bad gateway', detail: 'the upstream could not be reached or failed' })
-    } else res.destroy()
-  } finally {
-    const duration = Number(process.hrtime.bigint() - started) / 1e6
+  }
+
+  /** The filters' last output, then the end of the response. */
+  private endBody(c: Dispatcher.DispatchController): void {
+    const res = this.x.res
+    if (this.filters.length === 0 && this.chain === null) {
+      const last = this.last
+      this.last = null
+      if (last === null) res.end()
+      else res.end(last)
+      this.finish(null)
+      return
+    }
     try {
-      session.auditLater({
+      this.send(this.filtered(null))
+    } catch (err) {
+      this.fail(c, err)
+      return
+    }
+    res.end()
+    this.finish(null)
+  }
+
+  /** The decoded body through the filters to the caller; the decoders wait while the caller does. */
+  private decode(c: Dispatcher.DispatchController, ch: ReturnType<typeof decoderChain>): ReturnType<typeof decoderChain> {
+    const res = this.x.res
+    for (const z of ch.all) z.on('error', (err: Error) => this.fail(c, new JsonMaskError(`the body does not decode (${err.message})`, 0)))
+    ch.tail.on('data', (out: Buffer) => {
+      if (this.done) return
+      try {
+        this.send(this.filtered(out))
+      } catch (err) {
+        this.fail(c, err)
+        return
+      }
+      if (res.writableLength > RELAY_HIGH_WATER && !ch.tail.isPaused()) {
+        ch.tail.pause()
+        res.once('drain', () => ch.tail.resume())
+      }
+    })
+    ch.tail.on('end', () => {
+      if (!this.done) this.endBody(c)
+    })
+    return ch
+  }
+
+  /** The gateway's own 502 instead of the upstream's answer, which is not passed on. */
+  private refuse(c: Dispatcher.DispatchController, error: string, detail: string): void {
+    this.status = 502
+    this.error = error
+    sendProblem(this.x.res, { status: 502, title: 'Bad gateway', detail })
+    c.abort(new Error(error))
+    this.finish(null)
+  }
+
+  onRequestStart(c: Dispatcher.DispatchController): void {
+    this.controller = c
+    if (this.live.gone) c.abort(new Error('the request was ended'))
+  }
+
+  onResponseStart(c: Dispatcher.DispatchController, statusCode: number, upHeaders: Dispatcher.ResponseData['headers']): void {
+    if (statusCode < 200) return
+    const { x, jsonPlan, detectors, tally } = this
+    this.status = statusCode
+    const encoded = upHeaders['content-encoding']
+    const verdict =
+      jsonPlan !== null
+        ? maskVerdict(x.method, statusCode, upHeaders)
+        : detectors.length > 0
+          ? textVerdict(x.method, statusCode, upHeaders)
+          : null
+    if (verdict !== null && !verdict.ok) {
+      this.refuse(c, `response not masked: ${verdict.why}`, `the gateway must mask this response and cannot: ${verdict.why}`)
+      return
+    }
+    if (verdict?.ok === true && tally !== null) {
+      // Decoders, then the masker, before the scrubber: it reads the decoded body.
+      const keys = sessionMaskKeys(x.ctx.stateDir, x.session)
+      const stages: BodyFilter[] = []
+      if (verdict.kind === 'text') {
+        const m = new TextBodyMasker(detectors, verdict.charset ?? 'utf8', tally)
+        this.maskers.push(m)
+        stages.push(m)
+      } else if (jsonPlan === null || verdict.kind === null) {
+        // nothing to mask in this body
+      } else if (verdict.kind === 'sse') stages.push(new SseMasker(jsonPlan, keys, tally))
+      else {
+        const m = new JsonBodyMasker(jsonPlan, keys, verdict.kind === 'sequence', tally)
+        this.maskers.push(m)
+        stages.push(m)
+      }
+      this.filters.unshift(...stages)
+      if (verdict.codings.length > 0) this.chain = this.decode(c, decoderChain(verdict.codings))
+    }
+    if (verdict === null && x.plan.needles.length > 0 && encoded !== undefined && String(encoded).toLowerCase() !== 'identity') {
+      // A compressed body cannot be scanned for the injected secret: refuse rather than pass it.
+      this.refuse(
+        c,
+        'compressed response from an upstream with injected credentials',
+        'the upstream answered with a compressed body the gateway cannot check',
+      )
+      return
+    }
+    const length = upHeaders['content-length']
+    if (typeof length === 'string' && /^[0-9]{1,15}$/.test(length)) this.remaining = Number(length)
+    const out = callerHeaders(upHeaders, x.plan.needles, verdict !== null)
+    this.respHeaders = out
+    try {
+      x.res.writeHead(statusCode, out)
+    } catch (err) {
+      // A header node:http will not send (invalid characters): the answer is a 502.
+      this.status = 502
+      this.fail(c, err)
+    }
+  }
+
+  onResponseData(c: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.done) return
+    const chain = this.chain
+    if (chain !== null) {
+      chain.head.write(chunk)
+      // Compressed bytes wait in the decoder until its output is read.
+      if (chain.head.writableLength > RELAY_HIGH_WATER) this.pause(c, chain.head)
+      return
+    }
+    const res = this.x.res
+    if (this.filters.length === 0) {
+      if (chunk.length === 0) return
+      if (this.last !== null) {
+        res.write(this.last)
+        this.last = null
+      }
+      this.count(chunk)
+      if (this.remaining >= 0) this.remaining -= chunk.length
+      // The body's last bytes by its Content-Length: the end follows at once and takes them.
+      if (this.remaining === 0) this.last = chunk
+      else res.write(chunk)
+    } else {
+      try {
+        this.send(this.filtered(chunk))
+      } catch (err) {
+        this.fail(c, err)
+        return
+      }
+    }
+    if (res.writableLength > RELAY_HIGH_WATER) this.pause(c, res)
+  }
+
+  onResponseEnd(c: Dispatcher.DispatchController): void {
+    if (this.done) return
+    if (this.chain !== null) {
+      // The decoders' end ends the response (decode() above).
+      this.chain.head.end()
+      return
+    }
+    this.endBody(c)
+  }
+
+  onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
+    this.finish(err)
+  }
+
+  /** The answer is complete (err null) or failed: the result event and the recording. */
+  finish(err: Error | null): void {
+    if (this.done) return
+    this.done = true
+    const { x, live } = this
+    const { ctx, session, plan, req, res } = x
+    live.onGone = null
+    if (err !== null) {
+      this.error = live.gone ? 'the request was ended' : errorText(err)
+      if (!res.headersSent && !live.gone) {
+        sendProblem(res, { status: 502, title: 'Bad gateway', detail: 'the upstream could not be reached or failed' })
+      } else res.destroy()
+    }
+    const duration = Number(process.hrtime.bigint() - this.started) / 1e6
+    const error = this.error
+    const body = this.body
+    try {
+      const result: SessionAuditEvent & Record<string, unknown> = {
         type: 'result',
         action: 'http.request',
         seq: x.seq,
-        status,
-        bytes: bytesOut,
+        status: this.status,
+        bytes: this.bytesOut,
         bytes_in: body.whole ? body.whole.length : null,
         duration_ms: Math.round(duration * 100) / 100,
-        ...(tally !== null ? { masked: settled(maskers, tally) } : {}),
-        ...(error ? { error } : {}),
-      })
-    } catch (err) {
-      ctx.log.error({ err: String(err), session: session.id }, 'cannot record a request result')
+      }
+      if (this.tally !== null) result.masked = settled(this.maskers, this.tally)
+      if (error) result.error = error
+      session.auditLater(result)
+    } catch (e) {
+      ctx.log.error({ err: String(e), session: session.id }, 'cannot record a request result')
     }
     try {
-      const captured = respCapture.length === 1 ? (respCapture[0] as Buffer) : Buffer.concat(respCapture)
+      const capture = this.capture
+      const captured = capture.length === 1 ? (capture[0] as Buffer) : Buffer.concat(capture)
       ctx.recordings.entry(session, 'http.exchange', {
         seq: x.seq,
         request: recordBody(
@@ -336,7 +427,7 @@ export async function forward(
           body.head,
           plan.recordBytes,
         ),
-        response: recordBody({ status, headers: redactHeaders(respHeaders, plan) }, captured, plan.recordBytes),
+        response: recordBody({ status: this.status, headers: redactHeaders(this.respHeaders, plan) }, captured, plan.recordBytes),
       })
     } catch {
       // Recording is best effort; the audit has the request.

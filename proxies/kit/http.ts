@@ -24,17 +24,25 @@ export const HOP_BY_HOP_HEADERS: ReadonlySet<string> = new Set([
 ])
 
 const NO_TOKENS: ReadonlySet<string> = new Set()
+/** The last `Connection` value and its tokens: clients repeat one value (`keep-alive`) on every request. */
+let lastConnection = ''
+let lastTokens: ReadonlySet<string> = NO_TOKENS
 
 /** The header names a request's `Connection` header lists: they describe this hop too (RFC 9110 §7.6.1). */
 export function connectionTokens(req: IncomingMessage): ReadonlySet<string> {
   const v = req.headers.connection
   if (v === undefined) return NO_TOKENS
-  return new Set(
-    String(v)
+  const text = String(v)
+  if (text === lastConnection) return lastTokens
+  const tokens: ReadonlySet<string> = new Set(
+    text
       .toLowerCase()
       .split(',')
       .map((s) => s.trim()),
   )
+  lastConnection = text
+  lastTokens = tokens
+  return tokens
 }
 
 /** Whether a socket's remote address is this host's own (plaintext is accepted only from there). */
