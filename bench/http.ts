@@ -233,7 +233,9 @@ async function main(): Promise<void> {
         const res = load(t.url, a, t.headers, t.pid)
         if (res.non2xx > 0) throw new Error(`${t.name}: ${res.non2xx} responses were not 2xx`)
         results.get(t.name)?.push(res)
-        process.stderr.write(`run ${r + 1} ${t.name}: ${res.rps.toFixed(0)} req/s\n`)
+        process.stderr.write(
+          `run ${r + 1} ${t.name}: ${res.rps.toFixed(0)} req/s${res.cpuUsPerRequest === null ? '' : `, ${res.cpuUsPerRequest.toFixed(0)} µs CPU/request`}\n`,
+        )
       }
     }
     const row = (name: string): { rps: number; p50: number; p99: number; cpu: number | null } => {
