@@ -8,7 +8,10 @@
 //   - then the whole result (those documents set aside) is masked as one JSON document rooted at
 //     the result, so `_meta` (of the result, a content item, a resource's contents), annotations
 //     and every other field kept are masked too (`$..ssn` matches anywhere);
-//   - only the fields MCP defines for each part are kept; anything else the upstream adds is dropped.
+//   - only the fields MCP defines for each part are kept; anything else the upstream adds is dropped;
+//   - a string value (or a document that is itself a JSON string) that is a JSON document is masked
+//     as one of its own, rooted at `$`, and re-serialised (`maskText`): APIs often return
+//     `"payload": "<json>"`, which a reader (or one `JSON.parse`) opens as easily as the outer one.
 //
 // Fails closed, as the HTTP proxy does for bodies it cannot read: what cannot be masked (text
 // that is not JSON, images, audio, blobs, content of an unknown type) is withheld and replaced by a
@@ -74,6 +77,82 @@ const RESOURCE_ITEM = ['type', '_meta'] as const
 const LINK_ITEM = ['type', 'uri', 'mimeType', 'size', '_meta'] as const
 const CONTENTS = ['uri', 'mimeType', '_meta'] as const
 
+/** Where nested masking reports what it masked and withheld. */
+export interface MaskSink {
+  count(masked: readonly JsonMaskedPath[]): void
+  withheld: number
+}
+
+/** How deep JSON documents inside strings are opened; one nested deeper is withheld. */
+const NESTED_DEPTH = 4
+/** A string this long that is a JSON document is withheld rather than opened (the work is bounded). */
+const NESTED_MAX = 8 * 1024 * 1024
+/** A masked text may hold a string that opens as JSON (`"{`, `"[`, `"\"`, or leading space or an escape). */
+const NESTED_HINT = /"(?:[\s{[]|\\)/
+
+/** The same value, or a copy with its strings that are JSON documents masked (same reference when nothing changed). */
+function nested(v: unknown, plan: JsonMaskPlan, keys: MaskingKeys, sink: MaskSink, depth: number): unknown {
+  if (typeof v === 'string') return nestedString(v, plan, keys, sink, depth)
+  if (Array.isArray(v)) {
+    let changed = false
+    const out = v.map((x) => {
+      const y = nested(x, plan, keys, sink, depth)
+      if (y !== x) changed = true
+      return y
+    })
+    return changed ? out : v
+  }
+  if (isObj(v)) {
+    let changed = false
+    const out = Object.entries(v).map(([k, x]) => {
+      const y = nested(x, plan, keys, sink, depth)
+      if (y !== x) changed = true
+      return [k, y] as const
+    })
+    // fromEntries defines `__proto__` as an own key, as JSON.parse did.
+    return changed ? Object.fromEntries(out) : v
+  }
+  return v
+}
+
+function nestedString(s: string, plan: JsonMaskPlan, keys: MaskingKeys, sink: MaskSink, depth: number): string {
+  const t = s.trim()
+  const c = t[0]
+  if (c !== '{' && c !== '[' && c !== '"') return s
+  try {
+    JSON.parse(t)
+  } catch {
+    return s // not JSON: a string like any other
+  }
+  if (depth >= NESTED_DEPTH || t.length > NESTED_MAX) {
+    sink.withheld++
+    return withheldText('a JSON document nested in a string too deep or too large to mask')
+  }
+  try {
+    const out = maskText(plan, keys, t, sink, depth + 1)
+    return out === t ? s : out
+  } catch (err) {
+    if (!(err instanceof JsonMaskError)) throw err
+    sink.withheld++
+    return withheldText('a JSON document in a string that cannot be masked')
+  }
+}
+
+/**
+ * A JSON text masked rooted at `$`, and every JSON document inside its strings masked as its own
+ * (bounded depth). The text's own bytes are kept when nothing inside it changed. Throws
+ * JsonMaskError when `text` is not JSON.
+ */
+export function maskText(plan: JsonMaskPlan, keys: MaskingKeys, text: string, sink: MaskSink, depth = 0): string {
+  const { body, masked } = maskJson(plan, keys, Buffer.from(text, 'utf8'))
+  sink.count(masked)
+  const out = body.toString('utf8')
+  if (!NESTED_HINT.test(out)) return out
+  const doc: unknown = JSON.parse(out)
+  const opened = nested(doc, plan, keys, sink, depth)
+  return opened === doc ? out : JSON.stringify(opened)
+}
+
 /** Masks one result; counts what each path masked and what was withheld. */
 export class ResultMasker {
   private readonly counts = new Map<string, JsonMaskedPath>()
@@ -89,17 +168,13 @@ export class ResultMasker {
 
   /** A JSON value masked as a document of its own. */
   value(v: unknown): unknown {
-    const { body, masked } = maskJson(this.plan, this.keys, Buffer.from(JSON.stringify(v) ?? 'null'))
-    this.count(masked)
-    return JSON.parse(body.toString('utf8')) as unknown
+    return JSON.parse(maskText(this.plan, this.keys, JSON.stringify(v) ?? 'null', this)) as unknown
   }
 
   /** A text that must be a JSON document to be passed; null when it is not (withhold it). */
   text(t: string): string | null {
     try {
-      const { body, masked } = maskJson(this.plan, this.keys, Buffer.from(t, 'utf8'))
-      this.count(masked)
-      return body.toString('utf8')
+      return maskText(this.plan, this.keys, t, this)
     } catch (err) {
       if (err instanceof JsonMaskError) return null
       throw err
@@ -207,7 +282,7 @@ export class ResultMasker {
     return { type: 'text', text: withheldText(what) }
   }
 
-  private count(masked: readonly JsonMaskedPath[]): void {
+  count(masked: readonly JsonMaskedPath[]): void {
     for (const m of masked) {
       const k = `${m.rule}\u0000${m.path}`
       const prev = this.counts.get(k)

@@ -15,7 +15,7 @@
 // values need not fit it).
 
 import { type JsonMaskPlan, type MaskingKeys, maskJson } from '../kit/index.js'
-import { annotations, withheldText } from './masking.js'
+import { annotations, maskText, withheldText } from './masking.js'
 
 type Obj = Record<string, unknown>
 
@@ -29,8 +29,8 @@ export function maskItem(item: Obj, plan: JsonMaskPlan | null, keys: MaskingKeys
     const { _meta: _dropped, ...rest } = item
     return rest
   }
-  const { body } = maskJson(plan, keys, Buffer.from(JSON.stringify(item)))
-  const out: unknown = JSON.parse(body.toString('utf8'))
+  const sink = { count: () => undefined, withheld: 0 }
+  const out: unknown = JSON.parse(maskText(plan, keys, JSON.stringify(item), sink))
   return isObj(out) ? out : {}
 }
 
