@@ -17,13 +17,18 @@ import { type ErrorFields, errorResponse, type FieldInfo, noticeResponse, parseR
 import type { NamedEntry } from './named.js'
 import { type Admitted, Expect, type Expectation, RelayBase } from './relay-base.js'
 import type { SessionCatalog } from './catalog.js'
-import type { Verdict } from './statements.js'
+import type { JudgedStatement, Verdict } from './statements.js'
 
 /** SQLSTATE of a result withheld because the catalog moved under it: a serialization failure, which
  *  clients and drivers know to retry. */
 const CATALOG_MOVED_CODE = '40001'
 
 export const EMPTY = Buffer.alloc(0)
+
+/** The text a withheld server message is replaced with, for the client and the audit alike. */
+export function withheldMessage(code: string): string {
+  return `gatehouse: the server's message is withheld because the statement reads masked columns (SQLSTATE ${code})`
+}
 
 /** An ErrorResponse/NoticeResponse with its text withheld: only severity and SQLSTATE remain. */
 export function scrubbed(body: Buffer, kind: 'E' | 'N'): Buffer {
@@ -32,9 +37,64 @@ export function scrubbed(body: Buffer, kind: 'E' | 'N'): Buffer {
   const fields: ErrorFields = {
     severity: kind === 'N' ? 'NOTICE' : f.get('V') === 'FATAL' ? 'FATAL' : 'ERROR',
     code,
-    message: `gatehouse: the server's message is withheld because the statement reads masked columns (SQLSTATE ${code})`,
+    message: withheldMessage(code),
   }
   return kind === 'E' ? errorResponse(fields) : noticeResponse(fields)
+}
+
+/**
+ * SQLSTATE classes whose texts quote values whatever the statement: data exceptions (22: `invalid
+ * input syntax for type integer: "…"`) and integrity constraint violations (23: `Key (email)=(…)`,
+ * `Failing row contains (…)`). A trigger, a deferred constraint or a cast can raise them for a
+ * statement that names no masked relation, so in a masking session they are always withheld.
+ */
+export function quotesValues(code: string): boolean {
+  return code.startsWith('22') || code.startsWith('23')
+}
+
+/**
+ * Statements that run work deferred to them, whose errors come from statements judged earlier:
+ * the end of a transaction block materializes WITH HOLD cursors and checks DEFERRED constraints
+ * (COMMIT, END, COMMIT AND CHAIN, PREPARE TRANSACTION, COMMIT PREPARED), SET CONSTRAINTS … IMMEDIATE
+ * checks them at once, and CLOSE ends a cursor. ROLLBACK, ROLLBACK TO and RELEASE run none: the
+ * server discards deferred triggers and cursors there.
+ */
+function runsDeferredWork(st: JudgedStatement): boolean {
+  switch (st.kind) {
+    case 'commit':
+    case 'commit_prepared':
+    case 'constraints_set':
+    case 'close_portal':
+      return true
+    case 'prepare':
+      // PREPARE TRANSACTION (sql.admin); an SQL PREPARE of a statement is sql.session.
+      return st.action !== 'sql.session'
+    default:
+      return false
+  }
+}
+
+/** Transaction control: no relation, no lineage, so no catalog is needed to plan it. A session
+ * whose catalog cannot be read (or whose search_path cannot be told) can always end its block. */
+const TRANSACTION_KINDS = new Set([
+  'begin',
+  'start',
+  'commit',
+  'rollback',
+  'savepoint',
+  'release',
+  'rollback_to',
+  'commit_prepared',
+  'rollback_prepared',
+])
+
+function transactionControl(st: JudgedStatement): boolean {
+  return TRANSACTION_KINDS.has(st.kind) || (st.kind === 'prepare' && st.action !== 'sql.session')
+}
+
+/** The plan of a statement that returns nothing and whose server texts are withheld. */
+function scrubOnly(obligations: readonly MaskObligation[]): StatementMaskPlan {
+  return { outputs: null, fallback: KEEP, detectors: [], scrubErrors: true, copy: null, obligations, active: false, masked: [] }
 }
 
 /**
@@ -222,7 +282,10 @@ export abstract class MaskingRelay extends RelayBase {
    */
   protected maskNow(verdict: Verdict, sql: string, shape: object | null): Verdict | null {
     const d = verdict.decision
-    if (d.effect !== 'allow' || this.pendingRefresh !== null) return null
+    if (d.effect !== 'allow') return null
+    const tx = this.transactionOnly(verdict)
+    if (tx !== null) return tx
+    if (this.pendingRefresh !== null) return null
     if (verdict.statements.some((st) => st.inner !== undefined && st.inner !== null)) return null
     const mv = this.startMasking().plan(sql, d.mask, d.maskOptions, [], shape)
     if (mv.unknownRelations.some((r) => !this.refreshedFor.has(r)) || mv.check !== null) return null
@@ -236,6 +299,8 @@ export abstract class MaskingRelay extends RelayBase {
   protected async applyMasking(verdict: Verdict, sql: string): Promise<Verdict> {
     const d = verdict.decision
     if (d.effect !== 'allow') return verdict
+    const tx = this.transactionOnly(verdict)
+    if (tx !== null) return tx
     if (this.pendingRefresh) {
       const refresh = this.pendingRefresh
       this.pendingRefresh = null
@@ -268,6 +333,14 @@ export abstract class MaskingRelay extends RelayBase {
     return this.masked(verdict, mv)
   }
 
+  /** A text of transaction control only: planned without the catalog, its errors withheld where
+   * it can run deferred work (null: the text is something else). */
+  private transactionOnly(verdict: Verdict): Verdict | null {
+    if (verdict.statements.length === 0 || !verdict.statements.every(transactionControl)) return null
+    this.startMasking()
+    return this.masked(verdict, { ok: true, plans: verdict.statements.map(() => null), unknownRelations: [], check: null })
+  }
+
   /** The verdict with its masking plans, or the refusal the planner gave. */
   private masked(verdict: Verdict, mv: MaskVerdict): Verdict {
     const d = verdict.decision
@@ -278,7 +351,17 @@ export abstract class MaskingRelay extends RelayBase {
         decision: { effect: 'deny', rules: [mv.rule], reason, reasons: [{ rule: mv.rule, reason, hop: '' }], policy: d.policy },
       }
     }
-    return { ...verdict, masks: mv.plans.some((p) => p !== null) ? mv.plans : null }
+    // The server's text for a statement that runs deferred work can quote values read by an
+    // earlier statement (a WITH HOLD cursor's query, a deferred foreign key's key): withheld. When
+    // the statements cannot be lined up with their plans, every statement's texts are.
+    const obligations = d.effect === 'allow' ? d.mask : []
+    const st = verdict.statements
+    const aligned = st.length === mv.plans.length
+    const anyDeferred = st.some(runsDeferredWork)
+    const plans = mv.plans.map((p, i) =>
+      (aligned ? runsDeferredWork(st[i] as JudgedStatement) : anyDeferred) ? { ...(p ?? scrubOnly(obligations)), scrubErrors: true } : p,
+    )
+    return { ...verdict, masks: plans.some((p) => p !== null) ? plans : null }
   }
 
   /**

@@ -12,7 +12,7 @@ import { BackendCode, frame, readCommandTag, readErrorFields, rowsFromTag } from
 import { type NamedEntry, settle } from './named.js'
 import { NAME_LOOKUP_SQL, type ServerName, type ServerNames, textArrayLiteral } from './names.js'
 import { Expect, type Expectation } from './relay-base.js'
-import { EMPTY, MaskingRelay, scrubbed } from './result-masking.js'
+import { EMPTY, MaskingRelay, quotesValues, scrubbed, withheldMessage } from './result-masking.js'
 import type { StatementEffect } from './statements.js'
 
 /** How long the gateway waits for the server to answer its own name lookup. */
@@ -173,7 +173,8 @@ export abstract class ResultRelay extends MaskingRelay {
         this.onCopyOut(h, body)
         return null
       case BackendCode.NoticeResponse:
-        return this.currentPlan(h)?.scrubErrors ? scrubbed(body, 'N') : null
+        // A Sync that ends an implicit transaction runs its deferred work too.
+        return this.currentPlan(h)?.scrubErrors || (this.maskingOn && h?.kind === Expect.Sync) ? scrubbed(body, 'N') : null
       default:
     }
     if (type === BackendCode.CommandComplete) {
@@ -186,7 +187,7 @@ export abstract class ResultRelay extends MaskingRelay {
       }
       if (h?.record) {
         const effect = h.record.effects[h.kind === Expect.Execute ? 0 : h.record.tags.length]
-        if (effect) this.applyEffect(effect)
+        if (effect) this.applyEffect(effect, tag)
         if (h.kind === Expect.Execute) this.finishRecord(h, tag)
         else h.record.tags.push(tag)
       }
@@ -219,9 +220,15 @@ export abstract class ResultRelay extends MaskingRelay {
     this.errorSinceReady = true
     if (!h) return null
     const f = readErrorFields(body)
-    const error = { code: f.get('C') ?? '', message: f.get('M') ?? '' }
-    // A server error may quote a value of a masked column (invalid input syntax for type integer: "…").
-    const replacement = h.record?.replacement ?? (this.currentPlan(h)?.scrubErrors ? scrubbed(body, 'E') : null)
+    const code = f.get('C') ?? ''
+    // A server error may quote a value of a masked column (invalid input syntax for type integer:
+    // "…"): withheld for the statement's plan, at a Sync (an implicit transaction's deferred
+    // constraints), and for every error of a class that quotes values, in a session that masks.
+    const withhold =
+      this.currentPlan(h)?.scrubErrors === true || (this.maskingOn && (h.kind === Expect.Sync || quotesValues(code)))
+    const replacement = h.record?.replacement ?? (withhold ? scrubbed(body, 'E') : null)
+    // The audit and the recording keep what the client got: the SQLSTATE, not the value.
+    const error = { code, message: withhold ? withheldMessage(code || 'XX000') : (f.get('M') ?? '') }
     if (this.rowMasker || this.copyMasker || this.lazyPlan) {
       this.rowMasker = null
       this.copyMasker = null
@@ -278,9 +285,10 @@ export abstract class ResultRelay extends MaskingRelay {
   }
 
   /** A statement completed on the server: follow what it changed in the session. */
-  protected applyEffect(e: StatementEffect): void {
+  protected applyEffect(e: StatementEffect, tag: string): void {
     this.named.applyNames(e)
     if (e.searchPath) this.sql.applySearchPath(e.searchPath)
+    if (e.transaction) this.sql.applyTransaction(e.transaction, tag)
     if (e.createsRoutine) this.sql.noteCreatedRoutine(e.createsRoutine.kind, e.createsRoutine.name)
     if (e.ddl) {
       this.refreshedFor.clear()

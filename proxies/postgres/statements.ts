@@ -22,6 +22,8 @@ export interface StatementEffect {
   readonly createsRoutine: StatementFacts['createsRoutine']
   /** A cursor name SQL declared or closed (null name: all of them, as CLOSE ALL or DISCARD ALL). */
   readonly cursor: { readonly name: string | null } | null
+  /** SAVEPOINT, RELEASE, ROLLBACK TO (with the name), or a COMMIT/ROLLBACK AND CHAIN. */
+  readonly transaction: { readonly kind: string; readonly savepoint: string | null; readonly chain: boolean } | null
 }
 
 export interface JudgedStatement {
@@ -60,6 +62,14 @@ export class SessionSql {
   /** qualify() results for the current candidates; cleared whenever they change. */
   private readonly qualified = new Map<string, string[]>()
   private inTransaction = false
+  /**
+   * The search_path as the open transaction block has it, exactly: the path in effect now, the one
+   * a COMMIT would keep (SET LOCAL changes only the first), and both as each savepoint saw them, so
+   * a ROLLBACK TO restores the path it restores on the server. Null when that cannot be told (the
+   * session starts a transaction with several possible paths, a ROLLBACK TO names a savepoint not
+   * seen, … AND CHAIN): then every candidate path counts.
+   */
+  private exact: ExactPath | null
   /** Functions and operators this session created (or renamed to) since its catalog was read:
    *  they may shadow a built-in's name just like those in the catalog. */
   private readonly createdRoutines = { userFunctions: new Set<string>(), userOperators: new Set<string>() }
@@ -88,6 +98,7 @@ export class SessionSql {
   ) {
     this.base = [initialPath]
     this.candidates = [initialPath]
+    this.exact = exactFrom(this.base)
   }
 
   /**
@@ -459,7 +470,56 @@ export class SessionSql {
   applySearchPath(e: NonNullable<StatementEffect['searchPath']>): void {
     const path = e.path === 'initial' ? this.initialPath : e.path
     if (!e.local) this.pending.push(path)
-    this.addCandidate(path)
+    if (this.exact) {
+      this.exact.current = path
+      if (!e.local) this.exact.kept = path
+    }
+    // Until the ReadyForQuery that says whether a transaction block is open, the SET may still be
+    // undone with its implicit transaction: both paths count.
+    if (this.inTransaction && this.exact) this.setCandidates([path])
+    else this.addCandidate(path)
+  }
+
+  /**
+   * A transaction statement completed with this command tag: COMMIT (its tag is ROLLBACK when the
+   * block had failed), ROLLBACK, PREPARE TRANSACTION, SAVEPOINT, RELEASE, ROLLBACK TO, each also
+   * … AND CHAIN. The server's own rules for settings: a COMMIT keeps the SETs, a ROLLBACK undoes
+   * them, a ROLLBACK TO restores what the savepoint saw, SET LOCAL ends with its block.
+   */
+  applyTransaction(t: NonNullable<StatementEffect['transaction']>, tag: string): void {
+    const x = this.exact
+    if (!x) return
+    const name = t.savepoint
+    if (t.kind === 'commit' || t.kind === 'prepare' || t.kind === 'rollback') {
+      if (t.kind !== 'rollback' && tag !== 'ROLLBACK') x.start = x.kept
+      x.current = x.start
+      x.kept = x.start
+      x.savepoints.length = 0
+    } else if (t.kind === 'savepoint' && name !== null) x.savepoints.push({ name, current: x.current, kept: x.kept })
+    else if (t.kind === 'release' || t.kind === 'rollback_to') {
+      let at = -1
+      for (let i = x.savepoints.length - 1; i >= 0 && at < 0; i--) if (x.savepoints[i]?.name === name) at = i
+      if (at < 0) {
+        // A savepoint the gateway did not see made: which SETs it undoes cannot be told.
+        this.exact = null
+        return
+      }
+      const sp = x.savepoints[at] as SavedPath
+      if (t.kind === 'release') x.savepoints.length = at
+      else {
+        // ROLLBACK TO keeps the savepoint itself and drops the ones after it.
+        x.savepoints.length = at + 1
+        x.current = sp.current
+        x.kept = sp.kept
+      }
+    }
+    if (this.inTransaction) this.setCandidates([x.current])
+  }
+
+  private setCandidates(paths: string[][]): void {
+    if (paths.length === this.candidates.length && paths.every((p, i) => sameArr(p, this.candidates[i] as string[]))) return
+    this.candidates = paths
+    this.qualified.clear()
   }
 
   private addCandidate(path: string[]): void {
@@ -475,10 +535,15 @@ export class SessionSql {
     if (status !== 0x49) {
       if (this.inTransaction && lastTag === 'ROLLBACK') this.savepointRolledBack = true
       this.inTransaction = true
+      if (this.exact) this.setCandidates([this.exact.current])
       return
     }
     const committed = !hadError && lastTag !== 'ROLLBACK'
-    if (committed && this.pending.length > 0) {
+    if (this.exact) {
+      // Transaction statements already moved `start`; an error undoes the implicit transaction.
+      const stands = hadError ? this.exact.start : this.exact.kept
+      if (this.base.length !== 1 || !sameArr(this.base[0] as string[], stands)) this.base = [stands]
+    } else if (committed && this.pending.length > 0) {
       // After ROLLBACK TO SAVEPOINT any of the SETs may or may not stand: keep every possibility.
       this.base = this.savepointRolledBack ? unique([...this.base, ...this.pending]) : [this.pending[this.pending.length - 1] as string[]]
     }
@@ -487,7 +552,27 @@ export class SessionSql {
     this.pending = []
     this.inTransaction = false
     this.savepointRolledBack = false
+    this.exact = exactFrom(this.base)
   }
+}
+
+interface SavedPath {
+  readonly name: string
+  readonly current: string[]
+  readonly kept: string[]
+}
+
+interface ExactPath {
+  /** The path before the transaction (block or implicit) began. */
+  start: string[]
+  current: string[]
+  kept: string[]
+  readonly savepoints: SavedPath[]
+}
+
+function exactFrom(base: readonly string[][]): ExactPath | null {
+  const only = base.length === 1 ? (base[0] as string[]) : null
+  return only === null ? null : { start: only, current: only, kept: only, savepoints: [] }
 }
 
 /** Distinct paths. Never truncated: dropping one would lose a table the statement may read. Only
@@ -532,6 +617,10 @@ export function effectOf(f: StatementFacts): StatementEffect {
         : f.kind === 'discard' && f.deallocate !== null
           ? { name: null }
           : null,
+    transaction:
+      f.transaction && ['commit', 'rollback', 'prepare', 'savepoint', 'release', 'rollback_to'].includes(f.kind)
+        ? { kind: f.kind, savepoint: f.transaction.savepoint, chain: f.transaction.chain }
+        : null,
   }
 }
 

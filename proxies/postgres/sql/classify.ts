@@ -136,6 +136,7 @@ interface Draft {
   settings: SettingChange[]
   literalSensitive: boolean
   cursor: StatementFacts['cursor']
+  transaction?: StatementFacts['transaction']
 }
 
 /**
@@ -307,6 +308,7 @@ function classifyNode(node: unknown, text: string): StatementFacts {
       const kind = str(s.kind) ?? ''
       d.kind = kind.replace('TRANS_STMT_', '').toLowerCase()
       d.action = 'sql.session'
+      d.transaction = { savepoint: str(s.savepoint_name), chain: s.chain === true }
       if (kind === 'TRANS_STMT_PREPARE' || kind === 'TRANS_STMT_COMMIT_PREPARED' || kind === 'TRANS_STMT_ROLLBACK_PREPARED') {
         d.action = 'sql.admin'
         d.note = 'two-phase commit'
@@ -491,6 +493,7 @@ function classifyNode(node: unknown, text: string): StatementFacts {
     writes: c.writes,
     wrapper: effective.kind !== d.kind ? d.kind : null,
     createsRoutine,
+    ...(d.transaction ? { transaction: d.transaction } : {}),
   }
 }
 

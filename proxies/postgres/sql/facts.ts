@@ -79,6 +79,9 @@ export interface StatementFacts {
   /** CREATE FUNCTION/PROCEDURE/AGGREGATE/OPERATOR or a RENAME of one: a name that may shadow a
    *  built-in once the statement completes. */
   readonly createsRoutine: { readonly kind: 'function' | 'operator'; readonly name: string } | null
+  /** A transaction statement (BEGIN, COMMIT, SAVEPOINT…, `kind` says which): the savepoint it
+   *  names, as the server folds it, and whether it is `… AND CHAIN`. */
+  readonly transaction?: { readonly savepoint: string | null; readonly chain: boolean }
 }
 
 /** One data-modifying statement inside a statement. */
