@@ -239,7 +239,7 @@ export abstract class ResultRelay extends MaskingRelay {
       if (h.record && !h.record.error) h.record.error = error
       return replacement
     }
-    if (h.kind === Expect.Sync) return null
+    if (h.kind === Expect.Sync) return replacement
     // Extended protocol: the failing message, then everything up to the next Sync is skipped —
     // what is queued now, and what the client sends before its Sync (skipUntilSync at ReadyForQuery).
     if (h.entry) settle(h.entry, 'failed')
