@@ -224,8 +224,7 @@ export abstract class ResultRelay extends MaskingRelay {
     // A server error may quote a value of a masked column (invalid input syntax for type integer:
     // "…"): withheld for the statement's plan, at a Sync (an implicit transaction's deferred
     // constraints), and for every error of a class that quotes values, in a session that masks.
-    const withhold =
-      this.currentPlan(h)?.scrubErrors === true || (this.maskingOn && (h.kind === Expect.Sync || quotesValues(code)))
+    const withhold = this.currentPlan(h)?.scrubErrors === true || (this.maskingOn && (h.kind === Expect.Sync || quotesValues(code)))
     const replacement = h.record?.replacement ?? (withhold ? scrubbed(body, 'E') : null)
     // The audit and the recording keep what the client got: the SQLSTATE, not the value.
     const error = { code, message: withhold ? withheldMessage(code || 'XX000') : (f.get('M') ?? '') }

@@ -10,6 +10,7 @@ import type { Analysis, Catalog, SqlAnalyzer, SqlAction, StatementFacts } from '
 import { moreDangerous, otherFacts, parseSearchPath, qualify } from './sql/index.js'
 import { builtinFunctionClass, type FunctionCatalog, classifyCall, isHarmless, opaqueCasts, opaqueOperators } from './sql/functions.js'
 import { effectiveFacts, type InnerSource, type ServerNames, TextNames } from './names.js'
+import { type ExactPath, exactFrom, followTransaction } from './search-path.js'
 import type { MaskObligation } from '../kit/index.js'
 import type { Decision, FastPathSession } from '../types.js'
 
@@ -487,33 +488,9 @@ export class SessionSql {
    * them, a ROLLBACK TO restores what the savepoint saw, SET LOCAL ends with its block.
    */
   applyTransaction(t: NonNullable<StatementEffect['transaction']>, tag: string): void {
-    const x = this.exact
-    if (!x) return
-    const name = t.savepoint
-    if (t.kind === 'commit' || t.kind === 'prepare' || t.kind === 'rollback') {
-      if (t.kind !== 'rollback' && tag !== 'ROLLBACK') x.start = x.kept
-      x.current = x.start
-      x.kept = x.start
-      x.savepoints.length = 0
-    } else if (t.kind === 'savepoint' && name !== null) x.savepoints.push({ name, current: x.current, kept: x.kept })
-    else if (t.kind === 'release' || t.kind === 'rollback_to') {
-      let at = -1
-      for (let i = x.savepoints.length - 1; i >= 0 && at < 0; i--) if (x.savepoints[i]?.name === name) at = i
-      if (at < 0) {
-        // A savepoint the gateway did not see made: which SETs it undoes cannot be told.
-        this.exact = null
-        return
-      }
-      const sp = x.savepoints[at] as SavedPath
-      if (t.kind === 'release') x.savepoints.length = at
-      else {
-        // ROLLBACK TO keeps the savepoint itself and drops the ones after it.
-        x.savepoints.length = at + 1
-        x.current = sp.current
-        x.kept = sp.kept
-      }
-    }
-    if (this.inTransaction) this.setCandidates([x.current])
+    if (!this.exact) return
+    if (!followTransaction(this.exact, t, tag)) this.exact = null
+    else if (this.inTransaction) this.setCandidates([this.exact.current])
   }
 
   private setCandidates(paths: string[][]): void {
@@ -554,25 +531,6 @@ export class SessionSql {
     this.savepointRolledBack = false
     this.exact = exactFrom(this.base)
   }
-}
-
-interface SavedPath {
-  readonly name: string
-  readonly current: string[]
-  readonly kept: string[]
-}
-
-interface ExactPath {
-  /** The path before the transaction (block or implicit) began. */
-  start: string[]
-  current: string[]
-  kept: string[]
-  readonly savepoints: SavedPath[]
-}
-
-function exactFrom(base: readonly string[][]): ExactPath | null {
-  const only = base.length === 1 ? (base[0] as string[]) : null
-  return only === null ? null : { start: only, current: only, kept: only, savepoints: [] }
 }
 
 /** Distinct paths. Never truncated: dropping one would lose a table the statement may read. Only
