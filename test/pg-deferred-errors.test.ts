@@ -120,6 +120,17 @@ describe('errors of deferred work, and search_path in a transaction block, under
     })
   }
 
+  test('a WITH HOLD cursor declared outside a block is materialized at once: its error (42P01 quoting the value) is withheld', () => {
+    const r = run(reader, 'declare c cursor with hold for select email::regclass from users', 'select 1')
+    assert.equal(WITHHELD.exec(r.stderr)?.[1], '42P01', r.out)
+    assert.deepEqual(leaks(r.out), [])
+    assert.match(r.stdout, /^1$/m)
+    // In one simple Query the implicit transaction ends after the last statement completed.
+    const q = run(reader, 'declare c cursor with hold for select email::regclass from users; select 2')
+    assert.equal(WITHHELD.exec(q.stderr)?.[1], '42P01', q.out)
+    assert.deepEqual(leaks(q.out), [])
+  })
+
   test('the same COMMIT for a cleared chain passes the server message', () => {
     const r = run(cleared, 'begin', 'declare c cursor with hold for select email::int from s.users', 'commit')
     assert.match(r.stderr, /invalid input syntax for type integer: "d@d"/)

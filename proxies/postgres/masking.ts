@@ -188,8 +188,13 @@ export class SessionMasking {
       const raw = lineages[i] as StatementLineage
       const verdict = planOne(l, columnRules, detectors, options, catalog)
       if (!verdict.ok) return { ...verdict, unknownRelations, check }
-      // A DECLARE or PREPARE returns no rows itself.
-      plans.push(raw.declare !== undefined || raw.prepare !== undefined ? null : verdict.plan)
+      // A DECLARE or PREPARE returns no rows itself. A DECLARE … WITH HOLD outside a block runs its
+      // query at once (the cursor is materialized at the statement's implicit commit): its errors
+      // are the query's.
+      if (raw.prepare !== undefined) plans.push(null)
+      else if (raw.declare !== undefined)
+        plans.push(verdict.plan?.scrubErrors ? { ...verdict.plan, outputs: null, active: false, masked: [] } : null)
+      else plans.push(verdict.plan)
     }
     return { ok: true, plans, unknownRelations, check }
   }

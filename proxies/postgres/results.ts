@@ -35,6 +35,16 @@ function dataRowText(message: Buffer): (string | null)[] {
   return out
 }
 
+/**
+ * Whether what the server sends now comes from the end of an implicit transaction, which runs the
+ * work its statements deferred (WITH HOLD cursors, deferred constraints): at a Sync, or in a simple
+ * Query after its last statement completed.
+ */
+function implicitCommit(h: Expectation | undefined): boolean {
+  if (h?.kind === Expect.Sync) return true
+  return h?.kind === Expect.Query && h.record !== null && h.record !== undefined && h.record.tags.length >= h.record.effects.length
+}
+
 /** An extended-protocol batch after its error, until the server's ReadyForQuery for its Sync. */
 interface FailedBatch {
   readonly error: { code: string; message: string }
@@ -174,7 +184,7 @@ export abstract class ResultRelay extends MaskingRelay {
         return null
       case BackendCode.NoticeResponse:
         // A Sync that ends an implicit transaction runs its deferred work too.
-        return this.currentPlan(h)?.scrubErrors || (this.maskingOn && h?.kind === Expect.Sync) ? scrubbed(body, 'N') : null
+        return this.currentPlan(h)?.scrubErrors || (this.maskingOn && implicitCommit(h)) ? scrubbed(body, 'N') : null
       default:
     }
     if (type === BackendCode.CommandComplete) {
@@ -224,7 +234,7 @@ export abstract class ResultRelay extends MaskingRelay {
     // A server error may quote a value of a masked column (invalid input syntax for type integer:
     // "…"): withheld for the statement's plan, at a Sync (an implicit transaction's deferred
     // constraints), and for every error of a class that quotes values, in a session that masks.
-    const withhold = this.currentPlan(h)?.scrubErrors === true || (this.maskingOn && (h.kind === Expect.Sync || quotesValues(code)))
+    const withhold = this.currentPlan(h)?.scrubErrors === true || (this.maskingOn && (implicitCommit(h) || quotesValues(code)))
     const replacement = h.record?.replacement ?? (withhold ? scrubbed(body, 'E') : null)
     // The audit and the recording keep what the client got: the SQLSTATE, not the value.
     const error = { code, message: withhold ? withheldMessage(code || 'XX000') : (f.get('M') ?? '') }
