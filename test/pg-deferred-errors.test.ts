@@ -120,14 +120,14 @@ describe('errors of deferred work, and search_path in a transaction block, under
     })
   }
 
-  test('a WITH HOLD cursor declared outside a block is materialized at once: its error (42P01 quoting the value) is withheld', () => {
+  test('a WITH HOLD cursor declared outside a block is materialized at once: its error (0A000 cross-database reference, quoting the value) is withheld', () => {
     const r = run(reader, 'declare c cursor with hold for select email::regclass from users', 'select 1')
-    assert.equal(WITHHELD.exec(r.stderr)?.[1], '42P01', r.out)
+    assert.equal(WITHHELD.exec(r.stderr)?.[1], '0A000', r.out)
     assert.deepEqual(leaks(r.out), [])
     assert.match(r.stdout, /^1$/m)
     // In one simple Query the implicit transaction ends after the last statement completed.
     const q = run(reader, 'declare c cursor with hold for select email::regclass from users; select 2')
-    assert.equal(WITHHELD.exec(q.stderr)?.[1], '42P01', q.out)
+    assert.equal(WITHHELD.exec(q.stderr)?.[1], '0A000', q.out)
     assert.deepEqual(leaks(q.out), [])
   })
 

@@ -36,13 +36,17 @@ function dataRowText(message: Buffer): (string | null)[] {
 }
 
 /**
- * Whether what the server sends now comes from the end of an implicit transaction, which runs the
- * work its statements deferred (WITH HOLD cursors, deferred constraints): at a Sync, or in a simple
- * Query after its last statement completed.
+ * Whether what the server sends now may come from work an earlier statement deferred (WITH HOLD
+ * cursors, deferred constraints) rather than from the statement running: at a Sync, which ends an
+ * implicit transaction, and anywhere in a simple Query of several statements once one of them has
+ * its texts withheld (the server runs them as one implicit transaction) or after its last
+ * statement completed.
  */
-function implicitCommit(h: Expectation | undefined): boolean {
+function deferredWork(h: Expectation | undefined): boolean {
   if (h?.kind === Expect.Sync) return true
-  return h?.kind === Expect.Query && h.record !== null && h.record !== undefined && h.record.tags.length >= h.record.effects.length
+  const r = h?.kind === Expect.Query ? h.record : null
+  if (!r) return false
+  return r.tags.length >= r.effects.length || (r.effects.length > 1 && r.masks?.some((p) => p?.scrubErrors === true) === true)
 }
 
 /** An extended-protocol batch after its error, until the server's ReadyForQuery for its Sync. */
@@ -184,7 +188,7 @@ export abstract class ResultRelay extends MaskingRelay {
         return null
       case BackendCode.NoticeResponse:
         // A Sync that ends an implicit transaction runs its deferred work too.
-        return this.currentPlan(h)?.scrubErrors || (this.maskingOn && implicitCommit(h)) ? scrubbed(body, 'N') : null
+        return this.currentPlan(h)?.scrubErrors || (this.maskingOn && deferredWork(h)) ? scrubbed(body, 'N') : null
       default:
     }
     if (type === BackendCode.CommandComplete) {
@@ -234,7 +238,7 @@ export abstract class ResultRelay extends MaskingRelay {
     // A server error may quote a value of a masked column (invalid input syntax for type integer:
     // "…"): withheld for the statement's plan, at a Sync (an implicit transaction's deferred
     // constraints), and for every error of a class that quotes values, in a session that masks.
-    const withhold = this.currentPlan(h)?.scrubErrors === true || (this.maskingOn && (implicitCommit(h) || quotesValues(code)))
+    const withhold = this.currentPlan(h)?.scrubErrors === true || (this.maskingOn && (deferredWork(h) || quotesValues(code)))
     const replacement = h.record?.replacement ?? (withhold ? scrubbed(body, 'E') : null)
     // The audit and the recording keep what the client got: the SQLSTATE, not the value.
     const error = { code, message: withhold ? withheldMessage(code || 'XX000') : (f.get('M') ?? '') }
