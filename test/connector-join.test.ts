@@ -110,7 +110,7 @@ describe('connector join tokens', () => {
     const log = await refusedWith(jt.token)
     assert.match(log, /the join token is invalid, expired, already used or revoked/)
     const refused = await lab.auditEvents('connector.refused')
-    assert.ok(refused.some((e) => e.reason === `join token ${jt.id} was already used`))
+    assert.ok(refused.some((e) => e.reason === `join token ${jt.id} was already used` && e.kind === 'used'))
     assert.ok(!JSON.stringify(refused).includes(jt.token.slice(-20)), 'the secret is not in the audit')
   })
 
@@ -122,8 +122,8 @@ describe('connector join tokens', () => {
     const forged = `ghj_${real.id}_${'A'.repeat(43)}`
     assert.match(await refusedWith(forged), /already used or revoked/)
     const refused = await lab.auditEvents('connector.refused')
-    assert.ok(refused.some((e) => e.reason === `join token ${short.id} expired`))
-    assert.ok(refused.some((e) => e.reason === `unknown id or wrong secret for join token ${real.id}`))
+    assert.ok(refused.some((e) => e.reason === `join token ${short.id} expired` && e.kind === 'expired'))
+    assert.ok(refused.some((e) => e.reason === `unknown id or wrong secret for join token ${real.id}` && e.kind === 'forged'))
     // The forgery did not use the real token up.
     const c = lab.startConnector(real.token)
     await lab.attached(2)

@@ -227,16 +227,21 @@ describe('connector', () => {
     assert.equal((await links()).length, 0)
     assert.doesNotMatch(c.log(), new RegExp(forged.slice(-20)))
     await stopConnector(c.proc)
+    // The audit says which kind of refusal it was; the connector was told only in general terms.
+    const refused = await auditEvents('connector.refused')
+    assert.ok(refused.some((e) => e.kind === 'forged'))
   })
 
   test('a valid key of a principal that is not a configured connector cannot attach', async () => {
     const other = await createKey('not-a-connector')
     const c = startConnector(other.key)
-    await until('the refusal', () => /is not a configured connector/.test(c.log()))
+    await until('the refusal', () => /the credential is not a configured connector's/.test(c.log()))
     assert.equal((await links()).length, 0)
     await stopConnector(c.proc)
+    // Whoever holds a token and can reach the listener does not learn whose it is.
+    assert.doesNotMatch(c.log(), /service:not-a-connector/)
     const refused = await auditEvents('connector.refused')
-    assert.ok(refused.some((e) => e.reason === 'service:not-a-connector is not a configured connector'))
+    assert.ok(refused.some((e) => e.reason === 'service:not-a-connector is not a configured connector' && e.kind === 'not_a_connector'))
     assert.ok(!JSON.stringify(refused).includes(other.key.slice(-20)), 'the credential never reaches the audit log')
   })
 

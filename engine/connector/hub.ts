@@ -39,6 +39,7 @@ import {
   STREAM_WINDOW_BYTES,
   TARGETS_PATH,
 } from './protocol.js'
+import { printable, type RefusalKind, refusalKind } from './attach-checks.js'
 import { isJoinToken, JOIN_REFUSED, JoinRefused } from './join.js'
 import { ControlRefused, connectorProver } from './prover.js'
 import { TunnelSocket } from './tunnel-socket.js'
@@ -395,9 +396,11 @@ export class ConnectorHub {
     // anything but printable ASCII becomes '?', so it cannot fake lines or send terminal escapes.
     const version = printable(h.version, 64)
     const hostname = typeof h.hostname === 'string' ? printable(h.hostname, 255) : ''
-    const refuse = async (reason: string, chain: readonly string[], detail = reason): Promise<null> => {
-      this.opts.log.warn({ client: address, reason: detail }, 'connector refused')
-      this.opts.audit({ type: 'connector.refused', session: null, chain, connection: null, address, reason: detail })
+    // The connector is told why in general terms (`reason`, naming no principal: whoever can reach
+    // the listener must not learn whose a token is); the log and the audit get the kind and detail.
+    const refuse = async (reason: string, chain: readonly string[], kind: RefusalKind, detail = reason): Promise<null> => {
+      this.opts.log.warn({ client: address, kind, reason: detail }, 'connector refused')
+      this.opts.audit({ type: 'connector.refused', session: null, chain, connection: null, address, kind, reason: detail })
       await this.control(h2s, 'POST', REFUSED_PATH, { reason }).catch(() => undefined)
       h2s.close()
       setTimeout(() => h2s.destroy(), 1000).unref()
@@ -410,15 +413,22 @@ export class ConnectorHub {
     /** The join token a minted credential comes from: such a credential is short-lived and replaced. */
     let source: string | null = null
     if (isJoinToken(h.credential)) {
-      if (!creds) return refuse('authentication failed: join tokens are not accepted here', [])
+      if (!creds) return refuse('authentication failed: join tokens are not accepted here', [], 'join_disabled')
       let join: { readonly id: string; readonly connector: string }
       try {
         join = creds.redeem(h.credential, address)
       } catch (err) {
-        return refuse(`authentication failed: ${JOIN_REFUSED}`, [], err instanceof JoinRefused ? err.detail : String(err))
+        const detail = err instanceof JoinRefused ? err.detail : String(err)
+        return refuse(`authentication failed: ${JOIN_REFUSED}`, [], refusalKind(detail), detail)
       }
       const conf = this.opts.connectors.find((c) => c.name === join.connector)
-      if (!conf) return refuse(`connector ${join.connector} is no longer configured`, [])
+      if (!conf)
+        return refuse(
+          'the connector this join token names is no longer configured',
+          [],
+          'unconfigured',
+          `connector ${join.connector} is no longer configured`,
+        )
       const minted = await creds.mint(conf.principal, join.id, conf.credentialTtlSeconds)
       identity = minted.identity
       joined = { id: join.id, token: minted.token }
@@ -429,14 +439,21 @@ export class ConnectorHub {
         const viaJoin = creds ? await creds.verify(h.credential).catch(() => null) : null
         if (viaJoin) source = viaJoin.tokenIds[0] ?? null
         identity = viaJoin ?? (await this.opts.identify(h.credential))
-      } catch {
-        return refuse('authentication failed: the credential is invalid, expired or revoked', [])
+      } catch (err) {
+        const detail = err instanceof Error ? err.message.slice(0, 200) : 'the credential was not accepted'
+        return refuse('authentication failed: the credential is invalid, expired or revoked', [], refusalKind(detail), detail)
       }
     }
     const chain = identity.chain.map((p) => p.id)
     const principal = identity.chain[identity.chain.length - 1]
     const conf = identity.chain.length === 1 && principal ? this.opts.connectors.find((c) => c.principal === principal.id) : undefined
-    if (!conf) return refuse(`${chain.join(' > ')} is not a configured connector`, chain)
+    if (!conf)
+      return refuse(
+        "the credential is not a configured connector's",
+        chain,
+        'not_a_connector',
+        `${chain.join(' > ')} is not a configured connector`,
+      )
     const link = new Link(conf.name, identity, address, version, hostname, h2s)
     if (source !== null) link.rotation = { source, ttlSeconds: conf.credentialTtlSeconds, rotating: false }
     const targets: AttachTargets = {
@@ -568,9 +585,4 @@ export class ConnectorHub {
     link.h2s.close()
     setTimeout(() => link.h2s.destroy(), 500).unref()
   }
-}
-
-/** `text` cut to `max` characters, every character outside printable ASCII replaced by '?'. */
-export function printable(text: string, max: number): string {
-  return text.slice(0, max).replace(/[^\x20-\x7e]/g, '?')
 }
