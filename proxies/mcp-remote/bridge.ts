@@ -38,7 +38,7 @@ import type { MaskingKeys } from '../kit/index.js'
 import type { Command, Decision, MaskObligation, PluginContext, PossibleMasks, ProxySession } from '../types.js'
 import { jsonMaskPlan } from '../kit/index.js'
 import { ResultMasker, sessionKeys, withheldText } from './masking.js'
-import { scrubCredentials } from './credentials.js'
+import { needsScan, scrubCredentials } from './credentials.js'
 import { canonical } from './arguments.js'
 import { denied, GATEWAY_ERROR_CODE, RpcError, refusalError, upstreamRpcError } from './errors.js'
 import { registerHandlers } from './handlers.js'
@@ -333,7 +333,7 @@ export class Bridge {
   private masked<T>(value: T): T {
     if (this.needles.length === 0) return value
     const text = JSON.stringify(value)
-    return maskString(text, this.needles) === text ? value : scrubCredentials(value, this.needles)
+    return needsScan(text, this.needles) ? scrubCredentials(value, this.needles) : value
   }
 
   private maskText(s: string): string {
