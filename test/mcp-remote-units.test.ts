@@ -233,12 +233,12 @@ describe('masked sessions: list entries and the credential scanner', () => {
       description: "gatehouse: withheld the tool's description: masking rules apply to this result",
       annotations: { readOnlyHint: true },
       _meta: { ssn: '****', other: 1 },
-      // A rule's path reaches into the schema: no enum or const value is kept.
+      // A rule's path reaches into the schema: no enum or const value is kept; references,
+      // definitions and formats are not on the allow-list.
       inputSchema: {
         type: 'object',
         required: ['ssn'],
-        properties: { ssn: { type: 'string' }, n: { $ref: '#/$defs/n', format: 'date-time' } },
-        $defs: { n: {} },
+        properties: { ssn: { type: 'string' }, n: {} },
       },
     })
     assert.doesNotMatch(JSON.stringify(t), /ssn \d/)

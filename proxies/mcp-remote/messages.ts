@@ -6,13 +6,15 @@
 // is withheld or, where MCP makes the field optional, dropped. Identifiers the agent needs to act
 // (a tool's or prompt's name, a URI, an argument's name) are kept: they are what policy decides on.
 //
-// A tool's input schema is kept as structure only (types, properties, required, enum and const
-// values, formats, bounds, local references): the free text JSON Schema allows (descriptions,
-// titles, examples, defaults, patterns, comments, keywords it does not define) is dropped. It is
-// not masked by path, since a path such as `$..ssn` names a schema's property, not a value, and
+// A tool's input schema is kept as structure only, an allow-list (type names, properties, items,
+// required names that are properties, additionalProperties as a boolean, enum and const values):
+// everything else JSON Schema allows can carry a value (bounds and lengths equal to it, pattern
+// keys, reference targets, definitions' names, formats, free text) and is dropped. It is not
+// masked by path, since a path such as `$..ssn` names a schema's property, not a value, and
 // replacing it would leave a schema the agent's client refuses; instead, when a rule's path reaches
-// anything in it, every enum and const value is dropped too. Its output schema is dropped (masked
-// values need not fit it).
+// anything in it, every enum and const value is dropped, and a subschema the path reaches keeps
+// its type only (its own property names and required list are the upstream's). Its output schema
+// is dropped (masked values need not fit it).
 
 import { type JsonMaskPlan, type MaskingKeys, maskJson } from '../kit/index.js'
 import { annotations, maskText, withheldText } from './masking.js'
@@ -36,46 +38,74 @@ export function maskItem(item: Obj, plan: JsonMaskPlan | null, keys: MaskingKeys
 
 const TOOL_HINTS = ['readOnlyHint', 'destructiveHint', 'idempotentHint', 'openWorldHint'] as const
 
-/** JSON Schema keywords that shape values (the rest is prose or unknown). */
-const SCHEMA_VALUES = ['type', 'required', 'enum', 'const'] as const
-const FORMAT = /^[a-z][a-z0-9-]{0,40}$/
-const LOCAL_REF = /^#\/(\$defs|definitions)\/[A-Za-z0-9_.-]{1,128}$/
-const SCHEMA_NUMBERS = [
-  'minimum',
-  'maximum',
-  'exclusiveMinimum',
-  'exclusiveMaximum',
-  'multipleOf',
-  'minLength',
-  'maxLength',
-  'minItems',
-  'maxItems',
-  'uniqueItems',
-  'minProperties',
-  'maxProperties',
-] as const
-const SCHEMA_ONE = ['items', 'additionalProperties', 'not', 'contains', 'propertyNames', 'additionalItems'] as const
-const SCHEMA_MANY = ['anyOf', 'oneOf', 'allOf', 'prefixItems'] as const
-const SCHEMA_MAPS = ['properties', 'patternProperties', '$defs', 'definitions'] as const
+/** The JSON Schema type names: the only `type` values kept (anything else is the upstream's text). */
+const TYPE_NAMES = new Set(['string', 'number', 'integer', 'boolean', 'object', 'array', 'null'])
 
-/** A JSON Schema as structure only (see the top of this file); depth-bounded. `values`: keep enum and const. */
+function typeOf(t: unknown): unknown {
+  if (typeof t === 'string') return TYPE_NAMES.has(t) ? t : undefined
+  if (!Array.isArray(t)) return undefined
+  const names = t.filter((x): x is string => typeof x === 'string' && TYPE_NAMES.has(x))
+  return names.length > 0 ? [...new Set(names)] : undefined
+}
+
+function primitives(v: unknown): boolean {
+  return v === null || ['string', 'number', 'boolean'].includes(typeof v)
+}
+
+/**
+ * A JSON Schema as structure only (see the top of this file), an allow-list: `type` (type names),
+ * `properties`, `items`, `required` (names that are properties), `additionalProperties` (a
+ * boolean), and with `values`, `enum` and `const` of plain values. Everything else (bounds, lengths,
+ * patterns, formats, references and definitions, combinators) is dropped: each can carry a value.
+ */
 export function schemaShape(s: unknown, values = true, depth = 0): unknown {
-  if (typeof s === 'boolean') return s
   if (!isObj(s) || depth > 32) return {}
   const out: Obj = {}
-  for (const k of SCHEMA_VALUES) if (s[k] !== undefined && (values || (k !== 'enum' && k !== 'const'))) out[k] = s[k]
-  if (typeof s.format === 'string' && FORMAT.test(s.format)) out.format = s.format
-  if (typeof s.$ref === 'string' && LOCAL_REF.test(s.$ref)) out.$ref = s.$ref
-  for (const k of SCHEMA_NUMBERS) if (typeof s[k] === 'number' || typeof s[k] === 'boolean') out[k] = s[k]
-  for (const k of SCHEMA_ONE) if (s[k] !== undefined) out[k] = schemaShape(s[k], values, depth + 1)
-  for (const k of SCHEMA_MANY) if (Array.isArray(s[k])) out[k] = (s[k] as unknown[]).map((x) => schemaShape(x, values, depth + 1))
-  for (const k of SCHEMA_MAPS) {
-    const m = s[k]
-    if (!isObj(m)) continue
+  const type = typeOf(s.type)
+  if (type !== undefined) out.type = type
+  if (values && Array.isArray(s.enum) && s.enum.every(primitives)) out.enum = s.enum
+  if (values && s.const !== undefined && primitives(s.const)) out.const = s.const
+  if (isObj(s.properties)) {
     const o: Obj = {}
-    for (const [name, sub] of Object.entries(m)) o[name] = schemaShape(sub, values, depth + 1)
-    out[k] = o
+    for (const [name, sub] of Object.entries(s.properties))
+      Object.defineProperty(o, name, { value: schemaShape(sub, values, depth + 1), enumerable: true, writable: true, configurable: true })
+    out.properties = o
+    if (Array.isArray(s.required)) {
+      const names = s.required.filter((r): r is string => typeof r === 'string' && Object.hasOwn(o, r))
+      if (names.length > 0) out.required = [...new Set(names)]
+    }
   }
+  if (isObj(s.items)) out.items = schemaShape(s.items, values, depth + 1)
+  if (typeof s.additionalProperties === 'boolean') out.additionalProperties = s.additionalProperties
+  return out
+}
+
+/** A schema a rule's path reached: its type only (names and values under it are the upstream's). */
+function opaque(s: Obj): Obj {
+  return s.type !== undefined ? { type: s.type } : {}
+}
+
+/**
+ * `s` (a shaped schema) where the masker changed its copy `m`: a subschema the masker replaced is
+ * reduced to its type, and a keyword it changed is dropped.
+ */
+function reached(s: Obj, m: unknown): Obj {
+  if (!isObj(m)) return opaque(s)
+  const out: Obj = {}
+  for (const k of ['type', 'enum', 'const', 'required', 'additionalProperties']) {
+    if (s[k] !== undefined && JSON.stringify(s[k]) === JSON.stringify(m[k])) out[k] = s[k]
+  }
+  if (isObj(s.properties)) {
+    const mp = m.properties
+    if (!isObj(mp)) return opaque(s)
+    const o: Obj = {}
+    for (const [name, sub] of Object.entries(s.properties)) {
+      if (isObj(sub))
+        Object.defineProperty(o, name, { value: reached(sub, mp[name]), enumerable: true, writable: true, configurable: true })
+    }
+    out.properties = o
+  }
+  if (isObj(s.items)) out.items = reached(s.items, m.items)
   return out
 }
 
@@ -94,6 +124,7 @@ export function tool(t: Obj, plan: JsonMaskPlan | null, keys: MaskingKeys | null
   let schema = schemaShape(t.inputSchema) as Obj
   if (plan !== null && keys !== null && maskJson(plan, keys, Buffer.from(JSON.stringify(schema))).masked.length > 0) {
     schema = schemaShape(t.inputSchema, false) as Obj
+    schema = reached(schema, JSON.parse(maskJson(plan, keys, Buffer.from(JSON.stringify(schema))).body.toString('utf8')))
   }
   masked.inputSchema = { ...schema, type: 'object' }
   return masked
