@@ -255,4 +255,50 @@ describe('remote MCP: masked sessions, values inside strings and schemas', () =>
       await p.client.close()
     }
   })
+
+  test('the injected credential JSON-escaped, split by a format character or as HTML references is refused', async () => {
+    for (const connection of ['plain', 'masked']) {
+      const a = await agent(gw, alice, connection)
+      try {
+        for (const name of ['cred_uesc', 'cred_res', 'cred_zw', 'cred_html', 'cred_key']) {
+          await assert.rejects(a.client.callTool({ name }), (err: unknown) => {
+            assert.equal((err as { code?: number }).code, -32012, `${connection} ${name}: ${String(err)}`)
+            return true
+          })
+        }
+        // Text with an ampersand and escapes that spell nothing passes.
+        const r = await a.client.callTool({ name: 'fine' })
+        assert.deepEqual(JSON.parse(String((r.content as { text: string }[])[0]?.text)), { ok: 'sk-&-fine', n: 1 })
+        noValue(a.wire, [CRED, CRED.slice(1), CRED.slice(10)])
+      } finally {
+        await a.client.close()
+      }
+    }
+  })
+
+  test("a listed tool's schema keeps types, properties, items and required names only", async () => {
+    const a = await agent(gw, alice, 'masked')
+    try {
+      const { tools } = await a.client.listTools()
+      for (const name of Object.keys(SCHEMAS))
+        assert.ok(
+          tools.find((t) => t.name === name),
+          name,
+        )
+      const ok = tools.find((t) => t.name === 'ok')
+      assert.deepEqual(ok?.inputSchema, {
+        type: 'object',
+        properties: { q: { type: 'string' }, n: { type: ['integer', 'null'] }, tags: { type: 'array', items: { type: 'string' } } },
+        required: ['q'],
+        additionalProperties: false,
+      })
+      assert.deepEqual(tools.find((t) => t.name === 's_bounds')?.inputSchema, { type: 'object', properties: { ssn: { type: 'integer' } } })
+      assert.deepEqual(tools.find((t) => t.name === 's_props')?.inputSchema, { type: 'object', properties: { ssn: { type: 'object' } } })
+      const r = await a.client.callTool({ name: 'ok', arguments: { q: 'x' } })
+      assert.deepEqual(JSON.parse(String((r.content as { text: string }[])[0]?.text)), { called: 'ok' })
+      noValue(a.wire, [SSN, String(SSN_NUM)])
+    } finally {
+      await a.client.close()
+    }
+  })
 })
