@@ -7,30 +7,18 @@
 // schema keeps the structure an agent needs.
 
 import assert from 'node:assert/strict'
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, type IncomingMessage, type Server as HttpServer } from 'node:http'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { Client } from '@modelcontextprotocol/sdk/client/index.js'
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { Server } from '@modelcontextprotocol/sdk/server/index.js'
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js'
 import { CallToolRequestSchema, ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js'
-import { REPO, TestGateway } from './helpers/gateway.js'
+import type { TestGateway } from './helpers/gateway.js'
+import { MASKING_SSN, mcpRemoteGateway, recordingAgent } from './helpers/mcpagent.js'
 
 const SSN = '123-45-6789'
 const SSN_NUM = 123456789
 const CRED = 'sk-gh-ABCDEF0123456789'
 const UPSTREAM_AUTH = `Bearer ${CRED}`
-
-const MASKING = `rules:
-  - name: ssn
-    json_paths: ["$..ssn"]
-    connections: [masked]
-    strategy: redact
-detectors: []
-`
 
 type Obj = Record<string, unknown>
 const person = (): Obj => ({ name: 'Alice', ssn: SSN })
@@ -136,30 +124,6 @@ async function startUpstream(): Promise<{ url: string; stop: () => Promise<void>
   }
 }
 
-interface Agent {
-  client: Client
-  wire: string[]
-}
-
-async function agent(gw: TestGateway, token: string, connection: string): Promise<Agent> {
-  const client = new Client({ name: 'nested-agent', version: '1.0.0' })
-  const wire: string[] = []
-  const transport = new StreamableHTTPClientTransport(new URL(`${gw.apiUrl}/mcp-remote/${connection}`), {
-    requestInit: { headers: { authorization: `Bearer ${token}` } },
-  })
-  const started = transport.start.bind(transport)
-  transport.start = async () => {
-    await started()
-    const onmessage = transport.onmessage
-    transport.onmessage = (...args: Parameters<NonNullable<typeof onmessage>>) => {
-      wire.push(JSON.stringify(args[0]))
-      onmessage?.(...args)
-    }
-  }
-  await client.connect(transport)
-  return { client, wire }
-}
-
 /** Every string a reader could get at: each string value, and what it holds when it is JSON, recursively. */
 function opened(v: unknown, out: string[] = []): string[] {
   if (typeof v === 'string') {
@@ -191,38 +155,29 @@ function noValue(wire: readonly string[], values: readonly string[]): void {
 }
 
 describe('remote MCP: masked sessions, values inside strings and schemas', () => {
-  let dir = ''
   let up: { url: string; stop: () => Promise<void> }
   let gw: TestGateway
+  let cleanup = async (): Promise<void> => {}
   let alice = ''
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'gh-mcpnested-'))
     up = await startUpstream()
-    const policyDir = join(dir, 'policies')
-    cpSync(join(REPO, 'policies'), policyDir, { recursive: true })
-    rmSync(join(policyDir, 'default.cases.yaml'), { force: true })
-    writeFileSync(join(policyDir, 'masking.yaml'), MASKING)
-    const conn = { protocol: 'mcp-remote', url: up.url, inject_headers: { Authorization: 'env:GH_TEST_MCP_AUTH' } }
-    gw = await TestGateway.start({
-      connections: [
-        { name: 'masked', ...conn },
-        { name: 'plain', ...conn },
-      ],
-      config: { listen: { api: '127.0.0.1:0', postgres: 'off', ssh: 'off' }, policies: policyDir },
+    const conn = (name: string) => ({ name, url: up.url, authEnv: 'GH_TEST_MCP_AUTH' })
+    ;({ gw, cleanup } = await mcpRemoteGateway({
+      connections: [conn('masked'), conn('plain')],
       env: { GH_TEST_MCP_AUTH: UPSTREAM_AUTH },
-    })
+      files: { 'masking.yaml': MASKING_SSN },
+    }))
     alice = gw.token('user:alice', ['--group', 'writers'])
   })
 
   after(async () => {
-    await gw?.cleanup()
+    await cleanup()
     await up?.stop()
-    rmSync(dir, { recursive: true, force: true })
   })
 
   test('JSON documents inside strings are masked as their own; too deep is withheld', async () => {
-    const a = await agent(gw, alice, 'masked')
+    const a = await recordingAgent(gw, alice, 'masked')
     try {
       const text = async (name: string): Promise<string> => {
         const r = await a.client.callTool({ name })
@@ -247,7 +202,7 @@ describe('remote MCP: masked sessions, values inside strings and schemas', () =>
       await a.client.close()
     }
     // A connection no rule reaches is untouched.
-    const p = await agent(gw, alice, 'plain')
+    const p = await recordingAgent(gw, alice, 'plain')
     try {
       const r = await p.client.callTool({ name: 'strinner' })
       assert.ok(JSON.stringify(r).includes(SSN))
@@ -258,7 +213,7 @@ describe('remote MCP: masked sessions, values inside strings and schemas', () =>
 
   test('the injected credential JSON-escaped, split by a format character or as HTML references is refused', async () => {
     for (const connection of ['plain', 'masked']) {
-      const a = await agent(gw, alice, connection)
+      const a = await recordingAgent(gw, alice, connection)
       try {
         for (const name of ['cred_uesc', 'cred_res', 'cred_zw', 'cred_html', 'cred_key']) {
           await assert.rejects(a.client.callTool({ name }), (err: unknown) => {
@@ -277,7 +232,7 @@ describe('remote MCP: masked sessions, values inside strings and schemas', () =>
   })
 
   test("a listed tool's schema keeps types, properties, items and required names only", async () => {
-    const a = await agent(gw, alice, 'masked')
+    const a = await recordingAgent(gw, alice, 'masked')
     try {
       const { tools } = await a.client.listTools()
       for (const name of Object.keys(SCHEMAS))

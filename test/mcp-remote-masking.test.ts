@@ -7,104 +7,39 @@
 // (helpers/mcphostile.ts); every message the agent receives is checked raw, on the wire.
 
 import assert from 'node:assert/strict'
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { Client } from '@modelcontextprotocol/sdk/client/index.js'
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
-import { CreateMessageRequestSchema } from '@modelcontextprotocol/sdk/types.js'
-import { REPO, TestGateway } from './helpers/gateway.js'
+import type { TestGateway } from './helpers/gateway.js'
+import { MASKING_SSN, mcpRemoteGateway, noneOf, recordingAgent, REGO_SSN } from './helpers/mcpagent.js'
 import { SSN, startHostile } from './helpers/mcphostile.js'
 import { type McpUpstream, rpcError } from './helpers/mcpupstream.js'
 
 const UPSTREAM_AUTH = 'Bearer mcp-hostile-4f1e8a2b9c7d'
 
-const MASKING = `rules:
-  - name: ssn
-    json_paths: ["$..ssn"]
-    connections: [masked]
-    strategy: redact
-detectors: []
-`
-
-const POLICY = `package gatehouse
-
-mask contains {"rule": "person-ssn", "json_path": "$..ssn", "strategy": "redact"} if {
-	input.action == "mcp.call"
-	input.connection.name == "rego"
-	input.command.tool == "person"
-}
-`
-
-interface Agent {
-  client: Client
-  /** Every message the agent received, raw. */
-  wire: string[]
-  sampled: string[]
-}
-
-async function agent(gw: TestGateway, token: string, connection: string): Promise<Agent> {
-  const client = new Client({ name: 'masking-agent', version: '1.0.0' }, { capabilities: { sampling: {} } })
-  const sampled: string[] = []
-  client.setRequestHandler(CreateMessageRequestSchema, async (r) => {
-    sampled.push(JSON.stringify(r.params))
-    return { model: 'test-model', role: 'assistant', content: { type: 'text', text: 'no' } }
-  })
-  const transport = new StreamableHTTPClientTransport(new URL(`${gw.apiUrl}/mcp-remote/${connection}`), {
-    requestInit: { headers: { authorization: `Bearer ${token}` } },
-  })
-  await client.connect(transport)
-  const wire: string[] = []
-  const onmessage = transport.onmessage
-  transport.onmessage = (...args: Parameters<NonNullable<typeof onmessage>>) => {
-    wire.push(JSON.stringify(args[0]))
-    onmessage?.(...args)
-  }
-  return { client, wire, sampled }
-}
-
-function noSsn(wire: readonly string[]): void {
-  assert.ok(wire.length > 0, 'the agent received something')
-  for (const m of wire) for (const v of SSN) assert.ok(!m.includes(v), `a classified value reached the agent: ${m}`)
-}
-
 describe('remote MCP: masking covers the whole result', () => {
-  let dir = ''
   let up: McpUpstream
   let gw: TestGateway
+  let cleanup = async (): Promise<void> => {}
   let alice = ''
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'gh-mcpmask-'))
     up = await startHostile(UPSTREAM_AUTH)
-    const policyDir = join(dir, 'policies')
-    cpSync(join(REPO, 'policies'), policyDir, { recursive: true })
-    rmSync(join(policyDir, 'default.cases.yaml'), { force: true })
-    writeFileSync(join(policyDir, 'masking.yaml'), MASKING)
-    writeFileSync(join(policyDir, 'mcp_masking_rules.rego'), POLICY)
-    const conn = { protocol: 'mcp-remote', url: up.url, inject_headers: { Authorization: 'env:GH_TEST_MCP_AUTH' } }
-    gw = await TestGateway.start({
-      connections: [
-        { name: 'masked', ...conn },
-        { name: 'rego', ...conn },
-        { name: 'plain', ...conn },
-      ],
-      config: { listen: { api: '127.0.0.1:0', postgres: 'off', ssh: 'off' }, policies: policyDir },
+    const conn = (name: string) => ({ name, url: up.url, authEnv: 'GH_TEST_MCP_AUTH' })
+    ;({ gw, cleanup } = await mcpRemoteGateway({
+      connections: [conn('masked'), conn('rego'), conn('plain')],
       env: { GH_TEST_MCP_AUTH: UPSTREAM_AUTH },
-    })
+      files: { 'masking.yaml': MASKING_SSN, 'mcp_masking_rules.rego': REGO_SSN },
+    }))
     alice = gw.token('user:alice', ['--group', 'writers'])
   })
 
   after(async () => {
-    await gw?.cleanup()
+    await cleanup()
     await up?.stop()
-    rmSync(dir, { recursive: true, force: true })
   })
 
   test('tool results: _meta of the result and of a content item, annotations and unknown fields are masked', async () => {
     for (const connection of ['masked', 'rego']) {
-      const a = await agent(gw, alice, connection)
+      const a = await recordingAgent(gw, alice, connection, { sampling: true })
       try {
         const meta = await a.client.callTool({ name: 'person', arguments: { mode: 'meta' } })
         assert.deepEqual(meta._meta, { name: 'Alice', ssn: '****', nested: { ssn: '****' } }, connection)
@@ -119,7 +54,7 @@ describe('remote MCP: masking covers the whole result', () => {
         // The SDKs may drop an annotation MCP does not define; if it arrives, it is masked.
         assert.notEqual((first.annotations as { ssn?: string } | undefined)?.ssn, SSN[3])
         await a.client.callTool({ name: 'person', arguments: { mode: 'unknown' } })
-        noSsn(a.wire)
+        noneOf(a.wire, SSN)
       } finally {
         await a.client.close()
       }
@@ -127,7 +62,7 @@ describe('remote MCP: masking covers the whole result', () => {
   })
 
   test('without a rule the same fields pass (the masking is the rule, not a filter of its own)', async () => {
-    const a = await agent(gw, alice, 'plain')
+    const a = await recordingAgent(gw, alice, 'plain', { sampling: true })
     try {
       const meta = await a.client.callTool({ name: 'person', arguments: { mode: 'meta' } })
       assert.equal((meta._meta as { ssn: string }).ssn, SSN[0])
@@ -137,7 +72,7 @@ describe('remote MCP: masking covers the whole result', () => {
   })
 
   test('the injected credential echoed lower- or upper-cased reaches the agent masked', async () => {
-    const a = await agent(gw, alice, 'plain')
+    const a = await recordingAgent(gw, alice, 'plain', { sampling: true })
     try {
       const r = await a.client.callTool({ name: 'person', arguments: { mode: 'leak' } })
       const secret = UPSTREAM_AUTH.replace(/^Bearer /, '')
@@ -151,20 +86,20 @@ describe('remote MCP: masking covers the whole result', () => {
   })
 
   test('resources/read: _meta of the result and of each contents entry are masked', async () => {
-    const a = await agent(gw, alice, 'masked')
+    const a = await recordingAgent(gw, alice, 'masked', { sampling: true })
     try {
       const r = await a.client.readResource({ uri: 'public://y' })
       assert.deepEqual(r._meta, { ssn: '****' })
       assert.deepEqual(r.contents[0]?._meta, { ssn: '****' })
       assert.deepEqual(JSON.parse(String((r.contents[0] as { text?: string }).text)), { ssn: '****', ok: 1 })
-      noSsn(a.wire)
+      noneOf(a.wire, SSN)
     } finally {
       await a.client.close()
     }
   })
 
   test("prompts/get: the description is withheld, _meta and the messages' JSON masked", async () => {
-    const a = await agent(gw, alice, 'masked')
+    const a = await recordingAgent(gw, alice, 'masked', { sampling: true })
     try {
       const p = await a.client.getPrompt({ name: 'p1', arguments: { a: 'x' } })
       assert.match(String(p.description), /^gatehouse: withheld .*masking rules/)
@@ -172,14 +107,14 @@ describe('remote MCP: masking covers the whole result', () => {
       const content = p.messages[0]?.content as { text: string; _meta?: unknown }
       assert.deepEqual(JSON.parse(content.text), { ssn: '****', a: 1 })
       assert.deepEqual(content._meta, { ssn: '****' })
-      noSsn(a.wire)
+      noneOf(a.wire, SSN)
     } finally {
       await a.client.close()
     }
   })
 
   test("upstream errors: the message is withheld and the data dropped; the upstream's code stays", async () => {
-    const a = await agent(gw, alice, 'masked')
+    const a = await recordingAgent(gw, alice, 'masked', { sampling: true })
     try {
       const read = await rpcError(a.client.readResource({ uri: 'boom://x' }))
       assert.equal(read.code, -32050)
@@ -188,12 +123,12 @@ describe('remote MCP: masking covers the whole result', () => {
       const prompt = await rpcError(a.client.getPrompt({ name: 'boomp' }))
       assert.equal(prompt.code, -32050)
       assert.match(prompt.message, /gatehouse: withheld/)
-      noSsn(a.wire)
+      noneOf(a.wire, SSN)
     } finally {
       await a.client.close()
     }
     // Without a rule, the upstream's own message reaches the agent.
-    const b = await agent(gw, alice, 'plain')
+    const b = await recordingAgent(gw, alice, 'plain', { sampling: true })
     try {
       const read = await rpcError(b.client.readResource({ uri: 'boom://x' }))
       assert.match(read.message, /record/)
@@ -203,7 +138,7 @@ describe('remote MCP: masking covers the whole result', () => {
   })
 
   test("a masked call's progress message is dropped and its sampling request is not relayed", async () => {
-    const a = await agent(gw, alice, 'masked')
+    const a = await recordingAgent(gw, alice, 'masked', { sampling: true })
     try {
       const progress: string[] = []
       await a.client.callTool({ name: 'person', arguments: { mode: 'progress' } }, undefined, {
@@ -212,17 +147,17 @@ describe('remote MCP: masking covers the whole result', () => {
       assert.equal(progress.length, 1, 'progress itself is relayed')
       assert.ok(!progress[0]?.includes('message'), progress[0])
       const s = await a.client.callTool({ name: 'person', arguments: { mode: 'sample' } })
-      assert.equal(a.sampled.length, 0, 'the sampling request did not reach the agent')
+      assert.equal(a.asked.length, 0, 'the sampling request did not reach the agent')
       assert.match(JSON.stringify(s.content), /sampling_failed/)
-      noSsn(a.wire)
+      noneOf(a.wire, SSN)
     } finally {
       await a.client.close()
     }
     // Without a rule, sampling is relayed as before.
-    const b = await agent(gw, alice, 'plain')
+    const b = await recordingAgent(gw, alice, 'plain', { sampling: true })
     try {
       await b.client.callTool({ name: 'person', arguments: { mode: 'sample' } })
-      assert.equal(b.sampled.length, 1)
+      assert.equal(b.asked.length, 1)
     } finally {
       await b.client.close()
     }
