@@ -20,6 +20,9 @@ const SSN_NUM = 123456789
 const CRED = 'sk-gh-ABCDEF0123456789'
 const UPSTREAM_AUTH = `Bearer ${CRED}`
 
+/** Two values that mask to the same key. */
+const CLASH = ['111-22-3333', '444-55-6666']
+
 type Obj = Record<string, unknown>
 const person = (): Obj => ({ name: 'Alice', ssn: SSN })
 
@@ -44,6 +47,12 @@ const RESULTS: Record<string, () => Obj> = {
     ],
   }),
   prose: () => ({ content: [{ type: 'text', text: JSON.stringify({ note: '{not json', list: '[INFO] started' }) }] }),
+  // A key that is a JSON document (a tool returning `{"<row as JSON>": 1}`).
+  keyjson_sc: () => ({ content: [], structuredContent: { [JSON.stringify(person())]: 1 } }),
+  keyjson_text: () => ({ content: [{ type: 'text', text: JSON.stringify({ [JSON.stringify(person())]: 1 }) }] }),
+  keyjson_clash: () => ({
+    content: [{ type: 'text', text: JSON.stringify({ [JSON.stringify({ ssn: CLASH[0] })]: 1, [JSON.stringify({ ssn: CLASH[1] })]: 2 }) }],
+  }),
   cred_uesc: () => ({ content: [{ type: 'text', text: `{"a":"\\u0073${CRED.slice(1)}"}` }] }),
   cred_res: () => ({ content: [{ type: 'resource', resource: { uri: 'x://q', text: `{"a":"\\u0073${CRED.slice(1)}"}` } }] }),
   cred_zw: () => ({ content: [], structuredContent: { a: `${CRED.slice(0, 10)}\u200b${CRED.slice(10)}` } }),
@@ -138,7 +147,7 @@ function opened(v: unknown, out: string[] = []): string[] {
   else if (Array.isArray(v)) for (const x of v) opened(x, out)
   else if (v !== null && typeof v === 'object') {
     for (const [k, x] of Object.entries(v)) {
-      out.push(k)
+      opened(k, out)
       opened(x, out)
     }
   }
@@ -197,7 +206,19 @@ describe('remote MCP: masked sessions, values inside strings and schemas', () =>
       assert.deepEqual(JSON.parse((JSON.parse(await text('resinner')) as { p: string }).p), { name: 'Alice', ssn: '****' })
       // Strings that only look like JSON are left as they are.
       assert.deepEqual(JSON.parse(await text('prose')), { note: '{not json', list: '[INFO] started' })
-      noValue(a.wire, [SSN])
+      // Keys that are JSON documents are masked like values; two that become one are withheld.
+      const k = await a.client.callTool({ name: 'keyjson_sc' })
+      assert.deepEqual(
+        Object.keys(k.structuredContent as Obj).map((x) => JSON.parse(x) as unknown),
+        [{ name: 'Alice', ssn: '****' }],
+      )
+      const kt = JSON.parse(await text('keyjson_text')) as Obj
+      assert.deepEqual(
+        Object.keys(kt).map((x) => JSON.parse(x) as unknown),
+        [{ name: 'Alice', ssn: '****' }],
+      )
+      assert.match(await text('keyjson_clash'), /gatehouse: withheld/)
+      noValue(a.wire, [SSN, ...CLASH])
     } finally {
       await a.client.close()
     }

@@ -105,12 +105,18 @@ function nested(v: unknown, plan: JsonMaskPlan, keys: MaskingKeys, sink: MaskSin
   if (isObj(v)) {
     let changed = false
     const out = Object.entries(v).map(([k, x]) => {
+      // A key can be a JSON document too (a tool that returns `{"<row as JSON>": 1}`): a client
+      // reads it as easily as a value, so it is masked (or withheld) the same way.
+      const k2 = nestedString(k, plan, keys, sink, depth)
       const y = nested(x, plan, keys, sink, depth)
-      if (y !== x) changed = true
-      return [k, y] as const
+      if (y !== x || k2 !== k) changed = true
+      return [k2, y] as const
     })
+    if (!changed) return v
+    // Two keys masked into one would lose a member without a word: refuse the document instead.
+    if (new Set(out.map(([k]) => k)).size !== out.length) throw new JsonMaskError('two keys of an object are the same once masked', 0)
     // fromEntries defines `__proto__` as an own key, as JSON.parse did.
-    return changed ? Object.fromEntries(out) : v
+    return Object.fromEntries(out)
   }
   return v
 }
@@ -168,7 +174,13 @@ export class ResultMasker {
 
   /** A JSON value masked as a document of its own. */
   value(v: unknown): unknown {
-    return JSON.parse(maskText(this.plan, this.keys, JSON.stringify(v) ?? 'null', this)) as unknown
+    try {
+      return JSON.parse(maskText(this.plan, this.keys, JSON.stringify(v) ?? 'null', this)) as unknown
+    } catch (err) {
+      if (!(err instanceof JsonMaskError)) throw err
+      this.withheld++
+      return withheldText('a JSON document that cannot be masked')
+    }
   }
 
   /** A text that must be a JSON document to be passed; null when it is not (withhold it). */
