@@ -20,6 +20,11 @@ export class TunnelSocket extends Socket {
     private readonly wasCut: () => boolean,
   ) {
     super({ allowHalfOpen: true })
+    // A link that drops cuts every stream it carries, including one whose user holds it without an
+    // 'error' listener for a moment (a cancel request in flight, a socket between dial and
+    // handshake): an unheard 'error' would end the whole gateway. Its users still hear the error
+    // when they listen, and 'close' (hadError) either way.
+    this.on('error', () => undefined)
     inner.on('data', (d: Buffer) => {
       if (!this.push(d)) inner.pause()
     })
