@@ -7,13 +7,14 @@
 // schema keeps the structure an agent needs.
 
 import assert from 'node:assert/strict'
-import { createServer, type IncomingMessage, type Server as HttpServer } from 'node:http'
+import { createServer, type Server as HttpServer } from 'node:http'
 import { after, before, describe, test } from 'node:test'
 import { Server } from '@modelcontextprotocol/sdk/server/index.js'
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js'
 import { CallToolRequestSchema, ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js'
 import type { TestGateway } from './helpers/gateway.js'
 import { MASKING_SSN, mcpRemoteGateway, recordingAgent } from './helpers/mcpagent.js'
+import { readBody } from './helpers/mcphostile.js'
 
 const SSN = '123-45-6789'
 const SSN_NUM = 123456789
@@ -93,13 +94,6 @@ function upstreamServer(): Server {
     return (f ? f() : { content: [{ type: 'text', text: JSON.stringify({ called: r.params.name }) }] }) as never
   })
   return s
-}
-
-async function readBody(req: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = []
-  for await (const c of req) chunks.push(c as Buffer)
-  const text = Buffer.concat(chunks).toString('utf8')
-  return text === '' ? undefined : (JSON.parse(text) as unknown)
 }
 
 /** A stateless upstream: a fresh server and transport for every request. */

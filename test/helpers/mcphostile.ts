@@ -185,7 +185,8 @@ function build(credential: string): McpServer {
   return s
 }
 
-async function readBody(req: IncomingMessage): Promise<unknown> {
+/** A request's body as JSON (undefined when empty). */
+export async function readBody(req: IncomingMessage): Promise<unknown> {
   const chunks: Buffer[] = []
   for await (const c of req) chunks.push(c as Buffer)
   const text = Buffer.concat(chunks).toString('utf8')
